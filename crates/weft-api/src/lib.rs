@@ -1,0 +1,14 @@
+//! Weft's view of Istio's configuration API: the `networking.istio.io` resources and
+//! Kubernetes `v1 Service`, read from YAML or JSON as kubectl reads them and validated with
+//! Istio's rules.
+#![forbid(unsafe_code)]
+
+pub mod host;
+pub mod load;
+pub mod resource;
+pub mod types;
+pub mod validate;
+
+pub use load::{load_path, load_str, Diagnostic, LoadError, Loaded};
+pub use resource::{Kind, Origin, Resource, Spec};
+pub use validate::Severity;

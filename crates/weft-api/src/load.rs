@@ -1,0 +1,403 @@
+//! Reading resources from files as kubectl reads them: multi-document YAML, JSON objects and
+//! `kind: List`. Every problem is a [`Diagnostic`] that names the file, the document,
+//! `Kind namespace/name` and the field path.
+
+use crate::resource::{Kind, Origin, Resource, Spec};
+use crate::types::ObjectMeta;
+use crate::validate::{self, Severity};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// One problem found while loading: an error rejects its document, a warning does not.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub origin: Origin,
+    /// `Kind namespace/name`, when the document got far enough to have one.
+    pub resource: Option<String>,
+    pub path: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let level = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{level}: {}", self.origin)?;
+        if let Some(resource) = &self.resource {
+            write!(f, ": {resource}")?;
+        }
+        if !self.path.is_empty() {
+            write!(f, ": {}", self.path)?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a load produced: the accepted resources and every diagnostic.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub resources: Vec<Resource>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Loaded {
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+    }
+
+    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.errors().next().is_some()
+    }
+
+    fn extend(&mut self, other: Loaded) {
+        self.resources.extend(other.resources);
+        self.diagnostics.extend(other.diagnostics);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Loads every `.yaml`, `.yml` and `.json` file in a directory (not recursive, sorted by
+/// name, hidden files skipped) or one file.
+pub fn load_path(path: &Path) -> Result<Loaded, LoadError> {
+    let io = |source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_dir() {
+        let text = std::fs::read_to_string(path).map_err(io)?;
+        return Ok(load_str(&text, path));
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| is_config_file(p))
+        .collect();
+    files.sort();
+    let mut loaded = Loaded::default();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|source| LoadError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        loaded.extend(load_str(&text, &file));
+    }
+    Ok(loaded)
+}
+
+/// True for the files a config directory is made of.
+pub fn is_config_file(path: &Path) -> bool {
+    let hidden = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_none_or(|n| n.starts_with('.'));
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    !hidden && path.is_file() && matches!(ext, "yaml" | "yml" | "json")
+}
+
+/// Loads the documents of one file's text. `file` names it in diagnostics.
+pub fn load_str(text: &str, file: &Path) -> Loaded {
+    let file = Arc::new(file.to_path_buf());
+    let mut loaded = Loaded::default();
+    for (index, (line, doc)) in split_documents(text).into_iter().enumerate() {
+        let origin = Origin {
+            file: file.clone(),
+            document: index + 1,
+            line,
+        };
+        let value: Value = match serde_norway::from_str(doc) {
+            Ok(Value::Null) => continue,
+            Ok(v) => v,
+            Err(e) => {
+                loaded.diagnostics.push(Diagnostic {
+                    severity: Severity::Error,
+                    origin,
+                    resource: None,
+                    path: String::new(),
+                    message: format!("not valid YAML or JSON: {e}"),
+                    hint: Some("check the indentation and quoting around the position named".into()),
+                });
+                continue;
+            }
+        };
+        load_value(value, &origin, &mut loaded);
+    }
+    loaded
+}
+
+/// Splits on `---` separator lines, keeping each document's first line number. JSON text
+/// has no separators and comes back whole.
+fn split_documents(text: &str) -> Vec<(usize, &str)> {
+    let mut docs = Vec::new();
+    let mut start = 0;
+    let mut start_line = 1;
+    let mut offset = 0;
+    for (number, line) in text.split_inclusive('\n').enumerate() {
+        let bare = line.trim_end();
+        let is_separator = bare == "---" || bare.starts_with("--- ") || bare == "...";
+        if is_separator {
+            docs.push((start_line, &text[start..offset]));
+            start = offset + line.len();
+            start_line = number + 2;
+        }
+        offset += line.len();
+    }
+    docs.push((start_line, &text[start..]));
+    docs.retain(|(_, d)| {
+        d.lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+    });
+    docs
+}
+
+fn load_value(value: Value, origin: &Origin, loaded: &mut Loaded) {
+    let error = |resource: Option<String>, path: &str, message: String, hint: Option<String>| {
+        Diagnostic {
+            severity: Severity::Error,
+            origin: origin.clone(),
+            resource,
+            path: path.to_string(),
+            message,
+            hint,
+        }
+    };
+    let Value::Object(mut object) = value else {
+        loaded.diagnostics.push(error(
+            None,
+            "",
+            "a document must be a mapping with apiVersion, kind, metadata and spec".into(),
+            None,
+        ));
+        return;
+    };
+    let kind_name = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if kind_name == "List" {
+        if let Some(Value::Array(items)) = object.remove("items") {
+            for item in items {
+                load_value(item, origin, loaded);
+            }
+        }
+        return;
+    }
+    let metadata: ObjectMeta = match object.remove("metadata") {
+        None => ObjectMeta::default(),
+        Some(meta) => match serde_json::from_value(meta) {
+            Ok(m) => m,
+            Err(e) => {
+                loaded.diagnostics.push(error(
+                    None,
+                    "metadata",
+                    e.to_string(),
+                    None,
+                ));
+                return;
+            }
+        },
+    };
+    let display = format!(
+        "{} {}/{}",
+        if kind_name.is_empty() { "<no kind>" } else { &kind_name },
+        metadata.namespace(),
+        metadata.name
+    );
+    let Some(kind) = Kind::from_name(&kind_name) else {
+        let known = api_version.starts_with("networking.istio.io/") || api_version == "v1";
+        // Other Kubernetes objects (Deployments, ServiceAccounts…) share files with mesh
+        // config; kubectl would apply them, Weft has no use for them.
+        loaded.diagnostics.push(Diagnostic {
+            severity: if known && !kind_name.is_empty() || kind_name.is_empty() {
+                Severity::Error
+            } else {
+                Severity::Warning
+            },
+            origin: origin.clone(),
+            resource: Some(display),
+            path: "kind".into(),
+            message: if kind_name.is_empty() {
+                "missing kind".into()
+            } else {
+                format!("kind {kind_name:?} ({api_version}) is not a Weft resource; ignored")
+            },
+            hint: Some(format!(
+                "Weft reads {}",
+                Kind::ALL.map(Kind::name).join(", ")
+            )),
+        });
+        return;
+    };
+    if !kind.accepts_api_version(&api_version) {
+        loaded.diagnostics.push(error(
+            Some(display),
+            "apiVersion",
+            format!("{kind} is not served at apiVersion {api_version:?}"),
+            Some(if kind == Kind::Service {
+                "use apiVersion: v1".into()
+            } else {
+                "use networking.istio.io/v1, v1beta1 or v1alpha3".into()
+            }),
+        ));
+        return;
+    }
+    if metadata.name.is_empty() {
+        loaded.diagnostics.push(error(
+            Some(display.clone()),
+            "metadata.name",
+            "Required value".into(),
+            Some("every resource needs metadata.name".into()),
+        ));
+    }
+    // Fields outside apiVersion/kind/metadata/spec (status, Istio's test-only `_err`) are
+    // warnings so a kubectl dump loads.
+    for key in object.keys() {
+        if !matches!(key.as_str(), "apiVersion" | "kind" | "spec" | "status") {
+            loaded.diagnostics.push(Diagnostic {
+                severity: Severity::Warning,
+                origin: origin.clone(),
+                resource: Some(display.clone()),
+                path: key.clone(),
+                message: "unknown field; ignored".into(),
+                hint: None,
+            });
+        }
+    }
+    let Some(spec_value) = object.remove("spec") else {
+        loaded.diagnostics.push(error(
+            Some(display),
+            "spec",
+            "Required value".into(),
+            Some(format!("a {kind} needs a spec")),
+        ));
+        return;
+    };
+    let parsed = match kind {
+        Kind::VirtualService => typed(spec_value, Spec::VirtualService),
+        Kind::DestinationRule => typed(spec_value, Spec::DestinationRule),
+        Kind::ServiceEntry => typed(spec_value, Spec::ServiceEntry),
+        Kind::WorkloadEntry => typed(spec_value, Spec::WorkloadEntry),
+        Kind::Gateway => typed(spec_value, Spec::Gateway),
+        Kind::Sidecar => typed(spec_value, Spec::Sidecar),
+        Kind::Service => typed(spec_value, Spec::Service),
+    };
+    let (spec, unknown) = match parsed {
+        Ok(ok) => ok,
+        Err((path, message)) => {
+            loaded
+                .diagnostics
+                .push(error(Some(display), &path, message, None));
+            return;
+        }
+    };
+    for path in unknown {
+        loaded.diagnostics.push(Diagnostic {
+            severity: Severity::Warning,
+            origin: origin.clone(),
+            resource: Some(display.clone()),
+            path,
+            message: "unknown field; ignored".into(),
+            hint: Some(format!("see Istio's {kind} reference for the field names")),
+        });
+    }
+    let resource = Resource {
+        api_version,
+        kind,
+        metadata,
+        spec,
+        origin: origin.clone(),
+    };
+    let issues = validate::validate(&resource);
+    let rejected = issues.iter().any(|i| i.severity == Severity::Error);
+    loaded
+        .diagnostics
+        .extend(issues.into_iter().map(|issue| Diagnostic {
+            severity: issue.severity,
+            origin: origin.clone(),
+            resource: Some(display.clone()),
+            path: issue.path,
+            message: issue.message,
+            hint: issue.hint,
+        }));
+    if !rejected {
+        loaded.resources.push(resource);
+    }
+}
+
+/// Deserializes a spec, collecting the paths of unknown fields and, on failure, the path of
+/// the field that failed (`spec.http[0].route[1].weight`).
+fn typed<T: DeserializeOwned>(
+    value: Value,
+    wrap: fn(T) -> Spec,
+) -> Result<(Spec, Vec<String>), (String, String)> {
+    let mut unknown = Vec::new();
+    let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(spec_path(&path.to_string()));
+    let ignored = serde_ignored::Deserializer::new(value, &mut on_unknown);
+    match serde_path_to_error::deserialize::<_, T>(ignored) {
+        Ok(spec) => Ok((wrap(spec), unknown)),
+        Err(e) => {
+            let path = spec_path(&e.path().to_string());
+            Err((path, e.into_inner().to_string()))
+        }
+    }
+}
+
+/// Turns the crates' `http.0.route` paths into `spec.http[0].route`.
+fn spec_path(raw: &str) -> String {
+    let mut out = String::from("spec");
+    if raw == "." || raw.is_empty() {
+        return out;
+    }
+    for segment in raw.split('.') {
+        if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            out.push('[');
+            out.push_str(segment);
+            out.push(']');
+        } else if let Some(idx) = segment.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            out.push('[');
+            out.push_str(idx);
+            out.push(']');
+        } else {
+            out.push('.');
+            out.push_str(segment);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,125 @@
+//! A loaded resource: its kind, metadata, typed spec and where it came from.
+
+use crate::types::*;
+use serde::Serialize;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Kind {
+    VirtualService,
+    DestinationRule,
+    ServiceEntry,
+    WorkloadEntry,
+    Gateway,
+    Sidecar,
+    Service,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 7] = [
+        Kind::VirtualService,
+        Kind::DestinationRule,
+        Kind::ServiceEntry,
+        Kind::WorkloadEntry,
+        Kind::Gateway,
+        Kind::Sidecar,
+        Kind::Service,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::VirtualService => "VirtualService",
+            Kind::DestinationRule => "DestinationRule",
+            Kind::ServiceEntry => "ServiceEntry",
+            Kind::WorkloadEntry => "WorkloadEntry",
+            Kind::Gateway => "Gateway",
+            Kind::Sidecar => "Sidecar",
+            Kind::Service => "Service",
+        }
+    }
+
+    /// The API group versions this kind is accepted under.
+    pub fn accepts_api_version(self, api_version: &str) -> bool {
+        match self {
+            Kind::Service => api_version == "v1",
+            _ => matches!(
+                api_version,
+                "networking.istio.io/v1"
+                    | "networking.istio.io/v1beta1"
+                    | "networking.istio.io/v1alpha3"
+            ),
+        }
+    }
+
+    pub fn from_name(kind: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == kind)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Spec {
+    VirtualService(VirtualService),
+    DestinationRule(DestinationRule),
+    ServiceEntry(ServiceEntry),
+    WorkloadEntry(WorkloadEntry),
+    Gateway(Gateway),
+    Sidecar(Sidecar),
+    Service(Service),
+}
+
+/// Where a document came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Origin {
+    pub file: Arc<PathBuf>,
+    /// 1-based position of the document in its file.
+    pub document: usize,
+    /// 1-based line the document starts on.
+    pub line: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: document {} (line {})",
+            self.file.display(),
+            self.document,
+            self.line
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resource {
+    pub api_version: String,
+    pub kind: Kind,
+    pub metadata: ObjectMeta,
+    pub spec: Spec,
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+impl Resource {
+    pub fn name(&self) -> &str {
+        &self.metadata.name
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.metadata.namespace()
+    }
+
+    /// `Kind namespace/name`, as Istio's messages name a resource.
+    pub fn display_name(&self) -> String {
+        format!("{} {}/{}", self.kind, self.namespace(), self.name())
+    }
+}
