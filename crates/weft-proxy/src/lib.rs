@@ -1,1 +1,155 @@
+//! The Weft sidecar proxy: transparent and explicit outbound capture, inbound capture,
+//! Istio routing and resilience, access logs, admin and health ports.
 #![forbid(unsafe_code)]
+
+pub mod access_log;
+pub mod admin;
+pub mod config;
+pub mod http;
+mod listener;
+pub mod model;
+pub mod tcp;
+pub mod transport;
+pub mod upstream;
+pub mod workload;
+
+use access_log::AccessLog;
+use config::ConfigStore;
+use model::protocol::Protocol;
+use model::registry::Discovery;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use transport::orig_dst::OriginalDst;
+use upstream::config::{LbPolicy, Limits};
+use upstream::{Cluster, ClusterConfig};
+use weft_api::types::OutboundTrafficMode;
+
+/// What every connection handler shares.
+pub struct Shared {
+    pub config: Arc<ConfigStore>,
+    pub access_log: AccessLog,
+    pub orig_dst: Arc<dyn OriginalDst>,
+    /// Where inbound traffic goes when the connection carries no original destination.
+    pub inbound_target: Option<SocketAddr>,
+    pub inbound: Arc<Cluster>,
+    pub passthrough: Arc<Cluster>,
+}
+
+pub struct ProxyOptions {
+    pub outbound: SocketAddr,
+    pub inbound: SocketAddr,
+    pub admin: SocketAddr,
+    pub health: SocketAddr,
+    pub workload: workload::Workload,
+    pub outbound_policy: OutboundTrafficMode,
+    pub access_log: AccessLog,
+    pub orig_dst: Arc<dyn OriginalDst>,
+    pub inbound_target: Option<SocketAddr>,
+    pub set_log_level: Option<admin::SetLogLevel>,
+}
+
+impl ProxyOptions {
+    /// Istio's ports: outbound 15001 and inbound 15006 on all addresses, admin on
+    /// 127.0.0.1:15000, health on 15021.
+    pub fn istio_defaults(workload: workload::Workload) -> ProxyOptions {
+        ProxyOptions {
+            outbound: ([0, 0, 0, 0], 15001).into(),
+            inbound: ([0, 0, 0, 0], 15006).into(),
+            admin: ([127, 0, 0, 1], 15000).into(),
+            health: ([0, 0, 0, 0], 15021).into(),
+            workload,
+            outbound_policy: OutboundTrafficMode::RegistryOnly,
+            access_log: AccessLog::Stdout,
+            orig_dst: Arc::new(transport::orig_dst::SoOriginalDst),
+            inbound_target: None,
+            set_log_level: None,
+        }
+    }
+}
+
+/// A running proxy. Dropping it stops its listeners.
+pub struct Proxy {
+    pub outbound_addr: SocketAddr,
+    pub inbound_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub health_addr: SocketAddr,
+    pub config: Arc<ConfigStore>,
+    /// Notified by `POST /quitquitquit`.
+    pub quit: Arc<Notify>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} for {what}: {source} (is another proxy running, or is the port privileged?)")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Proxy {
+    /// Binds every port and starts serving; the config store starts empty (not ready).
+    pub async fn start(opts: ProxyOptions) -> Result<Proxy, StartError> {
+        let bind = |what: &'static str, addr: SocketAddr| async move {
+            TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
+        };
+        let outbound = bind("outbound capture", opts.outbound).await?;
+        let inbound = bind("inbound capture", opts.inbound).await?;
+        let admin = bind("admin", opts.admin).await?;
+        let health = bind("health", opts.health).await?;
+        let addr = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
+        let (outbound_addr, inbound_addr, admin_addr, health_addr) = (addr(&outbound), addr(&inbound), addr(&admin), addr(&health));
+        let config = Arc::new(ConfigStore::new(opts.workload, opts.outbound_policy));
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            access_log: opts.access_log,
+            orig_dst: opts.orig_dst,
+            inbound_target: opts.inbound_target,
+            inbound: passthrough_cluster("inbound|||"),
+            passthrough: passthrough_cluster("PassthroughCluster"),
+        });
+        let quit = Arc::new(Notify::new());
+        let admin_state = Arc::new(admin::Admin { config: config.clone(), quit: quit.clone(), set_log_level: opts.set_log_level });
+        let tasks = vec![
+            tokio::spawn(listener::serve(outbound, shared.clone(), http::Direction::Outbound)),
+            tokio::spawn(listener::serve(inbound, shared, http::Direction::Inbound)),
+            tokio::spawn(admin::serve(admin, admin_state.clone(), false)),
+            tokio::spawn(admin::serve(health, admin_state, true)),
+        ];
+        Ok(Proxy { outbound_addr, inbound_addr, admin_addr, health_addr, config, quit, tasks })
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn passthrough_cluster(name: &str) -> Arc<Cluster> {
+    Arc::new(Cluster::new(
+        ClusterConfig {
+            name: name.into(),
+            service: name.into(),
+            port: 0,
+            subset: None,
+            protocol: Protocol::Unknown,
+            discovery: Discovery::Passthrough,
+            endpoints: Vec::new(),
+            lb: LbPolicy::Passthrough,
+            limits: Limits::default(),
+            outlier: None,
+            destination_rule: None,
+            unusable: None,
+        },
+        None,
+    ))
+}

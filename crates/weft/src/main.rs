@@ -1,1 +1,166 @@
-fn main() {}
+//! `weft`: the single binary. Today it runs the sidecar proxy; the control plane, the CLI
+//! verbs and the local platform join it as their issues land.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tracing_subscriber::{reload, EnvFilter};
+use weft_api::types::OutboundTrafficMode;
+use weft_proxy::access_log::AccessLog;
+use weft_proxy::config::FileSource;
+use weft_proxy::transport::orig_dst::{NoOriginalDst, SoOriginalDst};
+use weft_proxy::workload::{parse_labels, Workload};
+use weft_proxy::{Proxy, ProxyOptions};
+
+#[derive(Parser)]
+#[command(name = "weft", version, about = "Weft: an Istio-compatible service mesh")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sidecar proxy beside a workload.
+    Proxy(ProxyArgs),
+    /// Check config files with Istio's validation rules and print every problem.
+    Validate {
+        /// A file or a directory of .yaml/.yml/.json files.
+        #[arg(short = 'f', long = "filename")]
+        path: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct ProxyArgs {
+    /// Directory of Istio YAML/JSON files; watched and re-read on change.
+    #[arg(long, env = "WEFT_CONFIG_DIR")]
+    config: PathBuf,
+    /// The workload's namespace, as the pod's.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// The workload's name (Istio's `source_workload`).
+    #[arg(long, env = "WEFT_WORKLOAD_NAME", default_value = "")]
+    workload_name: String,
+    /// The workload's labels: `app=reviews,version=v2`.
+    #[arg(long, env = "WEFT_LABELS", default_value = "")]
+    labels: String,
+    #[arg(long, env = "SERVICE_ACCOUNT", default_value = "default")]
+    service_account: String,
+    #[arg(long, default_value = "0.0.0.0:15001")]
+    outbound: SocketAddr,
+    #[arg(long, default_value = "0.0.0.0:15006")]
+    inbound: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    admin: SocketAddr,
+    #[arg(long, default_value = "0.0.0.0:15021")]
+    health: SocketAddr,
+    /// Where inbound traffic goes when it was not redirected by iptables.
+    #[arg(long)]
+    inbound_target: Option<SocketAddr>,
+    /// REGISTRY_ONLY (Weft's default: only mesh services and ServiceEntry hosts) or ALLOW_ANY.
+    #[arg(long, default_value = "REGISTRY_ONLY", value_parser = parse_policy)]
+    outbound_traffic_policy: OutboundTrafficMode,
+    /// `stdout` or `off`.
+    #[arg(long, default_value = "stdout")]
+    access_log: String,
+    /// Data-plane worker threads.
+    #[arg(long, env = "WEFT_WORKERS", default_value_t = 2)]
+    workers: usize,
+    /// Do not ask the kernel for original destinations (explicit proxy mode only).
+    #[arg(long)]
+    no_capture: bool,
+}
+
+fn parse_policy(s: &str) -> Result<OutboundTrafficMode, String> {
+    match s.to_ascii_uppercase().as_str() {
+        "REGISTRY_ONLY" => Ok(OutboundTrafficMode::RegistryOnly),
+        "ALLOW_ANY" => Ok(OutboundTrafficMode::AllowAny),
+        _ => Err("use REGISTRY_ONLY or ALLOW_ANY".into()),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Proxy(args) => run_proxy(args),
+        Command::Validate { path } => validate(&path),
+    }
+}
+
+fn validate(path: &std::path::Path) -> anyhow::Result<()> {
+    let loaded = weft_api::load_path(path)?;
+    for d in &loaded.diagnostics {
+        eprintln!("{d}");
+    }
+    if loaded.has_errors() {
+        anyhow::bail!("{} error(s); nothing was applied", loaded.errors().count());
+    }
+    println!("✔ {} resource(s) valid in {}", loaded.resources.len(), path.display());
+    Ok(())
+}
+
+fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    let (filter, handle) = reload::Layer::new(
+        EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+    );
+    use tracing_subscriber::prelude::*;
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .init();
+    let workload = Workload {
+        name: args.workload_name,
+        namespace: args.namespace,
+        labels: parse_labels(&args.labels).map_err(anyhow::Error::msg)?,
+        service_account: args.service_account,
+    };
+    let set_log_level: weft_proxy::admin::SetLogLevel = Arc::new(move |level: &str| {
+        let filter = EnvFilter::try_new(level).map_err(|e| format!("bad level {level:?}: {e}"))?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    });
+    let opts = ProxyOptions {
+        outbound: args.outbound,
+        inbound: args.inbound,
+        admin: args.admin,
+        health: args.health,
+        workload,
+        outbound_policy: args.outbound_traffic_policy,
+        access_log: match args.access_log.as_str() {
+            "off" => AccessLog::Off,
+            _ => AccessLog::Stdout,
+        },
+        orig_dst: if args.no_capture { Arc::new(NoOriginalDst) } else { Arc::new(SoOriginalDst) },
+        inbound_target: args.inbound_target,
+        set_log_level: Some(set_log_level),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.workers.max(1))
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let dir = args.config;
+    runtime.block_on(async move {
+        let proxy = Proxy::start(opts).await?;
+        tracing::info!(
+            outbound = %proxy.outbound_addr, inbound = %proxy.inbound_addr,
+            admin = %proxy.admin_addr, health = %proxy.health_addr,
+            "weft proxy listening"
+        );
+        let store = proxy.config.clone();
+        let source = FileSource { dir: dir.clone() };
+        let watcher = tokio::spawn(source.run(store));
+        let quit = proxy.quit.clone();
+        tokio::select! {
+            _ = quit.notified() => tracing::info!("quitquitquit: exiting"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: exiting"),
+            r = watcher => match r {
+                Ok(Err(e)) => anyhow::bail!("cannot watch {}: {e}", dir.display()),
+                _ => {}
+            },
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,227 @@
+//! Envoy's response flags and one access-log line per request in Istio's default format.
+
+use std::fmt::{self, Write as _};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Envoy's response flags, rendered in Envoy's order, comma-separated, `-` when none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flags(u16);
+
+impl Flags {
+    pub const UH: Flags = Flags(1);
+    pub const UF: Flags = Flags(1 << 1);
+    pub const UO: Flags = Flags(1 << 2);
+    pub const NR: Flags = Flags(1 << 3);
+    pub const URX: Flags = Flags(1 << 4);
+    pub const UT: Flags = Flags(1 << 5);
+    pub const DC: Flags = Flags(1 << 6);
+    pub const FI: Flags = Flags(1 << 7);
+    pub const DI: Flags = Flags(1 << 8);
+    pub const UC: Flags = Flags(1 << 9);
+    pub const NC: Flags = Flags(1 << 10);
+
+    const NAMES: [(Flags, &'static str); 11] = [
+        (Flags::UH, "UH"),
+        (Flags::UF, "UF"),
+        (Flags::UO, "UO"),
+        (Flags::NR, "NR"),
+        (Flags::URX, "URX"),
+        (Flags::UT, "UT"),
+        (Flags::DC, "DC"),
+        (Flags::FI, "FI"),
+        (Flags::DI, "DI"),
+        (Flags::UC, "UC"),
+        (Flags::NC, "NC"),
+    ];
+
+    pub fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0 && other.0 != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl std::ops::BitOr for Flags {
+    type Output = Flags;
+    fn bitor(self, o: Flags) -> Flags {
+        Flags(self.0 | o.0)
+    }
+}
+
+impl std::ops::BitOrAssign for Flags {
+    fn bitor_assign(&mut self, o: Flags) {
+        self.0 |= o.0;
+    }
+}
+
+impl fmt::Display for Flags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == 0 {
+            return f.write_str("-");
+        }
+        let mut first = true;
+        for (flag, name) in Flags::NAMES {
+            if self.contains(flag) {
+                if !first {
+                    f.write_char(',')?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Everything one line reports.
+#[derive(Debug, Clone, Default)]
+pub struct Entry {
+    pub start: Option<SystemTime>,
+    pub method: String,
+    pub path: String,
+    pub protocol: &'static str,
+    pub status: u16,
+    pub flags: Flags,
+    pub details: &'static str,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub duration_ms: u64,
+    pub upstream_service_time_ms: Option<u64>,
+    pub forwarded_for: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+    pub authority: Option<String>,
+    pub upstream_host: Option<String>,
+    pub upstream_cluster: Option<String>,
+    pub downstream_local: Option<SocketAddr>,
+    pub downstream_remote: Option<SocketAddr>,
+    pub route_name: Option<String>,
+}
+
+impl fmt::Display for Entry {
+    /// Istio's default TEXT format (`meshConfig.accessLogFormat` unset).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn opt<T: fmt::Display>(v: &Option<T>) -> String {
+            v.as_ref().map_or_else(|| "-".to_string(), |v| v.to_string())
+        }
+        let start = self.start.map(rfc3339).unwrap_or_else(|| "-".into());
+        write!(
+            f,
+            "[{start}] \"{} {} {}\" {} {} {} - \"-\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} - {} {} - {}",
+            self.method,
+            self.path,
+            self.protocol,
+            self.status,
+            self.flags,
+            if self.details.is_empty() { "-" } else { self.details },
+            self.bytes_received,
+            self.bytes_sent,
+            self.duration_ms,
+            opt(&self.upstream_service_time_ms),
+            opt(&self.forwarded_for),
+            opt(&self.user_agent),
+            opt(&self.request_id),
+            opt(&self.authority),
+            opt(&self.upstream_host),
+            opt(&self.upstream_cluster),
+            opt(&self.downstream_local),
+            opt(&self.downstream_remote),
+            opt(&self.route_name),
+        )
+    }
+}
+
+/// `2026-11-26T05:50:08.123Z`, without a date crate.
+fn rfc3339(t: SystemTime) -> String {
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+/// Where access-log lines go.
+#[derive(Clone, Default)]
+pub enum AccessLog {
+    #[default]
+    Off,
+    Stdout,
+    /// Tests read entries from a channel instead of parsing stdout.
+    Channel(tokio::sync::mpsc::UnboundedSender<Entry>),
+    Custom(Arc<dyn Fn(Entry) + Send + Sync>),
+}
+
+impl AccessLog {
+    pub fn enabled(&self) -> bool {
+        !matches!(self, AccessLog::Off)
+    }
+
+    pub fn emit(&self, entry: Entry) {
+        match self {
+            AccessLog::Off => {}
+            AccessLog::Stdout => {
+                let line = format!("{entry}\n");
+                let _ = std::io::stdout().lock().write_all(line.as_bytes());
+            }
+            AccessLog::Channel(tx) => {
+                let _ = tx.send(entry);
+            }
+            AccessLog::Custom(f) => f(entry),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_render_as_envoy_does() {
+        assert_eq!(Flags::default().to_string(), "-");
+        assert_eq!((Flags::UF | Flags::URX).to_string(), "UF,URX");
+        assert_eq!(Flags::UO.to_string(), "UO");
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_795_672_208_123);
+        assert_eq!(rfc3339(t), "2026-11-26T05:50:08.123Z");
+    }
+
+    #[test]
+    fn line_follows_istio_default_format() {
+        let e = Entry {
+            method: "GET".into(),
+            path: "/reviews/0".into(),
+            protocol: "HTTP/1.1",
+            status: 503,
+            flags: Flags::UF | Flags::URX,
+            details: "upstream_reset_before_response_started{connection_failure}",
+            upstream_cluster: Some("outbound|9080|v2|reviews.default.svc.cluster.local".into()),
+            ..Default::default()
+        };
+        let line = e.to_string();
+        assert!(line.starts_with("[-] \"GET /reviews/0 HTTP/1.1\" 503 UF,URX upstream_reset_before_response_started{connection_failure} - \"-\" 0 0 0 -"), "{line}");
+        assert!(line.contains("outbound|9080|v2|reviews.default.svc.cluster.local"));
+    }
+}

@@ -1,0 +1,155 @@
+//! The admin port (127.0.0.1:15000: `/config_dump`, `/ready`, `/logging`,
+//! `/quitquitquit`) and the health port (15021: `/healthz/ready`).
+
+use crate::config::ConfigStore;
+use crate::model::Snapshot;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+/// Sets the log filter (`/logging?level=debug`); the binary owns the subscriber.
+pub type SetLogLevel = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+pub struct Admin {
+    pub config: Arc<ConfigStore>,
+    pub quit: Arc<Notify>,
+    pub set_log_level: Option<SetLogLevel>,
+}
+
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, health_only: bool) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(route(&admin, req, health_only)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn route(admin: &Admin, req: Request<Incoming>, health_only: bool) -> Response<Full<Bytes>> {
+    let ready = admin.config.is_ready();
+    match (req.method(), req.uri().path(), health_only) {
+        (&Method::GET, "/healthz/ready", _) => text(
+            if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE },
+            if ready { "ok" } else { "waiting for the first configuration" },
+        ),
+        (_, _, true) => text(StatusCode::NOT_FOUND, "not found"),
+        (&Method::GET, "/ready", _) => text(
+            if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE },
+            if ready { "LIVE" } else { "PRE_INITIALIZING" },
+        ),
+        (&Method::GET, "/config_dump", _) => {
+            let body = serde_json::to_vec_pretty(&config_dump(&admin.config)).unwrap_or_default();
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(Full::new(body.into()))
+                .expect("valid response")
+        }
+        (&Method::POST, "/logging", _) => {
+            let level = req
+                .uri()
+                .query()
+                .and_then(|q| crate::model::matcher::query_value(q, "level"))
+                .unwrap_or("");
+            match (&admin.set_log_level, level) {
+                (_, "") => text(StatusCode::BAD_REQUEST, "usage: POST /logging?level=debug"),
+                (Some(set), level) => match set(level) {
+                    Ok(()) => text(StatusCode::OK, &format!("log level set to {level}")),
+                    Err(e) => text(StatusCode::BAD_REQUEST, &e),
+                },
+                (None, _) => text(StatusCode::NOT_IMPLEMENTED, "log level is fixed in this process"),
+            }
+        }
+        (&Method::POST, "/quitquitquit", _) => {
+            admin.quit.notify_waiters();
+            admin.quit.notify_one();
+            text(StatusCode::OK, "OK")
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "admin endpoints: GET /config_dump, GET /ready, POST /logging?level=LEVEL, POST /quitquitquit",
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain")
+        .body(Full::new(Bytes::from(format!("{body}\n"))))
+        .expect("valid response")
+}
+
+/// The compiled state, shaped for `weft proxy-config` and humans.
+pub fn config_dump(store: &ConfigStore) -> Value {
+    let snapshot: Arc<Snapshot> = store.current();
+    let status = store.status();
+    let clusters: Vec<Value> = snapshot
+        .clusters
+        .values()
+        .map(|c| {
+            json!({
+                "name": c.config.name,
+                "service": c.config.service,
+                "port": c.config.port,
+                "subset": c.config.subset,
+                "protocol": c.config.protocol,
+                "lb": c.config.lb,
+                "limits": c.config.limits,
+                "outlierDetection": c.config.outlier,
+                "destinationRule": c.config.destination_rule,
+                "unusable": c.config.unusable,
+                "endpoints": c.endpoints.iter().map(|e| json!({
+                    "address": e.authority,
+                    "status": e.status(),
+                    "labels": e.labels,
+                    "declaredBy": e.declared_by,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let mut ports: Vec<_> = snapshot.http.values().collect();
+    ports.sort_by_key(|r| r.port);
+    let routes: Vec<Value> = ports
+        .iter()
+        .map(|table| {
+            json!({
+                "name": table.port.to_string(),
+                "virtualHosts": table.vhosts.iter().map(|v| json!({
+                    "name": v.name,
+                    "domains": v.domains,
+                    "virtualService": v.virtual_service,
+                    "routes": v.routes.iter().map(|r| json!({
+                        "name": r.name,
+                        "matches": r.matches.len(),
+                    })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "version": snapshot.version,
+        "rejected": status.rejected,
+        "lastError": status.last_error,
+        "workload": snapshot.workload,
+        "outboundTrafficPolicy": snapshot.outbound_policy,
+        "services": snapshot.registry.services,
+        "clusters": clusters,
+        "routes": routes,
+        "resources": snapshot.resources,
+    })
+}

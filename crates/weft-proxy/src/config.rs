@@ -1,0 +1,139 @@
+//! The proxy's configuration: the current [`Snapshot`] behind an atomic pointer, replaced
+//! whole when a new version compiles, and the sources that feed it. A version that does not
+//! load or compile is rejected and the last good one keeps serving.
+
+use crate::model::{compile, Snapshot};
+use crate::workload::Workload;
+use arc_swap::ArcSwap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use weft_api::types::OutboundTrafficMode;
+use weft_api::Resource;
+
+/// What has happened to the configuration so far; tests and readiness wait on it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConfigStatus {
+    /// The version being served; 0 until the first config is applied.
+    pub version: u64,
+    pub rejected: u64,
+    pub last_error: Option<String>,
+}
+
+pub struct ConfigStore {
+    current: ArcSwap<Snapshot>,
+    status: watch::Sender<ConfigStatus>,
+    workload: Workload,
+    outbound_policy: OutboundTrafficMode,
+    /// Serialises compiles so cluster reuse always sees the previous version.
+    apply_lock: tokio::sync::Mutex<()>,
+}
+
+impl ConfigStore {
+    pub fn new(workload: Workload, outbound_policy: OutboundTrafficMode) -> ConfigStore {
+        ConfigStore {
+            current: ArcSwap::from_pointee(Snapshot::empty(workload.clone(), outbound_policy)),
+            status: watch::channel(ConfigStatus::default()).0,
+            workload,
+            outbound_policy,
+            apply_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    pub fn status(&self) -> ConfigStatus {
+        self.status.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<ConfigStatus> {
+        self.status.subscribe()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.status.borrow().version > 0
+    }
+
+    /// Compiles and swaps in a new version; in-flight requests finish on the old one.
+    pub async fn apply(&self, resources: Vec<Resource>) -> Result<u64, String> {
+        let _guard = self.apply_lock.lock().await;
+        let previous = self.current.load();
+        let version = self.status.borrow().version + 1;
+        match compile(resources, &self.workload, self.outbound_policy, version, &previous.clusters) {
+            Ok(snapshot) => {
+                self.current.store(Arc::new(snapshot));
+                self.status.send_modify(|s| {
+                    s.version = version;
+                    s.last_error = None;
+                });
+                tracing::info!(version, "config applied");
+                Ok(version)
+            }
+            Err(e) => {
+                self.reject(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    pub fn reject(&self, error: String) {
+        tracing::error!("config rejected, still serving the last good version: {error}");
+        self.status.send_modify(|s| {
+            s.rejected += 1;
+            s.last_error = Some(error);
+        });
+    }
+}
+
+/// Reads a directory of YAML/JSON files, then re-reads it whenever a file changes.
+pub struct FileSource {
+    pub dir: PathBuf,
+}
+
+/// Changes within this window are read as one.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+
+impl FileSource {
+    pub async fn load_once(&self, store: &ConfigStore) -> Result<u64, String> {
+        let loaded = weft_api::load_path(&self.dir).map_err(|e| e.to_string());
+        let loaded = match loaded {
+            Ok(l) => l,
+            Err(e) => {
+                store.reject(e.clone());
+                return Err(e);
+            }
+        };
+        for w in loaded.warnings() {
+            tracing::warn!("{w}");
+        }
+        if loaded.has_errors() {
+            let text = loaded.errors().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+            store.reject(text.clone());
+            return Err(text);
+        }
+        store.apply(loaded.resources).await
+    }
+
+    /// Loads now and on every change until the store is dropped.
+    pub async fn run(self, store: Arc<ConfigStore>) -> Result<(), notify::Error> {
+        use notify::{RecursiveMode, Watcher};
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok_and(|e| !e.kind.is_access()) {
+                let _ = tx.send(());
+            }
+        })?;
+        watcher.watch(&self.dir, RecursiveMode::NonRecursive)?;
+        let _ = self.load_once(&store).await;
+        while rx.recv().await.is_some() {
+            tokio::time::sleep(DEBOUNCE).await;
+            while rx.try_recv().is_ok() {}
+            let _ = self.load_once(&store).await;
+        }
+        Ok(())
+    }
+}
+

@@ -1,0 +1,214 @@
+//! Sending a request to a cluster: admission against the circuit breakers, endpoint choice,
+//! retries on Istio's conditions with another endpoint where one exists, per-try and route
+//! timeouts, and outlier-detection bookkeeping.
+
+use super::body::{Buffered, RequestBody, ResponseBody};
+use super::headers::strip_hop_by_hop;
+use super::local_reply::LocalReply;
+use crate::access_log::Flags;
+use crate::model::route::RetryPolicy;
+use crate::upstream::endpoint::{ActiveGuard, Outcome};
+use crate::upstream::{Cluster, Endpoint};
+use http::{request::Parts, HeaderValue, Request, Response, Uri, Version};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::{sleep, timeout_at, Instant};
+
+/// What the access log learns from forwarding.
+#[derive(Debug, Default)]
+pub struct Forwarded {
+    pub flags: Flags,
+    pub details: &'static str,
+    pub upstream_host: Option<String>,
+    pub service_time: Option<Duration>,
+}
+
+pub struct Call<'a> {
+    pub cluster: &'a Arc<Cluster>,
+    /// The request as it goes upstream, minus URI authority and body.
+    pub parts: &'a Parts,
+    pub body: Buffered,
+    pub retry: &'a RetryPolicy,
+    pub timeout: Option<Duration>,
+    pub per_try_timeout: Option<Duration>,
+    pub hash: Option<u64>,
+    pub original_dst: Option<SocketAddr>,
+    pub downstream_h2: bool,
+}
+
+enum TryError {
+    Connect(String),
+    Reset(String),
+    PerTryTimeout,
+}
+
+pub async fn forward(call: Call<'_>, out: &mut Forwarded) -> Result<Response<ResponseBody>, LocalReply> {
+    let cluster = call.cluster;
+    if let Some(why) = &cluster.config.unusable {
+        return Err(LocalReply::new(http::StatusCode::SERVICE_UNAVAILABLE, Flags::NC, "cluster_not_found", "no healthy upstream")
+            .hint(why.clone()));
+    }
+    let (client, h2) = cluster.client(call.downstream_h2);
+    let started = Instant::now();
+    let deadline = call.timeout.map(|t| started + t);
+    let admission = cluster.admit(h2).await.map_err(|_| LocalReply::overflow(&cluster.config.name))?;
+    let mut tried: Vec<Arc<Endpoint>> = Vec::new();
+    let (mut streaming, replayable) = match call.body {
+        Buffered::Streaming(body) => (Some(body), None),
+        buffered => (None, Some(buffered)),
+    };
+    let mut retry_tokens = Vec::new();
+    let mut attempt = 0u32;
+    loop {
+        let endpoint = cluster
+            .pick(call.hash, if call.retry.retry_other_hosts { &tried } else { &[] }, call.original_dst)
+            .ok_or_else(|| LocalReply::no_healthy_upstream(&cluster.config.name))?;
+        out.upstream_host = Some(endpoint.authority.clone());
+        let Some(body) = streaming.take().or_else(|| replayable.as_ref().and_then(Buffered::replay)) else {
+            break Err(LocalReply::reset("the request body was streamed and cannot be sent again".into()));
+        };
+        let request = build(call.parts, &endpoint, body, h2)?;
+        let active = ActiveGuard::new(endpoint.clone());
+        let try_deadline = match (call.per_try_timeout, deadline) {
+            (Some(p), Some(d)) => Some(d.min(Instant::now() + p)),
+            (Some(p), None) => Some(Instant::now() + p),
+            (None, d) => d,
+        };
+        let sent = client.request(request);
+        let result = match try_deadline {
+            Some(d) => match timeout_at(d, sent).await {
+                Ok(r) => r.map_err(classify),
+                Err(_) if deadline.is_some_and(|dl| Instant::now() >= dl) => {
+                    cluster.record(&endpoint, Outcome::LocalFailure);
+                    out.flags |= Flags::UT;
+                    break Err(LocalReply::timeout());
+                }
+                Err(_) => Err(TryError::PerTryTimeout),
+            },
+            None => sent.await.map_err(classify),
+        };
+        let can_retry = attempt < call.retry.attempts && replayable.is_some();
+        match result {
+            Ok(response) => {
+                let status = response.status();
+                cluster.record(&endpoint, Outcome::Status(status.as_u16()));
+                let retriable = call.retry.on.status(status) || call.retry.on.grpc_status(response.headers());
+                if retriable && can_retry {
+                    if let Some(token) = cluster.retry_token() {
+                        retry_tokens.push(token);
+                        tried.push(endpoint);
+                        attempt += 1;
+                        backoff(call.retry, attempt, deadline).await;
+                        continue;
+                    }
+                }
+                if retriable && call.retry.attempts > 0 && attempt == call.retry.attempts {
+                    out.flags |= Flags::URX;
+                }
+                out.service_time = Some(started.elapsed());
+                let mut response = response.map(ResponseBody::upstream);
+                strip_hop_by_hop(response.headers_mut(), status == http::StatusCode::SWITCHING_PROTOCOLS);
+                let ms = started.elapsed().as_millis().to_string();
+                response.headers_mut().insert("x-envoy-upstream-service-time", HeaderValue::from_str(&ms).expect("digits"));
+                response.body_mut().hold((admission, active));
+                return Ok(response);
+            }
+            Err(error) => {
+                cluster.record(&endpoint, Outcome::LocalFailure);
+                let (retriable, reply) = match error {
+                    TryError::Connect(detail) => (
+                        call.retry.on.connect_failure || call.retry.on.reset_or_timeout(),
+                        LocalReply::connect_failure(format!(
+                            "{detail} connecting to {} at {} ({}): is the workload running?",
+                            cluster.config.service, endpoint.authority, endpoint.declared_by
+                        )),
+                    ),
+                    TryError::Reset(detail) => (
+                        call.retry.on.reset || call.retry.on.five_xx || call.retry.on.refused_stream,
+                        LocalReply::reset(format!("{} at {}: {detail}", cluster.config.service, endpoint.authority)),
+                    ),
+                    TryError::PerTryTimeout => (call.retry.on.reset_or_timeout(), LocalReply::timeout()),
+                };
+                if retriable && can_retry {
+                    if let Some(token) = cluster.retry_token() {
+                        retry_tokens.push(token);
+                        tried.push(endpoint);
+                        attempt += 1;
+                        backoff(call.retry, attempt, deadline).await;
+                        continue;
+                    }
+                }
+                if retriable && call.retry.attempts > 0 && attempt == call.retry.attempts {
+                    out.flags |= Flags::URX;
+                }
+                break Err(reply);
+            }
+        }
+    }
+}
+
+
+/// Envoy's retry back-off: exponential from the base with full jitter, capped at ten times
+/// the base, never past the route deadline.
+async fn backoff(policy: &RetryPolicy, attempt: u32, deadline: Option<Instant>) {
+    let cap = policy.backoff_base * 10;
+    let ceiling = (policy.backoff_base * 2u32.saturating_pow(attempt - 1)).min(cap);
+    let wait = ceiling.mul_f64(fastrand::f64());
+    let until = Instant::now() + wait;
+    sleep(deadline.map_or(until, |d| d.min(until)).saturating_duration_since(Instant::now())).await;
+}
+
+fn classify(e: hyper_util::client::legacy::Error) -> TryError {
+    if e.is_connect() {
+        let mut source: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+        let mut detail = "connection failed".to_string();
+        while let Some(s) = source {
+            detail = s.to_string();
+            source = s.source();
+        }
+        TryError::Connect(detail)
+    } else {
+        let mut text = e.to_string();
+        if let Some(s) = std::error::Error::source(&e) {
+            text = format!("{text}: {s}");
+        }
+        TryError::Reset(text)
+    }
+}
+
+fn build(parts: &Parts, endpoint: &Endpoint, body: RequestBody, h2: bool) -> Result<Request<RequestBody>, LocalReply> {
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let uri: Uri = format!("http://{}{}", endpoint.authority, path)
+        .parse()
+        .map_err(|_| LocalReply::no_route().hint(format!("cannot build a request URI for {}", endpoint.authority)))?;
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = if h2 { Version::HTTP_2 } else { Version::HTTP_11 };
+    *req.headers_mut() = parts.headers.clone();
+    Ok(req)
+}
+
+/// Fires a copy of a replayable request at the mirror cluster; its answer is dropped.
+pub fn mirror(cluster: Arc<Cluster>, mut parts: Parts, body: RequestBody, downstream_h2: bool) {
+    // Envoy marks shadowed requests by suffixing the host with -shadow.
+    if let Some(host) = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()) {
+        let shadow = match host.rsplit_once(':') {
+            Some((h, p)) => format!("{h}-shadow:{p}"),
+            None => format!("{host}-shadow"),
+        };
+        if let Ok(v) = HeaderValue::from_str(&shadow) {
+            parts.headers.insert(http::header::HOST, v);
+        }
+    }
+    tokio::spawn(async move {
+        let (client, h2) = cluster.client(downstream_h2);
+        let Some(endpoint) = cluster.pick(None, &[], None) else { return };
+        if let Ok(req) = build(&parts, &endpoint, body, h2) {
+            if let Ok(resp) = client.request(req).await {
+                let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+            }
+        }
+    });
+}

@@ -1,0 +1,10 @@
+//! The HTTP side of the proxy: routing a request by the compiled tables and sending it on.
+
+pub mod body;
+pub mod forward;
+pub mod headers;
+pub mod local_reply;
+mod outbound;
+mod tunnel;
+
+pub use outbound::{handle, ConnInfo, Direction};

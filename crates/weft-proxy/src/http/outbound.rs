@@ -1,0 +1,460 @@
+//! One request through the proxy. Outbound: find the virtual host by Host (or the original
+//! destination), the first matching route, then apply CORS, faults, redirects, direct
+//! responses or forward with retries. Inbound: hand the request to the local workload.
+
+use super::body::{Buffered, ResponseBody};
+use super::forward::{self, Call, Forwarded};
+use super::headers::{ensure_request_id, is_grpc, is_upgrade, strip_hop_by_hop};
+use super::local_reply::LocalReply;
+use super::tunnel;
+use crate::access_log::{Entry, Flags};
+use crate::model::matcher::{query_value, RequestView};
+use crate::model::route::{roll, Action, Cors, FaultAbort, Route, RetryPolicy};
+use crate::model::Snapshot;
+use crate::upstream::config::{HashKey, LbPolicy};
+use crate::upstream::lb::hash_key;
+use crate::Shared;
+use http::header::{self, HeaderValue};
+use http::{request::Parts, Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+use weft_api::types::OutboundTrafficMode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+/// What is known about the downstream connection a request came on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub direction: Direction,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    /// From `SO_ORIGINAL_DST`, when the connection was redirected to the proxy.
+    pub original_dst: Option<SocketAddr>,
+}
+
+pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
+    let started = Instant::now();
+    let (mut parts, body) = req.into_parts();
+    let mut entry = Entry {
+        start: Some(SystemTime::now()),
+        method: parts.method.to_string(),
+        path: parts.uri.path_and_query().map_or_else(|| "/".into(), |p| p.to_string()),
+        protocol: protocol_name(parts.version),
+        forwarded_for: header_string(&parts, "x-forwarded-for"),
+        user_agent: header_string(&parts, "user-agent"),
+        authority: Some(authority(&parts).to_string()),
+        downstream_local: Some(conn.original_dst.unwrap_or(conn.local)),
+        downstream_remote: Some(conn.remote),
+        bytes_received: body_hint(&body),
+        ..Default::default()
+    };
+    let grpc = is_grpc(&parts.headers);
+    ensure_request_id(&mut parts.headers);
+    entry.request_id = header_string(&parts, "x-request-id");
+    let snapshot = shared.config.current();
+    let mut forwarded = Forwarded::default();
+    let result = if parts.method == Method::CONNECT {
+        tunnel::connect(&snapshot, &conn, &parts, body).await
+    } else {
+        match conn.direction {
+            Direction::Outbound => outbound(&shared, &snapshot, &conn, parts, body, &mut entry, &mut forwarded).await,
+            Direction::Inbound => inbound(&shared, &conn, parts, body, &mut forwarded).await,
+        }
+    };
+    let mut response = match result {
+        Ok(r) => r,
+        Err(reply) => {
+            forwarded.flags |= reply.flags;
+            if forwarded.details.is_empty() {
+                forwarded.details = reply.details;
+            }
+            reply.into_response(grpc)
+        }
+    };
+    entry.status = response.status().as_u16();
+    entry.flags = forwarded.flags;
+    entry.details = if forwarded.details.is_empty() { "via_upstream" } else { forwarded.details };
+    entry.upstream_host = forwarded.upstream_host;
+    entry.upstream_service_time_ms = forwarded.service_time.map(|d| d.as_millis() as u64);
+    if shared.access_log.enabled() {
+        let log = shared.access_log.clone();
+        response.body_mut().on_end(move |sent, completed| {
+            entry.bytes_sent = sent;
+            entry.duration_ms = started.elapsed().as_millis() as u64;
+            if !completed {
+                entry.flags |= Flags::DC;
+            }
+            log.emit(entry);
+        });
+    }
+    Ok(response)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn outbound(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+    mut parts: Parts,
+    body: Incoming,
+    entry: &mut Entry,
+    forwarded: &mut Forwarded,
+) -> Result<Response<ResponseBody>, LocalReply> {
+    let authority = authority(&parts).to_ascii_lowercase();
+    let port = conn
+        .original_dst
+        .map(|d| d.port())
+        .or_else(|| authority.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
+        .unwrap_or(80);
+    let Some(vhost) = snapshot.virtual_host(port, &authority, conn.original_dst) else {
+        return unknown_destination(shared, snapshot, conn, parts, body, &authority, port, entry, forwarded).await;
+    };
+    let (path, query) = split_path(&parts);
+    let view = RequestView {
+        method: &parts.method,
+        path,
+        query,
+        scheme: parts.uri.scheme_str().unwrap_or("http"),
+        authority: &authority,
+        headers: &parts.headers,
+        port,
+    };
+    let Some((route, matched)) = vhost.routes.iter().find_map(|r| r.find_match(&view).map(|m| (r, m))) else {
+        return Err(LocalReply::no_route().hint(format!("no http route of {} matches {} {}", vhost.name, parts.method, path)));
+    };
+    entry.route_name = route.name.clone();
+    let origin = parts.headers.get(header::ORIGIN).cloned();
+    if let (Some(cors), Some(origin)) = (&route.cors, &origin) {
+        if let Some(preflight) = cors_preflight(cors, &parts, origin) {
+            return Ok(preflight);
+        }
+    }
+    let grpc = is_grpc(&parts.headers);
+    if let Some(fault) = &route.fault {
+        if let Some((delay, pct)) = fault.delay {
+            if roll(pct) {
+                forwarded.flags |= Flags::DI;
+                tokio::time::sleep(delay).await;
+            }
+        }
+        if let Some((abort, pct)) = fault.abort {
+            if roll(pct) {
+                forwarded.flags |= Flags::FI;
+                forwarded.details = "fault_filter_abort";
+                return Ok(fault_abort(abort, grpc));
+            }
+        }
+    }
+    let clusters = match &route.action {
+        Action::Redirect(r) => {
+            let location = r.location(view.scheme, &authority, parts.uri.path_and_query().map_or("/", |p| p.as_str()), port);
+            forwarded.details = "direct_response";
+            return Ok(Response::builder()
+                .status(r.status)
+                .header(header::LOCATION, location)
+                .body(ResponseBody::empty())
+                .expect("valid redirect"));
+        }
+        Action::Direct { status, body } => {
+            forwarded.details = "direct_response";
+            let mut response = Response::new(ResponseBody::full(body.clone()));
+            *response.status_mut() = *status;
+            route.headers.response.apply(response.headers_mut());
+            return Ok(response);
+        }
+        Action::Forward(clusters) => clusters,
+    };
+    let chosen = clusters.pick();
+    entry.upstream_cluster = Some(chosen.cluster.config.name.clone());
+    let matched_prefix = matched.and_then(|i| route.matches[i].matched_prefix());
+    rewrite(route, &mut parts, matched_prefix);
+    route.headers.request.apply(&mut parts.headers);
+    chosen.headers.request.apply(&mut parts.headers);
+    let upgrade = is_upgrade(&parts.headers).then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>()).flatten();
+    strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
+    parts.headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    let hash = hash_for(&chosen.cluster.config.lb, &parts, conn);
+    let timeout = header_ms(&parts, "x-envoy-upstream-rq-timeout-ms").or(route.timeout);
+    let per_try_timeout = header_ms(&parts, "x-envoy-upstream-rq-per-try-timeout-ms").or(route.retry.per_try_timeout);
+    let downstream_h2 = parts.version == Version::HTTP_2;
+    let buffered = read_body(body, &parts).await?;
+    if let Some(m) = &route.mirror {
+        if roll(m.percent) {
+            if let Some(copy) = buffered.replay() {
+                forward::mirror(m.cluster.clone(), clone_parts(&parts), copy, downstream_h2);
+            }
+        }
+    }
+    let no_retry;
+    let retry = if upgrade.is_some() {
+        no_retry = RetryPolicy { attempts: 0, ..route.retry.clone() };
+        &no_retry
+    } else {
+        &route.retry
+    };
+    let call = Call {
+        cluster: &chosen.cluster,
+        parts: &parts,
+        body: buffered,
+        retry,
+        timeout,
+        per_try_timeout,
+        hash,
+        original_dst: conn.original_dst,
+        downstream_h2,
+    };
+    let mut response = forward::forward(call, forwarded).await?;
+    route.headers.response.apply(response.headers_mut());
+    chosen.headers.response.apply(response.headers_mut());
+    if let (Some(cors), Some(origin)) = (&route.cors, origin) {
+        cors_response_headers(cors, &origin, response.headers_mut());
+    }
+    if let Some(downstream) = upgrade {
+        tunnel::splice_upgrade(downstream, &mut response);
+    }
+    Ok(response)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn unknown_destination(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+    mut parts: Parts,
+    body: Incoming,
+    authority: &str,
+    port: u16,
+    entry: &mut Entry,
+    forwarded: &mut Forwarded,
+) -> Result<Response<ResponseBody>, LocalReply> {
+    if snapshot.outbound_policy == OutboundTrafficMode::RegistryOnly {
+        entry.upstream_cluster = Some("BlackHoleCluster".into());
+        forwarded.details = "direct_response";
+        let body = format!(
+            "weft: {authority} (port {port}) is not a mesh service or ServiceEntry host, and outboundTrafficPolicy is REGISTRY_ONLY\n\
+             hint: declare it with a ServiceEntry, or set outboundTrafficPolicy.mode: ALLOW_ANY (weft proxy --outbound-traffic-policy ALLOW_ANY)\n"
+        );
+        return Ok(Response::builder()
+            .status(StatusCode::BAD_GATEWAY)
+            .header(header::CONTENT_TYPE, "text/plain")
+            .header("x-weft-error", "blocked by outboundTrafficPolicy REGISTRY_ONLY")
+            .body(ResponseBody::full(body))
+            .expect("valid reply"));
+    }
+    entry.upstream_cluster = Some("PassthroughCluster".into());
+    let target = match conn.original_dst {
+        Some(dst) => dst,
+        None => {
+            let with_port = if authority.contains(':') { authority.to_string() } else { format!("{authority}:{port}") };
+            tokio::net::lookup_host(with_port)
+                .await
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .ok_or_else(|| LocalReply::connect_failure(format!("cannot resolve {authority}")))?
+        }
+    };
+    let upgrade = is_upgrade(&parts.headers).then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>()).flatten();
+    strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
+    let buffered = read_body(body, &parts).await?;
+    let call = Call {
+        cluster: &shared.passthrough,
+        parts: &parts,
+        body: buffered,
+        retry: &RetryPolicy { attempts: 0, ..RetryPolicy::istio_default() },
+        timeout: None,
+        per_try_timeout: None,
+        hash: None,
+        original_dst: Some(target),
+        downstream_h2: parts.version == Version::HTTP_2,
+    };
+    let mut response = forward::forward(call, forwarded).await?;
+    if let Some(downstream) = upgrade {
+        tunnel::splice_upgrade(downstream, &mut response);
+    }
+    Ok(response)
+}
+
+async fn inbound(
+    shared: &Shared,
+    conn: &ConnInfo,
+    mut parts: Parts,
+    body: Incoming,
+    forwarded: &mut Forwarded,
+) -> Result<Response<ResponseBody>, LocalReply> {
+    let target = conn
+        .original_dst
+        .or(shared.inbound_target)
+        .ok_or_else(|| LocalReply::no_route().hint("inbound connection without an original destination and no --inbound-target"))?;
+    let upgrade = is_upgrade(&parts.headers).then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>()).flatten();
+    strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
+    let buffered = Buffered::Streaming(super::body::RequestBody::streaming(body));
+    let call = Call {
+        cluster: &shared.inbound,
+        parts: &parts,
+        body: buffered,
+        retry: &RetryPolicy { attempts: 0, ..RetryPolicy::istio_default() },
+        timeout: None,
+        per_try_timeout: None,
+        hash: None,
+        original_dst: Some(target),
+        downstream_h2: parts.version == Version::HTTP_2,
+    };
+    let mut response = forward::forward(call, forwarded).await?;
+    if let Some(downstream) = upgrade {
+        tunnel::splice_upgrade(downstream, &mut response);
+    }
+    Ok(response)
+}
+
+async fn read_body(body: Incoming, parts: &Parts) -> Result<Buffered, LocalReply> {
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    Buffered::read(body, length).await.map_err(|e| {
+        LocalReply::new(StatusCode::BAD_REQUEST, Flags::DC, "downstream_remote_disconnect", "").hint(format!("reading the request body: {e}"))
+    })
+}
+
+fn rewrite(route: &Route, parts: &mut Parts, matched_prefix: Option<&str>) {
+    let Some(rw) = &route.rewrite else { return };
+    if let Some(authority) = &rw.authority {
+        parts.headers.insert(header::HOST, authority.clone());
+    }
+    let (path, query) = split_path(parts);
+    if let Some(new_path) = rw.path(path, matched_prefix) {
+        let pq = match query {
+            Some(q) if !new_path.contains('?') => format!("{new_path}?{q}"),
+            _ => new_path,
+        };
+        if let Ok(uri) = http::Uri::builder().path_and_query(pq).build() {
+            parts.headers.insert("x-envoy-original-path", HeaderValue::from_str(path).unwrap_or(HeaderValue::from_static("/")));
+            parts.uri = uri;
+        }
+    }
+}
+
+fn fault_abort(abort: FaultAbort, grpc: bool) -> Response<ResponseBody> {
+    let reply = match abort {
+        FaultAbort::Http(status) => LocalReply::new(status, Flags::FI, "fault_filter_abort", "fault filter abort"),
+        FaultAbort::Grpc(code) => {
+            return Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/grpc")
+                .header("grpc-status", code.to_string())
+                .header("grpc-message", "fault filter abort")
+                .body(ResponseBody::empty())
+                .expect("valid fault reply");
+        }
+    };
+    // An HTTP abort stays an HTTP status, even for gRPC callers, as Envoy's fault filter does.
+    let _ = grpc;
+    reply.into_response(false)
+}
+
+fn cors_preflight(cors: &Cors, parts: &Parts, origin: &HeaderValue) -> Option<Response<ResponseBody>> {
+    let is_preflight = parts.method == Method::OPTIONS && parts.headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let origin_str = origin.to_str().ok()?;
+    if !is_preflight || !cors.allows(origin_str) {
+        return None;
+    }
+    let mut response = Response::new(ResponseBody::empty());
+    let h = response.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    if let Some(v) = &cors.allow_methods {
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, v.clone());
+    }
+    if let Some(v) = &cors.allow_headers {
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v.clone());
+    }
+    if let Some(v) = &cors.max_age {
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, v.clone());
+    }
+    if cors.allow_credentials {
+        h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    }
+    Some(response)
+}
+
+fn cors_response_headers(cors: &Cors, origin: &HeaderValue, h: &mut http::HeaderMap) {
+    if origin.to_str().is_ok_and(|o| cors.allows(o)) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        if let Some(v) = &cors.expose_headers {
+            h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v.clone());
+        }
+        if cors.allow_credentials {
+            h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        }
+    }
+}
+
+fn hash_for(lb: &LbPolicy, parts: &Parts, conn: &ConnInfo) -> Option<u64> {
+    let LbPolicy::ConsistentHash(key) = lb else { return None };
+    match key {
+        HashKey::Header(name) => parts.headers.get(name).map(|v| hash_key(v.as_bytes())),
+        HashKey::Cookie(name) => parts
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|c| c.trim().strip_prefix(name.as_str())?.strip_prefix('='))
+            .map(|v| hash_key(v.as_bytes())),
+        HashKey::SourceIp => Some(hash_key(conn.remote.ip().to_string().as_bytes())),
+        HashKey::QueryParameter(name) => query_value(parts.uri.query().unwrap_or(""), name).map(|v| hash_key(v.as_bytes())),
+    }
+}
+
+fn header_ms(parts: &Parts, name: &str) -> Option<Duration> {
+    let ms: u64 = parts.headers.get(name)?.to_str().ok()?.parse().ok()?;
+    (ms > 0).then(|| Duration::from_millis(ms))
+}
+
+fn header_string(parts: &Parts, name: &str) -> Option<String> {
+    parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// `Host` first (HTTP/1.1, and what the proxy sets on HTTP/2 hops), then `:authority`.
+fn authority(parts: &Parts) -> &str {
+    parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}
+
+fn split_path(parts: &Parts) -> (&str, Option<&str>) {
+    (parts.uri.path(), parts.uri.query())
+}
+
+fn protocol_name(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+fn body_hint(body: &Incoming) -> u64 {
+    http_body::Body::size_hint(body).exact().unwrap_or(0)
+}
+
+fn clone_parts(parts: &Parts) -> Parts {
+    let mut req = Request::new(());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req.into_parts().0
+}
+

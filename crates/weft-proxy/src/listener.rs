@@ -1,0 +1,107 @@
+//! Accepting connections on the capture ports and deciding, per connection, how to handle
+//! it: by the destination port's declared protocol, else by sniffing.
+
+use crate::http::{handle, ConnInfo, Direction};
+use crate::model::protocol::Protocol;
+use crate::tcp::{self, L4Target};
+use crate::transport::detect::{sniff, Detected, Prefixed, SNIFF_TIMEOUT};
+use crate::transport::sni;
+use crate::Shared;
+use bytes::Bytes;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, direction: Direction) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, remote)) => {
+                tokio::spawn(connection(shared.clone(), stream, remote, direction));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn connection(shared: Arc<Shared>, mut stream: TcpStream, remote: SocketAddr, direction: Direction) {
+    let _ = stream.set_nodelay(true);
+    let Ok(local) = stream.local_addr() else { return };
+    let original_dst = shared.orig_dst.lookup(&stream);
+    let snapshot = shared.config.current();
+    let declared = original_dst
+        .filter(|_| direction == Direction::Outbound)
+        .and_then(|d| snapshot.registry.by_address(d.ip(), d.port()).and_then(|s| s.port(d.port())).map(|p| p.protocol));
+    let (detected, prefix) = match declared {
+        Some(p) if p.is_http() => (Detected::Http1, Bytes::new()),
+        Some(Protocol::Tcp) => (Detected::Tcp, Bytes::new()),
+        _ => match sniff(&mut stream, SNIFF_TIMEOUT).await {
+            Ok(found) => found,
+            Err(_) => return,
+        },
+    };
+    let conn = Arc::new(ConnInfo { direction, remote, local, original_dst });
+    let io = Prefixed::new(prefix, stream);
+    match detected {
+        Detected::Http1 | Detected::Http2 => serve_http(shared, io, conn).await,
+        Detected::Tls if direction == Direction::Outbound => {
+            let (sni, io) = match read_client_hello(io).await {
+                Some(found) => found,
+                None => return,
+            };
+            let port = original_dst.map_or(443, |d| d.port());
+            let target = tcp::route_tls(&snapshot, port, sni.as_deref(), original_dst);
+            tcp::proxy(&shared, io, target, remote, original_dst).await;
+        }
+        _ => {
+            let target = match direction {
+                Direction::Outbound => tcp::route_tcp(&snapshot, original_dst, None),
+                Direction::Inbound => match original_dst.or(shared.inbound_target) {
+                    Some(dst) => L4Target::Passthrough(dst),
+                    None => return,
+                },
+            };
+            tcp::proxy(&shared, io, target, remote, original_dst).await;
+        }
+    }
+}
+
+async fn serve_http<S>(shared: Arc<Shared>, io: S, conn: Arc<ConnInfo>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| handle(shared.clone(), conn.clone(), req));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(hyper_util::rt::TokioTimer::new());
+    builder.http2().timer(hyper_util::rt::TokioTimer::new());
+    if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(io), service).await {
+        tracing::debug!("connection ended: {e}");
+    }
+}
+
+/// Reads the first TLS record (bounded by its own length field) and its server name.
+async fn read_client_hello<S: AsyncRead + Unpin>(mut io: Prefixed<S>) -> Option<(Option<String>, Prefixed<Prefixed<S>>)> {
+    let mut buf = Vec::with_capacity(512);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let want = sni::record_len(&buf).unwrap_or(5);
+        if buf.len() >= want {
+            break;
+        }
+        let mut chunk = vec![0u8; want - buf.len()];
+        let n = tokio::time::timeout_at(deadline, io.read(&mut chunk)).await.ok()?.ok()?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let name = sni::server_name(&buf);
+    Some((name, Prefixed::new(buf.into(), io)))
+}

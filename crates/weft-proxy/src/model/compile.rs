@@ -1,0 +1,410 @@
+//! Resources → [`Snapshot`] for one workload. Everything that depends only on config and on
+//! who the proxy is (sourceLabels, sourceNamespace, gateways) is decided here, once per
+//! version, so the request path only evaluates request-dependent conditions.
+
+use super::matcher::RequestMatch;
+use super::protocol::Protocol;
+use super::registry::{Registry, ServiceInfo};
+use super::route::*;
+use super::{L4Route, L4Routes, RouteConfig, Snapshot, TlsRoute, VirtualHost};
+use crate::upstream::config::{effective_policy, EndpointConfig};
+use crate::upstream::{Cluster, ClusterConfig};
+use crate::workload::Workload;
+use base64::Engine;
+use bytes::Bytes;
+use http::StatusCode;
+use ipnet::IpNet;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use weft_api::types::{self, OutboundTrafficMode};
+use weft_api::{host, Resource, Spec};
+
+/// Compiles `resources` for `workload`, reusing unchanged clusters from `previous`.
+pub fn compile(
+    resources: Vec<Resource>,
+    workload: &Workload,
+    outbound_policy: OutboundTrafficMode,
+    version: u64,
+    previous: &BTreeMap<String, Arc<Cluster>>,
+) -> Result<Snapshot, String> {
+    let registry = Registry::build(&resources);
+    let mut c = Compiler {
+        registry: &registry,
+        workload,
+        previous,
+        destination_rules: resources
+            .iter()
+            .filter_map(|r| match &r.spec {
+                Spec::DestinationRule(dr) => Some((r, dr, host::fqdn(&dr.host, r.namespace()))),
+                _ => None,
+            })
+            .collect(),
+        clusters: BTreeMap::new(),
+    };
+    let mut http: HashMap<u16, RouteConfig> = HashMap::new();
+    let mut tcp = HashMap::new();
+    let mut tls: HashMap<u16, Vec<TlsRoute>> = HashMap::new();
+    let virtual_services: Vec<(&Resource, &types::VirtualService)> = resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::VirtualService(vs) if applies_to_mesh(&vs.gateways) => Some((r, vs)),
+            _ => None,
+        })
+        .collect();
+    for svc in &registry.services {
+        let bound = virtual_services.iter().find(|(r, vs)| {
+            vs.hosts.iter().any(|h| host::wildcard_matches(&host::fqdn(h, r.namespace()), &svc.hostname))
+        });
+        for port in &svc.ports {
+            if port.protocol.is_http() || port.protocol == Protocol::Unknown {
+                let (routes, vs_name) = match bound {
+                    Some((r, vs)) if !vs.http.is_empty() => (c.http_routes(r, vs, port.number)?, Some(r.display_name())),
+                    _ => (vec![c.default_route(&svc.hostname, port.number)], None),
+                };
+                let table = http.entry(port.number).or_insert_with(|| RouteConfig { port: port.number, ..Default::default() });
+                table.add(VirtualHost {
+                    name: format!("{}:{}", svc.hostname, port.number),
+                    domains: domains(svc, port.number, &workload.namespace),
+                    routes,
+                    virtual_service: vs_name,
+                });
+            }
+            if !port.protocol.is_http() {
+                let routes = match bound {
+                    Some((r, vs)) => c.tcp_routes(r, vs, svc, port.number)?,
+                    None => Vec::new(),
+                };
+                let default = c.cluster(&svc.hostname, port.number, None);
+                let mut routes = routes;
+                routes.push(L4Route {
+                    port: None,
+                    destination_subnets: Vec::new(),
+                    clusters: WeightedClusters::new(vec![WeightedCluster { cluster: default, weight: 1, headers: HeaderOps::default() }]),
+                });
+                tcp.insert((svc.hostname.clone(), port.number), L4Routes { routes });
+            }
+            if port.protocol == Protocol::Tls {
+                let default = c.cluster(&svc.hostname, port.number, None);
+                tls.entry(port.number).or_default().push(TlsRoute {
+                    sni_hosts: vec![svc.hostname.clone()],
+                    destination_subnets: Vec::new(),
+                    clusters: WeightedClusters::new(vec![WeightedCluster { cluster: default, weight: 1, headers: HeaderOps::default() }]),
+                });
+            }
+        }
+    }
+    for (r, vs) in &virtual_services {
+        c.tls_routes(r, vs, &mut tls)?;
+    }
+    // VirtualService tls routes take precedence over the per-service defaults.
+    for routes in tls.values_mut() {
+        routes.sort_by_key(|r| r.sni_hosts.len() == 1 && registry.by_host(&r.sni_hosts[0]).is_some());
+    }
+    Ok(Snapshot {
+        version,
+        workload: workload.clone(),
+        outbound_policy,
+        http,
+        tcp,
+        tls,
+        clusters: c.clusters,
+        registry,
+        resources,
+    })
+}
+
+/// A VirtualService with no `gateways` applies to sidecars; one that lists gateways applies
+/// to sidecars only when it lists `mesh`.
+fn applies_to_mesh(gateways: &[String]) -> bool {
+    gateways.is_empty() || gateways.iter().any(|g| g == "mesh")
+}
+
+/// The names callers may use: short and long forms, with and without the port, and VIPs.
+fn domains(svc: &ServiceInfo, port: u16, caller_namespace: &str) -> Vec<String> {
+    let mut names = host::aliases(&svc.hostname, caller_namespace);
+    names.extend(svc.vips.iter().filter(|n| n.prefix_len() == n.max_prefix_len()).map(|n| n.addr().to_string()));
+    let with_port: Vec<String> = names.iter().map(|n| format!("{n}:{port}")).collect();
+    names.extend(with_port);
+    names
+}
+
+struct Compiler<'a> {
+    registry: &'a Registry,
+    workload: &'a Workload,
+    previous: &'a BTreeMap<String, Arc<Cluster>>,
+    destination_rules: Vec<(&'a Resource, &'a types::DestinationRule, String)>,
+    clusters: BTreeMap<String, Arc<Cluster>>,
+}
+
+impl Compiler<'_> {
+    fn default_route(&mut self, hostname: &str, port: u16) -> Route {
+        let cluster = self.cluster(hostname, port, None);
+        Route {
+            name: Some("default".into()),
+            matches: Vec::new(),
+            action: Action::Forward(WeightedClusters::new(vec![WeightedCluster { cluster, weight: 1, headers: HeaderOps::default() }])),
+            timeout: None,
+            retry: RetryPolicy::istio_default(),
+            fault: None,
+            mirror: None,
+            cors: None,
+            headers: HeaderOps::default(),
+            rewrite: None,
+        }
+    }
+
+    /// True when a match's workload conditions (sourceLabels, sourceNamespace, gateways)
+    /// hold for this proxy.
+    fn applies(&self, labels: &BTreeMap<String, String>, ns: Option<&String>, gateways: &[String]) -> bool {
+        types::labels_match(labels, &self.workload.labels)
+            && ns.is_none_or(|n| *n == self.workload.namespace)
+            && applies_to_mesh(gateways)
+    }
+
+    fn http_routes(&mut self, r: &Resource, vs: &types::VirtualService, port: u16) -> Result<Vec<Route>, String> {
+        let mut routes = Vec::new();
+        for (i, h) in vs.http.iter().enumerate() {
+            let at = |what: &str| format!("{}: spec.http[{i}]{what}", r.display_name());
+            let applicable: Vec<&types::HttpMatchRequest> = h
+                .matches
+                .iter()
+                .filter(|m| self.applies(&m.source_labels, m.source_namespace.as_ref(), &m.gateways))
+                .collect();
+            if !h.matches.is_empty() && applicable.is_empty() {
+                continue;
+            }
+            let matches = applicable
+                .into_iter()
+                .map(RequestMatch::compile)
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("{}: {e}", at(".match")))?;
+            let action = if let Some(redirect) = &h.redirect {
+                Action::Redirect(Redirect::from_api(redirect))
+            } else if let Some(direct) = &h.direct_response {
+                Action::Direct {
+                    status: StatusCode::from_u16(direct.status as u16).map_err(|_| at(".directResponse.status: invalid status"))?,
+                    body: direct_body(direct.body.as_ref()).map_err(|e| format!("{}: {e}", at(".directResponse.body")))?,
+                }
+            } else {
+                let mut clusters = Vec::new();
+                for d in &h.route {
+                    let Some(dest) = &d.destination else { continue };
+                    clusters.push(WeightedCluster {
+                        cluster: self.destination(r, dest, port),
+                        // A lone destination may omit its weight.
+                        weight: d.weight.map_or(if h.route.len() == 1 { 100 } else { 0 }, |w| w.max(0) as u32),
+                        headers: HeaderOps::from_api(d.headers.as_ref()),
+                    });
+                }
+                if clusters.is_empty() {
+                    return Err(format!("{}: a route needs a destination, redirect or directResponse", at("")));
+                }
+                Action::Forward(WeightedClusters::new(clusters))
+            };
+            let mirror = h
+                .mirror
+                .as_ref()
+                .map(|m| (m, h.mirror_percentage.map(|p| p.value).or(h.mirror_percent.map(f64::from)).unwrap_or(100.0)))
+                .or_else(|| {
+                    let m = h.mirrors.first()?;
+                    Some((m.destination.as_ref()?, m.percentage.map_or(100.0, |p| p.value)))
+                })
+                .map(|(dest, percent)| Mirror { cluster: self.destination(r, dest, port), percent });
+            routes.push(Route {
+                name: h.name.clone(),
+                matches,
+                action,
+                timeout: h.timeout.map(|t| t.as_std()).filter(|t| !t.is_zero()),
+                retry: RetryPolicy::from_api(h.retries.as_ref()),
+                fault: h.fault.as_ref().and_then(Fault::from_api),
+                mirror,
+                cors: h.cors_policy.as_ref().map(Cors::from_api),
+                headers: HeaderOps::from_api(h.headers.as_ref()),
+                rewrite: h.rewrite.as_ref().map(Rewrite::from_api).transpose().map_err(|e| format!("{}: {e}", at(".rewrite")))?,
+            });
+        }
+        Ok(routes)
+    }
+
+    fn weighted(&mut self, r: &Resource, route: &[types::RouteDestination], port: u16) -> WeightedClusters {
+        let lone = route.len() == 1;
+        WeightedClusters::new(
+            route
+                .iter()
+                .filter_map(|d| Some((d.destination.as_ref()?, d.weight)))
+                .map(|(dest, weight)| WeightedCluster {
+                    cluster: self.destination(r, dest, port),
+                    weight: weight.map_or(if lone { 100 } else { 0 }, |w| w.max(0) as u32),
+                    headers: HeaderOps::default(),
+                })
+                .collect(),
+        )
+    }
+
+    fn tcp_routes(&mut self, r: &Resource, vs: &types::VirtualService, svc: &ServiceInfo, port: u16) -> Result<Vec<L4Route>, String> {
+        let _ = svc;
+        let mut out = Vec::new();
+        for t in &vs.tcp {
+            let clusters = self.weighted(r, &t.route, port);
+            if clusters.clusters.is_empty() {
+                continue;
+            }
+            let matches: Vec<&types::L4MatchAttributes> = t
+                .matches
+                .iter()
+                .filter(|m| self.applies(&m.source_labels, m.source_namespace.as_ref(), &m.gateways))
+                .collect();
+            if !t.matches.is_empty() && matches.is_empty() {
+                continue;
+            }
+            if matches.is_empty() {
+                out.push(L4Route { port: None, destination_subnets: Vec::new(), clusters });
+                continue;
+            }
+            for m in matches {
+                out.push(L4Route {
+                    port: m.port.and_then(|p| u16::try_from(p).ok()),
+                    destination_subnets: subnets(&m.destination_subnets)?,
+                    clusters: self.weighted(r, &t.route, port),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn tls_routes(&mut self, r: &Resource, vs: &types::VirtualService, tls: &mut HashMap<u16, Vec<TlsRoute>>) -> Result<(), String> {
+        for t in &vs.tls {
+            for m in &t.matches {
+                if !self.applies(&m.source_labels, m.source_namespace.as_ref(), &m.gateways) {
+                    continue;
+                }
+                let port = m.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(443);
+                let route = TlsRoute {
+                    sni_hosts: m.sni_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                    destination_subnets: subnets(&m.destination_subnets)?,
+                    clusters: self.weighted(r, &t.route, port),
+                };
+                tls.entry(port).or_default().push(route);
+            }
+        }
+        Ok(())
+    }
+
+    /// The cluster for a route destination: its host resolved against the VirtualService's
+    /// namespace, its port explicit, else the caller's port if the service has it, else the
+    /// service's only port.
+    fn destination(&mut self, r: &Resource, dest: &types::Destination, port: u16) -> Arc<Cluster> {
+        let hostname = host::fqdn(&dest.host, r.namespace());
+        let port = dest
+            .port
+            .and_then(|p| u16::try_from(p.number).ok())
+            .filter(|p| *p != 0)
+            .unwrap_or_else(|| match self.registry.by_host(&hostname) {
+                Some(svc) if svc.port(port).is_none() && svc.ports.len() == 1 => svc.ports[0].number,
+                _ => port,
+            });
+        self.cluster(&hostname, port, dest.subset.as_deref())
+    }
+
+    fn destination_rule(&self, hostname: &str) -> Option<&(&Resource, &types::DestinationRule, String)> {
+        self.destination_rules
+            .iter()
+            .find(|(_, _, h)| h == hostname)
+            .or_else(|| {
+                self.destination_rules
+                    .iter()
+                    .filter(|(_, _, h)| h.starts_with('*') && host::wildcard_matches(h, hostname))
+                    .max_by_key(|(_, _, h)| h.len())
+            })
+    }
+
+    fn cluster(&mut self, hostname: &str, port: u16, subset: Option<&str>) -> Arc<Cluster> {
+        let name = ClusterConfig::istio_name("outbound", port, subset, hostname);
+        if let Some(c) = self.clusters.get(&name) {
+            return c.clone();
+        }
+        let config = self.cluster_config(name.clone(), hostname, port, subset);
+        let cluster = match self.previous.get(&name) {
+            Some(old) if old.config == config => old.clone(),
+            old => Arc::new(Cluster::new(config, old.map(|c| c.as_ref()))),
+        };
+        self.clusters.insert(name, cluster.clone());
+        cluster
+    }
+
+    fn cluster_config(&self, name: String, hostname: &str, port: u16, subset: Option<&str>) -> ClusterConfig {
+        let svc = self.registry.by_host(hostname);
+        let rule = self.destination_rule(hostname);
+        let subset_def = subset.and_then(|s| rule.and_then(|(_, dr, _)| dr.subsets.iter().find(|d| d.name == s)));
+        let (lb, limits, outlier) = effective_policy(
+            rule.and_then(|(_, dr, _)| dr.traffic_policy.as_ref()),
+            subset_def.and_then(|s| s.traffic_policy.as_ref()),
+            port,
+        );
+        let service_port = svc.and_then(|s| s.port(port));
+        let unusable = match (svc, service_port, subset, subset_def) {
+            (None, _, _, _) => Some(format!(
+                "{hostname} is not a known service: declare it with a Kubernetes Service or a ServiceEntry"
+            )),
+            (Some(s), None, _, _) => Some(format!(
+                "{hostname} has no port {port} ({} declares {})",
+                s.declared_by,
+                s.ports.iter().map(|p| p.number.to_string()).collect::<Vec<_>>().join(", ")
+            )),
+            (_, _, Some(sub), None) => Some(format!(
+                "subset {sub:?} of {hostname} is not defined by any DestinationRule (istioctl analyze: IST0101)"
+            )),
+            _ => None,
+        };
+        let endpoints = match (svc, service_port) {
+            (Some(svc), Some(sp)) if unusable.is_none() => svc
+                .endpoints
+                .iter()
+                .filter(|e| subset_def.is_none_or(|s| types::labels_match(&s.labels, &e.labels)))
+                .map(|e| EndpointConfig {
+                    address: e.address.clone(),
+                    port: e.port_for(sp),
+                    labels: e.labels.clone(),
+                    declared_by: e.declared_by.clone(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        ClusterConfig {
+            name,
+            service: hostname.to_string(),
+            port,
+            subset: subset.map(str::to_string),
+            protocol: service_port.map_or(Protocol::Unknown, |p| p.protocol),
+            discovery: svc.map_or(super::registry::Discovery::Static, |s| s.discovery),
+            endpoints,
+            lb,
+            limits,
+            outlier,
+            destination_rule: rule.map(|(r, _, _)| r.display_name()),
+            unusable,
+        }
+    }
+}
+
+fn subnets(list: &[String]) -> Result<Vec<IpNet>, String> {
+    list.iter()
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("invalid destinationSubnets entry {s:?}"))
+        })
+        .collect()
+}
+
+fn direct_body(body: Option<&types::HttpBody>) -> Result<Bytes, String> {
+    match body {
+        None => Ok(Bytes::new()),
+        Some(types::HttpBody { string: Some(s), .. }) => Ok(Bytes::from(s.clone())),
+        Some(types::HttpBody { bytes: Some(b), .. }) => base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .map(Bytes::from)
+            .map_err(|e| format!("body.bytes is not base64: {e}")),
+        Some(_) => Ok(Bytes::new()),
+    }
+}

@@ -1,0 +1,203 @@
+//! Compiled `StringMatch`es and request matches, evaluated on the request path without
+//! allocating.
+
+use http::{HeaderMap, HeaderName, Method};
+use regex::Regex;
+use weft_api::types::{HttpMatchRequest, StringMatch};
+
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    Exact(String),
+    Prefix(String),
+    /// Anchored, as RE2's FullMatch in Envoy.
+    Regex(Regex),
+    /// `{}` in a header condition: the header is present.
+    Present,
+}
+
+impl Matcher {
+    pub fn compile(m: &StringMatch, ignore_case: bool) -> Result<Matcher, regex::Error> {
+        let fold = |s: &String| if ignore_case { s.to_ascii_lowercase() } else { s.clone() };
+        Ok(if let Some(e) = &m.exact {
+            Matcher::Exact(fold(e))
+        } else if let Some(p) = &m.prefix {
+            Matcher::Prefix(fold(p))
+        } else if let Some(r) = &m.regex {
+            let flags = if ignore_case { "(?i)" } else { "" };
+            Matcher::Regex(Regex::new(&format!("{flags}^(?:{r})$"))?)
+        } else {
+            Matcher::Present
+        })
+    }
+
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Matcher::Exact(e) => e == value,
+            Matcher::Prefix(p) => value.starts_with(p.as_str()),
+            Matcher::Regex(r) => r.is_match(value),
+            Matcher::Present => true,
+        }
+    }
+
+    fn matches_folded(&self, value: &str) -> bool {
+        match self {
+            Matcher::Exact(e) => e.eq_ignore_ascii_case(value),
+            Matcher::Prefix(p) => {
+                value.len() >= p.len() && value.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+            }
+            Matcher::Regex(_) | Matcher::Present => self.matches(value),
+        }
+    }
+}
+
+/// What a request looks like to the matcher.
+pub struct RequestView<'a> {
+    pub method: &'a Method,
+    /// Path without the query string.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub scheme: &'a str,
+    pub authority: &'a str,
+    pub headers: &'a HeaderMap,
+    /// The port the caller addressed.
+    pub port: u16,
+}
+
+/// One `match[]` entry: every condition must hold.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMatch {
+    pub uri: Option<Matcher>,
+    pub ignore_uri_case: bool,
+    pub scheme: Option<Matcher>,
+    pub method: Option<Matcher>,
+    pub authority: Option<Matcher>,
+    pub headers: Vec<(HeaderName, Matcher)>,
+    pub without_headers: Vec<(HeaderName, Matcher)>,
+    pub query_params: Vec<(String, Matcher)>,
+    pub port: Option<u16>,
+}
+
+impl RequestMatch {
+    pub fn compile(m: &HttpMatchRequest) -> Result<RequestMatch, String> {
+        let compile = |s: &StringMatch, fold: bool| {
+            Matcher::compile(s, fold).map_err(|e| format!("invalid regex: {e}"))
+        };
+        let headers = |map: &std::collections::BTreeMap<String, StringMatch>| {
+            map.iter()
+                .map(|(k, v)| {
+                    let name = HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
+                        .map_err(|_| format!("invalid header name {k:?}"))?;
+                    Ok((name, compile(v, false)?))
+                })
+                .collect::<Result<Vec<_>, String>>()
+        };
+        Ok(RequestMatch {
+            uri: m.uri.as_ref().map(|u| compile(u, m.ignore_uri_case)).transpose()?,
+            ignore_uri_case: m.ignore_uri_case,
+            scheme: m.scheme.as_ref().map(|s| compile(s, false)).transpose()?,
+            method: m.method.as_ref().map(|s| compile(s, false)).transpose()?,
+            authority: m.authority.as_ref().map(|s| compile(s, false)).transpose()?,
+            headers: headers(&m.headers)?,
+            without_headers: headers(&m.without_headers)?,
+            query_params: m
+                .query_params
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), compile(v, false)?)))
+                .collect::<Result<_, String>>()?,
+            port: m.port.and_then(|p| u16::try_from(p).ok()),
+        })
+    }
+
+    pub fn matches(&self, req: &RequestView<'_>) -> bool {
+        if self.port.is_some_and(|p| p != req.port) {
+            return false;
+        }
+        if let Some(m) = &self.method {
+            if !m.matches(req.method.as_str()) {
+                return false;
+            }
+        }
+        if let Some(m) = &self.uri {
+            let ok = if self.ignore_uri_case { m.matches_folded(req.path) } else { m.matches(req.path) };
+            if !ok {
+                return false;
+            }
+        }
+        if let Some(m) = &self.scheme {
+            if !m.matches(req.scheme) {
+                return false;
+            }
+        }
+        if let Some(m) = &self.authority {
+            if !m.matches(req.authority) {
+                return false;
+            }
+        }
+        let header_ok = |name: &HeaderName, m: &Matcher| {
+            req.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| m.matches(v))
+        };
+        if !self.headers.iter().all(|(n, m)| header_ok(n, m)) {
+            return false;
+        }
+        if self.without_headers.iter().any(|(n, m)| header_ok(n, m)) {
+            return false;
+        }
+        self.query_params.iter().all(|(name, m)| {
+            query_value(req.query.unwrap_or(""), name).is_some_and(|v| m.matches(v))
+        })
+    }
+
+    /// The prefix a `rewrite.uri` replaces when this match chose the route.
+    pub fn matched_prefix(&self) -> Option<&str> {
+        match &self.uri {
+            Some(Matcher::Prefix(p)) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// The first value of `name` in a query string (not percent-decoded, as Envoy compares).
+pub fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sm(exact: Option<&str>, prefix: Option<&str>, regex: Option<&str>) -> StringMatch {
+        StringMatch {
+            exact: exact.map(Into::into),
+            prefix: prefix.map(Into::into),
+            regex: regex.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn regexes_match_the_whole_value() {
+        let m = Matcher::compile(&sm(None, None, Some("v[0-9]")), false).unwrap();
+        assert!(m.matches("v1"));
+        assert!(!m.matches("xv1"));
+        assert!(!m.matches("v12"));
+    }
+
+    #[test]
+    fn ignore_uri_case_folds_both_sides() {
+        let m = Matcher::compile(&sm(None, Some("/API"), None), true).unwrap();
+        assert!(m.matches_folded("/api/v1"));
+        assert!(m.matches_folded("/Api/v1"));
+    }
+
+    #[test]
+    fn query_values() {
+        assert_eq!(query_value("a=1&b=2", "b"), Some("2"));
+        assert_eq!(query_value("a", "a"), Some(""));
+        assert_eq!(query_value("a=1", "c"), None);
+    }
+}

@@ -1,0 +1,166 @@
+//! The compiled configuration a proxy serves from: one immutable [`Snapshot`] per config
+//! version, swapped atomically, so the request path reads it without locks.
+
+pub mod compile;
+pub mod matcher;
+pub mod protocol;
+pub mod registry;
+pub mod route;
+
+use crate::upstream::Cluster;
+use crate::workload::Workload;
+use ipnet::IpNet;
+use registry::Registry;
+use route::{Route, WeightedClusters};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use weft_api::types::OutboundTrafficMode;
+use weft_api::Resource;
+
+pub use compile::compile;
+
+pub struct Snapshot {
+    pub version: u64,
+    pub workload: Workload,
+    pub outbound_policy: OutboundTrafficMode,
+    pub registry: Registry,
+    /// HTTP route tables by the port the caller addressed.
+    pub http: HashMap<u16, RouteConfig>,
+    /// TCP routes by (service host, port).
+    pub tcp: HashMap<(String, u16), L4Routes>,
+    /// TLS routes by port, chosen by SNI.
+    pub tls: HashMap<u16, Vec<TlsRoute>>,
+    pub clusters: BTreeMap<String, Arc<Cluster>>,
+    pub resources: Vec<Resource>,
+}
+
+impl Snapshot {
+    pub fn empty(workload: Workload, outbound_policy: OutboundTrafficMode) -> Snapshot {
+        Snapshot {
+            version: 0,
+            workload,
+            outbound_policy,
+            registry: Registry::default(),
+            http: HashMap::new(),
+            tcp: HashMap::new(),
+            tls: HashMap::new(),
+            clusters: BTreeMap::new(),
+            resources: Vec::new(),
+        }
+    }
+
+    /// The virtual host for `authority` on `port`, falling back to the service that owns
+    /// the original destination address when the Host names nothing known.
+    pub fn virtual_host(&self, port: u16, authority: &str, original_dst: Option<SocketAddr>) -> Option<&VirtualHost> {
+        let table = self.http.get(&port)?;
+        table.find(authority).or_else(|| {
+            let dst = original_dst?;
+            let svc = self.registry.by_address(dst.ip(), dst.port())?;
+            table.find(&svc.hostname)
+        })
+    }
+}
+
+/// All virtual hosts reachable on one port (Envoy's route configuration `"9080"`).
+#[derive(Default)]
+pub struct RouteConfig {
+    pub port: u16,
+    pub vhosts: Vec<VirtualHost>,
+    by_domain: HashMap<String, usize>,
+    /// `*.example.com` hosts, longest suffix first.
+    wildcards: Vec<(String, usize)>,
+}
+
+impl RouteConfig {
+    pub fn add(&mut self, vhost: VirtualHost) {
+        let index = self.vhosts.len();
+        for domain in &vhost.domains {
+            match domain.strip_prefix('*') {
+                Some(suffix) => self.wildcards.push((suffix.to_string(), index)),
+                None => {
+                    self.by_domain.entry(domain.clone()).or_insert(index);
+                }
+            }
+        }
+        self.wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.vhosts.push(vhost);
+    }
+
+    pub fn find(&self, authority: &str) -> Option<&VirtualHost> {
+        let exact = |name: &str| self.by_domain.get(name).map(|&i| &self.vhosts[i]);
+        let lower;
+        let authority = if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = authority.to_ascii_lowercase();
+            &lower
+        } else {
+            authority
+        };
+        if let Some(v) = exact(authority) {
+            return Some(v);
+        }
+        let host = strip_port(authority);
+        exact(host).or_else(|| {
+            self.wildcards
+                .iter()
+                .find(|(suffix, _)| suffix.is_empty() || (host.len() > suffix.len() && host.ends_with(suffix.as_str())))
+                .map(|&(_, i)| &self.vhosts[i])
+        })
+    }
+}
+
+/// `reviews:9080` → `reviews`; `[::1]:80` → `[::1]`.
+pub fn strip_port(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(':') => host,
+        _ => authority,
+    }
+}
+
+pub struct VirtualHost {
+    /// `reviews.default.svc.cluster.local:9080`
+    pub name: String,
+    pub domains: Vec<String>,
+    pub routes: Vec<Route>,
+    /// `VirtualService ns/name` whose routes these are, if any.
+    pub virtual_service: Option<String>,
+}
+
+/// TCP routes for one service port; an empty list means the service's own cluster.
+pub struct L4Routes {
+    pub routes: Vec<L4Route>,
+}
+
+pub struct L4Route {
+    pub port: Option<u16>,
+    pub destination_subnets: Vec<IpNet>,
+    pub clusters: WeightedClusters,
+}
+
+impl L4Routes {
+    pub fn find(&self, dst: Option<SocketAddr>) -> Option<&WeightedClusters> {
+        self.routes
+            .iter()
+            .find(|r| {
+                r.port.is_none_or(|p| dst.is_some_and(|d| d.port() == p))
+                    && (r.destination_subnets.is_empty()
+                        || dst.is_some_and(|d| r.destination_subnets.iter().any(|n| n.contains(&d.ip()))))
+            })
+            .map(|r| &r.clusters)
+    }
+}
+
+pub struct TlsRoute {
+    /// SNI names, exact or `*.suffix`.
+    pub sni_hosts: Vec<String>,
+    pub destination_subnets: Vec<IpNet>,
+    pub clusters: WeightedClusters,
+}
+
+impl TlsRoute {
+    pub fn matches(&self, sni: &str, dst: Option<SocketAddr>) -> bool {
+        self.sni_hosts.iter().any(|h| weft_api::host::wildcard_matches(h, sni))
+            && (self.destination_subnets.is_empty()
+                || dst.is_some_and(|d| self.destination_subnets.iter().any(|n| n.contains(&d.ip()))))
+    }
+}

@@ -1,0 +1,466 @@
+//! Compiled HTTP routes: what one `http[]` entry of a VirtualService does.
+
+use super::matcher::{Matcher, RequestMatch, RequestView};
+use crate::upstream::Cluster;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use regex::Regex;
+use std::sync::Arc;
+use std::time::Duration;
+use weft_api::types;
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: Option<String>,
+    /// Empty: matches every request.
+    pub matches: Vec<RequestMatch>,
+    pub action: Action,
+    pub timeout: Option<Duration>,
+    pub retry: RetryPolicy,
+    pub fault: Option<Fault>,
+    pub mirror: Option<Mirror>,
+    pub cors: Option<Cors>,
+    pub headers: HeaderOps,
+    pub rewrite: Option<Rewrite>,
+}
+
+impl Route {
+    /// The index of the first `match[]` entry the request satisfies.
+    pub fn find_match(&self, req: &RequestView<'_>) -> Option<Option<usize>> {
+        if self.matches.is_empty() {
+            return Some(None);
+        }
+        self.matches.iter().position(|m| m.matches(req)).map(Some)
+    }
+}
+
+#[derive(Debug)]
+pub enum Action {
+    Forward(WeightedClusters),
+    Redirect(Redirect),
+    Direct { status: StatusCode, body: Bytes },
+}
+
+#[derive(Debug)]
+pub struct WeightedCluster {
+    pub cluster: Arc<Cluster>,
+    pub weight: u32,
+    pub headers: HeaderOps,
+}
+
+#[derive(Debug)]
+pub struct WeightedClusters {
+    pub clusters: Vec<WeightedCluster>,
+    pub total: u32,
+}
+
+impl WeightedClusters {
+    pub fn new(clusters: Vec<WeightedCluster>) -> Self {
+        let total = clusters.iter().map(|c| c.weight).sum();
+        WeightedClusters { clusters, total }
+    }
+
+    /// Weighted choice; `roll` is uniform in `0..total`.
+    pub fn pick_with(&self, roll: u32) -> &WeightedCluster {
+        let mut acc = 0;
+        for c in &self.clusters {
+            acc += c.weight;
+            if roll < acc {
+                return c;
+            }
+        }
+        &self.clusters[self.clusters.len() - 1]
+    }
+
+    pub fn pick(&self) -> &WeightedCluster {
+        if self.clusters.len() == 1 || self.total == 0 {
+            return &self.clusters[0];
+        }
+        self.pick_with(fastrand::u32(0..self.total))
+    }
+}
+
+/// Which failures a retry policy retries, as Envoy's `retry_on`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RetryOn {
+    pub five_xx: bool,
+    pub gateway_error: bool,
+    pub reset: bool,
+    pub connect_failure: bool,
+    pub refused_stream: bool,
+    pub retriable_4xx: bool,
+    pub status_codes: Vec<u16>,
+    /// gRPC statuses by number (cancelled 1, deadline-exceeded 4, resource-exhausted 8,
+    /// internal 13, unavailable 14).
+    pub grpc: Vec<u32>,
+}
+
+impl RetryOn {
+    /// Istio's default `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes`
+    /// with 503 as the retriable code.
+    pub fn istio_default() -> RetryOn {
+        RetryOn::parse("connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes")
+    }
+
+    pub fn parse(text: &str) -> RetryOn {
+        let mut on = RetryOn::default();
+        for item in text.split(',').map(str::trim) {
+            match item {
+                "5xx" => on.five_xx = true,
+                "gateway-error" => on.gateway_error = true,
+                "reset" | "reset-before-request" => on.reset = true,
+                "connect-failure" => on.connect_failure = true,
+                "refused-stream" => on.refused_stream = true,
+                "retriable-4xx" => on.retriable_4xx = true,
+                // Istio adds 503 as the retriable code when none is named.
+                "retriable-status-codes" => on.status_codes.push(503),
+                "cancelled" => on.grpc.push(1),
+                "deadline-exceeded" => on.grpc.push(4),
+                "resource-exhausted" => on.grpc.push(8),
+                "internal" => on.grpc.push(13),
+                "unavailable" => on.grpc.push(14),
+                code => {
+                    if let Ok(code) = code.parse::<u16>() {
+                        on.status_codes.push(code);
+                    }
+                }
+            }
+        }
+        on
+    }
+
+    pub fn status(&self, status: StatusCode) -> bool {
+        let code = status.as_u16();
+        (self.five_xx && status.is_server_error())
+            || (self.gateway_error && matches!(code, 502..=504))
+            || (self.retriable_4xx && code == 409)
+            || self.status_codes.contains(&code)
+    }
+
+    pub fn grpc_status(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u32>().ok())
+            .is_some_and(|s| self.grpc.contains(&s))
+    }
+
+    /// A connection that failed or reset, or a per-try timeout.
+    pub fn reset_or_timeout(&self) -> bool {
+        self.five_xx || self.gateway_error || self.reset
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Retries after the first try (Istio's `attempts`).
+    pub attempts: u32,
+    pub per_try_timeout: Option<Duration>,
+    pub on: RetryOn,
+    pub retry_other_hosts: bool,
+    pub backoff_base: Duration,
+}
+
+impl RetryPolicy {
+    pub fn istio_default() -> RetryPolicy {
+        RetryPolicy {
+            attempts: 2,
+            per_try_timeout: None,
+            on: RetryOn::istio_default(),
+            retry_other_hosts: true,
+            backoff_base: Duration::from_millis(25),
+        }
+    }
+
+    pub fn from_api(r: Option<&types::HttpRetry>) -> RetryPolicy {
+        let default = RetryPolicy::istio_default();
+        let Some(r) = r else { return default };
+        RetryPolicy {
+            attempts: r.attempts.max(0) as u32,
+            per_try_timeout: r.per_try_timeout.map(|d| d.as_std()),
+            on: r.retry_on.as_deref().filter(|s| !s.is_empty()).map(RetryOn::parse).unwrap_or(default.on),
+            retry_other_hosts: !r.retry_ignore_previous_hosts.unwrap_or(false),
+            backoff_base: r.backoff.map(|d| d.as_std()).unwrap_or(default.backoff_base),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub delay: Option<(Duration, f64)>,
+    pub abort: Option<(FaultAbort, f64)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FaultAbort {
+    Http(StatusCode),
+    Grpc(u32),
+}
+
+impl Fault {
+    pub fn from_api(f: &types::HttpFaultInjection) -> Option<Fault> {
+        let delay = f.delay.as_ref().and_then(|d| {
+            let pct = d
+                .percentage
+                .map(|p| p.value)
+                .or(d.percent.map(f64::from))
+                .unwrap_or(100.0);
+            d.fixed_delay.map(|fd| (fd.as_std(), pct))
+        });
+        let abort = f.abort.as_ref().and_then(|a| {
+            let pct = a.percentage.map(|p| p.value).unwrap_or(100.0);
+            let kind = if let Some(code) = a.http_status {
+                FaultAbort::Http(StatusCode::from_u16(code as u16).ok()?)
+            } else {
+                FaultAbort::Grpc(grpc_code(a.grpc_status.as_deref()?)?)
+            };
+            Some((kind, pct))
+        });
+        (delay.is_some() || abort.is_some()).then_some(Fault { delay, abort })
+    }
+}
+
+/// gRPC status names as Istio's `grpcStatus` spells them.
+pub fn grpc_code(name: &str) -> Option<u32> {
+    const NAMES: [&str; 17] = [
+        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+        "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+        "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    NAMES
+        .iter()
+        .position(|n| n.eq_ignore_ascii_case(name))
+        .map(|p| p as u32)
+        .or_else(|| name.parse().ok())
+}
+
+/// `true` with probability `percent`/100.
+pub fn roll(percent: f64) -> bool {
+    percent >= 100.0 || (percent > 0.0 && fastrand::f64() * 100.0 < percent)
+}
+
+#[derive(Debug)]
+pub struct Mirror {
+    pub cluster: Arc<Cluster>,
+    pub percent: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cors {
+    pub allow_origins: Vec<Matcher>,
+    pub allow_methods: Option<HeaderValue>,
+    pub allow_headers: Option<HeaderValue>,
+    pub expose_headers: Option<HeaderValue>,
+    pub max_age: Option<HeaderValue>,
+    pub allow_credentials: bool,
+}
+
+impl Cors {
+    pub fn from_api(c: &types::CorsPolicy) -> Cors {
+        let join = |v: &[String]| (!v.is_empty()).then(|| HeaderValue::from_str(&v.join(",")).ok()).flatten();
+        let mut allow_origins: Vec<Matcher> = c
+            .allow_origins
+            .iter()
+            .filter_map(|m| Matcher::compile(m, false).ok())
+            .collect();
+        allow_origins.extend(c.allow_origin.iter().map(|o| {
+            if o == "*" { Matcher::Present } else { Matcher::Exact(o.clone()) }
+        }));
+        Cors {
+            allow_origins,
+            allow_methods: join(&c.allow_methods),
+            allow_headers: join(&c.allow_headers),
+            expose_headers: join(&c.expose_headers),
+            max_age: c.max_age.map(|d| HeaderValue::from(d.as_std().as_secs())),
+            allow_credentials: c.allow_credentials.unwrap_or(false),
+        }
+    }
+
+    pub fn allows(&self, origin: &str) -> bool {
+        self.allow_origins.iter().any(|m| m.matches(origin))
+    }
+}
+
+/// `set`, `add` and `remove` for one direction.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderOp {
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub add: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+}
+
+impl HeaderOp {
+    fn from_api(ops: Option<&types::HeaderOperations>) -> HeaderOp {
+        let pairs = |m: &std::collections::BTreeMap<String, String>| {
+            m.iter()
+                .filter_map(|(k, v)| {
+                    Some((
+                        HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).ok()?,
+                        HeaderValue::from_str(v).ok()?,
+                    ))
+                })
+                .collect()
+        };
+        let Some(ops) = ops else { return HeaderOp::default() };
+        HeaderOp {
+            set: pairs(&ops.set),
+            add: pairs(&ops.add),
+            remove: ops
+                .remove
+                .iter()
+                .filter_map(|k| HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).ok())
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+        for (name, value) in &self.add {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HeaderOps {
+    pub request: HeaderOp,
+    pub response: HeaderOp,
+}
+
+impl HeaderOps {
+    pub fn from_api(h: Option<&types::Headers>) -> HeaderOps {
+        HeaderOps {
+            request: HeaderOp::from_api(h.and_then(|h| h.request.as_ref())),
+            response: HeaderOp::from_api(h.and_then(|h| h.response.as_ref())),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Rewrite {
+    pub uri: Option<String>,
+    pub authority: Option<HeaderValue>,
+    /// Regex and its replacement, with RE2's `\1` turned into `${1}`.
+    pub uri_regex: Option<(Regex, String)>,
+}
+
+impl Rewrite {
+    pub fn from_api(r: &types::HttpRewrite) -> Result<Rewrite, String> {
+        let uri_regex = r
+            .uri_regex_rewrite
+            .as_ref()
+            .map(|rr| {
+                let re = Regex::new(&rr.match_).map_err(|e| format!("invalid uriRegexRewrite.match: {e}"))?;
+                let backref = Regex::new(r"\\(\d)").expect("static regex");
+                Ok::<_, String>((re, backref.replace_all(&rr.rewrite, "$${$1}").into_owned()))
+            })
+            .transpose()?;
+        Ok(Rewrite {
+            uri: r.uri.clone(),
+            authority: r.authority.as_deref().and_then(|a| HeaderValue::from_str(a).ok()),
+            uri_regex,
+        })
+    }
+
+    /// The new path (query kept) for `path`, given the prefix the route matched on.
+    pub fn path(&self, path: &str, matched_prefix: Option<&str>) -> Option<String> {
+        if let Some((re, with)) = &self.uri_regex {
+            return Some(re.replace_all(path, with.as_str()).into_owned());
+        }
+        let uri = self.uri.as_ref()?;
+        Some(match matched_prefix {
+            Some(prefix) if path.len() >= prefix.len() => format!("{uri}{}", &path[prefix.len()..]),
+            _ => uri.clone(),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Redirect {
+    pub uri: Option<String>,
+    pub authority: Option<String>,
+    pub port: Option<u16>,
+    pub from_request_port: bool,
+    pub scheme: Option<String>,
+    pub status: StatusCode,
+}
+
+impl Redirect {
+    pub fn from_api(r: &types::HttpRedirect) -> Redirect {
+        Redirect {
+            uri: r.uri.clone(),
+            authority: r.authority.clone(),
+            port: r.port.and_then(|p| u16::try_from(p).ok()),
+            from_request_port: r.derive_port.as_deref() == Some("FROM_REQUEST_PORT"),
+            scheme: r.scheme.clone(),
+            status: r
+                .redirect_code
+                .and_then(|c| StatusCode::from_u16(c as u16).ok())
+                .unwrap_or(StatusCode::MOVED_PERMANENTLY),
+        }
+    }
+
+    /// The `Location` for a request to `authority` + `path_and_query` on `port`.
+    pub fn location(&self, scheme: &str, authority: &str, path_and_query: &str, port: u16) -> String {
+        let scheme = self.scheme.as_deref().unwrap_or(scheme);
+        let host = self
+            .authority
+            .as_deref()
+            .unwrap_or_else(|| authority.rsplit_once(':').map_or(authority, |(h, _)| h));
+        let port = self.port.or(self.from_request_port.then_some(port));
+        let default_port = if scheme == "https" { 443 } else { 80 };
+        let (path, query) = path_and_query.split_once('?').map_or((path_and_query, None), |(p, q)| (p, Some(q)));
+        let path = self.uri.as_deref().unwrap_or(path);
+        let mut out = match port {
+            Some(p) if p != default_port => format!("{scheme}://{host}:{p}{path}"),
+            _ => format!("{scheme}://{host}{path}"),
+        };
+        if let (Some(q), false) = (query, path.contains('?')) {
+            out.push('?');
+            out.push_str(q);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weighted_pick_follows_cumulative_weights() {
+        // Weights are checked statistically end to end; here the boundaries.
+        let on = RetryOn::parse("5xx,503,unavailable");
+        assert!(on.five_xx && on.status_codes == vec![503] && on.grpc == vec![14]);
+    }
+
+    #[test]
+    fn rewrites_replace_the_matched_prefix() {
+        let r = Rewrite::from_api(&types::HttpRewrite { uri: Some("/v2/".into()), ..Default::default() }).unwrap();
+        assert_eq!(r.path("/api/items?x=1", Some("/api/")).unwrap(), "/v2/items?x=1");
+        assert_eq!(r.path("/exact", None).unwrap(), "/v2/");
+        let rr = Rewrite::from_api(&types::HttpRewrite {
+            uri_regex_rewrite: Some(types::RegexRewrite { match_: "^/service/([^/]+)(/.*)$".into(), rewrite: "\\2/instance/\\1".into() }),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(rr.path("/service/foo/v1/api", None).unwrap(), "/v1/api/instance/foo");
+    }
+
+    #[test]
+    fn redirects_build_locations() {
+        let r = Redirect::from_api(&types::HttpRedirect { uri: Some("/new".into()), authority: Some("b.example".into()), ..Default::default() });
+        assert_eq!(r.location("http", "a.example:8080", "/old?q=1", 8080), "http://b.example/new?q=1");
+        assert_eq!(r.status, StatusCode::MOVED_PERMANENTLY);
+    }
+}

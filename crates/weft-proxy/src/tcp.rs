@@ -1,0 +1,143 @@
+//! Opaque TCP and TLS passthrough: route by `tcp[]` (port, destinationSubnets) or `tls[]`
+//! (SNI), pick an endpoint, splice bytes both ways.
+
+use crate::access_log::{Entry, Flags};
+use crate::model::Snapshot;
+use crate::upstream::endpoint::Outcome;
+use crate::upstream::{Cluster, Endpoint};
+use crate::Shared;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use weft_api::host;
+use weft_api::types::OutboundTrafficMode;
+
+/// Where an L4 connection goes.
+pub enum L4Target {
+    Cluster(Arc<Cluster>),
+    Passthrough(SocketAddr),
+    /// Blocked by REGISTRY_ONLY, with the reason for the log.
+    Blocked(String),
+}
+
+/// Routes a TCP connection by its service (named by `host` for CONNECT, else found by the
+/// original destination address).
+pub fn route_tcp(snapshot: &Snapshot, dst: Option<SocketAddr>, host_port: Option<(&str, u16)>) -> L4Target {
+    let svc = match host_port {
+        Some((h, port)) => snapshot
+            .registry
+            .by_host(&host::fqdn(h, &snapshot.workload.namespace))
+            .filter(|s| s.port(port).is_some())
+            .map(|s| (s, port)),
+        None => dst.and_then(|d| snapshot.registry.by_address(d.ip(), d.port()).map(|s| (s, d.port()))),
+    };
+    if let Some((svc, port)) = svc {
+        if let Some(clusters) = snapshot.tcp.get(&(svc.hostname.clone(), port)).and_then(|r| r.find(dst)) {
+            return L4Target::Cluster(clusters.pick().cluster.clone());
+        }
+        let name = crate::upstream::ClusterConfig::istio_name("outbound", port, None, &svc.hostname);
+        if let Some(c) = snapshot.clusters.get(&name) {
+            return L4Target::Cluster(c.clone());
+        }
+    }
+    unknown(snapshot, dst, host_port)
+}
+
+/// Routes a TLS connection by SNI among the `tls[]` routes of its port.
+pub fn route_tls(snapshot: &Snapshot, port: u16, sni: Option<&str>, dst: Option<SocketAddr>) -> L4Target {
+    if let (Some(routes), Some(sni)) = (snapshot.tls.get(&port), sni) {
+        if let Some(r) = routes.iter().find(|r| r.matches(sni, dst)) {
+            return L4Target::Cluster(r.clusters.pick().cluster.clone());
+        }
+    }
+    route_tcp(snapshot, dst, None)
+}
+
+fn unknown(snapshot: &Snapshot, dst: Option<SocketAddr>, host_port: Option<(&str, u16)>) -> L4Target {
+    match (snapshot.outbound_policy, dst) {
+        (OutboundTrafficMode::AllowAny, Some(dst)) => L4Target::Passthrough(dst),
+        _ => L4Target::Blocked(match (host_port, dst) {
+            (Some((h, p)), _) => format!("{h}:{p} is not a mesh service or ServiceEntry host"),
+            (None, Some(d)) => format!("{d} is not a mesh service or ServiceEntry address"),
+            _ => "no destination".into(),
+        }),
+    }
+}
+
+/// Connects to the target, trying another endpoint once if the first refuses.
+pub async fn connect(target: &L4Target, dst: Option<SocketAddr>) -> Result<(TcpStream, String, Option<tokio::sync::OwnedSemaphorePermit>), (Flags, String)> {
+    match target {
+        L4Target::Blocked(why) => Err((Flags::default(), why.clone())),
+        L4Target::Passthrough(addr) => TcpStream::connect(addr)
+            .await
+            .map(|s| (s, addr.to_string(), None))
+            .map_err(|e| (Flags::UF, format!("{addr}: {e}"))),
+        L4Target::Cluster(cluster) => {
+            if let Some(why) = &cluster.config.unusable {
+                return Err((Flags::NC, why.clone()));
+            }
+            let permit = cluster.tcp_permit().ok_or((Flags::UO, format!("{}: maxConnections reached", cluster.config.name)))?;
+            let mut tried: Vec<Arc<Endpoint>> = Vec::new();
+            let mut last = String::new();
+            for _ in 0..2 {
+                let Some(ep) = cluster.pick(None, &tried, dst) else { break };
+                let attempt = tokio::time::timeout(cluster.config.limits.connect_timeout, TcpStream::connect(ep.authority.as_str())).await;
+                match attempt {
+                    Ok(Ok(s)) => {
+                        cluster.record(&ep, Outcome::Status(200));
+                        let _ = s.set_nodelay(true);
+                        return Ok((s, ep.authority.clone(), Some(permit)));
+                    }
+                    Ok(Err(e)) => last = format!("{} at {} ({}): {e}", cluster.config.service, ep.authority, ep.declared_by),
+                    Err(_) => last = format!("{} at {}: connect timeout", cluster.config.service, ep.authority),
+                }
+                cluster.record(&ep, Outcome::LocalFailure);
+                tried.push(ep);
+            }
+            if tried.is_empty() {
+                return Err((Flags::UH, format!("{} has no healthy endpoint", cluster.config.name)));
+            }
+            Err((Flags::UF, last))
+        }
+    }
+}
+
+/// Splices `downstream` to the target and writes one access-log line when both sides close.
+pub async fn proxy<S>(shared: &Shared, mut downstream: S, target: L4Target, remote: SocketAddr, dst: Option<SocketAddr>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let started = Instant::now();
+    let mut entry = Entry {
+        start: Some(SystemTime::now()),
+        method: "-".into(),
+        path: "-".into(),
+        protocol: "-",
+        downstream_remote: Some(remote),
+        downstream_local: dst,
+        upstream_cluster: Some(match &target {
+            L4Target::Cluster(c) => c.config.name.clone(),
+            L4Target::Passthrough(_) => "PassthroughCluster".into(),
+            L4Target::Blocked(_) => "BlackHoleCluster".into(),
+        }),
+        ..Default::default()
+    };
+    match connect(&target, dst).await {
+        Ok((mut upstream, host, _permit)) => {
+            entry.upstream_host = Some(host);
+            if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
+                entry.bytes_received = up;
+                entry.bytes_sent = down;
+            }
+        }
+        Err((flags, why)) => {
+            entry.flags = flags;
+            tracing::debug!(%remote, "tcp connection not forwarded: {why}");
+        }
+    }
+    entry.duration_ms = started.elapsed().as_millis() as u64;
+    shared.access_log.emit(entry);
+}

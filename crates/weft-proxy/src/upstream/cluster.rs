@@ -1,0 +1,201 @@
+//! A cluster at run time: its endpoints, balancer cursor, circuit-breaker counters and
+//! pooled HTTP clients. Clusters outlive config versions when nothing about them changed,
+//! so pooled connections and outlier state survive a reload.
+
+use super::config::{ClusterConfig, LbPolicy};
+use super::endpoint::{Endpoint, Outcome};
+use super::lb;
+use crate::http::body::RequestBody;
+use crate::model::protocol::Protocol;
+use crate::model::registry::Discovery;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub type HttpClient = Client<HttpConnector, RequestBody>;
+
+pub struct Cluster {
+    pub config: ClusterConfig,
+    pub endpoints: Vec<Arc<Endpoint>>,
+    cursor: AtomicUsize,
+    active_requests: AtomicUsize,
+    pending: AtomicUsize,
+    active_retries: AtomicUsize,
+    /// An HTTP/1.1 connection carries one request at a time, so `maxConnections` bounds
+    /// concurrent requests; TCP connections take one each too.
+    connections: Arc<Semaphore>,
+    h1: HttpClient,
+    h2: HttpClient,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.config.name)
+    }
+}
+
+/// The circuit breaker is open: Envoy's `UO`.
+#[derive(Debug)]
+pub struct Overflow;
+
+/// Holds a request's place in the cluster's limits until dropped.
+pub struct Admission {
+    cluster: Arc<Cluster>,
+    _connection: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.cluster.active_requests.fetch_sub(1, Relaxed);
+    }
+}
+
+pub struct RetryToken(Arc<Cluster>);
+
+impl Drop for RetryToken {
+    fn drop(&mut self) {
+        self.0.active_retries.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Cluster {
+    /// Builds a cluster, taking endpoint state and pooled clients from `previous` where
+    /// they still apply.
+    pub fn new(config: ClusterConfig, previous: Option<&Cluster>) -> Cluster {
+        let endpoints = config
+            .endpoints
+            .iter()
+            .map(|e| {
+                let fresh = Endpoint::new(&e.address, e.port, e.labels.clone(), e.declared_by.clone());
+                previous
+                    .and_then(|p| p.endpoints.iter().find(|old| old.authority == fresh.authority && old.labels == fresh.labels))
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(fresh))
+            })
+            .collect();
+        let (h1, h2) = match previous {
+            Some(p) if p.config.limits == config.limits => (p.h1.clone(), p.h2.clone()),
+            _ => (client(&config, false), client(&config, true)),
+        };
+        Cluster {
+            connections: Arc::new(Semaphore::new(config.limits.max_connections.min(Semaphore::MAX_PERMITS))),
+            config,
+            endpoints,
+            cursor: AtomicUsize::new(0),
+            active_requests: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
+            active_retries: AtomicUsize::new(0),
+            h1,
+            h2,
+        }
+    }
+
+    /// The client for a request, by the port's protocol or, when the port declared none,
+    /// by the protocol the caller spoke.
+    pub fn client(&self, downstream_h2: bool) -> (&HttpClient, bool) {
+        let h2 = match self.config.protocol {
+            Protocol::Http => false,
+            p if p.is_h2() => true,
+            _ => downstream_h2,
+        };
+        (if h2 { &self.h2 } else { &self.h1 }, h2)
+    }
+
+    /// Takes a place within `maxConnections`, `http1MaxPendingRequests` and
+    /// `http2MaxRequests`, or reports overflow as Envoy's circuit breakers do.
+    pub async fn admit(self: &Arc<Self>, multiplexed: bool) -> Result<Admission, Overflow> {
+        let limits = &self.config.limits;
+        if self.active_requests.fetch_add(1, Relaxed) >= limits.max_requests {
+            self.active_requests.fetch_sub(1, Relaxed);
+            return Err(Overflow);
+        }
+        let admission = |permit| Admission {
+            cluster: self.clone(),
+            _connection: permit,
+        };
+        if multiplexed {
+            return Ok(admission(None));
+        }
+        if let Ok(permit) = self.connections.clone().try_acquire_owned() {
+            return Ok(admission(Some(permit)));
+        }
+        if self.pending.fetch_add(1, Relaxed) >= limits.max_pending_requests {
+            self.pending.fetch_sub(1, Relaxed);
+            self.active_requests.fetch_sub(1, Relaxed);
+            return Err(Overflow);
+        }
+        let permit = self.connections.clone().acquire_owned().await;
+        self.pending.fetch_sub(1, Relaxed);
+        match permit {
+            Ok(p) => Ok(admission(Some(p))),
+            Err(_) => {
+                self.active_requests.fetch_sub(1, Relaxed);
+                Err(Overflow)
+            }
+        }
+    }
+
+    /// A retry within `maxRetries`, or none.
+    pub fn retry_token(self: &Arc<Self>) -> Option<RetryToken> {
+        if self.active_retries.fetch_add(1, Relaxed) >= self.config.limits.max_retries {
+            self.active_retries.fetch_sub(1, Relaxed);
+            return None;
+        }
+        Some(RetryToken(self.clone()))
+    }
+
+    /// Picks an endpoint that is not ejected, avoiding `tried` while another remains.
+    /// Passthrough clusters dial the caller's original destination.
+    pub fn pick(&self, hash: Option<u64>, tried: &[Arc<Endpoint>], original_dst: Option<SocketAddr>) -> Option<Arc<Endpoint>> {
+        if self.config.discovery == Discovery::Passthrough || self.config.lb == LbPolicy::Passthrough {
+            return original_dst.map(|dst| Arc::new(Endpoint::from_socket(dst)));
+        }
+        let healthy = |e: &Endpoint| !e.is_ejected();
+        let untried = |e: &Endpoint| healthy(e) && !tried.iter().any(|t| t.authority == e.authority);
+        let min_health = self.config.outlier.as_ref().map_or(0, |o| o.min_health_percent);
+        if min_health > 0 {
+            // Envoy's panic mode: below minHealthPercent every endpoint is used.
+            let healthy_count = self.endpoints.iter().filter(|e| healthy(e)).count();
+            if healthy_count * 100 < min_health as usize * self.endpoints.len() {
+                return lb::pick(&self.config.lb, &self.endpoints, &self.cursor, hash, |_| true).cloned();
+            }
+        }
+        lb::pick(&self.config.lb, &self.endpoints, &self.cursor, hash, untried)
+            .or_else(|| lb::pick(&self.config.lb, &self.endpoints, &self.cursor, hash, healthy))
+            .cloned()
+    }
+
+    /// Feeds outlier detection; returns true when the endpoint was ejected.
+    pub fn record(&self, endpoint: &Endpoint, outcome: Outcome) -> bool {
+        let Some(cfg) = &self.config.outlier else { return false };
+        endpoint.record(outcome, cfg, || {
+            // maxEjectionPercent, but like Envoy always allow ejecting one.
+            let ejected = self.endpoints.iter().filter(|e| e.is_ejected()).count();
+            ejected == 0 || (ejected + 1) * 100 <= cfg.max_ejection_percent as usize * self.endpoints.len()
+        })
+    }
+
+    /// Takes a TCP connection slot within `maxConnections`.
+    pub fn tcp_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.connections.clone().try_acquire_owned().ok()
+    }
+}
+
+fn client(config: &ClusterConfig, h2: bool) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(config.limits.connect_timeout));
+    connector.set_nodelay(true);
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(config.limits.idle_timeout)
+        .http2_only(h2);
+    if config.limits.max_requests_per_connection == 1 {
+        builder.pool_max_idle_per_host(0);
+    }
+    builder.build(connector)
+}

@@ -1,0 +1,10 @@
+//! Upstream clusters: endpoints, load balancing, circuit breaking and outlier detection.
+
+pub mod cluster;
+pub mod config;
+pub mod endpoint;
+pub mod lb;
+
+pub use cluster::Cluster;
+pub use config::ClusterConfig;
+pub use endpoint::Endpoint;

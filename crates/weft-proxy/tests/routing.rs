@@ -1,0 +1,302 @@
+//! Istio's routing semantics on real sockets.
+
+mod support;
+
+use bytes::Bytes;
+use support::*;
+use weft_proxy::access_log::Flags;
+
+async fn reviews(versions: &[&'static str]) -> Vec<Backend> {
+    let mut out = Vec::new();
+    for (i, v) in versions.iter().enumerate() {
+        out.push(Backend::start(&format!("127.0.0.{}", i + 2), v, ok()).await);
+    }
+    out
+}
+
+fn reviews_config(backends: &[Backend], versions: &[&str], vs: &str) -> String {
+    let pairs: Vec<(&str, &Backend)> = versions.iter().copied().zip(backends.iter()).collect();
+    format!("{}{}{vs}", service_yaml("reviews", 9080, &pairs), subsets_yaml("reviews", versions, ""))
+}
+
+const JASON_TO_V2: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts: [reviews]
+  http:
+  - name: jason
+    match:
+    - headers:
+        end-user:
+          exact: jason
+    route:
+    - destination: {host: reviews, subset: v2}
+  - name: everyone-else
+    route:
+    - destination: {host: reviews, subset: v1}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_match_sends_jason_to_v2_and_everyone_else_to_v1() {
+    let b = reviews(&["v1", "v2"]).await;
+    let proxy = TestProxy::start(&reviews_config(&b, &["v1", "v2"], JASON_TO_V2)).await;
+    let c = proxy.client();
+    for _ in 0..10 {
+        assert_eq!(c.get("reviews:9080", "/reviews/0", &[("end-user", "jason")]).await.served_by(), "v2");
+        assert_eq!(c.get("reviews:9080", "/reviews/0", &[("end-user", "bob")]).await.served_by(), "v1");
+        assert_eq!(c.get("reviews.default.svc.cluster.local:9080", "/", &[]).await.served_by(), "v1");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_split_90_10_within_3_points() {
+    let b = reviews(&["v1", "v2"]).await;
+    let vs = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, subset: v1}
+      weight: 90
+    - destination: {host: reviews, subset: v2}
+      weight: 10
+";
+    let proxy = TestProxy::start(&reviews_config(&b, &["v1", "v2"], vs)).await;
+    let c = proxy.client();
+    let mut answers = Vec::new();
+    for _ in 0..2000 {
+        answers.push(c.get("reviews:9080", "/", &[]).await);
+    }
+    let t = tally(&answers);
+    let v2 = *t.get("v2").unwrap_or(&0) as f64 / 20.0;
+    // 2000 draws at p=0.1: sd ≈ 0.67 points, so ±3 points is over 4 sd.
+    assert!((v2 - 10.0).abs() <= 3.0, "v2 got {v2}% ({t:?})");
+    assert_eq!(t.values().sum::<usize>(), 2000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_virtual_service_traffic_reaches_every_endpoint() {
+    let b = reviews(&["v1", "v2", "v3"]).await;
+    let proxy = TestProxy::start(&reviews_config(&b, &["v1", "v2", "v3"], "")).await;
+    let c = proxy.client();
+    let mut answers = Vec::new();
+    for _ in 0..300 {
+        answers.push(c.get("reviews:9080", "/", &[]).await);
+    }
+    let t = tally(&answers);
+    assert_eq!(t.len(), 3, "{t:?}");
+    assert!(t.values().all(|n| *n > 50), "{t:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_matching_route_is_404_nr_and_unknown_hosts_are_blocked() {
+    let b = reviews(&["v1"]).await;
+    let vs = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - uri: {prefix: /reviews}
+    route:
+    - destination: {host: reviews}
+";
+    let mut proxy = TestProxy::start(&reviews_config(&b, &["v1"], vs)).await;
+    let c = proxy.client();
+    let a = c.get("reviews:9080", "/other", &[]).await;
+    assert_eq!(a.status, 404);
+    let entry = proxy.log.recv().await.unwrap();
+    assert_eq!(entry.flags, Flags::NR);
+    assert_eq!(entry.to_string().split(" ").nth(5), Some("NR"));
+
+    let blocked = c.get("httpbin.org", "/get", &[]).await;
+    assert_eq!(blocked.status, 502);
+    assert!(blocked.text().contains("httpbin.org") && blocked.text().contains("REGISTRY_ONLY"), "{}", blocked.text());
+    let entry = proxy.log.recv().await.unwrap();
+    assert_eq!(entry.upstream_cluster.as_deref(), Some("BlackHoleCluster"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_direct_response_rewrite_and_header_operations() {
+    let b = reviews(&["v1"]).await;
+    let vs = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - uri: {exact: /old}
+    redirect: {uri: /new, authority: elsewhere.example}
+  - match:
+    - uri: {prefix: /teapot}
+    directResponse:
+      status: 418
+      body: {string: "short and stout"}
+  - match:
+    - uri: {prefix: /api/}
+    rewrite: {uri: /v2/}
+    headers:
+      request:
+        set: {x-route: api}
+        remove: [x-drop-me]
+      response:
+        add: {x-answered: "yes"}
+    route:
+    - destination: {host: reviews}
+      headers:
+        request:
+          add: {x-destination: v1}
+  - match:
+    - uri: {regex: "/items/[0-9]+"}
+      method: {exact: DELETE}
+    route:
+    - destination: {host: reviews}
+"#;
+    let proxy = TestProxy::start(&reviews_config(&b, &["v1"], vs)).await;
+    let c = proxy.client();
+    let r = c.get("reviews:9080", "/old?q=1", &[]).await;
+    assert_eq!(r.status, 301);
+    assert_eq!(r.headers["location"], "http://elsewhere.example/new?q=1");
+
+    let d = c.get("reviews:9080", "/teapot", &[]).await;
+    assert_eq!((d.status.as_u16(), d.text().as_str()), (418, "short and stout"));
+
+    let a = c.get("reviews:9080", "/api/items?x=1", &[("x-drop-me", "1")]).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.headers["x-seen-path"], "/v2/items?x=1");
+    assert_eq!(a.headers["x-answered"], "yes");
+    let seen = b[0].seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(seen.headers["x-route"], "api");
+    assert_eq!(seen.headers["x-destination"], "v1");
+    assert!(seen.headers.get("x-drop-me").is_none());
+    assert!(seen.headers.get("x-request-id").is_some(), "Envoy adds x-request-id");
+
+    assert_eq!(c.send("DELETE", "reviews:9080", "/items/42", &[], Bytes::new()).await.status, 200);
+    assert_eq!(c.get("reviews:9080", "/items/42", &[]).await.status, 404);
+    assert_eq!(c.send("DELETE", "reviews:9080", "/items/4x", &[], Bytes::new()).await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_params_without_headers_and_ignore_uri_case() {
+    let b = reviews(&["v1", "v2"]).await;
+    let vs = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - queryParams:
+        canary: {exact: \"true\"}
+      withoutHeaders:
+        x-legacy: {}
+    - uri: {prefix: /CANARY}
+      ignoreUriCase: true
+    route:
+    - destination: {host: reviews, subset: v2}
+  - route:
+    - destination: {host: reviews, subset: v1}
+";
+    let proxy = TestProxy::start(&reviews_config(&b, &["v1", "v2"], vs)).await;
+    let c = proxy.client();
+    assert_eq!(c.get("reviews:9080", "/?canary=true", &[]).await.served_by(), "v2");
+    assert_eq!(c.get("reviews:9080", "/?canary=true", &[("x-legacy", "1")]).await.served_by(), "v1");
+    assert_eq!(c.get("reviews:9080", "/?canary=false", &[]).await.served_by(), "v1");
+    assert_eq!(c.get("reviews:9080", "/canary/x", &[]).await.served_by(), "v2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrored_requests_never_affect_the_caller() {
+    let b = reviews(&["v1"]).await;
+    let mirror = Backend::start("127.0.0.9", "mirror", std::sync::Arc::new(|_| (500, Some(std::time::Duration::from_secs(2))))).await;
+    let mut yaml = reviews_config(&b, &["v1"], "");
+    yaml.push_str(&service_yaml("shadow", 9080, &[("v1", &mirror)]));
+    yaml.push_str(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews}
+    mirror: {host: shadow}
+    mirrorPercentage: {value: 100}
+",
+    );
+    let proxy = TestProxy::start(&yaml).await;
+    let c = proxy.client();
+    let started = tokio::time::Instant::now();
+    let a = c.get("reviews:9080", "/m", &[]).await;
+    assert_eq!((a.status.as_u16(), a.served_by()), (200, "v1"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "the slow, failing mirror must not delay the caller");
+    // The mirror got its copy, marked as a shadow.
+    for _ in 0..100 {
+        if mirror.hits() > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(mirror.hits(), 1);
+    let seen = mirror.seen.lock().unwrap();
+    // The backend records the request after its delay; wait on the hit counter above instead.
+    drop(seen);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflight_is_answered_by_the_proxy() {
+    let b = reviews(&["v1"]).await;
+    let vs = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews}
+    corsPolicy:
+      allowOrigins:
+      - exact: https://shop.example
+      allowMethods: [GET, POST]
+      maxAge: 24h
+";
+    let proxy = TestProxy::start(&reviews_config(&b, &["v1"], vs)).await;
+    let c = proxy.client();
+    let pre = c
+        .send("OPTIONS", "reviews:9080", "/", &[("origin", "https://shop.example"), ("access-control-request-method", "POST")], Bytes::new())
+        .await;
+    assert_eq!(pre.status, 200);
+    assert_eq!(pre.headers["access-control-allow-origin"], "https://shop.example");
+    assert_eq!(pre.headers["access-control-allow-methods"], "GET,POST");
+    assert_eq!(pre.headers["access-control-max-age"], "86400");
+    assert_eq!(b[0].hits(), 0, "a matching preflight never reaches the app");
+    let actual = c.get("reviews:9080", "/", &[("origin", "https://shop.example")]).await;
+    assert_eq!(actual.headers["access-control-allow-origin"], "https://shop.example");
+    let other = c.get("reviews:9080", "/", &[("origin", "https://evil.example")]).await;
+    assert!(other.headers.get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_line_names_route_cluster_and_upstream() {
+    let b = reviews(&["v1", "v2"]).await;
+    let mut proxy = TestProxy::start(&reviews_config(&b, &["v1", "v2"], JASON_TO_V2)).await;
+    let c = proxy.client();
+    c.get("reviews:9080", "/reviews/1", &[("end-user", "jason"), ("user-agent", "test-agent")]).await;
+    let line = proxy.log.recv().await.unwrap().to_string();
+    assert!(line.contains("\"GET /reviews/1 HTTP/1.1\" 200 - via_upstream"), "{line}");
+    assert!(line.contains("outbound|9080|v2|reviews.default.svc.cluster.local"), "{line}");
+    assert!(line.contains(&b[1].addr.to_string()), "{line}");
+    assert!(line.contains("\"test-agent\"") && line.ends_with(" jason"), "{line}");
+}

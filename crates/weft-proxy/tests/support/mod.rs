@@ -1,0 +1,277 @@
+//! Real servers, real proxies, real sockets on 127.0.0.x for the integration tests.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use weft_proxy::access_log::{AccessLog, Entry};
+use weft_proxy::config::FileSource;
+use weft_proxy::transport::orig_dst::{NoOriginalDst, OriginalDst};
+use weft_proxy::workload::{parse_labels, Workload};
+use weft_proxy::{Proxy, ProxyOptions};
+
+/// How a backend answers the n-th request (0-based).
+pub type Behaviour = Arc<dyn Fn(usize) -> (u16, Option<Duration>) + Send + Sync>;
+
+pub fn ok() -> Behaviour {
+    Arc::new(|_| (200, None))
+}
+
+/// An HTTP/1.1 + HTTP/2 server that names itself in `x-served-by` and echoes what it saw.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    pub seen: Arc<std::sync::Mutex<Vec<http::request::Parts>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Backend {
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    pub async fn start(ip: &str, name: &'static str, behaviour: Behaviour) -> Backend {
+        let listener = TcpListener::bind((ip, 0)).await.expect("bind backend");
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (h, s) = (hits.clone(), seen.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let (h, s, behaviour) = (h.clone(), s.clone(), behaviour.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let (h, s, behaviour) = (h.clone(), s.clone(), behaviour.clone());
+                        async move {
+                            let n = h.fetch_add(1, Ordering::SeqCst);
+                            let (status, delay) = behaviour(n);
+                            if let Some(d) = delay {
+                                tokio::time::sleep(d).await;
+                            }
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let path = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
+                            let host = parts.headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                            s.lock().unwrap().push(parts);
+                            Ok::<_, std::convert::Infallible>(
+                                Response::builder()
+                                    .status(status)
+                                    .header("x-served-by", name)
+                                    .header("x-seen-path", path)
+                                    .header("x-seen-host", host)
+                                    .header("x-seen-body-len", body.len())
+                                    .body(Full::new(Bytes::from(name)))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Backend { addr, hits, seen, task }
+    }
+}
+
+/// A config directory the proxy watches.
+pub struct ConfigDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl ConfigDir {
+    pub fn new() -> ConfigDir {
+        ConfigDir { dir: tempfile::tempdir().unwrap() }
+    }
+
+    /// Writes a file atomically (write, rename) so the watcher never reads half of it.
+    pub fn write(&self, name: &str, text: &str) {
+        let tmp = self.dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.dir.path().join(name)).unwrap();
+    }
+}
+
+pub struct TestProxy {
+    pub proxy: Proxy,
+    pub config: ConfigDir,
+    pub log: tokio::sync::mpsc::UnboundedReceiver<Entry>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+pub struct Setup {
+    pub labels: &'static str,
+    pub allow_any: bool,
+    pub orig_dst: Arc<dyn OriginalDst>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup { labels: "app=productpage,version=v1", allow_any: false, orig_dst: Arc::new(NoOriginalDst) }
+    }
+}
+
+impl TestProxy {
+    pub async fn start(yaml: &str) -> TestProxy {
+        TestProxy::start_with(yaml, Setup::default()).await
+    }
+
+    pub async fn start_with(yaml: &str, setup: Setup) -> TestProxy {
+        let config = ConfigDir::new();
+        config.write("mesh.yaml", yaml);
+        let (tx, log) = tokio::sync::mpsc::unbounded_channel();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut opts = ProxyOptions::istio_defaults(Workload {
+            name: "productpage-v1".into(),
+            namespace: "default".into(),
+            labels: parse_labels(setup.labels).unwrap(),
+            service_account: "bookinfo-productpage".into(),
+        });
+        opts.outbound = any;
+        opts.inbound = any;
+        opts.admin = any;
+        opts.health = any;
+        opts.access_log = AccessLog::Channel(tx);
+        opts.orig_dst = setup.orig_dst;
+        if setup.allow_any {
+            opts.outbound_policy = weft_api::types::OutboundTrafficMode::AllowAny;
+        }
+        let proxy = Proxy::start(opts).await.expect("proxy starts");
+        let mut status = proxy.config.subscribe();
+        let source = FileSource { dir: config.dir.path().to_path_buf() };
+        let store = proxy.config.clone();
+        let watcher = tokio::spawn(async move {
+            let _ = source.run(store).await;
+        });
+        tokio::time::timeout(Duration::from_secs(10), status.wait_for(|s| s.version > 0 || s.rejected > 0))
+            .await
+            .expect("config loads in time")
+            .unwrap();
+        assert_eq!(proxy.config.status().last_error, None, "initial config rejected");
+        TestProxy { proxy, config, log, watcher }
+    }
+
+    /// Replaces the config and waits until the proxy applied (or rejected) it.
+    pub async fn reconfigure(&self, yaml: &str) -> weft_proxy::config::ConfigStatus {
+        let before = self.proxy.config.status();
+        let mut status = self.proxy.config.subscribe();
+        self.config.write("mesh.yaml", yaml);
+        let after = tokio::time::timeout(
+            Duration::from_secs(10),
+            status.wait_for(|s| s.version > before.version || s.rejected > before.rejected),
+        )
+        .await
+        .expect("reload acknowledged in time")
+        .unwrap()
+        .clone();
+        after
+    }
+
+    pub fn client(&self) -> HttpClient {
+        HttpClient::new(self.proxy.outbound_addr)
+    }
+}
+
+/// Sends requests through a proxy's outbound port with a Host header, as an app configured
+/// with the proxy as its HTTP proxy would.
+#[derive(Clone)]
+pub struct HttpClient {
+    pub proxy: SocketAddr,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn served_by(&self) -> &str {
+        self.headers.get("x-served-by").and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl HttpClient {
+    pub fn new(proxy: SocketAddr) -> HttpClient {
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        HttpClient { proxy, client }
+    }
+
+    pub async fn get(&self, host: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+        self.send("GET", host, path, headers, Bytes::new()).await
+    }
+
+    pub async fn send(&self, method: &str, host: &str, path: &str, headers: &[(&str, &str)], body: Bytes) -> Answer {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{}", self.proxy, path))
+            .header("host", host);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self.client.request(req.body(Full::new(body)).unwrap()).await.expect("proxy answers");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Answer { status: parts.status, headers: parts.headers, body }
+    }
+}
+
+/// A Service plus one WorkloadEntry per (version, backend), all in `default`.
+pub fn service_yaml(name: &str, port: u16, endpoints: &[(&str, &Backend)]) -> String {
+    let mut out = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  selector:\n    app: {name}\n  ports:\n  - name: http\n    port: {port}\n---\n"
+    );
+    for (version, backend) in endpoints {
+        out.push_str(&format!(
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: {name}-{version}-{p}\nspec:\n  address: {ip}\n  labels:\n    app: {name}\n    version: {version}\n  ports:\n    http: {p}\n---\n",
+            ip = backend.addr.ip(),
+            p = backend.addr.port()
+        ));
+    }
+    out
+}
+
+pub fn subsets_yaml(name: &str, versions: &[&str], policy: &str) -> String {
+    let mut out = format!("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: {name}\nspec:\n  host: {name}\n{policy}  subsets:\n");
+    for v in versions {
+        out.push_str(&format!("  - name: {v}\n    labels:\n      version: {v}\n"));
+    }
+    out.push_str("---\n");
+    out
+}
+
+/// Counts how many of `answers` each backend served.
+pub fn tally<'a>(answers: impl IntoIterator<Item = &'a Answer>) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for a in answers {
+        *m.entry(a.served_by().to_string()).or_insert(0) += 1;
+    }
+    m
+}
