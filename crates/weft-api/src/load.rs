@@ -297,7 +297,7 @@ fn load_value(value: Value, origin: &Origin, loaded: &mut Loaded) {
             });
         }
     }
-    let Some(spec_value) = object.remove("spec") else {
+    let Some(mut spec_value) = object.remove("spec").filter(|v| !v.is_null()) else {
         loaded.diagnostics.push(error(
             Some(display),
             "spec",
@@ -306,6 +306,7 @@ fn load_value(value: Value, origin: &Origin, loaded: &mut Loaded) {
         ));
         return;
     };
+    prune_nulls(&mut spec_value);
     let parsed = match kind {
         Kind::VirtualService => typed(spec_value, Spec::VirtualService),
         Kind::DestinationRule => typed(spec_value, Spec::DestinationRule),
@@ -373,6 +374,18 @@ fn typed<T: DeserializeOwned>(
             let path = spec_path(&e.path().to_string());
             Err((path, e.into_inner().to_string()))
         }
+    }
+}
+
+/// kubectl treats `field:` with no value (YAML null) as absent; so does Weft.
+fn prune_nulls(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(prune_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(prune_nulls),
+        _ => {}
     }
 }
 

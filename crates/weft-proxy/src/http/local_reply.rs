@@ -84,10 +84,7 @@ impl LocalReply {
                 .body(ResponseBody::empty())
                 .expect("valid local reply");
         }
-        let mut body = self.body;
-        if !body.is_empty() && !body.ends_with('\n') {
-            body.push('\n');
-        }
+        let body = self.body;
         if !body.is_empty() {
             builder = builder.header("content-type", "text/plain");
         }

@@ -1,0 +1,244 @@
+//! Retries, timeouts, faults, circuit breaking and outlier detection, answered with Envoy's
+//! status codes and response flags.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+use support::*;
+use tokio::time::Instant;
+use weft_proxy::access_log::Flags;
+
+fn vs(http: &str) -> String {
+    format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: ratings\nspec:\n  hosts: [ratings]\n  http:\n{http}")
+}
+
+async fn one(behaviour: Behaviour) -> Backend {
+    Backend::start("127.0.0.2", "v1", behaviour).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_delay_and_abort_with_percentages() {
+    let b = one(ok()).await;
+    let yaml = service_yaml("ratings", 9080, &[("v1", &b)])
+        + &vs("  - match:
+    - headers:
+        end-user: {exact: jason}
+    fault:
+      delay:
+        fixedDelay: 300ms
+        percentage: {value: 100}
+    route:
+    - destination: {host: ratings}
+  - match:
+    - uri: {prefix: /abort}
+    fault:
+      abort:
+        httpStatus: 500
+        percentage: {value: 50}
+    route:
+    - destination: {host: ratings}
+  - match:
+    - uri: {prefix: /legacy}
+    fault:
+      delay:
+        fixedDelay: 200ms
+        percent: 100
+    route:
+    - destination: {host: ratings}
+");
+    let mut proxy = TestProxy::start(&yaml).await;
+    let c = proxy.client();
+    let started = Instant::now();
+    let a = c.get("ratings:9080", "/", &[("end-user", "jason")]).await;
+    assert_eq!(a.status, 200);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(proxy.log.recv().await.unwrap().flags, Flags::DI);
+
+    let started = Instant::now();
+    c.get("ratings:9080", "/legacy", &[]).await;
+    assert!(started.elapsed() >= Duration::from_millis(200), "deprecated integer percent honoured");
+    proxy.log.recv().await.unwrap();
+
+    let mut aborted = 0;
+    for _ in 0..1000 {
+        let a = c.get("ratings:9080", "/abort", &[]).await;
+        if a.status == 500 {
+            assert_eq!(a.text(), "fault filter abort");
+            aborted += 1;
+        }
+    }
+    // p=0.5 over 1000: sd ≈ 1.6 points; ±6 points is nearly 4 sd.
+    assert!((440..=560).contains(&aborted), "{aborted} of 1000 aborted");
+    let flags: Vec<Flags> = std::iter::from_fn(|| proxy.log.try_recv().ok()).map(|e| e.flags).collect();
+    assert_eq!(flags.iter().filter(|f| f.contains(Flags::FI)).count(), aborted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_retries_recover_from_a_flaky_upstream_and_stop_at_the_limit() {
+    // Fails the first two tries with 503, then recovers: Istio's default (2 retries) hides it.
+    let flaky = one(Arc::new(|n| (if n < 2 { 503 } else { 200 }, None))).await;
+    let proxy = TestProxy::start(&service_yaml("ratings", 9080, &[("v1", &flaky)])).await;
+    let a = proxy.client().get("ratings:9080", "/", &[]).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(flaky.hits(), 3);
+
+    let broken = Backend::start("127.0.0.3", "v1", Arc::new(|_| (503, None))).await;
+    let yaml = service_yaml("ratings", 9080, &[("v1", &broken)])
+        + &vs("  - route:
+    - destination: {host: ratings}
+    retries:
+      attempts: 3
+      retryOn: 5xx
+");
+    let mut proxy = TestProxy::start(&yaml).await;
+    let a = proxy.client().get("ratings:9080", "/", &[]).await;
+    assert_eq!(a.status, 503);
+    assert_eq!(broken.hits(), 4, "one try and three retries");
+    assert_eq!(proxy.log.recv().await.unwrap().flags, Flags::URX);
+
+    // 500 is not retriable under Istio's default policy.
+    let failing = Backend::start("127.0.0.4", "v1", Arc::new(|_| (500, None))).await;
+    let proxy = TestProxy::start(&service_yaml("ratings", 9080, &[("v1", &failing)])).await;
+    assert_eq!(proxy.client().get("ratings:9080", "/", &[]).await.status, 500);
+    assert_eq!(failing.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failures_retry_on_another_endpoint_then_answer_503_uf() {
+    let good = one(ok()).await;
+    // A port with nothing listening: bind, note the port, close.
+    let dead = std::net::TcpListener::bind("127.0.0.5:0").unwrap().local_addr().unwrap();
+    let yaml = format!(
+        "{}apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: dead\nspec:\n  address: 127.0.0.5\n  labels: {{app: ratings, version: v2}}\n  ports: {{http: {}}}\n",
+        service_yaml("ratings", 9080, &[("v1", &good)]),
+        dead.port()
+    );
+    let proxy = TestProxy::start(&yaml).await;
+    let c = proxy.client();
+    for _ in 0..20 {
+        assert_eq!(c.get("ratings:9080", "/", &[]).await.status, 200, "a connect failure is retried elsewhere");
+    }
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: ratings\nspec:\n  selector: {{app: ratings}}\n  ports:\n  - {{name: http, port: 9080}}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: dead\nspec:\n  address: 127.0.0.5\n  labels: {{app: ratings}}\n  ports: {{http: {}}}\n",
+        dead.port()
+    );
+    let mut proxy = TestProxy::start(&yaml).await;
+    let a = proxy.client().get("ratings:9080", "/", &[]).await;
+    assert_eq!(a.status, 503);
+    assert!(a.text().contains("connection failure"), "{}", a.text());
+    let hint = a.headers["x-weft-error"].to_str().unwrap();
+    assert!(hint.contains("127.0.0.5") && hint.contains("is the workload running?"), "{hint}");
+    assert_eq!(proxy.log.recv().await.unwrap().flags, Flags::UF | Flags::URX);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_timeout_answers_504_ut_and_per_try_timeout_retries() {
+    let slow = one(Arc::new(|n| (200, (n == 0).then_some(Duration::from_secs(3))))).await;
+    let yaml = service_yaml("ratings", 9080, &[("v1", &slow)])
+        + &vs("  - match:
+    - uri: {prefix: /per-try}
+    route:
+    - destination: {host: ratings}
+    retries:
+      attempts: 2
+      perTryTimeout: 200ms
+      retryOn: gateway-error,connect-failure
+  - route:
+    - destination: {host: ratings}
+    timeout: 300ms
+");
+    let mut proxy = TestProxy::start(&yaml).await;
+    let c = proxy.client();
+    let started = Instant::now();
+    let a = c.get("ratings:9080", "/per-try", &[]).await;
+    assert_eq!(a.status, 200, "the slow first try is abandoned and retried");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    proxy.log.recv().await.unwrap();
+
+    let always_slow = Backend::start("127.0.0.3", "v1", Arc::new(|_| (200, Some(Duration::from_secs(3))))).await;
+    let yaml = service_yaml("ratings", 9080, &[("v1", &always_slow)])
+        + &vs("  - route:
+    - destination: {host: ratings}
+    timeout: 300ms
+");
+    proxy.reconfigure(&yaml).await;
+    let started = Instant::now();
+    let a = c.get("ratings:9080", "/", &[]).await;
+    let took = started.elapsed();
+    assert_eq!((a.status.as_u16(), a.text().as_str()), (504, "upstream request timeout"));
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(2), "{took:?}");
+    assert_eq!(proxy.log.recv().await.unwrap().flags, Flags::UT);
+
+    // The request header overrides the route's timeout, as in Envoy.
+    let started = Instant::now();
+    let a = c.get("ratings:9080", "/", &[("x-envoy-upstream-rq-timeout-ms", "100")]).await;
+    assert_eq!(a.status, 504);
+    assert!(started.elapsed() < Duration::from_millis(290), "{:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_pool_overflow_answers_503_uo() {
+    let slow = one(Arc::new(|_| (200, Some(Duration::from_millis(500))))).await;
+    let yaml = service_yaml("ratings", 9080, &[("v1", &slow)])
+        + &subsets_yaml(
+            "ratings",
+            &[],
+            "  trafficPolicy:\n    connectionPool:\n      tcp: {maxConnections: 1}\n      http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}\n",
+        );
+    let proxy = TestProxy::start(&yaml).await;
+    let c = proxy.client();
+    let calls: Vec<_> = (0..6).map(|_| {
+        let c = c.clone();
+        tokio::spawn(async move { c.get("ratings:9080", "/", &[]).await })
+    }).collect();
+    let mut ok = 0;
+    let mut overflow = 0;
+    for call in calls {
+        let a = call.await.unwrap();
+        match a.status.as_u16() {
+            200 => ok += 1,
+            503 => {
+                assert!(a.text().contains("overflow"), "{}", a.text());
+                overflow += 1;
+            }
+            s => panic!("unexpected {s}"),
+        }
+    }
+    // One in flight and one pending fit; the rest overflow at once.
+    assert_eq!((ok, overflow), (2, 4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlier_detection_ejects_a_failing_endpoint_and_returns_it() {
+    let good = Backend::start("127.0.0.2", "good", ok()).await;
+    let bad = Backend::start("127.0.0.3", "bad", Arc::new(|_| (500, None))).await;
+    let yaml = service_yaml("ratings", 9080, &[("v1", &good), ("v2", &bad)])
+        + &subsets_yaml(
+            "ratings",
+            &[],
+            "  trafficPolicy:\n    loadBalancer: {simple: ROUND_ROBIN}\n    outlierDetection:\n      consecutive5xxErrors: 2\n      interval: 1s\n      baseEjectionTime: 1s\n      maxEjectionPercent: 100\n",
+        );
+    let proxy = TestProxy::start(&yaml).await;
+    let c = proxy.client();
+    for _ in 0..6 {
+        c.get("ratings:9080", "/", &[]).await;
+    }
+    assert_eq!(bad.hits(), 2, "ejected after two consecutive 5xx");
+    let ejected_at = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(c.get("ratings:9080", "/", &[]).await.served_by(), "good");
+    }
+    assert_eq!(bad.hits(), 2);
+    let dump = weft_proxy::admin::config_dump(&proxy.proxy.config);
+    let statuses: Vec<String> = dump["clusters"].as_array().unwrap().iter()
+        .flat_map(|c| c["endpoints"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(statuses.contains(&"UNHEALTHY".to_string()), "{statuses:?}");
+    // After baseEjectionTime the endpoint takes traffic again.
+    tokio::time::sleep_until(ejected_at + Duration::from_millis(1100)).await;
+    for _ in 0..4 {
+        c.get("ratings:9080", "/", &[]).await;
+    }
+    assert!(bad.hits() > 2, "returned after its ejection time");
+}
