@@ -140,6 +140,11 @@ impl TestProxy {
     }
 
     pub async fn start_with(yaml: &str, setup: Setup) -> TestProxy {
+        TestProxy::start_on(yaml, setup, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Starts with the outbound listener on `outbound` (15001 for capture tests).
+    pub async fn start_on(yaml: &str, setup: Setup, outbound: SocketAddr) -> TestProxy {
         let config = ConfigDir::new();
         config.write("mesh.yaml", yaml);
         let (tx, log) = tokio::sync::mpsc::unbounded_channel();
@@ -150,7 +155,7 @@ impl TestProxy {
             labels: parse_labels(setup.labels).unwrap(),
             service_account: "bookinfo-productpage".into(),
         });
-        opts.outbound = any;
+        opts.outbound = outbound;
         opts.inbound = any;
         opts.admin = any;
         opts.health = any;
