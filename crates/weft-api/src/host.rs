@@ -47,9 +47,15 @@ mod tests {
 
     #[test]
     fn short_names_expand_against_the_namespace() {
-        assert_eq!(fqdn("reviews", "default"), "reviews.default.svc.cluster.local");
+        assert_eq!(
+            fqdn("reviews", "default"),
+            "reviews.default.svc.cluster.local"
+        );
         assert_eq!(fqdn("Reviews", "prod"), "reviews.prod.svc.cluster.local");
-        assert_eq!(fqdn("reviews.prod.svc.cluster.local", "default"), "reviews.prod.svc.cluster.local");
+        assert_eq!(
+            fqdn("reviews.prod.svc.cluster.local", "default"),
+            "reviews.prod.svc.cluster.local"
+        );
         assert_eq!(fqdn("httpbin.org", "default"), "httpbin.org");
         assert_eq!(fqdn("*.example.com", "default"), "*.example.com");
     }

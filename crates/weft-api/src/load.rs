@@ -143,7 +143,9 @@ pub fn load_str(text: &str, file: &Path) -> Loaded {
                     resource: None,
                     path: String::new(),
                     message: format!("not valid YAML or JSON: {e}"),
-                    hint: Some("check the indentation and quoting around the position named".into()),
+                    hint: Some(
+                        "check the indentation and quoting around the position named".into(),
+                    ),
                 });
                 continue;
             }
@@ -179,16 +181,15 @@ fn split_documents(text: &str) -> Vec<(usize, &str)> {
 }
 
 fn load_value(value: Value, origin: &Origin, loaded: &mut Loaded) {
-    let error = |resource: Option<String>, path: &str, message: String, hint: Option<String>| {
-        Diagnostic {
+    let error =
+        |resource: Option<String>, path: &str, message: String, hint: Option<String>| Diagnostic {
             severity: Severity::Error,
             origin: origin.clone(),
             resource,
             path: path.to_string(),
             message,
             hint,
-        }
-    };
+        };
     let Value::Object(mut object) = value else {
         loaded.diagnostics.push(error(
             None,
@@ -221,28 +222,29 @@ fn load_value(value: Value, origin: &Origin, loaded: &mut Loaded) {
         Some(meta) => match serde_json::from_value(meta) {
             Ok(m) => m,
             Err(e) => {
-                loaded.diagnostics.push(error(
-                    None,
-                    "metadata",
-                    e.to_string(),
-                    None,
-                ));
+                loaded
+                    .diagnostics
+                    .push(error(None, "metadata", e.to_string(), None));
                 return;
             }
         },
     };
     let display = format!(
         "{} {}/{}",
-        if kind_name.is_empty() { "<no kind>" } else { &kind_name },
+        if kind_name.is_empty() {
+            "<no kind>"
+        } else {
+            &kind_name
+        },
         metadata.namespace(),
         metadata.name
     );
     let Some(kind) = Kind::from_name(&kind_name) else {
-        let known = api_version.starts_with("networking.istio.io/") || api_version == "v1";
-        // Other Kubernetes objects (Deployments, ServiceAccounts…) share files with mesh
-        // config; kubectl would apply them, Weft has no use for them.
+        // Other Kubernetes objects (Deployments, ServiceAccounts…) and Istio kinds Weft does
+        // not implement share files with mesh config: kubectl would apply them, Weft skips
+        // them with a warning. A document with no kind at all is an error.
         loaded.diagnostics.push(Diagnostic {
-            severity: if known && !kind_name.is_empty() || kind_name.is_empty() {
+            severity: if kind_name.is_empty() {
                 Severity::Error
             } else {
                 Severity::Warning
@@ -395,7 +397,8 @@ fn spec_path(raw: &str) -> String {
     if raw == "." || raw.is_empty() {
         return out;
     }
-    for segment in raw.split('.') {
+    // serde_ignored marks a step through an Option with `?`; the field path has no such step.
+    for segment in raw.split('.').filter(|s| *s != "?") {
         if !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
             out.push('[');
             out.push_str(segment);

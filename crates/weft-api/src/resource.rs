@@ -64,6 +64,9 @@ impl fmt::Display for Kind {
     }
 }
 
+// DestinationRule is the largest spec; resources are loaded once per config version, so
+// boxing it would buy nothing on any hot path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Spec {

@@ -107,7 +107,8 @@ impl fmt::Display for Entry {
     /// Istio's default TEXT format (`meshConfig.accessLogFormat` unset).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fn opt<T: fmt::Display>(v: &Option<T>) -> String {
-            v.as_ref().map_or_else(|| "-".to_string(), |v| v.to_string())
+            v.as_ref()
+                .map_or_else(|| "-".to_string(), |v| v.to_string())
         }
         let start = self.start.map(rfc3339).unwrap_or_else(|| "-".into());
         write!(

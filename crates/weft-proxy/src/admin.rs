@@ -26,7 +26,9 @@ pub struct Admin {
 
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, health_only: bool) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let admin = admin.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {

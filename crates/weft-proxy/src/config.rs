@@ -62,7 +62,13 @@ impl ConfigStore {
         let _guard = self.apply_lock.lock().await;
         let previous = self.current.load();
         let version = self.status.borrow().version + 1;
-        match compile(resources, &self.workload, self.outbound_policy, version, &previous.clusters) {
+        match compile(
+            resources,
+            &self.workload,
+            self.outbound_policy,
+            version,
+            &previous.clusters,
+        ) {
             Ok(snapshot) => {
                 self.current.store(Arc::new(snapshot));
                 self.status.send_modify(|s| {
@@ -110,7 +116,11 @@ impl FileSource {
             tracing::warn!("{w}");
         }
         if loaded.has_errors() {
-            let text = loaded.errors().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+            let text = loaded
+                .errors()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n");
             store.reject(text.clone());
             return Err(text);
         }
@@ -121,11 +131,12 @@ impl FileSource {
     pub async fn run(self, store: Arc<ConfigStore>) -> Result<(), notify::Error> {
         use notify::{RecursiveMode, Watcher};
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok_and(|e| !e.kind.is_access()) {
-                let _ = tx.send(());
-            }
-        })?;
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_ok_and(|e| !e.kind.is_access()) {
+                    let _ = tx.send(());
+                }
+            })?;
         watcher.watch(&self.dir, RecursiveMode::NonRecursive)?;
         let _ = self.load_once(&store).await;
         while rx.recv().await.is_some() {
@@ -136,4 +147,3 @@ impl FileSource {
         Ok(())
     }
 }
-

@@ -97,14 +97,17 @@ impl Proxy {
     /// Binds every port and starts serving; the config store starts empty (not ready).
     pub async fn start(opts: ProxyOptions) -> Result<Proxy, StartError> {
         let bind = |what: &'static str, addr: SocketAddr| async move {
-            TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { what, addr, source })
         };
         let outbound = bind("outbound capture", opts.outbound).await?;
         let inbound = bind("inbound capture", opts.inbound).await?;
         let admin = bind("admin", opts.admin).await?;
         let health = bind("health", opts.health).await?;
         let addr = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
-        let (outbound_addr, inbound_addr, admin_addr, health_addr) = (addr(&outbound), addr(&inbound), addr(&admin), addr(&health));
+        let (outbound_addr, inbound_addr, admin_addr, health_addr) =
+            (addr(&outbound), addr(&inbound), addr(&admin), addr(&health));
         let config = Arc::new(ConfigStore::new(opts.workload, opts.outbound_policy));
         let shared = Arc::new(Shared {
             config: config.clone(),
@@ -115,14 +118,30 @@ impl Proxy {
             passthrough: passthrough_cluster("PassthroughCluster"),
         });
         let quit = Arc::new(Notify::new());
-        let admin_state = Arc::new(admin::Admin { config: config.clone(), quit: quit.clone(), set_log_level: opts.set_log_level });
+        let admin_state = Arc::new(admin::Admin {
+            config: config.clone(),
+            quit: quit.clone(),
+            set_log_level: opts.set_log_level,
+        });
         let tasks = vec![
-            tokio::spawn(listener::serve(outbound, shared.clone(), http::Direction::Outbound)),
+            tokio::spawn(listener::serve(
+                outbound,
+                shared.clone(),
+                http::Direction::Outbound,
+            )),
             tokio::spawn(listener::serve(inbound, shared, http::Direction::Inbound)),
             tokio::spawn(admin::serve(admin, admin_state.clone(), false)),
             tokio::spawn(admin::serve(health, admin_state, true)),
         ];
-        Ok(Proxy { outbound_addr, inbound_addr, admin_addr, health_addr, config, quit, tasks })
+        Ok(Proxy {
+            outbound_addr,
+            inbound_addr,
+            admin_addr,
+            health_addr,
+            config,
+            quit,
+            tasks,
+        })
     }
 }
 

@@ -31,14 +31,27 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, direction: Direct
     }
 }
 
-async fn connection(shared: Arc<Shared>, mut stream: TcpStream, remote: SocketAddr, direction: Direction) {
+async fn connection(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    direction: Direction,
+) {
     let _ = stream.set_nodelay(true);
-    let Ok(local) = stream.local_addr() else { return };
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
     let original_dst = shared.orig_dst.lookup(&stream);
     let snapshot = shared.config.current();
     let declared = original_dst
         .filter(|_| direction == Direction::Outbound)
-        .and_then(|d| snapshot.registry.by_address(d.ip(), d.port()).and_then(|s| s.port(d.port())).map(|p| p.protocol));
+        .and_then(|d| {
+            snapshot
+                .registry
+                .by_address(d.ip(), d.port())
+                .and_then(|s| s.port(d.port()))
+                .map(|p| p.protocol)
+        });
     let (detected, prefix) = match declared {
         Some(p) if p.is_http() => (Detected::Http1, Bytes::new()),
         Some(Protocol::Tcp) => (Detected::Tcp, Bytes::new()),
@@ -47,7 +60,12 @@ async fn connection(shared: Arc<Shared>, mut stream: TcpStream, remote: SocketAd
             Err(_) => return,
         },
     };
-    let conn = Arc::new(ConnInfo { direction, remote, local, original_dst });
+    let conn = Arc::new(ConnInfo {
+        direction,
+        remote,
+        local,
+        original_dst,
+    });
     let io = Prefixed::new(prefix, stream);
     match detected {
         Detected::Http1 | Detected::Http2 => serve_http(shared, io, conn).await,
@@ -81,13 +99,18 @@ where
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(hyper_util::rt::TokioTimer::new());
     builder.http2().timer(hyper_util::rt::TokioTimer::new());
-    if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(io), service).await {
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .await
+    {
         tracing::debug!("connection ended: {e}");
     }
 }
 
 /// Reads the first TLS record (bounded by its own length field) and its server name.
-async fn read_client_hello<S: AsyncRead + Unpin>(mut io: Prefixed<S>) -> Option<(Option<String>, Prefixed<Prefixed<S>>)> {
+async fn read_client_hello<S: AsyncRead + Unpin>(
+    mut io: Prefixed<S>,
+) -> Option<(Option<String>, Prefixed<Prefixed<S>>)> {
     let mut buf = Vec::with_capacity(512);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
@@ -96,7 +119,10 @@ async fn read_client_hello<S: AsyncRead + Unpin>(mut io: Prefixed<S>) -> Option<
             break;
         }
         let mut chunk = vec![0u8; want - buf.len()];
-        let n = tokio::time::timeout_at(deadline, io.read(&mut chunk)).await.ok()?.ok()?;
+        let n = tokio::time::timeout_at(deadline, io.read(&mut chunk))
+            .await
+            .ok()?
+            .ok()?;
         if n == 0 {
             break;
         }

@@ -25,20 +25,34 @@ pub enum L4Target {
 
 /// Routes a TCP connection by its service (named by `host` for CONNECT, else found by the
 /// original destination address).
-pub fn route_tcp(snapshot: &Snapshot, dst: Option<SocketAddr>, host_port: Option<(&str, u16)>) -> L4Target {
+pub fn route_tcp(
+    snapshot: &Snapshot,
+    dst: Option<SocketAddr>,
+    host_port: Option<(&str, u16)>,
+) -> L4Target {
     let svc = match host_port {
         Some((h, port)) => snapshot
             .registry
             .by_host(&host::fqdn(h, &snapshot.workload.namespace))
             .filter(|s| s.port(port).is_some())
             .map(|s| (s, port)),
-        None => dst.and_then(|d| snapshot.registry.by_address(d.ip(), d.port()).map(|s| (s, d.port()))),
+        None => dst.and_then(|d| {
+            snapshot
+                .registry
+                .by_address(d.ip(), d.port())
+                .map(|s| (s, d.port()))
+        }),
     };
     if let Some((svc, port)) = svc {
-        if let Some(clusters) = snapshot.tcp.get(&(svc.hostname.clone(), port)).and_then(|r| r.find(dst)) {
+        if let Some(clusters) = snapshot
+            .tcp
+            .get(&(svc.hostname.clone(), port))
+            .and_then(|r| r.find(dst))
+        {
             return L4Target::Cluster(clusters.pick().cluster.clone());
         }
-        let name = crate::upstream::ClusterConfig::istio_name("outbound", port, None, &svc.hostname);
+        let name =
+            crate::upstream::ClusterConfig::istio_name("outbound", port, None, &svc.hostname);
         if let Some(c) = snapshot.clusters.get(&name) {
             return L4Target::Cluster(c.clone());
         }
@@ -47,7 +61,12 @@ pub fn route_tcp(snapshot: &Snapshot, dst: Option<SocketAddr>, host_port: Option
 }
 
 /// Routes a TLS connection by SNI among the `tls[]` routes of its port.
-pub fn route_tls(snapshot: &Snapshot, port: u16, sni: Option<&str>, dst: Option<SocketAddr>) -> L4Target {
+pub fn route_tls(
+    snapshot: &Snapshot,
+    port: u16,
+    sni: Option<&str>,
+    dst: Option<SocketAddr>,
+) -> L4Target {
     if let (Some(routes), Some(sni)) = (snapshot.tls.get(&port), sni) {
         if let Some(r) = routes.iter().find(|r| r.matches(sni, dst)) {
             return L4Target::Cluster(r.clusters.pick().cluster.clone());
@@ -56,7 +75,11 @@ pub fn route_tls(snapshot: &Snapshot, port: u16, sni: Option<&str>, dst: Option<
     route_tcp(snapshot, dst, None)
 }
 
-fn unknown(snapshot: &Snapshot, dst: Option<SocketAddr>, host_port: Option<(&str, u16)>) -> L4Target {
+fn unknown(
+    snapshot: &Snapshot,
+    dst: Option<SocketAddr>,
+    host_port: Option<(&str, u16)>,
+) -> L4Target {
     match (snapshot.outbound_policy, dst) {
         (OutboundTrafficMode::AllowAny, Some(dst)) => L4Target::Passthrough(dst),
         _ => L4Target::Blocked(match (host_port, dst) {
@@ -68,7 +91,10 @@ fn unknown(snapshot: &Snapshot, dst: Option<SocketAddr>, host_port: Option<(&str
 }
 
 /// Connects to the target, trying another endpoint once if the first refuses.
-pub async fn connect(target: &L4Target, dst: Option<SocketAddr>) -> Result<(TcpStream, String, Option<tokio::sync::OwnedSemaphorePermit>), (Flags, String)> {
+pub async fn connect(
+    target: &L4Target,
+    dst: Option<SocketAddr>,
+) -> Result<(TcpStream, String, Option<tokio::sync::OwnedSemaphorePermit>), (Flags, String)> {
     match target {
         L4Target::Blocked(why) => Err((Flags::default(), why.clone())),
         L4Target::Passthrough(addr) => TcpStream::connect(addr)
@@ -79,26 +105,48 @@ pub async fn connect(target: &L4Target, dst: Option<SocketAddr>) -> Result<(TcpS
             if let Some(why) = &cluster.config.unusable {
                 return Err((Flags::NC, why.clone()));
             }
-            let permit = cluster.tcp_permit().ok_or((Flags::UO, format!("{}: maxConnections reached", cluster.config.name)))?;
+            let permit = cluster.tcp_permit().ok_or((
+                Flags::UO,
+                format!("{}: maxConnections reached", cluster.config.name),
+            ))?;
             let mut tried: Vec<Arc<Endpoint>> = Vec::new();
             let mut last = String::new();
             for _ in 0..2 {
-                let Some(ep) = cluster.pick(None, &tried, dst) else { break };
-                let attempt = tokio::time::timeout(cluster.config.limits.connect_timeout, TcpStream::connect(ep.authority.as_str())).await;
+                let Some(ep) = cluster.pick(None, &tried, dst) else {
+                    break;
+                };
+                let attempt = tokio::time::timeout(
+                    cluster.config.limits.connect_timeout,
+                    TcpStream::connect(ep.authority.as_str()),
+                )
+                .await;
                 match attempt {
                     Ok(Ok(s)) => {
                         cluster.record(&ep, Outcome::Status(200));
                         let _ = s.set_nodelay(true);
                         return Ok((s, ep.authority.clone(), Some(permit)));
                     }
-                    Ok(Err(e)) => last = format!("{} at {} ({}): {e}", cluster.config.service, ep.authority, ep.declared_by),
-                    Err(_) => last = format!("{} at {}: connect timeout", cluster.config.service, ep.authority),
+                    Ok(Err(e)) => {
+                        last = format!(
+                            "{} at {} ({}): {e}",
+                            cluster.config.service, ep.authority, ep.declared_by
+                        )
+                    }
+                    Err(_) => {
+                        last = format!(
+                            "{} at {}: connect timeout",
+                            cluster.config.service, ep.authority
+                        )
+                    }
                 }
                 cluster.record(&ep, Outcome::LocalFailure);
                 tried.push(ep);
             }
             if tried.is_empty() {
-                return Err((Flags::UH, format!("{} has no healthy endpoint", cluster.config.name)));
+                return Err((
+                    Flags::UH,
+                    format!("{} has no healthy endpoint", cluster.config.name),
+                ));
             }
             Err((Flags::UF, last))
         }
@@ -106,8 +154,13 @@ pub async fn connect(target: &L4Target, dst: Option<SocketAddr>) -> Result<(TcpS
 }
 
 /// Splices `downstream` to the target and writes one access-log line when both sides close.
-pub async fn proxy<S>(shared: &Shared, mut downstream: S, target: L4Target, remote: SocketAddr, dst: Option<SocketAddr>)
-where
+pub async fn proxy<S>(
+    shared: &Shared,
+    mut downstream: S,
+    target: L4Target,
+    remote: SocketAddr,
+    dst: Option<SocketAddr>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let started = Instant::now();
@@ -128,7 +181,9 @@ where
     match connect(&target, dst).await {
         Ok((mut upstream, host, _permit)) => {
             entry.upstream_host = Some(host);
-            if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
+            if let Ok((up, down)) =
+                tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await
+            {
                 entry.bytes_received = up;
                 entry.bytes_sent = down;
             }

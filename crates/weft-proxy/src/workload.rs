@@ -22,7 +22,10 @@ impl Workload {
     }
 
     fn label(&self, key: &str) -> &str {
-        self.labels.get(key).map(String::as_str).unwrap_or("unknown")
+        self.labels
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or("unknown")
     }
 }
 
@@ -32,8 +35,12 @@ pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
         .map(str::trim)
         .filter(|kv| !kv.is_empty())
         .map(|kv| match kv.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
-            _ => Err(format!("label {kv:?} is not key=value (e.g. app=reviews,version=v2)")),
+            Some((k, v)) if !k.trim().is_empty() => {
+                Ok((k.trim().to_string(), v.trim().to_string()))
+            }
+            _ => Err(format!(
+                "label {kv:?} is not key=value (e.g. app=reviews,version=v2)"
+            )),
         })
         .collect()
 }

@@ -22,7 +22,12 @@ fn apps_plain_connect_reaches_the_proxy_with_its_original_destination() {
     let output = Command::new("unshare")
         .args(["--user", "--map-root-user", "--net", "--"])
         .arg(exe)
-        .args(["--exact", "apps_plain_connect_reaches_the_proxy_with_its_original_destination", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "apps_plain_connect_reaches_the_proxy_with_its_original_destination",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD, "1")
         .output()
         .expect("`unshare` (util-linux) must be installed to test transparent capture");
@@ -35,15 +40,38 @@ fn apps_plain_connect_reaches_the_proxy_with_its_original_destination() {
 }
 
 fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("cannot run {cmd}: {e} (install iptables and iproute2)"));
-    assert!(out.status.success(), "{cmd} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e} (install iptables and iproute2)"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn inside_namespace() {
     run("ip", &["link", "set", "lo", "up"]);
     // istio-init's shape, narrowed to the service range so the proxy's own upstream
     // connections (to endpoint addresses) are not captured again.
-    run("iptables", &["-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.10.0.0/16", "-j", "REDIRECT", "--to-ports", "15001"]);
+    run(
+        "iptables",
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "-d",
+            "127.10.0.0/16",
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            "15001",
+        ],
+    );
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(async {
         let v1 = Backend::start("127.0.0.2", "v1", ok()).await;
         let yaml = format!(

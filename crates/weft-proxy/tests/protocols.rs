@@ -33,13 +33,19 @@ async fn grpc_server(ip: &str, status: &'static str) -> SocketAddr {
                         return Ok(Response::builder()
                             .header("content-type", "application/grpc")
                             .header("grpc-status", status)
-                            .body(GrpcBody { data: None, trailers: None })
+                            .body(GrpcBody {
+                                data: None,
+                                trailers: None,
+                            })
                             .unwrap());
                     }
                     Ok::<_, std::convert::Infallible>(
                         Response::builder()
                             .header("content-type", "application/grpc")
-                            .body(GrpcBody { data: Some(Bytes::from_static(b"\0\0\0\0\x02hi")), trailers: Some(trailers) })
+                            .body(GrpcBody {
+                                data: Some(Bytes::from_static(b"\0\0\0\0\x02hi")),
+                                trailers: Some(trailers),
+                            })
                             .unwrap(),
                     )
                 });
@@ -81,9 +87,16 @@ fn grpc_service(name: &str, port: u16, backend: SocketAddr) -> String {
     )
 }
 
-async fn h2_call(proxy: SocketAddr, authority: &str, headers: &[(&str, &str)]) -> (u16, http::HeaderMap, Option<http::HeaderMap>, Bytes) {
+async fn h2_call(
+    proxy: SocketAddr,
+    authority: &str,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap, Option<http::HeaderMap>, Bytes) {
     let stream = TcpStream::connect(proxy).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let mut req = Request::builder()
         .method("POST")
@@ -93,11 +106,22 @@ async fn h2_call(proxy: SocketAddr, authority: &str, headers: &[(&str, &str)]) -
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = send.send_request(req.body(Full::new(Bytes::from_static(b"\0\0\0\0\x01x"))).unwrap()).await.unwrap();
+    let resp = send
+        .send_request(
+            req.body(Full::new(Bytes::from_static(b"\0\0\0\0\x01x")))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
     let (parts, body) = resp.into_parts();
     let collected = body.collect().await.unwrap();
     let trailers = collected.trailers().cloned();
-    (parts.status.as_u16(), parts.headers, trailers, collected.to_bytes())
+    (
+        parts.status.as_u16(),
+        parts.headers,
+        trailers,
+        collected.to_bytes(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,12 +148,21 @@ spec:
     - destination: {host: greeter}
 ";
     let proxy = TestProxy::start(&yaml).await;
-    let (status, _, trailers, body) = h2_call(proxy.proxy.outbound_addr, "greeter:50051", &[]).await;
+    let (status, _, trailers, body) =
+        h2_call(proxy.proxy.outbound_addr, "greeter:50051", &[]).await;
     assert_eq!(status, 200);
     assert_eq!(&body[..], b"\0\0\0\0\x02hi");
-    assert_eq!(trailers.expect("trailers cross the proxy")["grpc-status"], "0");
+    assert_eq!(
+        trailers.expect("trailers cross the proxy")["grpc-status"],
+        "0"
+    );
 
-    let (status, headers, _, _) = h2_call(proxy.proxy.outbound_addr, "greeter:50051", &[("x-fail", "yes")]).await;
+    let (status, headers, _, _) = h2_call(
+        proxy.proxy.outbound_addr,
+        "greeter:50051",
+        &[("x-fail", "yes")],
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(headers["grpc-status"], "14");
 }
@@ -146,9 +179,13 @@ async fn grpc_unavailable_is_retried_by_default() {
     let proxy = TestProxy::start(&yaml).await;
     for _ in 0..6 {
         // Trailers-only UNAVAILABLE carries grpc-status in the headers: Istio retries it.
-        let (status, headers, trailers, _) = h2_call(proxy.proxy.outbound_addr, "greeter:50051", &[]).await;
+        let (status, headers, trailers, _) =
+            h2_call(proxy.proxy.outbound_addr, "greeter:50051", &[]).await;
         assert_eq!(status, 200);
-        assert!(headers.get("grpc-status").is_none(), "the UNAVAILABLE answer was retried");
+        assert!(
+            headers.get("grpc-status").is_none(),
+            "the UNAVAILABLE answer was retried"
+        );
         assert_eq!(trailers.expect("trailers")["grpc-status"], "0");
     }
 }
@@ -159,7 +196,15 @@ async fn large_chunked_bodies_stream_through() {
     let proxy = TestProxy::start(&service_yaml("upload", 8000, &[("v1", &b)])).await;
     let c = proxy.client();
     let big = Bytes::from(vec![7u8; 300 * 1024]);
-    let a = c.send("POST", "upload:8000", "/", &[("expect", "100-continue")], big).await;
+    let a = c
+        .send(
+            "POST",
+            "upload:8000",
+            "/",
+            &[("expect", "100-continue")],
+            big,
+        )
+        .await;
     assert_eq!(a.status, 200);
     assert_eq!(a.headers["x-seen-body-len"], "307200");
 }
@@ -180,10 +225,19 @@ async fn websocket_style_upgrades_are_spliced() {
                 io.write_all(&buf).await.unwrap();
             });
             Ok::<_, std::convert::Infallible>(
-                Response::builder().status(101).header("connection", "upgrade").header("upgrade", "websocket").body(Full::new(Bytes::new())).unwrap(),
+                Response::builder()
+                    .status(101)
+                    .header("connection", "upgrade")
+                    .header("upgrade", "websocket")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
             )
         });
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades().await.unwrap();
+        hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades()
+            .await
+            .unwrap();
     });
     let yaml = format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: chat\nspec:\n  selector: {{app: chat}}\n  ports:\n  - {{name: http, port: 80}}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: chat-1\nspec:\n  address: 127.0.0.2\n  labels: {{app: chat}}\n  ports: {{http: {}}}\n",
@@ -191,14 +245,22 @@ async fn websocket_style_upgrades_are_spliced() {
     );
     let proxy = TestProxy::start(&yaml).await;
     let mut s = TcpStream::connect(proxy.proxy.outbound_addr).await.unwrap();
-    s.write_all(b"GET /ws HTTP/1.1\r\nHost: chat\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: chat\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut byte = [0u8; 1];
         s.read_exact(&mut byte).await.unwrap();
         head.push(byte[0]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
     s.write_all(b"hello").await.unwrap();
     let mut echo = [0u8; 5];
     s.read_exact(&mut echo).await.unwrap();
@@ -272,7 +334,10 @@ spec:
     - destination: {host: db, subset: v2}
       weight: 80
 ";
-    let setup = Setup { orig_dst: Arc::new(FixedOriginalDst(vip)), ..Setup::default() };
+    let setup = Setup {
+        orig_dst: Arc::new(FixedOriginalDst(vip)),
+        ..Setup::default()
+    };
     let mut proxy = TestProxy::start_with(&yaml, setup).await;
     let mut v2_count = 0;
     for _ in 0..200 {
@@ -283,7 +348,10 @@ spec:
     // p=0.8 over 200: sd ≈ 2.8 points; ±10 points is over 3.5 sd.
     assert!((140..=180).contains(&v2_count), "{v2_count} of 200 to v2");
     let entry = proxy.log.recv().await.unwrap();
-    assert!(entry.upstream_cluster.unwrap().starts_with("outbound|27017|v"));
+    assert!(entry
+        .upstream_cluster
+        .unwrap()
+        .starts_with("outbound|27017|v"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,7 +362,10 @@ async fn tls_is_routed_by_sni_without_termination() {
         "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: api\nspec:\n  hosts: [api.example.com]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  ports:\n  - {{number: 443, name: tls, protocol: TLS, targetPort: {}}}\n  endpoints:\n  - address: 127.0.0.2\n",
         external.port()
     );
-    let setup = Setup { orig_dst: Arc::new(FixedOriginalDst(dst)), ..Setup::default() };
+    let setup = Setup {
+        orig_dst: Arc::new(FixedOriginalDst(dst)),
+        ..Setup::default()
+    };
     let proxy = TestProxy::start_with(&yaml, setup).await;
     let hello = weft_proxy::transport::sni::client_hello("api.example.com");
     let answer = tcp_roundtrip(proxy.proxy.outbound_addr, &hello).await;
@@ -307,7 +378,9 @@ async fn connect_tunnels_tcp_in_explicit_mode() {
     let v2 = tcp_echo("127.0.0.3", "v2").await;
     let proxy = TestProxy::start(&tcp_service("127.10.0.7", v1, v2)).await;
     let mut s = TcpStream::connect(proxy.proxy.outbound_addr).await.unwrap();
-    s.write_all(b"CONNECT db:27017 HTTP/1.1\r\nHost: db:27017\r\n\r\n").await.unwrap();
+    s.write_all(b"CONNECT db:27017 HTTP/1.1\r\nHost: db:27017\r\n\r\n")
+        .await
+        .unwrap();
     let mut head = [0u8; 12];
     s.read_exact(&mut head).await.unwrap();
     assert_eq!(&head, b"HTTP/1.1 200");

@@ -57,7 +57,10 @@ async fn fault_delay_and_abort_with_percentages() {
 
     let started = Instant::now();
     c.get("ratings:9080", "/legacy", &[]).await;
-    assert!(started.elapsed() >= Duration::from_millis(200), "deprecated integer percent honoured");
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "deprecated integer percent honoured"
+    );
     proxy.log.recv().await.unwrap();
 
     let mut aborted = 0;
@@ -70,8 +73,13 @@ async fn fault_delay_and_abort_with_percentages() {
     }
     // p=0.5 over 1000: sd ≈ 1.6 points; ±6 points is nearly 4 sd.
     assert!((440..=560).contains(&aborted), "{aborted} of 1000 aborted");
-    let flags: Vec<Flags> = std::iter::from_fn(|| proxy.log.try_recv().ok()).map(|e| e.flags).collect();
-    assert_eq!(flags.iter().filter(|f| f.contains(Flags::FI)).count(), aborted);
+    let flags: Vec<Flags> = std::iter::from_fn(|| proxy.log.try_recv().ok())
+        .map(|e| e.flags)
+        .collect();
+    assert_eq!(
+        flags.iter().filter(|f| f.contains(Flags::FI)).count(),
+        aborted
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,7 +108,10 @@ async fn default_retries_recover_from_a_flaky_upstream_and_stop_at_the_limit() {
     // 500 is not retriable under Istio's default policy.
     let failing = Backend::start("127.0.0.4", "v1", Arc::new(|_| (500, None))).await;
     let proxy = TestProxy::start(&service_yaml("ratings", 9080, &[("v1", &failing)])).await;
-    assert_eq!(proxy.client().get("ratings:9080", "/", &[]).await.status, 500);
+    assert_eq!(
+        proxy.client().get("ratings:9080", "/", &[]).await.status,
+        500
+    );
     assert_eq!(failing.hits(), 1);
 }
 
@@ -108,7 +119,10 @@ async fn default_retries_recover_from_a_flaky_upstream_and_stop_at_the_limit() {
 async fn connect_failures_retry_on_another_endpoint_then_answer_503_uf() {
     let good = one(ok()).await;
     // A port with nothing listening: bind, note the port, close.
-    let dead = std::net::TcpListener::bind("127.0.0.5:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.5:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let yaml = format!(
         "{}apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: dead\nspec:\n  address: 127.0.0.5\n  labels: {{app: ratings, version: v2}}\n  ports: {{http: {}}}\n",
         service_yaml("ratings", 9080, &[("v1", &good)]),
@@ -117,7 +131,11 @@ async fn connect_failures_retry_on_another_endpoint_then_answer_503_uf() {
     let proxy = TestProxy::start(&yaml).await;
     let c = proxy.client();
     for _ in 0..20 {
-        assert_eq!(c.get("ratings:9080", "/", &[]).await.status, 200, "a connect failure is retried elsewhere");
+        assert_eq!(
+            c.get("ratings:9080", "/", &[]).await.status,
+            200,
+            "a connect failure is retried elsewhere"
+        );
     }
     let yaml = format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: ratings\nspec:\n  selector: {{app: ratings}}\n  ports:\n  - {{name: http, port: 9080}}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: dead\nspec:\n  address: 127.0.0.5\n  labels: {{app: ratings}}\n  ports: {{http: {}}}\n",
@@ -128,13 +146,22 @@ async fn connect_failures_retry_on_another_endpoint_then_answer_503_uf() {
     assert_eq!(a.status, 503);
     assert!(a.text().contains("connection failure"), "{}", a.text());
     let hint = a.headers["x-weft-error"].to_str().unwrap();
-    assert!(hint.contains("127.0.0.5") && hint.contains("is the workload running?"), "{hint}");
-    assert_eq!(proxy.log.recv().await.unwrap().flags, Flags::UF | Flags::URX);
+    assert!(
+        hint.contains("127.0.0.5") && hint.contains("is the workload running?"),
+        "{hint}"
+    );
+    assert_eq!(
+        proxy.log.recv().await.unwrap().flags,
+        Flags::UF | Flags::URX
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_timeout_answers_504_ut_and_per_try_timeout_retries() {
-    let slow = one(Arc::new(|n| (200, (n == 0).then_some(Duration::from_secs(3))))).await;
+    let slow = one(Arc::new(|n| {
+        (200, (n == 0).then_some(Duration::from_secs(3)))
+    }))
+    .await;
     let yaml = service_yaml("ratings", 9080, &[("v1", &slow)])
         + &vs("  - match:
     - uri: {prefix: /per-try}
@@ -153,10 +180,19 @@ async fn route_timeout_answers_504_ut_and_per_try_timeout_retries() {
     let started = Instant::now();
     let a = c.get("ratings:9080", "/per-try", &[]).await;
     assert_eq!(a.status, 200, "the slow first try is abandoned and retried");
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     proxy.log.recv().await.unwrap();
 
-    let always_slow = Backend::start("127.0.0.3", "v1", Arc::new(|_| (200, Some(Duration::from_secs(3))))).await;
+    let always_slow = Backend::start(
+        "127.0.0.3",
+        "v1",
+        Arc::new(|_| (200, Some(Duration::from_secs(3)))),
+    )
+    .await;
     let yaml = service_yaml("ratings", 9080, &[("v1", &always_slow)])
         + &vs("  - route:
     - destination: {host: ratings}
@@ -166,15 +202,31 @@ async fn route_timeout_answers_504_ut_and_per_try_timeout_retries() {
     let started = Instant::now();
     let a = c.get("ratings:9080", "/", &[]).await;
     let took = started.elapsed();
-    assert_eq!((a.status.as_u16(), a.text().as_str()), (504, "upstream request timeout"));
-    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(2), "{took:?}");
+    assert_eq!(
+        (a.status.as_u16(), a.text().as_str()),
+        (504, "upstream request timeout")
+    );
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
     assert_eq!(proxy.log.recv().await.unwrap().flags, Flags::UT);
 
     // The request header overrides the route's timeout, as in Envoy.
     let started = Instant::now();
-    let a = c.get("ratings:9080", "/", &[("x-envoy-upstream-rq-timeout-ms", "100")]).await;
+    let a = c
+        .get(
+            "ratings:9080",
+            "/",
+            &[("x-envoy-upstream-rq-timeout-ms", "100")],
+        )
+        .await;
     assert_eq!(a.status, 504);
-    assert!(started.elapsed() < Duration::from_millis(290), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(290),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,10 +240,12 @@ async fn connection_pool_overflow_answers_503_uo() {
         );
     let proxy = TestProxy::start(&yaml).await;
     let c = proxy.client();
-    let calls: Vec<_> = (0..6).map(|_| {
-        let c = c.clone();
-        tokio::spawn(async move { c.get("ratings:9080", "/", &[]).await })
-    }).collect();
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.get("ratings:9080", "/", &[]).await })
+        })
+        .collect();
     let mut ok = 0;
     let mut overflow = 0;
     for call in calls {
@@ -231,8 +285,17 @@ async fn outlier_detection_ejects_a_failing_endpoint_and_returns_it() {
     }
     assert_eq!(bad.hits(), 2);
     let dump = weft_proxy::admin::config_dump(&proxy.proxy.config);
-    let statuses: Vec<String> = dump["clusters"].as_array().unwrap().iter()
-        .flat_map(|c| c["endpoints"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap().to_string()))
+    let statuses: Vec<String> = dump["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| {
+            c["endpoints"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["status"].as_str().unwrap().to_string())
+        })
         .collect();
     assert!(statuses.contains(&"UNHEALTHY".to_string()), "{statuses:?}");
     // After baseEjectionTime the endpoint takes traffic again.

@@ -16,7 +16,11 @@ async fn reviews(versions: &[&'static str]) -> Vec<Backend> {
 
 fn reviews_config(backends: &[Backend], versions: &[&str], vs: &str) -> String {
     let pairs: Vec<(&str, &Backend)> = versions.iter().copied().zip(backends.iter()).collect();
-    format!("{}{}{vs}", service_yaml("reviews", 9080, &pairs), subsets_yaml("reviews", versions, ""))
+    format!(
+        "{}{}{vs}",
+        service_yaml("reviews", 9080, &pairs),
+        subsets_yaml("reviews", versions, "")
+    )
 }
 
 const JASON_TO_V2: &str = "apiVersion: networking.istio.io/v1
@@ -44,9 +48,24 @@ async fn header_match_sends_jason_to_v2_and_everyone_else_to_v1() {
     let proxy = TestProxy::start(&reviews_config(&b, &["v1", "v2"], JASON_TO_V2)).await;
     let c = proxy.client();
     for _ in 0..10 {
-        assert_eq!(c.get("reviews:9080", "/reviews/0", &[("end-user", "jason")]).await.served_by(), "v2");
-        assert_eq!(c.get("reviews:9080", "/reviews/0", &[("end-user", "bob")]).await.served_by(), "v1");
-        assert_eq!(c.get("reviews.default.svc.cluster.local:9080", "/", &[]).await.served_by(), "v1");
+        assert_eq!(
+            c.get("reviews:9080", "/reviews/0", &[("end-user", "jason")])
+                .await
+                .served_by(),
+            "v2"
+        );
+        assert_eq!(
+            c.get("reviews:9080", "/reviews/0", &[("end-user", "bob")])
+                .await
+                .served_by(),
+            "v1"
+        );
+        assert_eq!(
+            c.get("reviews.default.svc.cluster.local:9080", "/", &[])
+                .await
+                .served_by(),
+            "v1"
+        );
     }
 }
 
@@ -118,7 +137,11 @@ spec:
 
     let blocked = c.get("httpbin.org", "/get", &[]).await;
     assert_eq!(blocked.status, 502);
-    assert!(blocked.text().contains("httpbin.org") && blocked.text().contains("REGISTRY_ONLY"), "{}", blocked.text());
+    assert!(
+        blocked.text().contains("httpbin.org") && blocked.text().contains("REGISTRY_ONLY"),
+        "{}",
+        blocked.text()
+    );
     let entry = proxy.log.recv().await.unwrap();
     assert_eq!(entry.upstream_cluster.as_deref(), Some("BlackHoleCluster"));
 }
@@ -168,9 +191,14 @@ spec:
     assert_eq!(r.headers["location"], "http://elsewhere.example/new?q=1");
 
     let d = c.get("reviews:9080", "/teapot", &[]).await;
-    assert_eq!((d.status.as_u16(), d.text().as_str()), (418, "short and stout"));
+    assert_eq!(
+        (d.status.as_u16(), d.text().as_str()),
+        (418, "short and stout")
+    );
 
-    let a = c.get("reviews:9080", "/api/items?x=1", &[("x-drop-me", "1")]).await;
+    let a = c
+        .get("reviews:9080", "/api/items?x=1", &[("x-drop-me", "1")])
+        .await;
     assert_eq!(a.status, 200);
     assert_eq!(a.headers["x-seen-path"], "/v2/items?x=1");
     assert_eq!(a.headers["x-answered"], "yes");
@@ -178,11 +206,24 @@ spec:
     assert_eq!(seen.headers["x-route"], "api");
     assert_eq!(seen.headers["x-destination"], "v1");
     assert!(seen.headers.get("x-drop-me").is_none());
-    assert!(seen.headers.get("x-request-id").is_some(), "Envoy adds x-request-id");
+    assert!(
+        seen.headers.get("x-request-id").is_some(),
+        "Envoy adds x-request-id"
+    );
 
-    assert_eq!(c.send("DELETE", "reviews:9080", "/items/42", &[], Bytes::new()).await.status, 200);
+    assert_eq!(
+        c.send("DELETE", "reviews:9080", "/items/42", &[], Bytes::new())
+            .await
+            .status,
+        200
+    );
     assert_eq!(c.get("reviews:9080", "/items/42", &[]).await.status, 404);
-    assert_eq!(c.send("DELETE", "reviews:9080", "/items/4x", &[], Bytes::new()).await.status, 404);
+    assert_eq!(
+        c.send("DELETE", "reviews:9080", "/items/4x", &[], Bytes::new())
+            .await
+            .status,
+        404
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,16 +250,39 @@ spec:
 ";
     let proxy = TestProxy::start(&reviews_config(&b, &["v1", "v2"], vs)).await;
     let c = proxy.client();
-    assert_eq!(c.get("reviews:9080", "/?canary=true", &[]).await.served_by(), "v2");
-    assert_eq!(c.get("reviews:9080", "/?canary=true", &[("x-legacy", "1")]).await.served_by(), "v1");
-    assert_eq!(c.get("reviews:9080", "/?canary=false", &[]).await.served_by(), "v1");
-    assert_eq!(c.get("reviews:9080", "/canary/x", &[]).await.served_by(), "v2");
+    assert_eq!(
+        c.get("reviews:9080", "/?canary=true", &[])
+            .await
+            .served_by(),
+        "v2"
+    );
+    assert_eq!(
+        c.get("reviews:9080", "/?canary=true", &[("x-legacy", "1")])
+            .await
+            .served_by(),
+        "v1"
+    );
+    assert_eq!(
+        c.get("reviews:9080", "/?canary=false", &[])
+            .await
+            .served_by(),
+        "v1"
+    );
+    assert_eq!(
+        c.get("reviews:9080", "/canary/x", &[]).await.served_by(),
+        "v2"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirrored_requests_never_affect_the_caller() {
     let b = reviews(&["v1"]).await;
-    let mirror = Backend::start("127.0.0.9", "mirror", std::sync::Arc::new(|_| (500, Some(std::time::Duration::from_secs(2))))).await;
+    let mirror = Backend::start(
+        "127.0.0.9",
+        "mirror",
+        std::sync::Arc::new(|_| (500, Some(std::time::Duration::from_secs(2)))),
+    )
+    .await;
     let mut yaml = reviews_config(&b, &["v1"], "");
     yaml.push_str(&service_yaml("shadow", 9080, &[("v1", &mirror)]));
     yaml.push_str(
@@ -240,7 +304,10 @@ spec:
     let started = tokio::time::Instant::now();
     let a = c.get("reviews:9080", "/m", &[]).await;
     assert_eq!((a.status.as_u16(), a.served_by()), (200, "v1"));
-    assert!(started.elapsed() < std::time::Duration::from_secs(1), "the slow, failing mirror must not delay the caller");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "the slow, failing mirror must not delay the caller"
+    );
     // The mirror got its copy, marked as a shadow.
     for _ in 0..100 {
         if mirror.hits() > 0 {
@@ -275,16 +342,35 @@ spec:
     let proxy = TestProxy::start(&reviews_config(&b, &["v1"], vs)).await;
     let c = proxy.client();
     let pre = c
-        .send("OPTIONS", "reviews:9080", "/", &[("origin", "https://shop.example"), ("access-control-request-method", "POST")], Bytes::new())
+        .send(
+            "OPTIONS",
+            "reviews:9080",
+            "/",
+            &[
+                ("origin", "https://shop.example"),
+                ("access-control-request-method", "POST"),
+            ],
+            Bytes::new(),
+        )
         .await;
     assert_eq!(pre.status, 200);
-    assert_eq!(pre.headers["access-control-allow-origin"], "https://shop.example");
+    assert_eq!(
+        pre.headers["access-control-allow-origin"],
+        "https://shop.example"
+    );
     assert_eq!(pre.headers["access-control-allow-methods"], "GET,POST");
     assert_eq!(pre.headers["access-control-max-age"], "86400");
     assert_eq!(b[0].hits(), 0, "a matching preflight never reaches the app");
-    let actual = c.get("reviews:9080", "/", &[("origin", "https://shop.example")]).await;
-    assert_eq!(actual.headers["access-control-allow-origin"], "https://shop.example");
-    let other = c.get("reviews:9080", "/", &[("origin", "https://evil.example")]).await;
+    let actual = c
+        .get("reviews:9080", "/", &[("origin", "https://shop.example")])
+        .await;
+    assert_eq!(
+        actual.headers["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    let other = c
+        .get("reviews:9080", "/", &[("origin", "https://evil.example")])
+        .await;
     assert!(other.headers.get("access-control-allow-origin").is_none());
 }
 
@@ -293,10 +379,24 @@ async fn access_log_line_names_route_cluster_and_upstream() {
     let b = reviews(&["v1", "v2"]).await;
     let mut proxy = TestProxy::start(&reviews_config(&b, &["v1", "v2"], JASON_TO_V2)).await;
     let c = proxy.client();
-    c.get("reviews:9080", "/reviews/1", &[("end-user", "jason"), ("user-agent", "test-agent")]).await;
+    c.get(
+        "reviews:9080",
+        "/reviews/1",
+        &[("end-user", "jason"), ("user-agent", "test-agent")],
+    )
+    .await;
     let line = proxy.log.recv().await.unwrap().to_string();
-    assert!(line.contains("\"GET /reviews/1 HTTP/1.1\" 200 - via_upstream"), "{line}");
-    assert!(line.contains("outbound|9080|v2|reviews.default.svc.cluster.local"), "{line}");
+    assert!(
+        line.contains("\"GET /reviews/1 HTTP/1.1\" 200 - via_upstream"),
+        "{line}"
+    );
+    assert!(
+        line.contains("outbound|9080|v2|reviews.default.svc.cluster.local"),
+        "{line}"
+    );
     assert!(line.contains(&b[1].addr.to_string()), "{line}");
-    assert!(line.contains("\"test-agent\"") && line.ends_with(" jason"), "{line}");
+    assert!(
+        line.contains("\"test-agent\"") && line.ends_with(" jason"),
+        "{line}"
+    );
 }

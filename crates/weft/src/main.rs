@@ -15,7 +15,11 @@ use weft_proxy::workload::{parse_labels, Workload};
 use weft_proxy::{Proxy, ProxyOptions};
 
 #[derive(Parser)]
-#[command(name = "weft", version, about = "Weft: an Istio-compatible service mesh")]
+#[command(
+    name = "weft",
+    version,
+    about = "Weft: an Istio-compatible service mesh"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -24,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the sidecar proxy beside a workload.
-    Proxy(ProxyArgs),
+    Proxy(Box<ProxyArgs>),
     /// Check config files with Istio's validation rules and print every problem.
     Validate {
         /// A file or a directory of .yaml/.yml/.json files.
@@ -85,7 +89,7 @@ fn parse_policy(s: &str) -> Result<OutboundTrafficMode, String> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Proxy(args) => run_proxy(args),
+        Command::Proxy(args) => run_proxy(*args),
         Command::Validate { path } => validate(&path),
     }
 }
@@ -98,7 +102,11 @@ fn validate(path: &std::path::Path) -> anyhow::Result<()> {
     if loaded.has_errors() {
         anyhow::bail!("{} error(s); nothing was applied", loaded.errors().count());
     }
-    println!("✔ {} resource(s) valid in {}", loaded.resources.len(), path.display());
+    println!(
+        "✔ {} resource(s) valid in {}",
+        loaded.resources.len(),
+        path.display()
+    );
     Ok(())
 }
 
@@ -132,7 +140,11 @@ fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
             "off" => AccessLog::Off,
             _ => AccessLog::Stdout,
         },
-        orig_dst: if args.no_capture { Arc::new(NoOriginalDst) } else { Arc::new(SoOriginalDst) },
+        orig_dst: if args.no_capture {
+            Arc::new(NoOriginalDst)
+        } else {
+            Arc::new(SoOriginalDst)
+        },
         inbound_target: args.inbound_target,
         set_log_level: Some(set_log_level),
     };
@@ -156,10 +168,11 @@ fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         tokio::select! {
             _ = quit.notified() => tracing::info!("quitquitquit: exiting"),
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: exiting"),
-            r = watcher => match r {
-                Ok(Err(e)) => anyhow::bail!("cannot watch {}: {e}", dir.display()),
-                _ => {}
-            },
+            r = watcher => {
+                if let Ok(Err(e)) = r {
+                    anyhow::bail!("cannot watch {}: {e}", dir.display());
+                }
+            }
         }
         Ok(())
     })

@@ -7,13 +7,13 @@ fn load(text: &str) -> Loaded {
 #[test]
 fn reads_multi_document_yaml_with_positions() {
     let loaded = load(
-        "# comment\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: a\nspec:\n  hosts: [a]\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: b\n  namespace: prod\nspec:\n  ports: [{port: 80, name: http}]\n",
+        "# comment\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: a\nspec:\n  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: b\n  namespace: prod\nspec:\n  ports: [{port: 80, name: http}]\n",
     );
     assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
     assert_eq!(loaded.resources.len(), 2);
     assert_eq!(loaded.resources[1].display_name(), "Service prod/b");
     assert_eq!(loaded.resources[1].origin.document, 2);
-    assert_eq!(loaded.resources[1].origin.line, 10);
+    assert_eq!(loaded.resources[1].origin.line, 13);
 }
 
 #[test]
@@ -23,7 +23,10 @@ fn type_errors_name_the_field_path() {
     );
     let err = loaded.errors().next().expect("an error");
     assert_eq!(err.path, "spec.http[0].route[1].weight");
-    assert_eq!(err.resource.as_deref(), Some("VirtualService default/reviews"));
+    assert_eq!(
+        err.resource.as_deref(),
+        Some("VirtualService default/reviews")
+    );
     let text = err.to_string();
     assert!(text.starts_with("error: mesh.yaml: document 1 (line 1): VirtualService default/reviews: spec.http[0].route[1].weight:"), "{text}");
     assert!(loaded.resources.is_empty());
@@ -43,7 +46,7 @@ fn unknown_fields_are_warnings_with_their_path() {
 #[test]
 fn json_and_lists_load_as_kubectl_reads_them() {
     let loaded = load(
-        r#"{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"networking.istio.io/v1","kind":"Gateway","metadata":{"name":"g"},"spec":{"servers":[]}}]}"#,
+        r#"{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"networking.istio.io/v1","kind":"Gateway","metadata":{"name":"g"},"spec":{"servers":[{"port":{"number":80,"name":"http","protocol":"HTTP"},"hosts":["*"]}]}}]}"#,
     );
     assert_eq!(loaded.resources.len(), 1);
     assert_eq!(loaded.resources[0].kind, Kind::Gateway);
@@ -61,7 +64,14 @@ fn missing_spec_and_foreign_kinds() {
 
 #[test]
 fn garbage_never_panics() {
-    for text in ["{", "- a\n- b", ": :", "kind: 5", "apiVersion: v1\nkind: Service\nspec: 7", "\u{0}"] {
+    for text in [
+        "{",
+        "- a\n- b",
+        ": :",
+        "kind: 5",
+        "apiVersion: v1\nkind: Service\nspec: 7",
+        "\u{0}",
+    ] {
         let _ = load(text);
     }
 }

@@ -1,7 +1,6 @@
 //! `DestinationRule` (networking.istio.io v1/v1beta1/v1alpha3).
 
 use super::duration::Duration;
-use super::meta::WorkloadSelector;
 use super::virtual_service::PortSelector;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -17,8 +16,16 @@ pub struct DestinationRule {
     pub subsets: Vec<Subset>,
     #[serde(default)]
     pub export_to: Vec<String>,
+    /// Unlike other kinds', a DestinationRule's selector is Kubernetes-style `matchLabels`.
     #[serde(default)]
-    pub workload_selector: Option<WorkloadSelector>,
+    pub workload_selector: Option<LabelSelector>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelSelector {
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

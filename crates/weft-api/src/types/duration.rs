@@ -29,7 +29,9 @@ impl Duration {
         while !rest.is_empty() {
             let num_end = rest
                 .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                .ok_or_else(|| format!("duration {text:?} has no unit (use s, ms, m or h, e.g. \"5s\")"))?;
+                .ok_or_else(|| {
+                    format!("duration {text:?} has no unit (use s, ms, m or h, e.g. \"5s\")")
+                })?;
             let value: f64 = rest[..num_end]
                 .parse()
                 .map_err(|_| format!("duration {text:?} has a malformed number"))?;
@@ -65,7 +67,7 @@ impl fmt::Display for Duration {
         let d = self.0;
         if d.subsec_nanos() == 0 {
             write!(f, "{}s", d.as_secs())
-        } else if d.as_nanos() % 1_000_000 == 0 {
+        } else if d.as_nanos().is_multiple_of(1_000_000) {
             write!(f, "{}ms", d.as_millis())
         } else {
             write!(f, "{}s", d.as_secs_f64())

@@ -54,6 +54,7 @@ pub enum Resolution {
     Static,
     Dns,
     DnsRoundRobin,
+    DynamicDns,
 }
 
 /// Used both as a resource and inline as `ServiceEntry.endpoints[]`.

@@ -33,7 +33,10 @@ impl RequestBody {
 
     /// The caller's body sent on as it arrives, never replayed.
     pub fn streaming(body: Incoming) -> RequestBody {
-        RequestBody { rest: Some(body), ..RequestBody::default() }
+        RequestBody {
+            rest: Some(body),
+            ..RequestBody::default()
+        }
     }
 }
 
@@ -41,7 +44,10 @@ impl Body for RequestBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         if let Some(chunk) = self.chunks.pop_front() {
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
@@ -55,7 +61,9 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.chunks.is_empty() && self.trailers.is_none() && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+        self.chunks.is_empty()
+            && self.trailers.is_none()
+            && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -76,19 +84,31 @@ impl Body for RequestBody {
 
 /// A caller's body, either held whole (replayable) or part-read and streaming.
 pub enum Buffered {
-    Replayable { chunks: Vec<Bytes>, trailers: Option<HeaderMap> },
+    Replayable {
+        chunks: Vec<Bytes>,
+        trailers: Option<HeaderMap>,
+    },
     Streaming(RequestBody),
 }
 
 impl Buffered {
     /// Reads `body` into memory when it is known (or quickly seen) to fit the bound.
-    pub async fn read(mut body: Incoming, content_length: Option<u64>) -> Result<Buffered, hyper::Error> {
+    pub async fn read(
+        mut body: Incoming,
+        content_length: Option<u64>,
+    ) -> Result<Buffered, hyper::Error> {
         let mut chunks = Vec::new();
         let mut size = 0usize;
         if content_length.is_some_and(|l| l as usize > REPLAY_LIMIT) {
-            return Ok(Buffered::Streaming(RequestBody { chunks: VecDeque::new(), rest: Some(body), trailers: None }));
+            return Ok(Buffered::Streaming(RequestBody {
+                chunks: VecDeque::new(),
+                rest: Some(body),
+                trailers: None,
+            }));
         }
-        let deadline = content_length.is_none().then(|| tokio::time::Instant::now() + UNKNOWN_LENGTH_WAIT);
+        let deadline = content_length
+            .is_none()
+            .then(|| tokio::time::Instant::now() + UNKNOWN_LENGTH_WAIT);
         use http_body_util::BodyExt;
         while !body.is_end_stream() {
             let next = match deadline {
@@ -99,7 +119,12 @@ impl Buffered {
                 None => body.frame().await,
             };
             match next {
-                None => return Ok(Buffered::Replayable { chunks, trailers: None }),
+                None => {
+                    return Ok(Buffered::Replayable {
+                        chunks,
+                        trailers: None,
+                    })
+                }
                 Some(frame) => match frame?.into_data() {
                     Ok(data) => {
                         size += data.remaining();
@@ -116,9 +141,16 @@ impl Buffered {
             }
         }
         if body.is_end_stream() {
-            return Ok(Buffered::Replayable { chunks, trailers: None });
+            return Ok(Buffered::Replayable {
+                chunks,
+                trailers: None,
+            });
         }
-        Ok(Buffered::Streaming(RequestBody { chunks: chunks.into(), rest: Some(body), trailers: None }))
+        Ok(Buffered::Streaming(RequestBody {
+            chunks: chunks.into(),
+            rest: Some(body),
+            trailers: None,
+        }))
     }
 
     /// A body for one more try, or `None` when the body was streamed and is gone.
@@ -130,17 +162,6 @@ impl Buffered {
                 trailers: trailers.clone(),
             }),
             Buffered::Streaming(_) => None,
-        }
-    }
-
-    pub fn is_replayable(&self) -> bool {
-        matches!(self, Buffered::Replayable { .. })
-    }
-
-    pub fn len(&self) -> u64 {
-        match self {
-            Buffered::Replayable { chunks, .. } => chunks.iter().map(|c| c.len() as u64).sum(),
-            Buffered::Streaming(b) => b.chunks.iter().map(|c| c.len() as u64).sum(),
         }
     }
 }
@@ -175,7 +196,12 @@ impl ResponseBody {
     }
 
     fn new(inner: Inner) -> ResponseBody {
-        ResponseBody { inner, sent: 0, on_end: None, _held: None }
+        ResponseBody {
+            inner,
+            sent: 0,
+            on_end: None,
+            _held: None,
+        }
     }
 
     /// `on_end(bytes_sent, completed)` runs once when the body ends or is dropped.
@@ -206,7 +232,10 @@ impl Body for ResponseBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = match &mut self.inner {
             Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Inner::Upstream(body) => Pin::new(body).poll_frame(cx),

@@ -43,16 +43,27 @@ enum TryError {
     PerTryTimeout,
 }
 
-pub async fn forward(call: Call<'_>, out: &mut Forwarded) -> Result<Response<ResponseBody>, LocalReply> {
+pub async fn forward(
+    call: Call<'_>,
+    out: &mut Forwarded,
+) -> Result<Response<ResponseBody>, LocalReply> {
     let cluster = call.cluster;
     if let Some(why) = &cluster.config.unusable {
-        return Err(LocalReply::new(http::StatusCode::SERVICE_UNAVAILABLE, Flags::NC, "cluster_not_found", "no healthy upstream")
-            .hint(why.clone()));
+        return Err(LocalReply::new(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            Flags::NC,
+            "cluster_not_found",
+            "no healthy upstream",
+        )
+        .hint(why.clone()));
     }
     let (client, h2) = cluster.client(call.downstream_h2);
     let started = Instant::now();
     let deadline = call.timeout.map(|t| started + t);
-    let admission = cluster.admit(h2).await.map_err(|_| LocalReply::overflow(&cluster.config.name))?;
+    let admission = cluster
+        .admit(h2)
+        .await
+        .map_err(|_| LocalReply::overflow(&cluster.config.name))?;
     let mut tried: Vec<Arc<Endpoint>> = Vec::new();
     let (mut streaming, replayable) = match call.body {
         Buffered::Streaming(body) => (Some(body), None),
@@ -62,11 +73,24 @@ pub async fn forward(call: Call<'_>, out: &mut Forwarded) -> Result<Response<Res
     let mut attempt = 0u32;
     loop {
         let endpoint = cluster
-            .pick(call.hash, if call.retry.retry_other_hosts { &tried } else { &[] }, call.original_dst)
+            .pick(
+                call.hash,
+                if call.retry.retry_other_hosts {
+                    &tried
+                } else {
+                    &[]
+                },
+                call.original_dst,
+            )
             .ok_or_else(|| LocalReply::no_healthy_upstream(&cluster.config.name))?;
         out.upstream_host = Some(endpoint.authority.clone());
-        let Some(body) = streaming.take().or_else(|| replayable.as_ref().and_then(Buffered::replay)) else {
-            break Err(LocalReply::reset("the request body was streamed and cannot be sent again".into()));
+        let Some(body) = streaming
+            .take()
+            .or_else(|| replayable.as_ref().and_then(Buffered::replay))
+        else {
+            break Err(LocalReply::reset(
+                "the request body was streamed and cannot be sent again".into(),
+            ));
         };
         let request = build(call.parts, &endpoint, body, h2)?;
         let active = ActiveGuard::new(endpoint.clone());
@@ -93,7 +117,8 @@ pub async fn forward(call: Call<'_>, out: &mut Forwarded) -> Result<Response<Res
             Ok(response) => {
                 let status = response.status();
                 cluster.record(&endpoint, Outcome::Status(status.as_u16()));
-                let retriable = call.retry.on.status(status) || call.retry.on.grpc_status(response.headers());
+                let retriable =
+                    call.retry.on.status(status) || call.retry.on.grpc_status(response.headers());
                 if retriable && can_retry {
                     if let Some(token) = cluster.retry_token() {
                         retry_tokens.push(token);
@@ -108,9 +133,15 @@ pub async fn forward(call: Call<'_>, out: &mut Forwarded) -> Result<Response<Res
                 }
                 out.service_time = Some(started.elapsed());
                 let mut response = response.map(ResponseBody::upstream);
-                strip_hop_by_hop(response.headers_mut(), status == http::StatusCode::SWITCHING_PROTOCOLS);
+                strip_hop_by_hop(
+                    response.headers_mut(),
+                    status == http::StatusCode::SWITCHING_PROTOCOLS,
+                );
                 let ms = started.elapsed().as_millis().to_string();
-                response.headers_mut().insert("x-envoy-upstream-service-time", HeaderValue::from_str(&ms).expect("digits"));
+                response.headers_mut().insert(
+                    "x-envoy-upstream-service-time",
+                    HeaderValue::from_str(&ms).expect("digits"),
+                );
                 response.body_mut().hold((admission, active));
                 return Ok(response);
             }
@@ -125,10 +156,17 @@ pub async fn forward(call: Call<'_>, out: &mut Forwarded) -> Result<Response<Res
                         )),
                     ),
                     TryError::Reset(detail) => (
-                        call.retry.on.reset || call.retry.on.five_xx || call.retry.on.refused_stream,
-                        LocalReply::reset(format!("{} at {}: {detail}", cluster.config.service, endpoint.authority)),
+                        call.retry.on.reset
+                            || call.retry.on.five_xx
+                            || call.retry.on.refused_stream,
+                        LocalReply::reset(format!(
+                            "{} at {}: {detail}",
+                            cluster.config.service, endpoint.authority
+                        )),
                     ),
-                    TryError::PerTryTimeout => (call.retry.on.reset_or_timeout(), LocalReply::timeout()),
+                    TryError::PerTryTimeout => {
+                        (call.retry.on.reset_or_timeout(), LocalReply::timeout())
+                    }
                 };
                 if retriable && can_retry {
                     if let Some(token) = cluster.retry_token() {
@@ -148,7 +186,6 @@ pub async fn forward(call: Call<'_>, out: &mut Forwarded) -> Result<Response<Res
     }
 }
 
-
 /// Envoy's retry back-off: exponential from the base with full jitter, capped at ten times
 /// the base, never past the route deadline.
 async fn backoff(policy: &RetryPolicy, attempt: u32, deadline: Option<Instant>) {
@@ -156,7 +193,12 @@ async fn backoff(policy: &RetryPolicy, attempt: u32, deadline: Option<Instant>) 
     let ceiling = (policy.backoff_base * 2u32.saturating_pow(attempt - 1)).min(cap);
     let wait = ceiling.mul_f64(fastrand::f64());
     let until = Instant::now() + wait;
-    sleep(deadline.map_or(until, |d| d.min(until)).saturating_duration_since(Instant::now())).await;
+    sleep(
+        deadline
+            .map_or(until, |d| d.min(until))
+            .saturating_duration_since(Instant::now()),
+    )
+    .await;
 }
 
 fn classify(e: hyper_util::client::legacy::Error) -> TryError {
@@ -177,15 +219,29 @@ fn classify(e: hyper_util::client::legacy::Error) -> TryError {
     }
 }
 
-fn build(parts: &Parts, endpoint: &Endpoint, body: RequestBody, h2: bool) -> Result<Request<RequestBody>, LocalReply> {
+fn build(
+    parts: &Parts,
+    endpoint: &Endpoint,
+    body: RequestBody,
+    h2: bool,
+) -> Result<Request<RequestBody>, LocalReply> {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let uri: Uri = format!("http://{}{}", endpoint.authority, path)
         .parse()
-        .map_err(|_| LocalReply::no_route().hint(format!("cannot build a request URI for {}", endpoint.authority)))?;
+        .map_err(|_| {
+            LocalReply::no_route().hint(format!(
+                "cannot build a request URI for {}",
+                endpoint.authority
+            ))
+        })?;
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = uri;
-    *req.version_mut() = if h2 { Version::HTTP_2 } else { Version::HTTP_11 };
+    *req.version_mut() = if h2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
     *req.headers_mut() = parts.headers.clone();
     Ok(req)
 }
@@ -193,7 +249,11 @@ fn build(parts: &Parts, endpoint: &Endpoint, body: RequestBody, h2: bool) -> Res
 /// Fires a copy of a replayable request at the mirror cluster; its answer is dropped.
 pub fn mirror(cluster: Arc<Cluster>, mut parts: Parts, body: RequestBody, downstream_h2: bool) {
     // Envoy marks shadowed requests by suffixing the host with -shadow.
-    if let Some(host) = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()) {
+    if let Some(host) = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
         let shadow = match host.rsplit_once(':') {
             Some((h, p)) => format!("{h}-shadow:{p}"),
             None => format!("{host}-shadow"),
@@ -204,7 +264,9 @@ pub fn mirror(cluster: Arc<Cluster>, mut parts: Parts, body: RequestBody, downst
     }
     tokio::spawn(async move {
         let (client, h2) = cluster.client(downstream_h2);
-        let Some(endpoint) = cluster.pick(None, &[], None) else { return };
+        let Some(endpoint) = cluster.pick(None, &[], None) else {
+            return;
+        };
         if let Ok(req) = build(&parts, &endpoint, body, h2) {
             if let Ok(resp) = client.request(req).await {
                 let _ = http_body_util::BodyExt::collect(resp.into_body()).await;

@@ -16,7 +16,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     for name in named {
         headers.remove(name);
     }
-    for name in ["keep-alive", "proxy-connection", "transfer-encoding", "proxy-authorization", "proxy-authenticate"] {
+    for name in [
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "proxy-authorization",
+        "proxy-authenticate",
+    ] {
         headers.remove(name);
     }
     if !keep_upgrade {
@@ -34,7 +40,10 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
 }
 
 /// Envoy generates `x-request-id` (a UUIDv4) when the caller sent none.
@@ -52,7 +61,10 @@ pub fn ensure_request_id(headers: &mut HeaderMap) {
         (r >> 48) as u16,
         r & 0xffff_ffff_ffff
     );
-    headers.insert("x-request-id", HeaderValue::from_str(&s).expect("hex is a valid header"));
+    headers.insert(
+        "x-request-id",
+        HeaderValue::from_str(&s).expect("hex is a valid header"),
+    );
 }
 
 pub fn is_grpc(headers: &HeaderMap) -> bool {
@@ -69,13 +81,20 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("te", HeaderValue::from_static("trailers"));
         h.insert("end-user", HeaderValue::from_static("jason"));
         strip_hop_by_hop(&mut h, false);
-        assert!(h.get("x-secret").is_none() && h.get("connection").is_none() && h.get("keep-alive").is_none());
+        assert!(
+            h.get("x-secret").is_none()
+                && h.get("connection").is_none()
+                && h.get("keep-alive").is_none()
+        );
         assert_eq!(h.get("te").unwrap(), "trailers");
         assert_eq!(h.get("end-user").unwrap(), "jason");
     }

@@ -17,8 +17,19 @@ pub struct LocalReply {
 }
 
 impl LocalReply {
-    pub fn new(status: StatusCode, flags: Flags, details: &'static str, body: impl Into<String>) -> LocalReply {
-        LocalReply { status, flags, details, body: body.into(), hint: None }
+    pub fn new(
+        status: StatusCode,
+        flags: Flags,
+        details: &'static str,
+        body: impl Into<String>,
+    ) -> LocalReply {
+        LocalReply {
+            status,
+            flags,
+            details,
+            body: body.into(),
+            hint: None,
+        }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> LocalReply {
@@ -31,8 +42,13 @@ impl LocalReply {
     }
 
     pub fn no_healthy_upstream(cluster: &str) -> LocalReply {
-        LocalReply::new(StatusCode::SERVICE_UNAVAILABLE, Flags::UH, "no_healthy_upstream", "no healthy upstream")
-            .hint(format!("{cluster} has no endpoint that is not ejected"))
+        LocalReply::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Flags::UH,
+            "no_healthy_upstream",
+            "no healthy upstream",
+        )
+        .hint(format!("{cluster} has no endpoint that is not ejected"))
     }
 
     pub fn overflow(cluster: &str) -> LocalReply {
@@ -66,21 +82,37 @@ impl LocalReply {
     }
 
     pub fn timeout() -> LocalReply {
-        LocalReply::new(StatusCode::GATEWAY_TIMEOUT, Flags::UT, "response_timeout", "upstream request timeout")
+        LocalReply::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            Flags::UT,
+            "response_timeout",
+            "upstream request timeout",
+        )
     }
 
     pub fn into_response(self, grpc: bool) -> Response<ResponseBody> {
         let mut builder = Response::builder();
-        if let Some(hint) = self.hint.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+        if let Some(hint) = self
+            .hint
+            .as_deref()
+            .and_then(|h| HeaderValue::from_str(h).ok())
+        {
             builder = builder.header("x-weft-error", hint);
         }
         if grpc {
-            let message = if self.body.is_empty() { self.details } else { &self.body };
+            let message = if self.body.is_empty() {
+                self.details
+            } else {
+                &self.body
+            };
             return builder
                 .status(StatusCode::OK)
                 .header("content-type", "application/grpc")
                 .header("grpc-status", grpc_status_for(self.status).to_string())
-                .header("grpc-message", HeaderValue::from_str(message).unwrap_or(HeaderValue::from_static("")))
+                .header(
+                    "grpc-message",
+                    HeaderValue::from_str(message).unwrap_or(HeaderValue::from_static("")),
+                )
                 .body(ResponseBody::empty())
                 .expect("valid local reply");
         }

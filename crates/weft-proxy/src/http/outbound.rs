@@ -9,7 +9,7 @@ use super::local_reply::LocalReply;
 use super::tunnel;
 use crate::access_log::{Entry, Flags};
 use crate::model::matcher::{query_value, RequestView};
-use crate::model::route::{roll, Action, Cors, FaultAbort, Route, RetryPolicy};
+use crate::model::route::{roll, Action, Cors, FaultAbort, RetryPolicy, Route};
 use crate::model::Snapshot;
 use crate::upstream::config::{HashKey, LbPolicy};
 use crate::upstream::lb::hash_key;
@@ -40,13 +40,20 @@ pub struct ConnInfo {
     pub original_dst: Option<SocketAddr>,
 }
 
-pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let (mut parts, body) = req.into_parts();
     let mut entry = Entry {
         start: Some(SystemTime::now()),
         method: parts.method.to_string(),
-        path: parts.uri.path_and_query().map_or_else(|| "/".into(), |p| p.to_string()),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".into(), |p| p.to_string()),
         protocol: protocol_name(parts.version),
         forwarded_for: header_string(&parts, "x-forwarded-for"),
         user_agent: header_string(&parts, "user-agent"),
@@ -65,7 +72,18 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incom
         tunnel::connect(&snapshot, &conn, &parts, body).await
     } else {
         match conn.direction {
-            Direction::Outbound => outbound(&shared, &snapshot, &conn, parts, body, &mut entry, &mut forwarded).await,
+            Direction::Outbound => {
+                outbound(
+                    &shared,
+                    &snapshot,
+                    &conn,
+                    parts,
+                    body,
+                    &mut entry,
+                    &mut forwarded,
+                )
+                .await
+            }
             Direction::Inbound => inbound(&shared, &conn, parts, body, &mut forwarded).await,
         }
     };
@@ -81,7 +99,11 @@ pub async fn handle(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incom
     };
     entry.status = response.status().as_u16();
     entry.flags = forwarded.flags;
-    entry.details = if forwarded.details.is_empty() { "via_upstream" } else { forwarded.details };
+    entry.details = if forwarded.details.is_empty() {
+        "via_upstream"
+    } else {
+        forwarded.details
+    };
     entry.upstream_host = forwarded.upstream_host;
     entry.upstream_service_time_ms = forwarded.service_time.map(|d| d.as_millis() as u64);
     if shared.access_log.enabled() {
@@ -115,7 +137,10 @@ async fn outbound(
         .or_else(|| authority.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
         .unwrap_or(80);
     let Some(vhost) = snapshot.virtual_host(port, &authority, conn.original_dst) else {
-        return unknown_destination(shared, snapshot, conn, parts, body, &authority, port, entry, forwarded).await;
+        return unknown_destination(
+            shared, snapshot, conn, parts, body, &authority, port, entry, forwarded,
+        )
+        .await;
     };
     let (path, query) = split_path(&parts);
     let view = RequestView {
@@ -127,8 +152,11 @@ async fn outbound(
         headers: &parts.headers,
         port,
     };
-    let Some((route, matched)) = vhost.routes.iter().find_map(|r| r.find_match(&view).map(|m| (r, m))) else {
-        return Err(LocalReply::no_route().hint(format!("no http route of {} matches {} {}", vhost.name, parts.method, path)));
+    let Some((route, matched)) = vhost.route_for(&view) else {
+        return Err(LocalReply::no_route().hint(format!(
+            "no http route of {} matches {} {}",
+            vhost.name, parts.method, path
+        )));
     };
     entry.route_name = route.name.clone();
     let origin = parts.headers.get(header::ORIGIN).cloned();
@@ -155,7 +183,12 @@ async fn outbound(
     }
     let clusters = match &route.action {
         Action::Redirect(r) => {
-            let location = r.location(view.scheme, &authority, parts.uri.path_and_query().map_or("/", |p| p.as_str()), port);
+            let location = r.location(
+                view.scheme,
+                &authority,
+                parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+                port,
+            );
             forwarded.details = "direct_response";
             return Ok(Response::builder()
                 .status(r.status)
@@ -178,12 +211,17 @@ async fn outbound(
     rewrite(route, &mut parts, matched_prefix);
     route.headers.request.apply(&mut parts.headers);
     chosen.headers.request.apply(&mut parts.headers);
-    let upgrade = is_upgrade(&parts.headers).then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>()).flatten();
+    let upgrade = is_upgrade(&parts.headers)
+        .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
+        .flatten();
     strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
-    parts.headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    parts
+        .headers
+        .insert("x-forwarded-proto", HeaderValue::from_static("http"));
     let hash = hash_for(&chosen.cluster.config.lb, &parts, conn);
     let timeout = header_ms(&parts, "x-envoy-upstream-rq-timeout-ms").or(route.timeout);
-    let per_try_timeout = header_ms(&parts, "x-envoy-upstream-rq-per-try-timeout-ms").or(route.retry.per_try_timeout);
+    let per_try_timeout =
+        header_ms(&parts, "x-envoy-upstream-rq-per-try-timeout-ms").or(route.retry.per_try_timeout);
     let downstream_h2 = parts.version == Version::HTTP_2;
     let buffered = read_body(body, &parts).await?;
     if let Some(m) = &route.mirror {
@@ -195,7 +233,10 @@ async fn outbound(
     }
     let no_retry;
     let retry = if upgrade.is_some() {
-        no_retry = RetryPolicy { attempts: 0, ..route.retry.clone() };
+        no_retry = RetryPolicy {
+            attempts: 0,
+            ..route.retry.clone()
+        };
         &no_retry
     } else {
         &route.retry
@@ -245,7 +286,10 @@ async fn unknown_destination(
         return Ok(Response::builder()
             .status(StatusCode::BAD_GATEWAY)
             .header(header::CONTENT_TYPE, "text/plain")
-            .header("x-weft-error", "blocked by outboundTrafficPolicy REGISTRY_ONLY")
+            .header(
+                "x-weft-error",
+                "blocked by outboundTrafficPolicy REGISTRY_ONLY",
+            )
             .body(ResponseBody::full(body))
             .expect("valid reply"));
     }
@@ -253,7 +297,11 @@ async fn unknown_destination(
     let target = match conn.original_dst {
         Some(dst) => dst,
         None => {
-            let with_port = if authority.contains(':') { authority.to_string() } else { format!("{authority}:{port}") };
+            let with_port = if authority.contains(':') {
+                authority.to_string()
+            } else {
+                format!("{authority}:{port}")
+            };
             tokio::net::lookup_host(with_port)
                 .await
                 .ok()
@@ -261,14 +309,19 @@ async fn unknown_destination(
                 .ok_or_else(|| LocalReply::connect_failure(format!("cannot resolve {authority}")))?
         }
     };
-    let upgrade = is_upgrade(&parts.headers).then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>()).flatten();
+    let upgrade = is_upgrade(&parts.headers)
+        .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
+        .flatten();
     strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
     let buffered = read_body(body, &parts).await?;
     let call = Call {
         cluster: &shared.passthrough,
         parts: &parts,
         body: buffered,
-        retry: &RetryPolicy { attempts: 0, ..RetryPolicy::istio_default() },
+        retry: &RetryPolicy {
+            attempts: 0,
+            ..RetryPolicy::istio_default()
+        },
         timeout: None,
         per_try_timeout: None,
         hash: None,
@@ -289,18 +342,23 @@ async fn inbound(
     body: Incoming,
     forwarded: &mut Forwarded,
 ) -> Result<Response<ResponseBody>, LocalReply> {
-    let target = conn
-        .original_dst
-        .or(shared.inbound_target)
-        .ok_or_else(|| LocalReply::no_route().hint("inbound connection without an original destination and no --inbound-target"))?;
-    let upgrade = is_upgrade(&parts.headers).then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>()).flatten();
+    let target = conn.original_dst.or(shared.inbound_target).ok_or_else(|| {
+        LocalReply::no_route()
+            .hint("inbound connection without an original destination and no --inbound-target")
+    })?;
+    let upgrade = is_upgrade(&parts.headers)
+        .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
+        .flatten();
     strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
     let buffered = Buffered::Streaming(super::body::RequestBody::streaming(body));
     let call = Call {
         cluster: &shared.inbound,
         parts: &parts,
         body: buffered,
-        retry: &RetryPolicy { attempts: 0, ..RetryPolicy::istio_default() },
+        retry: &RetryPolicy {
+            attempts: 0,
+            ..RetryPolicy::istio_default()
+        },
         timeout: None,
         per_try_timeout: None,
         hash: None,
@@ -321,7 +379,13 @@ async fn read_body(body: Incoming, parts: &Parts) -> Result<Buffered, LocalReply
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
     Buffered::read(body, length).await.map_err(|e| {
-        LocalReply::new(StatusCode::BAD_REQUEST, Flags::DC, "downstream_remote_disconnect", "").hint(format!("reading the request body: {e}"))
+        LocalReply::new(
+            StatusCode::BAD_REQUEST,
+            Flags::DC,
+            "downstream_remote_disconnect",
+            "",
+        )
+        .hint(format!("reading the request body: {e}"))
     })
 }
 
@@ -337,7 +401,10 @@ fn rewrite(route: &Route, parts: &mut Parts, matched_prefix: Option<&str>) {
             _ => new_path,
         };
         if let Ok(uri) = http::Uri::builder().path_and_query(pq).build() {
-            parts.headers.insert("x-envoy-original-path", HeaderValue::from_str(path).unwrap_or(HeaderValue::from_static("/")));
+            parts.headers.insert(
+                "x-envoy-original-path",
+                HeaderValue::from_str(path).unwrap_or(HeaderValue::from_static("/")),
+            );
             parts.uri = uri;
         }
     }
@@ -345,7 +412,12 @@ fn rewrite(route: &Route, parts: &mut Parts, matched_prefix: Option<&str>) {
 
 fn fault_abort(abort: FaultAbort, grpc: bool) -> Response<ResponseBody> {
     let reply = match abort {
-        FaultAbort::Http(status) => LocalReply::new(status, Flags::FI, "fault_filter_abort", "fault filter abort"),
+        FaultAbort::Http(status) => LocalReply::new(
+            status,
+            Flags::FI,
+            "fault_filter_abort",
+            "fault filter abort",
+        ),
         FaultAbort::Grpc(code) => {
             return Response::builder()
                 .status(StatusCode::OK)
@@ -361,8 +433,15 @@ fn fault_abort(abort: FaultAbort, grpc: bool) -> Response<ResponseBody> {
     reply.into_response(false)
 }
 
-fn cors_preflight(cors: &Cors, parts: &Parts, origin: &HeaderValue) -> Option<Response<ResponseBody>> {
-    let is_preflight = parts.method == Method::OPTIONS && parts.headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+fn cors_preflight(
+    cors: &Cors,
+    parts: &Parts,
+    origin: &HeaderValue,
+) -> Option<Response<ResponseBody>> {
+    let is_preflight = parts.method == Method::OPTIONS
+        && parts
+            .headers
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     let origin_str = origin.to_str().ok()?;
     if !is_preflight || !cors.allows(origin_str) {
         return None;
@@ -380,7 +459,10 @@ fn cors_preflight(cors: &Cors, parts: &Parts, origin: &HeaderValue) -> Option<Re
         h.insert(header::ACCESS_CONTROL_MAX_AGE, v.clone());
     }
     if cors.allow_credentials {
-        h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
     }
     Some(response)
 }
@@ -392,13 +474,18 @@ fn cors_response_headers(cors: &Cors, origin: &HeaderValue, h: &mut http::Header
             h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v.clone());
         }
         if cors.allow_credentials {
-            h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
         }
     }
 }
 
 fn hash_for(lb: &LbPolicy, parts: &Parts, conn: &ConnInfo) -> Option<u64> {
-    let LbPolicy::ConsistentHash(key) = lb else { return None };
+    let LbPolicy::ConsistentHash(key) = lb else {
+        return None;
+    };
     match key {
         HashKey::Header(name) => parts.headers.get(name).map(|v| hash_key(v.as_bytes())),
         HashKey::Cookie(name) => parts
@@ -410,7 +497,9 @@ fn hash_for(lb: &LbPolicy, parts: &Parts, conn: &ConnInfo) -> Option<u64> {
             .find_map(|c| c.trim().strip_prefix(name.as_str())?.strip_prefix('='))
             .map(|v| hash_key(v.as_bytes())),
         HashKey::SourceIp => Some(hash_key(conn.remote.ip().to_string().as_bytes())),
-        HashKey::QueryParameter(name) => query_value(parts.uri.query().unwrap_or(""), name).map(|v| hash_key(v.as_bytes())),
+        HashKey::QueryParameter(name) => {
+            query_value(parts.uri.query().unwrap_or(""), name).map(|v| hash_key(v.as_bytes()))
+        }
     }
 }
 
@@ -420,7 +509,11 @@ fn header_ms(parts: &Parts, name: &str) -> Option<Duration> {
 }
 
 fn header_string(parts: &Parts, name: &str) -> Option<String> {
-    parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    parts
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// `Host` first (HTTP/1.1, and what the proxy sets on HTTP/2 hops), then `:authority`.
@@ -457,4 +550,3 @@ fn clone_parts(parts: &Parts) -> Parts {
     *req.headers_mut() = parts.headers.clone();
     req.into_parts().0
 }
-

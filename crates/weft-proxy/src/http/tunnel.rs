@@ -20,20 +20,43 @@ pub async fn connect(
     _body: Incoming,
 ) -> Result<Response<ResponseBody>, LocalReply> {
     let authority = parts.uri.authority().ok_or_else(|| {
-        LocalReply::new(StatusCode::BAD_REQUEST, Flags::default(), "connect_without_authority", "CONNECT needs host:port")
+        LocalReply::new(
+            StatusCode::BAD_REQUEST,
+            Flags::default(),
+            "connect_without_authority",
+            "CONNECT needs host:port",
+        )
     })?;
     let port = authority.port_u16().unwrap_or(443);
-    let target = tcp::route_tcp(snapshot, authority.host().parse().ok().map(|ip| std::net::SocketAddr::new(ip, port)), Some((authority.host(), port)));
+    let target = tcp::route_tcp(
+        snapshot,
+        authority
+            .host()
+            .parse()
+            .ok()
+            .map(|ip| std::net::SocketAddr::new(ip, port)),
+        Some((authority.host(), port)),
+    );
     if let L4Target::Blocked(why) = &target {
-        return Err(LocalReply::new(StatusCode::BAD_GATEWAY, Flags::default(), "direct_response", "blocked by outboundTrafficPolicy REGISTRY_ONLY")
-            .hint(why.clone()));
+        return Err(LocalReply::new(
+            StatusCode::BAD_GATEWAY,
+            Flags::default(),
+            "direct_response",
+            "blocked by outboundTrafficPolicy REGISTRY_ONLY",
+        )
+        .hint(why.clone()));
     }
     let (upstream, _host, permit) = tcp::connect(&target, None)
         .await
         .map_err(|(_, why)| LocalReply::connect_failure(why))?;
     let on_upgrade = parts.extensions.get::<OnUpgrade>().cloned();
     let Some(on_upgrade) = on_upgrade else {
-        return Err(LocalReply::new(StatusCode::BAD_REQUEST, Flags::default(), "upgrade_failed", "CONNECT is only supported over HTTP/1.1"));
+        return Err(LocalReply::new(
+            StatusCode::BAD_REQUEST,
+            Flags::default(),
+            "upgrade_failed",
+            "CONNECT is only supported over HTTP/1.1",
+        ));
     };
     let remote = conn.remote;
     tokio::spawn(async move {
@@ -55,10 +78,13 @@ pub fn splice_upgrade(downstream: OnUpgrade, response: &mut Response<ResponseBod
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return;
     }
-    let Some(upstream) = response.extensions_mut().remove::<OnUpgrade>() else { return };
+    let Some(upstream) = response.extensions_mut().remove::<OnUpgrade>() else {
+        return;
+    };
     tokio::spawn(async move {
         if let (Ok(down), Ok(up)) = tokio::join!(downstream, upstream) {
-            let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up)).await;
+            let _ =
+                tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up)).await;
         }
     });
 }

@@ -53,15 +53,22 @@ pub fn compile(
         .collect();
     for svc in &registry.services {
         let bound = virtual_services.iter().find(|(r, vs)| {
-            vs.hosts.iter().any(|h| host::wildcard_matches(&host::fqdn(h, r.namespace()), &svc.hostname))
+            vs.hosts
+                .iter()
+                .any(|h| host::wildcard_matches(&host::fqdn(h, r.namespace()), &svc.hostname))
         });
         for port in &svc.ports {
             if port.protocol.is_http() || port.protocol == Protocol::Unknown {
                 let (routes, vs_name) = match bound {
-                    Some((r, vs)) if !vs.http.is_empty() => (c.http_routes(r, vs, port.number)?, Some(r.display_name())),
+                    Some((r, vs)) if !vs.http.is_empty() => {
+                        (c.http_routes(r, vs, port.number)?, Some(r.display_name()))
+                    }
                     _ => (vec![c.default_route(&svc.hostname, port.number)], None),
                 };
-                let table = http.entry(port.number).or_insert_with(|| RouteConfig { port: port.number, ..Default::default() });
+                let table = http.entry(port.number).or_insert_with(|| RouteConfig {
+                    port: port.number,
+                    ..Default::default()
+                });
                 table.add(VirtualHost {
                     name: format!("{}:{}", svc.hostname, port.number),
                     domains: domains(svc, port.number, &workload.namespace),
@@ -79,7 +86,11 @@ pub fn compile(
                 routes.push(L4Route {
                     port: None,
                     destination_subnets: Vec::new(),
-                    clusters: WeightedClusters::new(vec![WeightedCluster { cluster: default, weight: 1, headers: HeaderOps::default() }]),
+                    clusters: WeightedClusters::new(vec![WeightedCluster {
+                        cluster: default,
+                        weight: 1,
+                        headers: HeaderOps::default(),
+                    }]),
                 });
                 tcp.insert((svc.hostname.clone(), port.number), L4Routes { routes });
             }
@@ -88,7 +99,11 @@ pub fn compile(
                 tls.entry(port.number).or_default().push(TlsRoute {
                     sni_hosts: vec![svc.hostname.clone()],
                     destination_subnets: Vec::new(),
-                    clusters: WeightedClusters::new(vec![WeightedCluster { cluster: default, weight: 1, headers: HeaderOps::default() }]),
+                    clusters: WeightedClusters::new(vec![WeightedCluster {
+                        cluster: default,
+                        weight: 1,
+                        headers: HeaderOps::default(),
+                    }]),
                 });
             }
         }
@@ -98,7 +113,8 @@ pub fn compile(
     }
     // VirtualService tls routes take precedence over the per-service defaults.
     for routes in tls.values_mut() {
-        routes.sort_by_key(|r| r.sni_hosts.len() == 1 && registry.by_host(&r.sni_hosts[0]).is_some());
+        routes
+            .sort_by_key(|r| r.sni_hosts.len() == 1 && registry.by_host(&r.sni_hosts[0]).is_some());
     }
     Ok(Snapshot {
         version,
@@ -122,7 +138,12 @@ fn applies_to_mesh(gateways: &[String]) -> bool {
 /// The names callers may use: short and long forms, with and without the port, and VIPs.
 fn domains(svc: &ServiceInfo, port: u16, caller_namespace: &str) -> Vec<String> {
     let mut names = host::aliases(&svc.hostname, caller_namespace);
-    names.extend(svc.vips.iter().filter(|n| n.prefix_len() == n.max_prefix_len()).map(|n| n.addr().to_string()));
+    names.extend(
+        svc.vips
+            .iter()
+            .filter(|n| n.prefix_len() == n.max_prefix_len())
+            .map(|n| n.addr().to_string()),
+    );
     let with_port: Vec<String> = names.iter().map(|n| format!("{n}:{port}")).collect();
     names.extend(with_port);
     names
@@ -142,7 +163,11 @@ impl Compiler<'_> {
         Route {
             name: Some("default".into()),
             matches: Vec::new(),
-            action: Action::Forward(WeightedClusters::new(vec![WeightedCluster { cluster, weight: 1, headers: HeaderOps::default() }])),
+            action: Action::Forward(WeightedClusters::new(vec![WeightedCluster {
+                cluster,
+                weight: 1,
+                headers: HeaderOps::default(),
+            }])),
             timeout: None,
             retry: RetryPolicy::istio_default(),
             fault: None,
@@ -155,20 +180,32 @@ impl Compiler<'_> {
 
     /// True when a match's workload conditions (sourceLabels, sourceNamespace, gateways)
     /// hold for this proxy.
-    fn applies(&self, labels: &BTreeMap<String, String>, ns: Option<&String>, gateways: &[String]) -> bool {
+    fn applies(
+        &self,
+        labels: &BTreeMap<String, String>,
+        ns: Option<&String>,
+        gateways: &[String],
+    ) -> bool {
         types::labels_match(labels, &self.workload.labels)
             && ns.is_none_or(|n| *n == self.workload.namespace)
             && applies_to_mesh(gateways)
     }
 
-    fn http_routes(&mut self, r: &Resource, vs: &types::VirtualService, port: u16) -> Result<Vec<Route>, String> {
+    fn http_routes(
+        &mut self,
+        r: &Resource,
+        vs: &types::VirtualService,
+        port: u16,
+    ) -> Result<Vec<Route>, String> {
         let mut routes = Vec::new();
         for (i, h) in vs.http.iter().enumerate() {
             let at = |what: &str| format!("{}: spec.http[{i}]{what}", r.display_name());
             let applicable: Vec<&types::HttpMatchRequest> = h
                 .matches
                 .iter()
-                .filter(|m| self.applies(&m.source_labels, m.source_namespace.as_ref(), &m.gateways))
+                .filter(|m| {
+                    self.applies(&m.source_labels, m.source_namespace.as_ref(), &m.gateways)
+                })
                 .collect();
             if !h.matches.is_empty() && applicable.is_empty() {
                 continue;
@@ -182,8 +219,10 @@ impl Compiler<'_> {
                 Action::Redirect(Redirect::from_api(redirect))
             } else if let Some(direct) = &h.direct_response {
                 Action::Direct {
-                    status: StatusCode::from_u16(direct.status as u16).map_err(|_| at(".directResponse.status: invalid status"))?,
-                    body: direct_body(direct.body.as_ref()).map_err(|e| format!("{}: {e}", at(".directResponse.body")))?,
+                    status: StatusCode::from_u16(direct.status as u16)
+                        .map_err(|_| at(".directResponse.status: invalid status"))?,
+                    body: direct_body(direct.body.as_ref())
+                        .map_err(|e| format!("{}: {e}", at(".directResponse.body")))?,
                 }
             } else {
                 let mut clusters = Vec::new();
@@ -192,24 +231,45 @@ impl Compiler<'_> {
                     clusters.push(WeightedCluster {
                         cluster: self.destination(r, dest, port),
                         // A lone destination may omit its weight.
-                        weight: d.weight.map_or(if h.route.len() == 1 { 100 } else { 0 }, |w| w.max(0) as u32),
+                        weight: d
+                            .weight
+                            .map_or(if h.route.len() == 1 { 100 } else { 0 }, |w| {
+                                w.max(0) as u32
+                            }),
                         headers: HeaderOps::from_api(d.headers.as_ref()),
                     });
                 }
                 if clusters.is_empty() {
-                    return Err(format!("{}: a route needs a destination, redirect or directResponse", at("")));
+                    return Err(format!(
+                        "{}: a route needs a destination, redirect or directResponse",
+                        at("")
+                    ));
                 }
                 Action::Forward(WeightedClusters::new(clusters))
             };
             let mirror = h
                 .mirror
                 .as_ref()
-                .map(|m| (m, h.mirror_percentage.map(|p| p.value).or(h.mirror_percent.map(f64::from)).unwrap_or(100.0)))
+                .map(|m| {
+                    (
+                        m,
+                        h.mirror_percentage
+                            .map(|p| p.value)
+                            .or(h.mirror_percent.map(f64::from))
+                            .unwrap_or(100.0),
+                    )
+                })
                 .or_else(|| {
                     let m = h.mirrors.first()?;
-                    Some((m.destination.as_ref()?, m.percentage.map_or(100.0, |p| p.value)))
+                    Some((
+                        m.destination.as_ref()?,
+                        m.percentage.map_or(100.0, |p| p.value),
+                    ))
                 })
-                .map(|(dest, percent)| Mirror { cluster: self.destination(r, dest, port), percent });
+                .map(|(dest, percent)| Mirror {
+                    cluster: self.destination(r, dest, port),
+                    percent,
+                });
             routes.push(Route {
                 name: h.name.clone(),
                 matches,
@@ -220,13 +280,23 @@ impl Compiler<'_> {
                 mirror,
                 cors: h.cors_policy.as_ref().map(Cors::from_api),
                 headers: HeaderOps::from_api(h.headers.as_ref()),
-                rewrite: h.rewrite.as_ref().map(Rewrite::from_api).transpose().map_err(|e| format!("{}: {e}", at(".rewrite")))?,
+                rewrite: h
+                    .rewrite
+                    .as_ref()
+                    .map(Rewrite::from_api)
+                    .transpose()
+                    .map_err(|e| format!("{}: {e}", at(".rewrite")))?,
             });
         }
         Ok(routes)
     }
 
-    fn weighted(&mut self, r: &Resource, route: &[types::RouteDestination], port: u16) -> WeightedClusters {
+    fn weighted(
+        &mut self,
+        r: &Resource,
+        route: &[types::RouteDestination],
+        port: u16,
+    ) -> WeightedClusters {
         let lone = route.len() == 1;
         WeightedClusters::new(
             route
@@ -241,7 +311,13 @@ impl Compiler<'_> {
         )
     }
 
-    fn tcp_routes(&mut self, r: &Resource, vs: &types::VirtualService, svc: &ServiceInfo, port: u16) -> Result<Vec<L4Route>, String> {
+    fn tcp_routes(
+        &mut self,
+        r: &Resource,
+        vs: &types::VirtualService,
+        svc: &ServiceInfo,
+        port: u16,
+    ) -> Result<Vec<L4Route>, String> {
         let _ = svc;
         let mut out = Vec::new();
         for t in &vs.tcp {
@@ -252,13 +328,19 @@ impl Compiler<'_> {
             let matches: Vec<&types::L4MatchAttributes> = t
                 .matches
                 .iter()
-                .filter(|m| self.applies(&m.source_labels, m.source_namespace.as_ref(), &m.gateways))
+                .filter(|m| {
+                    self.applies(&m.source_labels, m.source_namespace.as_ref(), &m.gateways)
+                })
                 .collect();
             if !t.matches.is_empty() && matches.is_empty() {
                 continue;
             }
             if matches.is_empty() {
-                out.push(L4Route { port: None, destination_subnets: Vec::new(), clusters });
+                out.push(L4Route {
+                    port: None,
+                    destination_subnets: Vec::new(),
+                    clusters,
+                });
                 continue;
             }
             for m in matches {
@@ -272,7 +354,12 @@ impl Compiler<'_> {
         Ok(out)
     }
 
-    fn tls_routes(&mut self, r: &Resource, vs: &types::VirtualService, tls: &mut HashMap<u16, Vec<TlsRoute>>) -> Result<(), String> {
+    fn tls_routes(
+        &mut self,
+        r: &Resource,
+        vs: &types::VirtualService,
+        tls: &mut HashMap<u16, Vec<TlsRoute>>,
+    ) -> Result<(), String> {
         for t in &vs.tls {
             for m in &t.matches {
                 if !self.applies(&m.source_labels, m.source_namespace.as_ref(), &m.gateways) {
@@ -300,13 +387,18 @@ impl Compiler<'_> {
             .and_then(|p| u16::try_from(p.number).ok())
             .filter(|p| *p != 0)
             .unwrap_or_else(|| match self.registry.by_host(&hostname) {
-                Some(svc) if svc.port(port).is_none() && svc.ports.len() == 1 => svc.ports[0].number,
+                Some(svc) if svc.port(port).is_none() && svc.ports.len() == 1 => {
+                    svc.ports[0].number
+                }
                 _ => port,
             });
         self.cluster(&hostname, port, dest.subset.as_deref())
     }
 
-    fn destination_rule(&self, hostname: &str) -> Option<&(&Resource, &types::DestinationRule, String)> {
+    fn destination_rule(
+        &self,
+        hostname: &str,
+    ) -> Option<&(&Resource, &types::DestinationRule, String)> {
         self.destination_rules
             .iter()
             .find(|(_, _, h)| h == hostname)
@@ -332,10 +424,17 @@ impl Compiler<'_> {
         cluster
     }
 
-    fn cluster_config(&self, name: String, hostname: &str, port: u16, subset: Option<&str>) -> ClusterConfig {
+    fn cluster_config(
+        &self,
+        name: String,
+        hostname: &str,
+        port: u16,
+        subset: Option<&str>,
+    ) -> ClusterConfig {
         let svc = self.registry.by_host(hostname);
         let rule = self.destination_rule(hostname);
-        let subset_def = subset.and_then(|s| rule.and_then(|(_, dr, _)| dr.subsets.iter().find(|d| d.name == s)));
+        let subset_def = subset
+            .and_then(|s| rule.and_then(|(_, dr, _)| dr.subsets.iter().find(|d| d.name == s)));
         let (lb, limits, outlier) = effective_policy(
             rule.and_then(|(_, dr, _)| dr.traffic_policy.as_ref()),
             subset_def.and_then(|s| s.traffic_policy.as_ref()),
@@ -400,7 +499,9 @@ fn subnets(list: &[String]) -> Result<Vec<IpNet>, String> {
 fn direct_body(body: Option<&types::HttpBody>) -> Result<Bytes, String> {
     match body {
         None => Ok(Bytes::new()),
-        Some(types::HttpBody { string: Some(s), .. }) => Ok(Bytes::from(s.clone())),
+        Some(types::HttpBody {
+            string: Some(s), ..
+        }) => Ok(Bytes::from(s.clone())),
         Some(types::HttpBody { bytes: Some(b), .. }) => base64::engine::general_purpose::STANDARD
             .decode(b)
             .map(Bytes::from)

@@ -17,7 +17,13 @@ pub enum Matcher {
 
 impl Matcher {
     pub fn compile(m: &StringMatch, ignore_case: bool) -> Result<Matcher, regex::Error> {
-        let fold = |s: &String| if ignore_case { s.to_ascii_lowercase() } else { s.clone() };
+        let fold = |s: &String| {
+            if ignore_case {
+                s.to_ascii_lowercase()
+            } else {
+                s.clone()
+            }
+        };
         Ok(if let Some(e) = &m.exact {
             Matcher::Exact(fold(e))
         } else if let Some(p) = &m.prefix {
@@ -43,7 +49,8 @@ impl Matcher {
         match self {
             Matcher::Exact(e) => e.eq_ignore_ascii_case(value),
             Matcher::Prefix(p) => {
-                value.len() >= p.len() && value.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+                value.len() >= p.len()
+                    && value.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
             }
             Matcher::Regex(_) | Matcher::Present => self.matches(value),
         }
@@ -92,11 +99,19 @@ impl RequestMatch {
                 .collect::<Result<Vec<_>, String>>()
         };
         Ok(RequestMatch {
-            uri: m.uri.as_ref().map(|u| compile(u, m.ignore_uri_case)).transpose()?,
+            uri: m
+                .uri
+                .as_ref()
+                .map(|u| compile(u, m.ignore_uri_case))
+                .transpose()?,
             ignore_uri_case: m.ignore_uri_case,
             scheme: m.scheme.as_ref().map(|s| compile(s, false)).transpose()?,
             method: m.method.as_ref().map(|s| compile(s, false)).transpose()?,
-            authority: m.authority.as_ref().map(|s| compile(s, false)).transpose()?,
+            authority: m
+                .authority
+                .as_ref()
+                .map(|s| compile(s, false))
+                .transpose()?,
             headers: headers(&m.headers)?,
             without_headers: headers(&m.without_headers)?,
             query_params: m
@@ -118,7 +133,11 @@ impl RequestMatch {
             }
         }
         if let Some(m) = &self.uri {
-            let ok = if self.ignore_uri_case { m.matches_folded(req.path) } else { m.matches(req.path) };
+            let ok = if self.ignore_uri_case {
+                m.matches_folded(req.path)
+            } else {
+                m.matches(req.path)
+            };
             if !ok {
                 return false;
             }

@@ -52,7 +52,12 @@ impl Snapshot {
 
     /// The virtual host for `authority` on `port`, falling back to the service that owns
     /// the original destination address when the Host names nothing known.
-    pub fn virtual_host(&self, port: u16, authority: &str, original_dst: Option<SocketAddr>) -> Option<&VirtualHost> {
+    pub fn virtual_host(
+        &self,
+        port: u16,
+        authority: &str,
+        original_dst: Option<SocketAddr>,
+    ) -> Option<&VirtualHost> {
         let table = self.http.get(&port)?;
         table.find(authority).or_else(|| {
             let dst = original_dst?;
@@ -83,7 +88,7 @@ impl RouteConfig {
                 }
             }
         }
-        self.wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.wildcards.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
         self.vhosts.push(vhost);
     }
 
@@ -103,7 +108,10 @@ impl RouteConfig {
         exact(host).or_else(|| {
             self.wildcards
                 .iter()
-                .find(|(suffix, _)| suffix.is_empty() || (host.len() > suffix.len() && host.ends_with(suffix.as_str())))
+                .find(|(suffix, _)| {
+                    suffix.is_empty()
+                        || (host.len() > suffix.len() && host.ends_with(suffix.as_str()))
+                })
                 .map(|&(_, i)| &self.vhosts[i])
         })
     }
@@ -112,7 +120,13 @@ impl RouteConfig {
 /// `reviews:9080` → `reviews`; `[::1]:80` → `[::1]`.
 pub fn strip_port(authority: &str) -> &str {
     match authority.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(':') => host,
+        Some((host, port))
+            if !host.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && !host.ends_with(':') =>
+        {
+            host
+        }
         _ => authority,
     }
 }
@@ -124,6 +138,16 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
     /// `VirtualService ns/name` whose routes these are, if any.
     pub virtual_service: Option<String>,
+}
+
+impl VirtualHost {
+    /// The first route whose match holds, as Istio orders `http[]`, and which `match[]`
+    /// entry chose it.
+    pub fn route_for(&self, req: &matcher::RequestView<'_>) -> Option<(&Route, Option<usize>)> {
+        self.routes
+            .iter()
+            .find_map(|r| r.find_match(req).map(|m| (r, m)))
+    }
 }
 
 /// TCP routes for one service port; an empty list means the service's own cluster.
@@ -144,7 +168,9 @@ impl L4Routes {
             .find(|r| {
                 r.port.is_none_or(|p| dst.is_some_and(|d| d.port() == p))
                     && (r.destination_subnets.is_empty()
-                        || dst.is_some_and(|d| r.destination_subnets.iter().any(|n| n.contains(&d.ip()))))
+                        || dst.is_some_and(|d| {
+                            r.destination_subnets.iter().any(|n| n.contains(&d.ip()))
+                        }))
             })
             .map(|r| &r.clusters)
     }
@@ -159,8 +185,11 @@ pub struct TlsRoute {
 
 impl TlsRoute {
     pub fn matches(&self, sni: &str, dst: Option<SocketAddr>) -> bool {
-        self.sni_hosts.iter().any(|h| weft_api::host::wildcard_matches(h, sni))
+        self.sni_hosts
+            .iter()
+            .any(|h| weft_api::host::wildcard_matches(h, sni))
             && (self.destination_subnets.is_empty()
-                || dst.is_some_and(|d| self.destination_subnets.iter().any(|n| n.contains(&d.ip()))))
+                || dst
+                    .is_some_and(|d| self.destination_subnets.iter().any(|n| n.contains(&d.ip()))))
     }
 }

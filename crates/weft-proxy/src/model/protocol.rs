@@ -58,9 +58,15 @@ mod tests {
         assert_eq!(Protocol::for_port(Some("http"), None), Protocol::Http);
         assert_eq!(Protocol::for_port(Some("http-web"), None), Protocol::Http);
         assert_eq!(Protocol::for_port(Some("grpc"), None), Protocol::Grpc);
-        assert_eq!(Protocol::for_port(Some("web"), Some("http2")), Protocol::Http2);
+        assert_eq!(
+            Protocol::for_port(Some("web"), Some("http2")),
+            Protocol::Http2
+        );
         assert_eq!(Protocol::for_port(Some("tcp-db"), None), Protocol::Tcp);
         assert_eq!(Protocol::for_port(Some("web"), None), Protocol::Unknown);
-        assert_eq!(Protocol::for_port(None, Some("kubernetes.io/h2c")), Protocol::Http2);
+        assert_eq!(
+            Protocol::for_port(None, Some("kubernetes.io/h2c")),
+            Protocol::Http2
+        );
     }
 }

@@ -85,15 +85,16 @@ impl Registry {
                 _ => None,
             })
             .collect();
-        let selected = |namespace: &str, selector: &BTreeMap<String, String>| -> Vec<EndpointInfo> {
-            workload_entries
-                .iter()
-                .filter(|(r, we)| {
-                    r.namespace() == namespace && types::labels_match(selector, &we.labels)
-                })
-                .map(|(r, we)| endpoint(we, r.display_name()))
-                .collect()
-        };
+        let selected =
+            |namespace: &str, selector: &BTreeMap<String, String>| -> Vec<EndpointInfo> {
+                workload_entries
+                    .iter()
+                    .filter(|(r, we)| {
+                        r.namespace() == namespace && types::labels_match(selector, &we.labels)
+                    })
+                    .map(|(r, we)| endpoint(we, r.display_name()))
+                    .collect()
+            };
         let mut services = Vec::new();
         for r in resources {
             match &r.spec {
@@ -125,6 +126,9 @@ impl Registry {
     }
 }
 
+/// The endpoints in a namespace whose labels a selector matches.
+type SelectEndpoints<'a> = &'a dyn Fn(&str, &BTreeMap<String, String>) -> Vec<EndpointInfo>;
+
 fn endpoint(we: &types::WorkloadEntry, declared_by: String) -> EndpointInfo {
     EndpointInfo {
         address: we.address.clone(),
@@ -135,11 +139,7 @@ fn endpoint(we: &types::WorkloadEntry, declared_by: String) -> EndpointInfo {
     }
 }
 
-fn kube_service(
-    r: &Resource,
-    svc: &types::Service,
-    selected: &dyn Fn(&str, &BTreeMap<String, String>) -> Vec<EndpointInfo>,
-) -> ServiceInfo {
+fn kube_service(r: &Resource, svc: &types::Service, selected: SelectEndpoints<'_>) -> ServiceInfo {
     let vips = svc
         .cluster_ips
         .iter()
@@ -180,7 +180,7 @@ fn kube_service(
 fn service_entry(
     r: &Resource,
     se: &types::ServiceEntry,
-    selected: &dyn Fn(&str, &BTreeMap<String, String>) -> Vec<EndpointInfo>,
+    selected: SelectEndpoints<'_>,
 ) -> Vec<ServiceInfo> {
     let vips: Vec<IpNet> = se
         .addresses
@@ -216,7 +216,7 @@ fn service_entry(
     let discovery = match se.resolution.unwrap_or(Resolution::None) {
         Resolution::None => Discovery::Passthrough,
         Resolution::Static => Discovery::Static,
-        Resolution::Dns | Resolution::DnsRoundRobin => Discovery::Dns,
+        Resolution::Dns | Resolution::DnsRoundRobin | Resolution::DynamicDns => Discovery::Dns,
     };
     let external = se.location != Some(types::Location::MeshInternal);
     se.hosts
@@ -224,17 +224,18 @@ fn service_entry(
         .map(|h| {
             let hostname = host::fqdn(h, r.namespace());
             // DNS resolution without endpoints resolves the host itself.
-            let endpoints = if discovery == Discovery::Dns && endpoints.is_empty() && !hostname.contains('*') {
-                vec![EndpointInfo {
-                    address: hostname.clone(),
-                    ports: BTreeMap::new(),
-                    labels: BTreeMap::new(),
-                    service_account: None,
-                    declared_by: r.display_name(),
-                }]
-            } else {
-                endpoints.clone()
-            };
+            let endpoints =
+                if discovery == Discovery::Dns && endpoints.is_empty() && !hostname.contains('*') {
+                    vec![EndpointInfo {
+                        address: hostname.clone(),
+                        ports: BTreeMap::new(),
+                        labels: BTreeMap::new(),
+                        service_account: None,
+                        declared_by: r.display_name(),
+                    }]
+                } else {
+                    endpoints.clone()
+                };
             ServiceInfo {
                 hostname,
                 namespace: r.namespace().to_string(),

@@ -99,7 +99,9 @@ impl RetryOn {
     /// Istio's default `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes`
     /// with 503 as the retriable code.
     pub fn istio_default() -> RetryOn {
-        RetryOn::parse("connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes")
+        RetryOn::parse(
+            "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+        )
     }
 
     pub fn parse(text: &str) -> RetryOn {
@@ -178,9 +180,17 @@ impl RetryPolicy {
         RetryPolicy {
             attempts: r.attempts.max(0) as u32,
             per_try_timeout: r.per_try_timeout.map(|d| d.as_std()),
-            on: r.retry_on.as_deref().filter(|s| !s.is_empty()).map(RetryOn::parse).unwrap_or(default.on),
+            on: r
+                .retry_on
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .map(RetryOn::parse)
+                .unwrap_or(default.on),
             retry_other_hosts: !r.retry_ignore_previous_hosts.unwrap_or(false),
-            backoff_base: r.backoff.map(|d| d.as_std()).unwrap_or(default.backoff_base),
+            backoff_base: r
+                .backoff
+                .map(|d| d.as_std())
+                .unwrap_or(default.backoff_base),
         }
     }
 }
@@ -223,9 +233,22 @@ impl Fault {
 /// gRPC status names as Istio's `grpcStatus` spells them.
 pub fn grpc_code(name: &str) -> Option<u32> {
     const NAMES: [&str; 17] = [
-        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-        "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-        "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
         "UNAUTHENTICATED",
     ];
     NAMES
@@ -258,14 +281,22 @@ pub struct Cors {
 
 impl Cors {
     pub fn from_api(c: &types::CorsPolicy) -> Cors {
-        let join = |v: &[String]| (!v.is_empty()).then(|| HeaderValue::from_str(&v.join(",")).ok()).flatten();
+        let join = |v: &[String]| {
+            (!v.is_empty())
+                .then(|| HeaderValue::from_str(&v.join(",")).ok())
+                .flatten()
+        };
         let mut allow_origins: Vec<Matcher> = c
             .allow_origins
             .iter()
             .filter_map(|m| Matcher::compile(m, false).ok())
             .collect();
         allow_origins.extend(c.allow_origin.iter().map(|o| {
-            if o == "*" { Matcher::Present } else { Matcher::Exact(o.clone()) }
+            if o == "*" {
+                Matcher::Present
+            } else {
+                Matcher::Exact(o.clone())
+            }
         }));
         Cors {
             allow_origins,
@@ -302,7 +333,9 @@ impl HeaderOp {
                 })
                 .collect()
         };
-        let Some(ops) = ops else { return HeaderOp::default() };
+        let Some(ops) = ops else {
+            return HeaderOp::default();
+        };
         HeaderOp {
             set: pairs(&ops.set),
             add: pairs(&ops.add),
@@ -360,14 +393,18 @@ impl Rewrite {
             .uri_regex_rewrite
             .as_ref()
             .map(|rr| {
-                let re = Regex::new(&rr.match_).map_err(|e| format!("invalid uriRegexRewrite.match: {e}"))?;
+                let re = Regex::new(&rr.match_)
+                    .map_err(|e| format!("invalid uriRegexRewrite.match: {e}"))?;
                 let backref = Regex::new(r"\\(\d)").expect("static regex");
                 Ok::<_, String>((re, backref.replace_all(&rr.rewrite, "$${$1}").into_owned()))
             })
             .transpose()?;
         Ok(Rewrite {
             uri: r.uri.clone(),
-            authority: r.authority.as_deref().and_then(|a| HeaderValue::from_str(a).ok()),
+            authority: r
+                .authority
+                .as_deref()
+                .and_then(|a| HeaderValue::from_str(a).ok()),
             uri_regex,
         })
     }
@@ -411,7 +448,13 @@ impl Redirect {
     }
 
     /// The `Location` for a request to `authority` + `path_and_query` on `port`.
-    pub fn location(&self, scheme: &str, authority: &str, path_and_query: &str, port: u16) -> String {
+    pub fn location(
+        &self,
+        scheme: &str,
+        authority: &str,
+        path_and_query: &str,
+        port: u16,
+    ) -> String {
         let scheme = self.scheme.as_deref().unwrap_or(scheme);
         let host = self
             .authority
@@ -419,7 +462,9 @@ impl Redirect {
             .unwrap_or_else(|| authority.rsplit_once(':').map_or(authority, |(h, _)| h));
         let port = self.port.or(self.from_request_port.then_some(port));
         let default_port = if scheme == "https" { 443 } else { 80 };
-        let (path, query) = path_and_query.split_once('?').map_or((path_and_query, None), |(p, q)| (p, Some(q)));
+        let (path, query) = path_and_query
+            .split_once('?')
+            .map_or((path_and_query, None), |(p, q)| (p, Some(q)));
         let path = self.uri.as_deref().unwrap_or(path);
         let mut out = match port {
             Some(p) if p != default_port => format!("{scheme}://{host}:{p}{path}"),
@@ -446,21 +491,41 @@ mod tests {
 
     #[test]
     fn rewrites_replace_the_matched_prefix() {
-        let r = Rewrite::from_api(&types::HttpRewrite { uri: Some("/v2/".into()), ..Default::default() }).unwrap();
-        assert_eq!(r.path("/api/items?x=1", Some("/api/")).unwrap(), "/v2/items?x=1");
-        assert_eq!(r.path("/exact", None).unwrap(), "/v2/");
-        let rr = Rewrite::from_api(&types::HttpRewrite {
-            uri_regex_rewrite: Some(types::RegexRewrite { match_: "^/service/([^/]+)(/.*)$".into(), rewrite: "\\2/instance/\\1".into() }),
+        let r = Rewrite::from_api(&types::HttpRewrite {
+            uri: Some("/v2/".into()),
             ..Default::default()
         })
         .unwrap();
-        assert_eq!(rr.path("/service/foo/v1/api", None).unwrap(), "/v1/api/instance/foo");
+        assert_eq!(
+            r.path("/api/items?x=1", Some("/api/")).unwrap(),
+            "/v2/items?x=1"
+        );
+        assert_eq!(r.path("/exact", None).unwrap(), "/v2/");
+        let rr = Rewrite::from_api(&types::HttpRewrite {
+            uri_regex_rewrite: Some(types::RegexRewrite {
+                match_: "^/service/([^/]+)(/.*)$".into(),
+                rewrite: "\\2/instance/\\1".into(),
+            }),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            rr.path("/service/foo/v1/api", None).unwrap(),
+            "/v1/api/instance/foo"
+        );
     }
 
     #[test]
     fn redirects_build_locations() {
-        let r = Redirect::from_api(&types::HttpRedirect { uri: Some("/new".into()), authority: Some("b.example".into()), ..Default::default() });
-        assert_eq!(r.location("http", "a.example:8080", "/old?q=1", 8080), "http://b.example/new?q=1");
+        let r = Redirect::from_api(&types::HttpRedirect {
+            uri: Some("/new".into()),
+            authority: Some("b.example".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            r.location("http", "a.example:8080", "/old?q=1", 8080),
+            "http://b.example/new?q=1"
+        );
         assert_eq!(r.status, StatusCode::MOVED_PERMANENTLY);
     }
 }

@@ -22,7 +22,9 @@ pub enum Detected {
     Tcp,
 }
 
-const METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
 
 /// Classifies what has been read so far; `None` while more bytes could still change it.
 pub fn classify(buf: &[u8]) -> Option<Detected> {
@@ -30,7 +32,11 @@ pub fn classify(buf: &[u8]) -> Option<Detected> {
         return None;
     }
     if buf[0] == 0x16 {
-        return Some(if buf.len() < 2 || buf[1] == 0x03 { Detected::Tls } else { Detected::Tcp });
+        return Some(if buf.len() < 2 || buf[1] == 0x03 {
+            Detected::Tls
+        } else {
+            Detected::Tcp
+        });
     }
     if H2_PREFACE.starts_with(buf) {
         return (buf.len() == H2_PREFACE.len()).then_some(Detected::Http2);
@@ -42,7 +48,9 @@ pub fn classify(buf: &[u8]) -> Option<Detected> {
             if buf.starts_with(m.as_bytes()) && buf[m.len()] == b' ' {
                 return Some(Detected::Http1);
             }
-        } else if m.as_bytes().starts_with(&buf[..buf.len().min(m.len())]) && (buf.len() <= m.len() || buf[m.len()] == b' ') {
+        } else if m.as_bytes().starts_with(&buf[..buf.len().min(m.len())])
+            && (buf.len() <= m.len() || buf[m.len()] == b' ')
+        {
             undecided = true;
         }
     }
@@ -51,7 +59,10 @@ pub fn classify(buf: &[u8]) -> Option<Detected> {
 
 /// Reads until the protocol is clear, the byte bound is hit, the peer stops sending or the
 /// time runs out. Returns the bytes read, to be replayed.
-pub async fn sniff<S: AsyncRead + Unpin>(stream: &mut S, wait: Duration) -> io::Result<(Detected, Bytes)> {
+pub async fn sniff<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    wait: Duration,
+) -> io::Result<(Detected, Bytes)> {
     let mut buf = vec![0u8; SNIFF_BYTES];
     let mut filled = 0;
     let deadline = tokio::time::Instant::now() + wait;
@@ -83,7 +94,11 @@ impl<S> Prefixed<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if !self.prefix.is_empty() {
             let n = self.prefix.len().min(out.remaining());
             out.put_slice(&self.prefix[..n]);
@@ -95,7 +110,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -104,7 +123,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -131,7 +154,9 @@ mod tests {
     #[tokio::test]
     async fn sniffed_bytes_are_replayed() {
         let (mut client, server) = tokio::io::duplex(64);
-        tokio::io::AsyncWriteExt::write_all(&mut client, b"POST /x HTTP/1.1\r\n").await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut client, b"POST /x HTTP/1.1\r\n")
+            .await
+            .unwrap();
         let mut server = server;
         let (d, prefix) = sniff(&mut server, SNIFF_TIMEOUT).await.unwrap();
         assert_eq!(d, Detected::Http1);

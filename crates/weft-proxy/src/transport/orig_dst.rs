@@ -19,10 +19,16 @@ impl OriginalDst for SoOriginalDst {
         let local = stream.local_addr().ok()?;
         let dst = if local.is_ipv4() {
             let a = getsockopt(stream, sockopt::OriginalDst).ok()?;
-            SocketAddr::from((std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)), u16::from_be(a.sin_port)))
+            SocketAddr::from((
+                std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            ))
         } else {
             let a = getsockopt(stream, sockopt::Ip6tOriginalDst).ok()?;
-            SocketAddr::from((std::net::Ipv6Addr::from(a.sin6_addr.s6_addr), u16::from_be(a.sin6_port)))
+            SocketAddr::from((
+                std::net::Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+            ))
         };
         // Without a REDIRECT the kernel reports the socket's own address.
         (dst != local).then_some(dst)

@@ -37,7 +37,9 @@ pub fn server_name(record: &[u8]) -> Option<String> {
                 let name_len = list.u16()? as usize;
                 let name = list.take(name_len)?;
                 if name_type == 0 {
-                    return std::str::from_utf8(name).ok().map(|s| s.to_ascii_lowercase());
+                    return std::str::from_utf8(name)
+                        .ok()
+                        .map(|s| s.to_ascii_lowercase());
                 }
             }
         }
@@ -71,7 +73,8 @@ impl<'a> Reader<'a> {
         self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
     }
     fn u24(&mut self) -> Option<usize> {
-        self.take(3).map(|b| (b[0] as usize) << 16 | (b[1] as usize) << 8 | b[2] as usize)
+        self.take(3)
+            .map(|b| (b[0] as usize) << 16 | (b[1] as usize) << 8 | b[2] as usize)
     }
 }
 

@@ -69,9 +69,14 @@ impl Cluster {
             .endpoints
             .iter()
             .map(|e| {
-                let fresh = Endpoint::new(&e.address, e.port, e.labels.clone(), e.declared_by.clone());
+                let fresh =
+                    Endpoint::new(&e.address, e.port, e.labels.clone(), e.declared_by.clone());
                 previous
-                    .and_then(|p| p.endpoints.iter().find(|old| old.authority == fresh.authority && old.labels == fresh.labels))
+                    .and_then(|p| {
+                        p.endpoints.iter().find(|old| {
+                            old.authority == fresh.authority && old.labels == fresh.labels
+                        })
+                    })
                     .cloned()
                     .unwrap_or_else(|| Arc::new(fresh))
             })
@@ -81,7 +86,9 @@ impl Cluster {
             _ => (client(&config, false), client(&config, true)),
         };
         Cluster {
-            connections: Arc::new(Semaphore::new(config.limits.max_connections.min(Semaphore::MAX_PERMITS))),
+            connections: Arc::new(Semaphore::new(
+                config.limits.max_connections.min(Semaphore::MAX_PERMITS),
+            )),
             config,
             endpoints,
             cursor: AtomicUsize::new(0),
@@ -149,32 +156,64 @@ impl Cluster {
 
     /// Picks an endpoint that is not ejected, avoiding `tried` while another remains.
     /// Passthrough clusters dial the caller's original destination.
-    pub fn pick(&self, hash: Option<u64>, tried: &[Arc<Endpoint>], original_dst: Option<SocketAddr>) -> Option<Arc<Endpoint>> {
-        if self.config.discovery == Discovery::Passthrough || self.config.lb == LbPolicy::Passthrough {
+    pub fn pick(
+        &self,
+        hash: Option<u64>,
+        tried: &[Arc<Endpoint>],
+        original_dst: Option<SocketAddr>,
+    ) -> Option<Arc<Endpoint>> {
+        if self.config.discovery == Discovery::Passthrough
+            || self.config.lb == LbPolicy::Passthrough
+        {
             return original_dst.map(|dst| Arc::new(Endpoint::from_socket(dst)));
         }
         let healthy = |e: &Endpoint| !e.is_ejected();
-        let untried = |e: &Endpoint| healthy(e) && !tried.iter().any(|t| t.authority == e.authority);
-        let min_health = self.config.outlier.as_ref().map_or(0, |o| o.min_health_percent);
+        let untried =
+            |e: &Endpoint| healthy(e) && !tried.iter().any(|t| t.authority == e.authority);
+        let min_health = self
+            .config
+            .outlier
+            .as_ref()
+            .map_or(0, |o| o.min_health_percent);
         if min_health > 0 {
             // Envoy's panic mode: below minHealthPercent every endpoint is used.
             let healthy_count = self.endpoints.iter().filter(|e| healthy(e)).count();
             if healthy_count * 100 < min_health as usize * self.endpoints.len() {
-                return lb::pick(&self.config.lb, &self.endpoints, &self.cursor, hash, |_| true).cloned();
+                return lb::pick(&self.config.lb, &self.endpoints, &self.cursor, hash, |_| {
+                    true
+                })
+                .cloned();
             }
         }
-        lb::pick(&self.config.lb, &self.endpoints, &self.cursor, hash, untried)
-            .or_else(|| lb::pick(&self.config.lb, &self.endpoints, &self.cursor, hash, healthy))
-            .cloned()
+        lb::pick(
+            &self.config.lb,
+            &self.endpoints,
+            &self.cursor,
+            hash,
+            untried,
+        )
+        .or_else(|| {
+            lb::pick(
+                &self.config.lb,
+                &self.endpoints,
+                &self.cursor,
+                hash,
+                healthy,
+            )
+        })
+        .cloned()
     }
 
     /// Feeds outlier detection; returns true when the endpoint was ejected.
     pub fn record(&self, endpoint: &Endpoint, outcome: Outcome) -> bool {
-        let Some(cfg) = &self.config.outlier else { return false };
+        let Some(cfg) = &self.config.outlier else {
+            return false;
+        };
         endpoint.record(outcome, cfg, || {
             // maxEjectionPercent, but like Envoy always allow ejecting one.
             let ejected = self.endpoints.iter().filter(|e| e.is_ejected()).count();
-            ejected == 0 || (ejected + 1) * 100 <= cfg.max_ejection_percent as usize * self.endpoints.len()
+            ejected == 0
+                || (ejected + 1) * 100 <= cfg.max_ejection_percent as usize * self.endpoints.len()
         })
     }
 

@@ -129,7 +129,12 @@ pub fn effective_policy(
         .iter()
         .rev()
         .find_map(|p| p.outlier_detection.as_ref())
-        .or_else(|| layers.iter().rev().find_map(|p| p.outlier_detection.as_ref()));
+        .or_else(|| {
+            layers
+                .iter()
+                .rev()
+                .find_map(|p| p.outlier_detection.as_ref())
+        });
     (lb_policy(lb), limits(pool), outlier.map(outlier_config))
 }
 
@@ -166,14 +171,21 @@ fn limits(pool: Option<&types::ConnectionPoolSettings>) -> Limits {
     let positive = |v: Option<i32>| v.filter(|v| *v > 0).map(|v| v as usize);
     if let Some(tcp) = pool.and_then(|p| p.tcp.as_ref()) {
         l.max_connections = positive(tcp.max_connections).unwrap_or(l.max_connections);
-        l.connect_timeout = tcp.connect_timeout.map(|d| d.as_std()).unwrap_or(l.connect_timeout);
+        l.connect_timeout = tcp
+            .connect_timeout
+            .map(|d| d.as_std())
+            .unwrap_or(l.connect_timeout);
     }
     if let Some(http) = pool.and_then(|p| p.http.as_ref()) {
-        l.max_pending_requests = positive(http.http1_max_pending_requests).unwrap_or(l.max_pending_requests);
+        l.max_pending_requests =
+            positive(http.http1_max_pending_requests).unwrap_or(l.max_pending_requests);
         l.max_requests = positive(http.http2_max_requests).unwrap_or(l.max_requests);
         l.max_requests_per_connection = positive(http.max_requests_per_connection).unwrap_or(0);
         l.max_retries = positive(http.max_retries).unwrap_or(l.max_retries);
-        l.idle_timeout = http.idle_timeout.map(|d| d.as_std()).unwrap_or(l.idle_timeout);
+        l.idle_timeout = http
+            .idle_timeout
+            .map(|d| d.as_std())
+            .unwrap_or(l.idle_timeout);
     }
     l
 }
@@ -190,8 +202,14 @@ fn outlier_config(o: &types::OutlierDetection) -> OutlierConfig {
     OutlierConfig {
         consecutive_5xx: five_xx,
         consecutive_gateway: gateway,
-        interval: o.interval.map(|d| d.as_std()).unwrap_or(Duration::from_secs(10)),
-        base_ejection_time: o.base_ejection_time.map(|d| d.as_std()).unwrap_or(Duration::from_secs(30)),
+        interval: o
+            .interval
+            .map(|d| d.as_std())
+            .unwrap_or(Duration::from_secs(10)),
+        base_ejection_time: o
+            .base_ejection_time
+            .map(|d| d.as_std())
+            .unwrap_or(Duration::from_secs(30)),
         max_ejection_percent: o.max_ejection_percent.unwrap_or(10).clamp(0, 100) as u32,
         min_health_percent: o.min_health_percent.unwrap_or(0).clamp(0, 100) as u32,
     }

@@ -38,12 +38,23 @@ fn epoch() -> Instant {
 
 fn now_ms() -> u64 {
     // At least 1 so that 0 can mean "not ejected".
-    (Instant::now().saturating_duration_since(epoch()).as_millis() as u64).max(1)
+    (Instant::now()
+        .saturating_duration_since(epoch())
+        .as_millis() as u64)
+        .max(1)
 }
 
 impl Endpoint {
-    pub fn new(address: &str, port: u16, labels: BTreeMap<String, String>, declared_by: String) -> Endpoint {
-        let socket = address.parse::<std::net::IpAddr>().ok().map(|ip| SocketAddr::new(ip, port));
+    pub fn new(
+        address: &str,
+        port: u16,
+        labels: BTreeMap<String, String>,
+        declared_by: String,
+    ) -> Endpoint {
+        let socket = address
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, port));
         let authority = match socket {
             Some(s) => s.to_string(),
             None => format!("{address}:{port}"),
@@ -62,7 +73,12 @@ impl Endpoint {
     }
 
     pub fn from_socket(addr: SocketAddr) -> Endpoint {
-        Endpoint::new(&addr.ip().to_string(), addr.port(), BTreeMap::new(), "original destination".into())
+        Endpoint::new(
+            &addr.ip().to_string(),
+            addr.port(),
+            BTreeMap::new(),
+            "original destination".into(),
+        )
     }
 
     /// Ejected endpoints come back once their ejection time has passed.
@@ -73,7 +89,12 @@ impl Endpoint {
 
     /// Records an outcome; returns true when it ejected the endpoint. `may_eject` says whether
     /// the cluster's maxEjectionPercent leaves room.
-    pub fn record(&self, outcome: Outcome, cfg: &OutlierConfig, may_eject: impl FnOnce() -> bool) -> bool {
+    pub fn record(
+        &self,
+        outcome: Outcome,
+        cfg: &OutlierConfig,
+        may_eject: impl FnOnce() -> bool,
+    ) -> bool {
         let (is_5xx, is_gateway) = match outcome {
             Outcome::Status(code) => (code >= 500, matches!(code, 502..=504)),
             Outcome::LocalFailure => (true, true),
@@ -87,7 +108,11 @@ impl Endpoint {
             }
         };
         let trip_5xx = bump(&self.consecutive_5xx, is_5xx, cfg.consecutive_5xx);
-        let trip_gw = bump(&self.consecutive_gateway, is_gateway, cfg.consecutive_gateway);
+        let trip_gw = bump(
+            &self.consecutive_gateway,
+            is_gateway,
+            cfg.consecutive_gateway,
+        );
         if !(trip_5xx || trip_gw) || self.is_ejected() || !may_eject() {
             return false;
         }

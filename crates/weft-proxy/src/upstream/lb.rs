@@ -21,14 +21,22 @@ pub fn pick<'e>(
     if n == 0 {
         return None;
     }
-    let scan_from = |start: usize| (0..n).map(|i| &endpoints[(start + i) % n]).find(|e| usable(e));
+    let scan_from = |start: usize| {
+        (0..n)
+            .map(|i| &endpoints[(start + i) % n])
+            .find(|e| usable(e))
+    };
     match policy {
         LbPolicy::RoundRobin | LbPolicy::Passthrough => scan_from(cursor.fetch_add(1, Relaxed)),
         LbPolicy::Random => scan_from(fastrand::usize(0..n)),
         LbPolicy::LeastRequest => {
             let a = scan_from(fastrand::usize(0..n))?;
             let b = scan_from(fastrand::usize(0..n))?;
-            Some(if b.active.load(Relaxed) < a.active.load(Relaxed) { b } else { a })
+            Some(if b.active.load(Relaxed) < a.active.load(Relaxed) {
+                b
+            } else {
+                a
+            })
         }
         LbPolicy::ConsistentHash(_) => match hash {
             Some(key) => endpoints
@@ -60,7 +68,14 @@ mod tests {
 
     fn eps(n: usize) -> Vec<Arc<Endpoint>> {
         (0..n)
-            .map(|i| Arc::new(Endpoint::new(&format!("127.0.0.{}", i + 1), 80, BTreeMap::new(), String::new())))
+            .map(|i| {
+                Arc::new(Endpoint::new(
+                    &format!("127.0.0.{}", i + 1),
+                    80,
+                    BTreeMap::new(),
+                    String::new(),
+                ))
+            })
             .collect()
     }
 
@@ -69,9 +84,24 @@ mod tests {
         let e = eps(3);
         let c = AtomicUsize::new(0);
         let picks: Vec<_> = (0..4)
-            .map(|_| pick(&LbPolicy::RoundRobin, &e, &c, None, |ep| ep.authority != "127.0.0.2:80").unwrap().authority.clone())
+            .map(|_| {
+                pick(&LbPolicy::RoundRobin, &e, &c, None, |ep| {
+                    ep.authority != "127.0.0.2:80"
+                })
+                .unwrap()
+                .authority
+                .clone()
+            })
             .collect();
-        assert_eq!(picks, ["127.0.0.1:80", "127.0.0.3:80", "127.0.0.3:80", "127.0.0.1:80"]);
+        assert_eq!(
+            picks,
+            [
+                "127.0.0.1:80",
+                "127.0.0.3:80",
+                "127.0.0.3:80",
+                "127.0.0.1:80"
+            ]
+        );
     }
 
     #[test]
@@ -80,7 +110,12 @@ mod tests {
         e[0].active.store(10, Relaxed);
         let c = AtomicUsize::new(0);
         let idle = (0..200)
-            .filter(|_| pick(&LbPolicy::LeastRequest, &e, &c, None, |_| true).unwrap().authority == "127.0.0.2:80")
+            .filter(|_| {
+                pick(&LbPolicy::LeastRequest, &e, &c, None, |_| true)
+                    .unwrap()
+                    .authority
+                    == "127.0.0.2:80"
+            })
             .count();
         // Both choices land on the busy endpoint a quarter of the time.
         assert!(idle > 120, "{idle}");
@@ -92,9 +127,17 @@ mod tests {
         let c = AtomicUsize::new(0);
         let policy = LbPolicy::ConsistentHash(super::super::config::HashKey::SourceIp);
         let key = hash_key(b"user-1");
-        let first = pick(&policy, &e, &c, Some(key), |_| true).unwrap().authority.clone();
+        let first = pick(&policy, &e, &c, Some(key), |_| true)
+            .unwrap()
+            .authority
+            .clone();
         for _ in 0..10 {
-            assert_eq!(pick(&policy, &e, &c, Some(key), |_| true).unwrap().authority, first);
+            assert_eq!(
+                pick(&policy, &e, &c, Some(key), |_| true)
+                    .unwrap()
+                    .authority,
+                first
+            );
         }
     }
 

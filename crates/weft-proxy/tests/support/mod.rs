@@ -53,7 +53,9 @@ impl Backend {
         let (h, s) = (hits.clone(), seen.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (h, s, behaviour) = (h.clone(), s.clone(), behaviour.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
@@ -65,9 +67,22 @@ impl Backend {
                                 tokio::time::sleep(d).await;
                             }
                             let (parts, body) = req.into_parts();
-                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            let path = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
-                            let host = parts.headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let path = parts
+                                .uri
+                                .path_and_query()
+                                .map(|p| p.to_string())
+                                .unwrap_or_default();
+                            let host = parts
+                                .headers
+                                .get("host")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_string();
                             s.lock().unwrap().push(parts);
                             Ok::<_, std::convert::Infallible>(
                                 Response::builder()
@@ -87,7 +102,12 @@ impl Backend {
                 });
             }
         });
-        Backend { addr, hits, seen, task }
+        Backend {
+            addr,
+            hits,
+            seen,
+            task,
+        }
     }
 }
 
@@ -98,7 +118,9 @@ pub struct ConfigDir {
 
 impl ConfigDir {
     pub fn new() -> ConfigDir {
-        ConfigDir { dir: tempfile::tempdir().unwrap() }
+        ConfigDir {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     /// Writes a file atomically (write, rename) so the watcher never reads half of it.
@@ -130,7 +152,11 @@ pub struct Setup {
 
 impl Default for Setup {
     fn default() -> Self {
-        Setup { labels: "app=productpage,version=v1", allow_any: false, orig_dst: Arc::new(NoOriginalDst) }
+        Setup {
+            labels: "app=productpage,version=v1",
+            allow_any: false,
+            orig_dst: Arc::new(NoOriginalDst),
+        }
     }
 }
 
@@ -166,17 +192,31 @@ impl TestProxy {
         }
         let proxy = Proxy::start(opts).await.expect("proxy starts");
         let mut status = proxy.config.subscribe();
-        let source = FileSource { dir: config.dir.path().to_path_buf() };
+        let source = FileSource {
+            dir: config.dir.path().to_path_buf(),
+        };
         let store = proxy.config.clone();
         let watcher = tokio::spawn(async move {
             let _ = source.run(store).await;
         });
-        tokio::time::timeout(Duration::from_secs(10), status.wait_for(|s| s.version > 0 || s.rejected > 0))
-            .await
-            .expect("config loads in time")
-            .unwrap();
-        assert_eq!(proxy.config.status().last_error, None, "initial config rejected");
-        TestProxy { proxy, config, log, watcher }
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            status.wait_for(|s| s.version > 0 || s.rejected > 0),
+        )
+        .await
+        .expect("config loads in time")
+        .unwrap();
+        assert_eq!(
+            proxy.config.status().last_error,
+            None,
+            "initial config rejected"
+        );
+        TestProxy {
+            proxy,
+            config,
+            log,
+            watcher,
+        }
     }
 
     /// Replaces the config and waits until the proxy applied (or rejected) it.
@@ -216,7 +256,10 @@ pub struct Answer {
 
 impl Answer {
     pub fn served_by(&self) -> &str {
-        self.headers.get("x-served-by").and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get("x-served-by")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -233,7 +276,14 @@ impl HttpClient {
         self.send("GET", host, path, headers, Bytes::new()).await
     }
 
-    pub async fn send(&self, method: &str, host: &str, path: &str, headers: &[(&str, &str)], body: Bytes) -> Answer {
+    pub async fn send(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Answer {
         let mut req = Request::builder()
             .method(method)
             .uri(format!("http://{}{}", self.proxy, path))
@@ -241,10 +291,18 @@ impl HttpClient {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = self.client.request(req.body(Full::new(body)).unwrap()).await.expect("proxy answers");
+        let resp = self
+            .client
+            .request(req.body(Full::new(body)).unwrap())
+            .await
+            .expect("proxy answers");
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.expect("body").to_bytes();
-        Answer { status: parts.status, headers: parts.headers, body }
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
     }
 }
 
@@ -273,7 +331,9 @@ pub fn subsets_yaml(name: &str, versions: &[&str], policy: &str) -> String {
 }
 
 /// Counts how many of `answers` each backend served.
-pub fn tally<'a>(answers: impl IntoIterator<Item = &'a Answer>) -> std::collections::BTreeMap<String, usize> {
+pub fn tally<'a>(
+    answers: impl IntoIterator<Item = &'a Answer>,
+) -> std::collections::BTreeMap<String, usize> {
     let mut m = std::collections::BTreeMap::new();
     for a in answers {
         *m.entry(a.served_by().to_string()).or_insert(0) += 1;
