@@ -84,13 +84,25 @@ pub struct Proxy {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr} for {what}: {source} (is another proxy running, or is the port privileged?)")]
+    #[error("cannot listen on {addr} for {what}: {}", bind_hint(source))]
     Bind {
         what: &'static str,
         addr: SocketAddr,
-        #[source]
         source: std::io::Error,
     },
+}
+
+fn bind_hint(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "{e}: another process (another proxy?) listens there; stop it or pick another port"
+        ),
+        std::io::ErrorKind::PermissionDenied => {
+            format!("{e}: ports below 1024 need root or CAP_NET_BIND_SERVICE")
+        }
+        std::io::ErrorKind::AddrNotAvailable => format!("{e}: no interface has that address"),
+        _ => e.to_string(),
+    }
 }
 
 impl Proxy {

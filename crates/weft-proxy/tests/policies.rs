@@ -10,7 +10,8 @@ use support::*;
 async fn two_versions() -> (Backend, Backend, String) {
     let v1 = Backend::start("127.0.0.2", "v1", ok()).await;
     let v2 = Backend::start("127.0.0.3", "v2", ok()).await;
-    let base = service_yaml("reviews", 9080, &[("v1", &v1), ("v2", &v2)]) + &subsets_yaml("reviews", &["v1", "v2"], "");
+    let base = service_yaml("reviews", 9080, &[("v1", &v1), ("v2", &v2)])
+        + &subsets_yaml("reviews", &["v1", "v2"], "");
     (v1, v2, base)
 }
 
@@ -53,23 +54,57 @@ async fn source_labels_namespace_and_gateways_follow_the_workload() {
     let (_v1, _v2, base) = two_versions().await;
     let yaml = base + BY_SOURCE;
     let productpage_v1 = TestProxy::start(&yaml).await;
-    assert_eq!(productpage_v1.client().get("reviews:9080", "/", &[]).await.served_by(), "v1");
-    let productpage_v2 = TestProxy::start_with(&yaml, Setup { labels: "app=productpage,version=v2", ..Setup::default() }).await;
-    assert_eq!(productpage_v2.client().get("reviews:9080", "/", &[]).await.served_by(), "v2");
+    assert_eq!(
+        productpage_v1
+            .client()
+            .get("reviews:9080", "/", &[])
+            .await
+            .served_by(),
+        "v1"
+    );
+    let productpage_v2 = TestProxy::start_with(
+        &yaml,
+        Setup {
+            labels: "app=productpage,version=v2",
+            ..Setup::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        productpage_v2
+            .client()
+            .get("reviews:9080", "/", &[])
+            .await
+            .served_by(),
+        "v2"
+    );
     // Routes bound only to a gateway never apply to sidecars.
     let dump = weft_proxy::admin::config_dump(&productpage_v1.proxy.config);
     let vhosts = dump["routes"][0]["virtualHosts"].as_array().unwrap();
-    let reviews = vhosts.iter().find(|v| v["name"] == "reviews.default.svc.cluster.local:9080").unwrap();
-    assert_eq!(reviews["routes"].as_array().unwrap().len(), 1, "only the catch-all applies to productpage v1: {reviews}");
+    let reviews = vhosts
+        .iter()
+        .find(|v| v["name"] == "reviews.default.svc.cluster.local:9080")
+        .unwrap();
+    assert_eq!(
+        reviews["routes"].as_array().unwrap().len(),
+        1,
+        "only the catch-all applies to productpage v1: {reviews}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consistent_hash_keeps_a_user_on_one_endpoint() {
     let mut backends = Vec::new();
     for i in 0..4 {
-        backends.push(Backend::start(&format!("127.0.0.{}", i + 2), ["a", "b", "c", "d"][i], ok()).await);
+        backends.push(
+            Backend::start(&format!("127.0.0.{}", i + 2), ["a", "b", "c", "d"][i], ok()).await,
+        );
     }
-    let pairs: Vec<(&str, &Backend)> = ["a", "b", "c", "d"].iter().copied().zip(backends.iter()).collect();
+    let pairs: Vec<(&str, &Backend)> = ["a", "b", "c", "d"]
+        .iter()
+        .copied()
+        .zip(backends.iter())
+        .collect();
     let yaml = service_yaml("cart", 8080, &pairs)
         + &subsets_yaml("cart", &[], "  trafficPolicy:\n    loadBalancer:\n      consistentHash:\n        httpHeaderName: x-user\n");
     let proxy = TestProxy::start(&yaml).await;
@@ -77,26 +112,74 @@ async fn consistent_hash_keeps_a_user_on_one_endpoint() {
     let mut owners = std::collections::BTreeSet::new();
     for user in 0..40 {
         let id = format!("user-{user}");
-        let first = c.get("cart:8080", "/", &[("x-user", &id)]).await.served_by().to_string();
+        let first = c
+            .get("cart:8080", "/", &[("x-user", &id)])
+            .await
+            .served_by()
+            .to_string();
         for _ in 0..5 {
-            assert_eq!(c.get("cart:8080", "/", &[("x-user", &id)]).await.served_by(), first, "{id} moved");
+            assert_eq!(
+                c.get("cart:8080", "/", &[("x-user", &id)])
+                    .await
+                    .served_by(),
+                first,
+                "{id} moved"
+            );
         }
         owners.insert(first);
     }
-    assert!(owners.len() >= 3, "40 users spread over the endpoints: {owners:?}");
+    assert!(
+        owners.len() >= 3,
+        "40 users spread over the endpoints: {owners:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_too_large_to_replay_are_not_retried() {
-    let flaky = Backend::start("127.0.0.2", "v1", Arc::new(|n| (if n == 0 { 503 } else { 200 }, None))).await;
+    let flaky = Backend::start(
+        "127.0.0.2",
+        "v1",
+        Arc::new(|n| (if n == 0 { 503 } else { 200 }, None)),
+    )
+    .await;
     let proxy = TestProxy::start(&service_yaml("upload", 8000, &[("v1", &flaky)])).await;
     let c = proxy.client();
-    let small = c.send("POST", "upload:8000", "/", &[], Bytes::from(vec![1u8; 1024])).await;
-    assert_eq!((small.status.as_u16(), flaky.hits()), (200, 2), "a small body is replayed");
-    let flaky = Backend::start("127.0.0.3", "v1", Arc::new(|n| (if n == 0 { 503 } else { 200 }, None))).await;
+    let small = c
+        .send(
+            "POST",
+            "upload:8000",
+            "/",
+            &[],
+            Bytes::from(vec![1u8; 1024]),
+        )
+        .await;
+    assert_eq!(
+        (small.status.as_u16(), flaky.hits()),
+        (200, 2),
+        "a small body is replayed"
+    );
+    let flaky = Backend::start(
+        "127.0.0.3",
+        "v1",
+        Arc::new(|n| (if n == 0 { 503 } else { 200 }, None)),
+    )
+    .await;
     let proxy = TestProxy::start(&service_yaml("upload", 8000, &[("v1", &flaky)])).await;
-    let big = proxy.client().send("POST", "upload:8000", "/", &[], Bytes::from(vec![1u8; 200 * 1024])).await;
-    assert_eq!((big.status.as_u16(), flaky.hits()), (503, 1), "a 200 KiB body was streamed, so it cannot be retried");
+    let big = proxy
+        .client()
+        .send(
+            "POST",
+            "upload:8000",
+            "/",
+            &[],
+            Bytes::from(vec![1u8; 200 * 1024]),
+        )
+        .await;
+    assert_eq!(
+        (big.status.as_u16(), flaky.hits()),
+        (503, 1),
+        "a 200 KiB body was streamed, so it cannot be retried"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,8 +195,13 @@ async fn inbound_traffic_reaches_the_local_workload() {
     opts.orig_dst = Arc::new(weft_proxy::transport::orig_dst::NoOriginalDst);
     let proxy = weft_proxy::Proxy::start(opts).await.unwrap();
     let client = HttpClient::new(proxy.inbound_addr);
-    let a = client.get("app.default.svc.cluster.local", "/hello", &[]).await;
+    let a = client
+        .get("app.default.svc.cluster.local", "/hello", &[])
+        .await;
     assert_eq!((a.status.as_u16(), a.served_by()), (200, "app"));
     assert_eq!(a.headers["x-seen-path"], "/hello");
-    assert_eq!(a.headers["x-seen-host"], "app.default.svc.cluster.local", "Host is kept on the way in");
+    assert_eq!(
+        a.headers["x-seen-host"], "app.default.svc.cluster.local",
+        "Host is kept on the way in"
+    );
 }

@@ -1,6 +1,8 @@
 //! `weft`: the single binary. Today it runs the sidecar proxy; the control plane, the CLI
 //! verbs and the local platform join it as their issues land.
 
+mod echo;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -34,6 +36,13 @@ enum Command {
         /// A file or a directory of .yaml/.yml/.json files.
         #[arg(short = 'f', long = "filename")]
         path: PathBuf,
+    },
+    /// Serve HTTP answers that name this server: a stand-in workload for examples.
+    Echo {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
     },
 }
 
@@ -86,11 +95,25 @@ fn parse_policy(s: &str) -> Result<OutboundTrafficMode, String> {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    // Errors are for people: the whole cause chain on one line, no backtrace.
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Proxy(args) => run_proxy(*args),
         Command::Validate { path } => validate(&path),
+        Command::Echo { name, listen } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(echo::serve(name, listen)),
     }
 }
 
@@ -100,7 +123,11 @@ fn validate(path: &std::path::Path) -> anyhow::Result<()> {
         eprintln!("{d}");
     }
     if loaded.has_errors() {
-        anyhow::bail!("{} error(s); nothing was applied", loaded.errors().count());
+        anyhow::bail!(
+            "{} error(s) in {}; fix them and validate again",
+            loaded.errors().count(),
+            path.display()
+        );
     }
     println!(
         "✔ {} resource(s) valid in {}",
@@ -117,7 +144,11 @@ fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     use tracing_subscriber::prelude::*;
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .init();
     let workload = Workload {
         name: args.workload_name,

@@ -1,0 +1,853 @@
+//! End-to-end tests of the real `weft` binary: real processes, real sockets on 127.0.0.x.
+//!
+//! Nothing here sleeps to wait for something to happen: every wait polls a condition (the
+//! health port, the admin `/config_dump`, the child's output, its exit) against a deadline,
+//! and every child process is killed when its guard drops, even when a test panics.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+
+/// Generous: the machine that runs these may be slow and busy.
+const DEADLINE: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(50);
+
+/// Polls `check` until it yields a value or `timeout` passes.
+async fn poll_until<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The child process
+// ---------------------------------------------------------------------------------------------
+
+/// A running `weft` whose stdout and stderr are collected by reader threads. Dropping it kills
+/// the process and reaps it.
+struct Weft {
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn collect(
+    mut from: impl Read + Send + 'static,
+    into: Arc<Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => into
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+    })
+}
+
+impl Weft {
+    fn spawn(args: &[String]) -> Weft {
+        let mut child = Command::new(WEFT)
+            .args(args)
+            // The proxy reads these; keep the caller's environment out of the test.
+            .env_remove("WEFT_CONFIG_DIR")
+            .env_remove("POD_NAMESPACE")
+            .env_remove("WEFT_LABELS")
+            .env_remove("WEFT_WORKLOAD_NAME")
+            .env_remove("SERVICE_ACCOUNT")
+            .env_remove("WEFT_WORKERS")
+            // Users see errors without backtraces; so should the assertions on stderr.
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
+            .env("WEFT_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {WEFT}: {e}"));
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let readers = vec![
+            collect(child.stdout.take().unwrap(), stdout.clone()),
+            collect(child.stderr.take().unwrap(), stderr.clone()),
+        ];
+        Weft {
+            child,
+            stdout,
+            stderr,
+            readers,
+        }
+    }
+
+    fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Both streams, for failure messages.
+    fn output(&self) -> String {
+        format!(
+            "--- weft stdout ---\n{}\n--- weft stderr ---\n{}",
+            self.stdout(),
+            self.stderr()
+        )
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    /// Waits for the process to exit on its own, then for its output to be read to the end.
+    async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let status = poll_until(timeout, || std::future::ready(self.exited())).await?;
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        Some(status)
+    }
+}
+
+impl Drop for Weft {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a short-lived `weft` command to completion (killed if it overstays `DEADLINE`).
+async fn run_weft(args: &[String]) -> (ExitStatus, String, String) {
+    let mut weft = Weft::spawn(args);
+    match weft.wait_exit(DEADLINE).await {
+        Some(status) => (status, weft.stdout(), weft.stderr()),
+        None => panic!(
+            "`weft {}` did not exit within {DEADLINE:?}\n{}",
+            args.join(" "),
+            weft.output()
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP: backends and a client
+// ---------------------------------------------------------------------------------------------
+
+/// An HTTP/1.1 + HTTP/2 server that names itself in `x-served-by`.
+struct Backend {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Backend {
+    async fn start(ip: &str, name: &'static str) -> Backend {
+        let listener = TcpListener::bind((ip, 0))
+            .await
+            .unwrap_or_else(|e| panic!("bind backend on {ip}: {e}"));
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| async move {
+                        let path = req.uri().path().to_string();
+                        let _ = req.into_body().collect().await;
+                        Ok::<_, std::convert::Infallible>(
+                            Response::builder()
+                                .header("x-served-by", name)
+                                .header("x-seen-path", path)
+                                .body(Full::new(Bytes::from(name)))
+                                .unwrap(),
+                        )
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Backend { addr, task }
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn served_by(&self) -> &str {
+        self.headers
+            .get("x-served-by")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends a request to `to` with the `Host` header `host`, as an application that uses the
+/// proxy as its HTTP proxy does. Errors (refused, reset, timeout) come back as text.
+async fn send(
+    c: &HttpClient,
+    method: &str,
+    to: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Answer, String> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{to}{path}"))
+        .header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::new())).unwrap();
+    let resp = tokio::time::timeout(DEADLINE, c.request(req))
+        .await
+        .map_err(|_| format!("{method} {path} via {to}: no answer within {DEADLINE:?}"))?
+        .map_err(|e| format!("{method} {path} via {to}: {e:?}"))?;
+    let (parts, body) = resp.into_parts();
+    let body = tokio::time::timeout(DEADLINE, body.collect())
+        .await
+        .map_err(|_| format!("{method} {path} via {to}: body not finished in time"))?
+        .map_err(|e| format!("{method} {path} via {to}: body: {e}"))?
+        .to_bytes();
+    Ok(Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// A running proxy
+// ---------------------------------------------------------------------------------------------
+
+/// Addresses on 127.0.0.1 that were free a moment ago: all bound at once so they differ,
+/// then released for the child to take.
+fn free_addrs<const N: usize>() -> [SocketAddr; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap())
+}
+
+fn proxy_args(config: &Path, [outbound, inbound, admin, health]: [SocketAddr; 4]) -> Vec<String> {
+    vec![
+        "proxy".into(),
+        "--config".into(),
+        config.display().to_string(),
+        "--outbound".into(),
+        outbound.to_string(),
+        "--inbound".into(),
+        inbound.to_string(),
+        "--admin".into(),
+        admin.to_string(),
+        "--health".into(),
+        health.to_string(),
+        "--no-capture".into(),
+    ]
+}
+
+struct RunningProxy {
+    weft: Weft,
+    config: tempfile::TempDir,
+    outbound: SocketAddr,
+    admin: SocketAddr,
+    client: HttpClient,
+}
+
+impl RunningProxy {
+    /// Starts `weft proxy` on free ports and waits until its health port says ready. A port
+    /// taken by someone else between choosing and binding it is retried with new ports.
+    async fn start(config: tempfile::TempDir) -> RunningProxy {
+        let client = client();
+        let mut last = String::new();
+        for _attempt in 0..3 {
+            let addrs = free_addrs::<4>();
+            let [outbound, _, admin, health] = addrs;
+            let mut weft = Weft::spawn(&proxy_args(config.path(), addrs));
+            let ready = poll_until(Duration::from_secs(20), || {
+                let client = &client;
+                let exited = weft.exited();
+                async move {
+                    if let Some(status) = exited {
+                        return Some(Err(status));
+                    }
+                    match send(client, "GET", health, "localhost", "/healthz/ready", &[]).await {
+                        Ok(a) if a.status == StatusCode::OK => Some(Ok(())),
+                        _ => None,
+                    }
+                }
+            })
+            .await;
+            match ready {
+                Some(Ok(())) => {
+                    return RunningProxy {
+                        weft,
+                        config,
+                        outbound,
+                        admin,
+                        client,
+                    }
+                }
+                Some(Err(status)) => {
+                    weft.wait_exit(DEADLINE).await;
+                    last = format!("exited with {status}\n{}", weft.output());
+                    if !weft.stderr().contains("cannot listen") {
+                        break;
+                    }
+                }
+                None => panic!(
+                    "weft proxy not ready (GET {health}/healthz/ready != 200) within 20s\n{}",
+                    weft.output()
+                ),
+            }
+        }
+        panic!("weft proxy did not start: {last}");
+    }
+
+    /// Writes a config file atomically (a hidden temp name, then rename) so the watcher never
+    /// reads half of it.
+    fn write(&self, name: &str, text: &str) {
+        write_config(self.config.path(), name, text);
+    }
+
+    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
+        send(
+            &self.client,
+            "GET",
+            self.outbound,
+            "reviews:9080",
+            path,
+            headers,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.weft.output()))
+    }
+
+    async fn config_dump(&self) -> Result<Value, String> {
+        let a = send(
+            &self.client,
+            "GET",
+            self.admin,
+            "localhost",
+            "/config_dump",
+            &[],
+        )
+        .await?;
+        if a.status != StatusCode::OK {
+            return Err(format!("/config_dump answered {}: {}", a.status, a.text()));
+        }
+        serde_json::from_slice(&a.body).map_err(|e| format!("/config_dump is not JSON: {e}"))
+    }
+
+    async fn status(&self) -> (u64, u64, Option<String>) {
+        let dump = self
+            .config_dump()
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.weft.output()));
+        (
+            dump["version"]
+                .as_u64()
+                .expect("config_dump has a numeric version"),
+            dump["rejected"]
+                .as_u64()
+                .expect("config_dump has a numeric rejected"),
+            dump["lastError"].as_str().map(str::to_string),
+        )
+    }
+
+    /// Polls `/config_dump` until `done(version, rejected)`; returns the status then.
+    async fn wait_for_status(
+        &self,
+        what: &str,
+        done: impl Fn(u64, u64) -> bool,
+    ) -> (u64, u64, Option<String>) {
+        let last = Mutex::new(None);
+        let got = poll_until(DEADLINE, || async {
+            let s = self.status().await;
+            *last.lock().unwrap() = Some(s.clone());
+            done(s.0, s.1).then_some(s)
+        })
+        .await;
+        got.unwrap_or_else(|| {
+            panic!(
+                "config_dump never showed {what} within {DEADLINE:?}; \
+                 last (version, rejected, lastError): {:?}\n{}",
+                last.lock().unwrap(),
+                self.weft.output()
+            )
+        })
+    }
+
+    /// Waits for a line of the proxy's stdout that contains every one of `parts`.
+    async fn wait_for_log_line(&self, parts: &[&str]) -> String {
+        let found = poll_until(DEADLINE, || {
+            let out = self.weft.stdout();
+            std::future::ready(
+                out.lines()
+                    .find(|l| parts.iter().all(|p| l.contains(p)))
+                    .map(str::to_string),
+            )
+        })
+        .await;
+        found.unwrap_or_else(|| {
+            panic!(
+                "no access-log line containing all of {parts:?} within {DEADLINE:?}\n{}",
+                self.weft.output()
+            )
+        })
+    }
+}
+
+fn write_config(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bookinfo's reviews service
+// ---------------------------------------------------------------------------------------------
+
+fn service_yaml(v1: &Backend, v2: &Backend) -> String {
+    let mut out = "apiVersion: v1
+kind: Service
+metadata:
+  name: reviews
+spec:
+  selector:
+    app: reviews
+  ports:
+  - name: http
+    port: 9080
+"
+    .to_string();
+    for (version, b) in [("v1", v1), ("v2", v2)] {
+        out.push_str(&format!(
+            "---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: reviews-{version}
+spec:
+  address: {ip}
+  labels:
+    app: reviews
+    version: {version}
+  ports:
+    http: {port}
+",
+            ip = b.addr.ip(),
+            port = b.addr.port()
+        ));
+    }
+    out
+}
+
+const DESTINATION_RULE: &str = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+spec:
+  host: reviews
+  subsets:
+  - name: v1
+    labels:
+      version: v1
+  - name: v2
+    labels:
+      version: v2
+";
+
+const JASON_TO_V2: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+  - reviews
+  http:
+  - name: jason
+    match:
+    - headers:
+        end-user:
+          exact: jason
+    route:
+    - destination:
+        host: reviews
+        subset: v2
+  - name: everyone-else
+    route:
+    - destination:
+        host: reviews
+        subset: v1
+";
+
+const ALL_TO_V2: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+  - reviews
+  http:
+  - route:
+    - destination:
+        host: reviews
+        subset: v2
+";
+
+const BAD_WEIGHT: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+  - reviews
+  http:
+  - route:
+    - destination:
+        host: reviews
+        subset: v1
+      weight: lots
+";
+
+/// The reviews backends and a config directory that routes jason to v2, others to v1.
+async fn bookinfo_reviews() -> (Backend, Backend, tempfile::TempDir) {
+    let v1 = Backend::start("127.0.0.2", "v1").await;
+    let v2 = Backend::start("127.0.0.3", "v2").await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "reviews-service.yaml", &service_yaml(&v1, &v2));
+    write_config(
+        dir.path(),
+        "reviews-destination-rule.yaml",
+        DESTINATION_RULE,
+    );
+    write_config(dir.path(), "reviews-virtual-service.yaml", JASON_TO_V2);
+    (v1, v2, dir)
+}
+
+// ---------------------------------------------------------------------------------------------
+// weft proxy
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_routes_jason_to_v2_and_logs_each_request_to_stdout() {
+    let (_v1, _v2, dir) = bookinfo_reviews().await;
+    let proxy = RunningProxy::start(dir).await;
+
+    for i in 0..5 {
+        let jason = proxy
+            .get(&format!("/reviews/{i}"), &[("end-user", "jason")])
+            .await;
+        assert_eq!(jason.status, StatusCode::OK, "{}", jason.text());
+        assert_eq!(jason.served_by(), "v2", "jason, request {i}");
+        let bob = proxy.get("/reviews/0", &[("end-user", "bob")]).await;
+        assert_eq!(bob.status, StatusCode::OK, "{}", bob.text());
+        assert_eq!(bob.served_by(), "v1", "bob, request {i}");
+        let anonymous = proxy.get("/reviews/0", &[]).await;
+        assert_eq!(anonymous.served_by(), "v1", "no end-user, request {i}");
+    }
+
+    let v2_line = proxy
+        .wait_for_log_line(&[
+            "\"GET /reviews/",
+            "outbound|9080|v2|reviews.default.svc.cluster.local",
+        ])
+        .await;
+    assert!(v2_line.contains(" 200 "), "{v2_line}");
+    proxy
+        .wait_for_log_line(&[
+            "\"GET /reviews/0",
+            "outbound|9080|v1|reviews.default.svc.cluster.local",
+        ])
+        .await;
+    // Diagnostics go to stderr, so stdout is nothing but access-log lines.
+    let stdout = proxy.weft.stdout();
+    for line in stdout.lines() {
+        assert!(
+            line.starts_with('[') && line.contains("\"GET /"),
+            "stdout holds something other than access-log lines: {line:?}\n{}",
+            proxy.weft.output()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_reloads_changed_files_and_keeps_serving_the_last_good_config() {
+    let (_v1, _v2, dir) = bookinfo_reviews().await;
+    let proxy = RunningProxy::start(dir).await;
+    assert_eq!(proxy.get("/", &[]).await.served_by(), "v1");
+    let (version, rejected, error) = proxy.status().await;
+    assert!(version >= 1, "ready but version {version}");
+    assert_eq!(error, None, "the initial config was rejected");
+
+    // A good change is picked up by the file watcher.
+    proxy.write("reviews-virtual-service.yaml", ALL_TO_V2);
+    let (new_version, _, error) = proxy
+        .wait_for_status("a new version", |v, _| v > version)
+        .await;
+    assert_eq!(error, None);
+    for _ in 0..5 {
+        let a = proxy.get("/", &[]).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+        assert_eq!(a.served_by(), "v2", "everyone goes to v2 after the reload");
+    }
+
+    // A bad change is rejected with an error that says where, and traffic is unaffected.
+    proxy.write("reviews-virtual-service.yaml", BAD_WEIGHT);
+    let (after_version, after_rejected, error) = proxy
+        .wait_for_status("a rejection", |_, r| r > rejected)
+        .await;
+    assert!(
+        after_version >= new_version,
+        "version went back from {new_version} to {after_version}"
+    );
+    let error = error.expect("lastError is set after a rejection");
+    for needle in [
+        "reviews-virtual-service.yaml",
+        "VirtualService default/reviews",
+        "spec.http[0].route[0].weight",
+    ] {
+        assert!(
+            error.contains(needle),
+            "lastError does not name {needle:?}: {error}"
+        );
+    }
+    assert!(after_rejected > rejected);
+    for _ in 0..5 {
+        let a = proxy.get("/", &[]).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+        assert_eq!(a.served_by(), "v2", "the last good config keeps serving");
+    }
+    let (version_now, _, _) = proxy.status().await;
+    assert_eq!(
+        version_now, after_version,
+        "a rejected config must not change the version"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quitquitquit_exits_with_status_zero() {
+    let (_v1, _v2, dir) = bookinfo_reviews().await;
+    let mut proxy = RunningProxy::start(dir).await;
+    let a = send(
+        &proxy.client,
+        "POST",
+        proxy.admin,
+        "localhost",
+        "/quitquitquit",
+        &[],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", proxy.weft.output()));
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let status = proxy.weft.wait_exit(DEADLINE).await.unwrap_or_else(|| {
+        panic!(
+            "weft proxy still running {DEADLINE:?} after POST /quitquitquit\n{}",
+            proxy.weft.output()
+        )
+    });
+    assert!(
+        status.success(),
+        "exit status {status} after /quitquitquit\n{}",
+        proxy.weft.output()
+    );
+}
+
+/// Starts `weft proxy` with the `index`-th port (outbound, inbound, admin, health) already
+/// taken; returns that address and the exit status and stderr. Retried when one of the other,
+/// free ports is grabbed by someone else in the meantime.
+async fn start_with_port_taken(config: &Path, index: usize) -> (SocketAddr, ExitStatus, String) {
+    let mut last = String::new();
+    for _attempt in 0..3 {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut addrs = free_addrs::<4>();
+        addrs[index] = taken.local_addr().unwrap();
+        let (status, _, stderr) = run_weft(&proxy_args(config, addrs)).await;
+        drop(taken);
+        let other_taken = addrs
+            .iter()
+            .enumerate()
+            .any(|(i, a)| i != index && stderr.contains(&format!("cannot listen on {a} ")));
+        if !other_taken {
+            return (addrs[index], status, stderr);
+        }
+        last = stderr;
+    }
+    panic!("free ports kept being taken by someone else: {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_use_fails_the_start_and_names_the_address() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "empty.yaml", "");
+    for (index, role) in ["outbound", "inbound", "admin", "health"]
+        .into_iter()
+        .enumerate()
+    {
+        let (addr, status, stderr) = start_with_port_taken(dir.path(), index).await;
+        assert!(
+            !status.success(),
+            "{role} port {addr} in use, yet exit status {status}\n{stderr}"
+        );
+        // The first error line says what could not listen where, and why.
+        let first = stderr
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or_else(|| panic!("no `error:` line on stderr: {stderr}"));
+        assert!(
+            first.contains(&format!("cannot listen on {addr} for {role}")),
+            "the error does not name {addr} and the {role} port: {stderr}"
+        );
+        assert!(
+            first.contains("Address already in use"),
+            "the error does not say the address is in use: {stderr}"
+        );
+        assert!(
+            first.contains("another process"),
+            "the error does not say what to do: {stderr}"
+        );
+        assert!(
+            !stderr.contains("panicked")
+                && !stderr.contains("Stack backtrace")
+                && !stderr.contains("Caused by"),
+            "a port in use is a user error, not a crash: {stderr}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// weft validate
+// ---------------------------------------------------------------------------------------------
+
+fn validate_args(path: &Path) -> Vec<String> {
+    vec!["validate".into(), "-f".into(), path.display().to_string()]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_accepts_a_good_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("reviews.yaml");
+    std::fs::write(&file, format!("{DESTINATION_RULE}---\n{JASON_TO_V2}")).unwrap();
+    let (status, stdout, stderr) = run_weft(&validate_args(&file)).await;
+    assert!(status.success(), "exit {status}\n{stdout}\n{stderr}");
+    assert!(stdout.contains('✔'), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("2 resource(s)"), "stdout: {stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_rejects_a_bad_file_and_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("reviews.yaml");
+    std::fs::write(&file, format!("{DESTINATION_RULE}---\n{BAD_WEIGHT}")).unwrap();
+    let (status, stdout, stderr) = run_weft(&validate_args(&file)).await;
+    assert!(!status.success(), "a bad file passed\n{stdout}\n{stderr}");
+    assert!(!stdout.contains('✔'), "stdout: {stdout}");
+    for needle in [
+        file.display().to_string().as_str(),
+        "document 2",
+        "VirtualService default/reviews",
+        "spec.http[0].route[0].weight",
+    ] {
+        assert!(
+            stderr.contains(needle),
+            "stderr does not name {needle:?}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_accepts_every_bookinfo_networking_sample() {
+    let samples: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/istio-samples/bookinfo/networking");
+    let entries = std::fs::read_dir(&samples).unwrap_or_else(|e| {
+        panic!(
+            "cannot read Istio's Bookinfo samples at {}: {e}\n\
+             this test needs istio-samples checked out at ../shared beside the repository",
+            samples.display()
+        )
+    });
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    assert!(
+        !files.is_empty(),
+        "no files in {}: is istio-samples checked out completely?",
+        samples.display()
+    );
+    let mut failures = Vec::new();
+    for file in &files {
+        let (status, stdout, stderr) = run_weft(&validate_args(file)).await;
+        if !status.success() || !stdout.contains('✔') {
+            failures.push(format!(
+                "{}: exit {status}\n{stdout}{stderr}",
+                file.display()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} Bookinfo samples failed `weft validate`:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
+}
