@@ -305,3 +305,31 @@ async fn outlier_detection_ejects_a_failing_endpoint_and_returns_it() {
     }
     assert!(bad.hits() > 2, "returned after its ejection time");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_endpoints_is_503_uh_and_an_undefined_subset_names_itself() {
+    let yaml = "apiVersion: v1\nkind: Service\nmetadata:\n  name: ratings\nspec:\n  selector: {app: ratings}\n  ports:\n  - {name: http, port: 9080}\n---\n".to_string()
+        + &vs("  - match:
+    - uri: {prefix: /v4}
+    route:
+    - destination: {host: ratings, subset: v4}
+  - route:
+    - destination: {host: ratings}
+");
+    let mut proxy = TestProxy::start(&yaml).await;
+    let c = proxy.client();
+    let a = c.get("ratings:9080", "/", &[]).await;
+    assert_eq!(
+        (a.status.as_u16(), a.text().as_str()),
+        (503, "no healthy upstream")
+    );
+    assert_eq!(proxy.log.recv().await.unwrap().flags, Flags::UH);
+    let a = c.get("ratings:9080", "/v4", &[]).await;
+    assert_eq!(a.status, 503);
+    let hint = a.headers["x-weft-error"].to_str().unwrap();
+    assert!(
+        hint.contains("subset \"v4\"") && hint.contains("IST0101"),
+        "{hint}"
+    );
+    assert_eq!(proxy.log.recv().await.unwrap().flags, Flags::NC);
+}

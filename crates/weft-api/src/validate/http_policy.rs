@@ -32,27 +32,6 @@ const RETRY_ON: &[&str] = &[
     "unavailable",
 ];
 
-/// gRPC status names an abort may return.
-const GRPC_STATUS: &[&str] = &[
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
-
 const HTTP_METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE",
 ];
@@ -161,7 +140,7 @@ fn fault_abort(r: &mut Report, path: &Path, abort: &FaultAbort) {
         http_status(r, &path.field("httpStatus"), i64::from(status));
     }
     if let Some(status) = &abort.grpc_status {
-        if !GRPC_STATUS.contains(&status.as_str()) {
+        if crate::types::grpc_status_code(status).is_none() {
             r.error(&path.field("grpcStatus"), format!("gRPC status {status:?} is not supported"))
                 .with_hint("use a name from https://github.com/grpc/grpc/blob/master/doc/statuscodes.md, e.g. NOT_FOUND");
         }

@@ -112,77 +112,75 @@ pub async fn forward(
             },
             None => sent.await.map_err(classify),
         };
-        let can_retry = attempt < call.retry.attempts && replayable.is_some();
-        match result {
+        let (retriable, answer) = match result {
             Ok(response) => {
                 let status = response.status();
                 cluster.record(&endpoint, Outcome::Status(status.as_u16()));
                 let retriable =
                     call.retry.on.status(status) || call.retry.on.grpc_status(response.headers());
-                if retriable && can_retry {
-                    if let Some(token) = cluster.retry_token() {
-                        retry_tokens.push(token);
-                        tried.push(endpoint);
-                        attempt += 1;
-                        backoff(call.retry, attempt, deadline).await;
-                        continue;
-                    }
-                }
-                if retriable && call.retry.attempts > 0 && attempt == call.retry.attempts {
-                    out.flags |= Flags::URX;
-                }
-                out.service_time = Some(started.elapsed());
-                let mut response = response.map(ResponseBody::upstream);
-                strip_hop_by_hop(
-                    response.headers_mut(),
-                    status == http::StatusCode::SWITCHING_PROTOCOLS,
-                );
-                let ms = started.elapsed().as_millis().to_string();
-                response.headers_mut().insert(
-                    "x-envoy-upstream-service-time",
-                    HeaderValue::from_str(&ms).expect("digits"),
-                );
-                response.body_mut().hold((admission, active));
-                return Ok(response);
+                (retriable, Ok(response))
             }
             Err(error) => {
                 cluster.record(&endpoint, Outcome::LocalFailure);
-                let (retriable, reply) = match error {
-                    TryError::Connect(detail) => (
-                        call.retry.on.connect_failure || call.retry.on.reset_or_timeout(),
-                        LocalReply::connect_failure(format!(
-                            "{detail} connecting to {} at {} ({}): is the workload running?",
-                            cluster.config.service, endpoint.authority, endpoint.declared_by
-                        )),
-                    ),
-                    TryError::Reset(detail) => (
-                        call.retry.on.reset
-                            || call.retry.on.five_xx
-                            || call.retry.on.refused_stream,
-                        LocalReply::reset(format!(
-                            "{} at {}: {detail}",
-                            cluster.config.service, endpoint.authority
-                        )),
-                    ),
-                    TryError::PerTryTimeout => {
-                        (call.retry.on.reset_or_timeout(), LocalReply::timeout())
-                    }
-                };
-                if retriable && can_retry {
-                    if let Some(token) = cluster.retry_token() {
-                        retry_tokens.push(token);
-                        tried.push(endpoint);
-                        attempt += 1;
-                        backoff(call.retry, attempt, deadline).await;
-                        continue;
-                    }
-                }
-                if retriable && call.retry.attempts > 0 && attempt == call.retry.attempts {
-                    out.flags |= Flags::URX;
-                }
-                break Err(reply);
+                let (retriable, reply) = failure(error, call.retry, cluster, &endpoint);
+                (retriable, Err(reply))
+            }
+        };
+        if retriable && attempt < call.retry.attempts && replayable.is_some() {
+            if let Some(token) = cluster.retry_token() {
+                retry_tokens.push(token);
+                tried.push(endpoint);
+                attempt += 1;
+                backoff(call.retry, attempt, deadline).await;
+                continue;
             }
         }
+        if retriable && call.retry.attempts > 0 && attempt == call.retry.attempts {
+            out.flags |= Flags::URX;
+        }
+        break answer.map(|response| {
+            out.service_time = Some(started.elapsed());
+            let status = response.status();
+            let mut response = response.map(ResponseBody::upstream);
+            strip_hop_by_hop(
+                response.headers_mut(),
+                status == http::StatusCode::SWITCHING_PROTOCOLS,
+            );
+            let ms = started.elapsed().as_millis().to_string();
+            response.headers_mut().insert(
+                "x-envoy-upstream-service-time",
+                HeaderValue::from_str(&ms).expect("digits"),
+            );
+            response.body_mut().hold((admission, active));
+            response
+        });
+    }
+}
+
+/// Whether a failed try may be retried under `policy`, and the reply if it is the last.
+fn failure(
+    error: TryError,
+    policy: &RetryPolicy,
+    cluster: &Cluster,
+    endpoint: &Endpoint,
+) -> (bool, LocalReply) {
+    let on = &policy.on;
+    match error {
+        TryError::Connect(detail) => (
+            on.connect_failure || on.reset_or_timeout(),
+            LocalReply::connect_failure(format!(
+                "{detail} connecting to {} at {} ({}): is the workload running?",
+                cluster.config.service, endpoint.authority, endpoint.declared_by
+            )),
+        ),
+        TryError::Reset(detail) => (
+            on.reset || on.five_xx || on.refused_stream,
+            LocalReply::reset(format!(
+                "{} at {}: {detail}",
+                cluster.config.service, endpoint.authority
+            )),
+        ),
+        TryError::PerTryTimeout => (on.reset_or_timeout(), LocalReply::timeout()),
     }
 }
 

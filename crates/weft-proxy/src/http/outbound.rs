@@ -2,7 +2,7 @@
 //! destination), the first matching route, then apply CORS, faults, redirects, direct
 //! responses or forward with retries. Inbound: hand the request to the local workload.
 
-use super::body::{Buffered, ResponseBody};
+use super::body::{Buffered, RequestBody, ResponseBody};
 use super::forward::{self, Call, Forwarded};
 use super::headers::{ensure_request_id, is_grpc, is_upgrade, strip_hop_by_hop};
 use super::local_reply::LocalReply;
@@ -13,10 +13,12 @@ use crate::model::route::{roll, Action, Cors, FaultAbort, RetryPolicy, Route};
 use crate::model::Snapshot;
 use crate::upstream::config::{HashKey, LbPolicy};
 use crate::upstream::lb::hash_key;
+use crate::upstream::Cluster;
 use crate::Shared;
 use http::header::{self, HeaderValue};
 use http::{request::Parts, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -211,10 +213,7 @@ async fn outbound(
     rewrite(route, &mut parts, matched_prefix);
     route.headers.request.apply(&mut parts.headers);
     chosen.headers.request.apply(&mut parts.headers);
-    let upgrade = is_upgrade(&parts.headers)
-        .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
-        .flatten();
-    strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
+    let upgrade = take_upgrade(&mut parts);
     parts
         .headers
         .insert("x-forwarded-proto", HeaderValue::from_static("http"));
@@ -231,12 +230,9 @@ async fn outbound(
             }
         }
     }
-    let no_retry;
+    // An upgrade hands the connection over; it cannot be tried twice.
+    let no_retry = RetryPolicy::none();
     let retry = if upgrade.is_some() {
-        no_retry = RetryPolicy {
-            attempts: 0,
-            ..route.retry.clone()
-        };
         &no_retry
     } else {
         &route.retry
@@ -269,7 +265,7 @@ async fn unknown_destination(
     shared: &Shared,
     snapshot: &Snapshot,
     conn: &ConnInfo,
-    mut parts: Parts,
+    parts: Parts,
     body: Incoming,
     authority: &str,
     port: u16,
@@ -309,19 +305,38 @@ async fn unknown_destination(
                 .ok_or_else(|| LocalReply::connect_failure(format!("cannot resolve {authority}")))?
         }
     };
-    let upgrade = is_upgrade(&parts.headers)
-        .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
-        .flatten();
-    strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
-    let buffered = read_body(body, &parts).await?;
+    pass_through(&shared.passthrough, target, parts, body, forwarded).await
+}
+
+async fn inbound(
+    shared: &Shared,
+    conn: &ConnInfo,
+    parts: Parts,
+    body: Incoming,
+    forwarded: &mut Forwarded,
+) -> Result<Response<ResponseBody>, LocalReply> {
+    let target = conn.original_dst.or(shared.inbound_target).ok_or_else(|| {
+        LocalReply::no_route()
+            .hint("inbound connection without an original destination and no --inbound-target")
+    })?;
+    pass_through(&shared.inbound, target, parts, body, forwarded).await
+}
+
+/// Sends a request to one address as it came (no route, no retry): PassthroughCluster and
+/// the inbound hop to the local workload.
+async fn pass_through(
+    cluster: &Arc<Cluster>,
+    target: SocketAddr,
+    mut parts: Parts,
+    body: Incoming,
+    forwarded: &mut Forwarded,
+) -> Result<Response<ResponseBody>, LocalReply> {
+    let upgrade = take_upgrade(&mut parts);
     let call = Call {
-        cluster: &shared.passthrough,
+        cluster,
         parts: &parts,
-        body: buffered,
-        retry: &RetryPolicy {
-            attempts: 0,
-            ..RetryPolicy::istio_default()
-        },
+        body: Buffered::Streaming(RequestBody::streaming(body)),
+        retry: &RetryPolicy::none(),
         timeout: None,
         per_try_timeout: None,
         hash: None,
@@ -335,41 +350,14 @@ async fn unknown_destination(
     Ok(response)
 }
 
-async fn inbound(
-    shared: &Shared,
-    conn: &ConnInfo,
-    mut parts: Parts,
-    body: Incoming,
-    forwarded: &mut Forwarded,
-) -> Result<Response<ResponseBody>, LocalReply> {
-    let target = conn.original_dst.or(shared.inbound_target).ok_or_else(|| {
-        LocalReply::no_route()
-            .hint("inbound connection without an original destination and no --inbound-target")
-    })?;
+/// Strips hop-by-hop headers, keeping the upgrade pair (and taking the caller's side of
+/// the upgrade) when the request asks for one.
+fn take_upgrade(parts: &mut Parts) -> Option<OnUpgrade> {
     let upgrade = is_upgrade(&parts.headers)
-        .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
+        .then(|| parts.extensions.remove::<OnUpgrade>())
         .flatten();
     strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
-    let buffered = Buffered::Streaming(super::body::RequestBody::streaming(body));
-    let call = Call {
-        cluster: &shared.inbound,
-        parts: &parts,
-        body: buffered,
-        retry: &RetryPolicy {
-            attempts: 0,
-            ..RetryPolicy::istio_default()
-        },
-        timeout: None,
-        per_try_timeout: None,
-        hash: None,
-        original_dst: Some(target),
-        downstream_h2: parts.version == Version::HTTP_2,
-    };
-    let mut response = forward::forward(call, forwarded).await?;
-    if let Some(downstream) = upgrade {
-        tunnel::splice_upgrade(downstream, &mut response);
-    }
-    Ok(response)
+    upgrade
 }
 
 async fn read_body(body: Incoming, parts: &Parts) -> Result<Buffered, LocalReply> {

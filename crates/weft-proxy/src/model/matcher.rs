@@ -9,8 +9,9 @@ use weft_api::types::{HttpMatchRequest, StringMatch};
 pub enum Matcher {
     Exact(String),
     Prefix(String),
-    /// Anchored, as RE2's FullMatch in Envoy.
-    Regex(Regex),
+    /// Anchored, as RE2's FullMatch in Envoy, with the pattern's literal prefix checked
+    /// first: most routes of a long table fail there without running the regex.
+    Regex(Regex, String),
     /// `{}` in a header condition: the header is present.
     Present,
 }
@@ -30,7 +31,12 @@ impl Matcher {
             Matcher::Prefix(fold(p))
         } else if let Some(r) = &m.regex {
             let flags = if ignore_case { "(?i)" } else { "" };
-            Matcher::Regex(Regex::new(&format!("{flags}^(?:{r})$"))?)
+            let prefix = if ignore_case {
+                String::new()
+            } else {
+                literal_prefix(r)
+            };
+            Matcher::Regex(Regex::new(&format!("{flags}^(?:{r})$"))?, prefix)
         } else {
             Matcher::Present
         })
@@ -40,7 +46,7 @@ impl Matcher {
         match self {
             Matcher::Exact(e) => e == value,
             Matcher::Prefix(p) => value.starts_with(p.as_str()),
-            Matcher::Regex(r) => r.is_match(value),
+            Matcher::Regex(r, prefix) => value.starts_with(prefix.as_str()) && r.is_match(value),
             Matcher::Present => true,
         }
     }
@@ -52,9 +58,40 @@ impl Matcher {
                 value.len() >= p.len()
                     && value.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
             }
-            Matcher::Regex(_) | Matcher::Present => self.matches(value),
+            Matcher::Regex(..) | Matcher::Present => self.matches(value),
         }
     }
+}
+
+/// The literal text every match of `pattern` starts with: the leading run of plain
+/// characters, less a last one that a quantifier makes optional. Empty when the pattern
+/// has alternation anywhere, since a top-level `|` would make any prefix wrong.
+fn literal_prefix(pattern: &str) -> String {
+    if pattern.contains('|') {
+        return String::new();
+    }
+    let mut prefix = String::new();
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        let literal = match c {
+            '\\' => match chars.peek() {
+                Some(&n) if "./-_:".contains(n) => {
+                    chars.next();
+                    n
+                }
+                _ => break,
+            },
+            c if c.is_ascii_alphanumeric() || "/-_:,=&%@~!#;'\"<>` ".contains(c) => c,
+            _ => {
+                break;
+            }
+        };
+        if matches!(chars.peek(), Some('?' | '*' | '{')) {
+            break;
+        }
+        prefix.push(literal);
+    }
+    prefix
 }
 
 /// What a request looks like to the matcher.
@@ -204,6 +241,18 @@ mod tests {
         assert!(m.matches("v1"));
         assert!(!m.matches("xv1"));
         assert!(!m.matches("v12"));
+    }
+
+    #[test]
+    fn literal_prefixes_are_safe() {
+        assert_eq!(literal_prefix("/regex/12/[a-z]+"), "/regex/12/");
+        assert_eq!(literal_prefix("/ab?c"), "/a");
+        assert_eq!(literal_prefix("/a\\.b.*"), "/a.b");
+        assert_eq!(literal_prefix("/a|/b"), "");
+        assert_eq!(literal_prefix("(/a)"), "");
+        assert_eq!(literal_prefix(".*@some-company-name.com.*"), "");
+        let m = Matcher::compile(&sm(None, None, Some("/v[0-9]+/x")), false).unwrap();
+        assert!(m.matches("/v12/x") && !m.matches("/w12/x"));
     }
 
     #[test]

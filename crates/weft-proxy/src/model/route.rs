@@ -174,6 +174,14 @@ impl RetryPolicy {
         }
     }
 
+    /// One try only: passthrough, inbound and upgrades.
+    pub fn none() -> RetryPolicy {
+        RetryPolicy {
+            attempts: 0,
+            ..RetryPolicy::istio_default()
+        }
+    }
+
     pub fn from_api(r: Option<&types::HttpRetry>) -> RetryPolicy {
         let default = RetryPolicy::istio_default();
         let Some(r) = r else { return default };
@@ -222,40 +230,12 @@ impl Fault {
             let kind = if let Some(code) = a.http_status {
                 FaultAbort::Http(StatusCode::from_u16(code as u16).ok()?)
             } else {
-                FaultAbort::Grpc(grpc_code(a.grpc_status.as_deref()?)?)
+                FaultAbort::Grpc(types::grpc_status_code(a.grpc_status.as_deref()?)?)
             };
             Some((kind, pct))
         });
         (delay.is_some() || abort.is_some()).then_some(Fault { delay, abort })
     }
-}
-
-/// gRPC status names as Istio's `grpcStatus` spells them.
-pub fn grpc_code(name: &str) -> Option<u32> {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    NAMES
-        .iter()
-        .position(|n| n.eq_ignore_ascii_case(name))
-        .map(|p| p as u32)
-        .or_else(|| name.parse().ok())
 }
 
 /// `true` with probability `percent`/100.
