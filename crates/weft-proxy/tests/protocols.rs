@@ -25,6 +25,12 @@ async fn grpc_server(ip: &str, status: &'static str) -> SocketAddr {
             tokio::spawn(async move {
                 let service = service_fn(move |req: Request<Incoming>| async move {
                     assert_eq!(req.version(), http::Version::HTTP_2);
+                    let authority = req
+                        .uri()
+                        .authority()
+                        .map(|a| a.to_string())
+                        .unwrap_or_default();
+                    let has_host = req.headers().contains_key("host");
                     let _ = req.into_body().collect().await;
                     let mut trailers = http::HeaderMap::new();
                     trailers.insert("grpc-status", status.parse().unwrap());
@@ -42,6 +48,8 @@ async fn grpc_server(ip: &str, status: &'static str) -> SocketAddr {
                     Ok::<_, std::convert::Infallible>(
                         Response::builder()
                             .header("content-type", "application/grpc")
+                            .header("x-seen-authority", authority)
+                            .header("x-seen-host-header", has_host.to_string())
                             .body(GrpcBody {
                                 data: Some(Bytes::from_static(b"\0\0\0\0\x02hi")),
                                 trailers: Some(trailers),

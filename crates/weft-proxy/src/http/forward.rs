@@ -7,9 +7,10 @@ use super::headers::strip_hop_by_hop;
 use super::local_reply::LocalReply;
 use crate::access_log::Flags;
 use crate::model::route::RetryPolicy;
+use crate::upstream::client::SendError;
 use crate::upstream::endpoint::{ActiveGuard, Outcome};
 use crate::upstream::{Cluster, Endpoint};
-use http::{request::Parts, HeaderValue, Request, Response, Uri, Version};
+use http::{request::Parts, HeaderValue, Response};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,8 +39,7 @@ pub struct Call<'a> {
 }
 
 enum TryError {
-    Connect(String),
-    Reset(String),
+    Send(SendError),
     PerTryTimeout,
 }
 
@@ -57,7 +57,7 @@ pub async fn forward(
         )
         .hint(why.clone()));
     }
-    let (client, h2) = cluster.client(call.downstream_h2);
+    let h2 = cluster.speaks_h2(call.downstream_h2);
     let started = Instant::now();
     let deadline = call.timeout.map(|t| started + t);
     let admission = cluster
@@ -92,17 +92,16 @@ pub async fn forward(
                 "the request body was streamed and cannot be sent again".into(),
             ));
         };
-        let request = build(call.parts, &endpoint, body, h2)?;
         let active = ActiveGuard::new(endpoint.clone());
         let try_deadline = match (call.per_try_timeout, deadline) {
             (Some(p), Some(d)) => Some(d.min(Instant::now() + p)),
             (Some(p), None) => Some(Instant::now() + p),
             (None, d) => d,
         };
-        let sent = client.request(request);
+        let sent = cluster.upstream.send(h2, &endpoint, call.parts, body);
         let result = match try_deadline {
             Some(d) => match timeout_at(d, sent).await {
-                Ok(r) => r.map_err(classify),
+                Ok(r) => r.map_err(TryError::Send),
                 Err(_) if deadline.is_some_and(|dl| Instant::now() >= dl) => {
                     cluster.record(&endpoint, Outcome::LocalFailure);
                     out.flags |= Flags::UT;
@@ -110,7 +109,7 @@ pub async fn forward(
                 }
                 Err(_) => Err(TryError::PerTryTimeout),
             },
-            None => sent.await.map_err(classify),
+            None => sent.await.map_err(TryError::Send),
         };
         let (retriable, answer) = match result {
             Ok(response) => {
@@ -166,14 +165,14 @@ fn failure(
 ) -> (bool, LocalReply) {
     let on = &policy.on;
     match error {
-        TryError::Connect(detail) => (
+        TryError::Send(SendError::Connect(detail)) => (
             on.connect_failure || on.reset_or_timeout(),
             LocalReply::connect_failure(format!(
                 "{detail} connecting to {} at {} ({}): is the workload running?",
                 cluster.config.service, endpoint.authority, endpoint.declared_by
             )),
         ),
-        TryError::Reset(detail) => (
+        TryError::Send(SendError::Reset(detail)) => (
             on.reset || on.five_xx || on.refused_stream,
             LocalReply::reset(format!(
                 "{} at {}: {detail}",
@@ -199,51 +198,6 @@ async fn backoff(policy: &RetryPolicy, attempt: u32, deadline: Option<Instant>) 
     .await;
 }
 
-fn classify(e: hyper_util::client::legacy::Error) -> TryError {
-    if e.is_connect() {
-        let mut source: Option<&dyn std::error::Error> = std::error::Error::source(&e);
-        let mut detail = "connection failed".to_string();
-        while let Some(s) = source {
-            detail = s.to_string();
-            source = s.source();
-        }
-        TryError::Connect(detail)
-    } else {
-        let mut text = e.to_string();
-        if let Some(s) = std::error::Error::source(&e) {
-            text = format!("{text}: {s}");
-        }
-        TryError::Reset(text)
-    }
-}
-
-fn build(
-    parts: &Parts,
-    endpoint: &Endpoint,
-    body: RequestBody,
-    h2: bool,
-) -> Result<Request<RequestBody>, LocalReply> {
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri: Uri = format!("http://{}{}", endpoint.authority, path)
-        .parse()
-        .map_err(|_| {
-            LocalReply::no_route().hint(format!(
-                "cannot build a request URI for {}",
-                endpoint.authority
-            ))
-        })?;
-    let mut req = Request::new(body);
-    *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = uri;
-    *req.version_mut() = if h2 {
-        Version::HTTP_2
-    } else {
-        Version::HTTP_11
-    };
-    *req.headers_mut() = parts.headers.clone();
-    Ok(req)
-}
-
 /// Fires a copy of a replayable request at the mirror cluster; its answer is dropped.
 pub fn mirror(cluster: Arc<Cluster>, mut parts: Parts, body: RequestBody, downstream_h2: bool) {
     // Envoy marks shadowed requests by suffixing the host with -shadow.
@@ -261,14 +215,12 @@ pub fn mirror(cluster: Arc<Cluster>, mut parts: Parts, body: RequestBody, downst
         }
     }
     tokio::spawn(async move {
-        let (client, h2) = cluster.client(downstream_h2);
+        let h2 = cluster.speaks_h2(downstream_h2);
         let Some(endpoint) = cluster.pick(None, &[], None) else {
             return;
         };
-        if let Ok(req) = build(&parts, &endpoint, body, h2) {
-            if let Ok(resp) = client.request(req).await {
-                let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
-            }
+        if let Ok(resp) = cluster.upstream.send(h2, &endpoint, &parts, body).await {
+            let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
         }
     });
 }

@@ -2,20 +2,16 @@
 //! pooled HTTP clients. Clusters outlive config versions when nothing about them changed,
 //! so pooled connections and outlier state survive a reload.
 
+use super::client::Upstream;
 use super::config::{ClusterConfig, LbPolicy};
 use super::endpoint::{Endpoint, Outcome};
 use super::lb;
-use crate::http::body::RequestBody;
 use crate::model::protocol::Protocol;
 use crate::model::registry::Discovery;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-pub type HttpClient = Client<HttpConnector, RequestBody>;
 
 pub struct Cluster {
     pub config: ClusterConfig,
@@ -27,8 +23,7 @@ pub struct Cluster {
     /// An HTTP/1.1 connection carries one request at a time, so `maxConnections` bounds
     /// concurrent requests; TCP connections take one each too.
     connections: Arc<Semaphore>,
-    h1: HttpClient,
-    h2: HttpClient,
+    pub upstream: Arc<Upstream>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -81,9 +76,9 @@ impl Cluster {
                     .unwrap_or_else(|| Arc::new(fresh))
             })
             .collect();
-        let (h1, h2) = match previous {
-            Some(p) if p.config.limits == config.limits => (p.h1.clone(), p.h2.clone()),
-            _ => (client(&config, false), client(&config, true)),
+        let upstream = match previous {
+            Some(p) if p.config.limits == config.limits => p.upstream.clone(),
+            _ => Arc::new(Upstream::new(&config.limits)),
         };
         Cluster {
             connections: Arc::new(Semaphore::new(
@@ -95,20 +90,18 @@ impl Cluster {
             active_requests: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
             active_retries: AtomicUsize::new(0),
-            h1,
-            h2,
+            upstream,
         }
     }
 
-    /// The client for a request, by the port's protocol or, when the port declared none,
-    /// by the protocol the caller spoke.
-    pub fn client(&self, downstream_h2: bool) -> (&HttpClient, bool) {
-        let h2 = match self.config.protocol {
+    /// Whether requests go upstream as HTTP/2: by the port's protocol or, when the port
+    /// declared none, by the protocol the caller spoke.
+    pub fn speaks_h2(&self, downstream_h2: bool) -> bool {
+        match self.config.protocol {
             Protocol::Http => false,
             p if p.is_h2() => true,
             _ => downstream_h2,
-        };
-        (if h2 { &self.h2 } else { &self.h1 }, h2)
+        }
     }
 
     /// Takes a place within `maxConnections`, `http1MaxPendingRequests` and
@@ -221,20 +214,4 @@ impl Cluster {
     pub fn tcp_permit(&self) -> Option<OwnedSemaphorePermit> {
         self.connections.clone().try_acquire_owned().ok()
     }
-}
-
-fn client(config: &ClusterConfig, h2: bool) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(config.limits.connect_timeout));
-    connector.set_nodelay(true);
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(config.limits.idle_timeout)
-        .http2_only(h2);
-    if config.limits.max_requests_per_connection == 1 {
-        builder.pool_max_idle_per_host(0);
-    }
-    builder.build(connector)
 }

@@ -1,5 +1,6 @@
 //! Upstream clusters: endpoints, load balancing, circuit breaking and outlier detection.
 
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod endpoint;
