@@ -333,3 +333,54 @@ async fn no_endpoints_is_503_uh_and_an_undefined_subset_names_itself() {
     );
     assert_eq!(proxy.log.recv().await.unwrap().flags, Flags::NC);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_timeout_also_bounds_a_slow_response_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Headers at once, then three of ten promised bytes, then nothing.
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            });
+        }
+    });
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: ratings\nspec:\n  selector: {{app: ratings}}\n  ports:\n  - {{name: http, port: 9080}}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: r\nspec:\n  address: 127.0.0.2\n  labels: {{app: ratings}}\n  ports: {{http: {}}}\n---\n",
+        addr.port()
+    ) + &vs("  - route:
+    - destination: {host: ratings}
+    timeout: 300ms
+");
+    let mut proxy = TestProxy::start(&yaml).await;
+    let mut s = tokio::net::TcpStream::connect(proxy.proxy.outbound_addr)
+        .await
+        .unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: ratings:9080\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut got))
+        .await
+        .expect("the proxy cuts the stream");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.ends_with("abc"),
+        "{text}"
+    );
+    assert!(proxy.log.recv().await.unwrap().flags.contains(Flags::UT));
+}

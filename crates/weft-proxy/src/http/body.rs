@@ -6,6 +6,7 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -171,13 +172,29 @@ enum Inner {
     Full(Option<Bytes>),
 }
 
+/// How a response stream ended, for the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    Complete,
+    /// The caller went away or the upstream broke mid-stream.
+    Incomplete,
+    /// The route timeout ran out before the last byte (Envoy's `UT`).
+    TimedOut,
+}
+
+/// The route timeout expired while the response was still streaming.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream request timeout: the route timeout expired before the response ended")]
+pub struct BodyTimeout;
+
 /// What goes back to the caller. It counts the bytes sent, keeps the request's limits and
-/// in-flight marks alive until the last byte, and calls `on_end` once, when the stream ends
-/// or is dropped.
+/// in-flight marks alive until the last byte, enforces the rest of the route timeout, and
+/// calls `on_end` once, when the stream ends or is dropped.
 pub struct ResponseBody {
     inner: Inner,
     sent: u64,
-    on_end: Option<Box<dyn FnOnce(u64, bool) + Send + Sync>>,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    on_end: Option<Box<dyn FnOnce(u64, End) + Send + Sync>>,
     _held: Option<Box<dyn Send + Sync>>,
 }
 
@@ -199,13 +216,14 @@ impl ResponseBody {
         ResponseBody {
             inner,
             sent: 0,
+            deadline: None,
             on_end: None,
             _held: None,
         }
     }
 
-    /// `on_end(bytes_sent, completed)` runs once when the body ends or is dropped.
-    pub fn on_end(&mut self, f: impl FnOnce(u64, bool) + Send + Sync + 'static) {
+    /// `on_end(bytes_sent, how)` runs once when the body ends or is dropped.
+    pub fn on_end(&mut self, f: impl FnOnce(u64, End) + Send + Sync + 'static) {
         self.on_end = Some(Box::new(f));
     }
 
@@ -213,32 +231,42 @@ impl ResponseBody {
         self._held = Some(Box::new(held));
     }
 
-    fn finish(&mut self, completed: bool) {
+    /// Envoy's route timeout spans the whole response: past `at`, the stream is cut.
+    pub fn deadline(&mut self, at: tokio::time::Instant) {
+        self.deadline = Some(Box::pin(tokio::time::sleep_until(at)));
+    }
+
+    fn finish(&mut self, how: End) {
         if let Some(f) = self.on_end.take() {
-            f(self.sent, completed);
+            f(self.sent, how);
         }
         self._held = None;
+        self.deadline = None;
     }
 }
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        let completed = self.is_end_stream();
-        self.finish(completed);
+        let how = if self.is_end_stream() {
+            End::Complete
+        } else {
+            End::Incomplete
+        };
+        self.finish(how);
     }
 }
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = match &mut self.inner {
             Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Inner::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -246,9 +274,16 @@ impl Body for ResponseBody {
                     self.sent += data.len() as u64;
                 }
             }
-            Poll::Ready(None) => self.finish(true),
-            Poll::Ready(Some(Err(_))) => self.finish(false),
-            Poll::Pending => {}
+            Poll::Ready(None) => self.finish(End::Complete),
+            Poll::Ready(Some(Err(_))) => self.finish(End::Incomplete),
+            Poll::Pending => {
+                if let Some(deadline) = self.deadline.as_mut() {
+                    if deadline.as_mut().poll(cx).is_ready() {
+                        self.finish(End::TimedOut);
+                        return Poll::Ready(Some(Err(BodyTimeout.into())));
+                    }
+                }
+            }
         }
         polled
     }

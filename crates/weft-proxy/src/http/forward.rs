@@ -151,6 +151,9 @@ pub async fn forward(
                 HeaderValue::from_str(&ms).expect("digits"),
             );
             response.body_mut().hold((admission, active));
+            if let Some(at) = deadline {
+                response.body_mut().deadline(at);
+            }
             response
         });
     }

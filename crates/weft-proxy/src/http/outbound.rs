@@ -2,7 +2,7 @@
 //! destination), the first matching route, then apply CORS, faults, redirects, direct
 //! responses or forward with retries. Inbound: hand the request to the local workload.
 
-use super::body::{Buffered, RequestBody, ResponseBody};
+use super::body::{Buffered, End, RequestBody, ResponseBody};
 use super::forward::{self, Call, Forwarded};
 use super::headers::{ensure_request_id, is_grpc, is_upgrade, strip_hop_by_hop};
 use super::local_reply::LocalReply;
@@ -110,11 +110,13 @@ pub async fn handle(
     entry.upstream_service_time_ms = forwarded.service_time.map(|d| d.as_millis() as u64);
     if shared.access_log.enabled() {
         let log = shared.access_log.clone();
-        response.body_mut().on_end(move |sent, completed| {
+        response.body_mut().on_end(move |sent, how| {
             entry.bytes_sent = sent;
             entry.duration_ms = started.elapsed().as_millis() as u64;
-            if !completed {
-                entry.flags |= Flags::DC;
+            match how {
+                End::Complete => {}
+                End::Incomplete => entry.flags |= Flags::DC,
+                End::TimedOut => entry.flags |= Flags::UT,
             }
             log.emit(entry);
         });
