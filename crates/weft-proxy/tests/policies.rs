@@ -205,3 +205,66 @@ async fn inbound_traffic_reaches_the_local_workload() {
         "Host is kept on the way in"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_to_scopes_config_by_namespace() {
+    let (_v1, _v2, base) = two_versions().await;
+    // A VirtualService in `other`, exported only there, must not steer `default`'s traffic;
+    // one exported to `default` by name does.
+    let private = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: private\n  namespace: other\nspec:\n  hosts: [reviews.default.svc.cluster.local]\n  exportTo: [\".\"]\n  http:\n  - route:\n    - destination: {host: reviews.default.svc.cluster.local, subset: v2}\n";
+    let proxy = TestProxy::start(&(base.clone() + private)).await;
+    for _ in 0..20 {
+        assert_ne!(
+            proxy
+                .client()
+                .get("reviews:9080", "/", &[])
+                .await
+                .served_by(),
+            "",
+            "still routed"
+        );
+    }
+    let dump = weft_proxy::admin::config_dump(&proxy.proxy.config);
+    assert!(
+        dump["routes"][0]["virtualHosts"][0]["virtualService"].is_null(),
+        "{}",
+        dump["routes"]
+    );
+    let shared = private.replace("exportTo: [\".\"]", "exportTo: [default]");
+    proxy.reconfigure(&(base + &shared)).await;
+    for _ in 0..10 {
+        assert_eq!(
+            proxy
+                .client()
+                .get("reviews:9080", "/", &[])
+                .await
+                .served_by(),
+            "v2"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_resource_opens_egress_with_allow_any() {
+    let outside = Backend::start("127.0.0.5", "outside", ok()).await;
+    let host = outside.addr.to_string();
+    let mut proxy = TestProxy::start("apiVersion: v1\nkind: Service\nmetadata:\n  name: unrelated\nspec:\n  ports: [{name: http, port: 80}]\n").await;
+    assert_eq!(
+        proxy.client().get(&host, "/", &[]).await.status,
+        502,
+        "REGISTRY_ONLY by default"
+    );
+    assert_eq!(
+        proxy.log.recv().await.unwrap().upstream_cluster.as_deref(),
+        Some("BlackHoleCluster")
+    );
+    proxy
+        .reconfigure("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata:\n  name: default\nspec:\n  outboundTrafficPolicy:\n    mode: ALLOW_ANY\n")
+        .await;
+    let a = proxy.client().get(&host, "/", &[]).await;
+    assert_eq!((a.status.as_u16(), a.served_by()), (200, "outside"));
+    assert_eq!(
+        proxy.log.recv().await.unwrap().upstream_cluster.as_deref(),
+        Some("PassthroughCluster")
+    );
+}

@@ -27,12 +27,18 @@ pub fn compile(
     version: u64,
     previous: &BTreeMap<String, Arc<Cluster>>,
 ) -> Result<Snapshot, String> {
-    let registry = Registry::build(&resources);
+    let in_scope: Vec<Resource> = resources
+        .iter()
+        .filter(|r| visible(r, &workload.namespace))
+        .cloned()
+        .collect();
+    let outbound_policy = sidecar_policy(&in_scope, workload).unwrap_or(outbound_policy);
+    let registry = Registry::build(&in_scope);
     let mut c = Compiler {
         registry: &registry,
         workload,
         previous,
-        destination_rules: resources
+        destination_rules: in_scope
             .iter()
             .filter_map(|r| match &r.spec {
                 Spec::DestinationRule(dr) => Some((r, dr, host::fqdn(&dr.host, r.namespace()))),
@@ -44,7 +50,7 @@ pub fn compile(
     let mut http: HashMap<u16, RouteConfig> = HashMap::new();
     let mut tcp = HashMap::new();
     let mut tls: HashMap<u16, Vec<TlsRoute>> = HashMap::new();
-    let virtual_services: Vec<(&Resource, &types::VirtualService)> = resources
+    let virtual_services: Vec<(&Resource, &types::VirtualService)> = in_scope
         .iter()
         .filter_map(|r| match &r.spec {
             Spec::VirtualService(vs) if applies_to_mesh(&vs.gateways) => Some((r, vs)),
@@ -127,6 +133,63 @@ pub fn compile(
         registry,
         resources,
     })
+}
+
+/// Istio's `exportTo` (and, for Kubernetes Services, the `networking.istio.io/exportTo`
+/// annotation): unset or `*` is every namespace, `.` the resource's own, else the names given.
+fn visible(r: &Resource, caller_namespace: &str) -> bool {
+    let annotation;
+    let export_to: &[String] = match &r.spec {
+        Spec::VirtualService(vs) => &vs.export_to,
+        Spec::DestinationRule(dr) => &dr.export_to,
+        Spec::ServiceEntry(se) => &se.export_to,
+        Spec::Service(_) => {
+            annotation = r
+                .metadata
+                .annotations
+                .get("networking.istio.io/exportTo")
+                .map(|a| {
+                    a.split(',')
+                        .map(|s| s.trim().to_string())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            &annotation
+        }
+        _ => &[],
+    };
+    export_to.is_empty()
+        || export_to.iter().any(|e| {
+            e == "*" || e == caller_namespace || (e == "." && r.namespace() == caller_namespace)
+        })
+}
+
+/// `outboundTrafficPolicy` from the Sidecar that applies to this workload: one in its
+/// namespace selecting it, else its namespace's default (no selector), else the root
+/// namespace's (`istio-system`).
+fn sidecar_policy(resources: &[Resource], workload: &Workload) -> Option<OutboundTrafficMode> {
+    let sidecars = || {
+        resources.iter().filter_map(|r| match &r.spec {
+            Spec::Sidecar(sc) => Some((r.namespace(), sc)),
+            _ => None,
+        })
+    };
+    let selecting = sidecars().find(|(ns, sc)| {
+        *ns == workload.namespace
+            && sc
+                .workload_selector
+                .as_ref()
+                .is_some_and(|s| types::labels_match(&s.labels, &workload.labels))
+    });
+    let namespace_default =
+        || sidecars().find(|(ns, sc)| *ns == workload.namespace && sc.workload_selector.is_none());
+    let root_default =
+        || sidecars().find(|(ns, sc)| *ns == "istio-system" && sc.workload_selector.is_none());
+    selecting
+        .or_else(namespace_default)
+        .or_else(root_default)
+        .and_then(|(_, sc)| sc.outbound_traffic_policy.as_ref())
+        .map(|p| p.mode)
 }
 
 /// A VirtualService with no `gateways` applies to sidecars; one that lists gateways applies
@@ -399,15 +462,18 @@ impl Compiler<'_> {
         &self,
         hostname: &str,
     ) -> Option<&(&Resource, &types::DestinationRule, String)> {
-        self.destination_rules
-            .iter()
-            .find(|(_, _, h)| h == hostname)
-            .or_else(|| {
-                self.destination_rules
-                    .iter()
-                    .filter(|(_, _, h)| h.starts_with('*') && host::wildcard_matches(h, hostname))
-                    .max_by_key(|(_, _, h)| h.len())
+        // Istio prefers a rule in the caller's namespace over one elsewhere.
+        let exact = |own: bool| {
+            self.destination_rules.iter().find(|(r, _, h)| {
+                h == hostname && (r.namespace() == self.workload.namespace) == own
             })
+        };
+        exact(true).or_else(|| exact(false)).or_else(|| {
+            self.destination_rules
+                .iter()
+                .filter(|(_, _, h)| h.starts_with('*') && host::wildcard_matches(h, hostname))
+                .max_by_key(|(_, _, h)| h.len())
+        })
     }
 
     fn cluster(&mut self, hostname: &str, port: u16, subset: Option<&str>) -> Arc<Cluster> {
