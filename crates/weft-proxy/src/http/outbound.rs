@@ -194,11 +194,14 @@ async fn outbound(
                 port,
             );
             forwarded.details = "direct_response";
-            return Ok(Response::builder()
-                .status(r.status)
-                .header(header::LOCATION, location)
-                .body(ResponseBody::empty())
-                .expect("valid redirect"));
+            let location = HeaderValue::from_str(&location).map_err(|_| {
+                LocalReply::new(StatusCode::BAD_REQUEST, Flags::default(), "invalid_redirect", "")
+                    .hint(format!("the redirect target {location:?} is not a valid header"))
+            })?;
+            let mut response = Response::new(ResponseBody::empty());
+            *response.status_mut() = r.status;
+            response.headers_mut().insert(header::LOCATION, location);
+            return Ok(response);
         }
         Action::Direct { status, body } => {
             forwarded.details = "direct_response";

@@ -429,10 +429,14 @@ impl Compiler<'_> {
                     continue;
                 }
                 let port = m.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(443);
+                let clusters = self.weighted(r, &t.route, port);
+                if clusters.clusters.is_empty() {
+                    continue;
+                }
                 let route = TlsRoute {
                     sni_hosts: m.sni_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
                     destination_subnets: subnets(&m.destination_subnets)?,
-                    clusters: self.weighted(r, &t.route, port),
+                    clusters,
                 };
                 tls.entry(port).or_default().push(route);
             }
