@@ -27,16 +27,27 @@ const GARBAGE: &[&[u8]] = &[
 async fn garbage_on_the_capture_port_is_survived() {
     let v1 = Backend::start("127.0.0.2", "v1", ok()).await;
     let proxy = TestProxy::start(&service_yaml("reviews", 9080, &[("v1", &v1)])).await;
-    let huge_header = format!("GET / HTTP/1.1\r\nHost: reviews:9080\r\nx-big: {}\r\n\r\n", "a".repeat(512 * 1024));
+    let huge_header = format!(
+        "GET / HTTP/1.1\r\nHost: reviews:9080\r\nx-big: {}\r\n\r\n",
+        "a".repeat(512 * 1024)
+    );
     let mut inputs: Vec<Vec<u8>> = GARBAGE.iter().map(|g| g.to_vec()).collect();
     inputs.push(huge_header.into_bytes());
     for input in inputs {
-        let mut s = tokio::net::TcpStream::connect(proxy.proxy.outbound_addr).await.unwrap();
+        let mut s = tokio::net::TcpStream::connect(proxy.proxy.outbound_addr)
+            .await
+            .unwrap();
         let _ = s.write_all(&input).await;
         let _ = s.shutdown().await;
         let mut sink = Vec::new();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), s.read_to_end(&mut sink)).await;
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(2), s.read_to_end(&mut sink)).await;
         let a = proxy.client().get("reviews:9080", "/", &[]).await;
-        assert_eq!(a.status, 200, "after {:?}", String::from_utf8_lossy(&input[..input.len().min(60)]));
+        assert_eq!(
+            a.status,
+            200,
+            "after {:?}",
+            String::from_utf8_lossy(&input[..input.len().min(60)])
+        );
     }
 }

@@ -195,8 +195,15 @@ async fn outbound(
             );
             forwarded.details = "direct_response";
             let location = HeaderValue::from_str(&location).map_err(|_| {
-                LocalReply::new(StatusCode::BAD_REQUEST, Flags::default(), "invalid_redirect", "")
-                    .hint(format!("the redirect target {location:?} is not a valid header"))
+                LocalReply::new(
+                    StatusCode::BAD_REQUEST,
+                    Flags::default(),
+                    "invalid_redirect",
+                    "",
+                )
+                .hint(format!(
+                    "the redirect target {location:?} is not a valid header"
+                ))
             })?;
             let mut response = Response::new(ResponseBody::empty());
             *response.status_mut() = r.status;

@@ -118,10 +118,13 @@ impl Endpoint {
         }
         self.consecutive_5xx.store(0, Relaxed);
         self.consecutive_gateway.store(0, Relaxed);
-        // Each ejection lasts baseEjectionTime times the number of times ejected.
+        // Each ejection lasts baseEjectionTime times the number of times ejected, and ends
+        // at the next `interval` sweep after that, as Envoy's detector un-ejects on its timer.
         let times = self.times_ejected.fetch_add(1, Relaxed) + 1;
-        let ms = cfg.base_ejection_time.as_millis() as u64 * u64::from(times);
-        self.ejected_until.store(now_ms() + ms.max(1), Relaxed);
+        let due = now_ms() + cfg.base_ejection_time.as_millis() as u64 * u64::from(times);
+        let interval = (cfg.interval.as_millis() as u64).max(1);
+        self.ejected_until
+            .store(due.div_ceil(interval) * interval, Relaxed);
         true
     }
 
