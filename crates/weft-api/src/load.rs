@@ -133,7 +133,14 @@ pub fn load_str(text: &str, file: &Path) -> Loaded {
             document: index + 1,
             line,
         };
-        let value: Value = match serde_norway::from_str(doc) {
+        let parsed = serde_norway::from_str::<Value>(doc).or_else(|e| {
+            // Only a document libyaml refuses gets the go-yaml reading; one it accepts is
+            // never reinterpreted.
+            go_yaml_flow_scalars(doc)
+                .and_then(|d| serde_norway::from_str(&d).ok())
+                .ok_or(e)
+        });
+        let value = match parsed {
             Ok(Value::Null) => continue,
             Ok(v) => v,
             Err(e) => {
@@ -153,6 +160,20 @@ pub fn load_str(text: &str, file: &Path) -> Loaded {
         load_value(value, &origin, &mut loaded);
     }
     loaded
+}
+
+/// kubectl and the API server parse YAML with go-yaml, which reads a plain scalar ending in
+/// `:` inside a flow collection (`addresses: [1.2.3.4, 001:db8::]`) as a string, where
+/// libyaml stops at that `:`. Quotes such scalars so both read them alike; `None` when the
+/// document has none.
+fn go_yaml_flow_scalars(doc: &str) -> Option<String> {
+    static PATTERN: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let pattern = PATTERN.get_or_init(|| {
+        regex::Regex::new(r##"([\[,]\s*)([^\s\[\]{},'"#][^\s\[\]{},]*:)([,\]}])"##)
+            .expect("static regex")
+    });
+    let quoted = pattern.replace_all(doc, "$1'$2'$3");
+    (quoted != doc).then(|| quoted.into_owned())
 }
 
 /// Splits on `---` separator lines, keeping each document's first line number. JSON text

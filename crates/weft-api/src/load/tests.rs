@@ -75,3 +75,13 @@ fn garbage_never_panics() {
         let _ = load(text);
     }
 }
+
+#[test]
+fn flow_scalars_ending_in_a_colon_read_as_go_yaml_reads_them() {
+    let loaded = load("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: v6\nspec:\n  hosts: [example.com]\n  addresses: [1.2.3.4, 2001:db8::]\n");
+    assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+    let crate::Spec::ServiceEntry(se) = &loaded.resources[0].spec else {
+        panic!()
+    };
+    assert_eq!(se.addresses, ["1.2.3.4", "2001:db8::"]);
+}
