@@ -403,3 +403,34 @@ async fn connect_tunnels_tcp_in_explicit_mode() {
     s.read_exact(&mut buf).await.unwrap();
     assert!(&buf == b"v1:ping" || &buf == b"v2:ping");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_and_chunked_requests() {
+    let b = Backend::start("127.0.0.2", "v1", ok()).await;
+    let proxy = TestProxy::start(&service_yaml("upload", 8000, &[("v1", &b)])).await;
+    let mut s = TcpStream::connect(proxy.proxy.outbound_addr).await.unwrap();
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: upload:8000\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n").await.unwrap();
+    // The client sends nothing more until the proxy says go on.
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).await.unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"hello").await.unwrap();
+    let mut head = vec![0u8; 512];
+    let n = s.read(&mut head).await.unwrap();
+    let text = String::from_utf8_lossy(&head[..n]).to_ascii_lowercase();
+    assert!(
+        text.starts_with("http/1.1 200") && text.contains("x-seen-body-len: 5"),
+        "{text}"
+    );
+
+    let mut s = TcpStream::connect(proxy.proxy.outbound_addr).await.unwrap();
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: upload:8000\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n4\r\nWeft\r\n6\r\n mesh!\r\n0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert!(
+        answer.to_ascii_lowercase().contains("x-seen-body-len: 10"),
+        "{answer}"
+    );
+}
