@@ -34,6 +34,29 @@ pub struct StringMatch {
     pub regex: Option<String>,
 }
 
+impl StringMatch {
+    pub fn exact(value: &str) -> StringMatch {
+        StringMatch {
+            exact: Some(value.into()),
+            ..StringMatch::default()
+        }
+    }
+
+    pub fn prefix(value: &str) -> StringMatch {
+        StringMatch {
+            prefix: Some(value.into()),
+            ..StringMatch::default()
+        }
+    }
+
+    pub fn regex(value: &str) -> StringMatch {
+        StringMatch {
+            regex: Some(value.into()),
+            ..StringMatch::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpRoute {

@@ -259,44 +259,41 @@ mod tests {
         r.into_issues()
     }
 
-    fn sm(exact: Option<&str>, prefix: Option<&str>, regex: Option<&str>) -> StringMatch {
-        StringMatch {
-            exact: exact.map(Into::into),
-            prefix: prefix.map(Into::into),
-            regex: regex.map(Into::into),
-        }
-    }
-
     #[test]
     fn string_matches() {
         let at = Path::spec();
         let check = |m: StringMatch, empty, uri| run(|r| string_match(r, &at, &m, empty, uri));
-        assert!(check(sm(Some("a"), None, None), EmptyMatch::MatchesAll, false).is_empty());
-        assert!(check(sm(None, None, None), EmptyMatch::Presence, false).is_empty());
-        assert!(check(sm(None, Some(""), None), EmptyMatch::MatchesAll, true).is_empty());
+        assert!(check(StringMatch::exact("a"), EmptyMatch::MatchesAll, false).is_empty());
+        assert!(check(StringMatch::default(), EmptyMatch::Presence, false).is_empty());
+        assert!(check(StringMatch::prefix(""), EmptyMatch::MatchesAll, true).is_empty());
+        assert!(check(
+            StringMatch {
+                prefix: Some("b".into()),
+                ..StringMatch::exact("a")
+            },
+            EmptyMatch::MatchesAll,
+            true
+        )[0]
+        .message
+        .contains("only one"));
         assert!(
-            check(sm(Some("a"), Some("b"), None), EmptyMatch::MatchesAll, true)[0]
-                .message
-                .contains("only one")
-        );
-        assert!(
-            check(sm(None, Some(""), None), EmptyMatch::Presence, false)[0]
+            check(StringMatch::prefix(""), EmptyMatch::Presence, false)[0]
                 .message
                 .contains("prefix")
         );
-        let empty = check(sm(None, None, None), EmptyMatch::MatchesAll, false);
+        let empty = check(StringMatch::default(), EmptyMatch::MatchesAll, false);
         assert_eq!(empty[0].severity, crate::validate::Severity::Warning);
-        let bad = check(sm(None, None, Some("(")), EmptyMatch::MatchesAll, false);
+        let bad = check(StringMatch::regex("("), EmptyMatch::MatchesAll, false);
         assert_eq!(bad[0].path, "spec.regex");
         assert!(bad[0].message.contains("unclosed group"), "{bad:?}");
         assert!(check(
-            sm(None, None, Some("/v[0-9]+/.*")),
+            StringMatch::regex("/v[0-9]+/.*"),
             EmptyMatch::MatchesAll,
             true
         )
         .is_empty());
         assert!(check(
-            sm(None, None, Some(&"a".repeat(1025))),
+            StringMatch::regex(&"a".repeat(1025)),
             EmptyMatch::MatchesAll,
             true
         )[0]

@@ -104,13 +104,7 @@ pub fn validate(r: &mut Report, vs: &VirtualService, namespace: &str) {
                 &m.gateways,
             );
         }
-        if route.route.is_empty() {
-            r.error(
-                &at.field("route"),
-                format!("{REQUIRED}: TCP route is required"),
-            );
-        }
-        route_destinations(r, &at.field("route"), &plain(&route.route));
+        l4_destinations(r, &at.field("route"), &route.route, "TCP");
     }
     export_to(
         r,
@@ -176,13 +170,15 @@ fn tls_route(
             &m.gateways,
         );
     }
-    if route.route.is_empty() {
-        r.error(
-            &path.field("route"),
-            format!("{REQUIRED}: TLS route is required"),
-        );
+    l4_destinations(r, &path.field("route"), &route.route, "TLS");
+}
+
+/// A tcp[] or tls[] route needs destinations, checked as http ones are.
+fn l4_destinations(r: &mut Report, path: &Path, route: &[RouteDestination], kind: &str) {
+    if route.is_empty() {
+        r.error(path, format!("{REQUIRED}: {kind} route is required"));
     }
-    route_destinations(r, &path.field("route"), &plain(&route.route));
+    route_destinations(r, path, &plain(route));
 }
 
 fn sni_host(r: &mut Report, path: &Path, sni: &str, vs: &VirtualService, gateway_bound: bool) {

@@ -227,17 +227,9 @@ pub fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
 mod tests {
     use super::*;
 
-    fn sm(exact: Option<&str>, prefix: Option<&str>, regex: Option<&str>) -> StringMatch {
-        StringMatch {
-            exact: exact.map(Into::into),
-            prefix: prefix.map(Into::into),
-            regex: regex.map(Into::into),
-        }
-    }
-
     #[test]
     fn regexes_match_the_whole_value() {
-        let m = Matcher::compile(&sm(None, None, Some("v[0-9]")), false).unwrap();
+        let m = Matcher::compile(&StringMatch::regex("v[0-9]"), false).unwrap();
         assert!(m.matches("v1"));
         assert!(!m.matches("xv1"));
         assert!(!m.matches("v12"));
@@ -251,13 +243,13 @@ mod tests {
         assert_eq!(literal_prefix("/a|/b"), "");
         assert_eq!(literal_prefix("(/a)"), "");
         assert_eq!(literal_prefix(".*@some-company-name.com.*"), "");
-        let m = Matcher::compile(&sm(None, None, Some("/v[0-9]+/x")), false).unwrap();
+        let m = Matcher::compile(&StringMatch::regex("/v[0-9]+/x"), false).unwrap();
         assert!(m.matches("/v12/x") && !m.matches("/w12/x"));
     }
 
     #[test]
     fn ignore_uri_case_folds_both_sides() {
-        let m = Matcher::compile(&sm(None, Some("/API"), None), true).unwrap();
+        let m = Matcher::compile(&StringMatch::prefix("/API"), true).unwrap();
         assert!(m.matches_folded("/api/v1"));
         assert!(m.matches_folded("/Api/v1"));
     }
