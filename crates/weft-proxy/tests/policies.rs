@@ -119,9 +119,7 @@ async fn consistent_hash_keeps_a_user_on_one_endpoint() {
             .to_string();
         for _ in 0..5 {
             assert_eq!(
-                c.get("cart:8080", "/", &[("x-user", &id)])
-                    .await
-                    .served_by(),
+                c.served("cart:8080", "/", &[("x-user", &id)]).await,
                 first,
                 "{id} moved"
             );

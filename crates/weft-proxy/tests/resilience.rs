@@ -281,7 +281,7 @@ async fn outlier_detection_ejects_a_failing_endpoint_and_returns_it() {
     assert_eq!(bad.hits(), 2, "ejected after two consecutive 5xx");
     let ejected_at = Instant::now();
     for _ in 0..20 {
-        assert_eq!(c.get("ratings:9080", "/", &[]).await.served_by(), "good");
+        assert_eq!(c.served("ratings:9080", "/", &[]).await, "good");
     }
     assert_eq!(bad.hits(), 2);
     let dump = weft_proxy::admin::config_dump(&proxy.proxy.config);

@@ -49,21 +49,18 @@ async fn header_match_sends_jason_to_v2_and_everyone_else_to_v1() {
     let c = proxy.client();
     for _ in 0..10 {
         assert_eq!(
-            c.get("reviews:9080", "/reviews/0", &[("end-user", "jason")])
-                .await
-                .served_by(),
+            c.served("reviews:9080", "/reviews/0", &[("end-user", "jason")])
+                .await,
             "v2"
         );
         assert_eq!(
-            c.get("reviews:9080", "/reviews/0", &[("end-user", "bob")])
-                .await
-                .served_by(),
+            c.served("reviews:9080", "/reviews/0", &[("end-user", "bob")])
+                .await,
             "v1"
         );
         assert_eq!(
-            c.get("reviews.default.svc.cluster.local:9080", "/", &[])
-                .await
-                .served_by(),
+            c.served("reviews.default.svc.cluster.local:9080", "/", &[])
+                .await,
             "v1"
         );
     }
@@ -250,28 +247,14 @@ spec:
 ";
     let proxy = TestProxy::start(&reviews_config(&b, &["v1", "v2"], vs)).await;
     let c = proxy.client();
+    assert_eq!(c.served("reviews:9080", "/?canary=true", &[]).await, "v2");
     assert_eq!(
-        c.get("reviews:9080", "/?canary=true", &[])
-            .await
-            .served_by(),
-        "v2"
-    );
-    assert_eq!(
-        c.get("reviews:9080", "/?canary=true", &[("x-legacy", "1")])
-            .await
-            .served_by(),
+        c.served("reviews:9080", "/?canary=true", &[("x-legacy", "1")])
+            .await,
         "v1"
     );
-    assert_eq!(
-        c.get("reviews:9080", "/?canary=false", &[])
-            .await
-            .served_by(),
-        "v1"
-    );
-    assert_eq!(
-        c.get("reviews:9080", "/canary/x", &[]).await.served_by(),
-        "v2"
-    );
+    assert_eq!(c.served("reviews:9080", "/?canary=false", &[]).await, "v1");
+    assert_eq!(c.served("reviews:9080", "/canary/x", &[]).await, "v2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -272,6 +272,11 @@ impl HttpClient {
         HttpClient { proxy, client }
     }
 
+    /// Which backend answered a GET.
+    pub async fn served(&self, host: &str, path: &str, headers: &[(&str, &str)]) -> String {
+        self.get(host, path, headers).await.served_by().to_string()
+    }
+
     pub async fn get(&self, host: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
         self.send("GET", host, path, headers, Bytes::new()).await
     }
