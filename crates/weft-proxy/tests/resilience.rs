@@ -394,3 +394,38 @@ async fn route_timeout_also_bounds_a_slow_response_body() {
     );
     assert!(proxy.log.recv().await.unwrap().flags.contains(Flags::UT));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_reused_until_max_requests_per_connection() {
+    let pooled = one(ok()).await;
+    let proxy = TestProxy::start(&service_yaml("ratings", 9080, &[("v1", &pooled)])).await;
+    let c = proxy.client();
+    for _ in 0..9 {
+        assert_eq!(c.get("ratings:9080", "/", &[]).await.status, 200);
+    }
+    let connections = pooled.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        connections < 9,
+        "keep-alive connections are reused: {connections} for 9 requests"
+    );
+
+    let capped = Backend::start("127.0.0.3", "v1", ok()).await;
+    let yaml = service_yaml("ratings", 9080, &[("v1", &capped)])
+        + &subsets_yaml(
+            "ratings",
+            &[],
+            "  trafficPolicy:\n    connectionPool:\n      http: {maxRequestsPerConnection: 3}\n",
+        );
+    proxy.reconfigure(&yaml).await;
+    for _ in 0..9 {
+        assert_eq!(c.get("ratings:9080", "/", &[]).await.status, 200);
+    }
+    let most = capped
+        .most_per_connection
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (2..=3).contains(&most),
+        "connections are reused, never past 3 requests: {most}"
+    );
+    assert!(capped.connections.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+}

@@ -1,19 +1,21 @@
-//! Sending one request to one endpoint. HTTP/1.1 goes through hyper's pooled client;
-//! HTTP/2 through one multiplexed connection per endpoint, so `:authority` carries the
-//! service name the caller used (not the endpoint address) and `maxRequestsPerConnection`
-//! can retire a connection after its quota of streams.
+//! Sending one request to one endpoint, on pooled connections: HTTP/1.1 keeps idle
+//! keep-alive connections per endpoint; HTTP/2 shares one multiplexed connection per
+//! endpoint, with `:authority` naming the service the caller used (not the endpoint
+//! address). Both retire a connection after `maxRequestsPerConnection` requests; idle
+//! HTTP/1.1 connections are dropped after `idleTimeout`.
 
 use super::config::Limits;
 use super::endpoint::Endpoint;
 use crate::http::body::RequestBody;
 use http::{header, request::Parts, Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// Why a try got no response.
 #[derive(Debug)]
@@ -25,29 +27,24 @@ pub enum SendError {
 }
 
 pub struct Upstream {
-    h1: Client<HttpConnector, RequestBody>,
+    h1: Arc<H1Pool>,
     h2: H2Pool,
 }
 
 impl Upstream {
     pub fn new(limits: &Limits) -> Upstream {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(limits.connect_timeout));
-        connector.set_nodelay(true);
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(limits.idle_timeout);
-        if limits.max_requests_per_connection == 1 {
-            builder.pool_max_idle_per_host(0);
-        }
+        let quota = limits.max_requests_per_connection;
         Upstream {
-            h1: builder.build(connector),
+            h1: Arc::new(H1Pool {
+                idle: Mutex::new(HashMap::new()),
+                connect_timeout: limits.connect_timeout,
+                idle_timeout: limits.idle_timeout,
+                max_requests_per_connection: quota,
+            }),
             h2: H2Pool {
                 conns: Mutex::new(HashMap::new()),
                 connect_timeout: limits.connect_timeout,
-                max_requests_per_connection: limits.max_requests_per_connection,
+                max_requests_per_connection: quota,
             },
         }
     }
@@ -64,44 +61,118 @@ impl Upstream {
         let mut req = Request::new(body);
         *req.method_mut() = parts.method.clone();
         *req.headers_mut() = parts.headers.clone();
+        let authority = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+            .unwrap_or_else(|| endpoint.authority.clone());
         if h2 {
             // HTTP/2 names the service in :authority; Host would be a second, conflicting name.
-            let authority = req
-                .headers_mut()
-                .remove(header::HOST)
-                .and_then(|h| h.to_str().ok().map(str::to_string))
-                .or_else(|| parts.uri.authority().map(|a| a.to_string()))
-                .unwrap_or_else(|| endpoint.authority.clone());
-            *req.uri_mut() = uri(&authority, path)?;
+            req.headers_mut().remove(header::HOST);
+            *req.uri_mut() = format!("http://{authority}{path}").parse().map_err(|_| {
+                SendError::Reset(format!(
+                    "cannot make a request URI from authority {authority:?}"
+                ))
+            })?;
             *req.version_mut() = Version::HTTP_2;
             self.h2.send(&endpoint.authority, req).await
         } else {
-            *req.uri_mut() = uri(&endpoint.authority, path)?;
+            if !req.headers().contains_key(header::HOST) {
+                let value = authority
+                    .parse()
+                    .map_err(|_| SendError::Reset(format!("invalid authority {authority:?}")))?;
+                req.headers_mut().insert(header::HOST, value);
+            }
+            *req.uri_mut() = path
+                .parse::<Uri>()
+                .unwrap_or_else(|_| Uri::from_static("/"));
             *req.version_mut() = Version::HTTP_11;
-            self.h1.request(req).await.map_err(classify)
+            self.h1.send(&endpoint.authority, req).await
         }
     }
 }
 
-fn uri(authority: &str, path: &str) -> Result<Uri, SendError> {
-    format!("http://{authority}{path}").parse().map_err(|_| {
-        SendError::Reset(format!(
-            "cannot make a request URI from authority {authority:?}"
-        ))
-    })
+async fn connect(addr: &str, timeout: Duration) -> Result<TokioIo<TcpStream>, SendError> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| SendError::Connect(format!("no answer within {timeout:?}")))?
+        .map_err(|e| SendError::Connect(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    Ok(TokioIo::new(stream))
 }
 
-fn classify(e: hyper_util::client::legacy::Error) -> SendError {
-    let mut chain = String::new();
-    let mut source: Option<&dyn std::error::Error> = Some(&e);
-    while let Some(s) = source {
-        chain = s.to_string();
-        source = s.source();
+/// Idle HTTP/1.1 keep-alive connections per endpoint.
+struct H1Pool {
+    idle: Mutex<HashMap<String, Vec<Idle>>>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    max_requests_per_connection: usize,
+}
+
+struct Idle {
+    send: http1::SendRequest<RequestBody>,
+    used: usize,
+    since: Instant,
+}
+
+impl H1Pool {
+    async fn send(
+        self: &Arc<Self>,
+        addr: &str,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let (mut send, used) = match self.checkout(addr) {
+            Some(found) => found,
+            None => {
+                let io = connect(addr, self.connect_timeout).await?;
+                let (send, conn) = http1::Builder::new()
+                    .handshake(io)
+                    .await
+                    .map_err(|e| SendError::Connect(format!("HTTP/1.1 handshake: {e}")))?;
+                tokio::spawn(conn.with_upgrades());
+                (send, 0)
+            }
+        };
+        let response = send
+            .send_request(req)
+            .await
+            .map_err(|e| SendError::Reset(e.to_string()))?;
+        let used = used + 1;
+        if self.max_requests_per_connection == 0 || used < self.max_requests_per_connection {
+            // The connection takes another request once this response has been read to the
+            // end; one closed, upgraded or abandoned mid-body never comes back.
+            let pool = self.clone();
+            let addr = addr.to_string();
+            tokio::spawn(async move {
+                if send.ready().await.is_ok() {
+                    let idle = Idle {
+                        send,
+                        used,
+                        since: Instant::now(),
+                    };
+                    pool.idle
+                        .lock()
+                        .expect("pool lock")
+                        .entry(addr)
+                        .or_default()
+                        .push(idle);
+                }
+            });
+        }
+        Ok(response)
     }
-    if e.is_connect() {
-        SendError::Connect(chain)
-    } else {
-        SendError::Reset(format!("{e}: {chain}"))
+
+    fn checkout(&self, addr: &str) -> Option<(http1::SendRequest<RequestBody>, usize)> {
+        let mut idle = self.idle.lock().expect("pool lock");
+        let list = idle.get_mut(addr)?;
+        while let Some(conn) = list.pop() {
+            if conn.send.is_ready() && conn.since.elapsed() < self.idle_timeout {
+                return Some((conn.send, conn.used));
+            }
+        }
+        None
     }
 }
 
@@ -113,7 +184,7 @@ struct H2Pool {
 }
 
 struct Slot {
-    send: SendRequest<RequestBody>,
+    send: http2::SendRequest<RequestBody>,
     used: usize,
 }
 
@@ -132,7 +203,7 @@ impl H2Pool {
             .map_err(|e| SendError::Reset(e.to_string()))
     }
 
-    async fn checkout(&self, addr: &str) -> Result<SendRequest<RequestBody>, SendError> {
+    async fn checkout(&self, addr: &str) -> Result<http2::SendRequest<RequestBody>, SendError> {
         {
             let mut conns = self.conns.lock().expect("pool lock");
             if let Some(slot) = conns.get_mut(addr) {

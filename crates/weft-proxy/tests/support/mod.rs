@@ -30,6 +30,10 @@ pub fn ok() -> Behaviour {
 pub struct Backend {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
+    /// Connections accepted.
+    pub connections: Arc<AtomicUsize>,
+    /// The most requests any one connection carried.
+    pub most_per_connection: Arc<AtomicUsize>,
     pub seen: Arc<std::sync::Mutex<Vec<http::request::Parts>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -50,16 +54,28 @@ impl Backend {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (h, s) = (hits.clone(), seen.clone());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let most_per_connection = Arc::new(AtomicUsize::new(0));
+        let (h, s, accepted, most) = (
+            hits.clone(),
+            seen.clone(),
+            connections.clone(),
+            most_per_connection.clone(),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (h, s, behaviour) = (h.clone(), s.clone(), behaviour.clone());
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let (h, s, behaviour, most) =
+                    (h.clone(), s.clone(), behaviour.clone(), most.clone());
+                let on_this_connection = Arc::new(AtomicUsize::new(0));
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
                         let (h, s, behaviour) = (h.clone(), s.clone(), behaviour.clone());
+                        let carried = on_this_connection.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(carried, Ordering::SeqCst);
                         async move {
                             let n = h.fetch_add(1, Ordering::SeqCst);
                             let (status, delay) = behaviour(n);
@@ -105,6 +121,8 @@ impl Backend {
         Backend {
             addr,
             hits,
+            connections,
+            most_per_connection,
             seen,
             task,
         }
