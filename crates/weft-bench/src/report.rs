@@ -1,0 +1,238 @@
+//! Writing results: `results.json` (everything), `results.md` (tables, ratios, goals) and
+//! `latency.svg` (latency by percentile, one panel per workload).
+
+use crate::compare::{workloads, Measurement, Results};
+use std::fmt::Write;
+use std::path::Path;
+
+fn find<'a>(r: &'a Results, workload: &str, variant: &str) -> Option<&'a Measurement> {
+    r.measurements
+        .iter()
+        .find(|m| m.workload == workload && m.variant == variant)
+}
+
+fn cpu_per_1000(m: &Measurement) -> f64 {
+    m.proxies.iter().map(|p| p.cpu_ms_per_1000_requests).sum()
+}
+
+fn ratio(weft: f64, envoy: f64) -> String {
+    if envoy > 0.0 {
+        format!("{:.2}×", weft / envoy)
+    } else {
+        "–".into()
+    }
+}
+
+pub fn markdown(r: &Results, rate: u32) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# Weft, Envoy and a direct connection, side by side\n");
+    let _ = writeln!(
+        md,
+        "Each proxy variant is two hops (client-side and server-side proxy), {} worker threads per proxy, {:.0} s per measurement after a 1 s warm-up; variants interleaved per workload. Latency in µs from the intended send time (open loop) or the send time (closed loop); CPU from /proc, both proxies of a pair summed.\n",
+        r.workers, r.duration_seconds
+    );
+    for w in workloads(rate) {
+        let _ = writeln!(
+            md,
+            "## {} ({} connections, {:?})\n",
+            w.name, w.connections, w.mode
+        );
+        let _ = writeln!(md, "| variant | req/s | p50 | p90 | p99 | p99.9 | added p50 | added p90 | added p99 | added p99.9 | CPU ms / 1,000 req | errors |");
+        let _ = writeln!(
+            md,
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        );
+        let direct = find(r, w.name, "direct");
+        for variant in ["direct", "weft", "envoy"] {
+            let Some(m) = find(r, w.name, variant) else {
+                continue;
+            };
+            let o = &m.outcome;
+            let added = |v: u64, d: fn(&crate::load::Outcome) -> u64| {
+                direct.map_or("–".into(), |dm| {
+                    format!("{}", v as i64 - d(&dm.outcome) as i64)
+                })
+            };
+            let _ = writeln!(
+                md,
+                "| {variant} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                o.throughput,
+                o.p50_us,
+                o.p90_us,
+                o.p99_us,
+                o.p999_us,
+                added(o.p50_us, |o| o.p50_us),
+                added(o.p90_us, |o| o.p90_us),
+                added(o.p99_us, |o| o.p99_us),
+                added(o.p999_us, |o| o.p999_us),
+                if m.proxies.is_empty() {
+                    "–".into()
+                } else {
+                    format!("{:.1}", cpu_per_1000(m))
+                },
+                o.errors
+            );
+        }
+        if let (Some(d), Some(weft), Some(envoy)) =
+            (direct, find(r, w.name, "weft"), find(r, w.name, "envoy"))
+        {
+            let add =
+                |m: &Measurement| (m.outcome.p99_us as f64 - d.outcome.p99_us as f64).max(1.0);
+            let _ = writeln!(
+                md,
+                "\nWeft/Envoy: added p99 {}, CPU per request {}, throughput {}.\n",
+                ratio(add(weft), add(envoy)),
+                ratio(cpu_per_1000(weft), cpu_per_1000(envoy)),
+                ratio(weft.outcome.throughput, envoy.outcome.throughput)
+            );
+        } else {
+            md.push('\n');
+        }
+    }
+    let _ = writeln!(md, "## Peak RSS\n\n| process | MiB |\n| --- | ---: |");
+    for (name, mib) in &r.peak_rss_mib {
+        let _ = writeln!(md, "| {name} | {mib:.1} |");
+    }
+    md.push('\n');
+    md.push_str(&goals(r, rate));
+    md
+}
+
+/// The goals, each with what this run measured.
+fn goals(r: &Results, rate: u32) -> String {
+    let w = workloads(rate);
+    let (open, saturation) = (w[0].name, w[1].name);
+    let rss = |prefix: &str| {
+        r.peak_rss_mib
+            .iter()
+            .filter(|(n, _)| n.starts_with(prefix))
+            .map(|(_, m)| *m)
+            .fold(0.0, f64::max)
+    };
+    let mut md =
+        String::from("## Goals\n\n| goal | target | measured Weft/Envoy |\n| --- | --- | ---: |\n");
+    let (Some(d), Some(weft), Some(envoy)) = (
+        find(r, open, "direct"),
+        find(r, open, "weft"),
+        find(r, open, "envoy"),
+    ) else {
+        md.push_str("| (Envoy not run) | | |\n");
+        return md;
+    };
+    let add = |m: &Measurement| (m.outcome.p99_us as f64 - d.outcome.p99_us as f64).max(1.0);
+    let _ = writeln!(
+        md,
+        "| added p99 latency ({open}) | ≤ 0.5× | {} |",
+        ratio(add(weft), add(envoy))
+    );
+    let _ = writeln!(
+        md,
+        "| CPU per request ({open}) | ≤ 0.5× | {} |",
+        ratio(cpu_per_1000(weft), cpu_per_1000(envoy))
+    );
+    let _ = writeln!(
+        md,
+        "| peak RSS per proxy | ≤ 0.25× | {} |",
+        ratio(rss("weft"), rss("envoy"))
+    );
+    if let (Some(ws), Some(es)) = (find(r, saturation, "weft"), find(r, saturation, "envoy")) {
+        let _ = writeln!(
+            md,
+            "| max throughput, two hops ({saturation}) | ≥ 1.5× | {} |",
+            ratio(ws.outcome.throughput, es.outcome.throughput)
+        );
+    }
+    md
+}
+
+/// (percentile, µs) points of one latency distribution.
+type Curve = Vec<(f64, u64)>;
+
+pub fn svg(r: &Results, rate: u32) -> String {
+    let ws = workloads(rate);
+    let (panel_w, panel_h, margin) = (420.0, 300.0, 50.0);
+    let width = ws.len() as f64 * (panel_w + margin) + margin;
+    let height = panel_h + 2.5 * margin;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    );
+    let colours = [
+        ("direct", "#888888"),
+        ("weft", "#1f77b4"),
+        ("envoy", "#ff7f0e"),
+    ];
+    for (i, w) in ws.iter().enumerate() {
+        let x0 = margin + i as f64 * (panel_w + margin);
+        let y0 = margin;
+        let lines: Vec<(&str, &str, &Curve)> = colours
+            .iter()
+            .filter_map(|(v, c)| find(r, w.name, v).map(|m| (*v, *c, &m.outcome.curve)))
+            .collect();
+        // Up to p99.9: the last points of short runs are single samples.
+        let shown = |c: &Curve| c.iter().filter(|(p, _)| *p <= 99.9).count();
+        let max = lines
+            .iter()
+            .flat_map(|(_, _, c)| c.iter().take(shown(c)).map(|(_, v)| *v))
+            .max()
+            .unwrap_or(1)
+            .max(1) as f64;
+        let _ = writeln!(
+            s,
+            "<text x=\"{x0}\" y=\"{}\" font-size=\"13\">{}</text>",
+            y0 - 15.0,
+            w.name
+        );
+        let _ = writeln!(s, "<rect x=\"{x0}\" y=\"{y0}\" width=\"{panel_w}\" height=\"{panel_h}\" fill=\"none\" stroke=\"#ccc\"/>");
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{}\">{:.0} µs</text>",
+            x0 + 4.0,
+            y0 + 12.0,
+            max
+        );
+        for (_, colour, curve) in &lines {
+            let n = shown(curve).max(2);
+            let points: Vec<String> = curve
+                .iter()
+                .take(n)
+                .enumerate()
+                .map(|(k, (_, v))| {
+                    let x = x0 + panel_w * k as f64 / (n - 1) as f64;
+                    let y = y0 + panel_h - panel_h * (*v as f64 / max);
+                    format!("{x:.1},{y:.1}")
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
+                points.join(" ")
+            );
+        }
+        if let Some((_, _, curve)) = lines.first() {
+            let n = shown(curve).max(2);
+            for (k, (p, _)) in curve.iter().take(n).enumerate() {
+                let x = x0 + panel_w * k as f64 / (n - 1) as f64;
+                let _ = writeln!(
+                    s,
+                    "<text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">p{p}</text>",
+                    y0 + panel_h + 14.0
+                );
+            }
+        }
+    }
+    for (k, (name, colour)) in colours.iter().enumerate() {
+        let x = margin + k as f64 * 90.0;
+        let y = height - 15.0;
+        let _ = writeln!(s, "<rect x=\"{x}\" y=\"{}\" width=\"14\" height=\"4\" fill=\"{colour}\"/><text x=\"{}\" y=\"{y}\">{name}</text>", y - 4.0, x + 18.0);
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+pub fn write_all(r: &Results, rate: u32, out: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(out)?;
+    std::fs::write(out.join("results.json"), serde_json::to_vec_pretty(r)?)?;
+    std::fs::write(out.join("results.md"), markdown(r, rate))?;
+    std::fs::write(out.join("latency.svg"), svg(r, rate))?;
+    Ok(())
+}
