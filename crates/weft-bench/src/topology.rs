@@ -90,7 +90,7 @@ fn write(path: PathBuf, text: &str) -> Result<(), TopologyError> {
 
 /// Istio config for the Weft pair: the service's endpoints are the server-side proxy's
 /// inbound port, as a pod's address would be.
-fn weft_config() -> String {
+pub fn weft_config() -> String {
     format!(
         "apiVersion: v1
 kind: Service

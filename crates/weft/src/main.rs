@@ -3,6 +3,11 @@
 
 mod echo;
 
+// The request path allocates small, short-lived buffers from many threads; glibc's
+// allocator took a third of the proxy's user time (bench/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -57,6 +62,8 @@ enum BenchCommand {
         #[arg(long, default_value = "127.0.0.21:8080")]
         listen: SocketAddr,
     },
+    /// Print the Istio config the benchmark's Weft pair runs with.
+    Config,
     /// Drive load at one address and print percentiles as JSON.
     Load {
         #[arg(long)]
@@ -172,6 +179,7 @@ fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
         .build()?;
     match command {
         BenchCommand::Server { listen } => runtime.block_on(weft_bench::server::serve(listen))?,
+        BenchCommand::Config => print!("{}", weft_bench::topology::weft_config()),
         BenchCommand::Load {
             target,
             authority,
