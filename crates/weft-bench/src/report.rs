@@ -15,6 +15,19 @@ fn cpu_per_1000(m: &Measurement) -> f64 {
     m.proxies.iter().map(|p| p.cpu_ms_per_1000_requests).sum()
 }
 
+/// Each proxy process's CPU per 1,000 requests, and the pair's.
+fn cpu_cell(m: &Measurement) -> String {
+    if m.proxies.is_empty() {
+        return "–".into();
+    }
+    let each: Vec<String> = m
+        .proxies
+        .iter()
+        .map(|p| format!("{:.1}", p.cpu_ms_per_1000_requests))
+        .collect();
+    format!("{} = {:.1}", each.join(" + "), cpu_per_1000(m))
+}
+
 fn ratio(weft: f64, envoy: f64) -> String {
     if envoy > 0.0 {
         format!("{:.2}×", weft / envoy)
@@ -37,7 +50,7 @@ pub fn markdown(r: &Results, rate: u32) -> String {
             "## {} ({} connections, {:?})\n",
             w.name, w.connections, w.mode
         );
-        let _ = writeln!(md, "| variant | req/s | p50 | p90 | p99 | p99.9 | added p50 | added p90 | added p99 | added p99.9 | CPU ms / 1,000 req | errors |");
+        let _ = writeln!(md, "| variant | req/s | p50 | p90 | p99 | p99.9 | added p50 | added p90 | added p99 | added p99.9 | CPU ms / 1,000 req (client + server = pair) | errors |");
         let _ = writeln!(
             md,
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -65,11 +78,7 @@ pub fn markdown(r: &Results, rate: u32) -> String {
                 added(o.p90_us, |o| o.p90_us),
                 added(o.p99_us, |o| o.p99_us),
                 added(o.p999_us, |o| o.p999_us),
-                if m.proxies.is_empty() {
-                    "–".into()
-                } else {
-                    format!("{:.1}", cpu_per_1000(m))
-                },
+                cpu_cell(m),
                 o.errors
             );
         }
@@ -235,4 +244,86 @@ pub fn write_all(r: &Results, rate: u32, out: &Path) -> std::io::Result<()> {
     std::fs::write(out.join("results.md"), markdown(r, rate))?;
     std::fs::write(out.join("latency.svg"), svg(r, rate))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::ProxyCost;
+    use crate::load::Outcome;
+
+    fn outcome(p99: u64, throughput: f64) -> Outcome {
+        Outcome {
+            requests: 1000,
+            errors: 0,
+            seconds: 1.0,
+            throughput,
+            p50_us: 100,
+            p90_us: 150,
+            p99_us: p99,
+            p999_us: p99 * 2,
+            max_us: p99 * 3,
+            curve: vec![(50.0, 100), (99.0, p99), (99.9, p99 * 2)],
+        }
+    }
+
+    fn measurement(
+        workload: &'static str,
+        variant: &'static str,
+        p99: u64,
+        cpu: f64,
+        throughput: f64,
+    ) -> Measurement {
+        let proxies = if variant == "direct" {
+            Vec::new()
+        } else {
+            vec![
+                ProxyCost {
+                    process: "client",
+                    cpu_seconds: 0.1,
+                    cpu_ms_per_1000_requests: cpu,
+                },
+                ProxyCost {
+                    process: "server",
+                    cpu_seconds: 0.1,
+                    cpu_ms_per_1000_requests: cpu,
+                },
+            ]
+        };
+        Measurement {
+            workload,
+            variant,
+            outcome: outcome(p99, throughput),
+            proxies,
+        }
+    }
+
+    #[test]
+    fn tables_ratios_and_goals() {
+        let mut measurements = Vec::new();
+        for w in workloads(1000) {
+            measurements.push(measurement(w.name, "direct", 200, 0.0, 100_000.0));
+            measurements.push(measurement(w.name, "weft", 400, 10.0, 30_000.0));
+            measurements.push(measurement(w.name, "envoy", 600, 40.0, 10_000.0));
+        }
+        let r = Results {
+            workers: 2,
+            duration_seconds: 1.0,
+            measurements,
+            peak_rss_mib: vec![("weft-client", 16.0), ("envoy-client", 64.0)],
+            envoy: Some("envoy".into()),
+        };
+        let md = markdown(&r, 1000);
+        assert!(md.contains("| weft | 30000 | 100 | 150 | 400 | 800 | 0 | 0 | 200 | 400 | 10.0 + 10.0 = 20.0 | 0 |"), "{md}");
+        assert!(
+            md.contains("Weft/Envoy: added p99 0.50×, CPU per request 0.25×, throughput 3.00×."),
+            "{md}"
+        );
+        assert!(
+            md.contains("| peak RSS per proxy | ≤ 0.25× | 0.25× |"),
+            "{md}"
+        );
+        let svg = svg(&r, 1000);
+        assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 9);
+    }
 }
