@@ -3,6 +3,7 @@
 //! Istio's rules.
 #![forbid(unsafe_code)]
 
+pub mod analyze;
 pub mod host;
 pub mod load;
 pub mod resource;

@@ -266,3 +266,15 @@ async fn a_sidecar_resource_opens_egress_with_allow_any() {
         Some("PassthroughCluster")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_defined_twice_is_its_later_definition() {
+    let (_v1, _v2, base) = two_versions().await;
+    let to = |v: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: reviews\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {{host: reviews, subset: {v}}}\n---\n")
+    };
+    let proxy = TestProxy::start(&(base + &to("v1") + &to("v2"))).await;
+    for _ in 0..10 {
+        assert_eq!(proxy.client().served("reviews:9080", "/", &[]).await, "v2");
+    }
+}

@@ -1,6 +1,7 @@
 //! `weft`: the single binary. Today it runs the sidecar proxy; the control plane, the CLI
 //! verbs and the local platform join it as their issues land.
 
+mod analyze;
 mod echo;
 
 // The request path allocates small, short-lived buffers from many threads; glibc's
@@ -37,6 +38,8 @@ struct Cli {
 enum Command {
     /// Run the sidecar proxy beside a workload.
     Proxy(Box<ProxyArgs>),
+    /// Analyze config files for problems across resources, as istioctl analyze does.
+    Analyze(analyze::AnalyzeArgs),
     /// Check config files with Istio's validation rules and print every problem.
     Validate {
         /// A file or a directory of .yaml/.yml/.json files.
@@ -164,6 +167,7 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Proxy(args) => run_proxy(*args),
+        Command::Analyze(args) => analyze::run(args),
         Command::Validate { path } => validate(&path),
         Command::Bench(bench) => run_bench(bench),
         Command::Echo { name, listen } => tokio::runtime::Builder::new_current_thread()

@@ -27,8 +27,7 @@ pub fn compile(
     version: u64,
     previous: &BTreeMap<String, Arc<Cluster>>,
 ) -> Result<Snapshot, String> {
-    let in_scope: Vec<Resource> = resources
-        .iter()
+    let in_scope: Vec<Resource> = last_definitions(&resources)
         .filter(|r| visible(r, &workload.namespace))
         .cloned()
         .collect();
@@ -133,6 +132,20 @@ pub fn compile(
         registry,
         resources,
     })
+}
+
+/// A kind, namespace and name defined twice means one object, the later definition, as
+/// `kubectl apply` and Istio's file source read a directory.
+fn last_definitions(resources: &[Resource]) -> impl Iterator<Item = &Resource> {
+    let mut last = HashMap::new();
+    for (i, r) in resources.iter().enumerate() {
+        last.insert((r.kind, r.namespace(), r.name()), i);
+    }
+    resources
+        .iter()
+        .enumerate()
+        .filter(move |(i, r)| last.get(&(r.kind, r.namespace(), r.name())) == Some(i))
+        .map(|(_, r)| r)
 }
 
 /// Istio's `exportTo` (and, for Kubernetes Services, the `networking.istio.io/exportTo`
