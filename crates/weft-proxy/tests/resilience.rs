@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use weft_proxy::access_log::Flags;
 
 fn vs(http: &str) -> String {
-    format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: ratings\nspec:\n  hosts: [ratings]\n  http:\n{http}")
+    virtual_service("ratings", http)
 }
 
 async fn one(behaviour: Behaviour) -> Backend {

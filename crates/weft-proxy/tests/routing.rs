@@ -69,19 +69,14 @@ async fn header_match_sends_jason_to_v2_and_everyone_else_to_v1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_split_90_10_within_3_points() {
     let b = reviews(&["v1", "v2"]).await;
-    let vs = "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: reviews
-spec:
-  hosts: [reviews]
-  http:
-  - route:
+    let vs = &reviews_routes(
+        "  - route:
     - destination: {host: reviews, subset: v1}
       weight: 90
     - destination: {host: reviews, subset: v2}
       weight: 10
-";
+",
+    );
     let proxy = TestProxy::start(&reviews_config(&b, &["v1", "v2"], vs)).await;
     let c = proxy.client();
     let mut answers = Vec::new();
@@ -112,18 +107,13 @@ async fn without_a_virtual_service_traffic_reaches_every_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_matching_route_is_404_nr_and_unknown_hosts_are_blocked() {
     let b = reviews(&["v1"]).await;
-    let vs = "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: reviews
-spec:
-  hosts: [reviews]
-  http:
-  - match:
+    let vs = &reviews_routes(
+        "  - match:
     - uri: {prefix: /reviews}
     route:
     - destination: {host: reviews}
-";
+",
+    );
     let mut proxy = TestProxy::start(&reviews_config(&b, &["v1"], vs)).await;
     let c = proxy.client();
     let a = c.get("reviews:9080", "/other", &[]).await;
@@ -226,14 +216,8 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_params_without_headers_and_ignore_uri_case() {
     let b = reviews(&["v1", "v2"]).await;
-    let vs = "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: reviews
-spec:
-  hosts: [reviews]
-  http:
-  - match:
+    let vs = &reviews_routes(
+        "  - match:
     - queryParams:
         canary: {exact: \"true\"}
       withoutHeaders:
@@ -244,7 +228,8 @@ spec:
     - destination: {host: reviews, subset: v2}
   - route:
     - destination: {host: reviews, subset: v1}
-";
+",
+    );
     let proxy = TestProxy::start(&reviews_config(&b, &["v1", "v2"], vs)).await;
     let c = proxy.client();
     assert_eq!(c.served("reviews:9080", "/?canary=true", &[]).await, "v2");
@@ -307,21 +292,16 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_preflight_is_answered_by_the_proxy() {
     let b = reviews(&["v1"]).await;
-    let vs = "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: reviews
-spec:
-  hosts: [reviews]
-  http:
-  - route:
+    let vs = &reviews_routes(
+        "  - route:
     - destination: {host: reviews}
     corsPolicy:
       allowOrigins:
       - exact: https://shop.example
       allowMethods: [GET, POST]
       maxAge: 24h
-";
+",
+    );
     let proxy = TestProxy::start(&reviews_config(&b, &["v1"], vs)).await;
     let c = proxy.client();
     let pre = c

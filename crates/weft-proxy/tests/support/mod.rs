@@ -363,3 +363,12 @@ pub fn tally<'a>(
     }
     m
 }
+
+/// A VirtualService named for `host` (hosts `[host]`) with the given `http:` entries.
+pub fn virtual_service(host: &str, http: &str) -> String {
+    format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: {host}\nspec:\n  hosts: [{host}]\n  http:\n{http}")
+}
+
+pub fn reviews_routes(http: &str) -> String {
+    virtual_service("reviews", http)
+}
