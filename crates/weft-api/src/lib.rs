@@ -7,9 +7,10 @@ pub mod analyze;
 pub mod host;
 pub mod load;
 pub mod resource;
+pub mod scope;
 pub mod types;
 pub mod validate;
 
-pub use load::{load_path, load_str, Diagnostic, LoadError, Loaded};
+pub use load::{load_path, load_str, split_documents, Diagnostic, LoadError, Loaded};
 pub use resource::{Kind, Origin, Resource, Spec};
 pub use validate::Severity;

@@ -178,7 +178,7 @@ fn go_yaml_flow_scalars(doc: &str) -> Option<String> {
 
 /// Splits on `---` separator lines, keeping each document's first line number. JSON text
 /// has no separators and comes back whole.
-pub(crate) fn split_documents(text: &str) -> Vec<(usize, &str)> {
+pub fn split_documents(text: &str) -> Vec<(usize, &str)> {
     let mut docs = Vec::new();
     let mut start = 0;
     let mut start_line = 1;

@@ -2,9 +2,11 @@
 //! `weft_api::analyze`, and prints one message a line, as istioctl does; the exit status is
 //! non-zero when any message in the analyzed namespaces is an Error.
 
+use crate::client::{decode_all, status_error, Target};
 use anyhow::bail;
 use std::path::PathBuf;
 use weft_api::analyze::{self, Format, Input, Level};
+use weft_discovery::admin::GetRequest;
 
 #[derive(clap::Args)]
 pub struct AnalyzeArgs {
@@ -25,19 +27,19 @@ pub struct AnalyzeArgs {
     output: String,
 }
 
-pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
+/// Analyzes the files named, or without any, the control plane's live config.
+pub fn run(args: AnalyzeArgs, control_plane: &Target) -> anyhow::Result<()> {
     let paths: Vec<PathBuf> = args.filenames.into_iter().chain(args.files).collect();
-    if paths.is_empty() {
-        bail!(
-            "weft analyze needs -f FILE|DIR: there is no control plane to read the live configuration from yet, so name the config files or directories to analyze"
-        );
-    }
     let target = if args.all_namespaces {
         "all namespaces".to_string()
     } else {
         format!("namespace: {}", args.namespace)
     };
-    let input = Input::load(&paths)?;
+    let input = if paths.is_empty() {
+        crate::client_run(live_config(control_plane))?
+    } else {
+        Input::load(&paths)?
+    };
     let messages: Vec<_> = analyze::analyze(&input)
         .into_iter()
         .filter(|m| args.all_namespaces || m.namespace().is_none_or(|ns| ns == args.namespace))
@@ -59,4 +61,21 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Everything the control plane holds, including the workloads its proxies announced.
+async fn live_config(target: &Target) -> anyhow::Result<Input> {
+    let mut client = target.connect().await.map_err(|e| {
+        e.context("weft analyze without -f reads the live config from the control plane")
+    })?;
+    let resources = client
+        .get(GetRequest::default())
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .resources;
+    Ok(Input {
+        resources: decode_all(&resources)?,
+        ..Default::default()
+    })
 }

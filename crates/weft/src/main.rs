@@ -1,27 +1,23 @@
-//! `weft`: the single binary. Today it runs the sidecar proxy; the control plane, the CLI
-//! verbs and the local platform join it as their issues land.
+//! `weft`: the single binary: the sidecar proxy, the control plane, and the CLI that
+//! applies and inspects config (Weft's istioctl).
 
 mod analyze;
+mod client;
+mod control;
 mod echo;
+mod proxy;
+mod table;
 
 // The request path allocates small, short-lived buffers from many threads; glibc's
 // allocator took a third of the proxy's user time (bench/README.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use client::Target;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use tracing_subscriber::{reload, EnvFilter};
-use weft_api::types::OutboundTrafficMode;
 use weft_bench::load::{Mode, Protocol};
-use weft_proxy::access_log::AccessLog;
-use weft_proxy::config::FileSource;
-use weft_proxy::transport::orig_dst::{NoOriginalDst, SoOriginalDst};
-use weft_proxy::workload::{parse_labels, Workload};
-use weft_proxy::{Proxy, ProxyOptions};
 
 #[derive(Parser)]
 #[command(
@@ -32,12 +28,35 @@ use weft_proxy::{Proxy, ProxyOptions};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    target: Target,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the sidecar proxy beside a workload.
-    Proxy(Box<ProxyArgs>),
+    Proxy(Box<proxy::ProxyArgs>),
+    /// Run the control plane: config store, service registry, discovery stream (15010).
+    Control(control::ControlArgs),
+    /// Validate config and apply it to the control plane.
+    Apply(client::config::ApplyArgs),
+    /// List or print config held by the control plane.
+    Get(client::config::GetArgs),
+    /// Delete config from the control plane.
+    Delete(client::config::DeleteArgs),
+    /// Each connected proxy's config version and whether it is in sync.
+    ProxyStatus(client::status::StatusArgs),
+    /// One proxy's routes, clusters, endpoints or listeners.
+    ProxyConfig(client::proxy_config::ProxyConfigArgs),
+    /// The routes, subsets and policies that apply to a service.
+    Describe(client::describe::DescribeArgs),
+    /// Client, control plane and data plane versions.
+    Version(client::status::VersionArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Analyze config files for problems across resources, as istioctl analyze does.
     Analyze(analyze::AnalyzeArgs),
     /// Check config files with Istio's validation rules and print every problem.
@@ -104,55 +123,6 @@ enum BenchCommand {
     },
 }
 
-#[derive(clap::Args)]
-struct ProxyArgs {
-    /// Directory of Istio YAML/JSON files; watched and re-read on change.
-    #[arg(long, env = "WEFT_CONFIG_DIR")]
-    config: PathBuf,
-    /// The workload's namespace, as the pod's.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-    namespace: String,
-    /// The workload's name (Istio's `source_workload`).
-    #[arg(long, env = "WEFT_WORKLOAD_NAME", default_value = "")]
-    workload_name: String,
-    /// The workload's labels: `app=reviews,version=v2`.
-    #[arg(long, env = "WEFT_LABELS", default_value = "")]
-    labels: String,
-    #[arg(long, env = "SERVICE_ACCOUNT", default_value = "default")]
-    service_account: String,
-    #[arg(long, default_value = "0.0.0.0:15001")]
-    outbound: SocketAddr,
-    #[arg(long, default_value = "0.0.0.0:15006")]
-    inbound: SocketAddr,
-    #[arg(long, default_value = "127.0.0.1:15000")]
-    admin: SocketAddr,
-    #[arg(long, default_value = "0.0.0.0:15021")]
-    health: SocketAddr,
-    /// Where inbound traffic goes when it was not redirected by iptables.
-    #[arg(long)]
-    inbound_target: Option<SocketAddr>,
-    /// REGISTRY_ONLY (Weft's default: only mesh services and ServiceEntry hosts) or ALLOW_ANY.
-    #[arg(long, default_value = "REGISTRY_ONLY", value_parser = parse_policy)]
-    outbound_traffic_policy: OutboundTrafficMode,
-    /// `stdout` or `off`.
-    #[arg(long, default_value = "stdout")]
-    access_log: String,
-    /// Data-plane worker threads.
-    #[arg(long, env = "WEFT_WORKERS", default_value_t = 2)]
-    workers: usize,
-    /// Do not ask the kernel for original destinations (explicit proxy mode only).
-    #[arg(long)]
-    no_capture: bool,
-}
-
-fn parse_policy(s: &str) -> Result<OutboundTrafficMode, String> {
-    match s.to_ascii_uppercase().as_str() {
-        "REGISTRY_ONLY" => Ok(OutboundTrafficMode::RegistryOnly),
-        "ALLOW_ANY" => Ok(OutboundTrafficMode::AllowAny),
-        _ => Err("use REGISTRY_ONLY or ALLOW_ANY".into()),
-    }
-}
-
 fn main() -> std::process::ExitCode {
     // Errors are for people: the whole cause chain on one line, no backtrace.
     match run(Cli::parse()) {
@@ -166,8 +136,20 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Proxy(args) => run_proxy(*args),
-        Command::Analyze(args) => analyze::run(args),
+        Command::Proxy(args) => proxy::run(*args),
+        Command::Control(args) => control::run(args),
+        Command::Apply(args) => client_run(client::config::apply(&cli.target, args)),
+        Command::Get(args) => client_run(client::config::get(&cli.target, args)),
+        Command::Delete(args) => client_run(client::config::delete(&cli.target, args)),
+        Command::ProxyStatus(args) => client_run(client::status::proxy_status(&cli.target, args)),
+        Command::ProxyConfig(args) => client_run(client::proxy_config::run(&cli.target, args)),
+        Command::Describe(args) => client_run(client::describe::run(&cli.target, args)),
+        Command::Version(args) => client_run(client::status::version(&cli.target, args)),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "weft", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Analyze(args) => analyze::run(args, &cli.target),
         Command::Validate { path } => validate(&path),
         Command::Bench(bench) => run_bench(bench),
         Command::Echo { name, listen } => tokio::runtime::Builder::new_current_thread()
@@ -175,6 +157,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .build()?
             .block_on(echo::serve(name, listen)),
     }
+}
+
+/// Runs a CLI verb that talks to the control plane.
+fn client_run<T>(verb: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(verb)
 }
 
 fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
@@ -250,76 +240,4 @@ fn validate(path: &std::path::Path) -> anyhow::Result<()> {
         path.display()
     );
     Ok(())
-}
-
-fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
-    let (filter, handle) = reload::Layer::new(
-        EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-    );
-    use tracing_subscriber::prelude::*;
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
-        .init();
-    let workload = Workload {
-        name: args.workload_name,
-        namespace: args.namespace,
-        labels: parse_labels(&args.labels).map_err(anyhow::Error::msg)?,
-        service_account: args.service_account,
-    };
-    let set_log_level: weft_proxy::admin::SetLogLevel = Arc::new(move |level: &str| {
-        let filter = EnvFilter::try_new(level).map_err(|e| format!("bad level {level:?}: {e}"))?;
-        handle.reload(filter).map_err(|e| e.to_string())
-    });
-    let opts = ProxyOptions {
-        outbound: args.outbound,
-        inbound: args.inbound,
-        admin: args.admin,
-        health: args.health,
-        workload,
-        outbound_policy: args.outbound_traffic_policy,
-        access_log: match args.access_log.as_str() {
-            "off" => AccessLog::Off,
-            _ => AccessLog::Stdout,
-        },
-        orig_dst: if args.no_capture {
-            Arc::new(NoOriginalDst)
-        } else {
-            Arc::new(SoOriginalDst)
-        },
-        inbound_target: args.inbound_target,
-        set_log_level: Some(set_log_level),
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.workers.max(1))
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    let dir = args.config;
-    runtime.block_on(async move {
-        let proxy = Proxy::start(opts).await?;
-        tracing::info!(
-            outbound = %proxy.outbound_addr, inbound = %proxy.inbound_addr,
-            admin = %proxy.admin_addr, health = %proxy.health_addr,
-            "weft proxy listening"
-        );
-        let store = proxy.config.clone();
-        let source = FileSource { dir: dir.clone() };
-        let watcher = tokio::spawn(source.run(store));
-        let quit = proxy.quit.clone();
-        tokio::select! {
-            _ = quit.notified() => tracing::info!("quitquitquit: exiting"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: exiting"),
-            r = watcher => {
-                if let Ok(Err(e)) = r {
-                    anyhow::bail!("cannot watch {}: {e}", dir.display());
-                }
-            }
-        }
-        Ok(())
-    })
 }

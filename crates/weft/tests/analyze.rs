@@ -29,6 +29,14 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
+    analyze_with_env(args, ("WEFT_LOG", "info"))
+}
+
+fn analyze_with_env<I, S>(args: I, env: (&str, &str)) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
     let Output {
         status,
         stdout,
@@ -36,6 +44,7 @@ where
     } = Command::new(WEFT)
         .arg("analyze")
         .args(args)
+        .env(env.0, env.1)
         .output()
         .expect("run weft analyze");
     Run {
@@ -237,13 +246,14 @@ fn a_clean_fixture_passes() {
 }
 
 #[test]
-fn without_files_it_says_why_it_needs_them() {
-    let run = analyze(Vec::<&str>::new());
+fn without_files_it_reads_the_control_plane_and_says_so_when_none_answers() {
+    let run = analyze_with_env(Vec::<&str>::new(), ("WEFT_CONTROL_PLANE", "127.0.0.1:1"));
     assert_eq!(run.code, Some(1));
     assert_eq!(run.stdout, "");
     assert!(
-        run.stderr.contains("weft analyze needs -f FILE|DIR")
-            && run.stderr.contains("no control plane"),
+        run.stderr
+            .contains("weft analyze without -f reads the live config from the control plane")
+            && run.stderr.contains("start it with `weft control`"),
         "{}",
         run.stderr
     );

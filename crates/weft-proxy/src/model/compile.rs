@@ -17,7 +17,7 @@ use ipnet::IpNet;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use weft_api::types::{self, OutboundTrafficMode};
-use weft_api::{host, Resource, Spec};
+use weft_api::{host, scope, Resource, Spec};
 
 /// Compiles `resources` for `workload`, reusing unchanged clusters from `previous`.
 pub fn compile(
@@ -28,7 +28,7 @@ pub fn compile(
     previous: &BTreeMap<String, Arc<Cluster>>,
 ) -> Result<Snapshot, String> {
     let in_scope: Vec<Resource> = last_definitions(&resources)
-        .filter(|r| visible(r, &workload.namespace))
+        .filter(|r| scope::exported_to(r, &workload.namespace))
         .cloned()
         .collect();
     let outbound_policy = sidecar_policy(&in_scope, workload).unwrap_or(outbound_policy);
@@ -148,59 +148,9 @@ fn last_definitions(resources: &[Resource]) -> impl Iterator<Item = &Resource> {
         .map(|(_, r)| r)
 }
 
-/// Istio's `exportTo` (and, for Kubernetes Services, the `networking.istio.io/exportTo`
-/// annotation): unset or `*` is every namespace, `.` the resource's own, else the names given.
-fn visible(r: &Resource, caller_namespace: &str) -> bool {
-    let annotation;
-    let export_to: &[String] = match &r.spec {
-        Spec::VirtualService(vs) => &vs.export_to,
-        Spec::DestinationRule(dr) => &dr.export_to,
-        Spec::ServiceEntry(se) => &se.export_to,
-        Spec::Service(_) => {
-            annotation = r
-                .metadata
-                .annotations
-                .get("networking.istio.io/exportTo")
-                .map(|a| {
-                    a.split(',')
-                        .map(|s| s.trim().to_string())
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default();
-            &annotation
-        }
-        _ => &[],
-    };
-    export_to.is_empty()
-        || export_to.iter().any(|e| {
-            e == "*" || e == caller_namespace || (e == "." && r.namespace() == caller_namespace)
-        })
-}
-
-/// `outboundTrafficPolicy` from the Sidecar that applies to this workload: one in its
-/// namespace selecting it, else its namespace's default (no selector), else the root
-/// namespace's (`istio-system`).
+/// `outboundTrafficPolicy` from the Sidecar that applies to this workload.
 fn sidecar_policy(resources: &[Resource], workload: &Workload) -> Option<OutboundTrafficMode> {
-    let sidecars = || {
-        resources.iter().filter_map(|r| match &r.spec {
-            Spec::Sidecar(sc) => Some((r.namespace(), sc)),
-            _ => None,
-        })
-    };
-    let selecting = sidecars().find(|(ns, sc)| {
-        *ns == workload.namespace
-            && sc
-                .workload_selector
-                .as_ref()
-                .is_some_and(|s| types::labels_match(&s.labels, &workload.labels))
-    });
-    let namespace_default =
-        || sidecars().find(|(ns, sc)| *ns == workload.namespace && sc.workload_selector.is_none());
-    let root_default =
-        || sidecars().find(|(ns, sc)| *ns == "istio-system" && sc.workload_selector.is_none());
-    selecting
-        .or_else(namespace_default)
-        .or_else(root_default)
+    scope::applicable_sidecar(resources, &workload.namespace, &workload.labels)
         .and_then(|(_, sc)| sc.outbound_traffic_policy.as_ref())
         .map(|p| p.mode)
 }

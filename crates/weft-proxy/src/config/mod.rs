@@ -2,12 +2,16 @@
 //! whole when a new version compiles, and the sources that feed it. A version that does not
 //! load or compile is rejected and the last good one keeps serving.
 
+mod file;
+mod stream;
+
+pub use file::FileSource;
+pub use stream::{Backoff, StreamSource};
+
 use crate::model::{compile, Snapshot};
 use crate::workload::Workload;
 use arc_swap::ArcSwap;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::watch;
 use weft_api::types::OutboundTrafficMode;
 use weft_api::Resource;
@@ -91,59 +95,5 @@ impl ConfigStore {
             s.rejected += 1;
             s.last_error = Some(error);
         });
-    }
-}
-
-/// Reads a directory of YAML/JSON files, then re-reads it whenever a file changes.
-pub struct FileSource {
-    pub dir: PathBuf,
-}
-
-/// Changes within this window are read as one.
-const DEBOUNCE: Duration = Duration::from_millis(50);
-
-impl FileSource {
-    pub async fn load_once(&self, store: &ConfigStore) -> Result<u64, String> {
-        let loaded = weft_api::load_path(&self.dir).map_err(|e| e.to_string());
-        let loaded = match loaded {
-            Ok(l) => l,
-            Err(e) => {
-                store.reject(e.clone());
-                return Err(e);
-            }
-        };
-        for w in loaded.warnings() {
-            tracing::warn!("{w}");
-        }
-        if loaded.has_errors() {
-            let text = loaded
-                .errors()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("\n");
-            store.reject(text.clone());
-            return Err(text);
-        }
-        store.apply(loaded.resources).await
-    }
-
-    /// Loads now and on every change until the store is dropped.
-    pub async fn run(self, store: Arc<ConfigStore>) -> Result<(), notify::Error> {
-        use notify::{RecursiveMode, Watcher};
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok_and(|e| !e.kind.is_access()) {
-                    let _ = tx.send(());
-                }
-            })?;
-        watcher.watch(&self.dir, RecursiveMode::NonRecursive)?;
-        let _ = self.load_once(&store).await;
-        while rx.recv().await.is_some() {
-            tokio::time::sleep(DEBOUNCE).await;
-            while rx.try_recv().is_ok() {}
-            let _ = self.load_once(&store).await;
-        }
-        Ok(())
     }
 }

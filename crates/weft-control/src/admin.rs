@@ -1,0 +1,142 @@
+//! The admin API the `weft` CLI calls: apply, get, delete, proxy status and config,
+//! versions.
+
+use crate::config::{ConfigError, ConfigState};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+use weft_discovery::admin::admin_server::Admin;
+use weft_discovery::admin::*;
+use weft_discovery::wire::{self, Key};
+
+pub struct AdminService {
+    pub state: Arc<ConfigState>,
+}
+
+impl From<ConfigError> for Status {
+    fn from(e: ConfigError) -> Status {
+        match &e {
+            ConfigError::Invalid(_) => Status::invalid_argument(e.to_string()),
+            ConfigError::Conflict { .. } => Status::aborted(e.to_string()),
+            ConfigError::NotFound(_) => Status::not_found(e.to_string()),
+            ConfigError::Store(_) => Status::internal(e.to_string()),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
+        let req = req.into_inner();
+        let (applied, messages) = self.state.apply(&req.source, &req.documents).await?;
+        Ok(Response::new(ApplyResponse {
+            applied: applied
+                .into_iter()
+                .map(|a| Applied {
+                    key: Some(a.key.to_wire()),
+                    action: a.action.to_string(),
+                    resource_version: a.resource_version,
+                })
+                .collect(),
+            messages,
+        }))
+    }
+
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let req = req.into_inner();
+        let mesh = self.state.mesh();
+        let mut found: Vec<(&Key, _)> = mesh
+            .config_objects()
+            .filter(|(k, _)| req.kind.is_empty() || k.kind.name() == req.kind)
+            .filter(|(k, _)| req.name.is_empty() || k.name == req.name)
+            .filter(|(k, _)| req.namespace.is_empty() || k.namespace == req.namespace)
+            .collect();
+        if found.is_empty() && !req.name.is_empty() {
+            return Err(Status::not_found(format!(
+                "{} {}/{} not found (weft get {} -A lists what there is)",
+                req.kind, req.namespace, req.name, req.kind
+            )));
+        }
+        found.sort_by(|a, b| a.0.cmp(b.0));
+        Ok(Response::new(GetResponse {
+            resources: found
+                .into_iter()
+                .map(|(k, o)| wire::encode(k, o.json.clone()))
+                .collect(),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let keys = req
+            .into_inner()
+            .keys
+            .iter()
+            .map(Key::from_wire)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Status::invalid_argument)?;
+        let deleted = self.state.delete(keys).await?;
+        Ok(Response::new(DeleteResponse {
+            deleted: deleted.iter().map(Key::to_wire).collect(),
+        }))
+    }
+
+    async fn proxy_status(
+        &self,
+        _: Request<ProxyStatusRequest>,
+    ) -> Result<Response<ProxyStatusResponse>, Status> {
+        let mesh = self.state.mesh();
+        let proxies = mesh
+            .proxies()
+            .map(|(_, p)| ProxyStatus {
+                identity: Some(p.hello.clone()),
+                sent_version: p.sent.clone(),
+                acked_version: p.acked.clone(),
+                nacked_version: p.nacked.clone(),
+                nack_reason: p.nack_reason.clone(),
+                connected_seconds: p.connected_at.elapsed().as_secs(),
+                resources: mesh.view_objects(&p.view).len() as u32,
+            })
+            .collect();
+        Ok(Response::new(ProxyStatusResponse { proxies }))
+    }
+
+    async fn proxy_config(
+        &self,
+        req: Request<ProxyConfigRequest>,
+    ) -> Result<Response<ProxyConfigResponse>, Status> {
+        let name = req.into_inner().proxy;
+        let mesh = self.state.mesh();
+        let (_, p) = mesh.find_proxy(&name).ok_or_else(|| {
+            Status::not_found(format!(
+                "no proxy {name:?} is connected (weft proxy-status lists them as NAME.NAMESPACE)"
+            ))
+        })?;
+        let resources = mesh
+            .view_objects(&p.view)
+            .into_iter()
+            .map(|o| wire::encode(&Key::of(&o.resource), o.json.clone()))
+            .collect();
+        Ok(Response::new(ProxyConfigResponse {
+            identity: Some(p.hello.clone()),
+            version: p.acked.clone(),
+            resources,
+        }))
+    }
+
+    async fn version(
+        &self,
+        _: Request<VersionRequest>,
+    ) -> Result<Response<VersionResponse>, Status> {
+        let mut proxies: HashMap<String, u32> = HashMap::new();
+        for (_, p) in self.state.mesh().proxies() {
+            *proxies.entry(p.hello.proxy_version.clone()).or_default() += 1;
+        }
+        Ok(Response::new(VersionResponse {
+            control_plane: env!("CARGO_PKG_VERSION").to_string(),
+            proxies,
+        }))
+    }
+}

@@ -1,0 +1,316 @@
+//! Changing the config: applies and deletes from the API, re-reads of the directory, and the
+//! workloads proxies announce. All of them end in one [`Mesh::apply`].
+
+use crate::mesh::{Change, Mesh};
+use crate::objects::{Object, Source};
+use crate::store::{ConfigDir, StoreError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use weft_api::analyze::{self, Input, Level};
+use weft_api::{Kind, Origin, Resource};
+use weft_discovery::discovery::Hello;
+use weft_discovery::wire::Key;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("Operation cannot be fulfilled on {key}: {reason}; get the latest version (weft get {} {} -n {} -o yaml), reapply your change to it and try again", key.kind, key.name, key.namespace)]
+    Conflict { key: Key, reason: String },
+    #[error("{0} not found")]
+    NotFound(Key),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What happened to one applied object, as kubectl reports it.
+pub struct Applied {
+    pub key: Key,
+    pub action: &'static str,
+    pub resource_version: String,
+}
+
+pub struct ConfigState {
+    pub mesh: Mutex<Mesh>,
+    pub dir: ConfigDir,
+    /// Serialises applies, deletes and directory re-reads.
+    write: tokio::sync::Mutex<()>,
+}
+
+impl ConfigState {
+    pub fn new(mesh: Mesh, dir: ConfigDir) -> ConfigState {
+        ConfigState {
+            mesh: Mutex::new(mesh),
+            dir,
+            write: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn mesh(&self) -> MutexGuard<'_, Mesh> {
+        self.mesh.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Validates documents, analyzes them together with everything already applied, stores
+    /// them and pushes them.
+    pub async fn apply(
+        &self,
+        source: &str,
+        documents: &str,
+    ) -> Result<(Vec<Applied>, Vec<String>), ConfigError> {
+        let loaded = weft_api::load_str(documents, Path::new(source));
+        if loaded.has_errors() {
+            let errors: Vec<String> = loaded.errors().map(ToString::to_string).collect();
+            return Err(ConfigError::Invalid(format!(
+                "{}\nfix the documents above and apply again; nothing was applied",
+                errors.join("\n")
+            )));
+        }
+        if loaded.resources.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "{source}: no Weft resources to apply (kinds: {})",
+                Kind::ALL.map(Kind::name).join(", ")
+            )));
+        }
+        let _write = self.write.lock().await;
+        let mut incoming: BTreeMap<Key, Resource> = BTreeMap::new();
+        for r in loaded.resources {
+            incoming.insert(Key::of(&r), r);
+        }
+        let mut outcome = Vec::new();
+        let mut upserts = Vec::new();
+        let mut previous = BTreeMap::new();
+        {
+            let mesh = self.mesh();
+            for (key, r) in &incoming {
+                let current = mesh
+                    .objects()
+                    .get(key)
+                    .filter(|o| o.source == Source::Config);
+                if let Some(wanted) = &r.metadata.resource_version {
+                    match current {
+                        Some(c) if c.resource_version() != wanted => {
+                            return Err(ConfigError::Conflict {
+                                key: key.clone(),
+                                reason: format!("the object has been modified (resourceVersion {wanted} is now {})", c.resource_version()),
+                            })
+                        }
+                        None => {
+                            return Err(ConfigError::Conflict {
+                                key: key.clone(),
+                                reason: format!("resourceVersion {wanted} was given but the object no longer exists"),
+                            })
+                        }
+                        _ => {}
+                    }
+                }
+                let mut stored = r.clone();
+                stored.origin = Origin {
+                    file: Arc::new(self.dir.file_for(key)),
+                    document: 1,
+                    line: 1,
+                };
+                let object = Object::new(stored, Source::Config);
+                let action = match current {
+                    None => "created",
+                    Some(c) if c.digest == object.digest => "unchanged",
+                    Some(_) => "configured",
+                };
+                outcome.push(Applied {
+                    key: key.clone(),
+                    action,
+                    resource_version: object.resource_version().to_string(),
+                });
+                if action != "unchanged" {
+                    previous.insert(key.clone(), current.map(|c| c.resource.clone()));
+                    upserts.push((key.clone(), object));
+                }
+            }
+            self.check(&mesh, &incoming, &BTreeSet::new())?;
+        }
+        let messages = self.analysis(&incoming, &BTreeSet::new(), |l| l != Level::Error);
+        for (key, object) in &upserts {
+            let before = previous.get(key).and_then(|p| p.as_deref());
+            self.dir.put(key, &object.resource, before)?;
+        }
+        self.mesh().apply(Change {
+            upserts,
+            removals: Vec::new(),
+        });
+        Ok((outcome, messages))
+    }
+
+    /// Deletes objects; all must exist.
+    pub async fn delete(&self, keys: Vec<Key>) -> Result<Vec<Key>, ConfigError> {
+        let _write = self.write.lock().await;
+        let current: Vec<(Key, Arc<Resource>)> = {
+            let mesh = self.mesh();
+            keys.into_iter()
+                .map(|k| {
+                    match mesh
+                        .objects()
+                        .get(&k)
+                        .filter(|o| o.source == Source::Config)
+                    {
+                        Some(o) => Ok((k, o.resource.clone())),
+                        None => Err(ConfigError::NotFound(k)),
+                    }
+                })
+                .collect::<Result<_, _>>()?
+        };
+        for (key, r) in &current {
+            self.dir.delete(key, r)?;
+        }
+        let removals: Vec<Key> = current.into_iter().map(|(k, _)| k).collect();
+        self.mesh().apply(Change {
+            upserts: Vec::new(),
+            removals: removals.clone(),
+        });
+        Ok(removals)
+    }
+
+    /// Re-reads the directory and pushes what changed; a directory with errors changes
+    /// nothing.
+    pub async fn reload(&self) -> Result<usize, ConfigError> {
+        let _write = self.write.lock().await;
+        let mut found: BTreeMap<Key, Resource> = BTreeMap::new();
+        for r in self.dir.load()? {
+            found.insert(Key::of(&r), r);
+        }
+        let mut mesh = self.mesh();
+        let removals: Vec<Key> = mesh
+            .config_objects()
+            .map(|(k, _)| k.clone())
+            .filter(|k| !found.contains_key(k))
+            .collect();
+        let upserts = found
+            .into_iter()
+            .map(|(k, r)| (k, Object::new(r, Source::Config)))
+            .filter(|(k, o)| mesh.objects().get(k).is_none_or(|c| c.digest != o.digest))
+            .collect();
+        Ok(mesh.apply(Change { upserts, removals }))
+    }
+
+    /// Errors the analyzers find in `incoming` (or in what refers to `deleted`), judged
+    /// together with everything else.
+    fn check(
+        &self,
+        mesh: &Mesh,
+        incoming: &BTreeMap<Key, Resource>,
+        deleted: &BTreeSet<Key>,
+    ) -> Result<(), ConfigError> {
+        let errors = analysis_of(mesh, incoming, deleted, |l| l == Level::Error);
+        if errors.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid(format!(
+            "{}\nnothing was applied: fix the errors above (`weft analyze -f FILE` shows them before applying)",
+            errors.join("\n")
+        )))
+    }
+
+    fn analysis(
+        &self,
+        incoming: &BTreeMap<Key, Resource>,
+        deleted: &BTreeSet<Key>,
+        levels: impl Fn(Level) -> bool,
+    ) -> Vec<String> {
+        analysis_of(&self.mesh(), incoming, deleted, levels)
+    }
+
+    /// Registers the workload a proxy announces as a WorkloadEntry, as Istio's
+    /// auto-registration does.
+    pub fn announce(&self, hello: &Hello) -> Option<Key> {
+        let r = announced_workload(hello)?;
+        let key = Key::of(&r);
+        self.mesh().apply(Change {
+            upserts: vec![(key.clone(), Object::new(r, Source::Announced))],
+            removals: Vec::new(),
+        });
+        Some(key)
+    }
+
+    /// Withdraws an announced workload whose proxy has not come back.
+    pub fn withdraw(&self, key: Key) {
+        let mut mesh = self.mesh();
+        let reconnected = mesh
+            .proxies()
+            .any(|(_, p)| announced_workload(&p.hello).is_some_and(|r| Key::of(&r) == key));
+        if !reconnected {
+            mesh.apply(Change {
+                upserts: Vec::new(),
+                removals: vec![key],
+            });
+        }
+    }
+}
+
+/// Analyzer messages about `incoming`, at the levels asked for. IST0173 (a subset selects no
+/// workloads) depends on which proxies happen to be connected, so it never blocks an apply.
+fn analysis_of(
+    mesh: &Mesh,
+    incoming: &BTreeMap<Key, Resource>,
+    deleted: &BTreeSet<Key>,
+    levels: impl Fn(Level) -> bool,
+) -> Vec<String> {
+    let mut resources: Vec<Resource> = mesh
+        .objects()
+        .iter()
+        .filter(|(k, _)| !incoming.contains_key(k) && !deleted.contains(k))
+        .map(|(_, o)| o.resource.as_ref().clone())
+        .collect();
+    resources.extend(incoming.values().cloned());
+    let input = Input {
+        resources,
+        ..Default::default()
+    };
+    analyze::analyze(&input)
+        .into_iter()
+        .filter(|m| {
+            let blocking = m.level() == Level::Error && m.code() != "IST0173";
+            let level = if blocking {
+                Level::Error
+            } else {
+                Level::Warning
+            };
+            levels(level)
+        })
+        .filter(|m| {
+            m.resource.as_ref().is_some_and(|r| {
+                incoming.keys().any(|k| {
+                    k.kind.name() == r.kind && k.namespace == r.namespace && k.name == r.name
+                })
+            })
+        })
+        .map(|m| m.to_string())
+        .collect()
+}
+
+/// The WorkloadEntry a proxy's hello stands for, named as Istio names auto-registered
+/// workloads (`<name>-<address>`).
+pub fn announced_workload(hello: &Hello) -> Option<Resource> {
+    if hello.address.is_empty() {
+        return None;
+    }
+    let name = format!("{}-{}", hello.name, hello.address.replace(['.', ':'], "-"));
+    let json = serde_json::json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "WorkloadEntry",
+        "metadata": {
+            "name": name,
+            "namespace": hello.namespace,
+            "annotations": {"weft.dev/announced-by": format!("{}.{}", hello.name, hello.namespace)},
+        },
+        "spec": {
+            "address": hello.address,
+            "labels": hello.labels,
+            "serviceAccount": hello.service_account,
+        },
+    });
+    let loaded = weft_api::load_str(&json.to_string(), Path::new("announced by a proxy"));
+    if let Some(e) = loaded.errors().next() {
+        tracing::warn!("cannot register the workload of proxy {}: {e}", hello.name);
+        return None;
+    }
+    loaded.resources.into_iter().next()
+}

@@ -1,0 +1,138 @@
+//! The discovery stream's server side: one task per proxy that sends its view's updates in
+//! order and records its acknowledgements.
+
+use crate::config::ConfigState;
+use crate::mesh::{ProxyId, Subscription};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use weft_discovery::discovery::discovery_server::Discovery;
+use weft_discovery::discovery::{proxy_message, Hello, ProxyMessage, Update};
+use weft_discovery::wire::Key;
+
+pub struct DiscoveryService {
+    pub state: Arc<ConfigState>,
+    /// How long an announced workload outlives its proxy's stream, so a control plane
+    /// restart or a network blip does not take endpoints away.
+    pub endpoint_grace: Duration,
+}
+
+#[tonic::async_trait]
+impl Discovery for DiscoveryService {
+    type StreamStream = ReceiverStream<Result<Update, Status>>;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<ProxyMessage>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let hello = match inbound.message().await? {
+            Some(ProxyMessage {
+                message: Some(proxy_message::Message::Hello(hello)),
+            }) => hello,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a proxy's first message must be Hello (see proto/weft/discovery/v1/discovery.proto)",
+                ))
+            }
+        };
+        if hello.name.is_empty() || hello.namespace.is_empty() {
+            return Err(Status::invalid_argument(
+                "Hello needs the proxy's name and namespace (weft proxy --workload-name, --namespace)",
+            ));
+        }
+        let (tx, rx) = mpsc::channel(4);
+        let session = Session {
+            state: self.state.clone(),
+            id: ProxyId {
+                namespace: hello.namespace.clone(),
+                name: hello.name.clone(),
+            },
+            tx,
+            sent: String::new(),
+        };
+        tokio::spawn(session.run(hello, inbound, self.endpoint_grace));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+struct Session {
+    state: Arc<ConfigState>,
+    id: ProxyId,
+    tx: mpsc::Sender<Result<Update, Status>>,
+    /// The version of the last update sent on this stream.
+    sent: String,
+}
+
+impl Session {
+    async fn run(mut self, hello: Hello, mut inbound: Streaming<ProxyMessage>, grace: Duration) {
+        let announced = self.state.announce(&hello);
+        let mut sub = self.state.mesh().connect(hello);
+        let stream = sub.stream;
+        tracing::info!(proxy = %self.id, "proxy connected");
+        let mut alive = self.send_first(&mut sub).await;
+        while alive {
+            tokio::select! {
+                message = inbound.message() => match message {
+                    Ok(Some(m)) => self.receive(stream, m),
+                    Ok(None) | Err(_) => alive = false,
+                },
+                update = sub.updates.recv() => alive = match update {
+                    Ok(u) if u.base_version == self.sent => self.send(stream, (*u).clone()).await,
+                    // Fell behind, or an update from before the last full one: start afresh.
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.resync(stream, &mut sub).await,
+                    Err(broadcast::error::RecvError::Closed) => self.resync(stream, &mut sub).await,
+                },
+                _ = sub.moved.changed() => alive = self.resync(stream, &mut sub).await,
+            }
+        }
+        tracing::info!(proxy = %self.id, "proxy disconnected");
+        self.state.mesh().disconnect(&self.id, stream);
+        if let Some(key) = announced {
+            let state = self.state.clone();
+            tokio::spawn(withdraw_later(state, key, grace));
+        }
+    }
+
+    fn receive(&self, stream: u64, m: ProxyMessage) {
+        let mut mesh = self.state.mesh();
+        match m.message {
+            Some(proxy_message::Message::Ack(a)) => mesh.acked(&self.id, stream, &a.version),
+            Some(proxy_message::Message::Nack(n)) => {
+                mesh.nacked(&self.id, stream, &n.version, &n.reason)
+            }
+            Some(proxy_message::Message::Hello(_)) | None => {}
+        }
+    }
+
+    async fn send_first(&mut self, sub: &mut Subscription) -> bool {
+        let first = std::mem::take(&mut sub.first);
+        self.sent = first.version.clone();
+        self.tx.send(Ok(first)).await.is_ok()
+    }
+
+    async fn send(&mut self, stream: u64, update: Update) -> bool {
+        self.state.mesh().sent(&self.id, stream, &update.version);
+        self.sent = update.version.clone();
+        self.tx.send(Ok(update)).await.is_ok()
+    }
+
+    async fn resync(&mut self, stream: u64, sub: &mut Subscription) -> bool {
+        let fresh = self.state.mesh().resubscribe(&self.id, stream, "");
+        match fresh {
+            Some(fresh) => {
+                *sub = fresh;
+                self.send_first(sub).await
+            }
+            // Superseded by a newer stream of the same proxy.
+            None => false,
+        }
+    }
+}
+
+async fn withdraw_later(state: Arc<ConfigState>, key: Key, grace: Duration) {
+    tokio::time::sleep(grace).await;
+    state.withdraw(key);
+}

@@ -1,0 +1,144 @@
+//! `weft control`: holds the config (a watched directory plus the admin API), knows the
+//! services and endpoints, and streams each proxy the part of the config it needs.
+#![forbid(unsafe_code)]
+
+mod admin;
+pub mod config;
+mod discovery;
+pub mod mesh;
+pub mod metrics;
+mod objects;
+pub mod store;
+mod views;
+
+use config::ConfigState;
+use mesh::Mesh;
+use metrics::Metrics;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use weft_discovery::admin::admin_server::AdminServer;
+use weft_discovery::discovery::discovery_server::DiscoveryServer;
+
+pub struct ControlOptions {
+    pub config_dir: PathBuf,
+    /// The discovery stream and the admin API (istiod's 15010).
+    pub grpc: SocketAddr,
+    /// Metrics (istiod's 15014).
+    pub monitoring: SocketAddr,
+    /// How long a disconnected proxy's workload stays an endpoint.
+    pub endpoint_grace: Duration,
+}
+
+impl ControlOptions {
+    pub fn new(config_dir: PathBuf) -> ControlOptions {
+        ControlOptions {
+            config_dir,
+            grpc: ([0, 0, 0, 0], weft_discovery::CONTROL_PORT).into(),
+            monitoring: ([0, 0, 0, 0], weft_discovery::MONITORING_PORT).into(),
+            endpoint_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} for {what}: {source}{}", hint(source))]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+}
+
+fn hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            ": another control plane may be running; stop it or pass --grpc/--monitoring"
+        }
+        _ => "",
+    }
+}
+
+/// A running control plane. Dropping it stops it.
+pub struct ControlPlane {
+    pub grpc_addr: SocketAddr,
+    pub monitoring_addr: SocketAddr,
+    pub state: Arc<ConfigState>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ControlPlane {
+    /// Reads the config directory (refusing to start on one with errors), then serves.
+    pub async fn start(opts: ControlOptions) -> Result<ControlPlane, StartError> {
+        let bind = |what: &'static str, addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { what, addr, source })
+        };
+        let grpc = bind("the discovery stream", opts.grpc).await?;
+        let monitoring = bind("metrics", opts.monitoring).await?;
+        let grpc_addr = grpc.local_addr().expect("bound");
+        let monitoring_addr = monitoring.local_addr().expect("bound");
+        let metrics = Arc::new(Metrics::default());
+        let dir = store::ConfigDir::open(&opts.config_dir)?;
+        let state = Arc::new(ConfigState::new(Mesh::new(metrics.clone()), dir));
+        state.reload().await?;
+        let watched = state.clone();
+        let discovery = discovery::DiscoveryService {
+            state: state.clone(),
+            endpoint_grace: opts.endpoint_grace,
+        };
+        let admin = admin::AdminService {
+            state: state.clone(),
+        };
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+        let tasks = vec![
+            tokio::spawn(async move {
+                let served = tonic::transport::Server::builder()
+                    .http2_keepalive_interval(Some(Duration::from_secs(10)))
+                    .add_service(DiscoveryServer::new(discovery))
+                    .add_service(AdminServer::new(admin))
+                    .serve_with_incoming(incoming)
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!("discovery server stopped: {e}");
+                }
+            }),
+            tokio::spawn(metrics::serve(monitoring, metrics)),
+            tokio::spawn(async move {
+                let dir = watched.dir.path().to_path_buf();
+                let watching = weft_discovery::watch::watch_dir(&dir, || async {
+                    if let Err(e) = watched.reload().await {
+                        tracing::error!("{e}");
+                    }
+                })
+                .await;
+                if let Err(e) = watching {
+                    tracing::error!("cannot watch {}: {e}", dir.display());
+                }
+            }),
+        ];
+        Ok(ControlPlane {
+            grpc_addr,
+            monitoring_addr,
+            state,
+            tasks,
+        })
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! The control plane's state behind one lock: the objects, the views and the connected
+//! proxies. Every change goes through [`Mesh::apply`], which works out which views it
+//! touches and broadcasts only their differences.
+
+use crate::metrics::Metrics;
+use crate::objects::{Object, Objects, Source};
+use crate::views::{View, ViewKey};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+use weft_api::Kind;
+use weft_discovery::discovery::{Hello, Update};
+use weft_discovery::wire::Key;
+
+/// A proxy is known by namespace and name, as a pod is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProxyId {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for ProxyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.name, self.namespace)
+    }
+}
+
+pub struct ProxyRecord {
+    pub hello: Hello,
+    pub view: ViewKey,
+    /// Which stream is current: a reconnect supersedes a stream that has not noticed yet.
+    pub stream: u64,
+    pub connected_at: Instant,
+    pub sent: String,
+    pub sent_at: Option<Instant>,
+    pub acked: String,
+    pub nacked: String,
+    pub nack_reason: String,
+    /// Tells the stream its view changed (its Sidecar did).
+    moved: watch::Sender<()>,
+}
+
+/// What a stream needs to serve a proxy: the first update and where the next ones come from.
+pub struct Subscription {
+    pub stream: u64,
+    pub first: Update,
+    pub updates: broadcast::Receiver<Arc<Update>>,
+    pub moved: watch::Receiver<()>,
+}
+
+pub struct Change {
+    pub upserts: Vec<(Key, Object)>,
+    pub removals: Vec<Key>,
+}
+
+pub struct Mesh {
+    objects: Objects,
+    views: HashMap<ViewKey, View>,
+    proxies: BTreeMap<ProxyId, ProxyRecord>,
+    next_stream: u64,
+    /// Bumped on every acknowledgement, rejection, connection and disconnection.
+    events: watch::Sender<u64>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Mesh {
+    pub fn new(metrics: Arc<Metrics>) -> Mesh {
+        Mesh {
+            objects: Objects::default(),
+            views: HashMap::new(),
+            proxies: BTreeMap::new(),
+            next_stream: 0,
+            events: watch::channel(0).0,
+            metrics,
+        }
+    }
+
+    pub fn objects(&self) -> &Objects {
+        &self.objects
+    }
+
+    pub fn proxies(&self) -> impl Iterator<Item = (&ProxyId, &ProxyRecord)> {
+        self.proxies.iter()
+    }
+
+    pub fn events(&self) -> watch::Receiver<u64> {
+        self.events.subscribe()
+    }
+
+    /// Applies a change and pushes it to the views it affects. Returns how many views
+    /// changed.
+    pub fn apply(&mut self, change: Change) -> usize {
+        let mut changed = BTreeSet::new();
+        let mut sidecars_changed = BTreeSet::new();
+        for (key, object) in change.upserts {
+            let same = self
+                .objects
+                .get(&key)
+                .is_some_and(|o| o.digest == object.digest && o.source == object.source);
+            if !same {
+                self.objects.insert(key.clone(), object);
+                changed.insert(key);
+            }
+        }
+        for key in change.removals {
+            if self.objects.remove(&key).is_some() {
+                changed.insert(key);
+            }
+        }
+        // A Service or ServiceEntry decides which WorkloadEntries of its namespace are seen.
+        let namespaces: BTreeSet<String> = changed
+            .iter()
+            .filter(|k| matches!(k.kind, Kind::Service | Kind::ServiceEntry))
+            .map(|k| k.namespace.clone())
+            .collect();
+        for ns in namespaces {
+            changed.extend(self.objects.workload_entries_in(&ns).cloned());
+        }
+        for key in changed.iter().filter(|k| k.kind == Kind::Sidecar) {
+            sidecars_changed.insert(key.clone());
+        }
+        if changed.is_empty() {
+            return 0;
+        }
+        let started = Instant::now();
+        self.reassign_views(&sidecars_changed);
+        let changed: Vec<Key> = changed.into_iter().collect();
+        let mut touched = 0;
+        for view in self.views.values_mut() {
+            // A view built on a changed Sidecar re-decides everything.
+            let keys = match &view.key.sidecar {
+                Some(s) if sidecars_changed.contains(s) => {
+                    let mut all: BTreeSet<Key> = self.objects.keys().cloned().collect();
+                    all.extend(view.keys().cloned());
+                    all.into_iter().collect()
+                }
+                _ => changed.clone(),
+            };
+            if view.publish(&self.objects, keys) {
+                touched += 1;
+            }
+        }
+        self.metrics.pushed(touched, started.elapsed());
+        self.metrics.objects(self.objects.len());
+        touched
+    }
+
+    /// After Sidecars change, moves each proxy whose applicable Sidecar changed to its new
+    /// view; its stream resubscribes.
+    fn reassign_views(&mut self, sidecars_changed: &BTreeSet<Key>) {
+        if sidecars_changed.is_empty() {
+            return;
+        }
+        let ids: Vec<ProxyId> = self.proxies.keys().cloned().collect();
+        for id in ids {
+            let record = &self.proxies[&id];
+            let key = self.view_key(&record.hello);
+            if key != record.view {
+                let old = record.view.clone();
+                self.leave(&old);
+                self.join(key.clone());
+                let record = self.proxies.get_mut(&id).expect("listed above");
+                record.view = key;
+                let _ = record.moved.send(());
+            }
+        }
+    }
+
+    fn view_key(&self, hello: &Hello) -> ViewKey {
+        let labels: BTreeMap<String, String> = hello
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        ViewKey {
+            namespace: hello.namespace.clone(),
+            sidecar: self.objects.sidecar_for(&hello.namespace, &labels),
+        }
+    }
+
+    fn join(&mut self, key: ViewKey) -> &mut View {
+        let objects = &self.objects;
+        let view = self
+            .views
+            .entry(key.clone())
+            .or_insert_with(|| View::build(key, objects));
+        view.members += 1;
+        view
+    }
+
+    fn view(&self, key: &ViewKey) -> &View {
+        &self.views[key]
+    }
+
+    fn leave(&mut self, key: &ViewKey) {
+        if let Some(view) = self.views.get_mut(key) {
+            view.members -= 1;
+            if view.members == 0 {
+                self.views.remove(key);
+            }
+        }
+        self.metrics.views(self.views.len());
+    }
+
+    /// Registers a proxy's stream (superseding an older one of the same proxy) and returns
+    /// its first update.
+    pub fn connect(&mut self, hello: Hello) -> Subscription {
+        let id = ProxyId {
+            namespace: hello.namespace.clone(),
+            name: hello.name.clone(),
+        };
+        if let Some(old) = self.proxies.remove(&id) {
+            self.leave(&old.view);
+        }
+        self.next_stream += 1;
+        let stream = self.next_stream;
+        let key = self.view_key(&hello);
+        let held = hello.held_version.clone();
+        self.join(key.clone());
+        let view = self.view(&key);
+        let first = view.full(&self.objects, &held);
+        let updates = view.subscribe();
+        self.metrics.views(self.views.len());
+        let (moved, moved_rx) = watch::channel(());
+        self.proxies.insert(
+            id,
+            ProxyRecord {
+                hello,
+                view: key,
+                stream,
+                connected_at: Instant::now(),
+                sent: first.version.clone(),
+                sent_at: Some(Instant::now()),
+                acked: String::new(),
+                nacked: String::new(),
+                nack_reason: String::new(),
+                moved,
+            },
+        );
+        self.connections_changed();
+        Subscription {
+            stream,
+            first,
+            updates,
+            moved: moved_rx,
+        }
+    }
+
+    /// A fresh start on the proxy's current view, after falling behind or moving.
+    pub fn resubscribe(&mut self, id: &ProxyId, stream: u64, held: &str) -> Option<Subscription> {
+        let record = self.proxies.get(id).filter(|r| r.stream == stream)?;
+        let view = self.views.get(&record.view)?;
+        let first = view.full(&self.objects, held);
+        let updates = view.subscribe();
+        let moved = record.moved.subscribe();
+        self.sent(id, stream, &first.version);
+        Some(Subscription {
+            stream,
+            first,
+            updates,
+            moved,
+        })
+    }
+
+    pub fn sent(&mut self, id: &ProxyId, stream: u64, version: &str) {
+        if let Some(r) = self.current(id, stream) {
+            r.sent = version.to_string();
+            r.sent_at = Some(Instant::now());
+        }
+    }
+
+    pub fn acked(&mut self, id: &ProxyId, stream: u64, version: &str) {
+        let metrics = self.metrics.clone();
+        let Some(r) = self.current(id, stream) else {
+            return;
+        };
+        if r.sent == version {
+            if let Some(at) = r.sent_at.take() {
+                metrics.converged(at.elapsed());
+            }
+        }
+        r.acked = version.to_string();
+        self.events.send_modify(|n| *n += 1);
+    }
+
+    pub fn nacked(&mut self, id: &ProxyId, stream: u64, version: &str, reason: &str) {
+        let Some(r) = self.current(id, stream) else {
+            return;
+        };
+        tracing::warn!(proxy = %id, version, "proxy rejected config: {reason}");
+        r.nacked = version.to_string();
+        r.nack_reason = reason.to_string();
+        r.sent_at = None;
+        self.metrics.rejected();
+        self.events.send_modify(|n| *n += 1);
+    }
+
+    pub fn disconnect(&mut self, id: &ProxyId, stream: u64) {
+        if self.current(id, stream).is_none() {
+            return;
+        }
+        let record = self.proxies.remove(id).expect("checked above");
+        self.leave(&record.view);
+        self.connections_changed();
+    }
+
+    fn current(&mut self, id: &ProxyId, stream: u64) -> Option<&mut ProxyRecord> {
+        self.proxies.get_mut(id).filter(|r| r.stream == stream)
+    }
+
+    fn connections_changed(&mut self) {
+        self.metrics.connected(self.proxies.len());
+        self.events.send_modify(|n| *n += 1);
+    }
+
+    /// The proxy named `name` or `name.namespace`.
+    pub fn find_proxy(&self, name: &str) -> Option<(&ProxyId, &ProxyRecord)> {
+        self.proxies
+            .iter()
+            .find(|(id, _)| id.to_string() == name)
+            .or_else(|| self.proxies.iter().find(|(id, _)| id.name == name))
+    }
+
+    /// The objects a proxy's view holds, for `weft proxy-config`.
+    pub fn view_objects(&self, view: &ViewKey) -> Vec<&Object> {
+        self.views
+            .get(view)
+            .into_iter()
+            .flat_map(|v| v.keys())
+            .filter_map(|k| self.objects.get(k))
+            .collect()
+    }
+
+    /// Config objects (not announced workloads) as they are stored.
+    pub fn config_objects(&self) -> impl Iterator<Item = (&Key, &Object)> {
+        self.objects
+            .iter()
+            .filter(|(_, o)| o.source == Source::Config)
+    }
+
+    pub fn views_len(&self) -> usize {
+        self.views.len()
+    }
+}

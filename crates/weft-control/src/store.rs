@@ -1,0 +1,215 @@
+//! The config directory as the control plane's persistent store. Applied objects are
+//! written one file each (`<namespace>.<kind>.<name>.yaml`) atomically: written to a
+//! temporary file, fsynced, renamed over the old one, and the directory fsynced, so a crash
+//! at any point leaves every file either old or new. Files people put there are read too;
+//! an object applied or deleted through the API that lives in such a file is cut out of it
+//! the same way.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use weft_api::{split_documents, Resource};
+use weft_discovery::wire::Key;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the config directory {} has errors, keeping the last good config:\n{0}", dir.display())]
+    Invalid { dir: PathBuf, errors: String },
+}
+
+pub struct ConfigDir {
+    dir: PathBuf,
+}
+
+const TEMP_SUFFIX: &str = ".tmp";
+
+impl ConfigDir {
+    /// Creates the directory if needed and clears temporary files a crash left behind.
+    pub fn open(dir: &Path) -> Result<ConfigDir, StoreError> {
+        let io = |action, source| StoreError::Io {
+            action,
+            path: dir.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(|e| io("create", e))?;
+        for entry in fs::read_dir(dir).map_err(|e| io("read", e))?.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(TEMP_SUFFIX) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(ConfigDir {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Every object in the directory, a later definition replacing an earlier one.
+    pub fn load(&self) -> Result<Vec<Resource>, StoreError> {
+        let loaded = weft_api::load_path(&self.dir).map_err(|e| StoreError::Invalid {
+            dir: self.dir.clone(),
+            errors: e.to_string(),
+        })?;
+        if loaded.has_errors() {
+            return Err(StoreError::Invalid {
+                dir: self.dir.clone(),
+                errors: loaded
+                    .errors()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            });
+        }
+        for w in loaded.warnings() {
+            tracing::warn!("{w}");
+        }
+        Ok(loaded.resources)
+    }
+
+    /// Where the API keeps an object.
+    pub fn file_for(&self, key: &Key) -> PathBuf {
+        self.dir.join(format!(
+            "{}.{}.{}.yaml",
+            key.namespace,
+            key.kind.name().to_ascii_lowercase(),
+            key.name
+        ))
+    }
+
+    /// Stores an object in its own file; `previous` is where it was defined before, if
+    /// elsewhere in the directory.
+    pub fn put(
+        &self,
+        key: &Key,
+        resource: &Resource,
+        previous: Option<&Resource>,
+    ) -> Result<(), StoreError> {
+        let mut stored = resource.clone();
+        // Derived from the content on every read, never stored.
+        stored.metadata.resource_version = None;
+        let yaml = serde_norway::to_string(&stored).expect("resources serialize to YAML");
+        let file = self.file_for(key);
+        self.write_atomic(&file, yaml.as_bytes())?;
+        if let Some(previous) = previous {
+            self.cut_out(previous, &file)?;
+        }
+        Ok(())
+    }
+
+    /// Removes an object: its own file, or its document in a file that holds others.
+    pub fn delete(&self, key: &Key, current: &Resource) -> Result<(), StoreError> {
+        let file = self.file_for(key);
+        if file.exists() {
+            fs::remove_file(&file).map_err(|source| StoreError::Io {
+                action: "remove",
+                path: file.clone(),
+                source,
+            })?;
+            self.sync_dir()?;
+        }
+        self.cut_out(current, &file)
+    }
+
+    /// Rewrites the file `r` was read from without `r`'s document, unless that file is
+    /// `except` or lies outside the directory.
+    fn cut_out(&self, r: &Resource, except: &Path) -> Result<(), StoreError> {
+        let file = r.origin.file.as_path();
+        if file == except || file.parent() != Some(self.dir.as_path()) || !file.exists() {
+            return Ok(());
+        }
+        let text = fs::read_to_string(file).map_err(|source| StoreError::Io {
+            action: "read",
+            path: file.to_path_buf(),
+            source,
+        })?;
+        let documents = split_documents(&text);
+        let kept: Vec<&str> = documents
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i + 1 != r.origin.document)
+            .map(|(_, (_, d))| d.trim_end())
+            .collect();
+        if kept.is_empty() {
+            fs::remove_file(file).map_err(|source| StoreError::Io {
+                action: "remove",
+                path: file.to_path_buf(),
+                source,
+            })?;
+            return self.sync_dir();
+        }
+        self.write_atomic(file, format!("{}\n", kept.join("\n---\n")).as_bytes())
+    }
+
+    fn write_atomic(&self, file: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        let name = file.file_name().expect("a file").to_string_lossy();
+        let temp = self.dir.join(format!(".{name}{TEMP_SUFFIX}"));
+        let io = |action, source| StoreError::Io {
+            action,
+            path: temp.clone(),
+            source,
+        };
+        let mut f = fs::File::create(&temp).map_err(|e| io("create", e))?;
+        f.write_all(bytes).map_err(|e| io("write", e))?;
+        f.sync_all().map_err(|e| io("fsync", e))?;
+        drop(f);
+        fs::rename(&temp, file).map_err(|e| io("rename", e))?;
+        self.sync_dir()
+    }
+
+    /// Makes a rename or removal durable.
+    fn sync_dir(&self) -> Result<(), StoreError> {
+        fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| StoreError::Io {
+                action: "fsync",
+                path: self.dir.clone(),
+                source,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TWO: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80, name: http}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec: {ports: [{port: 80, name: http}]}\n";
+
+    #[test]
+    fn applying_an_object_moves_it_out_of_a_shared_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("mine.yaml"), TWO).unwrap();
+        fs::write(tmp.path().join(".x.yaml.tmp"), "half a wri").unwrap();
+        let dir = ConfigDir::open(tmp.path()).unwrap();
+        assert!(!tmp.path().join(".x.yaml.tmp").exists());
+        let all = dir.load().unwrap();
+        let b = &all[1];
+        let mut changed = b.clone();
+        changed.metadata.labels.insert("team".into(), "x".into());
+        dir.put(&Key::of(b), &changed, Some(b)).unwrap();
+        let mine = fs::read_to_string(tmp.path().join("mine.yaml")).unwrap();
+        assert!(
+            mine.contains("name: a") && !mine.contains("name: b"),
+            "{mine}"
+        );
+        let again = dir.load().unwrap();
+        assert_eq!(again.len(), 2);
+        let b2 = again.iter().find(|r| r.name() == "b").unwrap();
+        assert_eq!(b2.metadata.labels["team"], "x");
+        assert!(b2.origin.file.ends_with("default.service.b.yaml"));
+        dir.delete(&Key::of(b2), b2).unwrap();
+        let a = again.iter().find(|r| r.name() == "a").unwrap();
+        dir.delete(&Key::of(a), a).unwrap();
+        assert!(dir.load().unwrap().is_empty());
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+}

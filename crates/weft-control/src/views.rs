@@ -1,0 +1,172 @@
+//! Per-proxy views. What a proxy may see depends only on its namespace and on the Sidecar
+//! that applies to it, so proxies that share both share one [`View`]: its resource set is
+//! computed once and its updates are encoded once and broadcast to every member's stream.
+
+use crate::objects::{Object, Objects};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use tokio::sync::broadcast;
+use weft_api::{scope, Kind, Spec};
+use weft_discovery::discovery::Update;
+use weft_discovery::wire::{self, Key, VersionSum};
+
+/// Updates a slow stream may fall behind by before it is sent a full snapshot instead.
+const BACKLOG: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ViewKey {
+    pub namespace: String,
+    pub sidecar: Option<Key>,
+}
+
+pub struct View {
+    pub key: ViewKey,
+    /// What the members hold: key → digest.
+    entries: HashMap<Key, u64>,
+    /// The Services and ServiceEntries among `entries`: their endpoints are visible too.
+    services: HashSet<Key>,
+    sum: VersionSum,
+    updates: broadcast::Sender<Arc<Update>>,
+    pub members: usize,
+}
+
+impl View {
+    pub fn build(key: ViewKey, objects: &Objects) -> View {
+        let mut view = View {
+            key,
+            entries: HashMap::new(),
+            services: HashSet::new(),
+            sum: VersionSum::default(),
+            updates: broadcast::channel(BACKLOG).0,
+            members: 0,
+        };
+        let all: Vec<Key> = objects.keys().cloned().collect();
+        view.refresh(objects, all);
+        view
+    }
+
+    pub fn version(&self) -> String {
+        self.sum.version()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Update>> {
+        self.updates.subscribe()
+    }
+
+    /// Everything the view holds, or `unchanged` if the proxy already holds this version.
+    pub fn full(&self, objects: &Objects, held_version: &str) -> Update {
+        let version = self.version();
+        if held_version == version {
+            return Update {
+                version,
+                full: true,
+                unchanged: true,
+                ..Default::default()
+            };
+        }
+        Update {
+            version,
+            full: true,
+            resources: self
+                .entries
+                .keys()
+                .filter_map(|k| objects.get(k).map(|o| wire::encode(k, o.json.clone())))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// The keys of the view's resources, for `weft proxy-config`.
+    pub fn keys(&self) -> impl Iterator<Item = &Key> {
+        self.entries.keys()
+    }
+
+    /// Re-decides the `changed` keys and broadcasts the difference, if there is one.
+    /// Returns whether anything changed.
+    pub fn publish(&mut self, objects: &Objects, changed: Vec<Key>) -> bool {
+        match self.refresh(objects, changed) {
+            Some(update) => {
+                // No receiver is fine: a proxy that connects later gets a full snapshot.
+                let _ = self.updates.send(Arc::new(update));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Re-decides whether each of `changed` belongs in the view, Services and ServiceEntries
+    /// first because they decide which WorkloadEntries do.
+    fn refresh(&mut self, objects: &Objects, mut changed: Vec<Key>) -> Option<Update> {
+        changed.sort_by_key(|k| match k.kind {
+            Kind::Service | Kind::ServiceEntry | Kind::Sidecar => 0,
+            Kind::WorkloadEntry => 2,
+            _ => 1,
+        });
+        let base_version = self.version();
+        let mut update = Update::default();
+        for key in changed {
+            let wanted = objects.get(&key).filter(|o| self.admits(objects, &key, o));
+            match (wanted, self.entries.get(&key).copied()) {
+                (Some(o), held) if held != Some(o.digest) => {
+                    if let Some(old) = held {
+                        self.sum.remove(old);
+                    }
+                    self.sum.add(o.digest);
+                    self.entries.insert(key.clone(), o.digest);
+                    if matches!(key.kind, Kind::Service | Kind::ServiceEntry) {
+                        self.services.insert(key.clone());
+                    }
+                    update.resources.push(wire::encode(&key, o.json.clone()));
+                }
+                (None, Some(old)) => {
+                    self.sum.remove(old);
+                    self.entries.remove(&key);
+                    self.services.remove(&key);
+                    update.removed.push(key.to_wire());
+                }
+                _ => {}
+            }
+        }
+        if update.resources.is_empty() && update.removed.is_empty() {
+            return None;
+        }
+        update.version = self.version();
+        update.base_version = base_version;
+        Some(update)
+    }
+
+    /// Whether a proxy of this view needs `object`: Istio's `exportTo`, the Sidecar's egress
+    /// hosts, endpoints of visible services, the Sidecars that may apply to it, Gateways.
+    fn admits(&self, objects: &Objects, key: &Key, object: &Object) -> bool {
+        let r = &object.resource;
+        match &r.spec {
+            Spec::Service(_)
+            | Spec::ServiceEntry(_)
+            | Spec::VirtualService(_)
+            | Spec::DestinationRule(_) => {
+                scope::exported_to(r, &self.key.namespace) && self.egress_admits(objects, object)
+            }
+            Spec::WorkloadEntry(_) => objects
+                .selecting(key)
+                .into_iter()
+                .any(|s| self.services.contains(s)),
+            Spec::Sidecar(_) => {
+                r.namespace() == self.key.namespace || r.namespace() == scope::ROOT_NAMESPACE
+            }
+            Spec::Gateway(_) => true,
+        }
+    }
+
+    fn egress_admits(&self, objects: &Objects, object: &Object) -> bool {
+        let sidecar = self.key.sidecar.as_ref().and_then(|k| objects.get(k));
+        match sidecar.map(|o| &o.resource.spec) {
+            Some(Spec::Sidecar(sc)) => scope::egress_admits(
+                sc,
+                &self.key.namespace,
+                object.resource.namespace(),
+                &object.hosts,
+            ),
+            _ => true,
+        }
+    }
+}

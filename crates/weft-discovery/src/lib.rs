@@ -1,0 +1,36 @@
+//! How config reaches Weft proxies: the gRPC contracts in `proto/` (read them for the
+//! stream's rules), the resource encoding and versions both ends share, and the watched
+//! config directory that both `weft control` and a stand-alone `weft proxy` read.
+#![forbid(unsafe_code)]
+
+pub mod watch;
+pub mod wire;
+
+/// Generated code, in modules that mirror the proto packages (cross-package references
+/// are relative paths).
+mod generated {
+    pub mod weft {
+        pub mod discovery {
+            pub mod v1 {
+                #![allow(clippy::all)]
+                tonic::include_proto!("weft.discovery.v1");
+            }
+        }
+        pub mod control {
+            pub mod v1 {
+                #![allow(clippy::all)]
+                tonic::include_proto!("weft.control.v1");
+            }
+        }
+    }
+}
+
+/// `proto/weft/control/v1/admin.proto`.
+pub use generated::weft::control::v1 as admin;
+/// `proto/weft/discovery/v1/discovery.proto`.
+pub use generated::weft::discovery::v1 as discovery;
+
+/// The control plane's gRPC port, as istiod's.
+pub const CONTROL_PORT: u16 = 15010;
+/// The control plane's metrics port, as istiod's.
+pub const MONITORING_PORT: u16 = 15014;

@@ -1,0 +1,88 @@
+//! The CLI verbs that talk to `weft control`: apply, get, delete, proxy-status,
+//! proxy-config, describe, version.
+
+pub mod config;
+pub mod describe;
+pub mod proxy_config;
+pub mod status;
+
+use anyhow::Context;
+use tonic::transport::Channel;
+use weft_api::Kind;
+use weft_discovery::admin::admin_client::AdminClient;
+use weft_discovery::discovery::Resource as WireResource;
+use weft_discovery::wire;
+
+/// Where the control plane is: `--control-plane`, `WEFT_CONTROL_PLANE`, or the local one.
+#[derive(clap::Args, Clone)]
+pub struct Target {
+    /// The control plane's gRPC address.
+    #[arg(
+        long,
+        global = true,
+        env = "WEFT_CONTROL_PLANE",
+        default_value = "http://127.0.0.1:15010"
+    )]
+    pub control_plane: String,
+}
+
+impl Target {
+    pub async fn connect(&self) -> anyhow::Result<AdminClient<Channel>> {
+        let endpoint = if self.control_plane.contains("://") {
+            self.control_plane.clone()
+        } else {
+            format!("http://{}", self.control_plane)
+        };
+        let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
+            .with_context(|| format!("{endpoint:?} is not a control plane address (use http://HOST:15010)"))?
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .connect()
+            .await
+            .with_context(|| {
+                format!("cannot reach the control plane at {endpoint}: start it with `weft control`, or point --control-plane / WEFT_CONTROL_PLANE at it")
+            })?;
+        Ok(AdminClient::new(channel))
+    }
+}
+
+/// A gRPC error as the control plane worded it, without tonic's framing.
+pub fn status_error(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", s.message())
+}
+
+/// `virtualservices`, `vs`, `VirtualService`… as kubectl accepts resource names.
+pub fn parse_kind(text: &str) -> Result<Kind, String> {
+    let t = text.to_ascii_lowercase();
+    let t = t.split('.').next().unwrap_or_default();
+    let kind = match t {
+        "virtualservice" | "virtualservices" | "vs" => Kind::VirtualService,
+        "destinationrule" | "destinationrules" | "dr" => Kind::DestinationRule,
+        "serviceentry" | "serviceentries" | "se" => Kind::ServiceEntry,
+        "workloadentry" | "workloadentries" | "we" => Kind::WorkloadEntry,
+        "gateway" | "gateways" | "gw" => Kind::Gateway,
+        "sidecar" | "sidecars" => Kind::Sidecar,
+        "service" | "services" | "svc" => Kind::Service,
+        _ => {
+            return Err(format!(
+                "unknown kind {text:?}: use one of virtualservices (vs), destinationrules (dr), serviceentries (se), workloadentries (we), gateways (gw), sidecars, services (svc)"
+            ))
+        }
+    };
+    Ok(kind)
+}
+
+/// Decodes objects from the control plane.
+pub fn decode_all(resources: &[WireResource]) -> anyhow::Result<Vec<weft_api::Resource>> {
+    resources
+        .iter()
+        .map(|r| wire::decode(r).map_err(anyhow::Error::msg))
+        .collect()
+}
+
+/// The objects as JSON values, for `-o json|yaml`.
+pub fn as_values(resources: &[WireResource]) -> Vec<serde_json::Value> {
+    resources
+        .iter()
+        .filter_map(|r| serde_json::from_slice(&r.json).ok())
+        .collect()
+}

@@ -1,0 +1,49 @@
+//! `weft control`: the control plane as a process.
+
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use weft_control::{ControlOptions, ControlPlane};
+
+#[derive(clap::Args)]
+pub struct ControlArgs {
+    /// The config directory: read at start, watched, and where applied config is stored.
+    #[arg(long, env = "WEFT_CONFIG_DIR", default_value = "weft-config")]
+    config_dir: PathBuf,
+    /// The discovery stream and admin API.
+    #[arg(long, default_value = "0.0.0.0:15010")]
+    grpc: SocketAddr,
+    /// Metrics (`/metrics`) and readiness (`/ready`).
+    #[arg(long, default_value = "0.0.0.0:15014")]
+    monitoring: SocketAddr,
+    /// Seconds a disconnected proxy's workload stays an endpoint, so restarts and network
+    /// blips do not take endpoints away.
+    #[arg(long, default_value_t = 30)]
+    endpoint_grace: u64,
+}
+
+pub fn run(args: ControlArgs) -> anyhow::Result<()> {
+    crate::proxy::init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let control = ControlPlane::start(ControlOptions {
+            config_dir: args.config_dir.clone(),
+            grpc: args.grpc,
+            monitoring: args.monitoring,
+            endpoint_grace: Duration::from_secs(args.endpoint_grace),
+        })
+        .await?;
+        tracing::info!(
+            grpc = %control.grpc_addr, monitoring = %control.monitoring_addr,
+            config = %args.config_dir.display(), objects = control.state.mesh().objects().len(),
+            "weft control listening"
+        );
+        tokio::signal::ctrl_c().await?;
+        tracing::info!("interrupted: exiting");
+        Ok(())
+    })
+}

@@ -1,0 +1,196 @@
+//! `weft proxy`: the sidecar, fed by a control plane or a config directory.
+
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tracing_subscriber::{reload, EnvFilter};
+use weft_api::types::OutboundTrafficMode;
+use weft_discovery::discovery::Hello;
+use weft_proxy::access_log::AccessLog;
+use weft_proxy::config::{FileSource, StreamSource};
+use weft_proxy::transport::orig_dst::{NoOriginalDst, SoOriginalDst};
+use weft_proxy::workload::{parse_labels, Workload};
+use weft_proxy::{Proxy, ProxyOptions};
+
+#[derive(clap::Args)]
+pub struct ProxyArgs {
+    /// Directory of Istio YAML/JSON files, watched and re-read on change: for running
+    /// without a control plane.
+    #[arg(
+        long,
+        env = "WEFT_CONFIG_DIR",
+        required_unless_present = "control_plane",
+        conflicts_with = "control_plane"
+    )]
+    config: Option<PathBuf>,
+    /// The control plane to follow (`http://HOST:15010`).
+    #[arg(long, env = "WEFT_CONTROL_PLANE")]
+    control_plane: Option<String>,
+    /// The workload's IP, announced to the control plane so services that select the
+    /// workload's labels route to it (Istio's INSTANCE_IP).
+    #[arg(long, env = "INSTANCE_IP")]
+    address: Option<String>,
+    /// The workload's namespace, as the pod's.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// The workload's name (Istio's `source_workload`).
+    #[arg(long, env = "WEFT_WORKLOAD_NAME", default_value = "")]
+    workload_name: String,
+    /// The workload's labels: `app=reviews,version=v2`.
+    #[arg(long, env = "WEFT_LABELS", default_value = "")]
+    labels: String,
+    #[arg(long, env = "SERVICE_ACCOUNT", default_value = "default")]
+    service_account: String,
+    #[arg(long, default_value = "0.0.0.0:15001")]
+    outbound: SocketAddr,
+    #[arg(long, default_value = "0.0.0.0:15006")]
+    inbound: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    admin: SocketAddr,
+    #[arg(long, default_value = "0.0.0.0:15021")]
+    health: SocketAddr,
+    /// Where inbound traffic goes when it was not redirected by iptables.
+    #[arg(long)]
+    inbound_target: Option<SocketAddr>,
+    /// REGISTRY_ONLY (Weft's default: only mesh services and ServiceEntry hosts) or ALLOW_ANY.
+    #[arg(long, default_value = "REGISTRY_ONLY", value_parser = parse_policy)]
+    outbound_traffic_policy: OutboundTrafficMode,
+    /// `stdout` or `off`.
+    #[arg(long, default_value = "stdout")]
+    access_log: String,
+    /// Data-plane worker threads.
+    #[arg(long, env = "WEFT_WORKERS", default_value_t = 2)]
+    workers: usize,
+    /// Do not ask the kernel for original destinations (explicit proxy mode only).
+    #[arg(long)]
+    no_capture: bool,
+}
+
+fn parse_policy(s: &str) -> Result<OutboundTrafficMode, String> {
+    match s.to_ascii_uppercase().as_str() {
+        "REGISTRY_ONLY" => Ok(OutboundTrafficMode::RegistryOnly),
+        "ALLOW_ANY" => Ok(OutboundTrafficMode::AllowAny),
+        _ => Err("use REGISTRY_ONLY or ALLOW_ANY".into()),
+    }
+}
+
+/// Logs to stderr at `WEFT_LOG` (default `info`); the handle changes the level at run time.
+pub fn init_logging() -> reload::Handle<EnvFilter, tracing_subscriber::Registry> {
+    let (filter, handle) = reload::Layer::new(
+        EnvFilter::try_from_env("WEFT_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+    );
+    use tracing_subscriber::prelude::*;
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .init();
+    handle
+}
+
+pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
+    let handle = init_logging();
+    let hello = Hello {
+        name: args.workload_name.clone(),
+        namespace: args.namespace.clone(),
+        address: args.address.clone().unwrap_or_default(),
+        labels: parse_labels(&args.labels)
+            .map_err(anyhow::Error::msg)?
+            .into_iter()
+            .collect(),
+        service_account: args.service_account.clone(),
+        held_version: String::new(),
+        proxy_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let workload = Workload {
+        name: args.workload_name,
+        namespace: args.namespace,
+        labels: parse_labels(&args.labels).map_err(anyhow::Error::msg)?,
+        service_account: args.service_account,
+    };
+    let set_log_level: weft_proxy::admin::SetLogLevel = Arc::new(move |level: &str| {
+        let filter = EnvFilter::try_new(level).map_err(|e| format!("bad level {level:?}: {e}"))?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    });
+    let opts = ProxyOptions {
+        outbound: args.outbound,
+        inbound: args.inbound,
+        admin: args.admin,
+        health: args.health,
+        workload,
+        outbound_policy: args.outbound_traffic_policy,
+        access_log: match args.access_log.as_str() {
+            "off" => AccessLog::Off,
+            _ => AccessLog::Stdout,
+        },
+        orig_dst: if args.no_capture {
+            Arc::new(NoOriginalDst)
+        } else {
+            Arc::new(SoOriginalDst)
+        },
+        inbound_target: args.inbound_target,
+        set_log_level: Some(set_log_level),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.workers.max(1))
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let source = match (args.config, args.control_plane) {
+        (Some(dir), _) => Source::Dir(dir),
+        (None, Some(endpoint)) => {
+            if hello.name.is_empty() {
+                anyhow::bail!("a proxy that follows a control plane needs --workload-name (the pod's name), so proxy-status can tell proxies apart");
+            }
+            Source::ControlPlane(Box::new(StreamSource {
+                endpoint: if endpoint.contains("://") {
+                    endpoint
+                } else {
+                    format!("http://{endpoint}")
+                },
+                hello,
+                backoff: Default::default(),
+            }))
+        }
+        (None, None) => {
+            anyhow::bail!("say where config comes from: --control-plane ADDR or --config DIR")
+        }
+    };
+    runtime.block_on(async move {
+        let proxy = Proxy::start(opts).await?;
+        tracing::info!(
+            outbound = %proxy.outbound_addr, inbound = %proxy.inbound_addr,
+            admin = %proxy.admin_addr, health = %proxy.health_addr,
+            "weft proxy listening"
+        );
+        let store = proxy.config.clone();
+        let watcher = tokio::spawn(async move {
+            match source {
+                Source::Dir(dir) => FileSource { dir: dir.clone() }
+                    .run(store)
+                    .await
+                    .with_context(|| format!("cannot watch {}", dir.display())),
+                Source::ControlPlane(stream) => {
+                    stream.run(store).await;
+                    Ok(())
+                }
+            }
+        });
+        let quit = proxy.quit.clone();
+        tokio::select! {
+            _ = quit.notified() => tracing::info!("quitquitquit: exiting"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: exiting"),
+            r = watcher => r??,
+        }
+        Ok(())
+    })
+}
+
+enum Source {
+    Dir(PathBuf),
+    ControlPlane(Box<StreamSource>),
+}
