@@ -49,6 +49,8 @@ pub struct ProxyOptions {
     pub orig_dst: Arc<dyn OriginalDst>,
     pub inbound_target: Option<SocketAddr>,
     pub set_log_level: Option<admin::SetLogLevel>,
+    /// The largest compiled route regex accepted; a config with a larger one is rejected.
+    pub regex_size_limit: usize,
 }
 
 impl ProxyOptions {
@@ -66,6 +68,7 @@ impl ProxyOptions {
             orig_dst: Arc::new(transport::orig_dst::SoOriginalDst),
             inbound_target: None,
             set_log_level: None,
+            regex_size_limit: model::matcher::DEFAULT_REGEX_SIZE_LIMIT,
         }
     }
 }
@@ -120,7 +123,11 @@ impl Proxy {
         let addr = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
         let (outbound_addr, inbound_addr, admin_addr, health_addr) =
             (addr(&outbound), addr(&inbound), addr(&admin), addr(&health));
-        let config = Arc::new(ConfigStore::new(opts.workload, opts.outbound_policy));
+        let config = Arc::new(ConfigStore::new(
+            opts.workload,
+            opts.outbound_policy,
+            opts.regex_size_limit,
+        ));
         let shared = Arc::new(Shared {
             config: config.clone(),
             access_log: opts.access_log,

@@ -62,6 +62,10 @@ pub struct ProxyArgs {
     /// Data-plane worker threads.
     #[arg(long, env = "WEFT_WORKERS", default_value_t = 2)]
     workers: usize,
+    /// Reject config whose route regexes compile to more than this many bytes (Envoy's
+    /// `re2.max_program_size`): a guard against regexes that cost memory and time.
+    #[arg(long, default_value_t = weft_proxy::model::matcher::DEFAULT_REGEX_SIZE_LIMIT)]
+    max_regex_size: usize,
     /// Do not ask the kernel for original destinations (explicit proxy mode only).
     #[arg(long)]
     no_capture: bool,
@@ -134,6 +138,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         },
         inbound_target: args.inbound_target,
         set_log_level: Some(set_log_level),
+        regex_size_limit: args.max_regex_size,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.workers.max(1))

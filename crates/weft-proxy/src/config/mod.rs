@@ -8,7 +8,7 @@ mod stream;
 pub use file::FileSource;
 pub use stream::{Backoff, StreamSource};
 
-use crate::model::{compile, Snapshot};
+use crate::model::{compile_within, Snapshot};
 use crate::workload::Workload;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
@@ -30,13 +30,19 @@ pub struct ConfigStore {
     status: watch::Sender<ConfigStatus>,
     workload: Workload,
     outbound_policy: OutboundTrafficMode,
+    regex_size_limit: usize,
     /// Serialises compiles so cluster reuse always sees the previous version.
     apply_lock: tokio::sync::Mutex<()>,
 }
 
 impl ConfigStore {
-    pub fn new(workload: Workload, outbound_policy: OutboundTrafficMode) -> ConfigStore {
+    pub fn new(
+        workload: Workload,
+        outbound_policy: OutboundTrafficMode,
+        regex_size_limit: usize,
+    ) -> ConfigStore {
         ConfigStore {
+            regex_size_limit,
             current: ArcSwap::from_pointee(Snapshot::empty(workload.clone(), outbound_policy)),
             status: watch::channel(ConfigStatus::default()).0,
             workload,
@@ -66,12 +72,13 @@ impl ConfigStore {
         let _guard = self.apply_lock.lock().await;
         let previous = self.current.load();
         let version = self.status.borrow().version + 1;
-        match compile(
+        match compile_within(
             resources,
             &self.workload,
             self.outbound_policy,
             version,
             &previous.clusters,
+            self.regex_size_limit,
         ) {
             Ok(snapshot) => {
                 self.current.store(Arc::new(snapshot));

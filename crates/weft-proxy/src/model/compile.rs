@@ -2,7 +2,7 @@
 //! who the proxy is (sourceLabels, sourceNamespace, gateways) is decided here, once per
 //! version, so the request path only evaluates request-dependent conditions.
 
-use super::matcher::RequestMatch;
+use super::matcher::{RequestMatch, DEFAULT_REGEX_SIZE_LIMIT};
 use super::protocol::Protocol;
 use super::registry::{Registry, ServiceInfo};
 use super::route::*;
@@ -27,6 +27,25 @@ pub fn compile(
     version: u64,
     previous: &BTreeMap<String, Arc<Cluster>>,
 ) -> Result<Snapshot, String> {
+    compile_within(
+        resources,
+        workload,
+        outbound_policy,
+        version,
+        previous,
+        DEFAULT_REGEX_SIZE_LIMIT,
+    )
+}
+
+/// [`compile`], refusing regexes that compile to more than `regex_size_limit` bytes.
+pub fn compile_within(
+    resources: Vec<Resource>,
+    workload: &Workload,
+    outbound_policy: OutboundTrafficMode,
+    version: u64,
+    previous: &BTreeMap<String, Arc<Cluster>>,
+    regex_size_limit: usize,
+) -> Result<Snapshot, String> {
     let in_scope: Vec<Resource> = last_definitions(&resources)
         .filter(|r| scope::exported_to(r, &workload.namespace))
         .cloned()
@@ -45,6 +64,7 @@ pub fn compile(
             })
             .collect(),
         clusters: BTreeMap::new(),
+        regex_size_limit,
     };
     let mut http: HashMap<u16, RouteConfig> = HashMap::new();
     let mut tcp = HashMap::new();
@@ -181,6 +201,7 @@ struct Compiler<'a> {
     previous: &'a BTreeMap<String, Arc<Cluster>>,
     destination_rules: Vec<(&'a Resource, &'a types::DestinationRule, String)>,
     clusters: BTreeMap<String, Arc<Cluster>>,
+    regex_size_limit: usize,
 }
 
 impl Compiler<'_> {
@@ -238,7 +259,7 @@ impl Compiler<'_> {
             }
             let matches = applicable
                 .into_iter()
-                .map(RequestMatch::compile)
+                .map(|m| RequestMatch::compile(m, self.regex_size_limit))
                 .collect::<Result<_, _>>()
                 .map_err(|e| format!("{}: {e}", at(".match")))?;
             let action = if let Some(redirect) = &h.redirect {

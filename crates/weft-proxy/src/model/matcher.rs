@@ -2,7 +2,10 @@
 //! allocating.
 
 use http::{HeaderMap, HeaderName, Method};
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
+
+/// The `regex` crate's own default.
+pub const DEFAULT_REGEX_SIZE_LIMIT: usize = 10 << 20;
 use weft_api::types::{HttpMatchRequest, StringMatch};
 
 #[derive(Debug, Clone)]
@@ -18,6 +21,16 @@ pub enum Matcher {
 
 impl Matcher {
     pub fn compile(m: &StringMatch, ignore_case: bool) -> Result<Matcher, regex::Error> {
+        Matcher::compile_within(m, ignore_case, DEFAULT_REGEX_SIZE_LIMIT)
+    }
+
+    /// Compiles, refusing a regex whose compiled program exceeds `regex_size_limit` bytes
+    /// (Envoy's `re2.max_program_size` serves the same purpose).
+    pub fn compile_within(
+        m: &StringMatch,
+        ignore_case: bool,
+        regex_size_limit: usize,
+    ) -> Result<Matcher, regex::Error> {
         let fold = |s: &String| {
             if ignore_case {
                 s.to_ascii_lowercase()
@@ -36,7 +49,10 @@ impl Matcher {
             } else {
                 literal_prefix(r)
             };
-            Matcher::Regex(Regex::new(&format!("{flags}^(?:{r})$"))?, prefix)
+            let re = RegexBuilder::new(&format!("{flags}^(?:{r})$"))
+                .size_limit(regex_size_limit)
+                .build()?;
+            Matcher::Regex(re, prefix)
         } else {
             Matcher::Present
         })
@@ -122,9 +138,15 @@ pub struct RequestMatch {
 }
 
 impl RequestMatch {
-    pub fn compile(m: &HttpMatchRequest) -> Result<RequestMatch, String> {
+    pub fn compile(m: &HttpMatchRequest, regex_size_limit: usize) -> Result<RequestMatch, String> {
         let compile = |s: &StringMatch, fold: bool| {
-            Matcher::compile(s, fold).map_err(|e| format!("invalid regex: {e}"))
+            Matcher::compile_within(s, fold, regex_size_limit).map_err(|e| match e {
+                regex::Error::CompiledTooBig(limit) => format!(
+                    "regex {:?} compiles to more than this proxy's limit of {limit} bytes (weft proxy --max-regex-size): simplify it or raise the limit",
+                    s.regex.as_deref().unwrap_or_default()
+                ),
+                e => format!("invalid regex: {e}"),
+            })
         };
         let headers = |map: &std::collections::BTreeMap<String, StringMatch>| {
             map.iter()

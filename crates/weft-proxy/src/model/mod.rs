@@ -18,7 +18,7 @@ use std::sync::Arc;
 use weft_api::types::OutboundTrafficMode;
 use weft_api::Resource;
 
-pub use compile::compile;
+pub use compile::{compile, compile_within};
 
 pub struct Snapshot {
     pub version: u64,

@@ -1,0 +1,512 @@
+//! End-to-end tests of `weft control` with real `weft proxy` processes: convergence on
+//! acknowledgement, a rejected version, the control plane killed under load and restarted,
+//! and killed in the middle of an apply.
+//!
+//! Every wait polls a condition (readiness, `weft proxy-status`, the config directory)
+//! against a deadline; nothing sleeps hoping something happened.
+
+mod support;
+
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use support::*;
+
+/// A `weft control` process on free ports of 127.0.0.1.
+struct Control {
+    weft: Weft,
+    grpc: SocketAddr,
+}
+
+impl Control {
+    async fn start(dir: &Path, [grpc, monitoring]: [SocketAddr; 2]) -> Control {
+        let args: Vec<String> = [
+            "control",
+            "--config-dir",
+            &dir.display().to_string(),
+            "--grpc",
+            &grpc.to_string(),
+            "--monitoring",
+            &monitoring.to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut weft = Weft::spawn(&args);
+        let c = client();
+        let ready = poll_until(Duration::from_secs(20), || {
+            let (c, exited) = (&c, weft.exited());
+            async move {
+                if exited.is_some() {
+                    return Some(false);
+                }
+                let r = send(c, "GET", monitoring, "localhost", "/ready", &[]).await;
+                r.ok().filter(|a| a.status == 200).map(|_| true)
+            }
+        })
+        .await;
+        assert_eq!(
+            ready,
+            Some(true),
+            "weft control not ready on {monitoring}\n{}",
+            weft.output()
+        );
+        Control { weft, grpc }
+    }
+}
+
+/// Runs a CLI verb against the control plane.
+async fn cli(control: SocketAddr, args: &[&str]) -> (ExitStatus, String, String) {
+    let mut all = vec!["--control-plane".to_string(), control.to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    run_weft(&all).await
+}
+
+/// Applies a file through `weft apply` and insists it worked.
+async fn apply(control: SocketAddr, dir: &Path, name: &str, yaml: &str) {
+    let file = dir.join(name);
+    std::fs::write(&file, yaml).unwrap();
+    let (status, out, err) = cli(control, &["apply", "-f", &file.display().to_string()]).await;
+    assert!(
+        status.success(),
+        "weft apply -f {name} failed\n{out}\n{err}"
+    );
+}
+
+async fn proxy_status(control: SocketAddr) -> Vec<Value> {
+    let (status, out, err) = cli(control, &["proxy-status", "-o", "json"]).await;
+    assert!(status.success(), "weft proxy-status failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("proxy-status -o json: {e}\n{out}"))
+}
+
+/// Waits until every named proxy has acknowledged the version last sent to it, and that
+/// version differs from `not` (the one before the change). Returns the versions.
+async fn converged(control: SocketAddr, proxies: &[&str], not: &[String]) -> Vec<String> {
+    let waited = poll_until(Duration::from_secs(20), || async {
+        let status = proxy_status(control).await;
+        proxies
+            .iter()
+            .map(|name| {
+                let p = status
+                    .iter()
+                    .find(|p| p["name"] == format!("{name}.default"))?;
+                let acked = p["ackedVersion"].as_str()?.to_string();
+                (p["status"] == "SYNCED" && !not.contains(&acked)).then_some(acked)
+            })
+            .collect::<Option<Vec<String>>>()
+    })
+    .await;
+    match waited {
+        Some(versions) => versions,
+        None => panic!(
+            "proxies {proxies:?} did not all acknowledge a new version: {:#?}",
+            proxy_status(control).await
+        ),
+    }
+}
+
+/// A `weft proxy` following the control plane.
+struct Sidecar {
+    weft: Weft,
+    outbound: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Sidecar {
+    async fn start(control: SocketAddr, name: &str, extra: &[&str]) -> Sidecar {
+        let [outbound, inbound, admin, health] = free_addrs::<4>();
+        let mut args: Vec<String> = [
+            "proxy",
+            "--control-plane",
+            &control.to_string(),
+            "--workload-name",
+            name,
+            "--labels",
+            "app=productpage",
+            "--outbound",
+            &outbound.to_string(),
+            "--inbound",
+            &inbound.to_string(),
+            "--admin",
+            &admin.to_string(),
+            "--health",
+            &health.to_string(),
+            "--access-log",
+            "off",
+            "--no-capture",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let mut weft = Weft::spawn(&args);
+        let c = client();
+        let ready = poll_until(Duration::from_secs(20), || {
+            let (c, exited) = (&c, weft.exited());
+            async move {
+                if exited.is_some() {
+                    return Some(false);
+                }
+                let r = send(c, "GET", health, "localhost", "/healthz/ready", &[]).await;
+                r.ok().filter(|a| a.status == 200).map(|_| true)
+            }
+        })
+        .await;
+        assert_eq!(
+            ready,
+            Some(true),
+            "proxy {name} never became ready (it is ready only after its first config)\n{}",
+            weft.output()
+        );
+        Sidecar {
+            weft,
+            outbound,
+            admin,
+        }
+    }
+
+    /// Which backend answers `GET reviews:9080/` through this proxy.
+    async fn reviews(&self, headers: &[(&str, &str)]) -> Result<String, String> {
+        let a = send(
+            &client(),
+            "GET",
+            self.outbound,
+            "reviews:9080",
+            "/",
+            headers,
+        )
+        .await?;
+        if a.status != 200 {
+            return Err(format!("{} {}", a.status, a.text()));
+        }
+        Ok(a.served_by().to_string())
+    }
+
+    /// The proxy's own count of config versions it has applied.
+    async fn applied_versions(&self) -> u64 {
+        let a = send(
+            &client(),
+            "GET",
+            self.admin,
+            "localhost",
+            "/config_dump",
+            &[],
+        )
+        .await
+        .expect("config_dump");
+        let dump: Value = serde_json::from_slice(&a.body).expect("config_dump is JSON");
+        dump["version"].as_u64().expect("config_dump has a version")
+    }
+}
+
+async fn mesh(dir: &Path) -> (Control, Backend, Backend, tempfile::TempDir) {
+    let control = Control::start(dir, free_addrs::<2>()).await;
+    let v1 = Backend::start("127.0.0.1", "v1").await;
+    let v2 = Backend::start("127.0.0.1", "v2").await;
+    let files = tempfile::tempdir().unwrap();
+    apply(
+        control.grpc,
+        files.path(),
+        "service.yaml",
+        &service_yaml(&v1, &v2),
+    )
+    .await;
+    apply(control.grpc, files.path(), "dr.yaml", DESTINATION_RULE).await;
+    (control, v1, v2, files)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_proxy_converges_on_an_applied_virtual_service() {
+    let store = tempfile::tempdir().unwrap();
+    let (control, _v1, _v2, files) = mesh(store.path()).await;
+    let names = ["productpage-0", "productpage-1", "productpage-2"];
+    let mut proxies = Vec::new();
+    for name in names {
+        proxies.push(Sidecar::start(control.grpc, name, &[]).await);
+    }
+    let before = converged(control.grpc, &names, &[]).await;
+    assert!(before.windows(2).all(|w| w[0] == w[1]), "{before:?}");
+
+    apply(control.grpc, files.path(), "vs.yaml", JASON_TO_V2).await;
+    let after = converged(control.grpc, &names, &before).await;
+    assert!(after.windows(2).all(|w| w[0] == w[1]), "{after:?}");
+    for p in &proxies {
+        assert_eq!(p.reviews(&[("end-user", "jason")]).await.unwrap(), "v2");
+        assert_eq!(p.reviews(&[]).await.unwrap(), "v1");
+    }
+
+    // What was applied is stored, one file per object, and read back with its version.
+    assert!(store
+        .path()
+        .join("default.virtualservice.reviews.yaml")
+        .exists());
+    let (_, out, _) = cli(control.grpc, &["get", "vs", "reviews", "-o", "json"]).await;
+    let vs: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(vs["spec"]["http"][0]["name"], "jason");
+    assert!(vs["metadata"]["resourceVersion"]
+        .as_str()
+        .is_some_and(|v| !v.is_empty()));
+    let (_, table, _) = cli(control.grpc, &["proxy-status"]).await;
+    assert_eq!(table.lines().count(), 4, "{table}");
+    assert!(table.starts_with("NAME"), "{table}");
+    assert_eq!(table.matches("SYNCED").count(), 3, "{table}");
+}
+
+/// Compiles to far more than 4 KiB (each `\w` is the whole Unicode word class) yet is an
+/// ordinary, valid route match.
+const HEAVY_REGEX_ROUTE: &str = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+  - reviews
+  http:
+  - match:
+    - uri:
+        regex: '/\w{40}'
+    route:
+    - destination:
+        host: reviews
+        subset: v2
+  - route:
+    - destination:
+        host: reviews
+        subset: v1
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_one_proxy_rejects_shows_in_proxy_status_while_the_others_move_on() {
+    let store = tempfile::tempdir().unwrap();
+    let (control, _v1, _v2, files) = mesh(store.path()).await;
+    apply(control.grpc, files.path(), "vs.yaml", JASON_TO_V2).await;
+    let lenient = Sidecar::start(control.grpc, "lenient", &[]).await;
+    let strict = Sidecar::start(control.grpc, "strict", &["--max-regex-size", "4096"]).await;
+    let before = converged(control.grpc, &["lenient", "strict"], &[]).await;
+
+    apply(control.grpc, files.path(), "vs.yaml", HEAVY_REGEX_ROUTE).await;
+    converged(control.grpc, &["lenient"], &before).await;
+    let rejected = poll_until(DEADLINE, || async {
+        let status = proxy_status(control.grpc).await;
+        let p = status
+            .iter()
+            .find(|p| p["name"] == "strict.default")?
+            .clone();
+        (p["status"] == "STALE" && p["rejection"].is_string()).then_some(p)
+    })
+    .await
+    .unwrap_or_else(|| panic!("strict never rejected the heavy regex"));
+    assert_eq!(rejected["ackedVersion"], before[1].as_str());
+    let reason = rejected["rejection"].as_str().unwrap();
+    assert!(
+        reason.contains("VirtualService default/reviews") && reason.contains("--max-regex-size"),
+        "{reason}"
+    );
+    let (_, table, _) = cli(control.grpc, &["proxy-status"]).await;
+    let strict_row = table.lines().find(|l| l.starts_with("strict")).unwrap();
+    assert!(
+        strict_row.contains("STALE") && strict_row.contains("rejected: "),
+        "{table}"
+    );
+
+    // The lenient proxy serves the new routes, the strict one its last good version.
+    assert_eq!(
+        lenient.reviews(&[("end-user", "jason")]).await.unwrap(),
+        "v1"
+    );
+    assert_eq!(
+        strict.reviews(&[("end-user", "jason")]).await.unwrap(),
+        "v2"
+    );
+
+    // A later version it can take brings it back in sync.
+    apply(control.grpc, files.path(), "vs.yaml", ALL_TO_V2).await;
+    converged(control.grpc, &["lenient", "strict"], &before).await;
+    assert_eq!(strict.reviews(&[]).await.unwrap(), "v2");
+}
+
+/// Requests through the proxies, one after another, until told to stop.
+struct Load {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Load {
+    fn start(targets: Vec<SocketAddr>) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let (stop2, sent2) = (stop.clone(), sent.clone());
+        let task = tokio::spawn(async move {
+            let c = client();
+            let mut failures = Vec::new();
+            while !stop2.load(Ordering::Relaxed) {
+                for to in &targets {
+                    match send(&c, "GET", *to, "reviews:9080", "/", &[]).await {
+                        Ok(a) if a.status == 200 => {}
+                        Ok(a) => failures.push(format!("{}: {}", a.status, a.text())),
+                        Err(e) => failures.push(e),
+                    }
+                    sent2.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            failures
+        });
+        Load { stop, sent, task }
+    }
+
+    /// Waits until `n` more requests have been sent.
+    async fn wait_for(&self, n: u64) {
+        let target = self.sent.load(Ordering::Relaxed) + n;
+        let reached = poll_until(Duration::from_secs(30), || async {
+            (self.sent.load(Ordering::Relaxed) >= target).then_some(())
+        })
+        .await;
+        assert!(reached.is_some(), "load stalled");
+    }
+
+    async fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let failures = self.task.await.unwrap();
+        (self.sent.load(Ordering::Relaxed), failures)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_flows_while_the_control_plane_is_down_and_proxies_resync_when_it_returns() {
+    let store = tempfile::tempdir().unwrap();
+    let (mut control, _v1, _v2, files) = mesh(store.path()).await;
+    apply(control.grpc, files.path(), "vs.yaml", JASON_TO_V2).await;
+    let names = ["productpage-0", "productpage-1"];
+    let a = Sidecar::start(control.grpc, names[0], &[]).await;
+    let b = Sidecar::start(control.grpc, names[1], &[]).await;
+    let before = converged(control.grpc, &names, &[]).await;
+    let applied_before = (a.applied_versions().await, b.applied_versions().await);
+
+    let load = Load::start(vec![a.outbound, b.outbound]);
+    load.wait_for(100).await;
+    control.weft.child.kill().unwrap();
+    control.weft.wait_exit(DEADLINE).await;
+    load.wait_for(500).await;
+
+    // Back on the same address and directory: the proxies reconnect on their own, name the
+    // version they hold, and are current without being sent anything.
+    let ports = [control.grpc, free_addrs::<1>()[0]];
+    let control = Control::start(store.path(), ports).await;
+    let after = converged(control.grpc, &names, &[]).await;
+    assert_eq!(after, before);
+    assert_eq!(
+        (a.applied_versions().await, b.applied_versions().await),
+        applied_before,
+        "a proxy holding the current version recompiled after reconnecting"
+    );
+    load.wait_for(100).await;
+
+    apply(control.grpc, files.path(), "vs.yaml", ALL_TO_V2).await;
+    converged(control.grpc, &names, &before).await;
+    let (sent, failures) = load.finish().await;
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} failed: {failures:?}",
+        failures.len()
+    );
+    assert_eq!(a.reviews(&[]).await.unwrap(), "v2");
+    assert_eq!(b.reviews(&[]).await.unwrap(), "v2");
+    drop((a.weft, b.weft));
+}
+
+fn workload_entries(n: usize, version: &str) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: bulk-{i}\nspec:\n  address: 10.9.{}.{}\n  labels: {{app: bulk, version: {version}}}\n",
+                i / 250,
+                i % 250
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+fn stored_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| weft_api::load::is_config_file(p))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_plane_killed_mid_apply_leaves_the_config_directory_intact() {
+    const N: usize = 2000;
+    let store = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let ports = free_addrs::<2>();
+    let mut control = Control::start(store.path(), ports).await;
+    apply(
+        control.grpc,
+        files.path(),
+        "v1.yaml",
+        &workload_entries(N, "v1"),
+    )
+    .await;
+    assert_eq!(stored_files(store.path()).len(), N);
+
+    // Rewrite every object, and kill the control plane part way through.
+    let v2 = files.path().join("v2.yaml");
+    std::fs::write(&v2, workload_entries(N, "v2")).unwrap();
+    let mut applying = Weft::spawn(&[
+        "--control-plane".into(),
+        control.grpc.to_string(),
+        "apply".into(),
+        "-f".into(),
+        v2.display().to_string(),
+    ]);
+    let rewritten = |dir: &Path| {
+        stored_files(dir)
+            .iter()
+            .filter(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains("version: v2")))
+            .count()
+    };
+    let midway = poll_until(Duration::from_secs(60), || {
+        std::future::ready((rewritten(store.path()) >= 50).then_some(()))
+    })
+    .await;
+    control.weft.child.kill().unwrap();
+    control.weft.wait_exit(DEADLINE).await;
+    assert!(
+        midway.is_some(),
+        "the apply never got going\n{}",
+        applying.output()
+    );
+    applying.wait_exit(DEADLINE).await;
+
+    // Every object is still there, each either wholly old or wholly new.
+    let loaded = weft_api::load_path(store.path()).unwrap();
+    assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+    assert_eq!(loaded.resources.len(), N);
+    let done = rewritten(store.path());
+    assert!((50..N).contains(&done), "{done} of {N} rewritten: the kill came too late to test anything");
+
+    // A restarted control plane serves exactly that, and the apply can simply be repeated.
+    let control = Control::start(store.path(), ports).await;
+    let (_, out, _) = cli(control.grpc, &["get", "we", "-o", "json"]).await;
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), N);
+    apply(
+        control.grpc,
+        files.path(),
+        "v2.yaml",
+        &workload_entries(N, "v2"),
+    )
+    .await;
+    assert_eq!(rewritten(store.path()), N);
+    let leftovers: Vec<_> = std::fs::read_dir(store.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

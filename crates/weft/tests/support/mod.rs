@@ -1,0 +1,372 @@
+//! What the binary's end-to-end tests share: running `weft` as a child process, backends
+//! that name themselves, an HTTP client, polling for a condition.
+// Each test crate uses a different part of this module.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::io::Read;
+use std::net::SocketAddr;
+
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+
+/// Generous: the machine that runs these may be slow and busy.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// Polls `check` until it yields a value or `timeout` passes.
+pub async fn poll_until<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The child process
+// ---------------------------------------------------------------------------------------------
+
+/// A running `weft` whose stdout and stderr are collected by reader threads. Dropping it kills
+/// the process and reaps it.
+pub struct Weft {
+    pub child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+pub fn collect(
+    mut from: impl Read + Send + 'static,
+    into: Arc<Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => into
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+    })
+}
+
+impl Weft {
+    pub fn spawn(args: &[String]) -> Weft {
+        let mut child = Command::new(WEFT)
+            .args(args)
+            // The proxy reads these; keep the caller's environment out of the test.
+            .env_remove("WEFT_CONFIG_DIR")
+            .env_remove("POD_NAMESPACE")
+            .env_remove("WEFT_LABELS")
+            .env_remove("WEFT_WORKLOAD_NAME")
+            .env_remove("SERVICE_ACCOUNT")
+            .env_remove("WEFT_WORKERS")
+            // Users see errors without backtraces; so should the assertions on stderr.
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
+            .env("WEFT_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {WEFT}: {e}"));
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let readers = vec![
+            collect(child.stdout.take().unwrap(), stdout.clone()),
+            collect(child.stderr.take().unwrap(), stderr.clone()),
+        ];
+        Weft {
+            child,
+            stdout,
+            stderr,
+            readers,
+        }
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Both streams, for failure messages.
+    pub fn output(&self) -> String {
+        format!(
+            "--- weft stdout ---\n{}\n--- weft stderr ---\n{}",
+            self.stdout(),
+            self.stderr()
+        )
+    }
+
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    /// Waits for the process to exit on its own, then for its output to be read to the end.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let status = poll_until(timeout, || std::future::ready(self.exited())).await?;
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        Some(status)
+    }
+}
+
+impl Drop for Weft {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a short-lived `weft` command to completion (killed if it overstays `DEADLINE`).
+pub async fn run_weft(args: &[String]) -> (ExitStatus, String, String) {
+    let mut weft = Weft::spawn(args);
+    match weft.wait_exit(DEADLINE).await {
+        Some(status) => (status, weft.stdout(), weft.stderr()),
+        None => panic!(
+            "`weft {}` did not exit within {DEADLINE:?}\n{}",
+            args.join(" "),
+            weft.output()
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP: backends and a client
+// ---------------------------------------------------------------------------------------------
+
+/// An HTTP/1.1 + HTTP/2 server that names itself in `x-served-by`.
+pub struct Backend {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Backend {
+    pub async fn start(ip: &str, name: &'static str) -> Backend {
+        let listener = TcpListener::bind((ip, 0))
+            .await
+            .unwrap_or_else(|e| panic!("bind backend on {ip}: {e}"));
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| async move {
+                        let path = req.uri().path().to_string();
+                        let _ = req.into_body().collect().await;
+                        Ok::<_, std::convert::Infallible>(
+                            Response::builder()
+                                .header("x-served-by", name)
+                                .header("x-seen-path", path)
+                                .body(Full::new(Bytes::from(name)))
+                                .unwrap(),
+                        )
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Backend { addr, task }
+    }
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn served_by(&self) -> &str {
+        self.headers
+            .get("x-served-by")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends a request to `to` with the `Host` header `host`, as an application that uses the
+/// proxy as its HTTP proxy does. Errors (refused, reset, timeout) come back as text.
+pub async fn send(
+    c: &HttpClient,
+    method: &str,
+    to: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Answer, String> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{to}{path}"))
+        .header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::new())).unwrap();
+    let resp = tokio::time::timeout(DEADLINE, c.request(req))
+        .await
+        .map_err(|_| format!("{method} {path} via {to}: no answer within {DEADLINE:?}"))?
+        .map_err(|e| format!("{method} {path} via {to}: {e:?}"))?;
+    let (parts, body) = resp.into_parts();
+    let body = tokio::time::timeout(DEADLINE, body.collect())
+        .await
+        .map_err(|_| format!("{method} {path} via {to}: body not finished in time"))?
+        .map_err(|e| format!("{method} {path} via {to}: body: {e}"))?
+        .to_bytes();
+    Ok(Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
+/// Addresses on 127.0.0.1 that were free a moment ago: all bound at once so they differ,
+/// then released for the child to take.
+pub fn free_addrs<const N: usize>() -> [SocketAddr; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures: reviews v1 and v2, subsets, a header route
+// ---------------------------------------------------------------------------------------------
+
+pub fn service_yaml(v1: &Backend, v2: &Backend) -> String {
+    let mut out = "apiVersion: v1
+kind: Service
+metadata:
+  name: reviews
+spec:
+  selector:
+    app: reviews
+  ports:
+  - name: http
+    port: 9080
+"
+    .to_string();
+    for (version, b) in [("v1", v1), ("v2", v2)] {
+        out.push_str(&format!(
+            "---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: reviews-{version}
+spec:
+  address: {ip}
+  labels:
+    app: reviews
+    version: {version}
+  ports:
+    http: {port}
+",
+            ip = b.addr.ip(),
+            port = b.addr.port()
+        ));
+    }
+    out
+}
+
+pub const DESTINATION_RULE: &str = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: reviews
+spec:
+  host: reviews
+  subsets:
+  - name: v1
+    labels:
+      version: v1
+  - name: v2
+    labels:
+      version: v2
+";
+
+pub const JASON_TO_V2: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+  - reviews
+  http:
+  - name: jason
+    match:
+    - headers:
+        end-user:
+          exact: jason
+    route:
+    - destination:
+        host: reviews
+        subset: v2
+  - name: everyone-else
+    route:
+    - destination:
+        host: reviews
+        subset: v1
+";
+
+pub const ALL_TO_V2: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+  - reviews
+  http:
+  - route:
+    - destination:
+        host: reviews
+        subset: v2
+";
