@@ -5,7 +5,7 @@ use crate::mesh::{Change, Mesh};
 use crate::objects::{Object, Source};
 use crate::store::{ConfigDir, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use weft_api::analyze::{self, Input, Level};
 use weft_api::{Kind, Origin, Resource};
@@ -36,6 +36,8 @@ pub struct ConfigState {
     pub dir: ConfigDir,
     /// Serialises applies, deletes and directory re-reads.
     write: tokio::sync::Mutex<()>,
+    /// Files of the directory that do not load, with why.
+    broken: Mutex<BTreeMap<PathBuf, String>>,
 }
 
 impl ConfigState {
@@ -44,6 +46,7 @@ impl ConfigState {
             mesh: Mutex::new(mesh),
             dir,
             write: tokio::sync::Mutex::new(()),
+            broken: Mutex::default(),
         }
     }
 
@@ -169,19 +172,50 @@ impl ConfigState {
         Ok(removals)
     }
 
-    /// Re-reads the directory and pushes what changed; a directory with errors changes
-    /// nothing.
-    pub async fn reload(&self) -> Result<usize, ConfigError> {
+    /// Re-reads files of the directory (all of them for `None`) and pushes what changed. A
+    /// file with errors is logged and changes nothing; the others still apply.
+    pub async fn reload(&self, files: Option<&BTreeSet<PathBuf>>) -> Result<usize, ConfigError> {
         let _write = self.write.lock().await;
+        let files: Vec<PathBuf> = match files {
+            Some(files) => files
+                .iter()
+                .filter(|f| f.parent() == Some(self.dir.path()))
+                .filter(|f| weft_api::load::is_config_file(f) || !f.exists())
+                .cloned()
+                .collect(),
+            None => self.dir.files()?,
+        };
         let mut found: BTreeMap<Key, Resource> = BTreeMap::new();
-        for r in self.dir.load()? {
-            found.insert(Key::of(&r), r);
+        let mut read: BTreeSet<&Path> = BTreeSet::new();
+        for file in &files {
+            let loaded = if file.exists() {
+                self.dir.load_file(file)
+            } else {
+                Ok(Vec::new())
+            };
+            let mut broken = self.broken.lock().unwrap_or_else(|p| p.into_inner());
+            match loaded {
+                Ok(resources) => {
+                    broken.remove(file);
+                    read.insert(file);
+                    found.extend(resources.into_iter().map(|r| (Key::of(&r), r)));
+                }
+                Err(e) => {
+                    tracing::error!("{e}");
+                    broken.insert(file.clone(), e.to_string());
+                }
+            }
         }
+        let everything =
+            files.is_empty() || read.len() == files.len() && files == self.dir.files()?;
         let mut mesh = self.mesh();
         let removals: Vec<Key> = mesh
             .config_objects()
+            .filter(|(k, o)| {
+                !found.contains_key(k)
+                    && (everything || read.contains(o.resource.origin.file.as_path()))
+            })
             .map(|(k, _)| k.clone())
-            .filter(|k| !found.contains_key(k))
             .collect();
         let upserts = found
             .into_iter()
@@ -189,6 +223,14 @@ impl ConfigState {
             .filter(|(k, o)| mesh.objects().get(k).is_none_or(|c| c.digest != o.digest))
             .collect();
         Ok(mesh.apply(Change { upserts, removals }))
+    }
+
+    /// Files of the config directory that do not load (their objects stay as they were).
+    pub fn broken_files(&self) -> BTreeMap<PathBuf, String> {
+        self.broken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Errors the analyzers find in `incoming` (or in what refers to `deleted`), judged

@@ -76,7 +76,7 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Reads the config directory (refusing to start on one with errors), then serves.
+    /// Reads the config directory (a file with errors is logged and skipped), then serves.
     pub async fn start(opts: ControlOptions) -> Result<ControlPlane, StartError> {
         let bind = |what: &'static str, addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -90,7 +90,7 @@ impl ControlPlane {
         let metrics = Arc::new(Metrics::default());
         let dir = store::ConfigDir::open(&opts.config_dir)?;
         let state = Arc::new(ConfigState::new(Mesh::new(metrics.clone()), dir));
-        state.reload().await?;
+        state.reload(None).await?;
         let watched = state.clone();
         let discovery = discovery::DiscoveryService {
             state: state.clone(),
@@ -115,8 +115,11 @@ impl ControlPlane {
             tokio::spawn(metrics::serve(monitoring, metrics)),
             tokio::spawn(async move {
                 let dir = watched.dir.path().to_path_buf();
-                let watching = weft_discovery::watch::watch_dir(&dir, || async {
-                    if let Err(e) = watched.reload().await {
+                let watched_ref = &watched;
+                let watching = weft_discovery::watch::watch_dir(&dir, |files| async move {
+                    // The first call re-reads everything, catching changes made between
+                    // start()'s read and the watch.
+                    if let Err(e) = watched_ref.reload(files.as_ref()).await {
                         tracing::error!("{e}");
                     }
                 })

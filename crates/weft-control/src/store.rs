@@ -19,8 +19,8 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the config directory {} has errors, keeping the last good config:\n{0}", dir.display())]
-    Invalid { dir: PathBuf, errors: String },
+    #[error("{} has errors; its objects stay as they were until it is fixed:\n{errors}", file.display())]
+    Invalid { file: PathBuf, errors: String },
 }
 
 pub struct ConfigDir {
@@ -54,15 +54,30 @@ impl ConfigDir {
         &self.dir
     }
 
-    /// Every object in the directory, a later definition replacing an earlier one.
-    pub fn load(&self) -> Result<Vec<Resource>, StoreError> {
-        let loaded = weft_api::load_path(&self.dir).map_err(|e| StoreError::Invalid {
-            dir: self.dir.clone(),
+    /// The config files in the directory, in the order they are read.
+    pub fn files(&self) -> Result<Vec<PathBuf>, StoreError> {
+        let mut files: Vec<PathBuf> = fs::read_dir(&self.dir)
+            .map_err(|source| StoreError::Io {
+                action: "read",
+                path: self.dir.clone(),
+                source,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| weft_api::load::is_config_file(p))
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
+    /// The objects one file defines; a file with any error yields none.
+    pub fn load_file(&self, file: &Path) -> Result<Vec<Resource>, StoreError> {
+        let loaded = weft_api::load_path(file).map_err(|e| StoreError::Invalid {
+            file: file.to_path_buf(),
             errors: e.to_string(),
         })?;
         if loaded.has_errors() {
             return Err(StoreError::Invalid {
-                dir: self.dir.clone(),
+                file: file.to_path_buf(),
                 errors: loaded
                     .errors()
                     .map(ToString::to_string)
@@ -182,6 +197,14 @@ impl ConfigDir {
 mod tests {
     use super::*;
 
+    fn load_all(dir: &ConfigDir) -> Vec<Resource> {
+        let files = dir.files().unwrap();
+        files
+            .iter()
+            .flat_map(|f| dir.load_file(f).unwrap())
+            .collect()
+    }
+
     const TWO: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80, name: http}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec: {ports: [{port: 80, name: http}]}\n";
 
     #[test]
@@ -191,7 +214,7 @@ mod tests {
         fs::write(tmp.path().join(".x.yaml.tmp"), "half a wri").unwrap();
         let dir = ConfigDir::open(tmp.path()).unwrap();
         assert!(!tmp.path().join(".x.yaml.tmp").exists());
-        let all = dir.load().unwrap();
+        let all = load_all(&dir);
         let b = &all[1];
         let mut changed = b.clone();
         changed.metadata.labels.insert("team".into(), "x".into());
@@ -201,7 +224,7 @@ mod tests {
             mine.contains("name: a") && !mine.contains("name: b"),
             "{mine}"
         );
-        let again = dir.load().unwrap();
+        let again = load_all(&dir);
         assert_eq!(again.len(), 2);
         let b2 = again.iter().find(|r| r.name() == "b").unwrap();
         assert_eq!(b2.metadata.labels["team"], "x");
@@ -209,7 +232,7 @@ mod tests {
         dir.delete(&Key::of(b2), b2).unwrap();
         let a = again.iter().find(|r| r.name() == "a").unwrap();
         dir.delete(&Key::of(a), a).unwrap();
-        assert!(dir.load().unwrap().is_empty());
+        assert!(load_all(&dir).is_empty());
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
     }
 }

@@ -488,7 +488,10 @@ async fn a_control_plane_killed_mid_apply_leaves_the_config_directory_intact() {
     assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
     assert_eq!(loaded.resources.len(), N);
     let done = rewritten(store.path());
-    assert!((50..N).contains(&done), "{done} of {N} rewritten: the kill came too late to test anything");
+    assert!(
+        (50..N).contains(&done),
+        "{done} of {N} rewritten: the kill came too late to test anything"
+    );
 
     // A restarted control plane serves exactly that, and the apply can simply be repeated.
     let control = Control::start(store.path(), ports).await;

@@ -37,7 +37,8 @@ impl FileSource {
 
     /// Loads now and on every change until the store is dropped.
     pub async fn run(self, store: Arc<ConfigStore>) -> Result<(), notify::Error> {
-        weft_discovery::watch::watch_dir(&self.dir, || async {
+        // Any change re-reads the whole directory: a proxy's config is small.
+        weft_discovery::watch::watch_dir(&self.dir, |_| async {
             let _ = self.load_once(&store).await;
         })
         .await
