@@ -3,7 +3,7 @@
 
 use crate::mesh::{Change, Mesh};
 use crate::objects::{Object, Source};
-use crate::store::{ConfigDir, StoreError};
+use crate::store::{ConfigSource, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,7 +33,7 @@ pub struct Applied {
 
 pub struct ConfigState {
     pub mesh: Mutex<Mesh>,
-    pub dir: ConfigDir,
+    pub source: Box<dyn ConfigSource>,
     /// Serialises applies, deletes and directory re-reads.
     write: tokio::sync::Mutex<()>,
     /// Files of the directory that do not load, with why.
@@ -41,10 +41,10 @@ pub struct ConfigState {
 }
 
 impl ConfigState {
-    pub fn new(mesh: Mesh, dir: ConfigDir) -> ConfigState {
+    pub fn new(mesh: Mesh, source: Box<dyn ConfigSource>) -> ConfigState {
         ConfigState {
             mesh: Mutex::new(mesh),
-            dir,
+            source,
             write: tokio::sync::Mutex::new(()),
             broken: Mutex::default(),
         }
@@ -109,7 +109,7 @@ impl ConfigState {
                 }
                 let mut stored = r.clone();
                 stored.origin = Origin {
-                    file: Arc::new(self.dir.file_for(key)),
+                    file: Arc::new(self.source.partition_for(key)),
                     document: 1,
                     line: 1,
                 };
@@ -134,7 +134,7 @@ impl ConfigState {
         let messages = self.analysis(&incoming, &BTreeSet::new(), |l| l != Level::Error);
         for (key, object) in &upserts {
             let before = previous.get(key).and_then(|p| p.as_deref());
-            self.dir.put(key, &object.resource, before)?;
+            self.source.put(key, &object.resource, before)?;
         }
         self.mesh().apply(Change {
             upserts,
@@ -162,7 +162,7 @@ impl ConfigState {
                 .collect::<Result<_, _>>()?
         };
         for (key, r) in &current {
-            self.dir.delete(key, r)?;
+            self.source.delete(key, r)?;
         }
         let removals: Vec<Key> = current.into_iter().map(|(k, _)| k).collect();
         self.mesh().apply(Change {
@@ -172,42 +172,37 @@ impl ConfigState {
         Ok(removals)
     }
 
-    /// Re-reads files of the directory (all of them for `None`) and pushes what changed. A
-    /// file with errors is logged and changes nothing; the others still apply.
-    pub async fn reload(&self, files: Option<&BTreeSet<PathBuf>>) -> Result<usize, ConfigError> {
+    /// Re-reads partitions of the source (all of them for `None`) and pushes what changed.
+    /// A partition that does not read is logged and changes nothing; the others still apply.
+    pub async fn reload(&self, changed: Option<&BTreeSet<PathBuf>>) -> Result<usize, ConfigError> {
         let _write = self.write.lock().await;
-        let files: Vec<PathBuf> = match files {
-            Some(files) => files
+        let partitions: Vec<PathBuf> = match changed {
+            Some(changed) => changed
                 .iter()
-                .filter(|f| f.parent() == Some(self.dir.path()))
-                .filter(|f| weft_api::load::is_config_file(f) || !f.exists())
+                .filter(|p| self.source.owns(p))
                 .cloned()
                 .collect(),
-            None => self.dir.files()?,
+            None => self.source.partitions()?,
         };
         let mut found: BTreeMap<Key, Resource> = BTreeMap::new();
         let mut read: BTreeSet<&Path> = BTreeSet::new();
-        for file in &files {
-            let loaded = if file.exists() {
-                self.dir.load_file(file)
-            } else {
-                Ok(Vec::new())
-            };
+        for partition in &partitions {
+            let loaded = self.source.read(partition);
             let mut broken = self.broken.lock().unwrap_or_else(|p| p.into_inner());
             match loaded {
                 Ok(resources) => {
-                    broken.remove(file);
-                    read.insert(file);
+                    broken.remove(partition);
+                    read.insert(partition);
                     found.extend(resources.into_iter().map(|r| (Key::of(&r), r)));
                 }
                 Err(e) => {
                     tracing::error!("{e}");
-                    broken.insert(file.clone(), e.to_string());
+                    broken.insert(partition.clone(), e.to_string());
                 }
             }
         }
-        let everything =
-            files.is_empty() || read.len() == files.len() && files == self.dir.files()?;
+        // After a full read, anything not found is gone, wherever it came from.
+        let everything = changed.is_none() && read.len() == partitions.len();
         let mut mesh = self.mesh();
         let removals: Vec<Key> = mesh
             .config_objects()
@@ -225,7 +220,7 @@ impl ConfigState {
         Ok(mesh.apply(Change { upserts, removals }))
     }
 
-    /// Files of the config directory that do not load (their objects stay as they were).
+    /// Partitions (files) of the source that do not read (their objects stay as they were).
     pub fn broken_files(&self) -> BTreeMap<PathBuf, String> {
         self.broken
             .lock()

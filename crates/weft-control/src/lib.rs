@@ -18,12 +18,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use store::ConfigSource;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use weft_discovery::admin::admin_server::AdminServer;
 use weft_discovery::discovery::discovery_server::DiscoveryServer;
 
 pub struct ControlOptions {
+    /// The config directory `start` serves (`start_with` takes any source).
     pub config_dir: PathBuf,
     /// The discovery stream and the admin API (istiod's 15010).
     pub grpc: SocketAddr,
@@ -76,8 +78,17 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Reads the config directory (a file with errors is logged and skipped), then serves.
+    /// Serves the config directory `opts.config_dir`.
     pub async fn start(opts: ControlOptions) -> Result<ControlPlane, StartError> {
+        let dir = store::ConfigDir::open(&opts.config_dir)?;
+        ControlPlane::start_with(opts, Box::new(dir)).await
+    }
+
+    /// Reads the source (a partition with errors is logged and skipped), then serves.
+    pub async fn start_with(
+        opts: ControlOptions,
+        source: Box<dyn ConfigSource>,
+    ) -> Result<ControlPlane, StartError> {
         let bind = |what: &'static str, addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -88,8 +99,7 @@ impl ControlPlane {
         let grpc_addr = grpc.local_addr().expect("bound");
         let monitoring_addr = monitoring.local_addr().expect("bound");
         let metrics = Arc::new(Metrics::default());
-        let dir = store::ConfigDir::open(&opts.config_dir)?;
-        let state = Arc::new(ConfigState::new(Mesh::new(metrics.clone()), dir));
+        let state = Arc::new(ConfigState::new(Mesh::new(metrics.clone()), source));
         state.reload(None).await?;
         let watched = state.clone();
         let discovery = discovery::DiscoveryService {
@@ -114,18 +124,14 @@ impl ControlPlane {
             }),
             tokio::spawn(metrics::serve(monitoring, metrics)),
             tokio::spawn(async move {
-                let dir = watched.dir.path().to_path_buf();
-                let watched_ref = &watched;
-                let watching = weft_discovery::watch::watch_dir(&dir, |files| async move {
-                    // The first call re-reads everything, catching changes made between
-                    // start()'s read and the watch.
-                    if let Err(e) = watched_ref.reload(files.as_ref()).await {
+                let (tx, mut changed) = tokio::sync::mpsc::unbounded_channel();
+                let _watch = watched.source.watch(tx);
+                // The first report re-reads everything, catching changes made between the
+                // read above and the watch.
+                while let Some(partitions) = changed.recv().await {
+                    if let Err(e) = watched.reload(partitions.as_ref()).await {
                         tracing::error!("{e}");
                     }
-                })
-                .await;
-                if let Err(e) = watching {
-                    tracing::error!("cannot watch {}: {e}", dir.display());
                 }
             }),
         ];

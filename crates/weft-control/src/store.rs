@@ -1,10 +1,12 @@
-//! The config directory as the control plane's persistent store. Applied objects are
+//! Where the control plane's config comes from and is kept: the [`ConfigSource`] trait,
+//! and [`ConfigDir`], the config directory as a persistent store. Applied objects are
 //! written one file each (`<namespace>.<kind>.<name>.yaml`) atomically: written to a
 //! temporary file, fsynced, renamed over the old one, and the directory fsynced, so a crash
 //! at any point leaves every file either old or new. Files people put there are read too;
 //! an object applied or deleted through the API that lives in such a file is cut out of it
 //! the same way.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,6 +23,35 @@ pub enum StoreError {
     },
     #[error("{} has errors; its objects stay as they were until it is fixed:\n{errors}", file.display())]
     Invalid { file: PathBuf, errors: String },
+}
+
+/// A place config is read from, watched in, and written to. It is divided into partitions
+/// (the files of a directory; a Kubernetes source would use one per kind), each read
+/// whole: an object missing from a partition that was read is deleted, and a partition that
+/// does not read changes nothing. Objects carry their partition as `origin.file`.
+pub trait ConfigSource: Send + Sync + 'static {
+    /// Every partition, in the order they are read (a later definition wins).
+    fn partitions(&self) -> Result<Vec<PathBuf>, StoreError>;
+    /// Whether a changed path reported by the watch is a partition of this source.
+    fn owns(&self, partition: &Path) -> bool;
+    /// The objects of one partition; one that no longer exists has none.
+    fn read(&self, partition: &Path) -> Result<Vec<Resource>, StoreError>;
+    /// The partition an applied object is stored in.
+    fn partition_for(&self, key: &Key) -> PathBuf;
+    /// Stores an object durably; `previous` is its current definition, if any.
+    fn put(
+        &self,
+        key: &Key,
+        resource: &Resource,
+        previous: Option<&Resource>,
+    ) -> Result<(), StoreError>;
+    /// Removes an object durably.
+    fn delete(&self, key: &Key, current: &Resource) -> Result<(), StoreError>;
+    /// Reports changed partitions (`None`: re-read everything) until the task is dropped.
+    fn watch(
+        &self,
+        changed: tokio::sync::mpsc::UnboundedSender<Option<BTreeSet<PathBuf>>>,
+    ) -> tokio::task::JoinHandle<()>;
 }
 
 pub struct ConfigDir {
@@ -49,13 +80,11 @@ impl ConfigDir {
             dir: dir.to_path_buf(),
         })
     }
+}
 
-    pub fn path(&self) -> &Path {
-        &self.dir
-    }
-
+impl ConfigSource for ConfigDir {
     /// The config files in the directory, in the order they are read.
-    pub fn files(&self) -> Result<Vec<PathBuf>, StoreError> {
+    fn partitions(&self) -> Result<Vec<PathBuf>, StoreError> {
         let mut files: Vec<PathBuf> = fs::read_dir(&self.dir)
             .map_err(|source| StoreError::Io {
                 action: "read",
@@ -69,8 +98,16 @@ impl ConfigDir {
         Ok(files)
     }
 
+    fn owns(&self, file: &Path) -> bool {
+        file.parent() == Some(self.dir.as_path())
+            && (weft_api::load::is_config_file(file) || !file.exists())
+    }
+
     /// The objects one file defines; a file with any error yields none.
-    pub fn load_file(&self, file: &Path) -> Result<Vec<Resource>, StoreError> {
+    fn read(&self, file: &Path) -> Result<Vec<Resource>, StoreError> {
+        if !file.exists() {
+            return Ok(Vec::new());
+        }
         let loaded = weft_api::load_path(file).map_err(|e| StoreError::Invalid {
             file: file.to_path_buf(),
             errors: e.to_string(),
@@ -92,7 +129,7 @@ impl ConfigDir {
     }
 
     /// Where the API keeps an object.
-    pub fn file_for(&self, key: &Key) -> PathBuf {
+    fn partition_for(&self, key: &Key) -> PathBuf {
         self.dir.join(format!(
             "{}.{}.{}.yaml",
             key.namespace,
@@ -101,9 +138,9 @@ impl ConfigDir {
         ))
     }
 
-    /// Stores an object in its own file; `previous` is where it was defined before, if
-    /// elsewhere in the directory.
-    pub fn put(
+    /// Stores an object in its own file, cutting it out of another file of the directory
+    /// that defined it before.
+    fn put(
         &self,
         key: &Key,
         resource: &Resource,
@@ -113,7 +150,7 @@ impl ConfigDir {
         // Derived from the content on every read, never stored.
         stored.metadata.resource_version = None;
         let yaml = serde_norway::to_string(&stored).expect("resources serialize to YAML");
-        let file = self.file_for(key);
+        let file = self.partition_for(key);
         self.write_atomic(&file, yaml.as_bytes())?;
         if let Some(previous) = previous {
             self.cut_out(previous, &file)?;
@@ -122,8 +159,8 @@ impl ConfigDir {
     }
 
     /// Removes an object: its own file, or its document in a file that holds others.
-    pub fn delete(&self, key: &Key, current: &Resource) -> Result<(), StoreError> {
-        let file = self.file_for(key);
+    fn delete(&self, key: &Key, current: &Resource) -> Result<(), StoreError> {
+        let file = self.partition_for(key);
         if file.exists() {
             fs::remove_file(&file).map_err(|source| StoreError::Io {
                 action: "remove",
@@ -135,6 +172,28 @@ impl ConfigDir {
         self.cut_out(current, &file)
     }
 
+    fn watch(
+        &self,
+        changed: tokio::sync::mpsc::UnboundedSender<Option<BTreeSet<PathBuf>>>,
+    ) -> tokio::task::JoinHandle<()> {
+        let dir = self.dir.clone();
+        tokio::spawn(async move {
+            let watching = weft_discovery::watch::watch_dir(&dir, |files| {
+                let _ = changed.send(files);
+                std::future::ready(())
+            })
+            .await;
+            if let Err(e) = watching {
+                tracing::error!(
+                    "cannot watch {}: {e}; changes made there are not seen",
+                    dir.display()
+                );
+            }
+        })
+    }
+}
+
+impl ConfigDir {
     /// Rewrites the file `r` was read from without `r`'s document, unless that file is
     /// `except` or lies outside the directory.
     fn cut_out(&self, r: &Resource, except: &Path) -> Result<(), StoreError> {
@@ -198,11 +257,8 @@ mod tests {
     use super::*;
 
     fn load_all(dir: &ConfigDir) -> Vec<Resource> {
-        let files = dir.files().unwrap();
-        files
-            .iter()
-            .flat_map(|f| dir.load_file(f).unwrap())
-            .collect()
+        let files = dir.partitions().unwrap();
+        files.iter().flat_map(|f| dir.read(f).unwrap()).collect()
     }
 
     const TWO: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80, name: http}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec: {ports: [{port: 80, name: http}]}\n";

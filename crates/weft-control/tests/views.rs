@@ -300,6 +300,11 @@ async fn files_edited_in_the_directory_are_pushed_and_a_broken_one_changes_nothi
         names(&proxy.next().await),
         BTreeSet::from(["Service default/reviews".to_string()])
     );
+    // Files that are not config (hidden, temporary) change nothing when they change.
+    let hidden = dir.path().join(".notes.yaml.tmp");
+    std::fs::write(&hidden, "scratch").unwrap();
+    let touched = cp.state.reload(Some(&[hidden].into())).await.unwrap();
+    assert_eq!(touched, 0);
     // A typo does not take reviews away; the fix, with a new service, adds only that.
     std::fs::write(
         &file,
