@@ -513,3 +513,163 @@ async fn a_control_plane_killed_mid_apply_leaves_the_config_directory_intact() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+const MISSING_SUBSET: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+  - reviews
+  http:
+  - route:
+    - destination:
+        host: reviews
+        subset: v4
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_applies_gets_and_deletes_and_refuses_bad_or_stale_updates() {
+    let store = tempfile::tempdir().unwrap();
+    let (control, _v1, _v2, files) = mesh(store.path()).await;
+    let cp = control.grpc;
+
+    // Rejected with the analyzer's words, and nothing is stored.
+    let bad = files.path().join("bad.yaml");
+    std::fs::write(&bad, MISSING_SUBSET).unwrap();
+    let (status, _, err) = cli(cp, &["apply", "-f", &bad.display().to_string()]).await;
+    assert!(!status.success());
+    assert!(
+        err.contains(r#"Error [IST0101] (VirtualService default/reviews) Referenced host+subset in destinationrule not found: "reviews+v4""#),
+        "{err}"
+    );
+    assert!(!store
+        .path()
+        .join("default.virtualservice.reviews.yaml")
+        .exists());
+
+    // From standard input, as kubectl takes it.
+    let mut stdin_apply = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["--control-plane", &cp.to_string(), "apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    stdin_apply
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(JASON_TO_V2.as_bytes())
+        .unwrap();
+    let out = stdin_apply.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "virtualservice.networking.istio.io/reviews created\n"
+    );
+
+    // An update carrying the version it was built on goes through once; built on a stale
+    // one, it is refused and says what to do.
+    let (_, yaml, _) = cli(cp, &["get", "vs", "reviews", "-o", "yaml"]).await;
+    assert!(yaml.contains("resourceVersion:"), "{yaml}");
+    let edited = files.path().join("edited.yaml");
+    std::fs::write(&edited, yaml.replace("subset: v2", "subset: v1")).unwrap();
+    let edited = edited.display().to_string();
+    let (status, out, err) = cli(cp, &["apply", "-f", &edited]).await;
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        out,
+        "virtualservice.networking.istio.io/reviews configured\n"
+    );
+    let (status, _, err) = cli(cp, &["apply", "-f", &edited]).await;
+    assert!(!status.success());
+    assert!(
+        err.contains("the object has been modified")
+            && err.contains("weft get VirtualService reviews -n default -o yaml"),
+        "{err}"
+    );
+
+    let (_, table, _) = cli(cp, &["get", "virtualservices"]).await;
+    assert!(table.starts_with("NAME"), "{table}");
+    let row = table.lines().nth(1).unwrap();
+    assert!(row.starts_with("reviews ") && row.contains("[reviews]"), "{table}");
+    let (status, _, err) = cli(cp, &["analyze"]).await;
+    assert!(status.success(), "{err}");
+    assert!(err.contains("✔ No validation issues found when analyzing namespace: default."));
+
+    let (status, out, _) = cli(cp, &["delete", "vs", "reviews"]).await;
+    assert!(status.success());
+    assert_eq!(
+        out,
+        "virtualservice.networking.istio.io \"reviews\" deleted\n"
+    );
+    let (status, _, err) = cli(cp, &["delete", "vs", "reviews"]).await;
+    assert!(!status.success());
+    assert!(
+        err.contains("VirtualService default/reviews not found"),
+        "{err}"
+    );
+    assert!(!store
+        .path()
+        .join("default.virtualservice.reviews.yaml")
+        .exists());
+
+    let (_, version, _) = cli(cp, &["version"]).await;
+    assert!(
+        version.contains("control plane version: ") && version.contains("(0 proxies)"),
+        "{version}"
+    );
+    let (status, completions, _) = run_weft(&["completions".into(), "bash".into()]).await;
+    assert!(status.success() && completions.contains("proxy-status"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_is_ready_only_once_configured_and_finds_a_control_plane_that_starts_late() {
+    let ports = free_addrs::<2>();
+    let [outbound, inbound, admin, health] = free_addrs::<4>();
+    let args: Vec<String> = [
+        "proxy",
+        "--control-plane",
+        &ports[0].to_string(),
+        "--workload-name",
+        "early",
+        "--outbound",
+        &outbound.to_string(),
+        "--inbound",
+        &inbound.to_string(),
+        "--admin",
+        &admin.to_string(),
+        "--health",
+        &health.to_string(),
+        "--no-capture",
+    ]
+    .map(String::from)
+    .to_vec();
+    let proxy = Weft::spawn(&args);
+    let c = client();
+    let answering = poll_until(DEADLINE, || async {
+        send(&c, "GET", health, "localhost", "/healthz/ready", &[])
+            .await
+            .ok()
+            .map(|a| a.status)
+    })
+    .await;
+    assert_eq!(
+        answering,
+        Some(http::StatusCode::SERVICE_UNAVAILABLE),
+        "{}",
+        proxy.output()
+    );
+
+    let store = tempfile::tempdir().unwrap();
+    let control = Control::start(store.path(), ports).await;
+    converged(control.grpc, &["early"], &[]).await;
+    let ready = send(&c, "GET", health, "localhost", "/healthz/ready", &[]).await;
+    assert_eq!(ready.unwrap().status, 200);
+    assert!(
+        proxy.stderr().contains("cannot reach the control plane"),
+        "{}",
+        proxy.output()
+    );
+}
