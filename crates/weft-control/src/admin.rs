@@ -45,8 +45,10 @@ impl Admin for AdminService {
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let req = req.into_inner();
         let mesh = self.state.mesh();
+        // Announced workloads too: they are WorkloadEntries like any other, as in Istio.
         let mut found: Vec<(&Key, _)> = mesh
-            .config_objects()
+            .objects()
+            .iter()
             .filter(|(k, _)| req.kind.is_empty() || k.kind.name() == req.kind)
             .filter(|(k, _)| req.name.is_empty() || k.name == req.name)
             .filter(|(k, _)| req.namespace.is_empty() || k.namespace == req.namespace)

@@ -3,13 +3,13 @@
 
 use crate::mesh::{Change, Mesh};
 use crate::objects::{Object, Source};
+use crate::registrations::Registrations;
 use crate::store::{ConfigSource, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use weft_api::analyze::{self, Input, Level};
 use weft_api::{Kind, Origin, Resource};
-use weft_discovery::discovery::Hello;
 use weft_discovery::wire::Key;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,15 +38,21 @@ pub struct ConfigState {
     write: tokio::sync::Mutex<()>,
     /// Files of the directory that do not load, with why.
     broken: Mutex<BTreeMap<PathBuf, String>>,
+    pub registrations: Registrations,
 }
 
 impl ConfigState {
-    pub fn new(mesh: Mesh, source: Box<dyn ConfigSource>) -> ConfigState {
+    pub fn new(
+        mesh: Mesh,
+        source: Box<dyn ConfigSource>,
+        registrations: Registrations,
+    ) -> ConfigState {
         ConfigState {
             mesh: Mutex::new(mesh),
             source,
             write: tokio::sync::Mutex::new(()),
             broken: Mutex::default(),
+            registrations,
         }
     }
 
@@ -254,32 +260,6 @@ impl ConfigState {
     ) -> Vec<String> {
         analysis_of(&self.mesh(), incoming, deleted, levels)
     }
-
-    /// Registers the workload a proxy announces as a WorkloadEntry, as Istio's
-    /// auto-registration does.
-    pub fn announce(&self, hello: &Hello) -> Option<Key> {
-        let r = announced_workload(hello)?;
-        let key = Key::of(&r);
-        self.mesh().apply(Change {
-            upserts: vec![(key.clone(), Object::new(r, Source::Announced))],
-            removals: Vec::new(),
-        });
-        Some(key)
-    }
-
-    /// Withdraws an announced workload whose proxy has not come back.
-    pub fn withdraw(&self, key: Key) {
-        let mut mesh = self.mesh();
-        let reconnected = mesh
-            .proxies()
-            .any(|(_, p)| announced_workload(&p.hello).is_some_and(|r| Key::of(&r) == key));
-        if !reconnected {
-            mesh.apply(Change {
-                upserts: Vec::new(),
-                removals: vec![key],
-            });
-        }
-    }
 }
 
 /// Analyzer messages about `incoming`, at the levels asked for. IST0173 (a subset selects no
@@ -321,33 +301,4 @@ fn analysis_of(
         })
         .map(|m| m.to_string())
         .collect()
-}
-
-/// The WorkloadEntry a proxy's hello stands for, named as Istio names auto-registered
-/// workloads (`<name>-<address>`).
-pub fn announced_workload(hello: &Hello) -> Option<Resource> {
-    if hello.address.is_empty() {
-        return None;
-    }
-    let name = format!("{}-{}", hello.name, hello.address.replace(['.', ':'], "-"));
-    let json = serde_json::json!({
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "WorkloadEntry",
-        "metadata": {
-            "name": name,
-            "namespace": hello.namespace,
-            "annotations": {"weft.dev/announced-by": format!("{}.{}", hello.name, hello.namespace)},
-        },
-        "spec": {
-            "address": hello.address,
-            "labels": hello.labels,
-            "serviceAccount": hello.service_account,
-        },
-    });
-    let loaded = weft_api::load_str(&json.to_string(), Path::new("announced by a proxy"));
-    if let Some(e) = loaded.errors().next() {
-        tracing::warn!("cannot register the workload of proxy {}: {e}", hello.name);
-        return None;
-    }
-    loaded.resources.into_iter().next()
 }

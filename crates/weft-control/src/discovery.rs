@@ -3,20 +3,16 @@
 
 use crate::config::ConfigState;
 use crate::mesh::{ProxyId, Subscription};
+use crate::registrations::withdraw_later;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use weft_discovery::discovery::discovery_server::Discovery;
 use weft_discovery::discovery::{proxy_message, Hello, ProxyMessage, Update};
-use weft_discovery::wire::Key;
 
 pub struct DiscoveryService {
     pub state: Arc<ConfigState>,
-    /// How long an announced workload outlives its proxy's stream, so a control plane
-    /// restart or a network blip does not take endpoints away.
-    pub endpoint_grace: Duration,
 }
 
 #[tonic::async_trait]
@@ -53,7 +49,7 @@ impl Discovery for DiscoveryService {
             tx,
             sent: String::new(),
         };
-        tokio::spawn(session.run(hello, inbound, self.endpoint_grace));
+        tokio::spawn(session.run(hello, inbound));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -67,7 +63,7 @@ struct Session {
 }
 
 impl Session {
-    async fn run(mut self, hello: Hello, mut inbound: Streaming<ProxyMessage>, grace: Duration) {
+    async fn run(mut self, hello: Hello, mut inbound: Streaming<ProxyMessage>) {
         let announced = self.state.announce(&hello);
         let mut sub = self.state.mesh().connect(hello);
         let stream = sub.stream;
@@ -91,8 +87,7 @@ impl Session {
         tracing::info!(proxy = %self.id, "proxy disconnected");
         self.state.mesh().disconnect(&self.id, stream);
         if let Some(key) = announced {
-            let state = self.state.clone();
-            tokio::spawn(withdraw_later(state, key, grace));
+            tokio::spawn(withdraw_later(self.state.clone(), key));
         }
     }
 
@@ -130,9 +125,4 @@ impl Session {
             None => false,
         }
     }
-}
-
-async fn withdraw_later(state: Arc<ConfigState>, key: Key, grace: Duration) {
-    tokio::time::sleep(grace).await;
-    state.withdraw(key);
 }

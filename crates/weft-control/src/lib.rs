@@ -8,12 +8,14 @@ mod discovery;
 pub mod mesh;
 pub mod metrics;
 mod objects;
+pub mod registrations;
 pub mod store;
 mod views;
 
 use config::ConfigState;
 use mesh::Mesh;
 use metrics::Metrics;
+use registrations::Registrations;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,11 +35,14 @@ pub struct ControlOptions {
     pub monitoring: SocketAddr,
     /// How long a disconnected proxy's workload stays an endpoint.
     pub endpoint_grace: Duration,
+    /// Where announced workloads are kept across restarts (`None`: memory only).
+    pub state_file: Option<PathBuf>,
 }
 
 impl ControlOptions {
     pub fn new(config_dir: PathBuf) -> ControlOptions {
         ControlOptions {
+            state_file: Some(config_dir.join(".weft").join("workloads.json")),
             config_dir,
             grpc: ([0, 0, 0, 0], weft_discovery::CONTROL_PORT).into(),
             monitoring: ([0, 0, 0, 0], weft_discovery::MONITORING_PORT).into(),
@@ -99,12 +104,17 @@ impl ControlPlane {
         let grpc_addr = grpc.local_addr().expect("bound");
         let monitoring_addr = monitoring.local_addr().expect("bound");
         let metrics = Arc::new(Metrics::default());
-        let state = Arc::new(ConfigState::new(Mesh::new(metrics.clone()), source));
+        let registrations = Registrations::new(opts.state_file.clone(), opts.endpoint_grace);
+        let state = Arc::new(ConfigState::new(
+            Mesh::new(metrics.clone()),
+            source,
+            registrations,
+        ));
         state.reload(None).await?;
+        state.restore_registrations();
         let watched = state.clone();
         let discovery = discovery::DiscoveryService {
             state: state.clone(),
-            endpoint_grace: opts.endpoint_grace,
         };
         let admin = admin::AdminService {
             state: state.clone(),
@@ -123,6 +133,7 @@ impl ControlPlane {
                 }
             }),
             tokio::spawn(metrics::serve(monitoring, metrics)),
+            tokio::spawn(state.clone().persist_registrations()),
             tokio::spawn(async move {
                 let (tx, mut changed) = tokio::sync::mpsc::unbounded_channel();
                 let _watch = watched.source.watch(tx);

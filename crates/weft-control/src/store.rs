@@ -151,7 +151,7 @@ impl ConfigSource for ConfigDir {
         stored.metadata.resource_version = None;
         let yaml = serde_norway::to_string(&stored).expect("resources serialize to YAML");
         let file = self.partition_for(key);
-        self.write_atomic(&file, yaml.as_bytes())?;
+        write_atomic(&file, yaml.as_bytes())?;
         if let Some(previous) = previous {
             self.cut_out(previous, &file)?;
         }
@@ -167,7 +167,7 @@ impl ConfigSource for ConfigDir {
                 path: file.clone(),
                 source,
             })?;
-            self.sync_dir()?;
+            sync_dir(&self.dir)?;
         }
         self.cut_out(current, &file)
     }
@@ -219,37 +219,40 @@ impl ConfigDir {
                 path: file.to_path_buf(),
                 source,
             })?;
-            return self.sync_dir();
+            return sync_dir(&self.dir);
         }
-        self.write_atomic(file, format!("{}\n", kept.join("\n---\n")).as_bytes())
+        write_atomic(file, format!("{}\n", kept.join("\n---\n")).as_bytes())
     }
+}
 
-    fn write_atomic(&self, file: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-        let name = file.file_name().expect("a file").to_string_lossy();
-        let temp = self.dir.join(format!(".{name}{TEMP_SUFFIX}"));
-        let io = |action, source| StoreError::Io {
-            action,
-            path: temp.clone(),
+/// Replaces `file` so that a crash leaves either the old or the new content: a temporary
+/// file beside it is written and fsynced, renamed over it, and the directory fsynced.
+pub fn write_atomic(file: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = file.parent().expect("a file in a directory");
+    let name = file.file_name().expect("a file").to_string_lossy();
+    let temp = dir.join(format!(".{name}{TEMP_SUFFIX}"));
+    let io = |action, source| StoreError::Io {
+        action,
+        path: temp.clone(),
+        source,
+    };
+    let mut f = fs::File::create(&temp).map_err(|e| io("create", e))?;
+    f.write_all(bytes).map_err(|e| io("write", e))?;
+    f.sync_all().map_err(|e| io("fsync", e))?;
+    drop(f);
+    fs::rename(&temp, file).map_err(|e| io("rename", e))?;
+    sync_dir(dir)
+}
+
+/// Makes a rename or removal in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| StoreError::Io {
+            action: "fsync",
+            path: dir.to_path_buf(),
             source,
-        };
-        let mut f = fs::File::create(&temp).map_err(|e| io("create", e))?;
-        f.write_all(bytes).map_err(|e| io("write", e))?;
-        f.sync_all().map_err(|e| io("fsync", e))?;
-        drop(f);
-        fs::rename(&temp, file).map_err(|e| io("rename", e))?;
-        self.sync_dir()
-    }
-
-    /// Makes a rename or removal durable.
-    fn sync_dir(&self) -> Result<(), StoreError> {
-        fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| StoreError::Io {
-                action: "fsync",
-                path: self.dir.clone(),
-                source,
-            })
-    }
+        })
 }
 
 #[cfg(test)]

@@ -326,3 +326,49 @@ async fn files_edited_in_the_directory_are_pushed_and_a_broken_one_changes_nothi
     std::fs::remove_file(&file).unwrap();
     assert_eq!(removed(&proxy.next().await).len(), 2);
 }
+
+#[tokio::test]
+async fn a_restarted_control_plane_remembers_announced_workloads_until_their_grace_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |grace: Duration| {
+        let mut opts = ControlOptions::new(dir.path().to_path_buf());
+        opts.grpc = "127.0.0.1:0".parse().unwrap();
+        opts.monitoring = "127.0.0.1:0".parse().unwrap();
+        opts.endpoint_grace = grace;
+        ControlPlane::start(opts)
+    };
+    let first = start(Duration::from_secs(30)).await.unwrap();
+    apply(&first, &service("reviews", "default")).await;
+    let announcing = Sim::connect(
+        &first,
+        Hello {
+            address: "10.1.2.3".into(),
+            labels: [("app".to_string(), "reviews".to_string())].into(),
+            ..hello("reviews-v1-abc", "default")
+        },
+    )
+    .await;
+    let file = first.state.registrations.file().unwrap().to_path_buf();
+    let kept = tokio::time::timeout(DEADLINE, async {
+        while !std::fs::read_to_string(&file).is_ok_and(|t| t.contains("10.1.2.3")) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    kept.await.expect("the announced workload is written down");
+    drop((announcing, first));
+
+    let second = start(Duration::from_millis(300)).await.unwrap();
+    let mut caller = Sim::connect(&second, hello("productpage-0", "default")).await;
+    assert_eq!(
+        names(&caller.next().await),
+        BTreeSet::from([
+            "Service default/reviews".to_string(),
+            "WorkloadEntry default/reviews-v1-abc-10-1-2-3".into()
+        ])
+    );
+    // Its proxy never comes back: it goes when the grace period ends.
+    assert_eq!(
+        removed(&caller.next().await),
+        BTreeSet::from(["WorkloadEntry default/reviews-v1-abc-10-1-2-3".to_string()])
+    );
+}

@@ -31,10 +31,10 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         .context("starting the runtime")?;
     runtime.block_on(async move {
         let control = ControlPlane::start(ControlOptions {
-            config_dir: args.config_dir.clone(),
             grpc: args.grpc,
             monitoring: args.monitoring,
             endpoint_grace: Duration::from_secs(args.endpoint_grace),
+            ..ControlOptions::new(args.config_dir.clone())
         })
         .await?;
         tracing::info!(

@@ -248,6 +248,49 @@ async fn every_proxy_converges_on_an_applied_virtual_service() {
     assert!(vs["metadata"]["resourceVersion"]
         .as_str()
         .is_some_and(|v| !v.is_empty()));
+    // What the proxy holds, in istioctl's columns.
+    let (_, routes, _) = cli(control.grpc, &["proxy-config", "routes", "productpage-1"]).await;
+    assert!(routes.starts_with("NAME"), "{routes}");
+    assert!(
+        routes.contains("headers: end-user=jason") && routes.contains("reviews.default"),
+        "{routes}"
+    );
+    let (_, clusters, _) = cli(control.grpc, &["proxy-config", "clusters", "productpage-1"]).await;
+    assert!(
+        clusters.contains("reviews.default.svc.cluster.local   9080   v2"),
+        "{clusters}"
+    );
+    let (_, endpoints, _) = cli(
+        control.grpc,
+        &[
+            "proxy-config",
+            "endpoints",
+            "productpage-1.default",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    let endpoints: Value = serde_json::from_str(&endpoints).unwrap();
+    let subsets: Vec<&str> = endpoints
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["cluster"].as_str())
+        .collect();
+    assert_eq!(
+        subsets,
+        [
+            "outbound|9080|v1|reviews.default.svc.cluster.local",
+            "outbound|9080|v2|reviews.default.svc.cluster.local"
+        ]
+    );
+    let (_, describe, _) = cli(control.grpc, &["describe", "svc", "reviews"]).await;
+    assert!(
+        describe.contains("Subset v2 (version=v2): 1 endpoint") && describe.contains("\"jason\""),
+        "{describe}"
+    );
+
     let (_, table, _) = cli(control.grpc, &["proxy-status"]).await;
     assert_eq!(table.lines().count(), 4, "{table}");
     assert!(table.starts_with("NAME"), "{table}");
@@ -593,7 +636,10 @@ async fn the_cli_applies_gets_and_deletes_and_refuses_bad_or_stale_updates() {
     let (_, table, _) = cli(cp, &["get", "virtualservices"]).await;
     assert!(table.starts_with("NAME"), "{table}");
     let row = table.lines().nth(1).unwrap();
-    assert!(row.starts_with("reviews ") && row.contains("[reviews]"), "{table}");
+    assert!(
+        row.starts_with("reviews ") && row.contains("[reviews]"),
+        "{table}"
+    );
     let (status, _, err) = cli(cp, &["analyze"]).await;
     assert!(status.success(), "{err}");
     assert!(err.contains("✔ No validation issues found when analyzing namespace: default."));
