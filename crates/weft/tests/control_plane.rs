@@ -36,26 +36,32 @@ impl Control {
         .map(String::from)
         .to_vec();
         let mut weft = Weft::spawn(&args);
-        let c = client();
-        let ready = poll_until(Duration::from_secs(20), || {
-            let (c, exited) = (&c, weft.exited());
-            async move {
-                if exited.is_some() {
-                    return Some(false);
-                }
-                let r = send(c, "GET", monitoring, "localhost", "/ready", &[]).await;
-                r.ok().filter(|a| a.status == 200).map(|_| true)
-            }
-        })
-        .await;
-        assert_eq!(
+        let ready = answers_ok(&mut weft, monitoring, "/ready").await;
+        assert!(
             ready,
-            Some(true),
             "weft control not ready on {monitoring}\n{}",
             weft.output()
         );
         Control { weft, grpc }
     }
+}
+
+/// Waits until `GET path` on `addr` answers 200; false if the process exits first or 20 s
+/// pass.
+async fn answers_ok(weft: &mut Weft, addr: SocketAddr, path: &str) -> bool {
+    let c = client();
+    let ready = poll_until(Duration::from_secs(20), || {
+        let (c, exited) = (&c, weft.exited());
+        async move {
+            if exited.is_some() {
+                return Some(false);
+            }
+            let r = send(c, "GET", addr, "localhost", path, &[]).await;
+            r.ok().filter(|a| a.status == 200).map(|_| true)
+        }
+    })
+    .await;
+    ready == Some(true)
 }
 
 /// Runs a CLI verb against the control plane.
@@ -142,21 +148,9 @@ impl Sidecar {
         .to_vec();
         args.extend(extra.iter().map(|a| a.to_string()));
         let mut weft = Weft::spawn(&args);
-        let c = client();
-        let ready = poll_until(Duration::from_secs(20), || {
-            let (c, exited) = (&c, weft.exited());
-            async move {
-                if exited.is_some() {
-                    return Some(false);
-                }
-                let r = send(c, "GET", health, "localhost", "/healthz/ready", &[]).await;
-                r.ok().filter(|a| a.status == 200).map(|_| true)
-            }
-        })
-        .await;
-        assert_eq!(
+        let ready = answers_ok(&mut weft, health, "/healthz/ready").await;
+        assert!(
             ready,
-            Some(true),
             "proxy {name} never became ready (it is ready only after its first config)\n{}",
             weft.output()
         );
