@@ -3,6 +3,7 @@
 
 use crate::access_log::{Entry, Flags};
 use crate::model::Snapshot;
+use crate::transport::connect::connect_addr;
 use crate::upstream::endpoint::Outcome;
 use crate::upstream::{Cluster, Endpoint};
 use crate::Shared;
@@ -97,7 +98,7 @@ pub async fn connect(
 ) -> Result<(TcpStream, String, Option<tokio::sync::OwnedSemaphorePermit>), (Flags, String)> {
     match target {
         L4Target::Blocked(why) => Err((Flags::default(), why.clone())),
-        L4Target::Passthrough(addr) => TcpStream::connect(addr)
+        L4Target::Passthrough(addr) => connect_addr(*addr)
             .await
             .map(|s| (s, addr.to_string(), None))
             .map_err(|e| (Flags::UF, format!("{addr}: {e}"))),
@@ -117,7 +118,7 @@ pub async fn connect(
                 };
                 let attempt = tokio::time::timeout(
                     cluster.config.limits.connect_timeout,
-                    TcpStream::connect(ep.authority.as_str()),
+                    crate::transport::connect::connect(ep.authority.as_str()),
                 )
                 .await;
                 match attempt {

@@ -53,8 +53,16 @@ fn run(cmd: &str, args: &[&str]) {
 
 fn inside_namespace() {
     run("ip", &["link", "set", "lo", "up"]);
-    // istio-init's shape, narrowed to the service range so the proxy's own upstream
-    // connections (to endpoint addresses) are not captured again.
+    // istio-init's shape, narrowed to 127.10.0.0/16 so the test harness's own loopback
+    // traffic is left alone. The endpoint lives in that range too: the proxy's upstream
+    // connections get out only because they carry the mark the first rule exempts.
+    run(
+        "iptables",
+        &[
+            "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-m", "mark", "--mark", "1337", "-j",
+            "RETURN",
+        ],
+    );
     run(
         "iptables",
         &[
@@ -73,10 +81,11 @@ fn inside_namespace() {
         ],
     );
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(async {
-        let v1 = Backend::start("127.0.0.2", "v1", ok()).await;
+        weft_proxy::transport::connect::mark_upstream_connections(1337).unwrap();
+        let v1 = Backend::start("127.10.1.2", "v1", ok()).await;
         let yaml = format!(
             "apiVersion: v1\nkind: Service\nmetadata:\n  name: reviews\nspec:\n  clusterIP: 127.10.0.1\n  selector: {{app: reviews}}\n  ports:\n  - {{name: http, port: 9080}}\n---\n\
-             apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: reviews-v1\nspec:\n  address: 127.0.0.2\n  labels: {{app: reviews, version: v1}}\n  ports: {{http: {}}}\n",
+             apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: reviews-v1\nspec:\n  address: 127.10.1.2\n  labels: {{app: reviews, version: v1}}\n  ports: {{http: {}}}\n",
             v1.addr.port()
         );
         let mut setup = Setup { orig_dst: Arc::new(SoOriginalDst), ..Setup::default() };

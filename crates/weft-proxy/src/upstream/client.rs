@@ -7,6 +7,7 @@
 use super::config::Limits;
 use super::endpoint::Endpoint;
 use crate::http::body::RequestBody;
+use crate::transport;
 use http::{header, request::Parts, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -95,7 +96,7 @@ impl Upstream {
 }
 
 async fn connect(addr: &str, timeout: Duration) -> Result<TokioIo<TcpStream>, SendError> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+    let stream = tokio::time::timeout(timeout, transport::connect::connect(addr))
         .await
         .map_err(|_| SendError::Connect(format!("no answer within {timeout:?}")))?
         .map_err(|e| SendError::Connect(e.to_string()))?;
@@ -216,13 +217,12 @@ impl H2Pool {
                 conns.remove(addr);
             }
         }
-        let stream =
-            tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
-                .await
-                .map_err(|_| {
-                    SendError::Connect(format!("no answer within {:?}", self.connect_timeout))
-                })?
-                .map_err(|e| SendError::Connect(e.to_string()))?;
+        let stream = tokio::time::timeout(self.connect_timeout, transport::connect::connect(addr))
+            .await
+            .map_err(|_| {
+                SendError::Connect(format!("no answer within {:?}", self.connect_timeout))
+            })?
+            .map_err(|e| SendError::Connect(e.to_string()))?;
         let _ = stream.set_nodelay(true);
         let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())

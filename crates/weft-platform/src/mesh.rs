@@ -1,0 +1,331 @@
+//! The mesh file: Kubernetes `v1 Service`s and Istio config exactly as on Kubernetes, plus
+//! `Workload`s (`weft.dev/v1alpha1`), the one Weft kind, which stands for a Deployment and
+//! its pod template: what to run, how many, with which labels.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use weft_api::{split_documents, Diagnostic, Resource};
+
+pub const API_VERSION: &str = "weft.dev/v1alpha1";
+pub const KIND: &str = "Workload";
+
+/// A Workload: a Deployment's worth of identical pods.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workload {
+    pub name: String,
+    pub namespace: String,
+    pub spec: WorkloadSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadSpec {
+    /// The pods' labels; `app` and `version` name the workload in telemetry, as in Istio.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default = "default_service_account")]
+    pub service_account: String,
+    #[serde(default = "one")]
+    pub replicas: u32,
+    /// The program and its arguments, run inside the pod. Not needed for a gateway.
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Ports the app listens on (documentation, and the proxy's inbound targets).
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// Makes the pod an ingress gateway: it runs `weft proxy --gateway` instead of an app,
+    /// and these ports of the host's 127.0.0.1 reach it.
+    #[serde(default)]
+    pub gateway: Option<GatewaySpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewaySpec {
+    pub host_ports: Vec<u16>,
+}
+
+fn default_service_account() -> String {
+    "default".into()
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Document {
+    metadata: Metadata,
+    spec: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize)]
+struct Metadata {
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+/// Everything a mesh file declares.
+#[derive(Debug, Default)]
+pub struct MeshFile {
+    pub workloads: Vec<Workload>,
+    /// Services and Istio config, as `weft apply` reads them.
+    pub resources: Vec<Resource>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+/// One thing wrong in a mesh file, placed as the config loader places its diagnostics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub document: usize,
+    pub line: usize,
+    pub what: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: document {} (line {}): {}",
+            self.file.display(),
+            self.document,
+            self.line,
+            self.what
+        )?;
+        if let Some(hint) = &self.hint {
+            write!(f, " (hint: {hint})")?;
+        }
+        Ok(())
+    }
+}
+
+pub fn load(path: &Path) -> Result<MeshFile, MeshError> {
+    let text = std::fs::read_to_string(path).map_err(|source| MeshError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+pub fn parse(text: &str, file: &Path) -> Result<MeshFile, MeshError> {
+    let mut mesh = MeshFile::default();
+    let mut problems = Vec::new();
+    let mut workload_documents = Vec::new();
+    for (index, (line, doc)) in split_documents(text).into_iter().enumerate() {
+        let document = index + 1;
+        let problem = |what: String, hint: Option<&str>| Problem {
+            file: file.to_path_buf(),
+            document,
+            line,
+            what,
+            hint: hint.map(str::to_string),
+        };
+        let Ok(value) = serde_norway::from_str::<serde_json::Value>(doc) else {
+            continue; // the config loader reports it
+        };
+        if value["kind"] != KIND {
+            continue;
+        }
+        workload_documents.push(document);
+        if value["apiVersion"] != API_VERSION {
+            problems.push(problem(
+                format!(
+                    "a Workload's apiVersion is {API_VERSION}, not {}",
+                    value["apiVersion"]
+                ),
+                None,
+            ));
+            continue;
+        }
+        match workload(value) {
+            Ok(w) => mesh.workloads.push(w),
+            Err(what) => problems.push(problem(
+                what,
+                Some("see docs/mesh-file.md for the Workload fields"),
+            )),
+        }
+    }
+    let loaded = weft_api::load_str(text, file);
+    for d in loaded.diagnostics {
+        if workload_documents.contains(&d.origin.document) {
+            continue; // the config loader does not know Workloads and says so
+        }
+        if d.severity == weft_api::Severity::Error {
+            problems.push(Problem {
+                file: file.to_path_buf(),
+                document: d.origin.document,
+                line: d.origin.line,
+                what: d.to_string(),
+                hint: None,
+            });
+        } else {
+            mesh.warnings.push(d);
+        }
+    }
+    mesh.resources = loaded.resources;
+    check_names(&mesh.workloads, file, &mut problems);
+    if problems.is_empty() {
+        Ok(mesh)
+    } else {
+        Err(MeshError::Invalid(problems))
+    }
+}
+
+fn workload(value: serde_json::Value) -> Result<Workload, String> {
+    let doc: Document = serde_path_to_error::deserialize(value)
+        .map_err(|e| format!("Workload: {}: {}", e.path(), e.inner()))?;
+    let name = doc.metadata.name;
+    let namespace = doc.metadata.namespace.unwrap_or_else(|| "default".into());
+    let spec: WorkloadSpec = serde_path_to_error::deserialize(doc.spec).map_err(|e| {
+        format!(
+            "Workload {namespace}/{name}: spec.{}: {}",
+            e.path(),
+            e.inner()
+        )
+    })?;
+    let at = |field: &str, what: &str| format!("Workload {namespace}/{name}: spec.{field}: {what}");
+    if spec.command.is_empty() && spec.gateway.is_none() {
+        return Err(at("command", "a Workload runs a command, or is a gateway"));
+    }
+    if !spec.labels.contains_key("app") {
+        return Err(at(
+            "labels",
+            "needs an `app` label: services select pods by it and telemetry names them by it",
+        ));
+    }
+    if spec.replicas == 0 {
+        return Err(at("replicas", "must be at least 1"));
+    }
+    Ok(Workload {
+        name,
+        namespace,
+        spec,
+    })
+}
+
+/// Names become pod names, hostnames and interface names: DNS labels, and unique.
+fn check_names(workloads: &[Workload], file: &Path, problems: &mut Vec<Problem>) {
+    let mut seen = std::collections::BTreeSet::new();
+    for w in workloads {
+        let dns_label = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 40
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !s.starts_with('-')
+                && !s.ends_with('-')
+        };
+        let problem = |what: String| Problem {
+            file: file.to_path_buf(),
+            document: 0,
+            line: 0,
+            what,
+            hint: None,
+        };
+        if !dns_label(&w.name) || !dns_label(&w.namespace) {
+            problems.push(problem(format!(
+                "Workload {}/{}: names must be lower-case DNS labels of at most 40 characters",
+                w.namespace, w.name
+            )));
+        }
+        if !seen.insert((w.namespace.clone(), w.name.clone())) {
+            problems.push(problem(format!(
+                "Workload {}/{} is declared twice",
+                w.namespace, w.name
+            )));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MESH: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: reviews-v1}
+spec:
+  labels: {app: reviews, version: v1}
+  serviceAccount: bookinfo-reviews
+  replicas: 2
+  command: [weft, bookinfo, reviews, --version, v1]
+  env: {LOG: info}
+  ports: [9080]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: ingressgateway, namespace: istio-system}
+spec:
+  labels: {app: istio-ingressgateway, istio: ingressgateway}
+  gateway: {hostPorts: [8080]}
+"#;
+
+    #[test]
+    fn a_mesh_file_holds_workloads_and_config() {
+        let mesh = parse(MESH, Path::new("mesh.yaml")).unwrap();
+        assert_eq!(mesh.resources.len(), 1);
+        assert!(mesh.warnings.is_empty(), "{:?}", mesh.warnings);
+        let reviews = &mesh.workloads[0];
+        assert_eq!(
+            (reviews.namespace.as_str(), reviews.spec.replicas),
+            ("default", 2)
+        );
+        assert_eq!(reviews.spec.service_account, "bookinfo-reviews");
+        assert_eq!(
+            mesh.workloads[1].spec.gateway.as_ref().unwrap().host_ports,
+            [8080]
+        );
+    }
+
+    #[test]
+    fn mistakes_name_the_document_and_field() {
+        let bad = MESH.replace("replicas: 2", "replica: 2");
+        let err = parse(&bad, Path::new("mesh.yaml")).unwrap_err().to_string();
+        assert!(
+            err.starts_with("mesh.yaml: document 2 (line 9): Workload default/reviews-v1: spec.replica: unknown field `replica`"),
+            "{err}"
+        );
+        let bad = MESH.replace(
+            "labels: {app: reviews, version: v1}",
+            "labels: {version: v1}",
+        );
+        let err = parse(&bad, Path::new("mesh.yaml")).unwrap_err().to_string();
+        assert!(err.contains("spec.labels: needs an `app` label"), "{err}");
+        let bad = MESH.replace(
+            "ports: [{name: http, port: 9080}]",
+            "ports: [{name: http, port: 99999}]",
+        );
+        let err = parse(&bad, Path::new("mesh.yaml")).unwrap_err().to_string();
+        assert!(
+            err.contains("document 1") && err.contains("Service default/reviews"),
+            "{err}"
+        );
+    }
+}
