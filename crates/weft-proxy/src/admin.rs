@@ -2,7 +2,7 @@
 //! `/quitquitquit`) and the health port (15021: `/healthz/ready`).
 
 use crate::config::ConfigStore;
-use crate::model::Snapshot;
+use crate::model::{RouteConfig, Snapshot};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -124,9 +125,25 @@ pub fn config_dump(store: &ConfigStore) -> Value {
             })
         })
         .collect();
-    let mut ports: Vec<_> = snapshot.http.values().collect();
+    json!({
+        "version": snapshot.version,
+        "rejected": status.rejected,
+        "lastError": status.last_error,
+        "workload": snapshot.workload,
+        "outboundTrafficPolicy": snapshot.outbound_policy,
+        "services": snapshot.registry.services,
+        "clusters": clusters,
+        "routes": route_tables(&snapshot.http),
+        "gatewayRoutes": route_tables(&snapshot.gateway_ports),
+        "gatewayListeners": status.gateway,
+        "resources": snapshot.resources,
+    })
+}
+
+fn route_tables(tables: &HashMap<u16, RouteConfig>) -> Vec<Value> {
+    let mut ports: Vec<_> = tables.values().collect();
     ports.sort_by_key(|r| r.port);
-    let routes: Vec<Value> = ports
+    ports
         .iter()
         .map(|table| {
             json!({
@@ -142,16 +159,5 @@ pub fn config_dump(store: &ConfigStore) -> Value {
                 })).collect::<Vec<_>>(),
             })
         })
-        .collect();
-    json!({
-        "version": snapshot.version,
-        "rejected": status.rejected,
-        "lastError": status.last_error,
-        "workload": snapshot.workload,
-        "outboundTrafficPolicy": snapshot.outbound_policy,
-        "services": snapshot.registry.services,
-        "clusters": clusters,
-        "routes": routes,
-        "resources": snapshot.resources,
-    })
+        .collect()
 }

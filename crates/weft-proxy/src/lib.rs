@@ -1,10 +1,12 @@
 //! The Weft sidecar proxy: transparent and explicit outbound capture, inbound capture,
-//! Istio routing and resilience, access logs, admin and health ports.
+//! Istio routing and resilience, access logs, admin and health ports; in gateway mode also
+//! Istio's ingress gateway.
 #![forbid(unsafe_code)]
 
 pub mod access_log;
 pub mod admin;
 pub mod config;
+pub mod gateway;
 pub mod http;
 mod listener;
 pub mod model;
@@ -51,6 +53,8 @@ pub struct ProxyOptions {
     pub set_log_level: Option<admin::SetLogLevel>,
     /// The largest compiled route regex accepted; a config with a larger one is rejected.
     pub regex_size_limit: usize,
+    /// Gateway mode: listen on the ports of the Gateway servers that select the workload.
+    pub gateway: Option<gateway::GatewayOptions>,
 }
 
 impl ProxyOptions {
@@ -69,6 +73,7 @@ impl ProxyOptions {
             inbound_target: None,
             set_log_level: None,
             regex_size_limit: model::matcher::DEFAULT_REGEX_SIZE_LIMIT,
+            gateway: None,
         }
     }
 }
@@ -142,16 +147,23 @@ impl Proxy {
             quit: quit.clone(),
             set_log_level: opts.set_log_level,
         });
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(listener::serve(
                 outbound,
                 shared.clone(),
                 http::Direction::Outbound,
             )),
-            tokio::spawn(listener::serve(inbound, shared, http::Direction::Inbound)),
+            tokio::spawn(listener::serve(
+                inbound,
+                shared.clone(),
+                http::Direction::Inbound,
+            )),
             tokio::spawn(admin::serve(admin, admin_state.clone(), false)),
             tokio::spawn(admin::serve(health, admin_state, true)),
         ];
+        if let Some(options) = opts.gateway {
+            tasks.push(tokio::spawn(gateway::manage(shared, options)));
+        }
         Ok(Proxy {
             outbound_addr,
             inbound_addr,

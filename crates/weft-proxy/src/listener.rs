@@ -1,5 +1,6 @@
 //! Accepting connections on the capture ports and deciding, per connection, how to handle
-//! it: by the destination port's declared protocol, else by sniffing.
+//! it: by the destination port's declared protocol, else by sniffing. Gateway ports serve
+//! HTTP only.
 
 use crate::http::{handle, ConnInfo, Direction};
 use crate::model::protocol::Protocol;
@@ -33,7 +34,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, direction: Direct
 
 async fn connection(
     shared: Arc<Shared>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     remote: SocketAddr,
     direction: Direction,
 ) {
@@ -41,6 +42,28 @@ async fn connection(
     let Ok(local) = stream.local_addr() else {
         return;
     };
+    if direction == Direction::Gateway {
+        // Callers address the gateway itself (no original destination) and its servers
+        // declare HTTP; hyper tells HTTP/1.1 from h2c by the preface.
+        let conn = Arc::new(ConnInfo {
+            direction,
+            remote,
+            local,
+            original_dst: None,
+        });
+        return serve_http(shared, stream, conn).await;
+    }
+    captured(shared, stream, remote, local, direction).await;
+}
+
+/// A connection on the outbound or inbound capture port.
+async fn captured(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    remote: SocketAddr,
+    local: SocketAddr,
+    direction: Direction,
+) {
     let original_dst = shared.orig_dst.lookup(&stream);
     let snapshot = shared.config.current();
     let declared = original_dst
@@ -79,12 +102,13 @@ async fn connection(
             tcp::proxy(&shared, io, target, remote, original_dst).await;
         }
         _ => {
-            let target = match direction {
-                Direction::Outbound => tcp::route_tcp(&snapshot, original_dst, None),
-                Direction::Inbound => match original_dst.or(shared.inbound_target) {
+            let target = if direction == Direction::Outbound {
+                tcp::route_tcp(&snapshot, original_dst, None)
+            } else {
+                match original_dst.or(shared.inbound_target) {
                     Some(dst) => L4Target::Passthrough(dst),
                     None => return,
-                },
+                }
             };
             tcp::proxy(&shared, io, target, remote, original_dst).await;
         }

@@ -1,7 +1,7 @@
 //! `weft proxy`: the sidecar, fed by a control plane or a config directory.
 
 use anyhow::Context;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tracing_subscriber::{reload, EnvFilter};
@@ -9,6 +9,7 @@ use weft_api::types::OutboundTrafficMode;
 use weft_discovery::discovery::Hello;
 use weft_proxy::access_log::AccessLog;
 use weft_proxy::config::{FileSource, StreamSource};
+use weft_proxy::gateway::GatewayOptions;
 use weft_proxy::transport::orig_dst::{NoOriginalDst, SoOriginalDst};
 use weft_proxy::workload::{parse_labels, Workload};
 use weft_proxy::{Proxy, ProxyOptions};
@@ -66,9 +67,21 @@ pub struct ProxyArgs {
     /// `re2.max_program_size`): a guard against regexes that cost memory and time.
     #[arg(long, default_value_t = weft_proxy::model::matcher::DEFAULT_REGEX_SIZE_LIMIT)]
     max_regex_size: usize,
+    /// Put this mark (SO_MARK) on the proxy's own connections, so the pod's iptables rules
+    /// let them out uncaptured (what weft up's pods use; istio-init exempts a uid instead).
+    #[arg(long)]
+    upstream_mark: Option<u32>,
     /// Do not ask the kernel for original destinations (explicit proxy mode only).
     #[arg(long)]
     no_capture: bool,
+    /// Run as an ingress gateway: listen on the ports of the Gateway servers whose
+    /// `selector` matches --labels (e.g. `istio=ingressgateway`), routing by the
+    /// VirtualServices bound to them with `gateways:`.
+    #[arg(long)]
+    gateway: bool,
+    /// The address the gateway's listeners bind.
+    #[arg(long, default_value = "0.0.0.0", requires = "gateway")]
+    gateway_address: IpAddr,
 }
 
 fn parse_policy(s: &str) -> Result<OutboundTrafficMode, String> {
@@ -139,7 +152,13 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         inbound_target: args.inbound_target,
         set_log_level: Some(set_log_level),
         regex_size_limit: args.max_regex_size,
+        gateway: args.gateway.then_some(GatewayOptions {
+            address: args.gateway_address,
+        }),
     };
+    if let Some(mark) = args.upstream_mark {
+        weft_proxy::transport::connect::mark_upstream_connections(mark)?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.workers.max(1))
         .enable_all()

@@ -8,6 +8,7 @@ mod stream;
 pub use file::FileSource;
 pub use stream::{Backoff, StreamSource};
 
+use crate::gateway::GatewayListeners;
 use crate::model::{compile_within, Snapshot};
 use crate::workload::Workload;
 use arc_swap::ArcSwap;
@@ -23,6 +24,8 @@ pub struct ConfigStatus {
     pub version: u64,
     pub rejected: u64,
     pub last_error: Option<String>,
+    /// Gateway mode: the listeners the Gateway servers asked for, as last opened.
+    pub gateway: Option<GatewayListeners>,
 }
 
 pub struct ConfigStore {
@@ -94,6 +97,11 @@ impl ConfigStore {
                 Err(e)
             }
         }
+    }
+
+    /// Gateway mode: publishes the listeners that now serve `listeners.version`.
+    pub(crate) fn report_gateway_listeners(&self, listeners: GatewayListeners) {
+        self.status.send_modify(|s| s.gateway = Some(listeners));
     }
 
     pub fn reject(&self, error: String) {

@@ -1,6 +1,7 @@
 //! One request through the proxy. Outbound: find the virtual host by Host (or the original
 //! destination), the first matching route, then apply CORS, faults, redirects, direct
-//! responses or forward with retries. Inbound: hand the request to the local workload.
+//! responses or forward with retries. Gateway: the same, from the listener port's gateway
+//! route table. Inbound: hand the request to the local workload.
 
 use super::body::{Buffered, End, RequestBody, ResponseBody};
 use super::forward::{self, Call, Forwarded};
@@ -10,7 +11,7 @@ use super::tunnel;
 use crate::access_log::{Entry, Flags};
 use crate::model::matcher::{query_value, RequestView};
 use crate::model::route::{roll, Action, Cors, FaultAbort, RetryPolicy, Route};
-use crate::model::Snapshot;
+use crate::model::{Snapshot, VirtualHost};
 use crate::upstream::config::{HashKey, LbPolicy};
 use crate::upstream::lb::hash_key;
 use crate::upstream::Cluster;
@@ -30,6 +31,8 @@ use weft_api::types::OutboundTrafficMode;
 pub enum Direction {
     Inbound,
     Outbound,
+    /// A Gateway server's port (gateway mode).
+    Gateway,
 }
 
 /// What is known about the downstream connection a request came on.
@@ -70,24 +73,26 @@ pub async fn handle(
     entry.request_id = header_string(&parts, "x-request-id");
     let snapshot = shared.config.current();
     let mut forwarded = Forwarded::default();
-    let result = if parts.method == Method::CONNECT {
-        tunnel::connect(&snapshot, &conn, &parts, body).await
-    } else {
-        match conn.direction {
-            Direction::Outbound => {
-                outbound(
-                    &shared,
-                    &snapshot,
-                    &conn,
-                    parts,
-                    body,
-                    &mut entry,
-                    &mut forwarded,
-                )
-                .await
-            }
-            Direction::Inbound => inbound(&shared, &conn, parts, body, &mut forwarded).await,
+    let result = match conn.direction {
+        Direction::Gateway => {
+            gateway(&snapshot, &conn, parts, body, &mut entry, &mut forwarded).await
         }
+        _ if parts.method == Method::CONNECT => {
+            tunnel::connect(&snapshot, &conn, &parts, body).await
+        }
+        Direction::Outbound => {
+            outbound(
+                &shared,
+                &snapshot,
+                &conn,
+                parts,
+                body,
+                &mut entry,
+                &mut forwarded,
+            )
+            .await
+        }
+        Direction::Inbound => inbound(&shared, &conn, parts, body, &mut forwarded).await,
     };
     let mut response = match result {
         Ok(r) => r,
@@ -129,7 +134,7 @@ async fn outbound(
     shared: &Shared,
     snapshot: &Snapshot,
     conn: &ConnInfo,
-    mut parts: Parts,
+    parts: Parts,
     body: Incoming,
     entry: &mut Entry,
     forwarded: &mut Forwarded,
@@ -146,13 +151,56 @@ async fn outbound(
         )
         .await;
     };
+    by_virtual_host(vhost, port, &authority, conn, parts, body, entry, forwarded).await
+}
+
+/// A request on a gateway port: a Host that no virtual host of the port's table names gets
+/// 404 NR, as Envoy's gateway answers. The gateway is no forward proxy, so CONNECT too.
+async fn gateway(
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+    parts: Parts,
+    body: Incoming,
+    entry: &mut Entry,
+    forwarded: &mut Forwarded,
+) -> Result<Response<ResponseBody>, LocalReply> {
+    if parts.method == Method::CONNECT {
+        return Err(LocalReply::no_route().hint("a gateway does not tunnel CONNECT"));
+    }
+    let authority = authority(&parts).to_ascii_lowercase();
+    let port = conn.local.port();
+    let Some(vhost) = snapshot
+        .gateway_ports
+        .get(&port)
+        .and_then(|table| table.find(&authority))
+    else {
+        return Err(LocalReply::no_route().hint(format!(
+            "no VirtualService bound to a Gateway server on port {port} has host {authority}"
+        )));
+    };
+    by_virtual_host(vhost, port, &authority, conn, parts, body, entry, forwarded).await
+}
+
+/// The first route of `vhost` that matches, then CORS, faults, redirects, direct responses
+/// or forwarding with retries.
+#[allow(clippy::too_many_arguments)]
+async fn by_virtual_host(
+    vhost: &VirtualHost,
+    port: u16,
+    authority: &str,
+    conn: &ConnInfo,
+    mut parts: Parts,
+    body: Incoming,
+    entry: &mut Entry,
+    forwarded: &mut Forwarded,
+) -> Result<Response<ResponseBody>, LocalReply> {
     let (path, query) = split_path(&parts);
     let view = RequestView {
         method: &parts.method,
         path,
         query,
         scheme: parts.uri.scheme_str().unwrap_or("http"),
-        authority: &authority,
+        authority,
         headers: &parts.headers,
         port,
     };
@@ -189,7 +237,7 @@ async fn outbound(
         Action::Redirect(r) => {
             let location = r.location(
                 view.scheme,
-                &authority,
+                authority,
                 parts.uri.path_and_query().map_or("/", |p| p.as_str()),
                 port,
             );

@@ -2,6 +2,7 @@
 //! who the proxy is (sourceLabels, sourceNamespace, gateways) is decided here, once per
 //! version, so the request path only evaluates request-dependent conditions.
 
+use super::gateway::{self, Binding};
 use super::matcher::{RequestMatch, DEFAULT_REGEX_SIZE_LIMIT};
 use super::protocol::Protocol;
 use super::registry::{Registry, ServiceInfo};
@@ -72,7 +73,9 @@ pub fn compile_within(
     let virtual_services: Vec<(&Resource, &types::VirtualService)> = in_scope
         .iter()
         .filter_map(|r| match &r.spec {
-            Spec::VirtualService(vs) if applies_to_mesh(&vs.gateways) => Some((r, vs)),
+            Spec::VirtualService(vs) if Binding::Mesh.binds(&vs.gateways, r.namespace()) => {
+                Some((r, vs))
+            }
             _ => None,
         })
         .collect();
@@ -85,9 +88,10 @@ pub fn compile_within(
         for port in &svc.ports {
             if port.protocol.is_http() || port.protocol == Protocol::Unknown {
                 let (routes, vs_name) = match bound {
-                    Some((r, vs)) if !vs.http.is_empty() => {
-                        (c.http_routes(r, vs, port.number)?, Some(r.display_name()))
-                    }
+                    Some((r, vs)) if !vs.http.is_empty() => (
+                        c.http_routes(r, vs, port.number, Binding::Mesh)?,
+                        Some(r.display_name()),
+                    ),
                     _ => (vec![c.default_route(&svc.hostname, port.number)], None),
                 };
                 let table = http.entry(port.number).or_insert_with(|| RouteConfig {
@@ -141,6 +145,7 @@ pub fn compile_within(
         routes
             .sort_by_key(|r| r.sni_hosts.len() == 1 && registry.by_host(&r.sni_hosts[0]).is_some());
     }
+    let gateway_ports = gateway::route_tables(&mut c, &in_scope, &workload.labels)?;
     Ok(Snapshot {
         version,
         workload: workload.clone(),
@@ -148,6 +153,7 @@ pub fn compile_within(
         http,
         tcp,
         tls,
+        gateway_ports,
         clusters: c.clusters,
         registry,
         resources,
@@ -175,12 +181,6 @@ fn sidecar_policy(resources: &[Resource], workload: &Workload) -> Option<Outboun
         .map(|p| p.mode)
 }
 
-/// A VirtualService with no `gateways` applies to sidecars; one that lists gateways applies
-/// to sidecars only when it lists `mesh`.
-fn applies_to_mesh(gateways: &[String]) -> bool {
-    gateways.is_empty() || gateways.iter().any(|g| g == "mesh")
-}
-
 /// The names callers may use: short and long forms, with and without the port, and VIPs.
 fn domains(svc: &ServiceInfo, port: u16, caller_namespace: &str) -> Vec<String> {
     let mut names = host::aliases(&svc.hostname, caller_namespace);
@@ -195,7 +195,7 @@ fn domains(svc: &ServiceInfo, port: u16, caller_namespace: &str) -> Vec<String> 
     names
 }
 
-struct Compiler<'a> {
+pub(super) struct Compiler<'a> {
     registry: &'a Registry,
     workload: &'a Workload,
     previous: &'a BTreeMap<String, Arc<Cluster>>,
@@ -226,23 +226,26 @@ impl Compiler<'_> {
     }
 
     /// True when a match's workload conditions (sourceLabels, sourceNamespace, gateways)
-    /// hold for this proxy.
+    /// hold for this proxy where the routes are bound.
     fn applies(
         &self,
+        binding: Binding<'_>,
+        r: &Resource,
         labels: &BTreeMap<String, String>,
         ns: Option<&String>,
         gateways: &[String],
     ) -> bool {
         types::labels_match(labels, &self.workload.labels)
             && ns.is_none_or(|n| *n == self.workload.namespace)
-            && applies_to_mesh(gateways)
+            && binding.admits(gateways, r.namespace())
     }
 
-    fn http_routes(
+    pub(super) fn http_routes(
         &mut self,
         r: &Resource,
         vs: &types::VirtualService,
         port: u16,
+        binding: Binding<'_>,
     ) -> Result<Vec<Route>, String> {
         let mut routes = Vec::new();
         for (i, h) in vs.http.iter().enumerate() {
@@ -251,7 +254,13 @@ impl Compiler<'_> {
                 .matches
                 .iter()
                 .filter(|m| {
-                    self.applies(&m.source_labels, m.source_namespace.as_ref(), &m.gateways)
+                    self.applies(
+                        binding,
+                        r,
+                        &m.source_labels,
+                        m.source_namespace.as_ref(),
+                        &m.gateways,
+                    )
                 })
                 .collect();
             if !h.matches.is_empty() && applicable.is_empty() {
@@ -376,7 +385,13 @@ impl Compiler<'_> {
                 .matches
                 .iter()
                 .filter(|m| {
-                    self.applies(&m.source_labels, m.source_namespace.as_ref(), &m.gateways)
+                    self.applies(
+                        Binding::Mesh,
+                        r,
+                        &m.source_labels,
+                        m.source_namespace.as_ref(),
+                        &m.gateways,
+                    )
                 })
                 .collect();
             if !t.matches.is_empty() && matches.is_empty() {
@@ -409,7 +424,13 @@ impl Compiler<'_> {
     ) -> Result<(), String> {
         for t in &vs.tls {
             for m in &t.matches {
-                if !self.applies(&m.source_labels, m.source_namespace.as_ref(), &m.gateways) {
+                if !self.applies(
+                    Binding::Mesh,
+                    r,
+                    &m.source_labels,
+                    m.source_namespace.as_ref(),
+                    &m.gateways,
+                ) {
                     continue;
                 }
                 let port = m.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(443);

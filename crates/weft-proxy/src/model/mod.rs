@@ -2,6 +2,7 @@
 //! version, swapped atomically, so the request path reads it without locks.
 
 pub mod compile;
+mod gateway;
 pub mod matcher;
 pub mod protocol;
 pub mod registry;
@@ -31,6 +32,9 @@ pub struct Snapshot {
     pub tcp: HashMap<(String, u16), L4Routes>,
     /// TLS routes by port, chosen by SNI.
     pub tls: HashMap<u16, Vec<TlsRoute>>,
+    /// HTTP route tables by the port of each Gateway server that selects this workload;
+    /// a gateway proxy listens on these ports.
+    pub gateway_ports: HashMap<u16, RouteConfig>,
     pub clusters: BTreeMap<String, Arc<Cluster>>,
     pub resources: Vec<Resource>,
 }
@@ -45,6 +49,7 @@ impl Snapshot {
             http: HashMap::new(),
             tcp: HashMap::new(),
             tls: HashMap::new(),
+            gateway_ports: HashMap::new(),
             clusters: BTreeMap::new(),
             resources: Vec::new(),
         }

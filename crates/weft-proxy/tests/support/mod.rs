@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use weft_proxy::access_log::{AccessLog, Entry};
 use weft_proxy::config::FileSource;
+use weft_proxy::gateway::{GatewayListeners, GatewayOptions};
 use weft_proxy::transport::orig_dst::{NoOriginalDst, OriginalDst};
 use weft_proxy::workload::{parse_labels, Workload};
 use weft_proxy::{Proxy, ProxyOptions};
@@ -166,6 +167,8 @@ pub struct Setup {
     pub labels: &'static str,
     pub allow_any: bool,
     pub orig_dst: Arc<dyn OriginalDst>,
+    /// Gateway mode: listen on the ports of the Gateway servers that select `labels`.
+    pub gateway: Option<GatewayOptions>,
 }
 
 impl Default for Setup {
@@ -174,6 +177,7 @@ impl Default for Setup {
             labels: "app=productpage,version=v1",
             allow_any: false,
             orig_dst: Arc::new(NoOriginalDst),
+            gateway: None,
         }
     }
 }
@@ -205,6 +209,7 @@ impl TestProxy {
         opts.health = any;
         opts.access_log = AccessLog::Channel(tx);
         opts.orig_dst = setup.orig_dst;
+        opts.gateway = setup.gateway;
         if setup.allow_any {
             opts.outbound_policy = weft_api::types::OutboundTrafficMode::AllowAny;
         }
@@ -251,6 +256,20 @@ impl TestProxy {
         .unwrap()
         .clone();
         after
+    }
+
+    /// Gateway mode: the listeners, once they reflect the config version being served.
+    pub async fn gateway_listeners(&self) -> GatewayListeners {
+        let mut status = self.proxy.config.subscribe();
+        let status = tokio::time::timeout(
+            Duration::from_secs(10),
+            status.wait_for(|s| s.gateway.as_ref().is_some_and(|g| g.version == s.version)),
+        )
+        .await
+        .expect("gateway listeners follow the config in time")
+        .unwrap()
+        .clone();
+        status.gateway.expect("gateway mode")
     }
 
     pub fn client(&self) -> HttpClient {
