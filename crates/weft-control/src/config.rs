@@ -142,6 +142,7 @@ impl ConfigState {
             let before = previous.get(key).and_then(|p| p.as_deref());
             self.source.put(key, &object.resource, before)?;
         }
+        self.source.sync()?;
         self.mesh().apply(Change {
             upserts,
             removals: Vec::new(),
@@ -170,6 +171,7 @@ impl ConfigState {
         for (key, r) in &current {
             self.source.delete(key, r)?;
         }
+        self.source.sync()?;
         let removals: Vec<Key> = current.into_iter().map(|(k, _)| k).collect();
         self.mesh().apply(Change {
             upserts: Vec::new(),

@@ -1,8 +1,8 @@
 //! Where the control plane's config comes from and is kept: the [`ConfigSource`] trait,
 //! and [`ConfigDir`], the config directory as a persistent store. Applied objects are
 //! written one file each (`<namespace>.<kind>.<name>.yaml`) atomically: written to a
-//! temporary file, fsynced, renamed over the old one, and the directory fsynced, so a crash
-//! at any point leaves every file either old or new. Files people put there are read too;
+//! temporary file, fsynced, renamed over the old one, and the directory fsynced once per
+//! apply, so a crash at any point leaves every file either old or new. Files people put there are read too;
 //! an object applied or deleted through the API that lives in such a file is cut out of it
 //! the same way.
 
@@ -47,6 +47,9 @@ pub trait ConfigSource: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Removes an object durably.
     fn delete(&self, key: &Key, current: &Resource) -> Result<(), StoreError>;
+    /// Makes the puts and deletes so far durable; called once per apply, before it is
+    /// acknowledged.
+    fn sync(&self) -> Result<(), StoreError>;
     /// Reports changed partitions (`None`: re-read everything) until the task is dropped.
     fn watch(
         &self,
@@ -151,7 +154,7 @@ impl ConfigSource for ConfigDir {
         stored.metadata.resource_version = None;
         let yaml = serde_norway::to_string(&stored).expect("resources serialize to YAML");
         let file = self.partition_for(key);
-        write_atomic(&file, yaml.as_bytes())?;
+        replace_file(&file, yaml.as_bytes())?;
         if let Some(previous) = previous {
             self.cut_out(previous, &file)?;
         }
@@ -167,9 +170,12 @@ impl ConfigSource for ConfigDir {
                 path: file.clone(),
                 source,
             })?;
-            sync_dir(&self.dir)?;
         }
         self.cut_out(current, &file)
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        sync_dir(&self.dir)
     }
 
     fn watch(
@@ -219,15 +225,21 @@ impl ConfigDir {
                 path: file.to_path_buf(),
                 source,
             })?;
-            return sync_dir(&self.dir);
+            return Ok(());
         }
-        write_atomic(file, format!("{}\n", kept.join("\n---\n")).as_bytes())
+        replace_file(file, format!("{}\n", kept.join("\n---\n")).as_bytes())
     }
 }
 
 /// Replaces `file` so that a crash leaves either the old or the new content: a temporary
 /// file beside it is written and fsynced, renamed over it, and the directory fsynced.
 pub fn write_atomic(file: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    replace_file(file, bytes)?;
+    sync_dir(file.parent().expect("a file in a directory"))
+}
+
+/// [`write_atomic`] without the directory's fsync, for batches that sync once at the end.
+fn replace_file(file: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = file.parent().expect("a file in a directory");
     let name = file.file_name().expect("a file").to_string_lossy();
     let temp = dir.join(format!(".{name}{TEMP_SUFFIX}"));
@@ -240,8 +252,7 @@ pub fn write_atomic(file: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     f.write_all(bytes).map_err(|e| io("write", e))?;
     f.sync_all().map_err(|e| io("fsync", e))?;
     drop(f);
-    fs::rename(&temp, file).map_err(|e| io("rename", e))?;
-    sync_dir(dir)
+    fs::rename(&temp, file).map_err(|e| io("rename", e))
 }
 
 /// Makes a rename or removal in `dir` durable.

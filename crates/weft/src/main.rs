@@ -5,6 +5,7 @@ mod analyze;
 mod client;
 mod control;
 mod echo;
+mod platform;
 mod proxy;
 mod table;
 
@@ -52,6 +53,16 @@ enum Command {
     Describe(client::describe::DescribeArgs),
     /// Client, control plane and data plane versions.
     Version(client::status::VersionArgs),
+    /// Run a mesh on this machine: pods in network namespaces, sidecars, the control plane.
+    Up(platform::UpArgs),
+    /// Stop the mesh weft up runs.
+    Down(platform::StateArgs),
+    /// The local mesh's pods: addresses, readiness, restarts.
+    Status(platform::StatusArgs),
+    /// A workload's logs in the local mesh (the app's, or the sidecar's with --proxy).
+    Logs(platform::LogsArgs),
+    #[command(subcommand, hide = true)]
+    Platform(platform::Internal),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -75,6 +86,41 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
+    /// Run one service of Istio's Bookinfo sample (upstreams from DETAILS_HOSTNAME and the like).
+    Bookinfo(BookinfoArgs),
+}
+
+#[derive(clap::Args)]
+struct BookinfoArgs {
+    #[arg(value_enum)]
+    service: BookinfoService,
+    /// The reviews version: v1 shows no stars, v2 black ones, v3 red ones.
+    #[arg(long, env = "SERVICE_VERSION", default_value = "v1")]
+    version: weft_demo::bookinfo::ReviewsVersion,
+    #[arg(long, default_value = "0.0.0.0:9080")]
+    listen: SocketAddr,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BookinfoService {
+    Productpage,
+    Details,
+    Ratings,
+    Reviews,
+}
+
+impl BookinfoArgs {
+    fn app(&self) -> weft_demo::bookinfo::App {
+        use weft_demo::bookinfo::App;
+        match self.service {
+            BookinfoService::Productpage => App::Productpage,
+            BookinfoService::Details => App::Details,
+            BookinfoService::Ratings => App::Ratings,
+            BookinfoService::Reviews => App::Reviews {
+                version: self.version,
+            },
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -121,6 +167,31 @@ enum BenchCommand {
         #[arg(long, default_value_t = 2)]
         workers: usize,
     },
+    /// Simulated proxies against a `weft control` process: full-snapshot time, endpoint
+    /// change convergence, its CPU and peak RSS; writes control-plane.md and .json.
+    ControlPlane {
+        #[arg(long, default_value_t = 1000)]
+        proxies: usize,
+        #[arg(long, default_value_t = 5000)]
+        services: usize,
+        /// WorkloadEntries per service.
+        #[arg(long, default_value_t = 10)]
+        endpoints_per_service: usize,
+        #[arg(long, default_value_t = 50)]
+        namespaces: usize,
+        /// Endpoint changes applied one after another, each measured until it converges.
+        #[arg(long, default_value_t = 100)]
+        changes: usize,
+        /// Omit the per-namespace Sidecars, so every proxy sees everything.
+        #[arg(long)]
+        no_sidecars: bool,
+        /// Simulated proxies send no HTTP/2 pings (weft proxy drops a connection whose
+        /// pong takes over 10 s), to measure a control plane that stalls that long.
+        #[arg(long)]
+        no_keepalive: bool,
+        #[arg(long, default_value = "bench/results")]
+        out: PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -145,6 +216,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ProxyConfig(args) => client_run(client::proxy_config::run(&cli.target, args)),
         Command::Describe(args) => client_run(client::describe::run(&cli.target, args)),
         Command::Version(args) => client_run(client::status::version(&cli.target, args)),
+        Command::Up(args) => platform::run_up(args, &cli.target.control_plane),
+        Command::Down(args) => platform::run_down(args),
+        Command::Status(args) => platform::run_status(args),
+        Command::Logs(args) => platform::run_logs(args),
+        Command::Platform(internal) => platform::run_internal(internal),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "weft", &mut std::io::stdout());
             Ok(())
@@ -156,6 +232,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(echo::serve(name, listen)),
+        Command::Bookinfo(args) => Ok(tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(weft_demo::bookinfo::serve(args.app(), args.listen))?),
     }
 }
 
@@ -217,6 +297,35 @@ fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
             let results = runtime.block_on(weft_bench::compare::run(&opts))?;
             weft_bench::report::write_all(&results, rate, &out)?;
             println!("{}", weft_bench::report::markdown(&results, rate));
+        }
+        BenchCommand::ControlPlane {
+            proxies,
+            services,
+            endpoints_per_service,
+            namespaces,
+            changes,
+            no_sidecars,
+            no_keepalive,
+            out,
+        } => {
+            let opts = weft_bench::control_plane::Options {
+                mesh: weft_bench::control_plane::mesh_gen::MeshSpec {
+                    services,
+                    endpoints_per_service,
+                    namespaces,
+                    sidecars: !no_sidecars,
+                },
+                proxies,
+                changes,
+                keepalive: !no_keepalive,
+                ..Default::default()
+            };
+            let weft = std::env::current_exe()?;
+            let results = runtime.block_on(weft_bench::control_plane::run(&opts, &weft, &out))?;
+            println!(
+                "{}",
+                weft_bench::control_plane::write(&results, &opts, &out)?
+            );
         }
     }
     Ok(())

@@ -64,11 +64,12 @@ async fn answers_ok(weft: &mut Weft, addr: SocketAddr, path: &str) -> bool {
     ready == Some(true)
 }
 
-/// Runs a CLI verb against the control plane.
+/// Runs a CLI verb against the control plane. Generous: some tests apply thousands of
+/// objects, each fsynced, on a machine that may be busy.
 async fn cli(control: SocketAddr, args: &[&str]) -> (ExitStatus, String, String) {
     let mut all = vec!["--control-plane".to_string(), control.to_string()];
     all.extend(args.iter().map(|a| a.to_string()));
-    run_weft(&all).await
+    run_weft_within(&all, Duration::from_secs(60)).await
 }
 
 /// Applies a file through `weft apply` and insists it worked.

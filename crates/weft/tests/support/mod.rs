@@ -150,11 +150,16 @@ impl Drop for Weft {
 
 /// Runs a short-lived `weft` command to completion (killed if it overstays `DEADLINE`).
 pub async fn run_weft(args: &[String]) -> (ExitStatus, String, String) {
+    run_weft_within(args, DEADLINE).await
+}
+
+/// [`run_weft`] for commands that take long by design (bulk applies on a busy machine).
+pub async fn run_weft_within(args: &[String], deadline: Duration) -> (ExitStatus, String, String) {
     let mut weft = Weft::spawn(args);
-    match weft.wait_exit(DEADLINE).await {
+    match weft.wait_exit(deadline).await {
         Some(status) => (status, weft.stdout(), weft.stderr()),
         None => panic!(
-            "`weft {}` did not exit within {DEADLINE:?}\n{}",
+            "`weft {}` did not exit within {deadline:?}\n{}",
             args.join(" "),
             weft.output()
         ),

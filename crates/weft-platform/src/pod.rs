@@ -1,0 +1,301 @@
+//! Inside a pod: what istio-init and the kubelet do. Runs as the first process of the pod's
+//! own network and mount namespaces, once the sandbox has moved the pod's end of a veth
+//! pair in: brings up the network, gives the pod its `/etc/hosts`, writes istio-init's
+//! iptables rules, then runs and supervises the sidecar and the app.
+
+use crate::state::StateDir;
+use crate::supervise::{supervise, Supervised};
+use crate::sys::{run, SysError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The mark the sidecar puts on its own connections; istio-init's rules let it through
+/// (Istio exempts the proxy's uid 1337; the number is kept).
+pub const PROXY_MARK: &str = "1337";
+/// Ports the capture leaves alone inbound, as istio-init does: health, stats, admin.
+const INBOUND_EXEMPT: [&str; 4] = ["15000", "15020", "15021", "15090"];
+
+/// Everything a pod needs to start, written by the sandbox as `pods/<ns>.<name>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec {
+    pub name: String,
+    pub namespace: String,
+    pub workload: String,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway_ip: Ipv4Addr,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: String,
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// An ingress gateway: no app, no capture, the proxy in gateway mode.
+    pub gateway: bool,
+    pub hosts: String,
+    pub control_plane: SocketAddr,
+    /// The `weft` binary (also what `command: [weft, …]` runs).
+    pub weft: PathBuf,
+    pub state_root: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    #[error("pod {pod}: {source}")]
+    Sys { pod: String, source: SysError },
+    #[error("pod {pod}: its network interface never arrived from the sandbox")]
+    NoInterface { pod: String },
+    #[error("pod {pod}: {what}: {source}")]
+    Io {
+        pod: String,
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+impl PodSpec {
+    pub fn file(state: &StateDir, namespace: &str, name: &str) -> PathBuf {
+        state.pods().join(format!("{namespace}.{name}.json"))
+    }
+
+    pub fn restarts_file(&self) -> PathBuf {
+        self.state()
+            .pods()
+            .join(format!("{}.{}.restarts", self.namespace, self.name))
+    }
+
+    fn state(&self) -> StateDir {
+        StateDir {
+            root: self.state_root.clone(),
+        }
+    }
+}
+
+/// The pod's first process: sets the pod up, then supervises until killed.
+pub async fn run_pod(spec: PodSpec) -> Result<(), PodError> {
+    let sys = |source| PodError::Sys {
+        pod: spec.name.clone(),
+        source,
+    };
+    wait_for_interface(&spec).await?;
+    let address = format!("{}/{}", spec.ip, spec.prefix_len);
+    let gateway = spec.gateway_ip.to_string();
+    for args in [
+        &["link", "set", "lo", "up"][..],
+        &["addr", "add", &address, "dev", "eth0"],
+        &["link", "set", "eth0", "up"],
+        &["route", "add", "default", "via", &gateway],
+    ] {
+        run("ip", args).map_err(sys)?;
+    }
+    let hosts = spec
+        .state()
+        .pods()
+        .join(format!("{}.{}.hosts", spec.namespace, spec.name));
+    std::fs::write(&hosts, &spec.hosts).map_err(|source| PodError::Io {
+        pod: spec.name.clone(),
+        what: "writing its hosts file",
+        source,
+    })?;
+    run(
+        "mount",
+        &["--bind", &hosts.display().to_string(), "/etc/hosts"],
+    )
+    .map_err(sys)?;
+    if !spec.gateway {
+        capture(&gateway).map_err(sys)?;
+    }
+    let restarts = Arc::new(AtomicU32::new(0));
+    let proxy = tokio::spawn(supervise(proxy(&spec), restarts.clone()));
+    if !spec.gateway {
+        // As Istio's holdApplicationUntilProxyStarts: the app's first calls find a
+        // configured proxy.
+        wait_ready(
+            "127.0.0.1:15021".parse().expect("static"),
+            Duration::from_secs(30),
+        )
+        .await;
+        tokio::spawn(supervise(app(&spec), restarts.clone()));
+    }
+    let mut reported = u32::MAX;
+    loop {
+        let now = restarts.load(Ordering::Relaxed);
+        if now != reported {
+            let _ = crate::state::write_atomic(&spec.restarts_file(), now.to_string().as_bytes());
+            reported = now;
+        }
+        if proxy.is_finished() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn wait_for_interface(spec: &PodSpec) -> Result<(), PodError> {
+    for _ in 0..500 {
+        if run("ip", &["link", "show", "eth0"]).is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(PodError::NoInterface {
+        pod: spec.name.clone(),
+    })
+}
+
+/// istio-init's rules: inbound TCP to 15006 but for the proxy's own ports; outbound TCP to
+/// 15001 but for the proxy's own (marked) connections, loopback and the control plane.
+fn capture(control_plane_host: &str) -> Result<(), SysError> {
+    let nat = |args: &[&str]| {
+        let mut all = vec!["-w", "-t", "nat"];
+        all.extend_from_slice(args);
+        run("iptables", &all).map(drop)
+    };
+    nat(&["-N", "ISTIO_INBOUND"])?;
+    nat(&["-A", "PREROUTING", "-p", "tcp", "-j", "ISTIO_INBOUND"])?;
+    for port in INBOUND_EXEMPT {
+        nat(&[
+            "-A",
+            "ISTIO_INBOUND",
+            "-p",
+            "tcp",
+            "--dport",
+            port,
+            "-j",
+            "RETURN",
+        ])?;
+    }
+    nat(&[
+        "-A",
+        "ISTIO_INBOUND",
+        "-p",
+        "tcp",
+        "-j",
+        "REDIRECT",
+        "--to-ports",
+        "15006",
+    ])?;
+    nat(&["-N", "ISTIO_OUTPUT"])?;
+    nat(&["-A", "OUTPUT", "-p", "tcp", "-j", "ISTIO_OUTPUT"])?;
+    nat(&[
+        "-A",
+        "ISTIO_OUTPUT",
+        "-m",
+        "mark",
+        "--mark",
+        PROXY_MARK,
+        "-j",
+        "RETURN",
+    ])?;
+    nat(&["-A", "ISTIO_OUTPUT", "-o", "lo", "-j", "RETURN"])?;
+    let control_plane = format!("{control_plane_host}/32");
+    nat(&["-A", "ISTIO_OUTPUT", "-d", &control_plane, "-j", "RETURN"])?;
+    nat(&[
+        "-A",
+        "ISTIO_OUTPUT",
+        "-p",
+        "tcp",
+        "-j",
+        "REDIRECT",
+        "--to-ports",
+        "15001",
+    ])
+}
+
+fn proxy(spec: &PodSpec) -> Supervised {
+    let labels: Vec<String> = spec
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let mut args: Vec<String> = [
+        "proxy",
+        "--control-plane",
+        &format!("http://{}", spec.control_plane),
+        "--workload-name",
+        &spec.name,
+        "--namespace",
+        &spec.namespace,
+        "--labels",
+        &labels.join(","),
+        "--service-account",
+        &spec.service_account,
+        "--address",
+        &spec.ip.to_string(),
+        "--upstream-mark",
+        PROXY_MARK,
+    ]
+    .map(String::from)
+    .to_vec();
+    if spec.gateway {
+        args.extend([
+            "--gateway".into(),
+            "--gateway-address".into(),
+            "0.0.0.0".into(),
+        ]);
+    }
+    Supervised {
+        name: format!("{}/{} proxy", spec.namespace, spec.name),
+        program: spec.weft.clone(),
+        args,
+        env: vec![("WEFT_LOG".into(), "info".into())],
+        log: spec.state().log_file(&spec.namespace, &spec.name, "proxy"),
+    }
+}
+
+fn app(spec: &PodSpec) -> Supervised {
+    let (program, args) = spec.command.split_first().expect("checked: a command");
+    // `weft …` means this weft, wherever it is installed.
+    let program = if program == "weft" {
+        spec.weft.clone()
+    } else {
+        PathBuf::from(program)
+    };
+    let mut env: Vec<(String, String)> = vec![
+        ("HOSTNAME".into(), spec.name.clone()),
+        ("POD_NAME".into(), spec.name.clone()),
+        ("POD_NAMESPACE".into(), spec.namespace.clone()),
+        ("INSTANCE_IP".into(), spec.ip.to_string()),
+        ("SERVICE_ACCOUNT".into(), spec.service_account.clone()),
+    ];
+    env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Supervised {
+        name: format!("{}/{} app", spec.namespace, spec.name),
+        program,
+        args: args.to_vec(),
+        env,
+        log: spec.state().log_file(&spec.namespace, &spec.name, "app"),
+    }
+}
+
+/// Polls `GET /healthz/ready` until it answers 200 or `within` passes.
+pub async fn wait_ready(addr: SocketAddr, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if is_ready(addr).await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// One readiness probe, as the kubelet sends it.
+pub async fn is_ready(addr: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(b"GET /healthz/ready HTTP/1.0\r\n\r\n").await?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await?;
+        Ok::<bool, std::io::Error>(&head[9..12] == b"200")
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), probe).await,
+        Ok(Ok(true))
+    )
+}

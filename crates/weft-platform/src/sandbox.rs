@@ -1,0 +1,209 @@
+//! The sandbox: the first process of the platform's own network, mount and PID namespaces
+//! (and user namespace, rootless). It lays the bridge, runs the control plane, starts one
+//! pod per replica, and keeps `status.json` current. When it exits the kernel tears down
+//! every pod, link and rule with its namespaces: nothing is left behind.
+
+use crate::forward::unix_to_tcp;
+use crate::mesh;
+use crate::plan::{self, Plan};
+use crate::pod::{is_ready, PodSpec};
+use crate::state::{write_atomic, PodStatus, StateDir, Status};
+use crate::sys::run;
+use crate::PlatformError;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::process::{Child, Command};
+use weft_control::{ControlOptions, ControlPlane};
+
+pub const BRIDGE: &str = "weft0";
+pub const CONTROL_SOCKET: &str = "control.sock";
+
+pub fn gateway_socket(port: u16) -> String {
+    format!("gateway-{port}.sock")
+}
+
+pub struct SandboxOptions {
+    pub state: StateDir,
+    pub mesh_file: PathBuf,
+    pub weft: PathBuf,
+    /// `root` or `rootless`, for `weft status`.
+    pub mode: String,
+}
+
+pub async fn run_sandbox(opts: SandboxOptions) -> Result<(), PlatformError> {
+    let mesh = mesh::load(&opts.mesh_file)?;
+    let plan = plan::plan(&mesh)?;
+    let bridge = format!("{}/{}", plan.bridge_ip, plan.pod_range.prefix_len());
+    run("ip", &["link", "set", "lo", "up"])?;
+    run("ip", &["link", "add", BRIDGE, "type", "bridge"])?;
+    run("ip", &["addr", "add", &bridge, "dev", BRIDGE])?;
+    run("ip", &["link", "set", BRIDGE, "up"])?;
+
+    let control_addr = SocketAddr::from((plan.bridge_ip, weft_discovery::CONTROL_PORT));
+    let control = ControlPlane::start(ControlOptions {
+        grpc: control_addr,
+        monitoring: (plan.bridge_ip, weft_discovery::MONITORING_PORT).into(),
+        ..ControlOptions::new(opts.state.config())
+    })
+    .await?;
+    control
+        .state
+        .apply(&opts.mesh_file.display().to_string(), &as_yaml(&plan))
+        .await?;
+    let mut forwarders =
+        vec![unix_to_tcp(opts.state.root.join(CONTROL_SOCKET), control_addr).map_err(io)?];
+
+    let mut pods = Vec::new();
+    for (index, pod) in plan.pods.iter().enumerate() {
+        let spec = pod_spec(&opts, &plan, pod, control_addr);
+        for port in pod.workload.spec.gateway.iter().flat_map(|g| &g.host_ports) {
+            let socket = opts.state.root.join(gateway_socket(*port));
+            forwarders.push(unix_to_tcp(socket, (pod.ip, *port).into()).map_err(io)?);
+        }
+        pods.push((start_pod(&opts, &spec, index).await?, spec));
+    }
+    tracing::info!(pods = pods.len(), "mesh up");
+    loop {
+        write_status(&opts, &control_addr, &pods).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    drop((control, forwarders));
+    Ok(())
+}
+
+fn io(e: std::io::Error) -> PlatformError {
+    PlatformError::Io {
+        what: "opening the sandbox's sockets",
+        source: e,
+    }
+}
+
+/// The mesh file's config, with the planned clusterIPs, as documents to apply.
+fn as_yaml(plan: &Plan) -> String {
+    plan.resources
+        .iter()
+        .map(|r| serde_norway::to_string(r).expect("resources serialize"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+fn pod_spec(opts: &SandboxOptions, plan: &Plan, pod: &plan::Pod, control: SocketAddr) -> PodSpec {
+    let spec = &pod.workload.spec;
+    PodSpec {
+        name: pod.name.clone(),
+        namespace: pod.namespace.clone(),
+        workload: pod.workload.name.clone(),
+        ip: pod.ip,
+        prefix_len: plan.pod_range.prefix_len(),
+        gateway_ip: plan.bridge_ip,
+        labels: spec.labels.clone(),
+        service_account: spec.service_account.clone(),
+        command: spec.command.clone(),
+        env: spec.env.clone(),
+        gateway: spec.gateway.is_some(),
+        hosts: pod.hosts_file(&plan.services),
+        control_plane: control,
+        weft: opts.weft.clone(),
+        state_root: opts.state.root.clone(),
+    }
+}
+
+/// Starts the pod's first process in new network and mount namespaces and hands it its end
+/// of a veth pair on the bridge.
+async fn start_pod(
+    opts: &SandboxOptions,
+    spec: &PodSpec,
+    index: usize,
+) -> Result<Child, PlatformError> {
+    let file = PodSpec::file(&opts.state, &spec.namespace, &spec.name);
+    let json = serde_json::to_vec_pretty(spec).expect("specs serialize");
+    write_atomic(&file, &json).map_err(|source| PlatformError::Io {
+        what: "writing a pod's spec",
+        source,
+    })?;
+    let log = log_file(&opts.state.log_file(&spec.namespace, &spec.name, "pod"))?;
+    let child = Command::new("unshare")
+        .args(["--net", "--mount", "--"])
+        .arg(&opts.weft)
+        .args(["platform", "pod", "--spec"])
+        .arg(&file)
+        .stdout(log.try_clone().map_err(|source| PlatformError::Io {
+            what: "opening a log",
+            source,
+        })?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| PlatformError::Io {
+            what: "starting a pod with unshare (util-linux)",
+            source,
+        })?;
+    let pid = child.id().expect("a child that just started has a pid");
+    own_network_namespace(pid, &spec.name).await?;
+    let pid = pid.to_string();
+    let host_end = format!("wp{index}");
+    run(
+        "ip",
+        &[
+            "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &pid,
+        ],
+    )?;
+    run("ip", &["link", "set", &host_end, "master", BRIDGE])?;
+    run("ip", &["link", "set", &host_end, "up"])?;
+    Ok(child)
+}
+
+/// Waits until `unshare` has given the pod its own network namespace: a veth end moved to
+/// the pod's PID before that would land in the sandbox's.
+async fn own_network_namespace(pid: u32, pod: &str) -> Result<(), PlatformError> {
+    let ours = std::fs::read_link("/proc/self/ns/net").ok();
+    for _ in 0..500 {
+        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+        if theirs.is_some() && theirs != ours {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err(PlatformError::Pod(crate::pod::PodError::NoInterface {
+        pod: pod.to_string(),
+    }))
+}
+
+fn log_file(path: &Path) -> Result<std::fs::File, PlatformError> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| PlatformError::Io {
+            what: "opening a log",
+            source,
+        })
+}
+
+async fn write_status(opts: &SandboxOptions, control: &SocketAddr, pods: &[(Child, PodSpec)]) {
+    let mut status = Status {
+        mode: opts.mode.clone(),
+        control_plane: control.to_string(),
+        pods: Vec::new(),
+    };
+    for (_, spec) in pods {
+        let restarts = std::fs::read_to_string(spec.restarts_file())
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        status.pods.push(PodStatus {
+            name: spec.name.clone(),
+            namespace: spec.namespace.clone(),
+            workload: spec.workload.clone(),
+            ip: spec.ip.to_string(),
+            ready: is_ready((spec.ip, 15021).into()).await,
+            restarts,
+        });
+    }
+    let json = serde_json::to_vec_pretty(&status).expect("status serializes");
+    let _ = write_atomic(&opts.state.status_file(), &json);
+}

@@ -1,0 +1,271 @@
+//! `weft up`, `weft down`, `weft status`, `weft logs`: the host side. `weft up` checks the
+//! mesh file, starts the sandbox in new namespaces (a user namespace too when not root),
+//! forwards the host's 127.0.0.1 ports for the control plane and gateways into it, and
+//! stays in the foreground until Ctrl-C or `weft down`.
+
+use crate::forward::tcp_to_unix;
+use crate::sandbox::{gateway_socket, CONTROL_SOCKET};
+use crate::state::{StateDir, Status};
+use crate::{mesh, plan, PlatformError};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::process::Command;
+
+pub struct UpOptions {
+    pub mesh_file: PathBuf,
+    pub state: StateDir,
+    pub weft: PathBuf,
+    /// Where `weft apply` and friends reach the control plane.
+    pub control_plane: SocketAddr,
+    /// How long to wait for every pod to be ready before saying which are not.
+    pub ready_within: Duration,
+}
+
+/// Root gets plain namespaces; anyone else a user namespace in which they are root.
+fn namespaces(root: bool) -> Vec<&'static str> {
+    // --mount-proc: the sandbox reads /proc/<pid> of its pods, in its own PID namespace.
+    let mut args = vec![
+        "--net",
+        "--mount",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "--kill-child",
+    ];
+    if !root {
+        args.splice(0..0, ["--user", "--map-root-user"]);
+    }
+    args
+}
+
+/// Says exactly why namespaces cannot be made here, before anything is started.
+fn preflight(root: bool) -> Result<(), PlatformError> {
+    let mut args = namespaces(root);
+    args.retain(|a| *a != "--kill-child");
+    let out = std::process::Command::new("unshare")
+        .args(&args)
+        .arg("true")
+        .output()
+        .map_err(|source| PlatformError::Io {
+            what: "running unshare (install util-linux)",
+            source,
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    Err(PlatformError::NoNamespaces {
+        why,
+        fix: if root {
+            "the kernel or the container refuses new namespaces to root: run weft up on the host, or in a container started with --privileged (or CAP_SYS_ADMIN and CAP_NET_ADMIN)"
+        } else {
+            "unprivileged user namespaces are off: run weft up as root, or allow them with `sysctl -w kernel.unprivileged_userns_clone=1` (Debian/Ubuntu) or `sysctl -w user.max_user_namespaces=15000`, or on Ubuntu 24.04+ `sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`"
+        },
+    })
+}
+
+pub async fn up(opts: UpOptions) -> Result<(), PlatformError> {
+    let mesh = mesh::load(&opts.mesh_file)?;
+    let plan = plan::plan(&mesh)?;
+    reclaim(&opts.state)?;
+    let root = nix::unistd::getuid().is_root();
+    preflight(root)?;
+    for dir in [opts.state.config(), opts.state.logs(), opts.state.pods()] {
+        std::fs::create_dir_all(&dir).map_err(|source| PlatformError::Io {
+            what: "creating the state directory",
+            source,
+        })?;
+    }
+    let mut forwards = vec![(opts.control_plane, CONTROL_SOCKET.to_string())];
+    for w in &mesh.workloads {
+        for port in w.spec.gateway.iter().flat_map(|g| &g.host_ports) {
+            forwards.push((([127, 0, 0, 1], *port).into(), gateway_socket(*port)));
+        }
+    }
+    let mut listeners = Vec::new();
+    for (addr, socket) in forwards {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| PlatformError::Bind { addr, source })?;
+        listeners.push(tokio::spawn(tcp_to_unix(
+            listener,
+            opts.state.root.join(socket),
+        )));
+    }
+    let log = std::fs::File::create(opts.state.logs().join("sandbox.log")).map_err(|source| {
+        PlatformError::Io {
+            what: "creating the sandbox log",
+            source,
+        }
+    })?;
+    let mode = if root { "root" } else { "rootless" };
+    // setpriv's parent-death signal reaches unshare, whose --kill-child takes the sandbox
+    // down with it: a `weft up` that is killed outright leaves nothing running.
+    let mut sandbox = Command::new("setpriv")
+        .args(["--pdeathsig", "KILL", "--", "unshare"])
+        .args(namespaces(root))
+        .arg("--")
+        .arg(&opts.weft)
+        .args(["platform", "sandbox", "--state-dir"])
+        .arg(&opts.state.root)
+        .arg("--mesh")
+        .arg(&opts.mesh_file)
+        .env("WEFT_PLATFORM_MODE", mode)
+        .stdout(log.try_clone().map_err(|source| PlatformError::Io {
+            what: "opening a log",
+            source,
+        })?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| PlatformError::Io {
+            what: "starting the sandbox with unshare",
+            source,
+        })?;
+    let pid = std::process::id().to_string();
+    let sandbox_pid = sandbox.id().map(|p| p.to_string()).unwrap_or_default();
+    let pids = format!("{pid}\n{sandbox_pid}\n");
+    crate::state::write_atomic(&opts.state.pid_file(), pids.as_bytes()).map_err(|source| {
+        PlatformError::Io {
+            what: "writing the pid file",
+            source,
+        }
+    })?;
+    let pods = plan.pods.len();
+    let ready = wait_until_ready(&opts.state, pods, opts.ready_within, &mut sandbox).await;
+    print_summary(&opts, ready.as_ref());
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|source| PlatformError::Io {
+        what: "listening for SIGTERM",
+        source,
+    })?;
+    let exited = tokio::select! {
+        _ = tokio::signal::ctrl_c() => None,
+        _ = terminate.recv() => None,
+        status = sandbox.wait() => Some(status),
+    };
+    let _ = sandbox.kill().await;
+    let _ = std::fs::remove_file(opts.state.pid_file());
+    let _ = std::fs::remove_file(opts.state.status_file());
+    match exited {
+        Some(status) => Err(PlatformError::SandboxExited {
+            status: format!("{status:?}"),
+            log: opts.state.logs().join("sandbox.log"),
+        }),
+        None => {
+            eprintln!("mesh down: every pod, link and rule went with its namespaces");
+            Ok(())
+        }
+    }
+}
+
+/// A `weft up` that crashed leaves a pid file and maybe a sandbox: stop them, or refuse if
+/// that `weft up` is alive.
+fn reclaim(state: &StateDir) -> Result<(), PlatformError> {
+    let Ok(text) = std::fs::read_to_string(state.pid_file()) else {
+        return Ok(());
+    };
+    let pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    if let Some(&up) = pids.first() {
+        if alive(up) {
+            return Err(PlatformError::AlreadyUp {
+                pid: up,
+                state: state.root.clone(),
+            });
+        }
+    }
+    for &pid in pids.iter().skip(1) {
+        if alive(pid) {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        }
+    }
+    let _ = std::fs::remove_file(state.pid_file());
+    let _ = std::fs::remove_file(state.status_file());
+    Ok(())
+}
+
+/// Running, not merely unreaped (a zombie's stat says `Z`).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+async fn wait_until_ready(
+    state: &StateDir,
+    pods: usize,
+    within: Duration,
+    sandbox: &mut tokio::process::Child,
+) -> Option<Status> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = sandbox.try_wait() {
+            return last;
+        }
+        if let Ok(status) = state.read_status() {
+            let done = status.pods.len() == pods && status.pods.iter().all(|p| p.ready);
+            last = Some(status);
+            if done {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    last
+}
+
+fn print_summary(opts: &UpOptions, status: Option<&Status>) {
+    let Some(status) = status else {
+        eprintln!(
+            "the mesh did not start; see {}",
+            opts.state.logs().join("sandbox.log").display()
+        );
+        return;
+    };
+    let ready = status.pods.iter().filter(|p| p.ready).count();
+    eprintln!(
+        "mesh up ({} mode): {ready}/{} pods ready; control plane at {} (weft proxy-status, weft apply -f …)",
+        status.mode,
+        status.pods.len(),
+        opts.control_plane
+    );
+    for p in status.pods.iter().filter(|p| !p.ready) {
+        eprintln!(
+            "  not ready yet: {}/{} — weft logs {} -n {} [--proxy]",
+            p.namespace, p.name, p.workload, p.namespace
+        );
+    }
+    eprintln!("weft status lists pods; Ctrl-C or weft down stops everything");
+}
+
+/// Stops the mesh that `weft up` runs for this state directory.
+pub async fn down(state: &StateDir) -> Result<(), PlatformError> {
+    let text = std::fs::read_to_string(state.pid_file()).map_err(|_| PlatformError::NotUp {
+        state: state.root.clone(),
+    })?;
+    let Some(up) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok())
+    else {
+        return Err(PlatformError::NotUp {
+            state: state.root.clone(),
+        });
+    };
+    if !alive(up) {
+        return reclaim(state);
+    }
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(up), nix::sys::signal::SIGTERM);
+    for _ in 0..100 {
+        if !alive(up) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(PlatformError::StillRunning { pid: up })
+}

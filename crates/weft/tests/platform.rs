@@ -1,0 +1,186 @@
+//! `weft up` for real: pods in their own network namespaces on a bridge, istio-init's
+//! iptables rules, sidecars following the control plane, service addresses and names; then
+//! `weft down`, after which nothing of the mesh is left running.
+//!
+//! Runs as whoever runs the tests: as root it uses plain namespaces, otherwise a user
+//! namespace. It fails, never skips, when namespaces cannot be made.
+
+mod support;
+
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use support::*;
+
+/// A server, and a client that calls it by its service name through both sidecars and
+/// prints what it got (`weft bench load` output, as JSON) to its log.
+fn mesh_file() -> String {
+    r#"apiVersion: v1
+kind: Service
+metadata: {name: hello}
+spec:
+  selector: {app: hello}
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: hello-v1}
+spec:
+  labels: {app: hello, version: v1}
+  command: [weft, echo, --name, hello-v1, --listen, "0.0.0.0:8080"]
+  ports: [8080]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: caller}
+spec:
+  labels: {app: caller, version: v1}
+  command: [weft, bench, load, --target, "10.96.0.10:8080", --authority, "hello:8080", --connections, "1", --seconds, "1"]
+"#
+    .to_string()
+}
+
+struct Up {
+    weft: Weft,
+    state: tempfile::TempDir,
+    control: SocketAddr,
+}
+
+impl Up {
+    async fn start(mesh: &str) -> Up {
+        let state = tempfile::tempdir().unwrap();
+        let file = state.path().join("mesh.yaml");
+        std::fs::write(&file, mesh).unwrap();
+        let control = free_addrs::<1>()[0];
+        let weft = Weft::spawn(&[
+            "--control-plane".into(),
+            control.to_string(),
+            "up".into(),
+            "-f".into(),
+            file.display().to_string(),
+            "--state-dir".into(),
+            state.path().join("run").display().to_string(),
+        ]);
+        Up {
+            weft,
+            state,
+            control,
+        }
+    }
+
+    fn state_dir(&self) -> String {
+        self.state.path().join("run").display().to_string()
+    }
+
+    async fn weft(&self, args: &[&str]) -> (std::process::ExitStatus, String, String) {
+        let mut all = vec!["--control-plane".to_string(), self.control.to_string()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        if matches!(args[0], "status" | "logs" | "down") {
+            all.extend(["--state-dir".to_string(), self.state_dir()]);
+        }
+        run_weft(&all).await
+    }
+
+    async fn status(&self) -> Option<Value> {
+        let (status, out, _) = self.weft(&["status", "-o", "json"]).await;
+        if !status.success() {
+            return None;
+        }
+        serde_json::from_str(&out).ok()
+    }
+}
+
+/// Processes whose command line names `needle` (the mesh's state directory).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weft_up_runs_a_mesh_of_pods_and_weft_down_leaves_nothing() {
+    let up = Up::start(&mesh_file()).await;
+    let ready = poll_until(Duration::from_secs(60), || async {
+        let s = up.status().await?;
+        let pods = s["pods"].as_array()?;
+        (pods.len() == 2 && pods.iter().all(|p| p["ready"] == true)).then_some(s)
+    })
+    .await;
+    let Some(status) = ready else {
+        let sandbox = std::fs::read_to_string(Path::new(&up.state_dir()).join("logs/sandbox.log"))
+            .unwrap_or_default();
+        panic!(
+            "pods never became ready: {:?}\n{}\n--- sandbox.log ---\n{sandbox}",
+            up.status().await,
+            up.weft.output()
+        );
+    };
+    let ips: Vec<&str> = status["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["ip"].as_str())
+        .collect();
+    assert_eq!(ips, ["10.44.0.2", "10.44.0.3"], "{status}");
+    let (_, table, _) = up.weft(&["status"]).await;
+    assert!(table.starts_with("NAMESPACE   NAME"), "{table}");
+    assert!(
+        table.contains("hello-v1-0") && table.contains("1/1"),
+        "{table}"
+    );
+
+    // Both sidecars follow the control plane, which the host reaches on its port.
+    let (_, proxies, err) = up.weft(&["proxy-status", "-o", "json"]).await;
+    let proxies: Value = serde_json::from_str(&proxies).unwrap_or_else(|_| panic!("{err}"));
+    assert_eq!(proxies.as_array().map(Vec::len), Some(2), "{proxies}");
+
+    // The caller dials the service address by name; iptables hands the connection to its
+    // sidecar, which sends it to hello's pod, whose sidecar hands it to hello.
+    let served = poll_until(Duration::from_secs(30), || async {
+        let (_, log, _) = up.weft(&["logs", "caller"]).await;
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|o| o["requests"].as_u64() > Some(0) && o["errors"] == 0)
+            .or_else(|| {
+                // Pretty-printed JSON spans lines: read the whole log as a stream of values.
+                serde_json::Deserializer::from_str(&log)
+                    .into_iter::<Value>()
+                    .filter_map(Result::ok)
+                    .find(|o| o["requests"].as_u64() > Some(0) && o["errors"] == 0)
+            })
+    })
+    .await;
+    assert!(
+        served.is_some(),
+        "the caller never got through: {}",
+        up.weft(&["logs", "caller"]).await.1
+    );
+    let (_, access, _) = up.weft(&["logs", "hello-v1", "--proxy"]).await;
+    assert!(
+        access.contains(r#""GET / HTTP/1.1" 200"#)
+            && access.contains(r#""hello:8080" "10.44.0.3:8080""#),
+        "{access}"
+    );
+
+    // weft down stops weft up; the namespaces, and everything in them, go with it.
+    let state_dir = up.state_dir();
+    let (status, _, err) = up.weft(&["down"]).await;
+    assert!(status.success(), "{err}");
+    let mut upped = up.weft;
+    assert!(upped.wait_exit(Duration::from_secs(20)).await.is_some());
+    let left = poll_until(Duration::from_secs(10), || {
+        std::future::ready(processes_mentioning(&state_dir).is_empty().then_some(()))
+    })
+    .await;
+    assert!(
+        left.is_some(),
+        "left running: {:?}",
+        processes_mentioning(&state_dir)
+    );
+}
