@@ -13,9 +13,38 @@ use std::path::Path;
 use std::time::Duration;
 use support::*;
 
-/// A server, and a client that calls it by its service name through both sidecars and
-/// prints what it got (`weft bench load` output, as JSON) to its log.
-fn mesh_file() -> String {
+/// A server; a client that calls it by its service name through both sidecars and prints
+/// what it got (`weft bench load` output, as JSON) to its log; an ingress gateway on a host
+/// port, with Istio's Gateway and a VirtualService bound to it.
+fn mesh_file(gateway_port: u16) -> String {
+    let gateway = r#"---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: istio-ingressgateway, namespace: istio-system}
+spec:
+  labels: {app: istio-ingressgateway, istio: ingressgateway}
+  gateway: {hostPorts: [PORT]}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: hello-gateway}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: PORT, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: hello}
+spec:
+  hosts: ["*"]
+  gateways: [hello-gateway]
+  http:
+  - match: [{uri: {prefix: /hello}}]
+    route: [{destination: {host: hello, port: {number: 8080}}}]
+"#
+    .replace("PORT", &gateway_port.to_string());
     r#"apiVersion: v1
 kind: Service
 metadata: {name: hello}
@@ -39,6 +68,7 @@ spec:
   command: [weft, bench, load, --target, "10.96.0.10:8080", --authority, "hello:8080", --connections, "1", --seconds, "1"]
 "#
     .to_string()
+        + &gateway
 }
 
 struct Up {
@@ -105,11 +135,12 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weft_up_runs_a_mesh_of_pods_and_weft_down_leaves_nothing() {
-    let up = Up::start(&mesh_file()).await;
+    let gateway = free_addrs::<1>()[0];
+    let up = Up::start(&mesh_file(gateway.port())).await;
     let ready = poll_until(Duration::from_secs(60), || async {
         let s = up.status().await?;
         let pods = s["pods"].as_array()?;
-        (pods.len() == 2 && pods.iter().all(|p| p["ready"] == true)).then_some(s)
+        (pods.len() == 3 && pods.iter().all(|p| p["ready"] == true)).then_some(s)
     })
     .await;
     let Some(status) = ready else {
@@ -127,9 +158,9 @@ async fn weft_up_runs_a_mesh_of_pods_and_weft_down_leaves_nothing() {
         .iter()
         .filter_map(|p| p["ip"].as_str())
         .collect();
-    assert_eq!(ips, ["10.44.0.2", "10.44.0.3"], "{status}");
+    assert_eq!(ips, ["10.44.0.2", "10.44.0.3", "10.44.0.4"], "{status}");
     let (_, table, _) = up.weft(&["status"]).await;
-    assert!(table.starts_with("NAMESPACE   NAME"), "{table}");
+    assert!(table.starts_with("NAMESPACE") && table.contains("NAME"), "{table}");
     assert!(
         table.contains("hello-v1-0") && table.contains("1/1"),
         "{table}"
@@ -138,7 +169,7 @@ async fn weft_up_runs_a_mesh_of_pods_and_weft_down_leaves_nothing() {
     // Both sidecars follow the control plane, which the host reaches on its port.
     let (_, proxies, err) = up.weft(&["proxy-status", "-o", "json"]).await;
     let proxies: Value = serde_json::from_str(&proxies).unwrap_or_else(|_| panic!("{err}"));
-    assert_eq!(proxies.as_array().map(Vec::len), Some(2), "{proxies}");
+    assert_eq!(proxies.as_array().map(Vec::len), Some(3), "{proxies}");
 
     // The caller dials the service address by name; iptables hands the connection to its
     // sidecar, which sends it to hello's pod, whose sidecar hands it to hello.
@@ -167,6 +198,24 @@ async fn weft_up_runs_a_mesh_of_pods_and_weft_down_leaves_nothing() {
             && access.contains(r#""hello:8080" "10.44.0.3:8080""#),
         "{access}"
     );
+
+    // From the host, through the ingress gateway, to hello; a path the VirtualService does
+    // not route is 404.
+    let c = client();
+    let through_gateway = poll_until(Duration::from_secs(20), || async {
+        let a = send(&c, "GET", gateway, "bookinfo.example", "/hello", &[])
+            .await
+            .ok()?;
+        (a.status == 200).then_some(a)
+    })
+    .await
+    .expect("the gateway answers on the host port");
+    assert_eq!(
+        through_gateway.text(),
+        "hello-v1 answered GET /hello (end-user: -)\n"
+    );
+    let missing = send(&c, "GET", gateway, "bookinfo.example", "/nope", &[]).await;
+    assert_eq!(missing.unwrap().status, 404);
 
     // weft down stops weft up; the namespaces, and everything in them, go with it.
     let state_dir = up.state_dir();
