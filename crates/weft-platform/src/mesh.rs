@@ -41,6 +41,19 @@ pub struct WorkloadSpec {
     /// and these ports of the host's 127.0.0.1 reach it.
     #[serde(default)]
     pub gateway: Option<GatewaySpec>,
+    /// `false` leaves the pod out of the mesh, as a host on the internet: its app runs alone,
+    /// with no sidecar, no capture rules and no announcement, so Services that select it get
+    /// no endpoint from it. Mesh pods reach it as Istio pods reach an external host: declared
+    /// by a ServiceEntry (under the default REGISTRY_ONLY), or under ALLOW_ANY. Ready once
+    /// every port in `ports` accepts connections (the kubelet's tcpSocket probe).
+    #[serde(default = "yes")]
+    pub sidecar: bool,
+    /// Names every pod resolves to this workload's pods, as public DNS names a host on the
+    /// internet (`api.external.test`). Only with `sidecar: false`; a name belongs to one
+    /// workload. With several replicas a name resolves to all of their addresses, as a name
+    /// with several A records.
+    #[serde(default)]
+    pub hostnames: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -55,6 +68,10 @@ fn default_service_account() -> String {
 
 fn one() -> u32 {
     1
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,10 +223,29 @@ fn workload(value: serde_json::Value) -> Result<Workload, String> {
     if spec.command.is_empty() && spec.gateway.is_none() {
         return Err(at("command", "a Workload runs a command, or is a gateway"));
     }
-    if !spec.labels.contains_key("app") {
+    if !spec.sidecar && spec.gateway.is_some() {
+        return Err(at(
+            "sidecar",
+            "a gateway is a proxy and cannot go without one: drop `sidecar: false`",
+        ));
+    }
+    // Labels name a pod to the mesh; a pod outside it needs none.
+    if spec.sidecar && !spec.labels.contains_key("app") {
         return Err(at(
             "labels",
             "needs an `app` label: services select pods by it and telemetry names them by it",
+        ));
+    }
+    if spec.sidecar && !spec.hostnames.is_empty() {
+        return Err(at(
+            "hostnames",
+            "names hosts outside the mesh: give the workload `sidecar: false`, or name a mesh workload with a Service",
+        ));
+    }
+    if let Some(bad) = spec.hostnames.iter().find(|h| !external_name(h)) {
+        return Err(at(
+            "hostnames",
+            &format!("{bad:?} is not a lower-case DNS name outside cluster.local (say api.external.test)"),
         ));
     }
     if spec.replicas == 0 {
@@ -222,9 +258,29 @@ fn workload(value: serde_json::Value) -> Result<Workload, String> {
     })
 }
 
-/// Names become pod names, hostnames and interface names: DNS labels, and unique.
+/// A DNS name with at least two labels (a single label would shadow a Service's short name),
+/// outside the cluster domain, whose names belong to Services.
+fn external_name(name: &str) -> bool {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    name.len() <= 253
+        && name.contains('.')
+        && name.split('.').all(label)
+        && name != "cluster.local"
+        && !name.ends_with(".cluster.local")
+}
+
+/// Names become pod names, hostnames and interface names: DNS labels, and unique. A hostname
+/// names one workload, as a DNS name is one host's.
 fn check_names(workloads: &[Workload], file: &Path, problems: &mut Vec<Problem>) {
     let mut seen = std::collections::BTreeSet::new();
+    let mut hostnames = BTreeMap::new();
     for w in workloads {
         let dns_label = |s: &str| {
             !s.is_empty()
@@ -252,6 +308,15 @@ fn check_names(workloads: &[Workload], file: &Path, problems: &mut Vec<Problem>)
                 "Workload {}/{} is declared twice",
                 w.namespace, w.name
             )));
+        }
+        for h in &w.spec.hostnames {
+            let owner = (&w.namespace, &w.name);
+            if let Some(first) = hostnames.insert(h.as_str(), owner).filter(|f| *f != owner) {
+                problems.push(problem(format!(
+                    "Workload {}/{}: hostname {h} is already Workload {}/{}'s",
+                    w.namespace, w.name, first.0, first.1
+                )));
+            }
         }
     }
 }
@@ -326,6 +391,66 @@ spec:
         assert!(
             err.contains("document 1") && err.contains("Service default/reviews"),
             "{err}"
+        );
+    }
+
+    const EXTERNAL: &str = r#"
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: api, namespace: external}
+spec:
+  sidecar: false
+  hostnames: [api.external.test]
+  command: [weft, echo, --name, api]
+  ports: [8080]
+"#;
+
+    #[test]
+    fn a_workload_outside_the_mesh_has_hostnames_and_needs_no_labels() {
+        let mesh = parse(EXTERNAL, Path::new("mesh.yaml")).unwrap();
+        let api = &mesh.workloads[0].spec;
+        assert!(!api.sidecar);
+        assert_eq!(api.hostnames, ["api.external.test"]);
+        let mesh = parse(MESH, Path::new("mesh.yaml")).unwrap();
+        assert!(mesh.workloads.iter().all(|w| w.spec.sidecar));
+    }
+
+    #[test]
+    fn hostnames_are_external_dns_names_of_one_workload_outside_the_mesh() {
+        let err = |text: &str| parse(text, Path::new("mesh.yaml")).unwrap_err().to_string();
+        let meshed = EXTERNAL.replace("sidecar: false", "labels: {app: api}");
+        assert!(
+            err(&meshed).contains("spec.hostnames: names hosts outside the mesh"),
+            "{}",
+            err(&meshed)
+        );
+        for bad in ["api", "API.external.test", "api.default.svc.cluster.local"] {
+            let text = EXTERNAL.replace("api.external.test", bad);
+            assert!(
+                err(&text).contains(&format!("spec.hostnames: {bad:?} is not")),
+                "{}",
+                err(&text)
+            );
+        }
+        let twice = format!(
+            "{EXTERNAL}---{}",
+            EXTERNAL.replace("name: api,", "name: api2,")
+        );
+        assert!(
+            err(&twice).contains(
+                "Workload external/api2: hostname api.external.test is already Workload external/api's"
+            ),
+            "{}",
+            err(&twice)
+        );
+        let gateway = MESH.replace(
+            "gateway: {hostPorts",
+            "sidecar: false\n  gateway: {hostPorts",
+        );
+        assert!(
+            err(&gateway).contains("spec.sidecar: a gateway is a proxy"),
+            "{}",
+            err(&gateway)
         );
     }
 }

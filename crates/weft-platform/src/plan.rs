@@ -25,8 +25,9 @@ pub struct Pod {
 
 impl Pod {
     /// Lines of the pod's `/etc/hosts`: itself, then every service under the names a pod in
-    /// its namespace may use (`svc` only for its own namespace, as DNS search paths allow).
-    pub fn hosts_file(&self, services: &[ServiceAddress]) -> String {
+    /// its namespace may use (`svc` only for its own namespace, as DNS search paths allow),
+    /// then the external hosts' names, as public DNS would answer them.
+    pub fn hosts_file(&self, services: &[ServiceAddress], external: &[ExternalHost]) -> String {
         let mut out = format!(
             "127.0.0.1 localhost\n::1 localhost\n{} {}\n",
             self.ip, self.name
@@ -35,8 +36,18 @@ impl Pod {
             let names = host::aliases(&host::fqdn(&s.name, &s.namespace), &self.namespace);
             out.push_str(&format!("{} {}\n", s.vip, names.join(" ")));
         }
+        for e in external {
+            out.push_str(&format!("{} {}\n", e.ip, e.hostnames.join(" ")));
+        }
         out
     }
+}
+
+/// A pod of a Workload with `hostnames`: every pod resolves those names to its address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExternalHost {
+    pub ip: Ipv4Addr,
+    pub hostnames: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +63,7 @@ pub struct Plan {
     pub pod_range: Ipv4Net,
     pub pods: Vec<Pod>,
     pub services: Vec<ServiceAddress>,
+    pub external: Vec<ExternalHost>,
     /// The mesh file's config with every Service's `clusterIP` filled in, ready to apply.
     pub resources: Vec<Resource>,
 }
@@ -90,12 +102,21 @@ pub fn plan(mesh: &MeshFile) -> Result<Plan, PlanError> {
             });
         }
     }
+    let external = pods
+        .iter()
+        .filter(|p| !p.workload.spec.hostnames.is_empty())
+        .map(|p| ExternalHost {
+            ip: p.ip,
+            hostnames: p.workload.spec.hostnames.clone(),
+        })
+        .collect();
     let (services, resources) = service_addresses(mesh, service_range)?;
     Ok(Plan {
         bridge_ip,
         pod_range,
         pods,
         services,
+        external,
         resources,
     })
 }
@@ -229,7 +250,7 @@ spec: {labels: {app: details, version: v1}, command: [sleep, "1"]}
     fn a_pod_resolves_services_by_their_kubernetes_names() {
         let mesh = crate::mesh::parse(MESH, Path::new("mesh.yaml")).unwrap();
         let p = plan(&mesh).unwrap();
-        let hosts = p.pods[0].hosts_file(&p.services);
+        let hosts = p.pods[0].hosts_file(&p.services, &p.external);
         assert!(hosts.contains("10.44.0.2 details-v1-0\n"), "{hosts}");
         assert!(
             hosts.contains("10.96.0.11 reviews.default.svc.cluster.local reviews.default.svc reviews.default reviews\n"),
@@ -237,7 +258,30 @@ spec: {labels: {app: details, version: v1}, command: [sleep, "1"]}
         );
         let mut elsewhere = p.pods[0].clone();
         elsewhere.namespace = "other".into();
-        let hosts = elsewhere.hosts_file(&p.services);
+        let hosts = elsewhere.hosts_file(&p.services, &p.external);
         assert!(hosts.contains("reviews.default\n"), "{hosts}");
+    }
+
+    #[test]
+    fn every_pod_resolves_an_external_hosts_names_to_each_of_its_replicas() {
+        let external = r#"
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: api, namespace: external}
+spec: {sidecar: false, hostnames: [api.external.test, www.external.test], replicas: 2, command: [sleep, "1"]}
+"#;
+        let mesh =
+            crate::mesh::parse(&format!("{MESH}{external}"), Path::new("mesh.yaml")).unwrap();
+        let p = plan(&mesh).unwrap();
+        // external/api sorts after default's three pods: its pods are .5 and .6.
+        let names = "api.external.test www.external.test";
+        for pod in &p.pods {
+            let hosts = pod.hosts_file(&p.services, &p.external);
+            assert!(
+                hosts.ends_with(&format!("10.44.0.5 {names}\n10.44.0.6 {names}\n")),
+                "{hosts}"
+            );
+        }
     }
 }

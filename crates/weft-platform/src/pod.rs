@@ -1,7 +1,8 @@
 //! Inside a pod: what istio-init and the kubelet do. Runs as the first process of the pod's
 //! own network and mount namespaces, once the sandbox has moved the pod's end of a veth
 //! pair in: brings up the network, gives the pod its `/etc/hosts`, writes istio-init's
-//! iptables rules, then runs and supervises the sidecar and the app.
+//! iptables rules, then runs and supervises the sidecar and the app (a pod outside the mesh:
+//! the app alone).
 
 use crate::state::StateDir;
 use crate::supervise::{supervise, Supervised};
@@ -36,6 +37,10 @@ pub struct PodSpec {
     pub env: BTreeMap<String, String>,
     /// An ingress gateway: no app, no capture, the proxy in gateway mode.
     pub gateway: bool,
+    /// `false`: outside the mesh, the app alone (no proxy, no capture, no announcement).
+    pub sidecar: bool,
+    /// What the app listens on: the readiness probe of a pod without a sidecar.
+    pub ports: Vec<u16>,
     pub hosts: String,
     pub control_plane: SocketAddr,
     /// The `weft` binary (also what `command: [weft, …]` runs).
@@ -106,21 +111,27 @@ pub async fn run_pod(spec: PodSpec) -> Result<(), PodError> {
         &["--bind", &hosts.display().to_string(), "/etc/hosts"],
     )
     .map_err(sys)?;
-    if !spec.gateway {
+    if spec.sidecar && !spec.gateway {
         capture(&gateway).map_err(sys)?;
     }
     let restarts = Arc::new(AtomicU32::new(0));
-    let proxy = tokio::spawn(supervise(proxy(&spec), restarts.clone()));
-    if !spec.gateway {
-        // As Istio's holdApplicationUntilProxyStarts: the app's first calls find a
-        // configured proxy.
-        wait_ready(
-            "127.0.0.1:15021".parse().expect("static"),
-            Duration::from_secs(30),
-        )
-        .await;
-        tokio::spawn(supervise(app(&spec), restarts.clone()));
-    }
+    // The pod lives as long as its proxy, or its app when it has no proxy.
+    let main = if spec.sidecar {
+        let proxy = tokio::spawn(supervise(proxy(&spec), restarts.clone()));
+        if !spec.gateway {
+            // As Istio's holdApplicationUntilProxyStarts: the app's first calls find a
+            // configured proxy.
+            wait_ready(
+                "127.0.0.1:15021".parse().expect("static"),
+                Duration::from_secs(30),
+            )
+            .await;
+            tokio::spawn(supervise(app(&spec), restarts.clone()));
+        }
+        proxy
+    } else {
+        tokio::spawn(supervise(app(&spec), restarts.clone()))
+    };
     let mut reported = u32::MAX;
     loop {
         let now = restarts.load(Ordering::Relaxed);
@@ -128,7 +139,7 @@ pub async fn run_pod(spec: PodSpec) -> Result<(), PodError> {
             let _ = crate::state::write_atomic(&spec.restarts_file(), now.to_string().as_bytes());
             reported = now;
         }
-        if proxy.is_finished() {
+        if main.is_finished() {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -282,6 +293,25 @@ pub async fn wait_ready(addr: SocketAddr, within: Duration) -> bool {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+/// Whether the pod is ready: its sidecar's readiness endpoint answers 200, or, without a
+/// sidecar, each of its ports accepts a connection (the kubelet's tcpSocket probe; a pod
+/// without ports is ready once started, as a pod without probes).
+pub async fn pod_ready(spec: &PodSpec) -> bool {
+    if spec.sidecar {
+        return is_ready((spec.ip, 15021).into()).await;
+    }
+    for &port in &spec.ports {
+        let connect = tokio::net::TcpStream::connect((spec.ip, port));
+        if !matches!(
+            tokio::time::timeout(Duration::from_secs(1), connect).await,
+            Ok(Ok(_))
+        ) {
+            return false;
+        }
+    }
+    true
 }
 
 /// One readiness probe, as the kubelet sends it.

@@ -6,7 +6,7 @@
 use crate::forward::unix_to_tcp;
 use crate::mesh;
 use crate::plan::{self, Plan};
-use crate::pod::{is_ready, PodSpec};
+use crate::pod::{pod_ready, PodSpec};
 use crate::state::{write_atomic, PodStatus, StateDir, Status};
 use crate::sys::run;
 use crate::PlatformError;
@@ -47,10 +47,13 @@ pub async fn run_sandbox(opts: SandboxOptions) -> Result<(), PlatformError> {
         ..ControlOptions::new(opts.state.config())
     })
     .await?;
-    control
-        .state
-        .apply(&opts.mesh_file.display().to_string(), &as_yaml(&plan))
-        .await?;
+    // A mesh of Workloads alone has no config to apply (and an empty apply is refused).
+    if !plan.resources.is_empty() {
+        control
+            .state
+            .apply(&opts.mesh_file.display().to_string(), &as_yaml(&plan))
+            .await?;
+    }
     let mut forwarders =
         vec![unix_to_tcp(opts.state.root.join(CONTROL_SOCKET), control_addr).map_err(io)?];
 
@@ -105,7 +108,9 @@ fn pod_spec(opts: &SandboxOptions, plan: &Plan, pod: &plan::Pod, control: Socket
         command: spec.command.clone(),
         env: spec.env.clone(),
         gateway: spec.gateway.is_some(),
-        hosts: pod.hosts_file(&plan.services),
+        sidecar: spec.sidecar,
+        ports: spec.ports.clone(),
+        hosts: pod.hosts_file(&plan.services, &plan.external),
         control_plane: control,
         weft: opts.weft.clone(),
         state_root: opts.state.root.clone(),
@@ -200,7 +205,7 @@ async fn write_status(opts: &SandboxOptions, control: &SocketAddr, pods: &[(Chil
             namespace: spec.namespace.clone(),
             workload: spec.workload.clone(),
             ip: spec.ip.to_string(),
-            ready: is_ready((spec.ip, 15021).into()).await,
+            ready: pod_ready(spec).await,
             restarts,
         });
     }

@@ -1,16 +1,24 @@
 //! `weft echo`: a tiny HTTP/1.1 and HTTP/2 server that names itself, for examples and
-//! smoke tests (what httpbin and helloworld are to Istio's samples).
+//! smoke tests (what httpbin and helloworld are to Istio's samples). `?delay_ms=N` makes it
+//! answer N ms late, as httpbin's `/delay`.
+//!
+//! `weft probe` (hidden): what the end-to-end tests run in pods in place of curl and a TCP
+//! server, so that they need nothing but this binary.
 
 use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::Full;
+use http::{Request, Response, Uri};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 
 pub async fn serve(name: String, listen: SocketAddr) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
+    let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     eprintln!("weft echo {name:?} listening on {listen}");
@@ -19,6 +27,9 @@ pub async fn serve(name: String, listen: SocketAddr) -> anyhow::Result<()> {
         let (stream, _) = listener.accept().await?;
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| async move {
+                if let Some(delay) = delay(req.uri()) {
+                    tokio::time::sleep(delay).await;
+                }
                 let user = req
                     .headers()
                     .get("end-user")
@@ -42,5 +53,222 @@ pub async fn serve(name: String, listen: SocketAddr) -> anyhow::Result<()> {
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+fn delay(uri: &Uri) -> Option<Duration> {
+    uri.query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("delay_ms="))?
+        .parse()
+        .ok()
+        .map(Duration::from_millis)
+}
+
+#[derive(clap::Subcommand)]
+pub enum Probe {
+    /// Call each target every interval until killed, printing one JSON line per attempt:
+    /// `http://HOST:PORT/PATH` (a GET: status, body, x-weft-error), `tcp://HOST:PORT` (a line
+    /// sent must come back), `tls://HOST:PORT` (a ClientHello naming HOST must be answered
+    /// with a TLS record). Names resolve as the app's would (the pod's /etc/hosts).
+    Call {
+        #[arg(long, default_value_t = 250)]
+        every_ms: u64,
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
+    /// Send back whatever arrives on each address: a plain TCP server.
+    TcpEcho {
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
+    },
+}
+
+pub async fn probe(command: Probe) -> anyhow::Result<()> {
+    let tasks = match command {
+        Probe::Call { every_ms, targets } => {
+            let targets = targets
+                .iter()
+                .map(|t| Target::parse(t))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let every = Duration::from_millis(every_ms);
+            targets
+                .into_iter()
+                .map(|t| tokio::spawn(t.call_every(every)))
+                .collect::<Vec<_>>()
+        }
+        Probe::TcpEcho { listen } => {
+            let mut tasks = Vec::new();
+            for addr in listen {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+                eprintln!("weft probe tcp-echo listening on {addr}");
+                tasks.push(tokio::spawn(echo_tcp(listener)));
+            }
+            tasks
+        }
+    };
+    for t in tasks {
+        t.await?;
+    }
+    Ok(())
+}
+
+async fn echo_tcp(listener: TcpListener) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let (mut from, mut to) = stream.split();
+            let _ = tokio::io::copy(&mut from, &mut to).await;
+        });
+    }
+}
+
+enum Scheme {
+    Http,
+    Tcp,
+    Tls,
+}
+
+struct Target {
+    text: String,
+    scheme: Scheme,
+    host: String,
+    port: u16,
+    path: String,
+}
+
+/// What one HTTP attempt got back.
+struct Answer {
+    status: u16,
+    body: String,
+    hint: Option<String>,
+}
+
+/// The line a TCP probe sends and expects back.
+const LINE: &[u8] = b"ping\n";
+/// Longer than any delay the tests ask of `weft echo`.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Target {
+    fn parse(text: &str) -> anyhow::Result<Target> {
+        let bad = |why: &str| {
+            anyhow::anyhow!(
+                "{text:?}: {why} (http://HOST[:PORT]/PATH, tcp://HOST:PORT or tls://HOST:PORT)"
+            )
+        };
+        let uri: Uri = text.parse().map_err(|_| bad("not a URL"))?;
+        let scheme = match uri.scheme_str() {
+            Some("http") => Scheme::Http,
+            Some("tcp") => Scheme::Tcp,
+            Some("tls") => Scheme::Tls,
+            _ => return Err(bad("unknown scheme")),
+        };
+        let port = match (uri.port_u16(), &scheme) {
+            (Some(port), _) => port,
+            (None, Scheme::Http) => 80,
+            (None, _) => return Err(bad("needs a port")),
+        };
+        Ok(Target {
+            text: text.to_string(),
+            scheme,
+            host: uri.host().ok_or_else(|| bad("needs a host"))?.to_string(),
+            port,
+            path: uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+        })
+    }
+
+    async fn call_every(self, every: Duration) {
+        loop {
+            let started = Instant::now();
+            let outcome = tokio::time::timeout(ATTEMPT_TIMEOUT, self.call())
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {ATTEMPT_TIMEOUT:?}")));
+            let ms = started.elapsed().as_millis() as u64;
+            let line = match outcome {
+                Ok(Some(a)) => serde_json::json!({
+                    "target": self.text, "ms": ms, "status": a.status, "body": a.body, "hint": a.hint,
+                }),
+                Ok(None) => serde_json::json!({"target": self.text, "ms": ms}),
+                Err(error) => serde_json::json!({"target": self.text, "ms": ms, "error": error}),
+            };
+            println!("{line}");
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    /// One attempt: an HTTP answer, or `None` for a TCP or TLS exchange that went as
+    /// expected.
+    async fn call(&self) -> Result<Option<Answer>, String> {
+        // Through the system resolver, as the app a probe stands for resolves.
+        let mut stream = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        match self.scheme {
+            Scheme::Http => self.get(stream).await.map(Some),
+            Scheme::Tcp => {
+                stream.write_all(LINE).await.map_err(|e| e.to_string())?;
+                let mut back = vec![0; LINE.len()];
+                stream
+                    .read_exact(&mut back)
+                    .await
+                    .map_err(|e| format!("closed before the echo: {e}"))?;
+                if back == LINE {
+                    Ok(None)
+                } else {
+                    Err(format!("echoed {:?}", String::from_utf8_lossy(&back)))
+                }
+            }
+            Scheme::Tls => {
+                let hello = weft_proxy::transport::sni::client_hello(&self.host);
+                stream.write_all(&hello).await.map_err(|e| e.to_string())?;
+                // A handshake record: a server's ServerHello, or an echo of the ClientHello.
+                match stream.read_u8().await {
+                    Ok(0x16) => Ok(None),
+                    Ok(other) => Err(format!("answered with record type {other}, not TLS")),
+                    Err(e) => Err(format!("closed without a TLS answer: {e}")),
+                }
+            }
+        }
+    }
+
+    async fn get(&self, stream: TcpStream) -> Result<Answer, String> {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let host = if self.port == 80 {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        };
+        let request = Request::get(self.path.as_str())
+            .header("host", host)
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = send
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let hint = response
+            .headers()
+            .get("x-weft-error")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("{status}, then the body broke off: {e}"))?
+            .to_bytes();
+        Ok(Answer {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            hint,
+        })
     }
 }

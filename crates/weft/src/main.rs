@@ -4,6 +4,7 @@
 mod analyze;
 mod client;
 mod control;
+mod demo;
 mod echo;
 mod platform;
 mod proxy;
@@ -61,6 +62,9 @@ enum Command {
     Status(platform::StatusArgs),
     /// A workload's logs in the local mesh (the app's, or the sidecar's with --proxy).
     Logs(platform::LogsArgs),
+    /// Istio's Bookinfo on this machine, the ingress gateway on 127.0.0.1:8080; --load RPS
+    /// keeps traffic on its page.
+    Demo(demo::DemoArgs),
     #[command(subcommand, hide = true)]
     Platform(platform::Internal),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -86,6 +90,9 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
+    /// Test helpers run in pods: a client that calls targets in a loop, a TCP echo server.
+    #[command(subcommand, hide = true)]
+    Probe(echo::Probe),
     /// Run one service of Istio's Bookinfo sample (upstreams from DETAILS_HOSTNAME and the like).
     Bookinfo(BookinfoArgs),
 }
@@ -185,10 +192,10 @@ enum BenchCommand {
         /// Omit the per-namespace Sidecars, so every proxy sees everything.
         #[arg(long)]
         no_sidecars: bool,
-        /// Simulated proxies send no HTTP/2 pings (weft proxy drops a connection whose
-        /// pong takes over 10 s), to measure a control plane that stalls that long.
+        /// Simulated proxies wait however long the control plane stalls, where weft proxy
+        /// gives up on a connection not set up within 5 s or a ping unanswered for 10 s.
         #[arg(long)]
-        no_keepalive: bool,
+        patient: bool,
         #[arg(long, default_value = "bench/results")]
         out: PathBuf,
     },
@@ -220,6 +227,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Down(args) => platform::run_down(args),
         Command::Status(args) => platform::run_status(args),
         Command::Logs(args) => platform::run_logs(args),
+        Command::Demo(args) => demo::run(args, &cli.target.control_plane),
         Command::Platform(internal) => platform::run_internal(internal),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "weft", &mut std::io::stdout());
@@ -232,6 +240,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(echo::serve(name, listen)),
+        Command::Probe(probe) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(echo::probe(probe)),
         Command::Bookinfo(args) => Ok(tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
@@ -305,7 +317,7 @@ fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
             namespaces,
             changes,
             no_sidecars,
-            no_keepalive,
+            patient,
             out,
         } => {
             let opts = weft_bench::control_plane::Options {
@@ -317,7 +329,7 @@ fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
                 },
                 proxies,
                 changes,
-                keepalive: !no_keepalive,
+                patient,
                 ..Default::default()
             };
             let weft = std::env::current_exe()?;

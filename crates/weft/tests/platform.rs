@@ -160,7 +160,10 @@ async fn weft_up_runs_a_mesh_of_pods_and_weft_down_leaves_nothing() {
         .collect();
     assert_eq!(ips, ["10.44.0.2", "10.44.0.3", "10.44.0.4"], "{status}");
     let (_, table, _) = up.weft(&["status"]).await;
-    assert!(table.starts_with("NAMESPACE") && table.contains("NAME"), "{table}");
+    assert!(
+        table.starts_with("NAMESPACE") && table.contains("NAME"),
+        "{table}"
+    );
     assert!(
         table.contains("hello-v1-0") && table.contains("1/1"),
         "{table}"
