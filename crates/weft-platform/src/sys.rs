@@ -2,6 +2,7 @@
 //! `mount`, `unshare`. Their failures come back with the command and what to install or
 //! change.
 
+use std::path::PathBuf;
 use std::process::Command;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,9 +25,32 @@ fn package(program: &str) -> &'static str {
     }
 }
 
+/// Where a tool is: on PATH, or in the sbin directories a non-root user's PATH often lacks.
+pub fn find(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Each tool the platform needs, or what to install.
+pub fn check_tools() -> Result<(), SysError> {
+    for program in ["ip", "iptables", "unshare", "setpriv", "mount"] {
+        if find(program).is_none() {
+            return Err(SysError::Missing {
+                program: program.into(),
+                package: package(program),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Runs a command to completion; its stdout on success.
 pub fn run(program: &str, args: &[&str]) -> Result<String, SysError> {
-    let out = Command::new(program)
+    let out = Command::new(find(program).unwrap_or_else(|| program.into()))
         .args(args)
         .env("XTABLES_LOCKFILE", xtables_lock())
         .output()

@@ -42,6 +42,7 @@ fn namespaces(root: bool) -> Vec<&'static str> {
 
 /// Says exactly why namespaces cannot be made here, before anything is started.
 fn preflight(root: bool) -> Result<(), PlatformError> {
+    crate::sys::check_tools()?;
     let mut args = namespaces(root);
     args.retain(|a| *a != "--kill-child");
     let out = std::process::Command::new("unshare")

@@ -337,7 +337,7 @@ async fn unknown_destination(
         forwarded.details = "direct_response";
         let body = format!(
             "weft: {authority} (port {port}) is not a mesh service or ServiceEntry host, and outboundTrafficPolicy is REGISTRY_ONLY\n\
-             hint: declare it with a ServiceEntry, or set outboundTrafficPolicy.mode: ALLOW_ANY (weft proxy --outbound-traffic-policy ALLOW_ANY)\n"
+             hint: declare it with a ServiceEntry, or allow any destination with a Sidecar whose outboundTrafficPolicy.mode is ALLOW_ANY (or weft proxy --outbound-traffic-policy ALLOW_ANY)\n"
         );
         return Ok(Response::builder()
             .status(StatusCode::BAD_GATEWAY)
