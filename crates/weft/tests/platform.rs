@@ -75,15 +75,35 @@ struct Up {
     weft: Weft,
     state: tempfile::TempDir,
     control: SocketAddr,
+    wrapper: Vec<String>,
+    args: Vec<String>,
 }
+
+/// Root runs `weft up` as nobody to exercise the rootless path; anyone else already is.
+const AS_NOBODY: [&str; 6] = [
+    "setpriv",
+    "--reuid",
+    "65534",
+    "--regid",
+    "65534",
+    "--clear-groups",
+];
 
 impl Up {
     async fn start(mesh: &str) -> Up {
+        Up::start_via(&[], mesh).await
+    }
+
+    async fn start_via(wrapper: &[&str], mesh: &str) -> Up {
         let state = tempfile::tempdir().unwrap();
+        // Readable and writable by whoever the wrapper runs weft up as.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let file = state.path().join("mesh.yaml");
         std::fs::write(&file, mesh).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         let control = free_addrs::<1>()[0];
-        let weft = Weft::spawn(&[
+        let args = vec![
             "--control-plane".into(),
             control.to_string(),
             "up".into(),
@@ -91,12 +111,20 @@ impl Up {
             file.display().to_string(),
             "--state-dir".into(),
             state.path().join("run").display().to_string(),
-        ]);
+        ];
         Up {
-            weft,
+            weft: Weft::spawn_via(wrapper, &args),
             state,
             control,
+            wrapper: wrapper.iter().map(|w| w.to_string()).collect(),
+            args,
         }
+    }
+
+    /// `weft up` again, on the same file and state directory.
+    fn restart(&mut self) {
+        let wrapper: Vec<&str> = self.wrapper.iter().map(String::as_str).collect();
+        self.weft = Weft::spawn_via(&wrapper, &self.args);
     }
 
     fn state_dir(&self) -> String {
@@ -131,6 +159,89 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
         .filter(|c| c.contains(needle))
         .collect()
+}
+
+/// Waits until every pod of the mesh is ready; panics with the sandbox's log if not.
+async fn all_ready(up: &Up, pods: usize) -> Value {
+    let ready = poll_until(Duration::from_secs(60), || async {
+        let s = up.status().await?;
+        let list = s["pods"].as_array()?;
+        (list.len() == pods && list.iter().all(|p| p["ready"] == true)).then_some(s)
+    })
+    .await;
+    ready.unwrap_or_else(|| {
+        let sandbox = std::fs::read_to_string(Path::new(&up.state_dir()).join("logs/sandbox.log"))
+            .unwrap_or_default();
+        panic!(
+            "pods never became ready: {:?}\n{}\n--- sandbox.log ---\n{sandbox}",
+            std::fs::read_to_string(Path::new(&up.state_dir()).join("status.json")),
+            up.weft.output()
+        )
+    })
+}
+
+/// Waits until no process names the state directory any more.
+async fn nothing_left(state_dir: &str) {
+    let left = poll_until(Duration::from_secs(10), || {
+        std::future::ready(processes_mentioning(state_dir).is_empty().then_some(()))
+    })
+    .await;
+    assert!(
+        left.is_some(),
+        "left running: {:?}",
+        processes_mentioning(state_dir)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rootless_weft_up_works_in_a_user_namespace_and_a_killed_one_leaves_nothing() {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    let wrapper: &[&str] = if root { &AS_NOBODY } else { &[] };
+    let gateway = free_addrs::<1>()[0];
+    let mut up = Up::start_via(wrapper, &mesh_file(gateway.port())).await;
+    let status = all_ready(&up, 3).await;
+    assert_eq!(status["mode"], "rootless", "{status}");
+    let c = client();
+    let through_gateway = poll_until(Duration::from_secs(20), || async {
+        let a = send(&c, "GET", gateway, "example", "/hello", &[])
+            .await
+            .ok()?;
+        (a.status == 200).then_some(())
+    })
+    .await;
+    assert!(
+        through_gateway.is_some(),
+        "the rootless gateway never answered"
+    );
+
+    // weft up dies without a chance to clean up: its namespaces go with it anyway.
+    let state_dir = up.state_dir();
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &up.weft.child.id().to_string()])
+        .status();
+    up.weft.wait_exit(Duration::from_secs(10)).await;
+    nothing_left(&state_dir).await;
+    // The next weft up on the same state directory reclaims what the dead one left there.
+    up.restart();
+    let pid = up.weft.child.id().to_string();
+    let owns = poll_until(Duration::from_secs(20), || {
+        let pids =
+            std::fs::read_to_string(Path::new(&state_dir).join("up.pid")).unwrap_or_default();
+        std::future::ready((pids.lines().next() == Some(pid.as_str())).then_some(()))
+    })
+    .await;
+    assert!(
+        owns.is_some(),
+        "the new weft up never took over\n{}",
+        up.weft.output()
+    );
+    all_ready(&up, 3).await;
+    let (status, _, err) = up.weft(&["down"]).await;
+    assert!(status.success(), "{err}");
+    nothing_left(&state_dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

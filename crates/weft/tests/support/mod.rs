@@ -76,8 +76,24 @@ pub fn collect(
 
 impl Weft {
     pub fn spawn(args: &[String]) -> Weft {
-        let mut child = Command::new(WEFT)
-            .args(args)
+        Weft::spawn_via(&[], args)
+    }
+
+    /// Runs `weft` through `wrapper` (e.g. `setpriv --reuid …`), with the same environment.
+    pub fn spawn_via(wrapper: &[&str], args: &[String]) -> Weft {
+        let (program, mut all): (&str, Vec<String>) = match wrapper.split_first() {
+            Some((program, rest)) => (
+                program,
+                rest.iter()
+                    .map(|a| a.to_string())
+                    .chain([WEFT.to_string()])
+                    .collect(),
+            ),
+            None => (WEFT, Vec::new()),
+        };
+        all.extend(args.iter().cloned());
+        let mut child = Command::new(program)
+            .args(&all)
             // The proxy reads these; keep the caller's environment out of the test.
             .env_remove("WEFT_CONFIG_DIR")
             .env_remove("POD_NAMESPACE")
@@ -93,7 +109,7 @@ impl Weft {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {WEFT}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {program} {all:?}: {e}"));
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let readers = vec![
