@@ -21,7 +21,7 @@ wait_for http://127.0.0.1:15014/ready
 "$weft" echo --name reviews-v2 --listen 127.0.0.12:9080 & pids+=($!)
 "$weft" proxy --control-plane "$WEFT_CONTROL_PLANE" --workload-name productpage-v1 \
   --labels app=productpage,version=v1 --no-capture \
-  --outbound 127.0.0.1:15001 --inbound 127.0.0.1:15006 --admin 127.0.0.1:15000 --health 127.0.0.1:15021 \
+  --outbound 127.0.0.1:15001 --inbound 127.0.0.1:15006 --admin 127.0.0.1:15000 --health 127.0.0.1:15021 --stats 127.0.0.1:15020 \
   >"$state/access.log" 2>"$state/proxy.log" & pids+=($!)
 wait_for http://127.0.0.1:15021/healthz/ready
 echo "== weft apply -f examples/reviews"

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 /// Envoy's response flags, rendered in Envoy's order, comma-separated, `-` when none.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Flags(u16);
 
 impl Flags {
@@ -173,10 +173,6 @@ pub enum AccessLog {
 }
 
 impl AccessLog {
-    pub fn enabled(&self) -> bool {
-        !matches!(self, AccessLog::Off)
-    }
-
     pub fn emit(&self, entry: Entry) {
         match self {
             AccessLog::Off => {}

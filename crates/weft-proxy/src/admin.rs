@@ -1,7 +1,9 @@
 //! The admin port (127.0.0.1:15000: `/config_dump`, `/ready`, `/logging`,
-//! `/quitquitquit`) and the health port (15021: `/healthz/ready`).
+//! `/quitquitquit`, `/stats/prometheus`), the health port (15021: `/healthz/ready`) and the
+//! stats port (15020: `/stats/prometheus`, `/healthz/ready`).
 
 use crate::config::ConfigStore;
+use crate::metrics::Metrics;
 use crate::model::{RouteConfig, Snapshot};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -23,9 +25,18 @@ pub struct Admin {
     pub config: Arc<ConfigStore>,
     pub quit: Arc<Notify>,
     pub set_log_level: Option<SetLogLevel>,
+    pub metrics: Arc<Metrics>,
 }
 
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, health_only: bool) {
+/// Which of the proxy's ports a listener is: each serves a subset of the endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    Admin,
+    Health,
+    Stats,
+}
+
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>, port: Port) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -34,7 +45,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, health_only: bool) 
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(route(&admin, req, health_only)) }
+                async move { Ok::<_, Infallible>(route(&admin, req, port)) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -43,14 +54,22 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, health_only: bool) 
     }
 }
 
-fn route(admin: &Admin, req: Request<Incoming>, health_only: bool) -> Response<Full<Bytes>> {
+fn route(admin: &Admin, req: Request<Incoming>, port: Port) -> Response<Full<Bytes>> {
     let ready = admin.config.is_ready();
-    match (req.method(), req.uri().path(), health_only) {
+    match (req.method(), req.uri().path(), port) {
         (&Method::GET, "/healthz/ready", _) => text(
             if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE },
             if ready { "ok" } else { "waiting for the first configuration" },
         ),
-        (_, _, true) => text(StatusCode::NOT_FOUND, "not found"),
+        (&Method::GET, "/stats/prometheus", Port::Admin | Port::Stats) => Response::builder()
+            .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+            .body(Full::new(admin.metrics.render().into()))
+            .expect("valid response"),
+        (_, _, Port::Health) => text(StatusCode::NOT_FOUND, "not found"),
+        (_, _, Port::Stats) => text(
+            StatusCode::NOT_FOUND,
+            "stats endpoints: GET /stats/prometheus, GET /healthz/ready",
+        ),
         (&Method::GET, "/ready", _) => text(
             if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE },
             if ready { "LIVE" } else { "PRE_INITIALIZING" },
@@ -84,7 +103,7 @@ fn route(admin: &Admin, req: Request<Incoming>, health_only: bool) -> Response<F
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "admin endpoints: GET /config_dump, GET /ready, POST /logging?level=LEVEL, POST /quitquitquit",
+            "admin endpoints: GET /config_dump, GET /ready, GET /stats/prometheus, POST /logging?level=LEVEL, POST /quitquitquit",
         ),
     }
 }

@@ -1,5 +1,6 @@
 //! The Weft sidecar proxy: transparent and explicit outbound capture, inbound capture,
-//! Istio routing and resilience, access logs, admin and health ports; in gateway mode also
+//! Istio routing and resilience, access logs, Istio's metrics, admin, health and stats ports;
+//! in gateway mode also
 //! Istio's ingress gateway.
 #![forbid(unsafe_code)]
 
@@ -9,6 +10,7 @@ pub mod config;
 pub mod gateway;
 pub mod http;
 mod listener;
+pub mod metrics;
 pub mod model;
 pub mod tcp;
 pub mod transport;
@@ -33,6 +35,7 @@ use weft_api::types::OutboundTrafficMode;
 pub struct Shared {
     pub config: Arc<ConfigStore>,
     pub access_log: AccessLog,
+    pub metrics: Arc<metrics::Metrics>,
     pub orig_dst: Arc<dyn OriginalDst>,
     /// Where inbound traffic goes when the connection carries no original destination.
     pub inbound_target: Option<SocketAddr>,
@@ -45,6 +48,8 @@ pub struct ProxyOptions {
     pub inbound: SocketAddr,
     pub admin: SocketAddr,
     pub health: SocketAddr,
+    /// Istio's merged-metrics port: `/stats/prometheus`.
+    pub stats: SocketAddr,
     pub workload: workload::Workload,
     pub outbound_policy: OutboundTrafficMode,
     pub access_log: AccessLog,
@@ -59,13 +64,14 @@ pub struct ProxyOptions {
 
 impl ProxyOptions {
     /// Istio's ports: outbound 15001 and inbound 15006 on all addresses, admin on
-    /// 127.0.0.1:15000, health on 15021.
+    /// 127.0.0.1:15000, health on 15021, metrics on 15020.
     pub fn istio_defaults(workload: workload::Workload) -> ProxyOptions {
         ProxyOptions {
             outbound: ([0, 0, 0, 0], 15001).into(),
             inbound: ([0, 0, 0, 0], 15006).into(),
             admin: ([127, 0, 0, 1], 15000).into(),
             health: ([0, 0, 0, 0], 15021).into(),
+            stats: ([0, 0, 0, 0], 15020).into(),
             workload,
             outbound_policy: OutboundTrafficMode::RegistryOnly,
             access_log: AccessLog::Stdout,
@@ -84,6 +90,7 @@ pub struct Proxy {
     pub inbound_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub health_addr: SocketAddr,
+    pub stats_addr: SocketAddr,
     pub config: Arc<ConfigStore>,
     /// Notified by `POST /quitquitquit`.
     pub quit: Arc<Notify>,
@@ -125,9 +132,16 @@ impl Proxy {
         let inbound = bind("inbound capture", opts.inbound).await?;
         let admin = bind("admin", opts.admin).await?;
         let health = bind("health", opts.health).await?;
+        let stats = bind("stats", opts.stats).await?;
         let addr = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
-        let (outbound_addr, inbound_addr, admin_addr, health_addr) =
-            (addr(&outbound), addr(&inbound), addr(&admin), addr(&health));
+        let (outbound_addr, inbound_addr, admin_addr, health_addr, stats_addr) = (
+            addr(&outbound),
+            addr(&inbound),
+            addr(&admin),
+            addr(&health),
+            addr(&stats),
+        );
+        let metrics = Arc::new(metrics::Metrics::new(&opts.workload));
         let config = Arc::new(ConfigStore::new(
             opts.workload,
             opts.outbound_policy,
@@ -136,6 +150,7 @@ impl Proxy {
         let shared = Arc::new(Shared {
             config: config.clone(),
             access_log: opts.access_log,
+            metrics: metrics.clone(),
             orig_dst: opts.orig_dst,
             inbound_target: opts.inbound_target,
             inbound: passthrough_cluster("inbound|||"),
@@ -146,6 +161,7 @@ impl Proxy {
             config: config.clone(),
             quit: quit.clone(),
             set_log_level: opts.set_log_level,
+            metrics,
         });
         let mut tasks = vec![
             tokio::spawn(listener::serve(
@@ -158,8 +174,13 @@ impl Proxy {
                 shared.clone(),
                 http::Direction::Inbound,
             )),
-            tokio::spawn(admin::serve(admin, admin_state.clone(), false)),
-            tokio::spawn(admin::serve(health, admin_state, true)),
+            tokio::spawn(admin::serve(admin, admin_state.clone(), admin::Port::Admin)),
+            tokio::spawn(admin::serve(
+                health,
+                admin_state.clone(),
+                admin::Port::Health,
+            )),
+            tokio::spawn(admin::serve(stats, admin_state, admin::Port::Stats)),
         ];
         if let Some(options) = opts.gateway {
             tasks.push(tokio::spawn(gateway::manage(shared, options)));
@@ -169,6 +190,7 @@ impl Proxy {
             inbound_addr,
             admin_addr,
             health_addr,
+            stats_addr,
             config,
             quit,
             tasks,

@@ -99,7 +99,7 @@ async fn captured(
             };
             let port = original_dst.map_or(443, |d| d.port());
             let target = tcp::route_tls(&snapshot, port, sni.as_deref(), original_dst);
-            tcp::proxy(&shared, io, target, remote, original_dst).await;
+            tcp::proxy(&shared, io, target, remote, original_dst, direction).await;
         }
         _ => {
             let target = if direction == Direction::Outbound {
@@ -110,7 +110,7 @@ async fn captured(
                     None => return,
                 }
             };
-            tcp::proxy(&shared, io, target, remote, original_dst).await;
+            tcp::proxy(&shared, io, target, remote, original_dst, direction).await;
         }
     }
 }

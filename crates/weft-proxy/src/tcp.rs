@@ -2,6 +2,7 @@
 //! (SNI), pick an endpoint, splice bytes both ways.
 
 use crate::access_log::{Entry, Flags};
+use crate::http::Direction;
 use crate::model::Snapshot;
 use crate::transport::connect::connect_addr;
 use crate::upstream::endpoint::Outcome;
@@ -161,6 +162,7 @@ pub async fn proxy<S>(
     target: L4Target,
     remote: SocketAddr,
     dst: Option<SocketAddr>,
+    direction: Direction,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -179,21 +181,29 @@ pub async fn proxy<S>(
         }),
         ..Default::default()
     };
-    match connect(&target, dst).await {
-        Ok((mut upstream, host, _permit)) => {
+    let connected = match connect(&target, dst).await {
+        Ok((upstream, host, permit)) => {
             entry.upstream_host = Some(host);
-            if let Ok((up, down)) =
-                tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await
-            {
-                entry.bytes_received = up;
-                entry.bytes_sent = down;
-            }
+            Some((upstream, permit))
         }
         Err((flags, why)) => {
             entry.flags = flags;
             tracing::debug!(%remote, "tcp connection not forwarded: {why}");
+            None
+        }
+    };
+    let inbound = direction == Direction::Inbound;
+    let sample = shared
+        .metrics
+        .tcp_opened(&shared.config.current(), &entry, inbound);
+    if let Some((mut upstream, _permit)) = connected {
+        if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await
+        {
+            entry.bytes_received = up;
+            entry.bytes_sent = down;
         }
     }
     entry.duration_ms = started.elapsed().as_millis() as u64;
+    sample.closed(&entry);
     shared.access_log.emit(entry);
 }

@@ -51,6 +51,9 @@ pub struct ProxyArgs {
     admin: SocketAddr,
     #[arg(long, default_value = "0.0.0.0:15021")]
     health: SocketAddr,
+    /// Istio's merged-metrics port: `GET /stats/prometheus`.
+    #[arg(long, default_value = "0.0.0.0:15020")]
+    stats: SocketAddr,
     /// Where inbound traffic goes when it was not redirected by iptables.
     #[arg(long)]
     inbound_target: Option<SocketAddr>,
@@ -138,6 +141,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         inbound: args.inbound,
         admin: args.admin,
         health: args.health,
+        stats: args.stats,
         workload,
         outbound_policy: args.outbound_traffic_policy,
         access_log: match args.access_log.as_str() {

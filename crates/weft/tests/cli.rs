@@ -32,6 +32,9 @@ fn proxy_args(config: &Path, [outbound, inbound, admin, health]: [SocketAddr; 4]
         admin.to_string(),
         "--health".into(),
         health.to_string(),
+        // Any free port: several proxies run at once.
+        "--stats".into(),
+        "127.0.0.1:0".into(),
         "--no-capture".into(),
     ]
 }

@@ -141,6 +141,8 @@ impl Sidecar {
             &admin.to_string(),
             "--health",
             &health.to_string(),
+            "--stats",
+            "127.0.0.1:0",
             "--access-log",
             "off",
             "--no-capture",
@@ -683,6 +685,8 @@ async fn a_proxy_is_ready_only_once_configured_and_finds_a_control_plane_that_st
         &admin.to_string(),
         "--health",
         &health.to_string(),
+        "--stats",
+        "127.0.0.1:0",
         "--no-capture",
     ]
     .map(String::from)

@@ -113,19 +113,22 @@ pub async fn handle(
     };
     entry.upstream_host = forwarded.upstream_host;
     entry.upstream_service_time_ms = forwarded.service_time.map(|d| d.as_millis() as u64);
-    if shared.access_log.enabled() {
-        let log = shared.access_log.clone();
-        response.body_mut().on_end(move |sent, how| {
-            entry.bytes_sent = sent;
-            entry.duration_ms = started.elapsed().as_millis() as u64;
-            match how {
-                End::Complete => {}
-                End::Incomplete => entry.flags |= Flags::DC,
-                End::TimedOut => entry.flags |= Flags::UT,
-            }
-            log.emit(entry);
-        });
-    }
+    let inbound = conn.direction == Direction::Inbound;
+    let sample = shared
+        .metrics
+        .http(&snapshot, inbound, grpc, response.headers(), &entry);
+    let log = shared.access_log.clone();
+    response.body_mut().on_end(move |sent, how| {
+        entry.bytes_sent = sent;
+        entry.duration_ms = started.elapsed().as_millis() as u64;
+        match how {
+            End::Complete => {}
+            End::Incomplete => entry.flags |= Flags::DC,
+            End::TimedOut => entry.flags |= Flags::UT,
+        }
+        sample.record(&entry);
+        log.emit(entry);
+    });
     Ok(response)
 }
 

@@ -207,6 +207,7 @@ impl TestProxy {
         opts.inbound = any;
         opts.admin = any;
         opts.health = any;
+        opts.stats = any;
         opts.access_log = AccessLog::Channel(tx);
         opts.orig_dst = setup.orig_dst;
         opts.gateway = setup.gateway;

@@ -1,0 +1,608 @@
+//! Istio's standard metrics (`istio_requests_total`, the request duration and size
+//! histograms, `istio_tcp_*`) with Istio's labels, taken from each finished access-log
+//! [`Entry`] and served as Prometheus text at `/stats/prometheus`.
+//!
+//! The labels fixed by who reports and which endpoint answered ([`Peers`]) are built once
+//! per (cluster, endpoint) and config version, then shared: a request only hashes a
+//! precomputed hash, its protocol, status and flags.
+
+use crate::access_log::{Entry, Flags};
+use crate::model::Snapshot;
+use crate::workload::Workload;
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, RwLock};
+
+/// Istio's default buckets, for milliseconds and bytes alike.
+const BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// Istio's cluster name when none is configured (`global.multiCluster.clusterName`).
+const CLUSTER: &str = "Kubernetes";
+const UNKNOWN: &str = "unknown";
+
+/// Counters are registered without `_total`; the exposition names them with it.
+const COUNTERS: [&str; 5] = [
+    "istio_requests",
+    "istio_tcp_connections_opened",
+    "istio_tcp_connections_closed",
+    "istio_tcp_sent_bytes",
+    "istio_tcp_received_bytes",
+];
+
+/// Istio's labels before `request_protocol`, in Istio's order.
+const PEER_LABELS: [&str; 20] = [
+    "reporter",
+    "source_workload",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "source_cluster",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_cluster",
+];
+
+/// One side of a call as Istio's labels describe a workload.
+struct Side {
+    workload: Arc<str>,
+    canonical_service: Arc<str>,
+    canonical_revision: Arc<str>,
+    namespace: Arc<str>,
+    app: Arc<str>,
+    version: Arc<str>,
+    cluster: Arc<str>,
+}
+
+impl Side {
+    fn unknown() -> Side {
+        let u: Arc<str> = UNKNOWN.into();
+        Side {
+            workload: u.clone(),
+            canonical_service: u.clone(),
+            canonical_revision: u.clone(),
+            namespace: u.clone(),
+            app: u.clone(),
+            version: u.clone(),
+            cluster: u,
+        }
+    }
+
+    /// Canonical service and revision follow Istio's label fallbacks.
+    fn new(name: Option<&str>, namespace: Option<&str>, labels: &BTreeMap<String, String>) -> Side {
+        let label = |keys: &[&str]| keys.iter().find_map(|k| labels.get(*k)).map(String::as_str);
+        let name = name.filter(|n| !n.is_empty());
+        Side {
+            workload: name.unwrap_or(UNKNOWN).into(),
+            canonical_service: label(&[
+                "service.istio.io/canonical-name",
+                "app.kubernetes.io/name",
+                "app",
+            ])
+            .or(name)
+            .unwrap_or(UNKNOWN)
+            .into(),
+            canonical_revision: label(&[
+                "service.istio.io/canonical-revision",
+                "app.kubernetes.io/version",
+                "version",
+            ])
+            .unwrap_or("latest")
+            .into(),
+            namespace: namespace
+                .filter(|n| !n.is_empty())
+                .unwrap_or(UNKNOWN)
+                .into(),
+            app: label(&["app"]).unwrap_or(UNKNOWN).into(),
+            version: label(&["version"]).unwrap_or(UNKNOWN).into(),
+            // A named workload is in the mesh's one cluster; an external endpoint is not.
+            cluster: if name.is_some() { CLUSTER } else { UNKNOWN }.into(),
+        }
+    }
+
+    fn of_workload(w: &Workload) -> Side {
+        Side::new(Some(&w.name), Some(&w.namespace), &w.labels)
+    }
+}
+
+/// `destination_service`, `destination_service_name`, `destination_service_namespace`.
+struct Service {
+    host: Arc<str>,
+    name: Arc<str>,
+    namespace: Arc<str>,
+}
+
+impl Service {
+    fn of(snapshot: &Snapshot, host: &str) -> Service {
+        let namespace = snapshot
+            .registry
+            .by_host(host)
+            .map(|s| s.namespace.as_str());
+        let name = match host.strip_suffix(".svc.cluster.local") {
+            Some(short) => short.split('.').next().unwrap_or(short),
+            // Istio names a ServiceEntry host, BlackHoleCluster and PassthroughCluster whole.
+            None => host,
+        };
+        Service {
+            host: host.into(),
+            name: name.into(),
+            namespace: namespace.unwrap_or(UNKNOWN).into(),
+        }
+    }
+}
+
+/// The registry's service a Host names; `unknown` for any other Host, so that callers
+/// cannot add series at will.
+fn by_authority(snapshot: &Snapshot, authority: &str) -> Service {
+    let name = match authority.rsplit_once(':') {
+        Some((name, port)) if port.parse::<u16>().is_ok() => name,
+        _ => authority,
+    };
+    let fqdn = weft_api::host::fqdn(name, &snapshot.workload.namespace);
+    match snapshot.registry.by_host(&fqdn) {
+        Some(s) => Service::of(snapshot, &s.hostname),
+        None => Service::of(snapshot, UNKNOWN),
+    }
+}
+
+/// The labels fixed by the reporter and the endpoint that answered.
+#[derive(Debug)]
+pub struct Peers {
+    values: [Arc<str>; 20],
+    security: &'static str,
+    hash: u64,
+}
+
+impl Peers {
+    fn new(inbound: bool, src: &Side, dst: &Side, svc: &Service) -> Peers {
+        let reporter: Arc<str> = if inbound { "destination" } else { "source" }.into();
+        // Without mTLS there is no principal on either side.
+        let principal: Arc<str> = UNKNOWN.into();
+        let values = [
+            reporter,
+            src.workload.clone(),
+            src.canonical_service.clone(),
+            src.canonical_revision.clone(),
+            src.namespace.clone(),
+            principal.clone(),
+            src.app.clone(),
+            src.version.clone(),
+            src.cluster.clone(),
+            dst.workload.clone(),
+            dst.namespace.clone(),
+            principal,
+            dst.app.clone(),
+            dst.version.clone(),
+            svc.host.clone(),
+            dst.canonical_service.clone(),
+            dst.canonical_revision.clone(),
+            svc.name.clone(),
+            svc.namespace.clone(),
+            dst.cluster.clone(),
+        ];
+        // Istio: `none` or `mutual_tls` on destination reports, `unknown` on source reports.
+        let security = if inbound { "none" } else { UNKNOWN };
+        // Fixed keys: equal label sets built apart must hash alike.
+        let mut hasher = std::hash::DefaultHasher::new();
+        (&values, security).hash(&mut hasher);
+        let hash = hasher.finish();
+        Peers {
+            values,
+            security,
+            hash,
+        }
+    }
+}
+
+impl PartialEq for Peers {
+    fn eq(&self, o: &Peers) -> bool {
+        std::ptr::eq(self, o)
+            || (self.hash == o.hash && self.security == o.security && self.values == o.values)
+    }
+}
+
+impl Eq for Peers {}
+
+impl Hash for Peers {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// One sample's label set.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Labels {
+    peers: Arc<Peers>,
+    protocol: &'static str,
+    /// The response code and, for gRPC, its status when seen; TCP metrics have neither.
+    response: Option<(u16, Option<u16>)>,
+    flags: Flags,
+}
+
+impl EncodeLabelSet for Labels {
+    fn encode(&self, mut enc: LabelSetEncoder) -> std::fmt::Result {
+        for (key, value) in PEER_LABELS.iter().zip(&self.peers.values) {
+            (*key, &**value).encode(enc.encode_label())?;
+        }
+        ("request_protocol", self.protocol).encode(enc.encode_label())?;
+        if let Some((code, grpc)) = self.response {
+            ("response_code", code).encode(enc.encode_label())?;
+            let grpc = match (self.protocol, grpc) {
+                ("grpc", Some(status)) => status.to_string(),
+                ("grpc", None) => UNKNOWN.into(),
+                _ => String::new(),
+            };
+            ("grpc_response_status", grpc.as_str()).encode(enc.encode_label())?;
+        }
+        ("response_flags", self.flags.to_string().as_str()).encode(enc.encode_label())?;
+        ("connection_security_policy", self.peers.security).encode(enc.encode_label())
+    }
+}
+
+type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// Peers by cluster name, then upstream host, for one config version.
+#[derive(Default)]
+struct PeerCache {
+    version: u64,
+    by_cluster: HashMap<String, HashMap<String, Arc<Peers>>>,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<Labels, Counter>,
+    duration: Histograms,
+    request_bytes: Histograms,
+    response_bytes: Histograms,
+    tcp_opened: Family<Labels, Counter>,
+    tcp_closed: Family<Labels, Counter>,
+    tcp_sent: Family<Labels, Counter>,
+    tcp_received: Family<Labels, Counter>,
+    own: Side,
+    cache: RwLock<PeerCache>,
+}
+
+impl Metrics {
+    pub fn new(workload: &Workload) -> Metrics {
+        let histograms = || Histograms::new_with_constructor(|| Histogram::new(BUCKETS));
+        let m = Metrics {
+            registry: Registry::default(),
+            requests: Family::default(),
+            duration: histograms(),
+            request_bytes: histograms(),
+            response_bytes: histograms(),
+            tcp_opened: Family::default(),
+            tcp_closed: Family::default(),
+            tcp_sent: Family::default(),
+            tcp_received: Family::default(),
+            own: Side::of_workload(workload),
+            cache: RwLock::default(),
+        };
+        let mut registry = Registry::default();
+        let r = &mut registry;
+        r.register("istio_requests", "Requests", m.requests.clone());
+        r.register(
+            "istio_request_duration_milliseconds",
+            "Request duration in milliseconds",
+            m.duration.clone(),
+        );
+        r.register(
+            "istio_request_bytes",
+            "Request body sizes in bytes",
+            m.request_bytes.clone(),
+        );
+        r.register(
+            "istio_response_bytes",
+            "Response body sizes in bytes",
+            m.response_bytes.clone(),
+        );
+        r.register(
+            "istio_tcp_connections_opened",
+            "TCP connections opened",
+            m.tcp_opened.clone(),
+        );
+        r.register(
+            "istio_tcp_connections_closed",
+            "TCP connections closed",
+            m.tcp_closed.clone(),
+        );
+        r.register(
+            "istio_tcp_sent_bytes",
+            "Bytes sent to the downstream on TCP connections",
+            m.tcp_sent.clone(),
+        );
+        r.register(
+            "istio_tcp_received_bytes",
+            "Bytes received from the downstream on TCP connections",
+            m.tcp_received.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// What a request's labels will be, decided when the response headers are known (the
+    /// body's end adds only flags).
+    pub fn http(
+        self: &Arc<Self>,
+        snapshot: &Snapshot,
+        inbound: bool,
+        grpc: bool,
+        headers: &http::HeaderMap,
+        entry: &Entry,
+    ) -> HttpSample {
+        let grpc_status = headers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        HttpSample {
+            metrics: self.clone(),
+            peers: self.peers(snapshot, inbound, entry),
+            protocol: if grpc { "grpc" } else { "http" },
+            grpc_status,
+        }
+    }
+
+    /// Counts a TCP connection as opened once its upstream connect was tried.
+    pub fn tcp_opened(
+        self: &Arc<Self>,
+        snapshot: &Snapshot,
+        entry: &Entry,
+        inbound: bool,
+    ) -> TcpSample {
+        let labels = Labels {
+            peers: self.peers(snapshot, inbound, entry),
+            protocol: "tcp",
+            response: None,
+            flags: entry.flags,
+        };
+        self.tcp_opened.get_or_create(&labels).inc();
+        TcpSample {
+            metrics: self.clone(),
+            labels,
+        }
+    }
+
+    fn peers(&self, snapshot: &Snapshot, inbound: bool, entry: &Entry) -> Arc<Peers> {
+        let host = entry.upstream_host.as_deref().unwrap_or("");
+        let (cluster, host) = match (inbound, entry.upstream_cluster.as_deref()) {
+            (true, _) => ("inbound", host),
+            (false, None) => {
+                // A fault abort or no route: the Host names the service. Not cached, as
+                // the caller chooses the Host.
+                let svc = by_authority(snapshot, entry.authority.as_deref().unwrap_or(""));
+                return Arc::new(Peers::new(false, &self.own, &Side::unknown(), &svc));
+            }
+            // One entry for every address these send to.
+            (false, Some(c @ ("PassthroughCluster" | "BlackHoleCluster"))) => (c, ""),
+            (false, Some(c)) => (c, host),
+        };
+        {
+            let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            if cache.version == snapshot.version {
+                if let Some(p) = cache.by_cluster.get(cluster).and_then(|h| h.get(host)) {
+                    return p.clone();
+                }
+            }
+        }
+        let peers = Arc::new(if inbound {
+            self.inbound_peers(snapshot, host)
+        } else {
+            self.outbound_peers(snapshot, cluster, host)
+        });
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        if cache.version != snapshot.version {
+            // Endpoints and their labels may have changed with the config.
+            *cache = PeerCache {
+                version: snapshot.version,
+                by_cluster: HashMap::new(),
+            };
+        }
+        cache
+            .by_cluster
+            .entry(cluster.to_string())
+            .or_default()
+            .insert(host.to_string(), peers.clone());
+        peers
+    }
+
+    /// The destination is the endpoint that answered, as its WorkloadEntry labels it.
+    fn outbound_peers(&self, snapshot: &Snapshot, cluster: &str, host: &str) -> Peers {
+        let Some(c) = snapshot.clusters.get(cluster) else {
+            // BlackHoleCluster or PassthroughCluster.
+            let svc = Service::of(snapshot, cluster);
+            return Peers::new(false, &self.own, &Side::unknown(), &svc);
+        };
+        let svc = Service::of(snapshot, &c.config.service);
+        let dst = match c.endpoints.iter().find(|e| e.authority == host) {
+            Some(e) => {
+                let entry = e.declared_by.strip_prefix("WorkloadEntry ");
+                let (namespace, name) = entry.and_then(|n| n.split_once('/')).unzip();
+                Side::new(name, namespace, &e.labels)
+            }
+            None => Side::unknown(),
+        };
+        Peers::new(false, &self.own, &dst, &svc)
+    }
+
+    /// The source is unknown: no peer metadata is exchanged without mTLS. The service is the
+    /// one with an endpoint at the address the request was for.
+    fn inbound_peers(&self, snapshot: &Snapshot, host: &str) -> Peers {
+        let ip = host.rsplit_once(':').map_or(host, |(ip, _)| ip);
+        let svc = snapshot
+            .registry
+            .services
+            .iter()
+            .find(|s| s.endpoints.iter().any(|e| e.address == ip));
+        let svc = match svc {
+            Some(s) => Service::of(snapshot, &s.hostname),
+            None => Service::of(snapshot, UNKNOWN),
+        };
+        Peers::new(true, &Side::unknown(), &self.own, &svc)
+    }
+
+    /// Prometheus' text format (0.0.4), as Envoy's `/stats/prometheus` serves it.
+    pub fn render(&self) -> String {
+        let mut open_metrics = String::new();
+        let _ =
+            prometheus_client::encoding::text::encode_registry(&mut open_metrics, &self.registry);
+        let mut out = String::with_capacity(open_metrics.len() + 64);
+        for line in open_metrics.lines() {
+            let meta = line
+                .strip_prefix("# HELP ")
+                .map(|rest| ("# HELP ", rest))
+                .or_else(|| line.strip_prefix("# TYPE ").map(|rest| ("# TYPE ", rest)));
+            match meta {
+                Some((kind, rest)) => {
+                    let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                    let suffix = if COUNTERS.contains(&name) {
+                        "_total"
+                    } else {
+                        ""
+                    };
+                    out.push_str(&format!("{kind}{name}{suffix} {tail}\n"));
+                }
+                None => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A request's labels, written when its response body ends.
+pub struct HttpSample {
+    metrics: Arc<Metrics>,
+    peers: Arc<Peers>,
+    protocol: &'static str,
+    grpc_status: Option<u16>,
+}
+
+impl HttpSample {
+    pub fn record(self, entry: &Entry) {
+        let m = &self.metrics;
+        let labels = Labels {
+            peers: self.peers,
+            protocol: self.protocol,
+            response: Some((entry.status, self.grpc_status)),
+            flags: entry.flags,
+        };
+        m.requests.get_or_create(&labels).inc();
+        m.duration
+            .get_or_create(&labels)
+            .observe(entry.duration_ms as f64);
+        m.request_bytes
+            .get_or_create(&labels)
+            .observe(entry.bytes_received as f64);
+        m.response_bytes
+            .get_or_create(&labels)
+            .observe(entry.bytes_sent as f64);
+    }
+}
+
+/// An open TCP connection's labels, for its close.
+pub struct TcpSample {
+    metrics: Arc<Metrics>,
+    labels: Labels,
+}
+
+impl TcpSample {
+    pub fn closed(self, entry: &Entry) {
+        let m = &self.metrics;
+        m.tcp_closed.get_or_create(&self.labels).inc();
+        m.tcp_sent
+            .get_or_create(&self.labels)
+            .inc_by(entry.bytes_sent);
+        m.tcp_received
+            .get_or_create(&self.labels)
+            .inc_by(entry.bytes_received);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::parse_labels;
+
+    fn productpage() -> Workload {
+        Workload {
+            name: "productpage-v1".into(),
+            namespace: "default".into(),
+            labels: parse_labels("app=productpage,version=v1").unwrap(),
+            service_account: "bookinfo-productpage".into(),
+        }
+    }
+
+    #[test]
+    fn blackhole_requests_render_in_prometheus_text() {
+        let workload = productpage();
+        let metrics = Arc::new(Metrics::new(&workload));
+        let snapshot = Snapshot::empty(workload, Default::default());
+        let entry = Entry {
+            status: 502,
+            upstream_cluster: Some("BlackHoleCluster".into()),
+            ..Default::default()
+        };
+        for _ in 0..2 {
+            metrics
+                .http(&snapshot, false, false, &http::HeaderMap::new(), &entry)
+                .record(&entry);
+        }
+        let text = metrics.render();
+        assert!(
+            text.contains("# TYPE istio_requests_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE istio_request_duration_milliseconds histogram\n"));
+        assert!(!text.contains("# EOF"));
+        let sample = "istio_requests_total{reporter=\"source\",source_workload=\"productpage-v1\",\
+            source_canonical_service=\"productpage\",source_canonical_revision=\"v1\",\
+            source_workload_namespace=\"default\",source_principal=\"unknown\",\
+            source_app=\"productpage\",source_version=\"v1\",source_cluster=\"Kubernetes\",\
+            destination_workload=\"unknown\",destination_workload_namespace=\"unknown\",\
+            destination_principal=\"unknown\",destination_app=\"unknown\",\
+            destination_version=\"unknown\",destination_service=\"BlackHoleCluster\",\
+            destination_canonical_service=\"unknown\",destination_canonical_revision=\"unknown\",\
+            destination_service_name=\"BlackHoleCluster\",\
+            destination_service_namespace=\"unknown\",destination_cluster=\"unknown\",\
+            request_protocol=\"http\",response_code=\"502\",grpc_response_status=\"\",\
+            response_flags=\"-\",connection_security_policy=\"unknown\"} 2\n";
+        assert!(text.contains(sample), "{text}");
+    }
+
+    #[test]
+    fn equal_peers_built_twice_are_one_series() {
+        let own = Side::of_workload(&productpage());
+        let svc = Service {
+            host: "reviews.default.svc.cluster.local".into(),
+            name: "reviews".into(),
+            namespace: "default".into(),
+        };
+        let a = Peers::new(false, &own, &Side::unknown(), &svc);
+        let b = Peers::new(false, &own, &Side::unknown(), &svc);
+        assert_eq!(a, b);
+        let [ha, hb] = [&a, &b].map(|p| {
+            let mut h = std::hash::DefaultHasher::new();
+            p.hash(&mut h);
+            h.finish()
+        });
+        assert_eq!(ha, hb);
+    }
+}

@@ -1,0 +1,276 @@
+//! Istio's standard metrics at `/stats/prometheus`, on real sockets: the labels Istio's
+//! queries and dashboards select on.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use weft_proxy::transport::orig_dst::FixedOriginalDst;
+
+const REVIEWS: &str = "reviews.default.svc.cluster.local";
+
+async fn scrape(addr: SocketAddr) -> String {
+    let a = HttpClient::new(addr)
+        .get(&addr.to_string(), "/stats/prometheus", &[])
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    a.text()
+}
+
+/// The value of the one sample of `metric` that has every label of `labels`.
+fn sample(text: &str, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let found: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(metric)?.strip_prefix('{'))
+        .filter_map(|l| l.rsplit_once("} "))
+        .filter(|(set, _)| {
+            labels
+                .iter()
+                .all(|(k, v)| set.split(',').any(|kv| kv == format!("{k}=\"{v}\"")))
+        })
+        .map(|(_, value)| value.parse().expect("a number"))
+        .collect();
+    assert!(found.len() <= 1, "{metric} {labels:?} matches {found:?}");
+    found.first().copied()
+}
+
+/// Scrapes until `metric{labels}` equals `want` (metrics are written when the response
+/// body or connection ends, after the caller may have seen it), or fails after 10 s.
+async fn wait_for(addr: SocketAddr, metric: &str, labels: &[(&str, &str)], want: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = scrape(addr).await;
+        if sample(&text, metric, labels) == Some(want) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{metric} {labels:?} never became {want}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routed_requests_count_under_the_destination_service_and_version() {
+    let v1 = Backend::start("127.0.0.2", "v1", ok()).await;
+    let v2 = Backend::start("127.0.0.3", "v2", ok()).await;
+    let yaml = service_yaml("reviews", 9080, &[("v1", &v1), ("v2", &v2)])
+        + &subsets_yaml("reviews", &["v1", "v2"], "")
+        + &reviews_routes("  - route:\n    - destination: {host: reviews, subset: v2}\n");
+    let proxy = TestProxy::start(&yaml).await;
+    let c = proxy.client();
+    for _ in 0..3 {
+        assert_eq!(c.served("reviews:9080", "/reviews/0", &[]).await, "v2");
+    }
+    let workload = format!("reviews-v2-{}", v2.addr.port());
+    let labels = [
+        ("reporter", "source"),
+        ("source_workload", "productpage-v1"),
+        ("source_workload_namespace", "default"),
+        ("source_app", "productpage"),
+        ("source_version", "v1"),
+        ("source_canonical_service", "productpage"),
+        ("source_principal", "unknown"),
+        ("destination_service", REVIEWS),
+        ("destination_service_name", "reviews"),
+        ("destination_service_namespace", "default"),
+        ("destination_workload", &workload),
+        ("destination_workload_namespace", "default"),
+        ("destination_app", "reviews"),
+        ("destination_version", "v2"),
+        ("destination_canonical_revision", "v2"),
+        ("request_protocol", "http"),
+        ("response_code", "200"),
+        ("response_flags", "-"),
+        ("connection_security_policy", "unknown"),
+    ];
+    let text = wait_for(proxy.proxy.stats_addr, "istio_requests_total", &labels, 3.0).await;
+    assert!(
+        text.contains("# TYPE istio_requests_total counter\n"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE istio_request_duration_milliseconds histogram\n"));
+    let v2_only = [("destination_version", "v2")];
+    let count = sample(&text, "istio_request_duration_milliseconds_count", &v2_only);
+    assert_eq!(count, Some(3.0), "{text}");
+    let inf = [("destination_version", "v2"), ("le", "+Inf")];
+    assert_eq!(
+        sample(&text, "istio_request_duration_milliseconds_bucket", &inf),
+        Some(3.0)
+    );
+    // The backend answers with its name: 2 bytes each.
+    let sent = sample(&text, "istio_response_bytes_sum", &v2_only);
+    assert_eq!(sent, Some(6.0), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            "istio_requests_total",
+            &[("destination_version", "v1")]
+        ),
+        None
+    );
+    // Envoy's admin path serves the same.
+    let admin = scrape(proxy.proxy.admin_addr).await;
+    assert_eq!(sample(&admin, "istio_requests_total", &labels), Some(3.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_failures_carry_their_response_flags() {
+    let v1 = Backend::start("127.0.0.2", "v1", ok()).await;
+    let yaml = service_yaml("reviews", 9080, &[("v1", &v1)])
+        + &subsets_yaml("reviews", &["v1", "v3"], "")
+        + &reviews_routes(
+            "  - match:
+    - uri: {prefix: /abort}
+    fault:
+      abort:
+        httpStatus: 418
+        percentage: {value: 100}
+    route:
+    - destination: {host: reviews, subset: v1}
+  - route:
+    - destination: {host: reviews, subset: v3}
+",
+        );
+    let proxy = TestProxy::start(&yaml).await;
+    let c = proxy.client();
+    assert_eq!(c.get("reviews:9080", "/", &[]).await.status, 503);
+    assert_eq!(c.get("reviews:9080", "/abort", &[]).await.status, 418);
+    let stats = proxy.proxy.stats_addr;
+    let no_healthy = [
+        ("destination_service", REVIEWS),
+        ("response_code", "503"),
+        ("response_flags", "UH"),
+        // No endpoint answered: nothing is known of the destination workload.
+        ("destination_version", "unknown"),
+    ];
+    wait_for(stats, "istio_requests_total", &no_healthy, 1.0).await;
+    let aborted = [
+        ("destination_service", REVIEWS),
+        ("response_code", "418"),
+        ("response_flags", "FI"),
+    ];
+    wait_for(stats, "istio_requests_total", &aborted, 1.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_only_blocks_count_under_blackhole_cluster() {
+    let proxy = TestProxy::start(&service_yaml("reviews", 9080, &[])).await;
+    let c = proxy.client();
+    for _ in 0..2 {
+        assert_eq!(c.get("example.com", "/", &[]).await.status, 502);
+    }
+    let labels = [
+        ("reporter", "source"),
+        ("destination_service", "BlackHoleCluster"),
+        ("destination_service_name", "BlackHoleCluster"),
+        ("response_code", "502"),
+        ("response_flags", "-"),
+    ];
+    wait_for(proxy.proxy.stats_addr, "istio_requests_total", &labels, 2.0).await;
+}
+
+/// Echoes what it reads until the caller closes.
+async fn tcp_echo(ip: &str) -> SocketAddr {
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_connections_count_opened_closed_and_bytes() {
+    let db = tcp_echo("127.0.0.2").await;
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: db\nspec:\n  clusterIP: 127.10.0.7\n  selector: {{app: db}}\n  ports:\n  - {{name: tcp, port: 27017}}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: db-v1\nspec:\n  address: {}\n  labels: {{app: db, version: v1}}\n  ports: {{tcp: {}}}\n",
+        db.ip(),
+        db.port()
+    );
+    let setup = Setup {
+        orig_dst: Arc::new(FixedOriginalDst("127.10.0.7:27017".parse().unwrap())),
+        ..Setup::default()
+    };
+    let proxy = TestProxy::start_with(&yaml, setup).await;
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(proxy.proxy.outbound_addr).await.unwrap();
+        s.write_all(b"ping!").await.unwrap();
+        let mut echo = [0u8; 5];
+        s.read_exact(&mut echo).await.unwrap();
+        assert_eq!(&echo, b"ping!");
+    }
+    let labels = [
+        ("reporter", "source"),
+        ("destination_service", "db.default.svc.cluster.local"),
+        ("destination_app", "db"),
+        ("destination_version", "v1"),
+        ("request_protocol", "tcp"),
+        ("response_flags", "-"),
+    ];
+    let stats = proxy.proxy.stats_addr;
+    let text = wait_for(stats, "istio_tcp_connections_closed_total", &labels, 2.0).await;
+    let opened = sample(&text, "istio_tcp_connections_opened_total", &labels);
+    assert_eq!(opened, Some(2.0), "{text}");
+    let sent = sample(&text, "istio_tcp_sent_bytes_total", &labels);
+    let received = sample(&text, "istio_tcp_received_bytes_total", &labels);
+    assert_eq!((sent, received), (Some(10.0), Some(10.0)), "{text}");
+    assert!(text.contains("# TYPE istio_tcp_connections_opened_total counter\n"));
+    // TCP samples have no response code.
+    let tcp_line = text
+        .lines()
+        .find(|l| l.starts_with("istio_tcp_connections_opened_total{"))
+        .unwrap();
+    assert!(!tcp_line.contains("response_code"), "{tcp_line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_requests_are_reported_by_the_destination() {
+    let app = Backend::start("127.0.0.1", "app", ok()).await;
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut opts = weft_proxy::ProxyOptions::istio_defaults(weft_proxy::workload::Workload {
+        name: "reviews-v3".into(),
+        namespace: "default".into(),
+        labels: weft_proxy::workload::parse_labels("app=reviews,version=v3").unwrap(),
+        service_account: "bookinfo-reviews".into(),
+    });
+    (
+        opts.outbound,
+        opts.inbound,
+        opts.admin,
+        opts.health,
+        opts.stats,
+    ) = (any, any, any, any, any);
+    opts.inbound_target = Some(app.addr);
+    opts.access_log = weft_proxy::access_log::AccessLog::Off;
+    opts.orig_dst = Arc::new(weft_proxy::transport::orig_dst::NoOriginalDst);
+    let proxy = weft_proxy::Proxy::start(opts).await.unwrap();
+    let a = HttpClient::new(proxy.inbound_addr)
+        .get("reviews:9080", "/reviews/0", &[])
+        .await;
+    assert_eq!(a.status, 200);
+    let labels = [
+        ("reporter", "destination"),
+        ("source_workload", "unknown"),
+        ("source_principal", "unknown"),
+        ("destination_workload", "reviews-v3"),
+        ("destination_app", "reviews"),
+        ("destination_version", "v3"),
+        ("destination_canonical_service", "reviews"),
+        ("response_code", "200"),
+        ("connection_security_policy", "none"),
+    ];
+    wait_for(proxy.stats_addr, "istio_requests_total", &labels, 1.0).await;
+}
