@@ -108,6 +108,7 @@ impl Mesh {
                 changed.insert(key);
             }
         }
+        self.objects.settle();
         // A Service or ServiceEntry decides which WorkloadEntries of its namespace are seen.
         let namespaces: BTreeSet<String> = changed
             .iter()

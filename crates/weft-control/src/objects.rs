@@ -61,6 +61,27 @@ pub struct Objects {
     services: HashMap<String, BTreeSet<Key>>,
     workload_entries: HashMap<String, BTreeSet<Key>>,
     sidecars: BTreeSet<Key>,
+    /// Services and ServiceEntries by one pair of their selector (namespace, label, value):
+    /// a WorkloadEntry's candidates are found through its own labels, not by trying every
+    /// service of its namespace.
+    by_selector: HashMap<(String, String, String), BTreeSet<Key>>,
+    /// Which Services and ServiceEntries select each WorkloadEntry.
+    selected_by: HashMap<Key, Vec<Key>>,
+    /// Namespaces whose services changed since the last `settle`.
+    unsettled: BTreeSet<String>,
+}
+
+/// The labels a Service (`selector`) or ServiceEntry (`workloadSelector`) selects by.
+fn selector(object: &Object) -> Option<&std::collections::BTreeMap<String, String>> {
+    match &object.resource.spec {
+        Spec::Service(s) if !s.selector.is_empty() => Some(&s.selector),
+        Spec::ServiceEntry(se) => se
+            .workload_selector
+            .as_ref()
+            .map(|s| &s.labels)
+            .filter(|l| !l.is_empty()),
+        _ => None,
+    }
 }
 
 impl Objects {
@@ -84,7 +105,18 @@ impl Objects {
         self.map.keys()
     }
 
+    /// Adds or replaces an object; call [`Objects::settle`] after a batch of changes.
     pub fn insert(&mut self, key: Key, object: Object) -> Option<Object> {
+        self.unindex_selector(&key);
+        if let Some((k, v)) = selector(&object).and_then(|s| s.iter().next()) {
+            self.by_selector
+                .entry((key.namespace.clone(), k.clone(), v.clone()))
+                .or_default()
+                .insert(key.clone());
+        }
+        if matches!(key.kind, Kind::Service | Kind::ServiceEntry) {
+            self.unsettled.insert(key.namespace.clone());
+        }
         if let Some(index) = self.index_mut(key.kind) {
             index
                 .entry(key.namespace.clone())
@@ -94,10 +126,20 @@ impl Objects {
         if key.kind == Kind::Sidecar {
             self.sidecars.insert(key.clone());
         }
-        self.map.insert(key, object)
+        let previous = self.map.insert(key.clone(), object);
+        if key.kind == Kind::WorkloadEntry {
+            let selected_by = self.find_selecting(&key);
+            self.selected_by.insert(key, selected_by);
+        }
+        previous
     }
 
     pub fn remove(&mut self, key: &Key) -> Option<Object> {
+        self.unindex_selector(key);
+        self.selected_by.remove(key);
+        if matches!(key.kind, Kind::Service | Kind::ServiceEntry) {
+            self.unsettled.insert(key.namespace.clone());
+        }
         if let Some(index) = self.index_mut(key.kind) {
             if let Some(keys) = index.get_mut(&key.namespace) {
                 keys.remove(key);
@@ -136,28 +178,66 @@ impl Objects {
         scope::applicable_sidecar(sidecars, namespace, labels).map(|(r, _)| Key::of(r))
     }
 
+    fn unindex_selector(&mut self, key: &Key) {
+        let Some((k, v)) = self
+            .map
+            .get(key)
+            .and_then(selector)
+            .and_then(|s| s.iter().next())
+            .map(|(k, v)| (k.clone(), v.clone()))
+        else {
+            return;
+        };
+        let slot = (key.namespace.clone(), k, v);
+        if let Some(keys) = self.by_selector.get_mut(&slot) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_selector.remove(&slot);
+            }
+        }
+    }
+
+    /// Re-decides which services select the WorkloadEntries of namespaces whose services
+    /// changed.
+    pub fn settle(&mut self) {
+        for ns in std::mem::take(&mut self.unsettled) {
+            let entries: Vec<Key> = self.workload_entries_in(&ns).cloned().collect();
+            for we in entries {
+                let selected_by = self.find_selecting(&we);
+                self.selected_by.insert(we, selected_by);
+            }
+        }
+    }
+
     /// The Services and ServiceEntries whose selectors pick a WorkloadEntry.
-    pub fn selecting(&self, workload_entry: &Key) -> Vec<&Key> {
+    pub fn selecting(&self, workload_entry: &Key) -> &[Key] {
+        self.selected_by
+            .get(workload_entry)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    fn find_selecting(&self, workload_entry: &Key) -> Vec<Key> {
         let Some(Spec::WorkloadEntry(we)) = self.get(workload_entry).map(|o| &o.resource.spec)
         else {
             return Vec::new();
         };
-        self.services
-            .get(&workload_entry.namespace)
-            .into_iter()
-            .flatten()
-            .filter(|k| {
-                self.get(k).is_some_and(|o| match &o.resource.spec {
-                    Spec::Service(s) => {
-                        !s.selector.is_empty() && types::labels_match(&s.selector, &we.labels)
-                    }
-                    Spec::ServiceEntry(se) => se
-                        .workload_selector
-                        .as_ref()
-                        .is_some_and(|s| types::labels_match(&s.labels, &we.labels)),
-                    _ => false,
-                })
+        let mut found: Vec<Key> = we
+            .labels
+            .iter()
+            .filter_map(|(k, v)| {
+                self.by_selector
+                    .get(&(workload_entry.namespace.clone(), k.clone(), v.clone()))
             })
-            .collect()
+            .flatten()
+            .filter(|s| {
+                self.get(s)
+                    .and_then(selector)
+                    .is_some_and(|sel| types::labels_match(sel, &we.labels))
+            })
+            .cloned()
+            .collect();
+        found.sort();
+        found.dedup();
+        found
     }
 }

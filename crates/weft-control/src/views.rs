@@ -148,7 +148,7 @@ impl View {
             }
             Spec::WorkloadEntry(_) => objects
                 .selecting(key)
-                .into_iter()
+                .iter()
                 .any(|s| self.services.contains(s)),
             Spec::Sidecar(_) => {
                 r.namespace() == self.key.namespace || r.namespace() == scope::ROOT_NAMESPACE
