@@ -12,6 +12,9 @@ use weft_discovery::discovery::discovery_client::DiscoveryClient;
 use weft_discovery::discovery::{proxy_message, Ack, Hello, Nack, ProxyMessage, Update};
 use weft_discovery::wire::{self, Key};
 
+/// The largest update a proxy takes: a full snapshot of everything a big mesh holds.
+const MAX_UPDATE: usize = 1 << 30;
+
 /// Exponential backoff with full jitter between reconnects.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
@@ -121,6 +124,8 @@ impl StreamSource {
         };
         let _ = tx.try_send(message(proxy_message::Message::Hello(hello)));
         let mut updates = DiscoveryClient::new(channel)
+            // tonic's 4 MiB default is one mesh of a few thousand services without Sidecars.
+            .max_decoding_message_size(MAX_UPDATE)
             .stream(ReceiverStream::new(rx))
             .await
             .map_err(StreamError::Refused)?
