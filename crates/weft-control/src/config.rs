@@ -264,6 +264,52 @@ impl ConfigState {
     }
 }
 
+/// The namespaces whose Services and WorkloadEntries can change a finding about `incoming`:
+/// their own, and those their hosts name (`reviews.shop.svc.cluster.local`, a destination's
+/// host included). Services and WorkloadEntries elsewhere — the bulk of a big mesh — are
+/// left out of the analysis; the other kinds are few and always in.
+fn related_namespaces<'a>(incoming: impl Iterator<Item = &'a Resource>) -> BTreeSet<String> {
+    fn hosts(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("host", serde_json::Value::String(h)) => out.push(h.clone()),
+                        ("hosts", serde_json::Value::Array(list)) => {
+                            out.extend(list.iter().filter_map(|h| h.as_str()).map(str::to_string))
+                        }
+                        _ => hosts(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(list) => list.iter().for_each(|v| hosts(v, out)),
+            _ => {}
+        }
+    }
+    let mut related = BTreeSet::from([weft_api::scope::ROOT_NAMESPACE.to_string()]);
+    for r in incoming {
+        related.insert(r.namespace().to_string());
+        let mut named = Vec::new();
+        hosts(
+            &serde_json::to_value(&r.spec).unwrap_or_default(),
+            &mut named,
+        );
+        for h in named {
+            // `ns/host` (Gateway and Sidecar hosts) or a host whose FQDN names a namespace.
+            let host = h.rsplit('/').next().unwrap_or_default();
+            let fqdn = weft_api::host::fqdn(host, r.namespace());
+            if let Some(ns) = fqdn
+                .strip_suffix(".svc.cluster.local")
+                .and_then(|p| p.rsplit_once('.'))
+                .map(|(_, ns)| ns)
+            {
+                related.insert(ns.to_string());
+            }
+        }
+    }
+    related
+}
+
 /// Analyzer messages about `incoming`, at the levels asked for. IST0173 (a subset selects no
 /// workloads) depends on which proxies happen to be connected, so it never blocks an apply.
 fn analysis_of(
@@ -272,10 +318,14 @@ fn analysis_of(
     deleted: &BTreeSet<Key>,
     levels: impl Fn(Level) -> bool,
 ) -> Vec<String> {
+    let related = related_namespaces(incoming.values());
     let mut resources: Vec<Resource> = mesh
         .objects()
         .iter()
         .filter(|(k, _)| !incoming.contains_key(k) && !deleted.contains(k))
+        .filter(|(k, _)| {
+            !matches!(k.kind, Kind::Service | Kind::WorkloadEntry) || related.contains(&k.namespace)
+        })
         .map(|(_, o)| o.resource.as_ref().clone())
         .collect();
     resources.extend(incoming.values().cloned());

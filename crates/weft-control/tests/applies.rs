@@ -39,3 +39,29 @@ async fn futures_join<T>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>
     }
     out
 }
+
+#[tokio::test]
+async fn analysis_before_an_apply_sees_services_in_the_namespaces_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = ControlOptions::new(dir.path().to_path_buf());
+    opts.grpc = "127.0.0.1:0".parse().unwrap();
+    opts.monitoring = "127.0.0.1:0".parse().unwrap();
+    let cp = ControlPlane::start(opts).await.unwrap();
+    let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: shop}\nspec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: shop}\nspec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}]}\n";
+    cp.state.apply("svc.yaml", svc).await.unwrap();
+    let vs = |subset: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: to-shop, namespace: web}}\nspec:\n  hosts: [reviews.shop.svc.cluster.local]\n  http: [{{route: [{{destination: {{host: reviews.shop.svc.cluster.local, subset: {subset}}}}}]}}]\n")
+    };
+    cp.state.apply("vs.yaml", &vs("v1")).await.unwrap();
+    let err = cp
+        .state
+        .apply("vs.yaml", &vs("v9"))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("IST0101") && err.contains("reviews.shop.svc.cluster.local+v9"),
+        "{err}"
+    );
+}
