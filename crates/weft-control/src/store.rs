@@ -212,12 +212,12 @@ impl ConfigDir {
             path: file.to_path_buf(),
             source,
         })?;
-        let documents = split_documents(&text);
-        let kept: Vec<&str> = documents
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i + 1 != r.origin.document)
-            .map(|(_, (_, d))| d.trim_end())
+        // By identity, not by position: earlier cuts renumber the documents after them.
+        let key = Key::of(r);
+        let kept: Vec<&str> = split_documents(&text)
+            .into_iter()
+            .filter(|(_, d)| document_key(d).as_ref() != Some(&key))
+            .map(|(_, d)| d.trim_end())
             .collect();
         if kept.is_empty() {
             fs::remove_file(file).map_err(|source| StoreError::Io {
@@ -229,6 +229,26 @@ impl ConfigDir {
         }
         replace_file(file, format!("{}\n", kept.join("\n---\n")).as_bytes())
     }
+}
+
+/// The kind, namespace and name a document defines, read without the rest of it.
+fn document_key(document: &str) -> Option<Key> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        kind: String,
+        metadata: Meta,
+    }
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        name: String,
+        namespace: Option<String>,
+    }
+    let head: Head = serde_norway::from_str(document).ok()?;
+    Some(Key {
+        kind: weft_api::Kind::from_name(&head.kind)?,
+        namespace: head.metadata.namespace.unwrap_or_else(|| "default".into()),
+        name: head.metadata.name,
+    })
 }
 
 /// Replaces `file` so that a crash leaves either the old or the new content: a temporary
@@ -276,6 +296,32 @@ mod tests {
     }
 
     const TWO: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80, name: http}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec: {ports: [{port: 80, name: http}]}\n";
+
+    #[test]
+    fn objects_are_cut_out_by_name_however_the_file_was_renumbered() {
+        let tmp = tempfile::tempdir().unwrap();
+        let three = format!(
+            "{TWO}---\n{}",
+            TWO.split("---\n")
+                .next()
+                .unwrap()
+                .replace("name: a", "name: c")
+        );
+        fs::write(tmp.path().join("mine.yaml"), three).unwrap();
+        let dir = ConfigDir::open(tmp.path()).unwrap();
+        // As loaded once: a is document 1, b document 2, c document 3.
+        let first = load_all(&dir);
+        for name in ["a", "c"] {
+            let r = first.iter().find(|r| r.name() == name).unwrap();
+            dir.put(&Key::of(r), r, Some(r)).unwrap();
+        }
+        let mine = fs::read_to_string(tmp.path().join("mine.yaml")).unwrap();
+        assert!(
+            mine.contains("name: b") && !mine.contains("name: a") && !mine.contains("name: c"),
+            "{mine}"
+        );
+        assert_eq!(load_all(&dir).len(), 3);
+    }
 
     #[test]
     fn applying_an_object_moves_it_out_of_a_shared_file() {
