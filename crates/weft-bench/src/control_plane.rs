@@ -4,13 +4,14 @@
 
 pub mod mesh_gen;
 mod proxies;
+mod report;
 mod tally;
 
 use crate::procfs;
 use mesh_gen::MeshSpec;
+pub use report::{markdown, write};
 use serde::Serialize;
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,8 +23,6 @@ use tokio::time::Instant;
 use weft_discovery::admin::admin_client::AdminClient;
 use weft_discovery::admin::{ApplyRequest, VersionRequest};
 
-/// How many unexpected updates and failures the markdown lists; the JSON has them all.
-const LISTED: usize = 10;
 /// Where `run` starts the control plane.
 pub const GRPC: &str = "127.0.0.41:15010";
 pub const MONITORING: &str = "127.0.0.41:15014";
@@ -41,10 +40,11 @@ pub struct Options {
     pub timeout: Duration,
     /// How long each change may take to converge before it counts as not converged.
     pub change_timeout: Duration,
-    /// Ping the control plane every 10 s and drop the connection when a pong takes over
-    /// 10 s, as `weft proxy` does; off, a control plane that stalls for longer is measured
-    /// rather than abandoned.
-    pub keepalive: bool,
+    /// Wait for the control plane however long it stalls; otherwise give up on a
+    /// connection as `weft proxy` does: not set up within 5 s, or a ping unanswered for
+    /// 10 s. Either way proxies reconnect with `weft proxy`'s backoff until their first
+    /// update.
+    pub patient: bool,
 }
 
 impl Default for Options {
@@ -56,7 +56,7 @@ impl Default for Options {
             seed: 1,
             timeout: Duration::from_secs(300),
             change_timeout: Duration::from_secs(30),
-            keepalive: true,
+            patient: false,
         }
     }
 }
@@ -87,13 +87,17 @@ impl Options {
             .collect()
     }
 
-    /// The output files' name, without extension.
-    pub fn stem(&self) -> &'static str {
-        if self.mesh.sidecars {
-            "control-plane"
-        } else {
-            "control-plane.no-sidecars"
+    /// The output files' name, without extension: `control-plane`, then `.no-sidecars`
+    /// and `.patient` for those variants.
+    pub fn stem(&self) -> String {
+        let mut stem = String::from("control-plane");
+        if !self.mesh.sidecars {
+            stem.push_str(".no-sidecars");
         }
+        if self.patient {
+            stem.push_str(".patient");
+        }
+        stem
     }
 }
 
@@ -107,12 +111,14 @@ pub enum BenchError {
     Write(PathBuf, std::io::Error),
     #[error("cannot start the control plane ({0}): {1}")]
     Spawn(String, std::io::Error),
+    #[error("cannot listen on {0} ({1}): is another `weft bench control-plane` running?")]
+    Busy(&'static str, std::io::Error),
     #[error("the control plane exited ({0}) before answering; see {1}")]
     Exited(std::process::ExitStatus, PathBuf),
     #[error("the control plane did not answer within {0:?}; see {1}")]
     NotReady(Duration, PathBuf),
     #[error("cannot reach the control plane's admin API at {0}: {1}")]
-    Connect(SocketAddr, tonic::transport::Error),
+    Connect(SocketAddr, String),
     #[error("the control plane refused an apply: {0}")]
     Apply(tonic::Status),
     #[error("{waiting} of {proxies} proxies were still waiting for their first update after {timeout:?}")]
@@ -157,6 +163,8 @@ pub struct Snapshot {
     pub synced: usize,
     /// Encoded size of the first updates.
     pub bytes: u64,
+    /// Connections made again before the first update.
+    pub retries: usize,
     pub resources_min: usize,
     pub resources_max: usize,
     /// Proxies that hold other than what their namespace should see.
@@ -167,6 +175,7 @@ pub struct Snapshot {
 pub struct ChangeSample {
     /// `namespace/name` of the WorkloadEntry whose address changed.
     pub workload_entry: String,
+    /// Connected proxies that see it (proxies whose stream had ended are left out).
     pub affected: usize,
     /// Affected proxies that acknowledged the change.
     pub updated: usize,
@@ -213,11 +222,12 @@ pub struct Results {
     pub mesh: MeshSpec,
     pub objects: usize,
     pub proxies: usize,
-    /// Whether the simulated proxies pinged as `weft proxy` does.
-    pub keepalive: bool,
+    /// Whether the simulated proxies waited however long it took (`Options::patient`).
+    pub patient: bool,
     pub snapshot: Snapshot,
     pub changes: Changes,
-    /// An istio-system Service every proxy sees, from Apply to the last acknowledgement.
+    /// An istio-system Service every proxy sees, from Apply to the last acknowledgement by
+    /// a proxy connected at the time; `None` when one of them did not acknowledge it.
     pub mesh_wide_change_ms: Option<f64>,
     pub control_plane: Option<ProcessCost>,
     /// Updates no change explains (removals, reverts, repeats, full resyncs), counted by
@@ -236,6 +246,10 @@ pub async fn run(opts: &Options, weft_bin: &Path, out: &Path) -> Result<Results,
     let config =
         mesh_gen::generate(&opts.mesh).map_err(|e| BenchError::Write(std::env::temp_dir(), e))?;
     let log = out.join(format!("{}.log", opts.stem()));
+    // Otherwise another run's control plane would answer for the one started here.
+    for addr in [GRPC, MONITORING] {
+        drop(std::net::TcpListener::bind(addr).map_err(|e| BenchError::Busy(addr, e))?);
+    }
     let started = Instant::now();
     let mut control = ControlProcess::spawn(weft_bin, config.path(), &log)?;
     let grpc: SocketAddr = GRPC.parse().expect("a valid address");
@@ -244,6 +258,10 @@ pub async fn run(opts: &Options, weft_bin: &Path, out: &Path) -> Result<Results,
     let mut results = measure(opts, grpc, Some(control.child.id())).await?;
     if let Some(cost) = &mut results.control_plane {
         cost.startup_seconds = Some(startup.as_secs_f64());
+    }
+    // Kept only when the control plane had something to say.
+    if std::fs::metadata(&log).is_ok_and(|m| m.len() == 0) {
+        let _ = std::fs::remove_file(&log);
     }
     Ok(results)
 }
@@ -267,7 +285,7 @@ pub async fn measure(
         (0..opts.proxies)
             .map(|p| {
                 let ns = mesh_gen::namespace(opts.namespace_of_proxy(p));
-                proxies::spawn(p, grpc, ns, opts.keepalive, tx.clone())
+                proxies::spawn(p, grpc, ns, opts.patient, tx.clone())
             })
             .collect(),
     );
@@ -275,9 +293,7 @@ pub async fn measure(
     // Proxies whose stream failed are reported and left out; ones still waiting are not.
     if !tally.until(started + opts.timeout, Tally::synced).await && !tally.synced() {
         return Err(BenchError::Snapshot {
-            waiting: (0..opts.proxies)
-                .filter(|&p| tally.first[p].is_none() && tally.failed[p].is_none())
-                .count(),
+            waiting: tally.waiting(),
             proxies: opts.proxies,
             timeout: opts.timeout,
         });
@@ -285,9 +301,7 @@ pub async fn measure(
     let snapshot = tally.snapshot(opts, started);
     let snapshot_bytes = tally.bytes;
     let cpu_synced = cpu(pid)?;
-    let mut admin = AdminClient::connect(format!("http://{grpc}"))
-        .await
-        .map_err(|e| BenchError::Connect(grpc, e))?;
+    let mut admin = tally.during(admin(grpc, opts.timeout)).await?;
     let mut rng = fastrand::Rng::with_seed(opts.seed);
     for c in 0..opts.changes {
         // Namespaces take turns, so each change has as many proxies to reach.
@@ -297,11 +311,15 @@ pub async fn measure(
         let address = mesh_gen::changed_address(c);
         let documents = mesh_gen::workload_entry(&opts.mesh, s, e, &address);
         tally.by_address.insert(address, c);
+        let affected = opts.affected(ns);
         let started = Instant::now();
         tally.changes.push(ChangeState {
             namespace: mesh_gen::namespace(ns),
             name: mesh_gen::workload_entry_name(s, e),
-            affected: opts.affected(ns),
+            affected: affected
+                .into_iter()
+                .filter(|&p| tally.connected(p))
+                .collect(),
             started,
             apply: Duration::ZERO,
             reached: HashMap::new(),
@@ -312,17 +330,21 @@ pub async fn measure(
             .until(started + opts.change_timeout, |t| t.settled(c))
             .await;
     }
+    let connected: Vec<usize> = (0..opts.proxies).filter(|&p| tally.connected(p)).collect();
     let started = Instant::now();
     tally
         .during(apply(&mut admin, mesh_gen::mesh_wide_service(BARRIER)))
         .await?;
-    let everyone = tally
-        .until(started + opts.change_timeout, Tally::barrier_settled)
-        .await
-        && tally.failed.iter().all(Option::is_none);
-    let mesh_wide_change_ms = everyone
-        .then(|| tally.barrier.values().max().map(|at| ms(*at - started)))
-        .flatten();
+    tally
+        .until(started + opts.change_timeout, |t| {
+            t.barrier_settled(&connected)
+        })
+        .await;
+    let mesh_wide_change_ms = connected
+        .iter()
+        .map(|p| tally.barrier.get(p).map(|at| ms(*at - started)))
+        .collect::<Option<Vec<f64>>>()
+        .and_then(|v| v.into_iter().max_by(f64::total_cmp));
     let control_plane = match (pid, cpu_ready, cpu_synced, rss_ready) {
         (Some(pid), Some(ready), Some(synced), Some(rss_ready)) => Some(ProcessCost {
             startup_seconds: None,
@@ -338,7 +360,7 @@ pub async fn measure(
         mesh: opts.mesh,
         objects: opts.mesh.objects(),
         proxies: opts.proxies,
-        keepalive: opts.keepalive,
+        patient: opts.patient,
         snapshot,
         changes: tally.changes(tally.bytes - snapshot_bytes),
         mesh_wide_change_ms,
@@ -346,6 +368,29 @@ pub async fn measure(
         unexpected: tally.unexpected,
         failures: tally.failed.into_iter().flatten().collect(),
     })
+}
+
+/// The admin API, tried until `timeout` passes: a control plane that is slow to accept
+/// connections has some of them reset when its accept queue overflows.
+async fn admin(
+    grpc: SocketAddr,
+    timeout: Duration,
+) -> Result<AdminClient<tonic::transport::Channel>, BenchError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let connect = AdminClient::connect(format!("http://{grpc}"));
+        match tokio::time::timeout(Duration::from_secs(1), connect).await {
+            Ok(Ok(admin)) => return Ok(admin),
+            failed if Instant::now() >= deadline => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "no answer within 1 s".to_string(),
+                };
+                return Err(BenchError::Connect(grpc, why));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
 
 async fn apply(
@@ -358,10 +403,6 @@ async fn apply(
     };
     admin.apply(request).await.map_err(BenchError::Apply)?;
     Ok(())
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -438,8 +479,8 @@ impl ControlProcess {
                 let mut admin = AdminClient::connect(format!("http://{grpc}")).await.ok()?;
                 admin.version(VersionRequest {}).await.ok()
             };
-            let per_attempt = Instant::now() + Duration::from_secs(1);
-            if let Ok(Some(_)) = tokio::time::timeout_at(per_attempt, attempt).await {
+            // Bound but still reading the config, it accepts connections and answers nothing.
+            if let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(1), attempt).await {
                 return Ok(());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -448,7 +489,8 @@ impl ControlProcess {
             if Instant::now() > deadline {
                 return Err(BenchError::NotReady(timeout, log.into()));
             }
-            tokio::time::sleep_until(per_attempt).await;
+            // Not listening yet: try again shortly.
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
@@ -458,122 +500,4 @@ impl Drop for ControlProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The results as a page of bench/results.
-pub fn markdown(r: &Results) -> String {
-    let m = &r.mesh;
-    let mut md = format!(
-        "# Control plane at scale\n\n{} simulated proxies{}; {} services × {} endpoints (WorkloadEntries) over {} namespaces: {} objects; {}.\n\n",
-        r.proxies,
-        if r.keepalive {
-            ", pinging every 10 s as `weft proxy` does"
-        } else {
-            " that never ping (`--no-keepalive`)"
-        },
-        m.services,
-        m.endpoints_per_service,
-        m.namespaces,
-        r.objects,
-        if m.sidecars {
-            "a Sidecar per namespace (egress `./*`, `istio-system/*`)"
-        } else {
-            "no Sidecars: every proxy sees everything"
-        }
-    );
-    let (s, c) = (&r.snapshot, &r.changes);
-    let p = |x: &Percentiles| format!("{:.1} / {:.1} / {:.1} ms", x.p50, x.p99, x.max);
-    let range = |v: Vec<usize>| {
-        let (min, max) = (v.iter().min(), v.iter().max());
-        format!("{}–{}", min.unwrap_or(&0), max.unwrap_or(&0))
-    };
-    let affected = c.samples.iter().map(|s| s.affected).collect();
-    let outside: usize = c.samples.iter().map(|s| s.outside).sum();
-    let unexpected: usize = r.unexpected.iter().map(|u| u.proxies).sum();
-    let rows = [
-        (
-            "full snapshot: all proxies connect at once → the last acknowledges its first update",
-            format!("{:.2} s", s.seconds),
-        ),
-        (
-            "per proxy, first update acknowledged p50 / p99 / max",
-            p(&s.per_proxy_ms),
-        ),
-        ("proxies synced", format!("{} of {}", s.synced, r.proxies)),
-        (
-            "resources per proxy",
-            range(vec![s.resources_min, s.resources_max]),
-        ),
-        (
-            "proxies holding the wrong resource count",
-            s.wrong_resource_count.to_string(),
-        ),
-        ("bytes of the first updates, all proxies", mib(s.bytes)),
-        (
-            "endpoint changes made, converged",
-            format!("{}, {}", c.samples.len(), c.converged),
-        ),
-        (
-            "endpoint change → every affected proxy acknowledged p50 / p99 / max",
-            p(&c.convergence_ms),
-        ),
-        ("Apply RPC alone p50 / p99 / max", p(&c.apply_ms)),
-        ("proxies affected per change", range(affected)),
-        ("proxies that got a change not theirs", outside.to_string()),
-        ("bytes of every later update, all proxies", mib(c.bytes)),
-        (
-            "mesh-wide change (istio-system Service) → all proxies acknowledged",
-            r.mesh_wide_change_ms
-                .map_or("did not converge".into(), |v| format!("{v:.1} ms")),
-        ),
-        (
-            "resources sent that no change explains (× proxies)",
-            unexpected.to_string(),
-        ),
-        ("proxy streams that ended", r.failures.len().to_string()),
-    ];
-    md.push_str("| measurement | value |\n| --- | ---: |\n");
-    for (what, value) in rows {
-        let _ = writeln!(md, "| {what} | {value} |");
-    }
-    if let Some(cp) = &r.control_plane {
-        let _ = writeln!(
-            md,
-            "\nControl plane process: start-up (read and index the config) {}; CPU {:.1} s start-up + {:.1} s snapshot + {:.1} s changes; peak RSS {:.0} MiB before proxies connect, {:.0} MiB at the end.",
-            cp.startup_seconds.map_or("–".into(), |s| format!("{s:.1} s")),
-            cp.cpu_seconds_startup,
-            cp.cpu_seconds_snapshot,
-            cp.cpu_seconds_changes,
-            cp.peak_rss_mib_before_proxies,
-            cp.peak_rss_mib
-        );
-    }
-    if !r.unexpected.is_empty() {
-        let _ = writeln!(
-            md,
-            "\nSent though no change explains it ({} distinct, the first {LISTED}):\n",
-            r.unexpected.len()
-        );
-        for u in r.unexpected.iter().take(LISTED) {
-            let _ = writeln!(md, "- {} (to {} proxies)", u.what, u.proxies);
-        }
-    }
-    if !r.failures.is_empty() {
-        let _ = writeln!(md, "\nStreams that ended (the first {LISTED}):\n");
-        for f in r.failures.iter().take(LISTED) {
-            let _ = writeln!(md, "- {f}");
-        }
-    }
-    md
-}
-
-/// Writes `<stem>.json` and `<stem>.md` into `out`; returns the markdown.
-pub fn write(r: &Results, opts: &Options, out: &Path) -> Result<String, BenchError> {
-    let md = markdown(r);
-    let json = serde_json::to_vec_pretty(r).expect("results serialize");
-    for (ext, bytes) in [("json", json.as_slice()), ("md", md.as_bytes())] {
-        let file = out.join(format!("{}.{ext}", opts.stem()));
-        std::fs::write(&file, bytes).map_err(|e| BenchError::Write(file.clone(), e))?;
-    }
-    Ok(md)
 }

@@ -24,7 +24,7 @@ async fn every_proxy_syncs_and_each_change_reaches_exactly_its_namespace() {
         seed: 7,
         timeout: Duration::from_secs(30),
         change_timeout: Duration::from_secs(30),
-        keepalive: true,
+        patient: false,
     };
     let config = mesh_gen::generate(&opts.mesh).unwrap();
     let cp = ControlPlane::start(ControlOptions {

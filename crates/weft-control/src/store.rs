@@ -72,6 +72,8 @@ impl ConfigDir {
             source,
         };
         fs::create_dir_all(dir).map_err(|e| io("create", e))?;
+        // The watcher reports absolute paths; a relative directory would own none of them.
+        let dir = &fs::canonicalize(dir).map_err(|e| io("resolve", e))?;
         for entry in fs::read_dir(dir).map_err(|e| io("read", e))?.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
@@ -296,6 +298,25 @@ mod tests {
     }
 
     const TWO: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80, name: http}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec: {ports: [{port: 80, name: http}]}\n";
+
+    #[test]
+    fn a_relative_directory_owns_the_absolute_paths_the_watcher_reports() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let relative = pathdiff(tmp.path(), &cwd);
+        let dir = ConfigDir::open(&relative).unwrap();
+        assert!(dir.owns(&tmp.path().canonicalize().unwrap().join("team.yaml")));
+    }
+
+    /// `to` as seen from `from`, through `..` as needed.
+    fn pathdiff(to: &Path, from: &Path) -> PathBuf {
+        let ups = from.components().count() - 1;
+        let mut p = PathBuf::new();
+        for _ in 0..ups {
+            p.push("..");
+        }
+        p.join(to.strip_prefix("/").unwrap())
+    }
 
     #[test]
     fn objects_are_cut_out_by_name_however_the_file_was_renumbered() {

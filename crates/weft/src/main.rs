@@ -193,7 +193,8 @@ enum BenchCommand {
         #[arg(long)]
         no_sidecars: bool,
         /// Simulated proxies wait however long the control plane stalls, where weft proxy
-        /// gives up on a connection not set up within 5 s or a ping unanswered for 10 s.
+        /// gives up on a connection not set up within 5 s or a ping unanswered for 10 s
+        /// (and reconnects, as the simulated ones do until their first update).
         #[arg(long)]
         patient: bool,
         #[arg(long, default_value = "bench/results")]

@@ -18,8 +18,7 @@ use weft_discovery::discovery::{
 };
 use weft_discovery::wire;
 
-/// tonic's 4 MiB default (which `weft proxy` keeps) is below a full snapshot of a large
-/// unscoped mesh; the simulation measures the control plane, so it takes any size.
+/// As `weft proxy`: tonic's 4 MiB default is below a full snapshot of a large unscoped mesh.
 const MAX_UPDATE: usize = 1 << 30;
 
 pub struct Event {
@@ -40,20 +39,24 @@ pub enum What {
         resources: Vec<Resource>,
         removed: Vec<ResourceKey>,
     },
+    /// The proxy could not get its first update and tries again.
+    Retried,
     /// The stream ended; the proxy is gone for the rest of the run.
     Failed(String),
 }
 
-/// Starts proxy `index` in `namespace`; it reports every update to `events`.
+/// Starts proxy `index` in `namespace`; it reports every update to `events`. Until it has
+/// its first update it reconnects with `weft proxy`'s backoff; an impatient proxy also
+/// gives up on a connection as `weft proxy` does, a patient one never times out.
 pub fn spawn(
     index: usize,
     grpc: SocketAddr,
     namespace: String,
-    keepalive: bool,
+    patient: bool,
     events: mpsc::UnboundedSender<Event>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let reason = match follow(index, grpc, namespace, keepalive, &events).await {
+        let reason = match follow(index, grpc, namespace, patient, &events).await {
             Ok(()) => "the control plane closed the stream".to_string(),
             Err(e) => e,
         };
@@ -69,23 +72,18 @@ async fn follow(
     index: usize,
     grpc: SocketAddr,
     namespace: String,
-    keepalive: bool,
+    patient: bool,
     events: &mpsc::UnboundedSender<Event>,
 ) -> Result<(), String> {
-    // The same connection settings as `weft proxy`.
     let mut endpoint = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(5));
-    if keepalive {
+        .map_err(|e| e.to_string())?;
+    if !patient {
+        // The same as `weft proxy`.
         endpoint = endpoint
+            .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10));
     }
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect to {grpc}: {e}"))?;
-    let (tx, rx) = mpsc::channel(4);
     let hello = Hello {
         name: format!("sim-{index}"),
         namespace,
@@ -95,14 +93,53 @@ async fn follow(
         proxy_version: "sim".into(),
         ..Default::default()
     };
-    let _ = tx.try_send(message(proxy_message::Message::Hello(hello)));
+    let mut state = StreamState::default();
+    let mut attempt = 0;
+    loop {
+        let ended = session(index, &endpoint, &hello, &mut state, events).await;
+        // Like `weft proxy`, retry until the control plane answers; a stream that breaks
+        // later ends the simulated proxy, whose updates would no longer be comparable.
+        if !state.version.is_empty() || events.is_closed() {
+            return ended;
+        }
+        let _ = events.send(Event {
+            proxy: index,
+            at: Instant::now(),
+            what: What::Retried,
+        });
+        tokio::time::sleep(backoff(attempt)).await;
+        attempt = attempt.saturating_add(1);
+    }
+}
+
+/// `weft proxy`'s backoff: uniformly random up to 100 ms · 2ⁿ, at most 15 s.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100)
+        .saturating_mul(1 << attempt.min(20))
+        .min(Duration::from_secs(15))
+        .mul_f64(fastrand::f64())
+}
+
+/// One connection and its stream, until the stream ends.
+async fn session(
+    index: usize,
+    endpoint: &tonic::transport::Endpoint,
+    hello: &Hello,
+    state: &mut StreamState,
+    events: &mpsc::UnboundedSender<Event>,
+) -> Result<(), String> {
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {}: {}", endpoint.uri(), causes(&e)))?;
+    let (tx, rx) = mpsc::channel(4);
+    let _ = tx.try_send(message(proxy_message::Message::Hello(hello.clone())));
     let mut updates = DiscoveryClient::new(channel)
         .max_decoding_message_size(MAX_UPDATE)
         .stream(ReceiverStream::new(rx))
         .await
         .map_err(|s| format!("the stream was refused: {s}"))?
         .into_inner();
-    let mut state = StreamState::default();
     while let Some(update) = updates
         .message()
         .await
@@ -178,6 +215,17 @@ fn key_digest(k: &ResourceKey) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     (&k.kind, &k.namespace, &k.name).hash(&mut h);
     h.finish()
+}
+
+/// An error with its causes, which tonic's transport error leaves out of its message.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
 }
 
 fn message(m: proxy_message::Message) -> ProxyMessage {

@@ -37,9 +37,10 @@ struct EndpointSpec {
 /// What the simulated proxies reported, gathered from their events.
 pub struct Tally {
     events: mpsc::UnboundedReceiver<Event>,
-    pub first: Vec<Option<Instant>>,
+    first: Vec<Option<Instant>>,
     held: Vec<usize>,
     pub bytes: u64,
+    retries: usize,
     pub failed: Vec<Option<String>>,
     pub changes: Vec<ChangeState>,
     /// Each change moves an endpoint to an address of its own.
@@ -58,6 +59,7 @@ impl Tally {
             first: vec![None; proxies],
             held: vec![0; proxies],
             bytes: 0,
+            retries: 0,
             failed: vec![None; proxies],
             changes: Vec::new(),
             by_address: HashMap::new(),
@@ -94,6 +96,7 @@ impl Tally {
         let (p, at) = (event.proxy, event.at);
         match event.what {
             What::Failed(reason) => self.failed[p] = Some(reason),
+            What::Retried => self.retries += 1,
             What::Update {
                 full,
                 bytes,
@@ -163,8 +166,15 @@ impl Tally {
         self.failed[p].is_some()
     }
 
+    /// Proxies with neither a first update nor a failure yet.
+    pub fn waiting(&self) -> usize {
+        (0..self.first.len())
+            .filter(|&p| self.first[p].is_none() && !self.gone(p))
+            .count()
+    }
+
     pub fn synced(&self) -> bool {
-        (0..self.first.len()).all(|p| self.first[p].is_some() || self.gone(p))
+        self.waiting() == 0
     }
 
     pub fn settled(&self, c: usize) -> bool {
@@ -175,17 +185,26 @@ impl Tally {
             .all(|&p| change.reached.contains_key(&p) || self.gone(p))
     }
 
-    pub fn barrier_settled(&self) -> bool {
-        (0..self.first.len()).all(|p| self.barrier.contains_key(&p) || self.gone(p))
+    /// Whether a proxy holds its first update and its stream is still open.
+    pub fn connected(&self, p: usize) -> bool {
+        self.first[p].is_some() && !self.gone(p)
+    }
+
+    pub fn barrier_settled(&self, expected: &[usize]) -> bool {
+        expected
+            .iter()
+            .all(|&p| self.barrier.contains_key(&p) || self.gone(p))
     }
 
     pub fn snapshot(&self, opts: &Options, started: Instant) -> Snapshot {
         let firsts: Vec<Instant> = self.first.iter().flatten().copied().collect();
-        let wrong = (0..opts.proxies)
-            .filter(|&p| {
-                self.first[p].is_some()
-                    && self.held[p] != opts.mesh.resources_per_proxy(opts.namespace_of_proxy(p))
-            })
+        let synced: Vec<usize> = (0..opts.proxies)
+            .filter(|&p| self.first[p].is_some())
+            .collect();
+        let held = || synced.iter().map(|&p| self.held[p]);
+        let wrong = synced
+            .iter()
+            .filter(|&&p| self.held[p] != opts.mesh.resources_per_proxy(opts.namespace_of_proxy(p)))
             .count();
         Snapshot {
             seconds: firsts
@@ -195,8 +214,9 @@ impl Tally {
             per_proxy_ms: Percentiles::of(firsts.iter().map(|at| ms(*at - started)).collect()),
             synced: firsts.len(),
             bytes: self.bytes,
-            resources_min: self.held.iter().copied().min().unwrap_or(0),
-            resources_max: self.held.iter().copied().max().unwrap_or(0),
+            retries: self.retries,
+            resources_min: held().min().unwrap_or(0),
+            resources_max: held().max().unwrap_or(0),
             wrong_resource_count: wrong,
         }
     }

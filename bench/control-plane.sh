@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The control plane at scale (bench/README.md, "Control plane at scale"): 1,000 simulated
+# proxies against `weft control` serving 5,000 services with 10 endpoints each over 50
+# namespaces, 100 endpoint changes. Runs it twice: with proxies that give up as `weft proxy`
+# does, and with patient ones that wait however long the control plane stalls. Writes
+# bench/results/control-plane.{md,json} and control-plane.patient.{md,json}; extra options
+# go to both runs (e.g. --no-sidecars --services 1000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# A connection per simulated proxy in this process and in the control plane's.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+cargo build --release -p weft
+target/release/weft bench control-plane --out bench/results "$@"
+target/release/weft bench control-plane --patient --out bench/results "$@"
