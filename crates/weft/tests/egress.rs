@@ -13,9 +13,8 @@
 mod support;
 
 use serde_json::Value;
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
+use support::local_mesh::{all_ready, Up};
 use support::*;
 
 /// Pods are planned in (namespace, name) order: default/client, external/api, external/raw.
@@ -119,55 +118,8 @@ spec:
   outboundTrafficPolicy: {mode: ALLOW_ANY}
 "#;
 
-struct Up {
-    weft: Weft,
-    state: tempfile::TempDir,
-    control: SocketAddr,
-}
-
+/// What the egress scenarios ask of the running mesh.
 impl Up {
-    fn start(mesh: &str) -> Up {
-        let state = tempfile::tempdir().unwrap();
-        let file = state.path().join("mesh.yaml");
-        std::fs::write(&file, mesh).unwrap();
-        let control = free_addrs::<1>()[0];
-        let weft = Weft::spawn(&[
-            "--control-plane".into(),
-            control.to_string(),
-            "up".into(),
-            "-f".into(),
-            file.display().to_string(),
-            "--state-dir".into(),
-            state.path().join("run").display().to_string(),
-        ]);
-        Up {
-            weft,
-            state,
-            control,
-        }
-    }
-
-    fn state_dir(&self) -> String {
-        self.state.path().join("run").display().to_string()
-    }
-
-    async fn weft(&self, args: &[&str]) -> (std::process::ExitStatus, String, String) {
-        let mut all = vec!["--control-plane".to_string(), self.control.to_string()];
-        all.extend(args.iter().map(|a| a.to_string()));
-        if matches!(args[0], "status" | "logs" | "down") {
-            all.extend(["--state-dir".to_string(), self.state_dir()]);
-        }
-        run_weft(&all).await
-    }
-
-    async fn status(&self) -> Option<Value> {
-        let (status, out, _) = self.weft(&["status", "-o", "json"]).await;
-        if !status.success() {
-            return None;
-        }
-        serde_json::from_str(&out).ok()
-    }
-
     /// Every attempt the client has logged so far, oldest first.
     async fn attempts(&self) -> Vec<Value> {
         let (_, log, _) = self.weft(&["logs", "client"]).await;
@@ -251,22 +203,8 @@ fn logged<'a>(log: &'a str, parts: &[&str]) -> Option<&'a str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn egress_is_blocked_by_default_then_declared_limited_and_opened() {
-    let up = Up::start(&mesh_file());
-    let ready = poll_until(Duration::from_secs(60), || async {
-        let s = up.status().await?;
-        let pods = s["pods"].as_array()?;
-        (pods.len() == 3 && pods.iter().all(|p| p["ready"] == true)).then_some(s)
-    })
-    .await;
-    let Some(status) = ready else {
-        let sandbox = std::fs::read_to_string(Path::new(&up.state_dir()).join("logs/sandbox.log"))
-            .unwrap_or_default();
-        panic!(
-            "pods never became ready: {:?}\n{}\n--- sandbox.log ---\n{sandbox}",
-            up.status().await,
-            up.weft.output()
-        );
-    };
+    let up = Up::start(&mesh_file()).await;
+    let status = all_ready(&up, 3).await;
     let ips: Vec<&str> = status["pods"]
         .as_array()
         .unwrap()

@@ -8,9 +8,9 @@
 mod support;
 
 use serde_json::Value;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
+use support::local_mesh::{all_ready, Up, AS_NOBODY};
 use support::*;
 
 /// A server; a client that calls it by its service name through both sidecars and prints
@@ -71,84 +71,6 @@ spec:
         + &gateway
 }
 
-struct Up {
-    weft: Weft,
-    state: tempfile::TempDir,
-    control: SocketAddr,
-    wrapper: Vec<String>,
-    args: Vec<String>,
-}
-
-/// Root runs `weft up` as nobody to exercise the rootless path; anyone else already is.
-const AS_NOBODY: [&str; 6] = [
-    "setpriv",
-    "--reuid",
-    "65534",
-    "--regid",
-    "65534",
-    "--clear-groups",
-];
-
-impl Up {
-    async fn start(mesh: &str) -> Up {
-        Up::start_via(&[], mesh).await
-    }
-
-    async fn start_via(wrapper: &[&str], mesh: &str) -> Up {
-        let state = tempfile::tempdir().unwrap();
-        // Readable and writable by whoever the wrapper runs weft up as.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-        let file = state.path().join("mesh.yaml");
-        std::fs::write(&file, mesh).unwrap();
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let control = free_addrs::<1>()[0];
-        let args = vec![
-            "--control-plane".into(),
-            control.to_string(),
-            "up".into(),
-            "-f".into(),
-            file.display().to_string(),
-            "--state-dir".into(),
-            state.path().join("run").display().to_string(),
-        ];
-        Up {
-            weft: Weft::spawn_via(wrapper, &args),
-            state,
-            control,
-            wrapper: wrapper.iter().map(|w| w.to_string()).collect(),
-            args,
-        }
-    }
-
-    /// `weft up` again, on the same file and state directory.
-    fn restart(&mut self) {
-        let wrapper: Vec<&str> = self.wrapper.iter().map(String::as_str).collect();
-        self.weft = Weft::spawn_via(&wrapper, &self.args);
-    }
-
-    fn state_dir(&self) -> String {
-        self.state.path().join("run").display().to_string()
-    }
-
-    async fn weft(&self, args: &[&str]) -> (std::process::ExitStatus, String, String) {
-        let mut all = vec!["--control-plane".to_string(), self.control.to_string()];
-        all.extend(args.iter().map(|a| a.to_string()));
-        if matches!(args[0], "status" | "logs" | "down") {
-            all.extend(["--state-dir".to_string(), self.state_dir()]);
-        }
-        run_weft(&all).await
-    }
-
-    async fn status(&self) -> Option<Value> {
-        let (status, out, _) = self.weft(&["status", "-o", "json"]).await;
-        if !status.success() {
-            return None;
-        }
-        serde_json::from_str(&out).ok()
-    }
-}
-
 /// Processes whose command line names `needle` (the mesh's state directory).
 fn processes_mentioning(needle: &str) -> Vec<String> {
     std::fs::read_dir("/proc")
@@ -159,25 +81,6 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
         .filter(|c| c.contains(needle))
         .collect()
-}
-
-/// Waits until every pod of the mesh is ready; panics with the sandbox's log if not.
-async fn all_ready(up: &Up, pods: usize) -> Value {
-    let ready = poll_until(Duration::from_secs(60), || async {
-        let s = up.status().await?;
-        let list = s["pods"].as_array()?;
-        (list.len() == pods && list.iter().all(|p| p["ready"] == true)).then_some(s)
-    })
-    .await;
-    ready.unwrap_or_else(|| {
-        let sandbox = std::fs::read_to_string(Path::new(&up.state_dir()).join("logs/sandbox.log"))
-            .unwrap_or_default();
-        panic!(
-            "pods never became ready: {:?}\n{}\n--- sandbox.log ---\n{sandbox}",
-            std::fs::read_to_string(Path::new(&up.state_dir()).join("status.json")),
-            up.weft.output()
-        )
-    })
 }
 
 /// Waits until no process names the state directory any more.
@@ -248,21 +151,7 @@ async fn rootless_weft_up_works_in_a_user_namespace_and_a_killed_one_leaves_noth
 async fn weft_up_runs_a_mesh_of_pods_and_weft_down_leaves_nothing() {
     let gateway = free_addrs::<1>()[0];
     let up = Up::start(&mesh_file(gateway.port())).await;
-    let ready = poll_until(Duration::from_secs(60), || async {
-        let s = up.status().await?;
-        let pods = s["pods"].as_array()?;
-        (pods.len() == 3 && pods.iter().all(|p| p["ready"] == true)).then_some(s)
-    })
-    .await;
-    let Some(status) = ready else {
-        let sandbox = std::fs::read_to_string(Path::new(&up.state_dir()).join("logs/sandbox.log"))
-            .unwrap_or_default();
-        panic!(
-            "pods never became ready: {:?}\n{}\n--- sandbox.log ---\n{sandbox}",
-            up.status().await,
-            up.weft.output()
-        );
-    };
+    let status = all_ready(&up, 3).await;
     let ips: Vec<&str> = status["pods"]
         .as_array()
         .unwrap()

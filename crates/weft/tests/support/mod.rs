@@ -3,6 +3,8 @@
 // Each test crate uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod local_mesh;
+
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
