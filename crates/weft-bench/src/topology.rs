@@ -289,6 +289,8 @@ pub async fn start(
                 &format!("{ip}:15000"),
                 "--health",
                 &format!("{ip}:15021"),
+                "--stats",
+                &format!("{ip}:15020"),
             ])
             .env("WEFT_LOG", "warn");
         if let Some(t) = inbound_target {
