@@ -89,7 +89,7 @@ impl ConfigState {
         let mut outcome = Vec::new();
         let mut upserts = Vec::new();
         let mut previous = BTreeMap::new();
-        {
+        let messages = {
             let mesh = self.mesh();
             for (key, r) in &incoming {
                 let current = mesh
@@ -135,9 +135,15 @@ impl ConfigState {
                     upserts.push((key.clone(), object));
                 }
             }
-            self.check(&mesh, &incoming, &BTreeSet::new())?;
-        }
-        let messages = self.analysis(&incoming, &BTreeSet::new(), |l| l != Level::Error);
+            let (errors, messages) = analysis_of(&mesh, &incoming);
+            if !errors.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "{}\nnothing was applied: fix the errors above (`weft analyze -f FILE` shows them before applying)",
+                    errors.join("\n")
+                )));
+            }
+            messages
+        };
         for (key, object) in &upserts {
             let before = previous.get(key).and_then(|p| p.as_deref());
             self.source.put(key, &object.resource, before)?;
@@ -235,33 +241,6 @@ impl ConfigState {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
-
-    /// Errors the analyzers find in `incoming` (or in what refers to `deleted`), judged
-    /// together with everything else.
-    fn check(
-        &self,
-        mesh: &Mesh,
-        incoming: &BTreeMap<Key, Resource>,
-        deleted: &BTreeSet<Key>,
-    ) -> Result<(), ConfigError> {
-        let errors = analysis_of(mesh, incoming, deleted, |l| l == Level::Error);
-        if errors.is_empty() {
-            return Ok(());
-        }
-        Err(ConfigError::Invalid(format!(
-            "{}\nnothing was applied: fix the errors above (`weft analyze -f FILE` shows them before applying)",
-            errors.join("\n")
-        )))
-    }
-
-    fn analysis(
-        &self,
-        incoming: &BTreeMap<Key, Resource>,
-        deleted: &BTreeSet<Key>,
-        levels: impl Fn(Level) -> bool,
-    ) -> Vec<String> {
-        analysis_of(&self.mesh(), incoming, deleted, levels)
-    }
 }
 
 /// The namespaces whose Services and WorkloadEntries can change a finding about `incoming`:
@@ -310,19 +289,15 @@ fn related_namespaces<'a>(incoming: impl Iterator<Item = &'a Resource>) -> BTree
     related
 }
 
-/// Analyzer messages about `incoming`, at the levels asked for. IST0173 (a subset selects no
-/// workloads) depends on which proxies happen to be connected, so it never blocks an apply.
-fn analysis_of(
-    mesh: &Mesh,
-    incoming: &BTreeMap<Key, Resource>,
-    deleted: &BTreeSet<Key>,
-    levels: impl Fn(Level) -> bool,
-) -> Vec<String> {
+/// Analyzer messages about `incoming`, judged together with everything else: those that
+/// block the apply, and the rest. IST0173 (a subset selects no workloads) depends on which
+/// proxies happen to be connected, so it never blocks.
+fn analysis_of(mesh: &Mesh, incoming: &BTreeMap<Key, Resource>) -> (Vec<String>, Vec<String>) {
     let related = related_namespaces(incoming.values());
     let mut resources: Vec<Resource> = mesh
         .objects()
         .iter()
-        .filter(|(k, _)| !incoming.contains_key(k) && !deleted.contains(k))
+        .filter(|(k, _)| !incoming.contains_key(k))
         .filter(|(k, _)| {
             !matches!(k.kind, Kind::Service | Kind::WorkloadEntry) || related.contains(&k.namespace)
         })
@@ -333,17 +308,8 @@ fn analysis_of(
         resources,
         ..Default::default()
     };
-    analyze::analyze(&input)
+    let (blocking, other): (Vec<_>, Vec<_>) = analyze::analyze(&input)
         .into_iter()
-        .filter(|m| {
-            let blocking = m.level() == Level::Error && m.code() != "IST0173";
-            let level = if blocking {
-                Level::Error
-            } else {
-                Level::Warning
-            };
-            levels(level)
-        })
         .filter(|m| {
             m.resource.as_ref().is_some_and(|r| {
                 incoming.keys().any(|k| {
@@ -351,6 +317,7 @@ fn analysis_of(
                 })
             })
         })
-        .map(|m| m.to_string())
-        .collect()
+        .partition(|m| m.level() == Level::Error && m.code() != "IST0173");
+    let text = |ms: Vec<analyze::Message>| ms.iter().map(ToString::to_string).collect();
+    (text(blocking), text(other))
 }

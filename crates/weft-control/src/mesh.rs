@@ -339,8 +339,4 @@ impl Mesh {
             .iter()
             .filter(|(_, o)| o.source == Source::Config)
     }
-
-    pub fn views_len(&self) -> usize {
-        self.views.len()
-    }
 }

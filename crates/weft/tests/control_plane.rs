@@ -115,6 +115,39 @@ async fn converged(control: SocketAddr, proxies: &[&str], not: &[String]) -> Vec
     }
 }
 
+/// `weft proxy` following `control` as the workload `name`, on the given outbound, inbound,
+/// admin and health addresses (stats on any free port: several proxies run at once).
+fn proxy_args(
+    control: SocketAddr,
+    name: &str,
+    [outbound, inbound, admin, health]: [SocketAddr; 4],
+) -> Vec<String> {
+    [
+        "proxy",
+        "--control-plane",
+        &control.to_string(),
+        "--workload-name",
+        name,
+        "--labels",
+        "app=productpage",
+        "--outbound",
+        &outbound.to_string(),
+        "--inbound",
+        &inbound.to_string(),
+        "--admin",
+        &admin.to_string(),
+        "--health",
+        &health.to_string(),
+        "--stats",
+        "127.0.0.1:0",
+        "--access-log",
+        "off",
+        "--no-capture",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// A `weft proxy` following the control plane.
 struct Sidecar {
     weft: Weft,
@@ -124,31 +157,9 @@ struct Sidecar {
 
 impl Sidecar {
     async fn start(control: SocketAddr, name: &str, extra: &[&str]) -> Sidecar {
-        let [outbound, inbound, admin, health] = free_addrs::<4>();
-        let mut args: Vec<String> = [
-            "proxy",
-            "--control-plane",
-            &control.to_string(),
-            "--workload-name",
-            name,
-            "--labels",
-            "app=productpage",
-            "--outbound",
-            &outbound.to_string(),
-            "--inbound",
-            &inbound.to_string(),
-            "--admin",
-            &admin.to_string(),
-            "--health",
-            &health.to_string(),
-            "--stats",
-            "127.0.0.1:0",
-            "--access-log",
-            "off",
-            "--no-capture",
-        ]
-        .map(String::from)
-        .to_vec();
+        let addrs = free_addrs::<4>();
+        let [outbound, _, admin, health] = addrs;
+        let mut args = proxy_args(control, name, addrs);
         args.extend(extra.iter().map(|a| a.to_string()));
         let mut weft = Weft::spawn(&args);
         let ready = answers_ok(&mut weft, health, "/healthz/ready").await;
@@ -670,27 +681,9 @@ async fn the_cli_applies_gets_and_deletes_and_refuses_bad_or_stale_updates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_is_ready_only_once_configured_and_finds_a_control_plane_that_starts_late() {
     let ports = free_addrs::<2>();
-    let [outbound, inbound, admin, health] = free_addrs::<4>();
-    let args: Vec<String> = [
-        "proxy",
-        "--control-plane",
-        &ports[0].to_string(),
-        "--workload-name",
-        "early",
-        "--outbound",
-        &outbound.to_string(),
-        "--inbound",
-        &inbound.to_string(),
-        "--admin",
-        &admin.to_string(),
-        "--health",
-        &health.to_string(),
-        "--stats",
-        "127.0.0.1:0",
-        "--no-capture",
-    ]
-    .map(String::from)
-    .to_vec();
+    let addrs = free_addrs::<4>();
+    let health = addrs[3];
+    let args = proxy_args(ports[0], "early", addrs);
     let proxy = Weft::spawn(&args);
     let c = client();
     let answering = poll_until(DEADLINE, || async {
