@@ -133,6 +133,19 @@ pub fn load_str(text: &str, file: &Path) -> Loaded {
             document: index + 1,
             line,
         };
+        if let Some(problem) = shape_problem(doc) {
+            loaded.diagnostics.push(Diagnostic {
+                severity: Severity::Error,
+                origin,
+                resource: None,
+                path: String::new(),
+                message: problem,
+                hint: Some(
+                    "Kubernetes and Istio objects are far smaller and shallower; split the file or fix the nesting".into(),
+                ),
+            });
+            continue;
+        }
         let parsed = serde_norway::from_str::<Value>(doc).or_else(|e| {
             // Only a document libyaml refuses gets the go-yaml reading; one it accepts is
             // never reinterpreted.
@@ -160,6 +173,52 @@ pub fn load_str(text: &str, file: &Path) -> Loaded {
         load_value(value, &origin, &mut loaded);
     }
     loaded
+}
+
+/// The deepest nesting of collections a document may have.
+pub const MAX_DEPTH: usize = 100;
+/// The largest document read (the announced workloads of a big mesh are one `List`).
+pub const MAX_DOCUMENT_BYTES: usize = 16 << 20;
+/// A document the nesting pre-check cannot read goes to libyaml only up to this size:
+/// libyaml's cost grows with the square of the flow nesting depth.
+const UNCHECKED_BYTES: usize = 64 << 10;
+
+/// Why a document is too big or too deep to parse, found in time linear in its size
+/// before libyaml parses it (whose time grows with the square of the nesting depth).
+fn shape_problem(doc: &str) -> Option<String> {
+    use saphyr_parser::{Event, Parser};
+    if doc.len() > MAX_DOCUMENT_BYTES {
+        return Some(format!(
+            "document of {} bytes is larger than the {} MiB Weft reads",
+            doc.len(),
+            MAX_DOCUMENT_BYTES >> 20
+        ));
+    }
+    let too_deep = |line: usize| format!("nested deeper than {MAX_DEPTH} levels (line {line})");
+    let mut depth = 0usize;
+    for event in Parser::new_from_str(doc) {
+        match event {
+            Ok((Event::SequenceStart(..) | Event::MappingStart(..), span)) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some(too_deep(span.start.line()));
+                }
+            }
+            // saphyr's own bound on flow nesting (255), met while scanning ahead.
+            Err(e) if e.info().contains("recursion limit") => {
+                return Some(too_deep(e.marker().line()))
+            }
+            Ok((Event::SequenceEnd | Event::MappingEnd, _)) => depth = depth.saturating_sub(1),
+            Ok(_) => {}
+            // Not YAML 1.2 as saphyr reads it: libyaml may still read it (YAML 1.1, the
+            // go-yaml reading below), where that is cheap enough.
+            Err(e) if doc.len() > UNCHECKED_BYTES => {
+                return Some(format!("not valid YAML or JSON: {e}"))
+            }
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 /// kubectl and the API server parse YAML with go-yaml, which reads a plain scalar ending in

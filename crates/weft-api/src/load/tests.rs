@@ -85,3 +85,98 @@ fn flow_scalars_ending_in_a_colon_read_as_go_yaml_reads_them() {
     };
     assert_eq!(se.addresses, ["1.2.3.4", "2001:db8::"]);
 }
+
+#[test]
+fn names_and_namespaces_are_checked_as_kubernetes_checks_them() {
+    let doc = |kind: &str, name: &str, namespace: &str| {
+        let (api, spec) = match kind {
+            "Service" => ("v1", "{ports: [{port: 80, name: http}]}"),
+            _ => ("networking.istio.io/v1", "{host: reviews}"),
+        };
+        format!("apiVersion: {api}\nkind: {kind}\nmetadata:\n  name: {name:?}\n  namespace: {namespace:?}\nspec: {spec}\n")
+    };
+    for hostile in [
+        "..",
+        "../victim/app",
+        "a/b",
+        "%2fetc",
+        "Reviews",
+        "révieẃs",
+        "a..b",
+        ".a",
+        "a.",
+        "-a",
+        "",
+    ] {
+        let ns = load(&doc("DestinationRule", "reviews", hostile));
+        let e = ns
+            .errors()
+            .next()
+            .unwrap_or_else(|| panic!("namespace {hostile:?} accepted"));
+        assert_eq!(e.path, "metadata.namespace", "{hostile:?}: {e}");
+        assert!(e.message.contains("RFC 1123 label"), "{e}");
+        assert!(ns.resources.is_empty());
+        if hostile.is_empty() {
+            continue;
+        }
+        let name = load(&doc("DestinationRule", hostile, "default"));
+        let e = name
+            .errors()
+            .next()
+            .unwrap_or_else(|| panic!("name {hostile:?} accepted"));
+        assert_eq!(e.path, "metadata.name", "{hostile:?}: {e}");
+        assert!(name.resources.is_empty());
+    }
+    // Istio objects take subdomains; a Service's name is a DNS-1035 label.
+    assert!(!load(&doc("DestinationRule", "reviews.v1", "prod")).has_errors());
+    assert!(!load(&doc("DestinationRule", "1-reviews", "prod")).has_errors());
+    assert!(!load(&doc("Service", "reviews", "prod")).has_errors());
+    for bad in ["reviews.v1", "1-reviews"] {
+        let e = load(&doc("Service", bad, "prod"));
+        let e = e.errors().next().expect("refused");
+        assert!(e.message.contains("DNS-1035"), "{e}");
+    }
+    let long = "a".repeat(254);
+    assert!(load(&doc("DestinationRule", &long, "prod")).has_errors());
+    assert!(load(&doc("DestinationRule", "reviews", &"n".repeat(64))).has_errors());
+}
+
+#[test]
+fn deep_or_huge_documents_are_refused_before_they_are_parsed() {
+    let head = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80, name: http}], x: ";
+    for (open, close) in [("[", "]"), ("{a: ", "}")] {
+        // 100,000 levels in about 400 KB: libyaml alone takes tens of seconds, and says
+        // "recursion limit exceeded"; the check before it answers at once.
+        let doc = format!(
+            "{head}{}{}}}\n",
+            open.repeat(100_000),
+            close.repeat(100_000)
+        );
+        let e = load(&doc).errors().next().cloned().expect("refused");
+        assert!(e.message.contains("nested deeper than 100 levels"), "{e}");
+    }
+    let block = format!("{head}[]}}\nstatus:\n  {}x\n", "- ".repeat(100_000));
+    assert!(load(&block)
+        .errors()
+        .next()
+        .unwrap()
+        .message
+        .contains("nested deeper"));
+    // As deep as real objects get, and deeper, is fine.
+    let fine = format!(
+        "{head}[]}}\nstatus: {}1{}\n",
+        "[".repeat(90),
+        "]".repeat(90)
+    );
+    assert!(!load(&fine).has_errors(), "{:?}", load(&fine).diagnostics);
+    let huge = format!(
+        "{head}[]}}\nstatus: \"{}\"\n",
+        "x".repeat(MAX_DOCUMENT_BYTES)
+    );
+    assert!(load(&huge)
+        .errors()
+        .next()
+        .unwrap()
+        .message
+        .contains("larger than the 16 MiB"));
+}

@@ -52,6 +52,7 @@ impl FieldIssue {
 pub fn validate(resource: &Resource) -> Vec<FieldIssue> {
     let mut report = common::Report::default();
     let namespace = resource.namespace();
+    names::validate_metadata(&mut report, resource.kind, &resource.metadata);
     match &resource.spec {
         Spec::VirtualService(vs) => virtual_service::validate(&mut report, vs, namespace),
         Spec::DestinationRule(dr) => destination_rule::validate(&mut report, dr, namespace),

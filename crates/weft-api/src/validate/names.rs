@@ -2,7 +2,48 @@
 //! `namespace/host` references, and how Istio compares wildcard hosts.
 
 use super::common::{invalid, Path, Report};
+use crate::resource::Kind;
+use crate::types::ObjectMeta;
 use std::net::IpAddr;
+
+const DNS1123_LABEL: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character, at most 63 characters (e.g. 'my-name', or '123-abc')";
+const DNS1123_SUBDOMAIN: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character, at most 253 characters (e.g. 'example.com')";
+const DNS1035_LABEL: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character, at most 63 characters (e.g. 'my-name', or 'abc-123')";
+
+/// `metadata.name` and `metadata.namespace` as the Kubernetes API server checks them: a
+/// namespace is a DNS-1123 label, a Service's name a DNS-1035 label, an Istio object's name
+/// a DNS-1123 subdomain. Names become file names in the control plane's store, so nothing
+/// else (`..`, `/`, `%2f`, upper case, non-ASCII) gets that far.
+pub fn validate_metadata(r: &mut Report, kind: Kind, meta: &ObjectMeta) {
+    let namespace = meta.namespace();
+    if !is_dns1123_label(namespace) {
+        r.error(
+            &Path::metadata().field("namespace"),
+            invalid(namespace, DNS1123_LABEL),
+        );
+    }
+    let name = meta.name.as_str();
+    if name.is_empty() {
+        return;
+    }
+    let (ok, rule) = match kind {
+        Kind::Service => (is_dns1035_label(name), DNS1035_LABEL),
+        _ => (is_dns1123_subdomain(name), DNS1123_SUBDOMAIN),
+    };
+    if !ok {
+        r.error(&Path::metadata().field("name"), invalid(name, rule));
+    }
+}
+
+/// A DNS-1123 subdomain: dot-separated DNS-1123 labels, at most 253 characters in all.
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+/// A DNS-1035 label: a DNS-1123 label that starts with a letter.
+pub fn is_dns1035_label(s: &str) -> bool {
+    is_dns1123_label(s) && s.starts_with(|c: char| c.is_ascii_lowercase())
+}
 
 /// `s` is 1..=`max` characters of `allowed`, starting and ending with an ASCII alphanumeric.
 pub fn is_label_with(s: &str, allowed: impl Fn(char) -> bool, max: usize) -> bool {
