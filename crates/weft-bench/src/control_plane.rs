@@ -20,8 +20,11 @@ use tally::{ChangeState, Tally};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 use weft_discovery::admin::admin_client::AdminClient;
 use weft_discovery::admin::{ApplyRequest, VersionRequest};
+use weft_discovery::credentials::{self, Bearer, Token};
 
 /// Where `run` starts the control plane.
 pub const GRPC: &str = "127.0.0.41:15010";
@@ -253,9 +256,12 @@ pub async fn run(opts: &Options, weft_bin: &Path, out: &Path) -> Result<Results,
     let started = Instant::now();
     let mut control = ControlProcess::spawn(weft_bin, config.path(), &log)?;
     let grpc: SocketAddr = GRPC.parse().expect("a valid address");
-    control.wait_ready(grpc, opts.timeout, &log).await?;
+    let token_file = credentials::admin_token_file(config.path());
+    let token = control
+        .wait_ready(grpc, &token_file, opts.timeout, &log)
+        .await?;
     let startup = started.elapsed();
-    let mut results = measure(opts, grpc, Some(control.child.id())).await?;
+    let mut results = measure(opts, grpc, &token, Some(control.child.id())).await?;
     if let Some(cost) = &mut results.control_plane {
         cost.startup_seconds = Some(startup.as_secs_f64());
     }
@@ -271,6 +277,7 @@ pub async fn run(opts: &Options, weft_bin: &Path, out: &Path) -> Result<Results,
 pub async fn measure(
     opts: &Options,
     grpc: SocketAddr,
+    admin_token: &Token,
     pid: Option<u32>,
 ) -> Result<Results, BenchError> {
     opts.validate()?;
@@ -301,7 +308,7 @@ pub async fn measure(
     let snapshot = tally.snapshot(opts, started);
     let snapshot_bytes = tally.bytes;
     let cpu_synced = cpu(pid)?;
-    let mut admin = tally.during(admin(grpc, opts.timeout)).await?;
+    let mut admin = tally.during(admin(grpc, admin_token, opts.timeout)).await?;
     let mut rng = fastrand::Rng::with_seed(opts.seed);
     for c in 0..opts.changes {
         // Namespaces take turns, so each change has as many proxies to reach.
@@ -372,14 +379,10 @@ pub async fn measure(
 
 /// The admin API, tried until `timeout` passes: a control plane that is slow to accept
 /// connections has some of them reset when its accept queue overflows.
-async fn admin(
-    grpc: SocketAddr,
-    timeout: Duration,
-) -> Result<AdminClient<tonic::transport::Channel>, BenchError> {
+async fn admin(grpc: SocketAddr, token: &Token, timeout: Duration) -> Result<Admin, BenchError> {
     let deadline = Instant::now() + timeout;
     loop {
-        let connect = AdminClient::connect(format!("http://{grpc}"));
-        match tokio::time::timeout(Duration::from_secs(1), connect).await {
+        match tokio::time::timeout(Duration::from_secs(1), connect_admin(grpc, token)).await {
             Ok(Ok(admin)) => return Ok(admin),
             failed if Instant::now() >= deadline => {
                 let why = match failed {
@@ -393,10 +396,21 @@ async fn admin(
     }
 }
 
-async fn apply(
-    admin: &mut AdminClient<tonic::transport::Channel>,
-    documents: String,
-) -> Result<(), BenchError> {
+type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
+
+/// The admin API, every call carrying the admin token.
+async fn connect_admin(grpc: SocketAddr, token: &Token) -> Result<Admin, tonic::transport::Error> {
+    let channel = Channel::from_shared(format!("http://{grpc}"))
+        .expect("a valid URI")
+        .connect()
+        .await?;
+    Ok(AdminClient::with_interceptor(
+        channel,
+        Bearer::new(Some(token)),
+    ))
+}
+
+async fn apply(admin: &mut Admin, documents: String) -> Result<(), BenchError> {
     let request = ApplyRequest {
         source: "weft-bench".into(),
         documents,
@@ -466,22 +480,26 @@ impl ControlProcess {
         Ok(ControlProcess { child })
     }
 
-    /// Waits until the admin API answers, which it does once the config is read.
+    /// Waits until the admin API answers, which it does once the config is read, and
+    /// returns the admin token it made.
     async fn wait_ready(
         &mut self,
         grpc: SocketAddr,
+        token_file: &Path,
         timeout: Duration,
         log: &Path,
-    ) -> Result<(), BenchError> {
+    ) -> Result<Token, BenchError> {
         let deadline = Instant::now() + timeout;
         loop {
             let attempt = async {
-                let mut admin = AdminClient::connect(format!("http://{grpc}")).await.ok()?;
-                admin.version(VersionRequest {}).await.ok()
+                let token = Token::read(token_file).ok()?;
+                let mut admin = connect_admin(grpc, &token).await.ok()?;
+                admin.version(VersionRequest {}).await.ok()?;
+                Some(token)
             };
             // Bound but still reading the config, it accepts connections and answers nothing.
-            if let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(1), attempt).await {
-                return Ok(());
+            if let Ok(Some(token)) = tokio::time::timeout(Duration::from_secs(1), attempt).await {
+                return Ok(token);
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(BenchError::Exited(status, log.into()));

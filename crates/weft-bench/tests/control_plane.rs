@@ -35,7 +35,7 @@ async fn every_proxy_syncs_and_each_change_reaches_exactly_its_namespace() {
     })
     .await
     .unwrap();
-    let r = control_plane::measure(&opts, cp.grpc_addr, None)
+    let r = control_plane::measure(&opts, cp.grpc_addr, &cp.admin_token, None)
         .await
         .unwrap();
 

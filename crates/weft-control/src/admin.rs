@@ -3,14 +3,43 @@
 
 use crate::config::{ConfigError, ConfigState};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use weft_discovery::admin::admin_server::Admin;
 use weft_discovery::admin::*;
+use weft_discovery::credentials::{Token, AUTHORIZATION};
 use weft_discovery::wire::{self, Key};
 
 pub struct AdminService {
     pub state: Arc<ConfigState>,
+}
+
+/// Lets through only calls that carry the admin token.
+#[derive(Clone)]
+pub struct Authenticate {
+    pub token: Token,
+    pub kept_in: PathBuf,
+}
+
+impl tonic::service::Interceptor for Authenticate {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let presented = req
+            .metadata()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match presented {
+            Some(header) if self.token.authorizes(header) => Ok(req),
+            Some(_) => Err(Status::unauthenticated(format!(
+                "the admin token presented is not this control plane's: its token is in {} on the control plane's machine (readable by its user only); pass it with --token-file or WEFT_TOKEN",
+                self.kept_in.display()
+            ))),
+            None => Err(Status::unauthenticated(format!(
+                "the control plane's admin API needs its admin token: it is in {} on the control plane's machine (readable by its user only). A CLI of the same user finds it through $WEFT_HOME/credentials (default ~/.weft), where weft control and weft up publish it; elsewhere pass --token-file FILE, or --token / WEFT_TOKEN",
+                self.kept_in.display()
+            ))),
+        }
+    }
 }
 
 impl From<ConfigError> for Status {
@@ -100,6 +129,7 @@ impl Admin for AdminService {
                 nack_reason: p.nack_reason.clone(),
                 connected_seconds: p.connected_at.elapsed().as_secs(),
                 resources: mesh.view_objects(&p.view).len() as u32,
+                registered: p.registered,
             })
             .collect();
         Ok(Response::new(ProxyStatusResponse { proxies }))

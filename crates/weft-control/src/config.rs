@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use weft_api::analyze::{self, Input, Level};
 use weft_api::{Kind, Origin, Resource};
+use weft_discovery::credentials::Token;
 use weft_discovery::wire::Key;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,8 @@ pub struct ConfigState {
     /// Files of the directory that do not load, with why.
     broken: Mutex<BTreeMap<PathBuf, String>>,
     pub registrations: Registrations,
+    /// What a proxy's Hello must carry for its workload to be registered.
+    pub join_token: Token,
 }
 
 impl ConfigState {
@@ -46,6 +49,7 @@ impl ConfigState {
         mesh: Mesh,
         source: Box<dyn ConfigSource>,
         registrations: Registrations,
+        join_token: Token,
     ) -> ConfigState {
         ConfigState {
             mesh: Mutex::new(mesh),
@@ -53,6 +57,7 @@ impl ConfigState {
             write: tokio::sync::Mutex::new(()),
             broken: Mutex::default(),
             registrations,
+            join_token,
         }
     }
 
@@ -61,13 +66,20 @@ impl ConfigState {
     }
 
     /// Validates documents, analyzes them together with everything already applied, stores
-    /// them and pushes them.
+    /// them and pushes them. Parsing and analysis run on the blocking pool, off the threads
+    /// that serve the discovery streams.
     pub async fn apply(
-        &self,
+        self: &Arc<Self>,
         source: &str,
         documents: &str,
     ) -> Result<(Vec<Applied>, Vec<String>), ConfigError> {
-        let loaded = weft_api::load_str(documents, Path::new(source));
+        let (source, documents) = (source.to_string(), documents.to_string());
+        let loaded = off_the_streams(move || {
+            let loaded = weft_api::load_str(&documents, Path::new(&source));
+            (loaded, source)
+        })
+        .await;
+        let (loaded, source) = loaded;
         if loaded.has_errors() {
             let errors: Vec<String> = loaded.errors().map(ToString::to_string).collect();
             return Err(ConfigError::Invalid(format!(
@@ -89,7 +101,7 @@ impl ConfigState {
         let mut outcome = Vec::new();
         let mut upserts = Vec::new();
         let mut previous = BTreeMap::new();
-        let messages = {
+        let others = {
             let mesh = self.mesh();
             for (key, r) in &incoming {
                 let current = mesh
@@ -135,22 +147,27 @@ impl ConfigState {
                     upserts.push((key.clone(), object));
                 }
             }
-            let (errors, messages) = analysis_of(&mesh, &incoming);
-            if !errors.is_empty() {
-                return Err(ConfigError::Invalid(format!(
-                    "{}\nnothing was applied: fix the errors above (`weft analyze -f FILE` shows them before applying)",
-                    errors.join("\n")
-                )));
-            }
-            messages
+            analysis_input(&mesh, &incoming)
         };
-        for (key, object) in &upserts {
-            let before = previous.get(key).and_then(|p| p.as_deref());
-            self.source.put(key, &object.resource, before)?;
+        let (errors, messages) = off_the_streams(move || analysis_of(others, &incoming)).await;
+        if !errors.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "{}\nnothing was applied: fix the errors above (`weft analyze -f FILE` shows them before applying)",
+                errors.join("\n")
+            )));
         }
-        self.source.sync()?;
+        let state = self.clone();
+        let stored = off_the_streams(move || {
+            for (key, object) in &upserts {
+                let before = previous.get(key).and_then(|p| p.as_deref());
+                state.source.put(key, &object.resource, before)?;
+            }
+            state.source.sync()?;
+            Ok::<_, StoreError>(upserts)
+        })
+        .await;
         self.mesh().apply(Change {
-            upserts,
+            upserts: stored?,
             removals: Vec::new(),
         });
         Ok((outcome, messages))
@@ -188,7 +205,10 @@ impl ConfigState {
 
     /// Re-reads partitions of the source (all of them for `None`) and pushes what changed.
     /// A partition that does not read is logged and changes nothing; the others still apply.
-    pub async fn reload(&self, changed: Option<&BTreeSet<PathBuf>>) -> Result<usize, ConfigError> {
+    pub async fn reload(
+        self: &Arc<Self>,
+        changed: Option<&BTreeSet<PathBuf>>,
+    ) -> Result<usize, ConfigError> {
         let _write = self.write.lock().await;
         let partitions: Vec<PathBuf> = match changed {
             Some(changed) => changed
@@ -198,23 +218,28 @@ impl ConfigState {
                 .collect(),
             None => self.source.partitions()?,
         };
-        let mut found: BTreeMap<Key, Resource> = BTreeMap::new();
-        let mut read: BTreeSet<&Path> = BTreeSet::new();
-        for partition in &partitions {
-            let loaded = self.source.read(partition);
-            let mut broken = self.broken.lock().unwrap_or_else(|p| p.into_inner());
-            match loaded {
-                Ok(resources) => {
-                    broken.remove(partition);
-                    read.insert(partition);
-                    found.extend(resources.into_iter().map(|r| (Key::of(&r), r)));
-                }
-                Err(e) => {
-                    tracing::error!("{e}");
-                    broken.insert(partition.clone(), e.to_string());
+        let state = self.clone();
+        let (partitions, found, read) = off_the_streams(move || {
+            let mut found: BTreeMap<Key, Resource> = BTreeMap::new();
+            let mut read: BTreeSet<PathBuf> = BTreeSet::new();
+            for partition in &partitions {
+                let loaded = state.source.read(partition);
+                let mut broken = state.broken.lock().unwrap_or_else(|p| p.into_inner());
+                match loaded {
+                    Ok(resources) => {
+                        broken.remove(partition);
+                        read.insert(partition.clone());
+                        found.extend(resources.into_iter().map(|r| (Key::of(&r), r)));
+                    }
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        broken.insert(partition.clone(), e.to_string());
+                    }
                 }
             }
-        }
+            (partitions, found, read)
+        })
+        .await;
         // After a full read, anything not found is gone, wherever it came from.
         let everything = changed.is_none() && read.len() == partitions.len();
         let mut mesh = self.mesh();
@@ -289,20 +314,36 @@ fn related_namespaces<'a>(incoming: impl Iterator<Item = &'a Resource>) -> BTree
     related
 }
 
-/// Analyzer messages about `incoming`, judged together with everything else: those that
-/// block the apply, and the rest. IST0173 (a subset selects no workloads) depends on which
-/// proxies happen to be connected, so it never blocks.
-fn analysis_of(mesh: &Mesh, incoming: &BTreeMap<Key, Resource>) -> (Vec<String>, Vec<String>) {
+/// Runs CPU- or disk-bound work on the blocking pool, so that a large or hostile apply
+/// never holds up the threads that serve the discovery streams.
+async fn off_the_streams<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+/// What the analysis of `incoming` reads of the mesh, taken under its lock (shared
+/// pointers: cheap); Services and WorkloadEntries only of related namespaces.
+fn analysis_input(mesh: &Mesh, incoming: &BTreeMap<Key, Resource>) -> Vec<Arc<Resource>> {
     let related = related_namespaces(incoming.values());
-    let mut resources: Vec<Resource> = mesh
-        .objects()
+    mesh.objects()
         .iter()
         .filter(|(k, _)| !incoming.contains_key(k))
         .filter(|(k, _)| {
             !matches!(k.kind, Kind::Service | Kind::WorkloadEntry) || related.contains(&k.namespace)
         })
-        .map(|(_, o)| o.resource.as_ref().clone())
-        .collect();
+        .map(|(_, o)| o.resource.clone())
+        .collect()
+}
+
+/// Analyzer messages about `incoming`, judged together with everything else: those that
+/// block the apply, and the rest. IST0173 (a subset selects no workloads) depends on which
+/// proxies happen to be connected, so it never blocks.
+fn analysis_of(
+    others: Vec<Arc<Resource>>,
+    incoming: &BTreeMap<Key, Resource>,
+) -> (Vec<String>, Vec<String>) {
+    let mut resources: Vec<Resource> = others.iter().map(|r| r.as_ref().clone()).collect();
     resources.extend(incoming.values().cloned());
     let input = Input {
         resources,

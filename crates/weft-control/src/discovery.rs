@@ -63,9 +63,19 @@ struct Session {
 }
 
 impl Session {
-    async fn run(mut self, hello: Hello, mut inbound: Streaming<ProxyMessage>) {
-        let announced = self.state.announce(&hello);
-        let mut sub = self.state.mesh().connect(hello);
+    async fn run(mut self, mut hello: Hello, mut inbound: Streaming<ProxyMessage>) {
+        let joined = self.state.join_token.matches(&hello.join_token);
+        hello.join_token.clear();
+        let announced = if joined {
+            self.state.announce(&hello)
+        } else {
+            if !hello.address.is_empty() {
+                tracing::warn!(proxy = %self.id, address = %hello.address,
+                    "proxy announced a workload without the mesh's join token: it is sent config but is no endpoint (weft proxy --join-token-file)");
+            }
+            None
+        };
+        let mut sub = self.state.mesh().connect(hello, announced.is_some());
         let stream = sub.stream;
         tracing::info!(proxy = %self.id, "proxy connected");
         let mut alive = self.send_first(&mut sub).await;

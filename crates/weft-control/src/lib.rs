@@ -24,6 +24,7 @@ use store::ConfigSource;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use weft_discovery::admin::admin_server::AdminServer;
+use weft_discovery::credentials::{self, CredentialError, Token};
 use weft_discovery::discovery::discovery_server::DiscoveryServer;
 
 pub struct ControlOptions {
@@ -37,12 +38,24 @@ pub struct ControlOptions {
     pub endpoint_grace: Duration,
     /// Where announced workloads are kept across restarts (`None`: memory only).
     pub state_file: Option<PathBuf>,
+    /// The admin token every admin API call must carry (made at first start).
+    pub admin_token_file: PathBuf,
+    /// The join token a proxy's Hello must carry to register its workload (made at first
+    /// start; the platform hands it to its pods).
+    pub join_token_file: PathBuf,
+    /// Publish the admin token for this user's CLIs (`$WEFT_HOME/credentials`) once the
+    /// ports are bound and before anything is served, and withdraw it when stopped.
+    pub publish_admin_token: bool,
 }
 
 impl ControlOptions {
     pub fn new(config_dir: PathBuf) -> ControlOptions {
+        let state = config_dir.join(".weft");
         ControlOptions {
-            state_file: Some(config_dir.join(".weft").join("workloads.json")),
+            state_file: Some(state.join("workloads.json")),
+            admin_token_file: credentials::admin_token_file(&config_dir),
+            join_token_file: credentials::join_token_file(&config_dir),
+            publish_admin_token: false,
             config_dir,
             grpc: ([0, 0, 0, 0], weft_discovery::CONTROL_PORT).into(),
             monitoring: ([0, 0, 0, 0], weft_discovery::MONITORING_PORT).into(),
@@ -63,6 +76,8 @@ pub enum StartError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
 }
 
 fn hint(e: &std::io::Error) -> &'static str {
@@ -79,6 +94,14 @@ pub struct ControlPlane {
     pub grpc_addr: SocketAddr,
     pub monitoring_addr: SocketAddr,
     pub state: Arc<ConfigState>,
+    /// What the CLI must present (kept in `admin_token_file`).
+    pub admin_token: Token,
+    pub admin_token_file: PathBuf,
+    /// What a proxy must present to register its workload (kept in `join_token_file`).
+    pub join_token: Token,
+    pub join_token_file: PathBuf,
+    /// The address the admin token is published for, if it is.
+    pub published: Option<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -94,6 +117,8 @@ impl ControlPlane {
         opts: ControlOptions,
         source: Box<dyn ConfigSource>,
     ) -> Result<ControlPlane, StartError> {
+        let admin_token = Token::load_or_create(&opts.admin_token_file)?;
+        let join_token = Token::load_or_create(&opts.join_token_file)?;
         let bind = |what: &'static str, addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -103,12 +128,20 @@ impl ControlPlane {
         let monitoring = bind("metrics", opts.monitoring).await?;
         let grpc_addr = grpc.local_addr().expect("bound");
         let monitoring_addr = monitoring.local_addr().expect("bound");
+        let published = if opts.publish_admin_token {
+            let local = credentials::local_address(grpc_addr);
+            credentials::publish(local, &admin_token)?;
+            Some(local)
+        } else {
+            None
+        };
         let metrics = Arc::new(Metrics::default());
         let registrations = Registrations::new(opts.state_file.clone(), opts.endpoint_grace);
         let state = Arc::new(ConfigState::new(
             Mesh::new(metrics.clone()),
             source,
             registrations,
+            join_token.clone(),
         ));
         state.reload(None).await?;
         state.restore_registrations();
@@ -116,16 +149,22 @@ impl ControlPlane {
         let discovery = discovery::DiscoveryService {
             state: state.clone(),
         };
-        let admin = admin::AdminService {
-            state: state.clone(),
-        };
+        let admin = AdminServer::with_interceptor(
+            admin::AdminService {
+                state: state.clone(),
+            },
+            admin::Authenticate {
+                token: admin_token.clone(),
+                kept_in: opts.admin_token_file.clone(),
+            },
+        );
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
         let tasks = vec![
             tokio::spawn(async move {
                 let served = tonic::transport::Server::builder()
                     .http2_keepalive_interval(Some(Duration::from_secs(10)))
                     .add_service(DiscoveryServer::new(discovery))
-                    .add_service(AdminServer::new(admin))
+                    .add_service(admin)
                     .serve_with_incoming(incoming)
                     .await;
                 if let Err(e) = served {
@@ -150,6 +189,11 @@ impl ControlPlane {
             grpc_addr,
             monitoring_addr,
             state,
+            admin_token,
+            admin_token_file: opts.admin_token_file,
+            join_token,
+            join_token_file: opts.join_token_file,
+            published,
             tasks,
         })
     }
@@ -159,6 +203,9 @@ impl Drop for ControlPlane {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
+        }
+        if let Some(addr) = self.published {
+            credentials::unpublish(addr, &self.admin_token);
         }
     }
 }

@@ -27,7 +27,10 @@ impl std::fmt::Display for ProxyId {
 }
 
 pub struct ProxyRecord {
+    /// Without its join token.
     pub hello: Hello,
+    /// Whether it presented the join token, so its workload is an endpoint.
+    pub registered: bool,
     pub view: ViewKey,
     /// Which stream is current: a reconnect supersedes a stream that has not noticed yet.
     pub stream: u64,
@@ -206,7 +209,7 @@ impl Mesh {
 
     /// Registers a proxy's stream (superseding an older one of the same proxy) and returns
     /// its first update.
-    pub fn connect(&mut self, hello: Hello) -> Subscription {
+    pub fn connect(&mut self, hello: Hello, registered: bool) -> Subscription {
         let id = ProxyId {
             namespace: hello.namespace.clone(),
             name: hello.name.clone(),
@@ -228,6 +231,7 @@ impl Mesh {
             id,
             ProxyRecord {
                 hello,
+                registered,
                 view: key,
                 stream,
                 connected_at: Instant::now(),

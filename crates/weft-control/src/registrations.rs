@@ -58,6 +58,7 @@ impl ConfigState {
         let mut mesh = self.mesh();
         let reconnected = mesh
             .proxies()
+            .filter(|(_, p)| p.registered)
             .any(|(_, p)| announced_workload(&p.hello).is_some_and(|r| Key::of(&r) == key));
         if !reconnected {
             mesh.apply(Change {

@@ -23,6 +23,8 @@ pub enum StoreError {
     },
     #[error("{} has errors; its objects stay as they were until it is fixed:\n{errors}", file.display())]
     Invalid { file: PathBuf, errors: String },
+    #[error("{key} cannot be stored: its namespace and name must be DNS-1123 names, which keep its file inside the config directory")]
+    UnsafeName { key: Key },
 }
 
 /// A place config is read from, watched in, and written to. It is divided into partitions
@@ -155,7 +157,7 @@ impl ConfigSource for ConfigDir {
         // Derived from the content on every read, never stored.
         stored.metadata.resource_version = None;
         let yaml = serde_norway::to_string(&stored).expect("resources serialize to YAML");
-        let file = self.partition_for(key);
+        let file = self.own_file(key)?;
         replace_file(&file, yaml.as_bytes())?;
         if let Some(previous) = previous {
             self.cut_out(previous, &file)?;
@@ -165,7 +167,7 @@ impl ConfigSource for ConfigDir {
 
     /// Removes an object: its own file, or its document in a file that holds others.
     fn delete(&self, key: &Key, current: &Resource) -> Result<(), StoreError> {
-        let file = self.partition_for(key);
+        let file = self.own_file(key)?;
         if file.exists() {
             fs::remove_file(&file).map_err(|source| StoreError::Io {
                 action: "remove",
@@ -202,6 +204,24 @@ impl ConfigSource for ConfigDir {
 }
 
 impl ConfigDir {
+    /// The file an object is kept in, refused unless it lies directly in the directory.
+    /// Validation already allows only DNS-1123 names; this holds even if it did not.
+    fn own_file(&self, key: &Key) -> Result<PathBuf, StoreError> {
+        let safe = |s: &str| {
+            !s.is_empty()
+                && !s.starts_with('.')
+                && !s.contains("..")
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        };
+        let file = self.partition_for(key);
+        if safe(&key.namespace) && safe(&key.name) && file.parent() == Some(self.dir.as_path()) {
+            Ok(file)
+        } else {
+            Err(StoreError::UnsafeName { key: key.clone() })
+        }
+    }
+
     /// Rewrites the file `r` was read from without `r`'s document, unless that file is
     /// `except` or lies outside the directory.
     fn cut_out(&self, r: &Resource, except: &Path) -> Result<(), StoreError> {
@@ -342,6 +362,44 @@ mod tests {
             "{mine}"
         );
         assert_eq!(load_all(&dir).len(), 3);
+    }
+
+    #[test]
+    fn nothing_is_written_or_removed_outside_the_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let victim = tmp.path().join("victim");
+        fs::create_dir(&victim).unwrap();
+        fs::write(victim.join("app.yaml"), "precious").unwrap();
+        let dir = ConfigDir::open(&tmp.path().join("config")).unwrap();
+        let r = weft_api::load_str(TWO, Path::new("x.yaml"))
+            .resources
+            .remove(0);
+        for (namespace, name) in [
+            ("../victim/app", "a"),
+            ("default", "../../victim/app"),
+            ("a/b", "c"),
+            ("Default", "a"),
+            ("default", ".hidden"),
+        ] {
+            let key = Key {
+                kind: weft_api::Kind::Service,
+                namespace: namespace.into(),
+                name: name.into(),
+            };
+            assert!(
+                matches!(dir.put(&key, &r, None), Err(StoreError::UnsafeName { .. })),
+                "{key}"
+            );
+            assert!(
+                matches!(dir.delete(&key, &r), Err(StoreError::UnsafeName { .. })),
+                "{key}"
+            );
+        }
+        assert_eq!(
+            fs::read_to_string(victim.join("app.yaml")).unwrap(),
+            "precious"
+        );
+        assert_eq!(fs::read_dir(tmp.path().join("config")).unwrap().count(), 0);
     }
 
     #[test]

@@ -65,3 +65,57 @@ async fn analysis_before_an_apply_sees_services_in_the_namespaces_it_names() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn admin_calls_without_the_admin_token_are_unauthenticated() {
+    use tonic::service::interceptor::InterceptedService;
+    use tonic::transport::Channel;
+    use weft_discovery::admin::admin_client::AdminClient;
+    use weft_discovery::admin::{ApplyRequest, DeleteRequest, GetRequest};
+    use weft_discovery::credentials::{Bearer, Token};
+    use weft_discovery::discovery::ResourceKey;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = ControlOptions::new(dir.path().to_path_buf());
+    opts.grpc = "127.0.0.1:0".parse().unwrap();
+    opts.monitoring = "127.0.0.1:0".parse().unwrap();
+    let cp = ControlPlane::start(opts).await.unwrap();
+    let channel = Channel::from_shared(format!("http://{}", cp.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let client = |token: Option<&Token>| -> AdminClient<InterceptedService<Channel, Bearer>> {
+        AdminClient::with_interceptor(channel.clone(), Bearer::new(token))
+    };
+    let apply = ApplyRequest {
+        source: "svc.yaml".into(),
+        documents: "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{name: http, port: 80}]}\n".into(),
+    };
+    let delete = DeleteRequest {
+        keys: vec![ResourceKey {
+            kind: "Service".into(),
+            namespace: "default".into(),
+            name: "a".into(),
+        }],
+    };
+    let stranger = Token::generate().unwrap();
+    for token in [None, Some(&stranger)] {
+        let status = client(token).apply(apply.clone()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert!(
+            status
+                .message()
+                .contains(&cp.admin_token_file.display().to_string()),
+            "{}",
+            status.message()
+        );
+        let status = client(token).delete(delete.clone()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        let status = client(token).get(GetRequest::default()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    }
+    assert_eq!(cp.state.mesh().config_objects().count(), 0);
+    client(Some(&cp.admin_token)).apply(apply).await.unwrap();
+    client(Some(&cp.admin_token)).delete(delete).await.unwrap();
+}

@@ -77,6 +77,16 @@ fn hello(name: &str, namespace: &str) -> Hello {
     }
 }
 
+/// A reviews pod at 10.1.2.3 that announces itself with `join_token`.
+fn reviews_pod(join_token: &str) -> Hello {
+    Hello {
+        address: "10.1.2.3".into(),
+        labels: [("app".to_string(), "reviews".to_string())].into(),
+        join_token: join_token.into(),
+        ..hello("reviews-v1-abc", "default")
+    }
+}
+
 /// `Kind namespace/name` of what an update carries.
 fn names(u: &Update) -> BTreeSet<String> {
     u.resources
@@ -235,15 +245,7 @@ async fn announced_workloads_become_endpoints_and_leave_after_the_grace_period()
         names(&caller.next().await),
         BTreeSet::from(["Service default/reviews".to_string()])
     );
-    let reviews = Sim::connect(
-        &cp,
-        Hello {
-            address: "10.1.2.3".into(),
-            labels: [("app".to_string(), "reviews".to_string())].into(),
-            ..hello("reviews-v1-abc", "default")
-        },
-    )
-    .await;
+    let reviews = Sim::connect(&cp, reviews_pod(cp.join_token.as_str())).await;
     let announced = caller.next().await;
     assert_eq!(
         names(&announced),
@@ -257,6 +259,65 @@ async fn announced_workloads_become_endpoints_and_leave_after_the_grace_period()
         removed(&withdrawn),
         BTreeSet::from(["WorkloadEntry default/reviews-v1-abc-10-1-2-3".to_string()])
     );
+}
+
+#[tokio::test]
+async fn a_proxy_without_the_join_token_follows_config_but_is_no_endpoint() {
+    let (cp, _dir) = control(Duration::from_secs(30)).await;
+    apply(&cp, &service("reviews", "default")).await;
+    let mut caller = Sim::connect(&cp, hello("productpage-0", "default")).await;
+    caller.next().await;
+    let wrong = format!("{}0", &cp.join_token.as_str()[1..]);
+    let mut intruders = Vec::new();
+    for (i, token) in ["", wrong.as_str()].into_iter().enumerate() {
+        let mut intruder = Sim::connect(
+            &cp,
+            Hello {
+                name: format!("fake-reviews-{i}"),
+                address: format!("10.6.6.{i}"),
+                ..reviews_pod(token)
+            },
+        )
+        .await;
+        // Still sent config.
+        assert_eq!(
+            names(&intruder.next().await),
+            BTreeSet::from(["Service default/reviews".to_string()])
+        );
+        intruders.push(intruder);
+    }
+    // The legitimate pod's announcement is the first thing the caller hears of.
+    let _reviews = Sim::connect(&cp, reviews_pod(cp.join_token.as_str())).await;
+    assert_eq!(
+        names(&caller.next().await),
+        BTreeSet::from(["WorkloadEntry default/reviews-v1-abc-10-1-2-3".to_string()])
+    );
+    let mesh = cp.state.mesh();
+    let registered: Vec<(String, bool)> = mesh
+        .proxies()
+        .map(|(_, p)| (p.hello.address.clone(), p.registered))
+        .collect();
+    assert!(
+        registered.contains(&("10.6.6.0".into(), false)),
+        "{registered:?}"
+    );
+    assert!(
+        registered.contains(&("10.6.6.1".into(), false)),
+        "{registered:?}"
+    );
+    assert!(
+        registered.contains(&("10.1.2.3".into(), true)),
+        "{registered:?}"
+    );
+    // The token is never kept where proxy-status could show it.
+    assert!(mesh.proxies().all(|(_, p)| p.hello.join_token.is_empty()));
+    let announced: Vec<_> = mesh
+        .objects()
+        .iter()
+        .filter(|(k, _)| k.kind == weft_api::Kind::WorkloadEntry)
+        .map(|(k, _)| k.name.clone())
+        .collect();
+    assert_eq!(announced, ["reviews-v1-abc-10-1-2-3"]);
 }
 
 #[tokio::test]
@@ -339,15 +400,7 @@ async fn a_restarted_control_plane_remembers_announced_workloads_until_their_gra
     };
     let first = start(Duration::from_secs(30)).await.unwrap();
     apply(&first, &service("reviews", "default")).await;
-    let announcing = Sim::connect(
-        &first,
-        Hello {
-            address: "10.1.2.3".into(),
-            labels: [("app".to_string(), "reviews".to_string())].into(),
-            ..hello("reviews-v1-abc", "default")
-        },
-    )
-    .await;
+    let announcing = Sim::connect(&first, reviews_pod(first.join_token.as_str())).await;
     let file = first.state.registrations.file().unwrap().to_path_buf();
     let kept = tokio::time::timeout(DEADLINE, async {
         while !std::fs::read_to_string(&file).is_ok_and(|t| t.contains("10.1.2.3")) {

@@ -3,6 +3,7 @@
 //! config directory that both `weft control` and a stand-alone `weft proxy` read.
 #![forbid(unsafe_code)]
 
+pub mod credentials;
 pub mod watch;
 pub mod wire;
 

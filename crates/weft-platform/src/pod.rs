@@ -43,6 +43,8 @@ pub struct PodSpec {
     pub ports: Vec<u16>,
     pub hosts: String,
     pub control_plane: SocketAddr,
+    /// The mesh's join token, which lets the sidecar register the pod as an endpoint.
+    pub join_token_file: PathBuf,
     /// The `weft` binary (also what `command: [weft, …]` runs).
     pub weft: PathBuf,
     pub state_root: PathBuf,
@@ -239,6 +241,8 @@ fn proxy(spec: &PodSpec) -> Supervised {
         &spec.ip.to_string(),
         "--upstream-mark",
         PROXY_MARK,
+        "--join-token-file",
+        &spec.join_token_file.display().to_string(),
     ]
     .map(String::from)
     .to_vec();

@@ -59,7 +59,7 @@ pub async fn run_sandbox(opts: SandboxOptions) -> Result<(), PlatformError> {
 
     let mut pods = Vec::new();
     for (index, pod) in plan.pods.iter().enumerate() {
-        let spec = pod_spec(&opts, &plan, pod, control_addr);
+        let spec = pod_spec(&opts, &plan, pod, &control);
         for port in pod.workload.spec.gateway.iter().flat_map(|g| &g.host_ports) {
             let socket = opts.state.root.join(gateway_socket(*port));
             forwarders.push(unix_to_tcp(socket, (pod.ip, *port).into()).map_err(io)?);
@@ -94,7 +94,12 @@ fn as_yaml(plan: &Plan) -> String {
         .join("---\n")
 }
 
-fn pod_spec(opts: &SandboxOptions, plan: &Plan, pod: &plan::Pod, control: SocketAddr) -> PodSpec {
+fn pod_spec(
+    opts: &SandboxOptions,
+    plan: &Plan,
+    pod: &plan::Pod,
+    control: &ControlPlane,
+) -> PodSpec {
     let spec = &pod.workload.spec;
     PodSpec {
         name: pod.name.clone(),
@@ -111,7 +116,8 @@ fn pod_spec(opts: &SandboxOptions, plan: &Plan, pod: &plan::Pod, control: Socket
         sidecar: spec.sidecar,
         ports: spec.ports.clone(),
         hosts: pod.hosts_file(&plan.services, &plan.external),
-        control_plane: control,
+        control_plane: control.grpc_addr,
+        join_token_file: control.join_token_file.clone(),
         weft: opts.weft.clone(),
         state_root: opts.state.root.clone(),
     }

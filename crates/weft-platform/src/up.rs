@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::process::Command;
+use weft_discovery::credentials::{self, Token};
 
 pub struct UpOptions {
     pub mesh_file: PathBuf,
@@ -136,6 +137,7 @@ pub async fn up(opts: UpOptions) -> Result<(), PlatformError> {
     })?;
     let pods = plan.pods.len();
     let ready = wait_until_ready(&opts.state, pods, opts.ready_within, &mut sandbox).await;
+    let token = publish_admin_token(&opts);
     print_summary(&opts, ready.as_ref());
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| PlatformError::Io {
@@ -148,6 +150,9 @@ pub async fn up(opts: UpOptions) -> Result<(), PlatformError> {
         status = sandbox.wait() => Some(status),
     };
     let _ = sandbox.kill().await;
+    if let Some(token) = token {
+        credentials::unpublish(opts.control_plane, &token);
+    }
     let _ = std::fs::remove_file(opts.state.pid_file());
     let _ = std::fs::remove_file(opts.state.status_file());
     match exited {
@@ -218,6 +223,26 @@ async fn wait_until_ready(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     last
+}
+
+/// Publishes the sandbox's control plane's admin token for this user's CLIs at the host
+/// address, as `weft control` does for its own.
+fn publish_admin_token(opts: &UpOptions) -> Option<Token> {
+    let file = credentials::admin_token_file(&opts.state.config());
+    let published = Token::read(&file).and_then(|t| {
+        let path = credentials::publish(opts.control_plane, &t)?;
+        Ok((t, path))
+    });
+    match published {
+        Ok((token, path)) => {
+            tracing::debug!(published = %path.display(), "admin token published");
+            Some(token)
+        }
+        Err(e) => {
+            eprintln!("the CLI will need --token-file {}: {e}", file.display());
+            None
+        }
+    }
 }
 
 fn print_summary(opts: &UpOptions, status: Option<&Status>) {

@@ -34,6 +34,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
             grpc: args.grpc,
             monitoring: args.monitoring,
             endpoint_grace: Duration::from_secs(args.endpoint_grace),
+            publish_admin_token: true,
             ..ControlOptions::new(args.config_dir.clone())
         })
         .await?;
@@ -42,8 +43,21 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
             config = %args.config_dir.display(), objects = control.state.mesh().objects().len(),
             "weft control listening"
         );
-        tokio::signal::ctrl_c().await?;
-        tracing::info!("interrupted: exiting");
+        if let Some(local) = control.published {
+            tracing::info!(
+                token = %control.admin_token_file.display(),
+                "the admin API needs the admin token; this user's CLIs at {local} find it"
+            );
+        }
+        tracing::info!(join_token = %control.join_token_file.display(),
+            "proxies register their workloads with the join token (weft proxy --join-token-file)");
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("stopping: the published admin token is withdrawn");
         Ok(())
     })
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tracing_subscriber::{reload, EnvFilter};
 use weft_api::types::OutboundTrafficMode;
+use weft_discovery::credentials::Token;
 use weft_discovery::discovery::Hello;
 use weft_proxy::access_log::AccessLog;
 use weft_proxy::config::{FileSource, StreamSource};
@@ -32,6 +33,10 @@ pub struct ProxyArgs {
     /// workload's labels route to it (Istio's INSTANCE_IP).
     #[arg(long, env = "INSTANCE_IP")]
     address: Option<String>,
+    /// The mesh's join token (the control plane's `.weft/join.token`, handed to pods by the
+    /// platform): without it the control plane sends config but registers no endpoint.
+    #[arg(long, env = "WEFT_JOIN_TOKEN_FILE", requires = "control_plane")]
+    join_token_file: Option<PathBuf>,
     /// The workload's namespace, as the pod's.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     namespace: String,
@@ -125,6 +130,13 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         service_account: args.service_account.clone(),
         held_version: String::new(),
         proxy_version: env!("CARGO_PKG_VERSION").to_string(),
+        join_token: match &args.join_token_file {
+            Some(file) => Token::read(file)
+                .context("--join-token-file")?
+                .as_str()
+                .to_string(),
+            None => String::new(),
+        },
     };
     let workload = Workload {
         name: args.workload_name,

@@ -602,6 +602,7 @@ async fn the_cli_applies_gets_and_deletes_and_refuses_bad_or_stale_updates() {
     // From standard input, as kubectl takes it.
     let mut stdin_apply = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
         .args(["--control-plane", &cp.to_string(), "apply", "-f", "-"])
+        .env("WEFT_HOME", test_home())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -710,4 +711,117 @@ async fn a_proxy_is_ready_only_once_configured_and_finds_a_control_plane_that_st
         "{}",
         proxy.output()
     );
+}
+
+/// The CLI run as another user of the machine would: no published credentials.
+async fn cli_elsewhere(control: SocketAddr, args: &[&str]) -> (ExitStatus, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        let home = tempfile::tempdir().unwrap();
+        std::process::Command::new(WEFT)
+            .arg("--control-plane")
+            .arg(control.to_string())
+            .args(&args)
+            .env("WEFT_HOME", home.path())
+            .env_remove("WEFT_TOKEN")
+            .env_remove("WEFT_TOKEN_FILE")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_the_mesh_needs_the_admin_token_which_the_local_cli_finds_by_itself() {
+    use std::os::unix::fs::PermissionsExt;
+    let store = tempfile::tempdir().unwrap();
+    let control = Control::start(store.path(), free_addrs::<2>()).await;
+    let cp = control.grpc;
+    let files = tempfile::tempdir().unwrap();
+    let vs = files.path().join("svc.yaml");
+    std::fs::write(&vs, "apiVersion: v1\nkind: Service\nmetadata: {name: reviews}\nspec: {ports: [{name: http, port: 9080}]}\n").unwrap();
+    let vs = vs.display().to_string();
+    let token_file = store.path().join(".weft/admin.token");
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the admin token is its user's alone");
+
+    // Without the token: refused, saying where the token is; nothing stored.
+    for args in [
+        vec!["apply", "-f", vs.as_str()],
+        vec!["delete", "svc", "reviews"],
+        vec!["get", "svc"],
+    ] {
+        let (status, _, err) = cli_elsewhere(cp, &args).await;
+        assert!(!status.success(), "{args:?} went through without a token");
+        assert!(
+            err.contains("needs its admin token")
+                && err.contains(&token_file.display().to_string()),
+            "{args:?}: {err}"
+        );
+    }
+    let (status, _, err) = cli_elsewhere(cp, &["--token", "0123abcd", "apply", "-f", &vs]).await;
+    assert!(!status.success());
+    assert!(err.contains("is not this control plane's"), "{err}");
+    assert!(stored_files(store.path()).is_empty());
+
+    // The same user's CLI finds it without flags; another set-up passes the file.
+    let (status, out, err) = cli(cp, &["apply", "-f", &vs]).await;
+    assert!(status.success(), "{err}");
+    assert!(out.contains("reviews created"), "{out}");
+    assert_eq!(stored_files(store.path()).len(), 1);
+    let token = token_file.display().to_string();
+    let (status, out, err) =
+        cli_elsewhere(cp, &["--token-file", &token, "delete", "svc", "reviews"]).await;
+    assert!(status.success(), "{err}");
+    assert!(out.contains("deleted"), "{out}");
+
+    // The token survives a restart, so CLIs that hold it keep working.
+    let before = std::fs::read_to_string(&token_file).unwrap();
+    drop(control);
+    let _control = Control::start(store.path(), free_addrs::<2>()).await;
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_are_refused_and_nothing_outside_the_config_directory_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = tmp.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::write(victim.join("app.yaml"), "precious").unwrap();
+    let store = tmp.path().join("config");
+    let control = Control::start(&store, free_addrs::<2>()).await;
+    let cp = control.grpc;
+    let vs = |name: &str, namespace: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: {name:?}\n  namespace: {namespace:?}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {{host: reviews}}\n")
+    };
+    for (name, namespace, field) in [
+        ("app", "../victim/app", "metadata.namespace"),
+        ("app", "..", "metadata.namespace"),
+        ("../../victim/app", "default", "metadata.name"),
+        ("a/b", "default", "metadata.name"),
+        ("%2fetc%2fpasswd", "default", "metadata.name"),
+        ("Reviews", "default", "metadata.name"),
+        ("révieẃs", "default", "metadata.name"),
+    ] {
+        let file = tmp.path().join("hostile.yaml");
+        std::fs::write(&file, vs(name, namespace)).unwrap();
+        let (status, _, err) = cli(cp, &["apply", "-f", &file.display().to_string()]).await;
+        assert!(!status.success(), "{namespace}/{name} applied");
+        assert!(err.contains(field) && err.contains("RFC 1123"), "{err}");
+        let (status, _, _) = cli(cp, &["delete", "vs", name, "-n", namespace]).await;
+        assert!(!status.success(), "delete {namespace}/{name} went through");
+    }
+    assert_eq!(
+        std::fs::read_to_string(victim.join("app.yaml")).unwrap(),
+        "precious"
+    );
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 1);
+    let stored: Vec<_> = stored_files(&store);
+    assert!(stored.is_empty(), "{stored:?}");
 }

@@ -344,6 +344,8 @@ spec: {egress: [{hosts: ["./*", "istio-system/*"]}]}
     async fn only_services_can_be_described() {
         let target = Target {
             control_plane: "http://127.0.0.1:1".into(),
+            token: None,
+            token_file: None,
         };
         let args = DescribeArgs {
             what: "pod".into(),

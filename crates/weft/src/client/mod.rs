@@ -7,9 +7,12 @@ pub mod proxy_config;
 pub mod status;
 
 use anyhow::Context;
+use std::path::PathBuf;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use weft_api::Kind;
 use weft_discovery::admin::admin_client::AdminClient;
+use weft_discovery::credentials::{self, Bearer, Token};
 use weft_discovery::discovery::Resource as WireResource;
 use weft_discovery::wire;
 
@@ -24,10 +27,35 @@ pub struct Target {
         default_value = "http://127.0.0.1:15010"
     )]
     pub control_plane: String,
+    /// The control plane's admin token. Default: the one `weft control` or `weft up`
+    /// published for this address under $WEFT_HOME/credentials (~/.weft).
+    #[arg(long, global = true, env = "WEFT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A file holding the admin token (the control plane's `.weft/admin.token`).
+    #[arg(long, global = true, env = "WEFT_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
 }
 
+/// The admin API, every call carrying the admin token.
+pub type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
+
 impl Target {
-    pub async fn connect(&self) -> anyhow::Result<AdminClient<Channel>> {
+    /// The admin token: given, in a given file, or published for this address.
+    fn admin_token(&self) -> anyhow::Result<Option<Token>> {
+        if let Some(text) = &self.token {
+            return Token::parse(text)
+                .map(Some)
+                .context("--token / WEFT_TOKEN is empty or not a token");
+        }
+        if let Some(file) = &self.token_file {
+            return Ok(Some(
+                Token::read(file).context("--token-file / WEFT_TOKEN_FILE")?,
+            ));
+        }
+        Ok(credentials::published_token(&self.control_plane))
+    }
+
+    pub async fn connect(&self) -> anyhow::Result<Admin> {
         let endpoint = if self.control_plane.contains("://") {
             self.control_plane.clone()
         } else {
@@ -41,7 +69,8 @@ impl Target {
             .with_context(|| {
                 format!("cannot reach the control plane at {endpoint}: start it with `weft control`, or point --control-plane / WEFT_CONTROL_PLANE at it")
             })?;
-        Ok(AdminClient::new(channel))
+        let bearer = Bearer::new(self.admin_token()?.as_ref());
+        Ok(AdminClient::with_interceptor(channel, bearer))
     }
 }
 

@@ -40,6 +40,8 @@ pub fn sync_state(p: &ProxyStatus) -> &'static str {
 struct Row {
     name: String,
     address: String,
+    /// Whether its workload is an endpoint (it presented the join token).
+    registered: bool,
     status: &'static str,
     sent_version: String,
     acked_version: String,
@@ -67,6 +69,7 @@ pub async fn proxy_status(target: &Target, args: StatusArgs) -> anyhow::Result<(
             Row {
                 name: format!("{}.{}", id.name, id.namespace),
                 address: id.address.clone(),
+                registered: p.registered,
                 status: sync_state(p),
                 sent_version: p.sent_version.clone(),
                 acked_version: p.acked_version.clone(),
@@ -100,7 +103,11 @@ pub async fn proxy_status(target: &Target, args: StatusArgs) -> anyhow::Result<(
             .map(|r| {
                 vec![
                     r.name.clone(),
-                    r.address.clone(),
+                    if r.registered || r.address.is_empty() {
+                        r.address.clone()
+                    } else {
+                        format!("{} (no join token: not an endpoint)", r.address)
+                    },
                     r.status.to_string(),
                     short(&r.acked_version),
                     r.resources.to_string(),

@@ -107,6 +107,10 @@ impl Weft {
             .env_remove("RUST_BACKTRACE")
             .env_remove("RUST_LIB_BACKTRACE")
             .env("WEFT_LOG", "info")
+            // Where control planes publish their admin tokens and the CLI finds them.
+            .env("WEFT_HOME", test_home())
+            .env_remove("WEFT_TOKEN")
+            .env_remove("WEFT_TOKEN_FILE")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -164,6 +168,24 @@ impl Drop for Weft {
         }
         let _ = self.child.wait();
     }
+}
+
+/// This test process's `$WEFT_HOME`, shared by the control planes it starts and the CLI it
+/// runs; its credentials directory is writable by the rootless `weft up` (as nobody) too.
+pub fn test_home() -> std::path::PathBuf {
+    static HOME: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    HOME.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let home = std::env::temp_dir().join(format!("weft-test-home-{}", std::process::id()));
+        let credentials = home.join("credentials");
+        std::fs::create_dir_all(&credentials).expect("create the test's WEFT_HOME");
+        for dir in [&home, &credentials] {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
+                .expect("open the test's WEFT_HOME to the rootless weft up");
+        }
+        home
+    })
+    .clone()
 }
 
 /// Runs a short-lived `weft` command to completion (killed if it overstays `DEADLINE`).
