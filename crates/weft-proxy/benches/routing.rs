@@ -48,15 +48,7 @@ fn bench(c: &mut Criterion) {
         let method = method.clone();
         c.bench_function(name, move |b| {
             b.iter(|| {
-                let view = RequestView {
-                    method: &method,
-                    path,
-                    query: None,
-                    scheme: "http",
-                    authority: "reviews:9080",
-                    headers: &headers,
-                    port: 9080,
-                };
+                let view = RequestView::new(&method, path, "http", "reviews:9080", &headers, 9080);
                 black_box(
                     vhost
                         .route_for(black_box(&view))

@@ -17,6 +17,7 @@ pub mod transport;
 pub mod upstream;
 pub mod workload;
 
+use ::http::HeaderValue;
 use access_log::AccessLog;
 use config::ConfigStore;
 use model::protocol::Protocol;
@@ -41,6 +42,47 @@ pub struct Shared {
     pub inbound_target: Option<SocketAddr>,
     pub inbound: Arc<Cluster>,
     pub passthrough: Arc<Cluster>,
+    /// What responses' `server` header is overwritten with; `None` leaves it alone.
+    pub server: Option<ServerNames>,
+}
+
+/// Istio's `proxyHeaders.server` (MeshConfig `defaultConfig.proxyHeaders.server`). Weft has
+/// no MeshConfig yet, so it is a proxy option; the default is Istio's behaviour.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerHeader {
+    /// Leave `server` as the upstream sent it, or absent (Envoy's PASS_THROUGH).
+    pub disabled: bool,
+    /// Overwrite `server` with this in every direction. Unset: `envoy` on outbound and
+    /// `istio-envoy` on inbound and gateways, as Istio configures its listeners.
+    pub value: Option<String>,
+}
+
+/// The `server` values per direction, made once when the proxy starts.
+#[derive(Debug, Clone)]
+pub struct ServerNames {
+    pub outbound: HeaderValue,
+    pub inbound_and_gateway: HeaderValue,
+}
+
+impl ServerHeader {
+    pub fn names(&self) -> Result<Option<ServerNames>, StartError> {
+        if self.disabled {
+            return Ok(None);
+        }
+        // An empty value is unset, as Istio reads it.
+        let Some(value) = self.value.as_ref().filter(|v| !v.is_empty()) else {
+            return Ok(Some(ServerNames {
+                outbound: HeaderValue::from_static("envoy"),
+                inbound_and_gateway: HeaderValue::from_static("istio-envoy"),
+            }));
+        };
+        let value =
+            HeaderValue::from_str(value).map_err(|_| StartError::ServerHeader(value.clone()))?;
+        Ok(Some(ServerNames {
+            outbound: value.clone(),
+            inbound_and_gateway: value,
+        }))
+    }
 }
 
 pub struct ProxyOptions {
@@ -60,6 +102,7 @@ pub struct ProxyOptions {
     pub regex_size_limit: usize,
     /// Gateway mode: listen on the ports of the Gateway servers that select the workload.
     pub gateway: Option<gateway::GatewayOptions>,
+    pub server_header: ServerHeader,
 }
 
 impl ProxyOptions {
@@ -80,6 +123,7 @@ impl ProxyOptions {
             set_log_level: None,
             regex_size_limit: model::matcher::DEFAULT_REGEX_SIZE_LIMIT,
             gateway: None,
+            server_header: ServerHeader::default(),
         }
     }
 }
@@ -105,6 +149,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("{0:?} cannot be a server header value: use visible ASCII characters")]
+    ServerHeader(String),
 }
 
 fn bind_hint(e: &std::io::Error) -> String {
@@ -123,6 +169,7 @@ fn bind_hint(e: &std::io::Error) -> String {
 impl Proxy {
     /// Binds every port and starts serving; the config store starts empty (not ready).
     pub async fn start(opts: ProxyOptions) -> Result<Proxy, StartError> {
+        let server = opts.server_header.names()?;
         let bind = |what: &'static str, addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -155,6 +202,7 @@ impl Proxy {
             inbound_target: opts.inbound_target,
             inbound: passthrough_cluster("inbound|||"),
             passthrough: passthrough_cluster("PassthroughCluster"),
+            server,
         });
         let quit = Arc::new(Notify::new());
         let admin_state = Arc::new(admin::Admin {

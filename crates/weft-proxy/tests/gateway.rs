@@ -145,6 +145,10 @@ async fn the_gateway_port_routes_by_the_bound_virtual_service() {
         (page.status.as_u16(), page.served_by()),
         (200, "productpage")
     );
+    assert_eq!(
+        page.headers["server"], "istio-envoy",
+        "Istio's gateway server name"
+    );
     let entry = proxy.log.recv().await.unwrap();
     assert_eq!(entry.upstream_cluster.as_deref(), Some(PRODUCTPAGE_CLUSTER));
     assert_eq!(entry.downstream_local, Some(addr));
@@ -348,15 +352,15 @@ fn workload(namespace: &str, labels: &str) -> Workload {
 }
 
 fn route_for<'a>(vhost: &'a VirtualHost, path: &str) -> Option<&'a Route> {
-    let view = RequestView {
-        method: &Method::GET,
+    let headers = HeaderMap::new();
+    let view = RequestView::new(
+        &Method::GET,
         path,
-        query: None,
-        scheme: "http",
-        authority: "bookinfo.example.com",
-        headers: &HeaderMap::new(),
-        port: 8080,
-    };
+        "http",
+        "bookinfo.example.com",
+        &headers,
+        8080,
+    );
     vhost.route_for(&view).map(|(route, _)| route)
 }
 

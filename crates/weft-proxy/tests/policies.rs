@@ -133,14 +133,76 @@ async fn consistent_hash_keeps_a_user_on_one_endpoint() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_hashing_with_a_ttl_generates_the_cookie_and_sticks_to_it() {
+    let mut backends = Vec::new();
+    for i in 0..4 {
+        backends.push(
+            Backend::start(&format!("127.0.0.{}", i + 2), ["a", "b", "c", "d"][i], ok()).await,
+        );
+    }
+    let pairs: Vec<(&str, &Backend)> = ["a", "b", "c", "d"]
+        .iter()
+        .copied()
+        .zip(backends.iter())
+        .collect();
+    let yaml = service_yaml("cart", 8080, &pairs)
+        + &subsets_yaml("cart", &[], "  trafficPolicy:\n    loadBalancer:\n      consistentHash:\n        httpCookie: {name: user, path: /cart, ttl: 3600s}\n");
+    let proxy = TestProxy::start(&yaml).await;
+    let set_cookie =
+        regex::Regex::new(r#"^user="([0-9a-f]{16})"; Max-Age=3600; Path=/cart; HttpOnly$"#)
+            .unwrap();
+    let mut owners = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        // A new client is a new connection, and Envoy derives the cookie from it.
+        let c = proxy.client();
+        let first = c.get("cart:8080", "/cart", &[]).await;
+        let header = first.headers["set-cookie"].to_str().unwrap();
+        let value = set_cookie
+            .captures(header)
+            .unwrap_or_else(|| panic!("Envoy's Set-Cookie shape: {header}"))[1]
+            .to_string();
+        for cookie in [
+            format!("user={value}"),
+            format!("other=1; user=\"{value}\""),
+        ] {
+            let again = proxy
+                .client()
+                .get("cart:8080", "/cart", &[("cookie", &cookie)])
+                .await;
+            assert_eq!(again.served_by(), first.served_by(), "{cookie} moved");
+            assert!(
+                again.headers.get("set-cookie").is_none(),
+                "the cookie is kept"
+            );
+        }
+        owners.insert(first.served_by().to_string());
+    }
+    // 20 connections all hashing to one of 4 endpoints: probability 4^-19.
+    assert!(owners.len() >= 2, "generated cookies spread: {owners:?}");
+
+    // Without a ttl no cookie is generated.
+    let yaml = service_yaml("cart", 8080, &pairs)
+        + &subsets_yaml("cart", &[], "  trafficPolicy:\n    loadBalancer:\n      consistentHash:\n        httpCookie: {name: user}\n");
+    proxy.reconfigure(&yaml).await;
+    let a = proxy.client().get("cart:8080", "/cart", &[]).await;
+    assert_eq!(a.status, 200);
+    assert!(a.headers.get("set-cookie").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_too_large_to_replay_are_not_retried() {
+    let retry_503 = virtual_service(
+        "upload",
+        "  - route:\n    - destination: {host: upload}\n    retries: {attempts: 2, retryOn: \"503\"}\n",
+    );
     let flaky = Backend::start(
         "127.0.0.2",
         "v1",
         Arc::new(|n| (if n == 0 { 503 } else { 200 }, None)),
     )
     .await;
-    let proxy = TestProxy::start(&service_yaml("upload", 8000, &[("v1", &flaky)])).await;
+    let proxy =
+        TestProxy::start(&(service_yaml("upload", 8000, &[("v1", &flaky)]) + &retry_503)).await;
     let c = proxy.client();
     let small = c
         .send(
@@ -162,7 +224,8 @@ async fn bodies_too_large_to_replay_are_not_retried() {
         Arc::new(|n| (if n == 0 { 503 } else { 200 }, None)),
     )
     .await;
-    let proxy = TestProxy::start(&service_yaml("upload", 8000, &[("v1", &flaky)])).await;
+    let proxy =
+        TestProxy::start(&(service_yaml("upload", 8000, &[("v1", &flaky)]) + &retry_503)).await;
     let big = proxy
         .client()
         .send(
@@ -283,4 +346,95 @@ async fn a_resource_defined_twice_is_its_later_definition() {
     for _ in 0..10 {
         assert_eq!(proxy.client().served("reviews:9080", "/", &[]).await, "v2");
     }
+}
+
+/// An upstream that names itself in `server`, as most app servers do.
+async fn app_with_server_header(ip: &str) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {
+                    let reply = b"HTTP/1.1 200 OK\r\nserver: app\r\ncontent-length: 2\r\n\r\nok";
+                    if s.write_all(reply).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_header_is_istios_per_direction_and_configurable() {
+    let app = app_with_server_header("127.0.0.2").await;
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: app\nspec:\n  selector: {{app: app}}\n  ports: [{{name: http, port: 80}}]\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: app\nspec:\n  address: 127.0.0.2\n  labels: {{app: app}}\n  ports: {{http: {}}}\n",
+        app.port()
+    );
+    let server = |a: &Answer| {
+        a.headers
+            .get("server")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let start = |server_header| {
+        let yaml = yaml.clone();
+        async move {
+            TestProxy::start_with(
+                &yaml,
+                Setup {
+                    server_header,
+                    inbound_target: Some(app),
+                    ..Setup::default()
+                },
+            )
+            .await
+        }
+    };
+    // Istio's defaults: `envoy` on the outbound sidecar, `istio-envoy` inbound, both
+    // overwriting what the app said, on local replies too.
+    let proxy = start(Default::default()).await;
+    let outbound = proxy.client().get("app:80", "/", &[]).await;
+    assert_eq!(server(&outbound).as_deref(), Some("envoy"));
+    let blocked = proxy.client().get("elsewhere.example", "/", &[]).await;
+    assert_eq!(
+        (blocked.status.as_u16(), server(&blocked).as_deref()),
+        (502, Some("envoy"))
+    );
+    let inbound = HttpClient::new(proxy.proxy.inbound_addr)
+        .get("app.default.svc.cluster.local", "/", &[])
+        .await;
+    assert_eq!(server(&inbound).as_deref(), Some("istio-envoy"));
+
+    // proxyHeaders.server.value: one value everywhere.
+    let proxy = start(weft_proxy::ServerHeader {
+        disabled: false,
+        value: Some("weft".into()),
+    })
+    .await;
+    assert_eq!(
+        server(&proxy.client().get("app:80", "/", &[]).await).as_deref(),
+        Some("weft")
+    );
+    let inbound = HttpClient::new(proxy.proxy.inbound_addr)
+        .get("app", "/", &[])
+        .await;
+    assert_eq!(server(&inbound).as_deref(), Some("weft"));
+
+    // proxyHeaders.server.disabled: the app's header passes through; none is added.
+    let proxy = start(weft_proxy::ServerHeader {
+        disabled: true,
+        value: None,
+    })
+    .await;
+    assert_eq!(
+        server(&proxy.client().get("app:80", "/", &[]).await).as_deref(),
+        Some("app")
+    );
+    let blocked = proxy.client().get("elsewhere.example", "/", &[]).await;
+    assert_eq!(server(&blocked), None);
 }

@@ -83,14 +83,101 @@ async fn fault_delay_and_abort_with_percentages() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn default_retries_recover_from_a_flaky_upstream_and_stop_at_the_limit() {
-    // Fails the first two tries with 503, then recovers: Istio's default (2 retries) hides it.
-    let flaky = one(Arc::new(|n| (if n < 2 { 503 } else { 200 }, None))).await;
-    let proxy = TestProxy::start(&service_yaml("ratings", 9080, &[("v1", &flaky)])).await;
-    let a = proxy.client().get("ratings:9080", "/", &[]).await;
-    assert_eq!(a.status, 200);
-    assert_eq!(flaky.hits(), 3);
+async fn a_fault_without_percentage_applies_to_no_request() {
+    // Istio hands Envoy's fault filter an unset fraction, which is 0 %.
+    let b = one(ok()).await;
+    let yaml = service_yaml("ratings", 9080, &[("v1", &b)])
+        + &vs("  - fault:
+      delay:
+        fixedDelay: 5s
+      abort:
+        httpStatus: 500
+    route:
+    - destination: {host: ratings}
+");
+    let mut proxy = TestProxy::start(&yaml).await;
+    let c = proxy.client();
+    let started = Instant::now();
+    for _ in 0..50 {
+        assert_eq!(c.get("ratings:9080", "/", &[]).await.status, 200);
+        assert_eq!(proxy.log.recv().await.unwrap().flags, Flags::default());
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "no request delayed"
+    );
+    assert_eq!(b.hits(), 50);
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_retries_do_not_retry_a_503_and_each_try_counts_its_attempt() {
+    // Istio 1.24+: retryOn connect-failure,refused-stream,unavailable,cancelled,
+    // retriable-status-codes with no status codes, also for `retries` without `retryOn`.
+    let broken = one(Arc::new(|_| (503, None))).await;
+    let proxy = TestProxy::start(&service_yaml("ratings", 9080, &[("v1", &broken)])).await;
+    assert_eq!(
+        proxy.client().get("ratings:9080", "/", &[]).await.status,
+        503
+    );
+    assert_eq!(broken.hits(), 1, "a 503 is not retried by default");
+    let seen = broken.seen.lock().unwrap()[0].headers.clone();
+    assert_eq!(seen["x-envoy-attempt-count"], "1");
+
+    let broken = Backend::start("127.0.0.3", "v1", Arc::new(|_| (503, None))).await;
+    let yaml = service_yaml("ratings", 9080, &[("v1", &broken)])
+        + &vs("  - route:
+    - destination: {host: ratings}
+    retries:
+      attempts: 3
+");
+    proxy.reconfigure(&yaml).await;
+    assert_eq!(
+        proxy.client().get("ratings:9080", "/", &[]).await.status,
+        503
+    );
+    assert_eq!(
+        broken.hits(),
+        1,
+        "attempts without retryOn keeps the default conditions"
+    );
+
+    // Fails the first two tries with 503, then recovers: retryOn 503 hides it.
+    let flaky = Backend::start(
+        "127.0.0.4",
+        "v1",
+        Arc::new(|n| (if n < 2 { 503 } else { 200 }, None)),
+    )
+    .await;
+    let yaml = service_yaml("ratings", 9080, &[("v1", &flaky)])
+        + &vs("  - route:
+    - destination: {host: ratings}
+    retries:
+      attempts: 2
+      retryOn: \"503\"
+");
+    proxy.reconfigure(&yaml).await;
+    let a = proxy
+        .client()
+        .get("ratings:9080", "/", &[("x-envoy-attempt-count", "7")])
+        .await;
+    assert_eq!(a.status, 200);
+    let counts: Vec<String> = flaky
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p.headers["x-envoy-attempt-count"]
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(counts, ["1", "2", "3"], "Envoy numbers each try upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_stop_at_the_limit_and_500_is_not_retriable_by_default() {
     let broken = Backend::start("127.0.0.3", "v1", Arc::new(|_| (503, None))).await;
     let yaml = service_yaml("ratings", 9080, &[("v1", &broken)])
         + &vs("  - route:
@@ -428,4 +515,42 @@ async fn connections_are_reused_until_max_requests_per_connection() {
         "connections are reused, never past 3 requests: {most}"
     );
     assert!(capped.connections.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_ignore_previous_hosts_picks_the_retry_endpoint_as_istio() {
+    // Both endpoints fail; the request is hashed onto one of them, so where its retry goes
+    // shows the policy: true → another endpoint; false, or unset on a hashed request
+    // (Istio's DefaultConsistentHashPolicy) → the same one.
+    let a = Backend::start("127.0.0.2", "a", Arc::new(|_| (503, None))).await;
+    let b = Backend::start("127.0.0.3", "b", Arc::new(|_| (503, None))).await;
+    let hashed = subsets_yaml(
+        "ratings",
+        &[],
+        "  trafficPolicy:\n    loadBalancer:\n      consistentHash: {httpHeaderName: x-user}\n",
+    );
+    let base = service_yaml("ratings", 9080, &[("v1", &a), ("v2", &b)]) + &hashed;
+    let routes = |ignore: &str| {
+        vs(&format!(
+            "  - route:\n    - destination: {{host: ratings}}\n    retries: {{attempts: 1, retryOn: \"503\"{ignore}}}\n"
+        ))
+    };
+    let proxy = TestProxy::start(&base).await;
+    for (ignore, same) in [
+        ("", true),
+        (", retryIgnorePreviousHosts: false", true),
+        (", retryIgnorePreviousHosts: true", false),
+    ] {
+        proxy.reconfigure(&(base.clone() + &routes(ignore))).await;
+        let before = (a.hits(), b.hits());
+        let answer = proxy
+            .client()
+            .get("ratings:9080", "/", &[("x-user", "jason")])
+            .await;
+        assert_eq!(answer.status, 503);
+        let tries = (a.hits() - before.0, b.hits() - before.1);
+        let on_one = tries == (2, 0) || tries == (0, 2);
+        assert_eq!(on_one, same, "{ignore:?}: tries per endpoint {tries:?}");
+        assert_eq!(tries.0 + tries.1, 2);
+    }
 }

@@ -363,3 +363,366 @@ async fn access_log_line_names_route_cluster_and_upstream() {
         "{line}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authority_rewrites_take_the_route_before_the_destination() {
+    // Istio's "set host header in route and (multi) destination" cases: the route's
+    // rewrite.authority or headers.request authority wins on every destination.
+    let b = reviews(&["v1", "v2"]).await;
+    let vs = &reviews_routes(
+        "  - match:
+    - uri: {prefix: /rewrite}
+    rewrite: {authority: new-authority}
+    route:
+    - destination: {host: reviews, subset: v1}
+      weight: 50
+      headers:
+        request:
+          set: {Host: dest-authority}
+    - destination: {host: reviews, subset: v2}
+      weight: 50
+  - match:
+    - uri: {prefix: /route-header}
+    headers:
+      request:
+        set: {\":authority\": route-authority}
+    route:
+    - destination: {host: reviews, subset: v1}
+      weight: 50
+      headers:
+        request:
+          set: {Host: dest-authority}
+    - destination: {host: reviews, subset: v2}
+      weight: 50
+  - match:
+    - uri: {prefix: /single}
+    headers:
+      request:
+        add: {Host: route-authority}
+    route:
+    - destination: {host: reviews, subset: v1}
+      headers:
+        request:
+          set: {\":authority\": dest-authority}
+  - route:
+    - destination: {host: reviews, subset: v1}
+      weight: 50
+      headers:
+        request:
+          set: {Host: dest-authority}
+    - destination: {host: reviews, subset: v2}
+      weight: 50
+      headers:
+        request:
+          add: {\":authority\": dest-authority}
+",
+    );
+    let proxy = TestProxy::start(&reviews_config(&b, &["v1", "v2"], vs)).await;
+    let c = proxy.client();
+    for (path, want) in [
+        ("/rewrite", "new-authority"),
+        ("/route-header", "route-authority"),
+        ("/single", "route-authority"),
+        ("/dest", "dest-authority"),
+    ] {
+        let mut served = std::collections::BTreeSet::new();
+        for _ in 0..40 {
+            let a = c.get("reviews:9080", path, &[]).await;
+            assert_eq!(
+                a.headers["x-seen-host"],
+                want,
+                "{path} on {}",
+                a.served_by()
+            );
+            served.insert(a.served_by().to_string());
+        }
+        if path != "/single" {
+            // 40 draws at 50/50 miss a destination with probability 2^-39.
+            assert_eq!(served.len(), 2, "{path}: {served:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_rewrite_without_a_uri_match_replaces_the_implicit_slash() {
+    let b = reviews(&["v1"]).await;
+    let vs = &reviews_routes(
+        "  - match:
+    - headers:
+        x-api: {exact: \"1\"}
+    rewrite: {uri: /v1/}
+    route:
+    - destination: {host: reviews}
+  - rewrite: {uri: /v2/}
+    route:
+    - destination: {host: reviews}
+",
+    );
+    let proxy = TestProxy::start(&reviews_config(&b, &["v1"], vs)).await;
+    let c = proxy.client();
+    let a = c.get("reviews:9080", "/x/y?q=1", &[("x-api", "1")]).await;
+    assert_eq!(a.headers["x-seen-path"], "/v1/x/y?q=1");
+    let a = c.get("reviews:9080", "/x/y", &[]).await;
+    assert_eq!(a.headers["x-seen-path"], "/v2/x/y");
+    let seen = b[0].seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(seen.headers["x-envoy-original-path"], "/x/y");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_build_the_location_as_envoy_does() {
+    let b = reviews(&["v1"]).await;
+    let redirect = |prefix: &str, r: &str| {
+        format!("  - match:\n    - uri: {{prefix: {prefix}}}\n    redirect: {r}\n")
+    };
+    let vs = &reviews_routes(
+        &[
+            redirect("/uri-only", "{uri: /new}"),
+            redirect("/uri-query", "{uri: \"/new?x=2\"}"),
+            redirect("/request-port", "{uri: /p, derivePort: FROM_REQUEST_PORT}"),
+            redirect(
+                "/protocol-default",
+                "{uri: /d, derivePort: FROM_PROTOCOL_DEFAULT}",
+            ),
+            redirect(
+                "/elsewhere",
+                "{uri: /d, derivePort: FROM_PROTOCOL_DEFAULT, authority: b.example}",
+            ),
+            redirect("/port", "{port: 8443, scheme: https}"),
+            redirect("/eighty", "{port: 80}"),
+            redirect("/scheme", "{scheme: https}"),
+            redirect("/authority", "{authority: b.example, redirectCode: 302}"),
+            redirect("/foo/", "{prefixRewrite: /new/}"),
+            redirect("/old/", "{prefixRewrite: /, authority: b.example}"),
+        ]
+        .concat(),
+    );
+    // As a captured connection to reviews:9080, so a Host without a port still finds it.
+    let captured = Setup {
+        orig_dst: std::sync::Arc::new(weft_proxy::transport::orig_dst::FixedOriginalDst(
+            "10.96.0.9:9080".parse().unwrap(),
+        )),
+        ..Setup::default()
+    };
+    let proxy = TestProxy::start_with(&reviews_config(&b, &["v1"], vs), captured).await;
+    let c = proxy.client();
+    for (host, path, status, location) in [
+        // Only the URI changes: the request's Host, port included, stays.
+        (
+            "reviews:9080",
+            "/uri-only?q=1",
+            301,
+            "http://reviews:9080/new?q=1",
+        ),
+        (
+            "reviews:9080",
+            "/uri-query?q=1",
+            301,
+            "http://reviews:9080/new?x=2",
+        ),
+        // FROM_REQUEST_PORT names the port the route serves, even when Host has none.
+        ("reviews", "/request-port", 301, "http://reviews:9080/p"),
+        // FROM_PROTOCOL_DEFAULT is Envoy's default: no port rewrite, the Host is kept...
+        (
+            "reviews:9080",
+            "/protocol-default",
+            301,
+            "http://reviews:9080/d",
+        ),
+        // ...and a new authority comes without one.
+        ("reviews:9080", "/elsewhere", 301, "http://b.example/d"),
+        ("reviews:9080", "/port", 301, "https://reviews:8443/port"),
+        // Istio drops port 80 for http, which leaves the request's Host as it was.
+        ("reviews:9080", "/eighty", 301, "http://reviews:9080/eighty"),
+        // A new scheme drops the old scheme's default port, not another.
+        ("reviews:80", "/scheme", 301, "https://reviews/scheme"),
+        (
+            "reviews:9080",
+            "/scheme",
+            301,
+            "https://reviews:9080/scheme",
+        ),
+        (
+            "reviews:9080",
+            "/authority?a=1",
+            302,
+            "http://b.example/authority?a=1",
+        ),
+        // prefixRewrite replaces the matched prefix, keeping the rest and the query.
+        (
+            "reviews:9080",
+            "/foo/bar?x=1",
+            301,
+            "http://reviews:9080/new/bar?x=1",
+        ),
+        ("reviews:9080", "/old/a/b", 301, "http://b.example/a/b"),
+    ] {
+        let a = c.get(host, path, &[]).await;
+        assert_eq!(a.status, status, "{host}{path}");
+        assert_eq!(a.headers["location"], location, "{host}{path}");
+    }
+    assert_eq!(b[0].hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignore_uri_case_folds_exact_and_prefix_but_not_regex() {
+    let b = reviews(&["v1", "v2"]).await;
+    let vs = &reviews_routes(
+        "  - match:
+    - uri: {regex: \"/Reg/[a-z]+\"}
+      ignoreUriCase: true
+    - uri: {exact: /EXACT}
+      ignoreUriCase: true
+    - uri: {prefix: /PRE}
+      ignoreUriCase: true
+    route:
+    - destination: {host: reviews, subset: v2}
+  - route:
+    - destination: {host: reviews, subset: v1}
+",
+    );
+    let proxy = TestProxy::start(&reviews_config(&b, &["v1", "v2"], vs)).await;
+    let c = proxy.client();
+    for (path, want) in [
+        ("/exact", "v2"),
+        ("/Exact", "v2"),
+        ("/pre/x", "v2"),
+        ("/Reg/abc", "v2"),
+        // Envoy's case_sensitive does not apply to safe_regex.
+        ("/reg/abc", "v1"),
+        ("/Reg/ABC", "v1"),
+    ] {
+        assert_eq!(c.served("reviews:9080", path, &[]).await, want, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_matches_take_any_token_and_pseudo_headers() {
+    // Istio's "weird header matches" and "pseudo header matches".
+    let b = reviews(&["v1", "v2"]).await;
+    let vs = &reviews_routes(
+        "  - match:
+    - headers:
+        \"a!#$%&'*+-.^_`|~z\": {exact: why}
+    - headers:
+        \":method\": {exact: PUT}
+    - headers:
+        \":authority\": {prefix: reviews.default}
+    - headers:
+        \":path\": {exact: \"/q?x=1\"}
+    - headers:
+        \":scheme\": {exact: http}
+        x-scheme: {exact: http}
+    - headers:
+        \":scheme\": {exact: https}
+        x-scheme: {exact: https}
+    route:
+    - destination: {host: reviews, subset: v2}
+  - route:
+    - destination: {host: reviews, subset: v1}
+",
+    );
+    let proxy = TestProxy::start(&reviews_config(&b, &["v1", "v2"], vs)).await;
+    let c = proxy.client();
+    let weird = "a!#$%&'*+-.^_`|~z";
+    assert_eq!(c.served("reviews:9080", "/", &[(weird, "why")]).await, "v2");
+    assert_eq!(c.served("reviews:9080", "/", &[(weird, "not")]).await, "v1");
+    assert_eq!(c.served("reviews:9080", "/", &[]).await, "v1");
+    let put = c.send("PUT", "reviews:9080", "/", &[], Bytes::new()).await;
+    assert_eq!(put.served_by(), "v2");
+    assert_eq!(
+        c.served("reviews.default.svc.cluster.local:9080", "/", &[])
+            .await,
+        "v2"
+    );
+    assert_eq!(c.served("reviews:9080", "/q?x=1", &[]).await, "v2");
+    assert_eq!(c.served("reviews:9080", "/q?x=2", &[]).await, "v1");
+    assert_eq!(
+        c.served("reviews:9080", "/", &[("x-scheme", "http")]).await,
+        "v2"
+    );
+    assert_eq!(
+        c.served("reviews:9080", "/", &[("x-scheme", "https")])
+            .await,
+        "v1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_headers_test_an_absent_header_as_empty() {
+    // Istio's "without headers" cases: Envoy's invert_match with
+    // treat_missing_header_as_empty, except `regex: "*"`, which is presence.
+    let b = reviews(&["v1"]).await;
+    let denied = |prefix: &str, m: &str| {
+        format!("  - match:\n    - uri: {{prefix: {prefix}}}\n      withoutHeaders:\n        end-user: {m}\n    directResponse: {{status: 403}}\n")
+    };
+    let vs = &reviews_routes(
+        &[
+            denied("/exact", "{exact: jason}"),
+            denied("/present", "{regex: \"*\"}"),
+            denied("/any", "{regex: \".*\"}"),
+            denied("/some", "{regex: \".+\"}"),
+            "  - route:\n    - destination: {host: reviews}\n".to_string(),
+        ]
+        .concat(),
+    );
+    let proxy = TestProxy::start(&reviews_config(&b, &["v1"], vs)).await;
+    let c = proxy.client();
+    for (path, jason, empty, absent) in [
+        ("/exact", 200, 403, 403),
+        ("/present", 200, 200, 403),
+        ("/any", 200, 200, 200),
+        ("/some", 200, 403, 403),
+    ] {
+        let status = |h: &'static [(&'static str, &'static str)]| {
+            let c = c.clone();
+            async move { c.get("reviews:9080", path, h).await.status.as_u16() }
+        };
+        assert_eq!(
+            status(&[("end-user", "jason")]).await,
+            jason,
+            "{path} jason"
+        );
+        assert_eq!(status(&[("end-user", "")]).await, empty, "{path} empty");
+        assert_eq!(status(&[]).await, absent, "{path} absent");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_of_several_mirrors_gets_its_own_share() {
+    let b = reviews(&["v1"]).await;
+    let all = Backend::start("127.0.0.10", "all", ok()).await;
+    let half = Backend::start("127.0.0.11", "half", ok()).await;
+    let mut yaml = reviews_config(&b, &["v1"], "");
+    yaml.push_str(&service_yaml("shadow-all", 9080, &[("v1", &all)]));
+    yaml.push_str(&service_yaml("shadow-half", 9080, &[("v1", &half)]));
+    yaml.push_str(&reviews_routes(
+        "  - route:
+    - destination: {host: reviews}
+    mirrors:
+    - destination: {host: shadow-all}
+    - destination: {host: shadow-half}
+      percentage: {value: 50}
+",
+    ));
+    let proxy = TestProxy::start(&yaml).await;
+    let c = proxy.client();
+    const N: usize = 400;
+    for _ in 0..N {
+        assert_eq!(c.get("reviews:9080", "/m", &[]).await.served_by(), "v1");
+    }
+    // 400 draws at p=0.5: sd = 10, so 150..=250 is 5 sd either way.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while all.hits() < N || half.hits() < 150 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "mirrors got {} and {} of {N}",
+            all.hits(),
+            half.hits()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(all.hits(), N, "no percentage mirrors every request");
+    assert!(half.hits() <= 250, "half got {} of {N}", half.hits());
+    let seen = all.seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(seen.headers["host"], "reviews-shadow:9080");
+}

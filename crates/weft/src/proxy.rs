@@ -13,7 +13,7 @@ use weft_proxy::config::{FileSource, StreamSource};
 use weft_proxy::gateway::GatewayOptions;
 use weft_proxy::transport::orig_dst::{NoOriginalDst, SoOriginalDst};
 use weft_proxy::workload::{parse_labels, Workload};
-use weft_proxy::{Proxy, ProxyOptions};
+use weft_proxy::{Proxy, ProxyOptions, ServerHeader};
 
 #[derive(clap::Args)]
 pub struct ProxyArgs {
@@ -90,6 +90,15 @@ pub struct ProxyArgs {
     /// The address the gateway's listeners bind.
     #[arg(long, default_value = "0.0.0.0", requires = "gateway")]
     gateway_address: IpAddr,
+    /// Overwrite responses' `server` header with this value (Istio's MeshConfig
+    /// `defaultConfig.proxyHeaders.server.value`; by default `envoy` outbound and
+    /// `istio-envoy` inbound and on gateways).
+    #[arg(long, conflicts_with = "no_server_header")]
+    server_header: Option<String>,
+    /// Leave responses' `server` header as the upstream sent it (Istio's
+    /// `proxyHeaders.server.disabled: true`).
+    #[arg(long)]
+    no_server_header: bool,
 }
 
 fn parse_policy(s: &str) -> Result<OutboundTrafficMode, String> {
@@ -171,6 +180,10 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         gateway: args.gateway.then_some(GatewayOptions {
             address: args.gateway_address,
         }),
+        server_header: ServerHeader {
+            disabled: args.no_server_header,
+            value: args.server_header,
+        },
     };
     if let Some(mark) = args.upstream_mark {
         weft_proxy::transport::connect::mark_upstream_connections(mark)?;

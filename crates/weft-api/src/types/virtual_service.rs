@@ -200,6 +200,9 @@ pub struct HttpRedirect {
     pub scheme: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect_code: Option<u32>,
+    /// Replaces the matched prefix of the path (the route's `uri` matches must be prefixes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_rewrite: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

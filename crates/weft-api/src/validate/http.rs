@@ -83,24 +83,28 @@ pub fn is_jwt_claim_route(name: &str) -> bool {
         .is_some_and(|rest| rest.len() > 1 && (rest.starts_with('.') || rest.starts_with('[')))
 }
 
+/// An RFC 7230 token (`tchar`s), as Istio's header name rule.
 pub fn is_header_token(name: &str) -> bool {
     !name.is_empty()
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
 }
 
-/// A header name in a match condition (or CORS list): `[-_A-Za-z0-9]+`. Istio also accepts
-/// upper case; header names are case-insensitive, so that is only worth a note.
+/// The pseudo-headers a match condition may test (RFC 9113 §8.3).
+const PSEUDO_HEADERS: &[&str] = &[":method", ":scheme", ":authority", ":path", ":status"];
+
+/// A header name in a match condition: an RFC 7230 token or a pseudo-header. Istio also
+/// accepts upper case; header names are case-insensitive, so that is only worth a note.
 pub fn header_name(r: &mut Report, path: &Path, name: &str, allow_jwt_claim: bool) {
-    if allow_jwt_claim && is_jwt_claim_route(name) {
+    if allow_jwt_claim && is_jwt_claim_route(name) || PSEUDO_HEADERS.contains(&name) {
         return;
     }
     if name.is_empty() {
         r.error(path, "header name cannot be empty");
     } else if !is_header_token(name) {
         r.error(path, invalid(name, "not a valid header name"))
-            .with_hint("header names are letters, digits, '-' and '_'");
+            .with_hint("header names are letters, digits and !#$%&'*+-.^_`|~, or one of :method, :scheme, :authority, :path, :status");
     } else if name.chars().any(|c| c.is_ascii_uppercase()) {
         r.warning(path, invalid(name, "header names should be lowercase"))
             .with_hint(format!(
@@ -307,6 +311,10 @@ mod tests {
         assert!(run(|r| header_name(r, &at, "x-user_id", false)).is_empty());
         assert!(run(|r| header_name(r, &at, "@request.auth.claims.sub", true)).is_empty());
         assert!(!run(|r| header_name(r, &at, "@request.auth.claims.sub", false)).is_empty());
+        assert!(run(|r| header_name(r, &at, "a!#$%&'*+-.^_`|~z", false)).is_empty());
+        assert!(run(|r| header_name(r, &at, ":method", false)).is_empty());
+        assert!(!run(|r| header_name(r, &at, "::", false)).is_empty());
+        assert!(!run(|r| header_name(r, &at, "illegal\"char", false)).is_empty());
         assert!(run(|r| header_name(r, &at, "x user", false))[0]
             .message
             .contains("not a valid header name"));

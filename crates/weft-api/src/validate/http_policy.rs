@@ -8,8 +8,8 @@ use super::common::{
 use super::http::{is_header_token, regex};
 use super::virtual_service::destination;
 use crate::types::{
-    CorsPolicy, FaultAbort, FaultDelay, HttpDirectResponse, HttpFaultInjection, HttpRedirect,
-    HttpRetry, HttpRewrite, HttpRoute,
+    CorsPolicy, FaultAbort, FaultDelay, HttpDirectResponse, HttpFaultInjection, HttpMatchRequest,
+    HttpRedirect, HttpRetry, HttpRewrite, HttpRoute,
 };
 
 /// Envoy's retry policies (`x-envoy-retry-on` and `x-envoy-retry-grpc-on`).
@@ -229,9 +229,30 @@ pub fn mirrors(r: &mut Report, path: &Path, http: &HttpRoute) {
     }
 }
 
-pub fn redirect(r: &mut Report, path: &Path, redirect: &HttpRedirect) {
+pub fn redirect(
+    r: &mut Report,
+    path: &Path,
+    redirect: &HttpRedirect,
+    matches: &[HttpMatchRequest],
+) {
     let empty = |s: &Option<String>| s.as_deref().is_none_or(str::is_empty);
+    if !empty(&redirect.uri) && !empty(&redirect.prefix_rewrite) {
+        r.error(
+            path,
+            "redirect may only specify one of uri or prefix_rewrite",
+        );
+    }
+    // Envoy replaces the prefix the route matched on, so there must be one.
+    let not_prefix = |m: &HttpMatchRequest| m.uri.as_ref().is_some_and(|u| u.prefix.is_none());
+    if !empty(&redirect.prefix_rewrite) && matches.iter().any(not_prefix) {
+        r.error(
+            &path.field("prefixRewrite"),
+            "redirect prefix_rewrite requires all URI matches to use prefix match type",
+        )
+        .with_hint("match uri with prefix, or redirect to a whole uri");
+    }
     if empty(&redirect.uri)
+        && empty(&redirect.prefix_rewrite)
         && empty(&redirect.authority)
         && empty(&redirect.scheme)
         && redirect.port.is_none()

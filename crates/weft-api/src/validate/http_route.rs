@@ -35,7 +35,7 @@ pub fn validate(r: &mut Report, path: &Path, http: &HttpRoute, ctx: RouteContext
     }
     policy::mirrors(r, path, http);
     if let Some(redirect) = &http.redirect {
-        policy::redirect(r, &path.field("redirect"), redirect);
+        policy::redirect(r, &path.field("redirect"), redirect, &http.matches);
     }
     if let Some(direct) = &http.direct_response {
         policy::direct_response(r, &path.field("directResponse"), direct);

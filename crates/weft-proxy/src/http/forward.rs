@@ -36,6 +36,9 @@ pub struct Call<'a> {
     pub hash: Option<u64>,
     pub original_dst: Option<SocketAddr>,
     pub downstream_h2: bool,
+    /// Send `x-envoy-attempt-count` on each try, as Istio configures outbound and gateway
+    /// routes (`include_request_attempt_count`); the inbound hop does not.
+    pub attempt_count: bool,
 }
 
 enum TryError {
@@ -75,7 +78,7 @@ pub async fn forward(
         let endpoint = cluster
             .pick(
                 call.hash,
-                if call.retry.retry_other_hosts {
+                if call.retry.retry_other_hosts.unwrap_or(call.hash.is_none()) {
                     &tried
                 } else {
                     &[]
@@ -98,7 +101,10 @@ pub async fn forward(
             (Some(p), None) => Some(Instant::now() + p),
             (None, d) => d,
         };
-        let sent = cluster.upstream.send(h2, &endpoint, call.parts, body);
+        let attempt_count = call.attempt_count.then_some(attempt + 1);
+        let sent = cluster
+            .upstream
+            .send(h2, &endpoint, call.parts, body, attempt_count);
         let result = match try_deadline {
             Some(d) => match timeout_at(d, sent).await {
                 Ok(r) => r.map_err(TryError::Send),
@@ -222,7 +228,11 @@ pub fn mirror(cluster: Arc<Cluster>, mut parts: Parts, body: RequestBody, downst
         let Some(endpoint) = cluster.pick(None, &[], None) else {
             return;
         };
-        if let Ok(resp) = cluster.upstream.send(h2, &endpoint, &parts, body).await {
+        if let Ok(resp) = cluster
+            .upstream
+            .send(h2, &endpoint, &parts, body, None)
+            .await
+        {
             let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
         }
     });

@@ -104,6 +104,13 @@ pub async fn handle(
             reply.into_response(grpc)
         }
     };
+    if let Some(names) = &shared.server {
+        let name = match conn.direction {
+            Direction::Outbound => &names.outbound,
+            Direction::Inbound | Direction::Gateway => &names.inbound_and_gateway,
+        };
+        response.headers_mut().insert(header::SERVER, name.clone());
+    }
     entry.status = response.status().as_u16();
     entry.flags = forwarded.flags;
     entry.details = if forwarded.details.is_empty() {
@@ -197,16 +204,15 @@ async fn by_virtual_host(
     entry: &mut Entry,
     forwarded: &mut Forwarded,
 ) -> Result<Response<ResponseBody>, LocalReply> {
-    let (path, query) = split_path(&parts);
-    let view = RequestView {
-        method: &parts.method,
-        path,
-        query,
-        scheme: parts.uri.scheme_str().unwrap_or("http"),
+    let view = RequestView::new(
+        &parts.method,
+        parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        parts.uri.scheme_str().unwrap_or("http"),
         authority,
-        headers: &parts.headers,
+        &parts.headers,
         port,
-    };
+    );
+    let (path, query) = (view.path, view.query);
     let Some((route, matched)) = vhost.route_for(&view) else {
         return Err(LocalReply::no_route().hint(format!(
             "no http route of {} matches {} {}",
@@ -240,9 +246,10 @@ async fn by_virtual_host(
         Action::Redirect(r) => {
             let location = r.location(
                 view.scheme,
-                authority,
-                parts.uri.path_and_query().map_or("/", |p| p.as_str()),
-                port,
+                self::authority(&parts),
+                path,
+                query,
+                route.matched_prefix(matched),
             );
             forwarded.details = "direct_response";
             let location = HeaderValue::from_str(&location).map_err(|_| {
@@ -272,21 +279,23 @@ async fn by_virtual_host(
     };
     let chosen = clusters.pick();
     entry.upstream_cluster = Some(chosen.cluster.config.name.clone());
-    let matched_prefix = matched.and_then(|i| route.matches[i].matched_prefix());
-    rewrite(route, &mut parts, matched_prefix);
+    rewrite(route, &mut parts, route.matched_prefix(matched));
     route.headers.request.apply(&mut parts.headers);
     chosen.headers.request.apply(&mut parts.headers);
+    if let Some(authority) = &chosen.authority {
+        parts.headers.insert(header::HOST, authority.clone());
+    }
     let upgrade = take_upgrade(&mut parts);
     parts
         .headers
         .insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    let hash = hash_for(&chosen.cluster.config.lb, &parts, conn);
+    let (hash, set_cookie) = hash_for(&chosen.cluster.config.lb, &parts, conn);
     let timeout = header_ms(&parts, "x-envoy-upstream-rq-timeout-ms").or(route.timeout);
     let per_try_timeout =
         header_ms(&parts, "x-envoy-upstream-rq-per-try-timeout-ms").or(route.retry.per_try_timeout);
     let downstream_h2 = parts.version == Version::HTTP_2;
     let buffered = read_body(body, &parts).await?;
-    if let Some(m) = &route.mirror {
+    for m in &route.mirrors {
         if roll(m.percent) {
             if let Some(copy) = buffered.replay() {
                 forward::mirror(m.cluster.clone(), clone_parts(&parts), copy, downstream_h2);
@@ -310,8 +319,12 @@ async fn by_virtual_host(
         hash,
         original_dst: conn.original_dst,
         downstream_h2,
+        attempt_count: true,
     };
     let mut response = forward::forward(call, forwarded).await?;
+    if let Some(cookie) = set_cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
     route.headers.response.apply(response.headers_mut());
     chosen.headers.response.apply(response.headers_mut());
     if let (Some(cors), Some(origin)) = (&route.cors, origin) {
@@ -368,7 +381,7 @@ async fn unknown_destination(
                 .ok_or_else(|| LocalReply::connect_failure(format!("cannot resolve {authority}")))?
         }
     };
-    pass_through(&shared.passthrough, target, parts, body, forwarded).await
+    pass_through(&shared.passthrough, target, true, parts, body, forwarded).await
 }
 
 async fn inbound(
@@ -382,7 +395,7 @@ async fn inbound(
         LocalReply::no_route()
             .hint("inbound connection without an original destination and no --inbound-target")
     })?;
-    pass_through(&shared.inbound, target, parts, body, forwarded).await
+    pass_through(&shared.inbound, target, false, parts, body, forwarded).await
 }
 
 /// Sends a request to one address as it came (no route, no retry): PassthroughCluster and
@@ -390,6 +403,7 @@ async fn inbound(
 async fn pass_through(
     cluster: &Arc<Cluster>,
     target: SocketAddr,
+    attempt_count: bool,
     mut parts: Parts,
     body: Incoming,
     forwarded: &mut Forwarded,
@@ -405,6 +419,7 @@ async fn pass_through(
         hash: None,
         original_dst: Some(target),
         downstream_h2: parts.version == Version::HTTP_2,
+        attempt_count,
     };
     let mut response = forward::forward(call, forwarded).await?;
     if let Some(downstream) = upgrade {
@@ -442,9 +457,6 @@ async fn read_body(body: Incoming, parts: &Parts) -> Result<Buffered, LocalReply
 
 fn rewrite(route: &Route, parts: &mut Parts, matched_prefix: Option<&str>) {
     let Some(rw) = &route.rewrite else { return };
-    if let Some(authority) = &rw.authority {
-        parts.headers.insert(header::HOST, authority.clone());
-    }
     let (path, query) = split_path(parts);
     if let Some(new_path) = rw.path(path, matched_prefix) {
         let pq = match query {
@@ -533,25 +545,54 @@ fn cors_response_headers(cors: &Cors, origin: &HeaderValue, h: &mut http::Header
     }
 }
 
-fn hash_for(lb: &LbPolicy, parts: &Parts, conn: &ConnInfo) -> Option<u64> {
+/// The consistent-hash key of a request, and the `Set-Cookie` to answer with when the
+/// policy's cookie was missing and is generated.
+fn hash_for(lb: &LbPolicy, parts: &Parts, conn: &ConnInfo) -> (Option<u64>, Option<HeaderValue>) {
     let LbPolicy::ConsistentHash(key) = lb else {
-        return None;
+        return (None, None);
     };
-    match key {
+    let hash = match key {
         HashKey::Header(name) => parts.headers.get(name).map(|v| hash_key(v.as_bytes())),
-        HashKey::Cookie(name) => parts
-            .headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .find_map(|c| c.trim().strip_prefix(name.as_str())?.strip_prefix('='))
-            .map(|v| hash_key(v.as_bytes())),
+        HashKey::Cookie(cookie) => {
+            let value = cookie_value(&parts.headers, &cookie.name).filter(|v| !v.is_empty());
+            return match (value, &cookie.generated_attributes) {
+                (Some(v), _) => (Some(hash_key(v.as_bytes())), None),
+                (None, Some(attributes)) => {
+                    // Envoy's value: a hash of the connection's addresses, so requests
+                    // racing on one connection get the same cookie.
+                    let addresses = format!("{}{}", conn.remote, conn.local);
+                    let value = format!("{:016x}", hash_key(addresses.as_bytes()));
+                    let set_cookie = format!("{}=\"{value}\"{attributes}", cookie.name);
+                    (
+                        Some(hash_key(value.as_bytes())),
+                        HeaderValue::from_str(&set_cookie).ok(),
+                    )
+                }
+                (None, None) => (None, None),
+            };
+        }
         HashKey::SourceIp => Some(hash_key(conn.remote.ip().to_string().as_bytes())),
         HashKey::QueryParameter(name) => {
             query_value(parts.uri.query().unwrap_or(""), name).map(|v| hash_key(v.as_bytes()))
         }
-    }
+    };
+    (hash, None)
+}
+
+/// The value of cookie `name`, without the double quotes RFC 6265 allows around it.
+fn cookie_value<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
+    let value = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('='))?;
+    Some(
+        value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value),
+    )
 }
 
 fn header_ms(parts: &Parts, name: &str) -> Option<Duration> {

@@ -115,11 +115,7 @@ pub fn compile_within(
                 routes.push(L4Route {
                     port: None,
                     destination_subnets: Vec::new(),
-                    clusters: WeightedClusters::new(vec![WeightedCluster {
-                        cluster: default,
-                        weight: 1,
-                        headers: HeaderOps::default(),
-                    }]),
+                    clusters: WeightedClusters::new(vec![WeightedCluster::to(default, 1)]),
                 });
                 tcp.insert((svc.hostname.clone(), port.number), L4Routes { routes });
             }
@@ -128,11 +124,7 @@ pub fn compile_within(
                 tls.entry(port.number).or_default().push(TlsRoute {
                     sni_hosts: vec![svc.hostname.clone()],
                     destination_subnets: Vec::new(),
-                    clusters: WeightedClusters::new(vec![WeightedCluster {
-                        cluster: default,
-                        weight: 1,
-                        headers: HeaderOps::default(),
-                    }]),
+                    clusters: WeightedClusters::new(vec![WeightedCluster::to(default, 1)]),
                 });
             }
         }
@@ -210,15 +202,11 @@ impl Compiler<'_> {
         Route {
             name: Some("default".into()),
             matches: Vec::new(),
-            action: Action::Forward(WeightedClusters::new(vec![WeightedCluster {
-                cluster,
-                weight: 1,
-                headers: HeaderOps::default(),
-            }])),
+            action: Action::Forward(WeightedClusters::new(vec![WeightedCluster::to(cluster, 1)])),
             timeout: None,
             retry: RetryPolicy::istio_default(),
             fault: None,
-            mirror: None,
+            mirrors: Vec::new(),
             cors: None,
             headers: HeaderOps::default(),
             rewrite: None,
@@ -272,7 +260,7 @@ impl Compiler<'_> {
                 .collect::<Result<_, _>>()
                 .map_err(|e| format!("{}: {e}", at(".match")))?;
             let action = if let Some(redirect) = &h.redirect {
-                Action::Redirect(Redirect::from_api(redirect))
+                Action::Redirect(Redirect::from_api(redirect, port))
             } else if let Some(direct) = &h.direct_response {
                 Action::Direct {
                     status: StatusCode::from_u16(direct.status as u16)
@@ -281,6 +269,13 @@ impl Compiler<'_> {
                         .map_err(|e| format!("{}: {e}", at(".directResponse.body")))?,
                 }
             } else {
+                let route_authority = h
+                    .rewrite
+                    .as_ref()
+                    .and_then(|rw| rw.authority.as_deref())
+                    .filter(|a| !a.is_empty())
+                    .and_then(|a| http::HeaderValue::from_str(a).ok())
+                    .or_else(|| HeaderOps::authority(h.headers.as_ref()));
                 let mut clusters = Vec::new();
                 for d in &h.route {
                     let Some(dest) = &d.destination else { continue };
@@ -293,6 +288,9 @@ impl Compiler<'_> {
                                 w.max(0) as u32
                             }),
                         headers: HeaderOps::from_api(d.headers.as_ref()),
+                        authority: route_authority
+                            .clone()
+                            .or_else(|| HeaderOps::authority(d.headers.as_ref())),
                     });
                 }
                 if clusters.is_empty() {
@@ -303,29 +301,31 @@ impl Compiler<'_> {
                 }
                 Action::Forward(WeightedClusters::new(clusters))
             };
-            let mirror = h
-                .mirror
-                .as_ref()
-                .map(|m| {
-                    (
-                        m,
-                        h.mirror_percentage
-                            .map(|p| p.value)
-                            .or(h.mirror_percent.map(f64::from))
-                            .unwrap_or(100.0),
-                    )
-                })
-                .or_else(|| {
-                    let m = h.mirrors.first()?;
-                    Some((
-                        m.destination.as_ref()?,
-                        m.percentage.map_or(100.0, |p| p.value),
-                    ))
-                })
+            // Istio's defaults: 100 % when no percentage is given; an explicit 0 mirrors
+            // nothing, so it is left out.
+            let legacy = h.mirror.as_ref().map(|m| {
+                let percent = h
+                    .mirror_percentage
+                    .map(|p| p.value)
+                    .or(h.mirror_percent.map(f64::from))
+                    .unwrap_or(100.0);
+                (m, percent)
+            });
+            let listed = h.mirrors.iter().filter_map(|m| {
+                Some((
+                    m.destination.as_ref()?,
+                    m.percentage.map_or(100.0, |p| p.value),
+                ))
+            });
+            let mirrors = legacy
+                .into_iter()
+                .chain(listed)
+                .filter(|(_, percent)| *percent > 0.0)
                 .map(|(dest, percent)| Mirror {
                     cluster: self.destination(r, dest, port),
                     percent,
-                });
+                })
+                .collect();
             routes.push(Route {
                 name: h.name.clone(),
                 matches,
@@ -333,7 +333,7 @@ impl Compiler<'_> {
                 timeout: h.timeout.map(|t| t.as_std()).filter(|t| !t.is_zero()),
                 retry: RetryPolicy::from_api(h.retries.as_ref()),
                 fault: h.fault.as_ref().and_then(Fault::from_api),
-                mirror,
+                mirrors,
                 cors: h.cors_policy.as_ref().map(Cors::from_api),
                 headers: HeaderOps::from_api(h.headers.as_ref()),
                 rewrite: h
@@ -358,10 +358,11 @@ impl Compiler<'_> {
             route
                 .iter()
                 .filter_map(|d| Some((d.destination.as_ref()?, d.weight)))
-                .map(|(dest, weight)| WeightedCluster {
-                    cluster: self.destination(r, dest, port),
-                    weight: weight.map_or(if lone { 100 } else { 0 }, |w| w.max(0) as u32),
-                    headers: HeaderOps::default(),
+                .map(|(dest, weight)| {
+                    WeightedCluster::to(
+                        self.destination(r, dest, port),
+                        weight.map_or(if lone { 100 } else { 0 }, |w| w.max(0) as u32),
+                    )
                 })
                 .collect(),
         )

@@ -25,7 +25,8 @@ impl Matcher {
     }
 
     /// Compiles, refusing a regex whose compiled program exceeds `regex_size_limit` bytes
-    /// (Envoy's `re2.max_program_size` serves the same purpose).
+    /// (Envoy's `re2.max_program_size` serves the same purpose). `ignore_case` folds exact
+    /// and prefix matches only: Envoy's `case_sensitive` does not apply to regexes.
     pub fn compile_within(
         m: &StringMatch,
         ignore_case: bool,
@@ -43,16 +44,10 @@ impl Matcher {
         } else if let Some(p) = &m.prefix {
             Matcher::Prefix(fold(p))
         } else if let Some(r) = &m.regex {
-            let flags = if ignore_case { "(?i)" } else { "" };
-            let prefix = if ignore_case {
-                String::new()
-            } else {
-                literal_prefix(r)
-            };
-            let re = RegexBuilder::new(&format!("{flags}^(?:{r})$"))
+            let re = RegexBuilder::new(&format!("^(?:{r})$"))
                 .size_limit(regex_size_limit)
                 .build()?;
-            Matcher::Regex(re, prefix)
+            Matcher::Regex(re, literal_prefix(r))
         } else {
             Matcher::Present
         })
@@ -113,6 +108,8 @@ fn literal_prefix(pattern: &str) -> String {
 /// What a request looks like to the matcher.
 pub struct RequestView<'a> {
     pub method: &'a Method,
+    /// Path and query, as `:path`.
+    pub path_and_query: &'a str,
     /// Path without the query string.
     pub path: &'a str,
     pub query: Option<&'a str>,
@@ -123,6 +120,83 @@ pub struct RequestView<'a> {
     pub port: u16,
 }
 
+impl<'a> RequestView<'a> {
+    pub fn new(
+        method: &'a Method,
+        path_and_query: &'a str,
+        scheme: &'a str,
+        authority: &'a str,
+        headers: &'a HeaderMap,
+        port: u16,
+    ) -> RequestView<'a> {
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path_and_query, None),
+        };
+        RequestView {
+            method,
+            path_and_query,
+            path,
+            query,
+            scheme,
+            authority,
+            headers,
+            port,
+        }
+    }
+
+    /// The value of a header condition's header, pseudo-headers included.
+    fn header(&self, key: &HeaderKey) -> Option<&'a str> {
+        match key {
+            HeaderKey::Name(name) => self.headers.get(name).and_then(|v| v.to_str().ok()),
+            HeaderKey::Method => Some(self.method.as_str()),
+            HeaderKey::Authority => Some(self.authority),
+            HeaderKey::Path => Some(self.path_and_query),
+            HeaderKey::Scheme => Some(self.scheme),
+            // A request has no status.
+            HeaderKey::Status => None,
+        }
+    }
+}
+
+/// The header a `headers` or `withoutHeaders` condition tests: any RFC 7230 token, or one
+/// of the pseudo-headers Istio accepts there, which Envoy matches like headers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeaderKey {
+    Name(HeaderName),
+    Method,
+    Authority,
+    Path,
+    Scheme,
+    Status,
+}
+
+impl HeaderKey {
+    pub fn as_str(&self) -> &str {
+        match self {
+            HeaderKey::Name(name) => name.as_str(),
+            HeaderKey::Method => ":method",
+            HeaderKey::Authority => ":authority",
+            HeaderKey::Path => ":path",
+            HeaderKey::Scheme => ":scheme",
+            HeaderKey::Status => ":status",
+        }
+    }
+
+    fn parse(name: &str) -> Option<HeaderKey> {
+        Some(match name {
+            ":method" => HeaderKey::Method,
+            ":authority" => HeaderKey::Authority,
+            ":path" => HeaderKey::Path,
+            ":scheme" => HeaderKey::Scheme,
+            ":status" => HeaderKey::Status,
+            _ => {
+                HeaderKey::Name(HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).ok()?)
+            }
+        })
+    }
+}
+
 /// One `match[]` entry: every condition must hold.
 #[derive(Debug, Clone, Default)]
 pub struct RequestMatch {
@@ -131,8 +205,8 @@ pub struct RequestMatch {
     pub scheme: Option<Matcher>,
     pub method: Option<Matcher>,
     pub authority: Option<Matcher>,
-    pub headers: Vec<(HeaderName, Matcher)>,
-    pub without_headers: Vec<(HeaderName, Matcher)>,
+    pub headers: Vec<(HeaderKey, Matcher)>,
+    pub without_headers: Vec<(HeaderKey, Matcher)>,
     pub query_params: Vec<(String, Matcher)>,
     pub port: Option<u16>,
 }
@@ -148,12 +222,20 @@ impl RequestMatch {
                 e => format!("invalid regex: {e}"),
             })
         };
+        // `regex: "*"` is Istio's spelling of presence in header and query conditions.
+        let presence = |s: &StringMatch| {
+            if s.regex.as_deref() == Some("*") {
+                Ok(Matcher::Present)
+            } else {
+                compile(s, false)
+            }
+        };
         let headers = |map: &std::collections::BTreeMap<String, StringMatch>| {
             map.iter()
                 .map(|(k, v)| {
-                    let name = HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
-                        .map_err(|_| format!("invalid header name {k:?}"))?;
-                    Ok((name, compile(v, false)?))
+                    let key =
+                        HeaderKey::parse(k).ok_or_else(|| format!("invalid header name {k:?}"))?;
+                    Ok((key, presence(v)?))
                 })
                 .collect::<Result<Vec<_>, String>>()
         };
@@ -176,7 +258,7 @@ impl RequestMatch {
             query_params: m
                 .query_params
                 .iter()
-                .map(|(k, v)| Ok((k.clone(), compile(v, false)?)))
+                .map(|(k, v)| Ok((k.clone(), presence(v)?)))
                 .collect::<Result<_, String>>()?,
             port: m.port.and_then(|p| u16::try_from(p).ok()),
         })
@@ -211,16 +293,20 @@ impl RequestMatch {
                 return false;
             }
         }
-        let header_ok = |name: &HeaderName, m: &Matcher| {
-            req.headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| m.matches(v))
-        };
-        if !self.headers.iter().all(|(n, m)| header_ok(n, m)) {
+        if !self
+            .headers
+            .iter()
+            .all(|(key, m)| req.header(key).is_some_and(|v| m.matches(v)))
+        {
             return false;
         }
-        if self.without_headers.iter().any(|(n, m)| header_ok(n, m)) {
+        // Envoy's invert_match; Istio adds treat_missing_header_as_empty unless the
+        // condition is presence, so an absent header is tested as "".
+        let without = |(key, m): &(HeaderKey, Matcher)| match (m, req.header(key)) {
+            (Matcher::Present, value) => value.is_some(),
+            (m, value) => m.matches(value.unwrap_or("")),
+        };
+        if self.without_headers.iter().any(without) {
             return false;
         }
         self.query_params.iter().all(|(name, m)| {
@@ -228,11 +314,13 @@ impl RequestMatch {
         })
     }
 
-    /// The prefix a `rewrite.uri` replaces when this match chose the route.
+    /// The prefix a `rewrite.uri` replaces when this match chose the route: without a
+    /// `uri` condition Envoy matches the prefix `/`.
     pub fn matched_prefix(&self) -> Option<&str> {
         match &self.uri {
             Some(Matcher::Prefix(p)) => Some(p),
-            _ => None,
+            None | Some(Matcher::Present) => Some("/"),
+            Some(Matcher::Exact(_) | Matcher::Regex(..)) => None,
         }
     }
 }

@@ -18,7 +18,8 @@ pub struct Route {
     pub timeout: Option<Duration>,
     pub retry: RetryPolicy,
     pub fault: Option<Fault>,
-    pub mirror: Option<Mirror>,
+    /// `mirror` and each of `mirrors`, each rolled on its own percentage.
+    pub mirrors: Vec<Mirror>,
     pub cors: Option<Cors>,
     pub headers: HeaderOps,
     pub rewrite: Option<Rewrite>,
@@ -31,6 +32,16 @@ impl Route {
             return Some(None);
         }
         self.matches.iter().position(|m| m.matches(req)).map(Some)
+    }
+
+    /// The path prefix the request matched on (`find_match`'s answer), which a prefix
+    /// rewrite replaces: `/` when the route has no `uri` condition, as Envoy's implicit
+    /// prefix match; `None` for exact and regex matches, which match the whole path.
+    pub fn matched_prefix(&self, matched: Option<usize>) -> Option<&str> {
+        match matched {
+            Some(i) => self.matches[i].matched_prefix(),
+            None => Some("/"),
+        }
     }
 }
 
@@ -46,6 +57,22 @@ pub struct WeightedCluster {
     pub cluster: Arc<Cluster>,
     pub weight: u32,
     pub headers: HeaderOps,
+    /// The Host/`:authority` sent upstream, when config rewrites it: the route's
+    /// `rewrite.authority`, else its `headers.request` authority, else this destination's.
+    /// Istio gives the route precedence on every destination, weighted or not.
+    pub authority: Option<HeaderValue>,
+}
+
+impl WeightedCluster {
+    /// A destination without header operations.
+    pub fn to(cluster: Arc<Cluster>, weight: u32) -> WeightedCluster {
+        WeightedCluster {
+            cluster,
+            weight,
+            headers: HeaderOps::default(),
+            authority: None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -96,8 +123,8 @@ pub struct RetryOn {
 }
 
 impl RetryOn {
-    /// Istio's default `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes`
-    /// with 503 as the retriable code.
+    /// Istio's default `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes`.
+    /// Since Istio 1.24 it names no retriable status code, so a 503 is not retried.
     pub fn istio_default() -> RetryOn {
         RetryOn::parse(
             "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
@@ -114,8 +141,8 @@ impl RetryOn {
                 "connect-failure" => on.connect_failure = true,
                 "refused-stream" => on.refused_stream = true,
                 "retriable-4xx" => on.retriable_4xx = true,
-                // Istio adds 503 as the retriable code when none is named.
-                "retriable-status-codes" => on.status_codes.push(503),
+                // Only the codes listed beside it are retriable (Envoy's retriable_status_codes).
+                "retriable-status-codes" => {}
                 "cancelled" => on.grpc.push(1),
                 "deadline-exceeded" => on.grpc.push(4),
                 "resource-exhausted" => on.grpc.push(8),
@@ -159,7 +186,9 @@ pub struct RetryPolicy {
     pub attempts: u32,
     pub per_try_timeout: Option<Duration>,
     pub on: RetryOn,
-    pub retry_other_hosts: bool,
+    /// `retryIgnorePreviousHosts`: retry on an endpoint not tried yet. Unset, Istio does so
+    /// unless the request is consistently hashed, which keeps its endpoint.
+    pub retry_other_hosts: Option<bool>,
     pub backoff_base: Duration,
 }
 
@@ -169,7 +198,7 @@ impl RetryPolicy {
             attempts: 2,
             per_try_timeout: None,
             on: RetryOn::istio_default(),
-            retry_other_hosts: true,
+            retry_other_hosts: None,
             backoff_base: Duration::from_millis(25),
         }
     }
@@ -194,7 +223,7 @@ impl RetryPolicy {
                 .filter(|s| !s.is_empty())
                 .map(RetryOn::parse)
                 .unwrap_or(default.on),
-            retry_other_hosts: !r.retry_ignore_previous_hosts.unwrap_or(false),
+            retry_other_hosts: r.retry_ignore_previous_hosts,
             backoff_base: r
                 .backoff
                 .map(|d| d.as_std())
@@ -216,17 +245,19 @@ pub enum FaultAbort {
 }
 
 impl Fault {
+    /// A missing `percentage` (and deprecated `percent`) is 0 %: Istio passes Envoy's fault
+    /// filter an unset fraction, which injects into no request.
     pub fn from_api(f: &types::HttpFaultInjection) -> Option<Fault> {
         let delay = f.delay.as_ref().and_then(|d| {
             let pct = d
                 .percentage
                 .map(|p| p.value)
                 .or(d.percent.map(f64::from))
-                .unwrap_or(100.0);
+                .unwrap_or(0.0);
             d.fixed_delay.map(|fd| (fd.as_std(), pct))
         });
         let abort = f.abort.as_ref().and_then(|a| {
-            let pct = a.percentage.map(|p| p.value).unwrap_or(100.0);
+            let pct = a.percentage.map(|p| p.value).unwrap_or(0.0);
             let kind = if let Some(code) = a.http_status {
                 FaultAbort::Http(StatusCode::from_u16(code as u16).ok()?)
             } else {
@@ -293,7 +324,8 @@ impl Cors {
     }
 }
 
-/// `set`, `add` and `remove` for one direction.
+/// `set`, `add` and `remove` for one direction. Pseudo-headers and `Host` are never
+/// operated on (Istio drops them); an authority set or added is a host rewrite instead.
 #[derive(Debug, Clone, Default)]
 pub struct HeaderOp {
     pub set: Vec<(HeaderName, HeaderValue)>,
@@ -301,10 +333,19 @@ pub struct HeaderOp {
     pub remove: Vec<HeaderName>,
 }
 
+fn is_authority(name: &str) -> bool {
+    name.eq_ignore_ascii_case(":authority") || name.eq_ignore_ascii_case("host")
+}
+
+fn is_internal(name: &str) -> bool {
+    name.starts_with(':') || name.eq_ignore_ascii_case("host")
+}
+
 impl HeaderOp {
     fn from_api(ops: Option<&types::HeaderOperations>) -> HeaderOp {
         let pairs = |m: &std::collections::BTreeMap<String, String>| {
             m.iter()
+                .filter(|(k, _)| !is_internal(k))
                 .filter_map(|(k, v)| {
                     Some((
                         HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).ok()?,
@@ -322,6 +363,7 @@ impl HeaderOp {
             remove: ops
                 .remove
                 .iter()
+                .filter(|k| !is_internal(k))
                 .filter_map(|k| HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).ok())
                 .collect(),
         }
@@ -357,12 +399,23 @@ impl HeaderOps {
             response: HeaderOp::from_api(h.and_then(|h| h.response.as_ref())),
         }
     }
+
+    /// The authority `headers.request` rewrites to: `:authority` or `Host` in `set`, else in
+    /// `add` (validation allows only one).
+    pub fn authority(h: Option<&types::Headers>) -> Option<HeaderValue> {
+        let req = h?.request.as_ref()?;
+        [&req.set, &req.add]
+            .into_iter()
+            .find_map(|m| m.iter().find(|(k, _)| is_authority(k)))
+            .and_then(|(_, v)| HeaderValue::from_str(v).ok())
+    }
 }
 
+/// `rewrite.uri` and `rewrite.uriRegexRewrite`; `rewrite.authority` is compiled into each
+/// destination's [`WeightedCluster::authority`].
 #[derive(Debug, Clone)]
 pub struct Rewrite {
     pub uri: Option<String>,
-    pub authority: Option<HeaderValue>,
     /// Regex and its replacement, with RE2's `\1` turned into `${1}`.
     pub uri_regex: Option<(Regex, String)>,
 }
@@ -380,81 +433,148 @@ impl Rewrite {
             })
             .transpose()?;
         Ok(Rewrite {
-            uri: r.uri.clone(),
-            authority: r
-                .authority
-                .as_deref()
-                .and_then(|a| HeaderValue::from_str(a).ok()),
+            uri: r.uri.clone().filter(|u| !u.is_empty()),
             uri_regex,
         })
     }
 
-    /// The new path (query kept) for `path`, given the prefix the route matched on.
+    /// The new path (without the query) for `path`, given the prefix the route matched on.
     pub fn path(&self, path: &str, matched_prefix: Option<&str>) -> Option<String> {
         if let Some((re, with)) = &self.uri_regex {
             return Some(re.replace_all(path, with.as_str()).into_owned());
         }
-        let uri = self.uri.as_ref()?;
-        Some(match matched_prefix {
-            Some(prefix) if path.len() >= prefix.len() => format!("{uri}{}", &path[prefix.len()..]),
-            _ => uri.clone(),
-        })
+        Some(replace_prefix(self.uri.as_ref()?, path, matched_prefix))
     }
 }
 
+/// Envoy's `prefix_rewrite`: the matched prefix gives way to `with`; an exact or regex
+/// match (`None`) matched the whole path, which is replaced.
+fn replace_prefix(with: &str, path: &str, matched_prefix: Option<&str>) -> String {
+    match matched_prefix {
+        Some(prefix) if path.len() >= prefix.len() => format!("{with}{}", &path[prefix.len()..]),
+        _ => with.to_string(),
+    }
+}
+
+/// Where a redirect's path comes from.
+#[derive(Debug, Clone)]
+pub enum RedirectPath {
+    /// The request's path and query.
+    Keep,
+    /// `uri`: the whole path; the request's query is kept unless `uri` has one.
+    Replace(String),
+    /// `prefixRewrite`: the matched prefix gives way to this value, the rest and the query
+    /// are kept.
+    Prefix(String),
+}
+
+/// `redirect`, as Istio hands it to Envoy: the port is decided when the route table for a
+/// listener port is compiled, the rest by Envoy's rules for a `Location` per request.
 #[derive(Debug, Clone)]
 pub struct Redirect {
-    pub uri: Option<String>,
+    pub path: RedirectPath,
     pub authority: Option<String>,
+    /// The port the `Location` names; `None` keeps the request's Host as it is.
     pub port: Option<u16>,
-    pub from_request_port: bool,
     pub scheme: Option<String>,
     pub status: StatusCode,
 }
 
 impl Redirect {
-    pub fn from_api(r: &types::HttpRedirect) -> Redirect {
+    /// `listener_port` is the port of the route table: `FROM_REQUEST_PORT` names it, as
+    /// Istio builds every route for one listener port.
+    pub fn from_api(r: &types::HttpRedirect, listener_port: u16) -> Redirect {
+        let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+        let path = match (nonempty(&r.prefix_rewrite), nonempty(&r.uri)) {
+            (Some(prefix), _) => RedirectPath::Prefix(prefix),
+            (None, Some(uri)) => RedirectPath::Replace(uri),
+            (None, None) => RedirectPath::Keep,
+        };
+        let scheme = nonempty(&r.scheme);
+        let port = match (r.port, r.derive_port.as_deref()) {
+            (Some(p), _) => u16::try_from(p).ok(),
+            (None, Some("FROM_REQUEST_PORT")) => Some(listener_port),
+            // FROM_PROTOCOL_DEFAULT is Envoy's default: no port rewrite.
+            _ => None,
+        }
+        .filter(|&p| p != 0);
+        // Istio leaves out a port that is the default for the redirect's scheme (the
+        // listeners Weft serves redirects on are plain HTTP).
+        let default_port = if scheme.as_deref() == Some("https") {
+            443
+        } else {
+            80
+        };
         Redirect {
-            uri: r.uri.clone(),
-            authority: r.authority.clone(),
-            port: r.port.and_then(|p| u16::try_from(p).ok()),
-            from_request_port: r.derive_port.as_deref() == Some("FROM_REQUEST_PORT"),
-            scheme: r.scheme.clone(),
+            path,
+            authority: nonempty(&r.authority),
+            port: port.filter(|&p| p != default_port),
+            scheme,
             status: r
                 .redirect_code
+                .filter(|c| *c != 0)
                 .and_then(|c| StatusCode::from_u16(c as u16).ok())
                 .unwrap_or(StatusCode::MOVED_PERMANENTLY),
         }
     }
 
-    /// The `Location` for a request to `authority` + `path_and_query` on `port`.
+    /// The `Location` for a request with `scheme`, `host` (its Host header), `path`,
+    /// `query`, and the prefix its route matched on, as Envoy builds it.
     pub fn location(
         &self,
         scheme: &str,
-        authority: &str,
-        path_and_query: &str,
-        port: u16,
+        host: &str,
+        path: &str,
+        query: Option<&str>,
+        matched_prefix: Option<&str>,
     ) -> String {
-        let scheme = self.scheme.as_deref().unwrap_or(scheme);
-        let host = self
-            .authority
-            .as_deref()
-            .unwrap_or_else(|| authority.rsplit_once(':').map_or(authority, |(h, _)| h));
-        let port = self.port.or(self.from_request_port.then_some(port));
-        let default_port = if scheme == "https" { 443 } else { 80 };
-        let (path, query) = path_and_query
-            .split_once('?')
-            .map_or((path_and_query, None), |(p, q)| (p, Some(q)));
-        let path = self.uri.as_deref().unwrap_or(path);
-        let mut out = match port {
-            Some(p) if p != default_port => format!("{scheme}://{host}:{p}{path}"),
-            _ => format!("{scheme}://{host}{path}"),
+        use std::fmt::Write;
+        let new_scheme = self.scheme.as_deref().unwrap_or(scheme);
+        let mut out = format!("{new_scheme}://");
+        match &self.authority {
+            Some(authority) => out.push_str(authority),
+            None => out.push_str(request_host(host, scheme, new_scheme, self.port.is_some())),
+        }
+        if let Some(p) = self.port {
+            let _ = write!(out, ":{p}");
+        }
+        let (path, query) = match &self.path {
+            RedirectPath::Keep => (path.to_string(), query),
+            RedirectPath::Replace(uri) => match uri.split_once('?') {
+                // A query in `uri` replaces the request's.
+                Some((p, q)) => (p.to_string(), Some(q)),
+                None => (uri.clone(), query),
+            },
+            RedirectPath::Prefix(with) => (replace_prefix(with, path, matched_prefix), query),
         };
-        if let (Some(q), false) = (query, path.contains('?')) {
+        if !path.starts_with('/') {
+            out.push('/');
+        }
+        out.push_str(&path);
+        if let Some(q) = query {
             out.push('?');
             out.push_str(q);
         }
         out
+    }
+}
+
+/// Envoy's `processRequestHost`: the request's Host, less its port when the redirect names
+/// a port, or when the scheme changes and the port was the old scheme's default.
+fn request_host<'h>(host: &'h str, scheme: &str, new_scheme: &str, new_port: bool) -> &'h str {
+    let port_at = if host.starts_with('[') {
+        host.rfind("]:").map(|i| i + 1)
+    } else {
+        host.rfind(':')
+    };
+    let Some(at) = port_at else { return host };
+    let port = &host[at..];
+    let default_dropped = scheme != new_scheme
+        && ((scheme == "https" && port == ":443") || (scheme == "http" && port == ":80"));
+    if new_port || default_dropped {
+        &host[..at]
+    } else {
+        host
     }
 }
 
@@ -497,15 +617,20 @@ mod tests {
 
     #[test]
     fn redirects_build_locations() {
-        let r = Redirect::from_api(&types::HttpRedirect {
-            uri: Some("/new".into()),
-            authority: Some("b.example".into()),
-            ..Default::default()
-        });
+        let r = Redirect::from_api(
+            &types::HttpRedirect {
+                uri: Some("/new".into()),
+                authority: Some("b.example".into()),
+                ..Default::default()
+            },
+            8080,
+        );
         assert_eq!(
-            r.location("http", "a.example:8080", "/old?q=1", 8080),
+            r.location("http", "a.example:8080", "/old", Some("q=1"), None),
             "http://b.example/new?q=1"
         );
         assert_eq!(r.status, StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(request_host("[::1]:80", "http", "https", false), "[::1]");
+        assert_eq!(request_host("a:8080", "http", "https", false), "a:8080");
     }
 }

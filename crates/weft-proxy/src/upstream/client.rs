@@ -50,18 +50,24 @@ impl Upstream {
         }
     }
 
-    /// Sends `parts` + `body` to `endpoint` over HTTP/2 or HTTP/1.1.
+    /// Sends `parts` + `body` to `endpoint` over HTTP/2 or HTTP/1.1, naming the try in
+    /// `x-envoy-attempt-count` when `attempt` is given (1 for the first).
     pub async fn send(
         &self,
         h2: bool,
         endpoint: &Endpoint,
         parts: &Parts,
         body: RequestBody,
+        attempt: Option<u32>,
     ) -> Result<Response<Incoming>, SendError> {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let mut req = Request::new(body);
         *req.method_mut() = parts.method.clone();
         *req.headers_mut() = parts.headers.clone();
+        if let Some(n) = attempt {
+            req.headers_mut()
+                .insert("x-envoy-attempt-count", http::HeaderValue::from(n));
+        }
         let authority = req
             .headers()
             .get(header::HOST)

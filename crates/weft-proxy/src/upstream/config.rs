@@ -53,9 +53,41 @@ pub enum LbPolicy {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum HashKey {
     Header(#[serde(serialize_with = "ser_header")] HeaderName),
-    Cookie(String),
+    Cookie(HashCookie),
     SourceIp,
     QueryParameter(String),
+}
+
+/// `consistentHash.httpCookie`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HashCookie {
+    pub name: String,
+    /// With a `ttl`, what follows `NAME="VALUE"` in the `Set-Cookie` the proxy answers
+    /// with when the request lacks the cookie, as Envoy's: `; Max-Age=N` (none for a 0 ttl:
+    /// a session cookie), `; Path=P` when given, `; HttpOnly`. Without a `ttl` no cookie
+    /// is generated.
+    pub generated_attributes: Option<String>,
+}
+
+impl HashCookie {
+    fn from_api(c: &types::HttpCookie) -> HashCookie {
+        let generated_attributes = c.ttl.map(|ttl| {
+            let mut attributes = String::new();
+            let max_age = ttl.as_std().as_secs();
+            if max_age > 0 {
+                attributes.push_str(&format!("; Max-Age={max_age}"));
+            }
+            if let Some(path) = c.path.as_deref().filter(|p| !p.is_empty()) {
+                attributes.push_str(&format!("; Path={path}"));
+            }
+            attributes.push_str("; HttpOnly");
+            attributes
+        });
+        HashCookie {
+            name: c.name.clone(),
+            generated_attributes,
+        }
+    }
 }
 
 fn ser_header<S: serde::Serializer>(h: &HeaderName, s: S) -> Result<S::Ok, S::Error> {
@@ -150,7 +182,7 @@ fn lb_policy(lb: Option<&types::LoadBalancerSettings>) -> LbPolicy {
         {
             HashKey::Header(h)
         } else if let Some(c) = &hash.http_cookie {
-            HashKey::Cookie(c.name.clone())
+            HashKey::Cookie(HashCookie::from_api(c))
         } else if let Some(q) = &hash.http_query_parameter_name {
             HashKey::QueryParameter(q.clone())
         } else {

@@ -169,6 +169,9 @@ pub struct Setup {
     pub orig_dst: Arc<dyn OriginalDst>,
     /// Gateway mode: listen on the ports of the Gateway servers that select `labels`.
     pub gateway: Option<GatewayOptions>,
+    pub server_header: weft_proxy::ServerHeader,
+    /// Where inbound connections without an original destination go.
+    pub inbound_target: Option<SocketAddr>,
 }
 
 impl Default for Setup {
@@ -178,6 +181,8 @@ impl Default for Setup {
             allow_any: false,
             orig_dst: Arc::new(NoOriginalDst),
             gateway: None,
+            server_header: Default::default(),
+            inbound_target: None,
         }
     }
 }
@@ -211,6 +216,8 @@ impl TestProxy {
         opts.access_log = AccessLog::Channel(tx);
         opts.orig_dst = setup.orig_dst;
         opts.gateway = setup.gateway;
+        opts.server_header = setup.server_header;
+        opts.inbound_target = setup.inbound_target;
         if setup.allow_any {
             opts.outbound_policy = weft_api::types::OutboundTrafficMode::AllowAny;
         }

@@ -339,6 +339,19 @@ fn redirects_direct_responses_and_rewrites() {
         "  - redirect: {uri: /v2, redirectCode: 308, scheme: https, port: 8443}\n",
     ));
     assert_clean(&http("  - redirect: {derivePort: FROM_REQUEST_PORT}\n"));
+    assert_clean(&http(
+        "  - match: [{uri: {prefix: /foo/}}, {headers: {a: {exact: b}}}]\n    redirect: {prefixRewrite: /new/}\n",
+    ));
+    assert_error(
+        &http("  - match: [{uri: {exact: /foo}}]\n    redirect: {prefixRewrite: /new/}\n"),
+        "spec.http[0].redirect.prefixRewrite",
+        "requires all URI matches to use prefix match type",
+    );
+    assert_error(
+        &http("  - redirect: {uri: /a, prefixRewrite: /b}\n"),
+        "spec.http[0].redirect",
+        "only specify one of uri or prefix_rewrite",
+    );
     assert_error(
         &http("  - redirect: {redirectCode: 301}\n"),
         "spec.http[0].redirect",

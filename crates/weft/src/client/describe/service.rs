@@ -235,7 +235,7 @@ pub fn lb_phrase(lb: &LbPolicy) -> String {
             "consistent hash on {}",
             match key {
                 HashKey::Header(h) => format!("header {h}"),
-                HashKey::Cookie(c) => format!("cookie {c}"),
+                HashKey::Cookie(c) => format!("cookie {}", c.name),
                 HashKey::SourceIp => "source IP".into(),
                 HashKey::QueryParameter(q) => format!("query parameter {q}"),
             }

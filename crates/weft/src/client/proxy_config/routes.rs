@@ -2,10 +2,9 @@
 
 use super::{or_dash, short_name};
 use crate::table;
-use http::HeaderName;
 use serde::Serialize;
 use std::net::IpAddr;
-use weft_proxy::model::matcher::{Matcher, RequestMatch};
+use weft_proxy::model::matcher::{HeaderKey, Matcher, RequestMatch};
 use weft_proxy::model::route::Route;
 use weft_proxy::model::{strip_port, Snapshot};
 
@@ -141,7 +140,7 @@ fn describe_request_match(m: &RequestMatch) -> String {
     }
 }
 
-fn describe_headers(headers: &[(HeaderName, Matcher)]) -> String {
+fn describe_headers(headers: &[(HeaderKey, Matcher)]) -> String {
     headers
         .iter()
         .map(|(name, v)| describe_condition(name.as_str(), v))
