@@ -1,6 +1,7 @@
 //! Reading resources from files as kubectl reads them: multi-document YAML, JSON objects and
 //! `kind: List`. Every problem is a [`Diagnostic`] that names the file, the document,
-//! `Kind namespace/name` and the field path.
+//! `Kind namespace/name` and the field path. A field Istio's schema does not have is an
+//! error (kubectl's strict field validation).
 
 use crate::resource::{Kind, Origin, Resource, Spec};
 use crate::types::ObjectMeta;
@@ -175,6 +176,9 @@ pub fn load_str(text: &str, file: &Path) -> Loaded {
     loaded
 }
 
+/// How the warning for a Kubernetes kind that is not mesh config (a Deployment) ends.
+pub const NOT_MESH_CONFIG: &str = " is not mesh config; ignored";
+
 /// The deepest nesting of collections a document may have.
 pub const MAX_DEPTH: usize = 100;
 /// The largest document read (the announced workloads of a big mesh are one `List`).
@@ -334,8 +338,11 @@ fn load_value(value: Value, origin: &Origin, loaded: &mut Loaded) {
             path: "kind".into(),
             message: if kind_name.is_empty() {
                 "missing kind".into()
+            } else if api_version.contains(".istio.io/") {
+                // Istio would act on it: the user must hear that Weft does not.
+                format!("kind {kind_name:?} ({api_version}) is an Istio resource Weft does not implement yet; ignored")
             } else {
-                format!("kind {kind_name:?} ({api_version}) is not a Weft resource; ignored")
+                format!("kind {kind_name:?} ({api_version}){NOT_MESH_CONFIG}")
             },
             hint: Some(format!(
                 "Weft reads {}",
@@ -407,15 +414,20 @@ fn load_value(value: Value, origin: &Origin, loaded: &mut Loaded) {
             return;
         }
     };
-    for path in unknown {
-        loaded.diagnostics.push(Diagnostic {
-            severity: Severity::Warning,
-            origin: origin.clone(),
-            resource: Some(display.clone()),
-            path,
-            message: "unknown field; ignored".into(),
-            hint: Some(format!("see Istio's {kind} reference for the field names")),
-        });
+    // Strict, as kubectl's field validation: a field Istio does not know is most likely a
+    // typo (`mach:` for `match:`), and ignoring it would change what the config does.
+    if !unknown.is_empty() {
+        for path in unknown {
+            loaded.diagnostics.push(error(
+                Some(display.clone()),
+                &path,
+                "unknown field".into(),
+                Some(format!(
+                    "Istio's {kind} has no such field: check its spelling against Istio's {kind} reference"
+                )),
+            ));
+        }
+        return;
     }
     let resource = Resource {
         api_version,

@@ -197,3 +197,114 @@ fn a_rejected_virtual_service_names_file_document_resource_path_and_message() {
         "the Service still loads; the VirtualService does not"
     );
 }
+
+/// A value Istio's schema accepts at a leaf: the first enum value, else one of its type.
+fn schema_leaf(schema: &Value) -> Value {
+    if let Some(first) = schema["enum"].as_array().and_then(|e| e.first()) {
+        return first.clone();
+    }
+    if schema["x-kubernetes-int-or-string"] == true {
+        return Value::from(1);
+    }
+    match schema["type"].as_str() {
+        Some("integer" | "number") => Value::from(1),
+        Some("boolean") => Value::Bool(true),
+        Some("array") => Value::Array(vec![schema_leaf(&schema["items"])]),
+        Some("object") => Value::Object(Default::default()),
+        _ => Value::from("x"),
+    }
+}
+
+/// Every field of a schema, each as the smallest spec that sets just that field.
+fn schema_fields(
+    schema: &Value,
+    path: &str,
+    wrap: &dyn Fn(Value) -> Value,
+    out: &mut Vec<(String, Value)>,
+) {
+    if let Some(props) = schema["properties"].as_object() {
+        for (name, field) in props {
+            let here = format!("{path}.{name}");
+            let wrap_here = |v: Value| wrap(serde_json::json!({ name.as_str(): v }));
+            out.push((here.clone(), wrap_here(schema_leaf(field))));
+            schema_fields(field, &here, &wrap_here, out);
+        }
+    }
+    if schema["type"] == "array" {
+        schema_fields(
+            &schema["items"],
+            &format!("{path}[0]"),
+            &|v| wrap(Value::Array(vec![v])),
+            out,
+        );
+    }
+    if schema["additionalProperties"].is_object() {
+        let inner = &schema["additionalProperties"];
+        schema_fields(
+            inner,
+            &format!("{path}.k"),
+            &|v| wrap(serde_json::json!({ "k": v })),
+            out,
+        );
+    }
+}
+
+#[test]
+fn every_field_of_istios_schemas_is_known_so_a_typo_is_an_error() {
+    let crds = read_sample("crds/crd-all.gen.yaml");
+    let mut checked = 0;
+    let mut unknown = Vec::new();
+    for (_, doc) in weft_api::split_documents(&crds) {
+        let crd: Value = serde_norway::from_str(doc).expect("Istio's CRDs parse");
+        let kind = crd["spec"]["names"]["kind"].as_str().unwrap_or_default();
+        if weft_api::Kind::from_name(kind).is_none()
+            || crd["spec"]["group"] != "networking.istio.io"
+        {
+            continue;
+        }
+        for version in crd["spec"]["versions"].as_array().unwrap() {
+            let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+            let mut fields = Vec::new();
+            schema_fields(spec, "spec", &|v| v, &mut fields);
+            for (path, spec) in fields {
+                let doc = serde_json::json!({
+                    "apiVersion": format!("networking.istio.io/{}", version["name"].as_str().unwrap()),
+                    "kind": kind,
+                    "metadata": {"name": "a"},
+                    "spec": spec,
+                });
+                let loaded = load_str(&doc.to_string(), Path::new("schema.json"));
+                checked += 1;
+                unknown.extend(
+                    loaded
+                        .diagnostics
+                        .iter()
+                        .filter(|d| d.message.contains("unknown field"))
+                        .map(|d| format!("{kind} {path}: {d}")),
+                );
+            }
+        }
+    }
+    assert!(
+        checked > 1500,
+        "only {checked} fields found in Istio's CRDs"
+    );
+    assert!(
+        unknown.is_empty(),
+        "{} of Istio's fields unknown to Weft:\n{}",
+        unknown.len(),
+        unknown.join("\n")
+    );
+}
+
+#[test]
+fn a_field_istio_does_not_know_is_an_error_that_names_it() {
+    let loaded = load_str(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  http:\n  - mach:\n    - headers: {end-user: {exact: jason}}\n    route:\n    - destination: {host: reviews, subset: v2}\n",
+        Path::new("typo.yaml"),
+    );
+    let e = loaded.errors().next().expect("a typo is an error");
+    assert_eq!(e.path, "spec.http[0].mach");
+    assert!(e.message.contains("unknown field"), "{e}");
+    assert!(loaded.resources.is_empty());
+}

@@ -93,6 +93,8 @@ impl ConfigState {
                 Kind::ALL.map(Kind::name).join(", ")
             )));
         }
+        // Warnings go back with the result: an Istio kind Weft ignores must not pass silently.
+        let warnings: Vec<String> = loaded.warnings().map(ToString::to_string).collect();
         let _write = self.write.lock().await;
         let mut incoming: BTreeMap<Key, Resource> = BTreeMap::new();
         for r in loaded.resources {
@@ -149,7 +151,8 @@ impl ConfigState {
             }
             analysis_input(&mesh, &incoming)
         };
-        let (errors, messages) = off_the_streams(move || analysis_of(others, &incoming)).await;
+        let (errors, analysis) = off_the_streams(move || analysis_of(others, &incoming)).await;
+        let messages: Vec<String> = warnings.into_iter().chain(analysis).collect();
         if !errors.is_empty() {
             return Err(ConfigError::Invalid(format!(
                 "{}\nnothing was applied: fix the errors above (`weft analyze -f FILE` shows them before applying)",

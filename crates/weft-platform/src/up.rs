@@ -96,6 +96,7 @@ pub async fn up(opts: UpOptions) -> Result<(), PlatformError> {
             opts.state.root.join(socket),
         )));
     }
+    let token = publish_admin_token(&opts);
     let log = std::fs::File::create(opts.state.logs().join("sandbox.log")).map_err(|source| {
         PlatformError::Io {
             what: "creating the sandbox log",
@@ -137,7 +138,6 @@ pub async fn up(opts: UpOptions) -> Result<(), PlatformError> {
     })?;
     let pods = plan.pods.len();
     let ready = wait_until_ready(&opts.state, pods, opts.ready_within, &mut sandbox).await;
-    let token = publish_admin_token(&opts);
     print_summary(&opts, ready.as_ref());
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| PlatformError::Io {
@@ -225,11 +225,12 @@ async fn wait_until_ready(
     last
 }
 
-/// Publishes the sandbox's control plane's admin token for this user's CLIs at the host
-/// address, as `weft control` does for its own.
+/// Makes the sandbox's control plane's admin token (or takes the one a previous run made)
+/// and publishes it for this user's CLIs at the host address before the mesh starts, so
+/// `weft apply` works from the moment the control plane answers.
 fn publish_admin_token(opts: &UpOptions) -> Option<Token> {
     let file = credentials::admin_token_file(&opts.state.config());
-    let published = Token::read(&file).and_then(|t| {
+    let published = Token::load_or_create(&file).and_then(|t| {
         let path = credentials::publish(opts.control_plane, &t)?;
         Ok((t, path))
     });

@@ -373,10 +373,20 @@ fn validate(path: &std::path::Path) -> anyhow::Result<()> {
             path.display()
         );
     }
-    println!(
-        "✔ {} resource(s) valid in {}",
-        loaded.resources.len(),
-        path.display()
-    );
+    let warnings = loaded.warnings().count();
+    if warnings == 0 {
+        println!(
+            "✔ {} resource(s) valid in {}",
+            loaded.resources.len(),
+            path.display()
+        );
+    } else {
+        // Never "valid" over a warning: it may mean the config does not do what it says.
+        println!(
+            "! {} resource(s) accepted in {}, with {warnings} warning(s) above: read them, they may change what the config does",
+            loaded.resources.len(),
+            path.display()
+        );
+    }
     Ok(())
 }

@@ -825,3 +825,27 @@ async fn hostile_names_are_refused_and_nothing_outside_the_config_directory_chan
     let stored: Vec<_> = stored_files(&store);
     assert!(stored.is_empty(), "{stored:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_refuses_a_field_istio_does_not_know_and_stores_nothing() {
+    let store = tempfile::tempdir().unwrap();
+    let control = Control::start(store.path(), free_addrs::<2>()).await;
+    let files = tempfile::tempdir().unwrap();
+    let typo = files.path().join("typo.yaml");
+    std::fs::write(
+        &typo,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: reviews}\nspec:\n  ports: [{name: http, port: 9080}]\n  selecter: {app: reviews}\n",
+    )
+    .unwrap();
+    let (status, out, err) = cli(control.grpc, &["apply", "-f", &typo.display().to_string()]).await;
+    assert!(!status.success(), "{out}");
+    assert!(
+        !out.contains("configured") && !out.contains("created"),
+        "{out}"
+    );
+    assert!(
+        err.contains("spec.selecter: unknown field") && err.contains("nothing was applied"),
+        "{err}"
+    );
+    assert!(stored_files(store.path()).is_empty());
+}

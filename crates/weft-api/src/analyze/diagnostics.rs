@@ -5,7 +5,7 @@
 use super::mesh::Mesh;
 use super::{
     Message, MessageType, Report, ResourceName, PORT_NAME_IS_NOT_UNDER_NAMING_CONVENTION,
-    SCHEMA_VALIDATION_ERROR,
+    SCHEMA_VALIDATION_ERROR, VALIDATION_WARNING,
 };
 use crate::load::Diagnostic;
 use crate::validate::Severity;
@@ -46,6 +46,30 @@ pub(crate) fn port_names(mesh: &Mesh<'_>, report: &mut Report) {
                 d,
                 d.message.clone(),
             ));
+        }
+    }
+}
+
+/// WEFT0004: every other warning about a resource, but Kubernetes kinds that are not mesh
+/// config (Deployments and the like share files with it and are skipped quietly).
+pub(crate) fn other_warnings(mesh: &Mesh<'_>, report: &mut Report) {
+    for d in &mesh.input.diagnostics {
+        let port_naming = d.message.ends_with(PORT_NAMING);
+        let not_mesh_config = d.message.ends_with(crate::load::NOT_MESH_CONFIG);
+        // WEFT0002 reports routes shadowed by a catch-all, with more to say.
+        let shadowed = d.message.ends_with(crate::validate::UNUSED_RULE);
+        if d.severity == Severity::Warning
+            && d.resource.is_some()
+            && !port_naming
+            && !not_mesh_config
+            && !shadowed
+        {
+            let text = if d.path.is_empty() {
+                d.message.clone()
+            } else {
+                format!("{}: {}", d.path, d.message)
+            };
+            report.push(message(VALIDATION_WARNING, d, text));
         }
     }
 }
@@ -97,12 +121,15 @@ mod tests {
     }
 
     #[test]
-    fn other_warnings_are_not_analysis_messages() {
-        // An unknown field and a skipped Kubernetes kind are warnings of the loader.
+    fn unknown_fields_are_schema_errors_and_foreign_kinds_no_message() {
+        // A skipped Kubernetes kind is a warning of the loader, not an analysis message.
         let yaml = docs(&[
             "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: r\nspec:\n  host: r.example.com\n  lables: {}\n",
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n",
         ]);
-        assert_eq!(lines(&yaml), Vec::<String>::new());
+        assert_eq!(
+            lines(&yaml),
+            ["Error [IST0106] (DestinationRule default/r) Schema validation error: spec.lables: unknown field"]
+        );
     }
 }

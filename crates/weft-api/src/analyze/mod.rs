@@ -97,6 +97,8 @@ pub const ROUTE_WEIGHTS_NOT_100: MessageType =
 pub const SHADOWED_ROUTE: MessageType = message_type("WEFT0002", "ShadowedRoute", Level::Warning);
 pub const REDEFINED_RESOURCE: MessageType =
     message_type("WEFT0003", "RedefinedResource", Level::Warning);
+pub const VALIDATION_WARNING: MessageType =
+    message_type("WEFT0004", "ValidationWarning", Level::Warning);
 
 /// Every message `weft analyze` can report.
 pub const MESSAGE_TYPES: [MessageType; 9] = [
@@ -284,9 +286,13 @@ impl Report {
 type Analyzer = fn(&mesh::Mesh<'_>, &mut Report);
 
 /// Every analyzer. The order does not matter: the report is sorted.
-const ANALYZERS: [(&str, Analyzer); 9] = [
+const ANALYZERS: [(&str, Analyzer); 10] = [
     ("schema validation (IST0106)", diagnostics::schema_errors),
     ("port names (IST0118)", diagnostics::port_names),
+    (
+        "validation warnings (WEFT0004)",
+        diagnostics::other_warnings,
+    ),
     ("redefined resources (WEFT0003)", mesh::redefined),
     (
         "destination hosts and subsets (IST0101)",

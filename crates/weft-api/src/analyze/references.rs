@@ -199,15 +199,18 @@ mod tests {
 
     #[test]
     fn gateways_resolve_by_namespace_name_short_name_and_legacy_name() {
-        for found in [
-            "[mesh, edge/shop-gateway]",
-            "[shop-gateway.edge]",
-            "[shop-gateway.edge.svc.cluster.local]",
-        ] {
-            assert_eq!(
-                gateway_lines(found, "[www.shop.example.com]"),
-                Vec::<String>::new(),
-                "{found}"
+        assert_eq!(
+            gateway_lines("[mesh, edge/shop-gateway]", "[www.shop.example.com]"),
+            Vec::<String>::new()
+        );
+        // Found too, with validation's advice to use the current form.
+        for legacy in ["shop-gateway.edge", "shop-gateway.edge.svc.cluster.local"] {
+            let lines = gateway_lines(&format!("[{legacy}]"), "[www.shop.example.com]");
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            assert!(
+                lines[0].starts_with("Warning [WEFT0004]")
+                    && lines[0].contains("legacy gatewayName format"),
+                "{lines:?}"
             );
         }
         assert_eq!(

@@ -99,6 +99,10 @@ pub struct LoadBalancerSettings {
     pub warmup_duration_secs: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup: Option<WarmupConfiguration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_utilization: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_aware_lb_setting: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -140,6 +144,8 @@ pub struct HttpCookie {
     pub path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -211,6 +217,8 @@ pub struct OutlierDetection {
     pub max_ejection_percent: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_health_percent: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection_http_error_codes: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -232,4 +240,6 @@ pub struct ClientTlsSettings {
     pub sni: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure_skip_verify: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_crl: Option<String>,
 }

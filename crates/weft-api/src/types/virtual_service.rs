@@ -86,7 +86,12 @@ pub struct HttpRoute {
     pub mirrors: Vec<HttpMirrorPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror_percentage: Option<Percent>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Istio's CRD also takes the proto's own name, `mirror_percent`.
+    #[serde(
+        default,
+        alias = "mirror_percent",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub mirror_percent: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors_policy: Option<CorsPolicy>,
@@ -405,6 +410,8 @@ pub struct L4MatchAttributes {
     pub gateways: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_subnet: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

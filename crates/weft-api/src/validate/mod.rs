@@ -24,6 +24,7 @@ mod virtual_service;
 
 use crate::resource::{Resource, Spec};
 use serde::Serialize;
+pub use virtual_service::UNUSED_RULE;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Severity {

@@ -13,6 +13,9 @@ use crate::types::{
 use crate::validate::Severity;
 use std::collections::BTreeMap;
 
+/// How the warning for a route after a catch-all ends (analyze's WEFT0002 says it too).
+pub const UNUSED_RULE: &str = " (only the last rule can have no matches)";
+
 /// The gateway name that stands for every sidecar in the mesh.
 const MESH: &str = "mesh";
 
@@ -362,10 +365,7 @@ fn unreachable_rules<M: PartialEq>(r: &mut Report, path: &Path, rules: &[(Option
             if catch_all_seen {
                 r.warning(
                     &path.index(i),
-                    format!(
-                        "virtualService rule {} not used (only the last rule can have no matches)",
-                        rule_name(i)
-                    ),
+                    format!("virtualService rule {} not used{UNUSED_RULE}", rule_name(i)),
                 );
             }
             catch_all_seen = true;
