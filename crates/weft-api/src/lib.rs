@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod analyze;
+pub mod destination_rules;
 pub mod host;
 pub mod load;
 pub mod resource;

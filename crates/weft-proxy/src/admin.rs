@@ -133,7 +133,7 @@ pub fn config_dump(store: &ConfigStore) -> Value {
                 "lb": c.config.lb,
                 "limits": c.config.limits,
                 "outlierDetection": c.config.outlier,
-                "destinationRule": c.config.destination_rule,
+                "destinationRules": c.config.destination_rules,
                 "unusable": c.config.unusable,
                 "endpoints": c.endpoints.iter().map(|e| json!({
                     "address": e.authority,

@@ -267,7 +267,7 @@ fn passthrough_cluster(name: &str) -> Arc<Cluster> {
             lb: LbPolicy::Passthrough,
             limits: Limits::default(),
             outlier: None,
-            destination_rule: None,
+            destination_rules: Vec::new(),
             unusable: None,
         },
         None,

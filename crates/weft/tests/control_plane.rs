@@ -849,3 +849,96 @@ async fn apply_refuses_a_field_istio_does_not_know_and_stores_nothing() {
     );
     assert!(stored_files(store.path()).is_empty());
 }
+
+/// Created after `reviews` (with its subsets) but sorting before it by name: Istio merges
+/// it into `reviews`, adding its connection pool; its own `v2` is ignored.
+const CIRCUIT_BREAKER: &str = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: circuit-breaker
+spec:
+  host: reviews
+  trafficPolicy:
+    connectionPool:
+      tcp:
+        maxConnections: 7
+  subsets:
+  - name: v2
+    labels:
+      version: v1
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_destination_rule_for_a_host_is_merged_as_istio_merges_it() {
+    let store = tempfile::tempdir().unwrap();
+    let (control, _v1, _v2, files) = mesh(store.path()).await;
+    apply(control.grpc, files.path(), "vs.yaml", JASON_TO_V2).await;
+    let proxy = Sidecar::start(control.grpc, "productpage-0", &[]).await;
+    let before = converged(control.grpc, &["productpage-0"], &[]).await;
+    let pool = files.path().join("pool.yaml");
+    std::fs::write(&pool, CIRCUIT_BREAKER).unwrap();
+    let (status, _, err) = cli(control.grpc, &["apply", "-f", &pool.display().to_string()]).await;
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("WEFT0005")
+            && err.contains("subset v2 is ignored because default/reviews already defines it"),
+        "{err}"
+    );
+    converged(control.grpc, &["productpage-0"], &before).await;
+
+    // Both subsets still route (not 503 NC), each to its own version.
+    for _ in 0..5 {
+        assert_eq!(
+            proxy.reviews(&[("end-user", "jason")]).await.as_deref(),
+            Ok("v2")
+        );
+        assert_eq!(proxy.reviews(&[]).await.as_deref(), Ok("v1"));
+    }
+    // The proxy's own dump shows the rules in force and the pool the second one added.
+    let dump = send(
+        &client(),
+        "GET",
+        proxy.admin,
+        "localhost",
+        "/config_dump",
+        &[],
+    )
+    .await
+    .unwrap();
+    let dump: Value = serde_json::from_slice(&dump.body).unwrap();
+    let v2 = dump["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["subset"] == "v2")
+        .expect("the v2 cluster");
+    assert_eq!(
+        v2["destinationRules"],
+        serde_json::json!([
+            "DestinationRule default/reviews",
+            "DestinationRule default/circuit-breaker"
+        ])
+    );
+    assert_eq!(v2["limits"]["max_connections"], 7, "{v2}");
+
+    let (_, clusters, _) = cli(control.grpc, &["proxy-config", "clusters", "productpage-0"]).await;
+    let row = clusters
+        .lines()
+        .find(|l| l.contains(" v2 "))
+        .unwrap_or_else(|| panic!("{clusters}"));
+    assert!(
+        row.contains("reviews.default+circuit-breaker.default"),
+        "{clusters}"
+    );
+    let (_, described, _) = cli(control.grpc, &["describe", "service", "reviews"]).await;
+    assert!(
+        described.contains("DestinationRule: reviews.default + circuit-breaker.default")
+            && described.contains("Ignored: subset v2 of default/circuit-breaker"),
+        "{described}"
+    );
+    let (_, analysis, _) = cli(control.grpc, &["analyze"]).await;
+    assert!(
+        analysis.contains("Warning [WEFT0005] (DestinationRule default/circuit-breaker)"),
+        "{analysis}"
+    );
+}

@@ -99,6 +99,8 @@ pub const REDEFINED_RESOURCE: MessageType =
     message_type("WEFT0003", "RedefinedResource", Level::Warning);
 pub const VALIDATION_WARNING: MessageType =
     message_type("WEFT0004", "ValidationWarning", Level::Warning);
+pub const MERGED_DESTINATION_RULES: MessageType =
+    message_type("WEFT0005", "MergedDestinationRules", Level::Warning);
 
 /// Every message `weft analyze` can report.
 pub const MESSAGE_TYPES: [MessageType; 9] = [
@@ -286,7 +288,8 @@ impl Report {
 type Analyzer = fn(&mesh::Mesh<'_>, &mut Report);
 
 /// Every analyzer. The order does not matter: the report is sorted.
-const ANALYZERS: [(&str, Analyzer); 10] = [
+const ANALYZERS: [(&str, Analyzer); 11] = [
+    ("merged destination rules (WEFT0005)", subsets::merged),
     ("schema validation (IST0106)", diagnostics::schema_errors),
     ("port names (IST0118)", diagnostics::port_names),
     (

@@ -1,5 +1,6 @@
 //! IST0173: a DestinationRule subset whose labels select none of its host's workloads, so
-//! traffic routed to it fails with 503 UH.
+//! traffic routed to it fails with 503 UH. WEFT0005: DestinationRules for one host that
+//! Istio merges, where the merge leaves part of one out.
 //!
 //! A host's workloads are, for a Kubernetes Service, the pods (from the input's workload
 //! controllers, as istioctl's file analysis makes them) and WorkloadEntries in its namespace
@@ -9,7 +10,8 @@
 //! --labels`), and the analyzer stays silent rather than flag every subset.
 
 use super::mesh::{Mesh, Workload};
-use super::{Report, DESTINATION_RULE_SUBSET_NOT_SELECT_PODS};
+use super::{Report, DESTINATION_RULE_SUBSET_NOT_SELECT_PODS, MERGED_DESTINATION_RULES};
+use crate::destination_rules;
 use crate::host;
 use crate::types::labels_match;
 use std::collections::BTreeMap;
@@ -27,6 +29,42 @@ impl Backend<'_> {
         self.candidates
             .iter()
             .any(|labels| labels_match(self.selector, labels) && labels_match(subset, labels))
+    }
+}
+
+/// Each rule whose subset or traffic policy the merge with older rules for its host drops.
+pub(crate) fn merged(mesh: &Mesh<'_>, report: &mut Report) {
+    for m in destination_rules::merge(mesh.resources.iter().copied()) {
+        if m.ignored.is_empty() {
+            continue;
+        }
+        let names: Vec<String> = m
+            .from
+            .iter()
+            .map(|r| format!("{}/{}", r.namespace(), r.name()))
+            .collect();
+        for r in &m.from[1..] {
+            let dropped: Vec<&str> = m
+                .ignored
+                .iter()
+                .filter(|i| std::ptr::eq(i.rule, *r))
+                .map(|i| i.what.as_str())
+                .collect();
+            if dropped.is_empty() {
+                continue;
+            }
+            report.add(
+                MERGED_DESTINATION_RULES,
+                r,
+                format!(
+                    "DestinationRules {} apply to host {}: Istio merges them, the oldest first, and this one's {} is ignored because {} already defines it",
+                    names.join(", "),
+                    m.host,
+                    dropped.join(", "),
+                    names[0]
+                ),
+            );
+        }
     }
 }
 

@@ -18,6 +18,10 @@ pub struct ObjectMeta {
     pub annotations: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_version: Option<String>,
+    /// RFC 3339, set by the control plane when an object is created; orders merges of
+    /// DestinationRules for the same host, as in Istio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_timestamp: Option<String>,
     #[serde(flatten, skip_serializing)]
     pub other: BTreeMap<String, serde_json::Value>,
 }

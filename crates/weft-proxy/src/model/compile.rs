@@ -17,6 +17,7 @@ use http::StatusCode;
 use ipnet::IpNet;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use weft_api::destination_rules::{self, MergedRule};
 use weft_api::types::{self, OutboundTrafficMode};
 use weft_api::{host, scope, Resource, Spec};
 
@@ -57,13 +58,7 @@ pub fn compile_within(
         registry: &registry,
         workload,
         previous,
-        destination_rules: in_scope
-            .iter()
-            .filter_map(|r| match &r.spec {
-                Spec::DestinationRule(dr) => Some((r, dr, host::fqdn(&dr.host, r.namespace()))),
-                _ => None,
-            })
-            .collect(),
+        destination_rules: destination_rules::merge(&in_scope),
         clusters: BTreeMap::new(),
         regex_size_limit,
     };
@@ -191,12 +186,13 @@ pub(super) struct Compiler<'a> {
     registry: &'a Registry,
     workload: &'a Workload,
     previous: &'a BTreeMap<String, Arc<Cluster>>,
-    destination_rules: Vec<(&'a Resource, &'a types::DestinationRule, String)>,
+    /// Merged per (namespace, host) as Istio merges them.
+    destination_rules: Vec<MergedRule<'a>>,
     clusters: BTreeMap<String, Arc<Cluster>>,
     regex_size_limit: usize,
 }
 
-impl Compiler<'_> {
+impl<'a> Compiler<'a> {
     fn default_route(&mut self, hostname: &str, port: u16) -> Route {
         let cluster = self.cluster(hostname, port, None);
         Route {
@@ -468,22 +464,8 @@ impl Compiler<'_> {
         self.cluster(&hostname, port, dest.subset.as_deref())
     }
 
-    fn destination_rule(
-        &self,
-        hostname: &str,
-    ) -> Option<&(&Resource, &types::DestinationRule, String)> {
-        // Istio prefers a rule in the caller's namespace over one elsewhere.
-        let exact = |own: bool| {
-            self.destination_rules.iter().find(|(r, _, h)| {
-                h == hostname && (r.namespace() == self.workload.namespace) == own
-            })
-        };
-        exact(true).or_else(|| exact(false)).or_else(|| {
-            self.destination_rules
-                .iter()
-                .filter(|(_, _, h)| h.starts_with('*') && host::wildcard_matches(h, hostname))
-                .max_by_key(|(_, _, h)| h.len())
-        })
+    fn merged_rule(&self, hostname: &str) -> Option<&MergedRule<'a>> {
+        destination_rules::in_force(&self.destination_rules, hostname, &self.workload.namespace)
     }
 
     fn cluster(&mut self, hostname: &str, port: u16, subset: Option<&str>) -> Arc<Cluster> {
@@ -508,11 +490,12 @@ impl Compiler<'_> {
         subset: Option<&str>,
     ) -> ClusterConfig {
         let svc = self.registry.by_host(hostname);
-        let rule = self.destination_rule(hostname);
-        let subset_def = subset
-            .and_then(|s| rule.and_then(|(_, dr, _)| dr.subsets.iter().find(|d| d.name == s)));
+        let merged = self.merged_rule(hostname);
+        let rule = merged.map(|m| &m.rule);
+        let subset_def =
+            subset.and_then(|s| rule.and_then(|dr| dr.subsets.iter().find(|d| d.name == s)));
         let (lb, limits, outlier) = effective_policy(
-            rule.and_then(|(_, dr, _)| dr.traffic_policy.as_ref()),
+            rule.and_then(|dr| dr.traffic_policy.as_ref()),
             subset_def.and_then(|s| s.traffic_policy.as_ref()),
             port,
         );
@@ -556,7 +539,7 @@ impl Compiler<'_> {
             lb,
             limits,
             outlier,
-            destination_rule: rule.map(|(r, _, _)| r.display_name()),
+            destination_rules: merged.map(MergedRule::names).unwrap_or_default(),
             unusable,
         }
     }

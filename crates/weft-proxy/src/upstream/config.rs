@@ -21,8 +21,9 @@ pub struct ClusterConfig {
     pub lb: LbPolicy,
     pub limits: Limits,
     pub outlier: Option<OutlierConfig>,
-    /// `DestinationRule ns/name` that shaped this cluster.
-    pub destination_rule: Option<String>,
+    /// `DestinationRule ns/name` of the rules that shaped this cluster, merged as Istio
+    /// merges rules for one host, oldest first.
+    pub destination_rules: Vec<String>,
     /// Why the cluster cannot serve at all (an undefined subset), for the 503's hint.
     pub unusable: Option<String>,
 }

@@ -7,7 +7,7 @@ use super::{decode_all, status_error, Target};
 use anyhow::bail;
 use routing::virtual_service_lines;
 use serde::Serialize;
-use service::{destination_rule_lines, destination_rules, endpoint_lines, service_lines};
+use service::{destination_rule_lines, endpoint_lines, service_lines};
 use std::collections::BTreeMap;
 use weft_api::types;
 use weft_api::{host, scope, Resource, Spec};
@@ -78,7 +78,12 @@ pub fn describe_service(
     let Some((service, declared)) = found else {
         bail!("service {name:?} not found in namespace {namespace:?} (weft get svc -A lists services)");
     };
-    let rules = destination_rules(resources, &hostname, namespace);
+    let visible: Vec<&Resource> = resources
+        .iter()
+        .filter(|r| scope::exported_to(r, namespace))
+        .collect();
+    let merged = weft_api::destination_rules::merge(visible);
+    let rules = weft_api::destination_rules::applicable(&merged, &hostname, namespace);
     let mut lines = service_lines(service, declared);
     lines.extend(endpoint_lines(resources, service, declared));
     lines.extend(destination_rule_lines(service, &rules));

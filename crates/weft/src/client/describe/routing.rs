@@ -3,7 +3,8 @@
 use super::service::lb_phrase;
 use super::{labels_text, plural, short_name, INDENT};
 use std::collections::BTreeMap;
-use weft_api::types::{self, DestinationRule, StringMatch, VirtualService};
+use weft_api::destination_rules::MergedRule;
+use weft_api::types::{self, StringMatch, VirtualService};
 use weft_api::{host, scope, Resource, Spec};
 use weft_proxy::model::registry::{Discovery, ServiceInfo};
 use weft_proxy::upstream::config::effective_policy;
@@ -16,7 +17,7 @@ pub fn virtual_service_lines(
     resources: &[Resource],
     service: &ServiceInfo,
     namespace: &str,
-    rules: &[(&Resource, &DestinationRule)],
+    rules: &[&MergedRule<'_>],
 ) -> Vec<String> {
     let bound: Vec<(&Resource, &VirtualService)> = resources
         .iter()
@@ -59,12 +60,12 @@ pub fn virtual_service_lines(
 }
 
 /// Where traffic goes without a VirtualService: Istio's default route to every endpoint.
-fn default_routing(service: &ServiceInfo, rules: &[(&Resource, &DestinationRule)]) -> String {
+fn default_routing(service: &ServiceInfo, rules: &[&MergedRule<'_>]) -> String {
     if service.discovery == Discovery::Passthrough {
         return "connections go to the address the caller dialled".into();
     }
     let port = service.ports.first().map_or(0, |p| p.number);
-    let policy = rules.first().and_then(|(_, dr)| dr.traffic_policy.as_ref());
+    let policy = rules.first().and_then(|m| m.rule.traffic_policy.as_ref());
     let (lb, _, _) = effective_policy(policy, None, port);
     let whose = if policy.is_some_and(|p| p.load_balancer.is_some()) {
         "set by its DestinationRule"

@@ -2,8 +2,9 @@
 
 use super::{api_name, labels_text, plural, short_name, ANNOUNCED_BY, INDENT};
 use crate::table;
-use weft_api::types::{self, DestinationRule, TrafficPolicy};
-use weft_api::{host, scope, Resource, Spec};
+use weft_api::destination_rules::MergedRule;
+use weft_api::types::{self, TrafficPolicy};
+use weft_api::{Resource, Spec};
 use weft_proxy::model::protocol::Protocol;
 use weft_proxy::model::registry::{Discovery, ServiceInfo};
 use weft_proxy::upstream::config::{effective_policy, HashKey, LbPolicy};
@@ -141,47 +142,34 @@ pub fn endpoint_lines(
         .collect()
 }
 
-/// The DestinationRules for `hostname` visible from `namespace`, the one Weft applies first:
-/// its own namespace's exact rule, then another namespace's, then the longest wildcard.
-pub fn destination_rules<'a>(
-    resources: &'a [Resource],
-    hostname: &str,
-    namespace: &str,
-) -> Vec<(&'a Resource, &'a DestinationRule)> {
-    let mut rules: Vec<(&Resource, &DestinationRule, String)> = resources
-        .iter()
-        .filter_map(|r| match &r.spec {
-            Spec::DestinationRule(dr) => Some((r, dr, host::fqdn(&dr.host, r.namespace()))),
-            _ => None,
-        })
-        .filter(|(r, _, h)| scope::exported_to(r, namespace) && host::wildcard_matches(h, hostname))
-        .collect();
-    rules.sort_by_key(|(r, _, h)| {
-        (
-            h != hostname,
-            r.namespace() != namespace,
-            std::cmp::Reverse(h.len()),
-        )
-    });
-    rules.into_iter().map(|(r, dr, _)| (r, dr)).collect()
-}
-
-pub fn destination_rule_lines(
-    service: &ServiceInfo,
-    rules: &[(&Resource, &DestinationRule)],
-) -> Vec<String> {
+/// The DestinationRules for the service as a caller in its namespace meets them: the one in
+/// force first, with the rules Istio merged into it and what the merge left out.
+pub fn destination_rule_lines(service: &ServiceInfo, rules: &[&MergedRule<'_>]) -> Vec<String> {
     if rules.is_empty() {
         return vec![
             "DestinationRule: none (no subsets; least request, no circuit breaking, no outlier detection)".into(),
         ];
     }
     let mut lines = Vec::new();
-    for (r, dr) in rules {
+    for m in rules {
+        let names: Vec<String> = m.from.iter().map(|r| short_name(r)).collect();
+        let dr = &m.rule;
         lines.push(format!(
             "DestinationRule: {} for {:?}",
-            short_name(r),
+            names.join(" + "),
             dr.host
         ));
+        if m.from.len() > 1 {
+            lines.push(format!(
+                "{INDENT}Merged as Istio merges rules for one host: {} created first gives the traffic policy, the others add subsets",
+                names[0]
+            ));
+            for ignored in &m.ignored {
+                lines.push(format!(
+                    "{INDENT}Ignored: {ignored} (an older rule defines it)"
+                ));
+            }
+        }
         if let Some(selector) = &dr.workload_selector {
             lines.push(format!(
                 "{INDENT}Only for workloads with {}",
@@ -216,10 +204,11 @@ pub fn destination_rule_lines(
             lines.push(line);
         }
     }
-    if let [(first, _), _, ..] = rules {
+    if let [first, _, ..] = rules {
+        let names: Vec<String> = first.from.iter().map(|r| short_name(r)).collect();
         lines.push(format!(
             "{INDENT}Only {} applies: Istio uses one DestinationRule per host (own namespace first, then exact host, then the longest wildcard)",
-            short_name(first)
+            names.join(" + ")
         ));
     }
     lines

@@ -42,7 +42,16 @@ pub fn cluster_rows(snapshot: &Snapshot) -> Vec<ClusterRow> {
             subset: c.config.subset.clone(),
             direction: Some("outbound"),
             discovery_type: discovery_type(&c.config),
-            destination_rule: c.config.destination_rule.as_deref().map(short_name),
+            // Several when Istio's merge of rules for one host made the cluster.
+            destination_rule: (!c.config.destination_rules.is_empty()).then(|| {
+                let names: Vec<String> = c
+                    .config
+                    .destination_rules
+                    .iter()
+                    .map(|n| short_name(n))
+                    .collect();
+                names.join("+")
+            }),
         })
         .collect();
     // Where requests to unknown destinations end up under each outbound traffic policy.
