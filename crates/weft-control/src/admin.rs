@@ -89,11 +89,14 @@ impl Admin for AdminService {
             )));
         }
         found.sort_by(|a, b| a.0.cmp(b.0));
+        let resources = found
+            .into_iter()
+            .map(|(k, o)| wire::encode(k, o.json.clone()))
+            .collect();
+        drop(mesh);
         Ok(Response::new(GetResponse {
-            resources: found
-                .into_iter()
-                .map(|(k, o)| wire::encode(k, o.json.clone()))
-                .collect(),
+            resources,
+            config_problems: self.state.problems().1,
         }))
     }
 
@@ -132,7 +135,11 @@ impl Admin for AdminService {
                 registered: p.registered,
             })
             .collect();
-        Ok(Response::new(ProxyStatusResponse { proxies }))
+        drop(mesh);
+        Ok(Response::new(ProxyStatusResponse {
+            proxies,
+            config_problems: self.state.problems().1,
+        }))
     }
 
     async fn proxy_config(

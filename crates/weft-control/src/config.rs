@@ -25,6 +25,17 @@ pub enum ConfigError {
     Store(#[from] StoreError),
 }
 
+/// A file of the config source that does not load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokenFile {
+    /// The loader's errors: file, document, `Kind ns/name`, field.
+    pub errors: String,
+    /// Whether the objects it defined before it broke are still served. A file broken
+    /// since the start has none: its objects are missing, and the control plane is not
+    /// ready until it is fixed.
+    pub serving_last_good: bool,
+}
+
 /// What happened to one applied object, as kubectl reports it.
 pub struct Applied {
     pub key: Key,
@@ -38,7 +49,7 @@ pub struct ConfigState {
     /// Serialises applies, deletes and directory re-reads.
     write: tokio::sync::Mutex<()>,
     /// Files of the directory that do not load, with why.
-    broken: Mutex<BTreeMap<PathBuf, String>>,
+    broken: Mutex<BTreeMap<PathBuf, BrokenFile>>,
     pub registrations: Registrations,
     /// What a proxy's Hello must carry for its workload to be registered.
     pub join_token: Token,
@@ -242,7 +253,15 @@ impl ConfigState {
                     }
                     Err(e) => {
                         tracing::error!("{e}");
-                        broken.insert(partition.clone(), e.to_string());
+                        let serving_last_good = false; // settled below, against the mesh
+                        let errors = e.to_string();
+                        broken.insert(
+                            partition.clone(),
+                            BrokenFile {
+                                errors,
+                                serving_last_good,
+                            },
+                        );
                     }
                 }
             }
@@ -265,15 +284,47 @@ impl ConfigState {
             .map(|(k, r)| (k, Object::new(r, Source::Config)))
             .filter(|(k, o)| mesh.objects().get(k).is_none_or(|c| c.digest != o.digest))
             .collect();
-        Ok(mesh.apply(Change { upserts, removals }))
+        let changed = mesh.apply(Change { upserts, removals });
+        let mut broken = self.broken.lock().unwrap_or_else(|p| p.into_inner());
+        for (file, b) in broken.iter_mut() {
+            b.serving_last_good = mesh
+                .config_objects()
+                .any(|(_, o)| o.resource.origin.file.as_path() == file);
+        }
+        mesh.metrics.broken_files(broken.len());
+        Ok(changed)
     }
 
-    /// Partitions (files) of the source that do not read (their objects stay as they were).
-    pub fn broken_files(&self) -> BTreeMap<PathBuf, String> {
+    /// Files of the source that do not load.
+    pub fn broken_files(&self) -> BTreeMap<PathBuf, BrokenFile> {
         self.broken
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The problems with the config as people should hear of them (`/ready`, `weft
+    /// analyze`, `weft proxy-status`), and whether the control plane can be called ready:
+    /// not while a file's objects are missing altogether.
+    pub fn problems(&self) -> (bool, Vec<String>) {
+        let broken = self.broken_files();
+        let ready = broken.values().all(|b| b.serving_last_good);
+        let problems = broken
+            .iter()
+            .map(|(file, b)| {
+                let served = if b.serving_last_good {
+                    "its last good objects are still served"
+                } else {
+                    "none of its objects are served"
+                };
+                format!(
+                    "{} does not load ({served}; fix it, `weft validate -f FILE` shows the same):\n{}",
+                    file.display(),
+                    b.errors
+                )
+            })
+            .collect();
+        (ready, problems)
     }
 }
 

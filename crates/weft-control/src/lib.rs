@@ -171,7 +171,7 @@ impl ControlPlane {
                     tracing::error!("discovery server stopped: {e}");
                 }
             }),
-            tokio::spawn(metrics::serve(monitoring, metrics)),
+            tokio::spawn(metrics::serve(monitoring, metrics, state.clone())),
             tokio::spawn(state.clone().persist_registrations()),
             tokio::spawn(async move {
                 let (tx, mut changed) = tokio::sync::mpsc::unbounded_channel();

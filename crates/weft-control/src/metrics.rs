@@ -1,5 +1,6 @@
 //! The control plane's own metrics on 15014, under istiod's names where istiod has one.
 
+use crate::config::ConfigState;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
@@ -12,11 +13,20 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+fn readiness(state: &ConfigState) -> (u16, String) {
+    match state.problems() {
+        (true, problems) if problems.is_empty() => (200, "ready\n".into()),
+        (true, problems) => (200, format!("ready, but:\n{}\n", problems.join("\n"))),
+        (false, problems) => (503, format!("not ready:\n{}\n", problems.join("\n"))),
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     connected: Gauge,
     views: Gauge,
     objects: Gauge,
+    broken_files: Gauge,
     pushes: Counter,
     rejects: Counter,
     push_time: Histogram,
@@ -31,6 +41,7 @@ impl Default for Metrics {
             connected: Gauge::default(),
             views: Gauge::default(),
             objects: Gauge::default(),
+            broken_files: Gauge::default(),
             pushes: Counter::default(),
             rejects: Counter::default(),
             push_time: seconds(),
@@ -47,6 +58,11 @@ impl Default for Metrics {
             "weft_control_config_objects",
             "Objects known: config and announced workloads",
             m.objects.clone(),
+        );
+        r.register(
+            "weft_control_config_files_invalid",
+            "Files of the config directory that do not load",
+            m.broken_files.clone(),
         );
         r.register(
             "pilot_xds_pushes",
@@ -85,6 +101,10 @@ impl Metrics {
         self.objects.set(n as i64);
     }
 
+    pub fn broken_files(&self, n: usize) {
+        self.broken_files.set(n as i64);
+    }
+
     pub fn pushed(&self, views: usize, took: Duration) {
         self.pushes.inc_by(views as u64);
         self.push_time.observe(took.as_secs_f64());
@@ -105,20 +125,23 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` and `/ready` until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+/// Serves `/metrics` and `/ready` until the task is dropped. `/ready` answers 503 while a
+/// config file's objects are missing (it broke before it ever loaded), and names the file.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, state: Arc<ConfigState>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let metrics = metrics.clone();
+        let state = state.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let metrics = metrics.clone();
+                let state = state.clone();
                 async move {
                     let (status, body) = match req.uri().path() {
                         "/metrics" => (200, metrics.render()),
-                        "/ready" => (200, "ready\n".to_string()),
+                        "/ready" => readiness(&state),
                         _ => (404, "try /metrics or /ready\n".to_string()),
                     };
                     Response::builder()

@@ -47,6 +47,7 @@ pub async fn run_sandbox(opts: SandboxOptions) -> Result<(), PlatformError> {
         ..ControlOptions::new(opts.state.config())
     })
     .await?;
+    let restored = restored(&control, &plan);
     // A mesh of Workloads alone has no config to apply (and an empty apply is refused).
     if !plan.resources.is_empty() {
         control
@@ -68,7 +69,7 @@ pub async fn run_sandbox(opts: SandboxOptions) -> Result<(), PlatformError> {
     }
     tracing::info!(pods = pods.len(), "mesh up");
     loop {
-        write_status(&opts, &control_addr, &pods).await;
+        write_status(&opts, &control_addr, &pods, &restored).await;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = tokio::signal::ctrl_c() => break,
@@ -195,11 +196,30 @@ fn log_file(path: &Path) -> Result<std::fs::File, PlatformError> {
         })
 }
 
-async fn write_status(opts: &SandboxOptions, control: &SocketAddr, pods: &[(Child, PodSpec)]) {
+/// What an earlier run applied that the mesh file does not define (`Kind ns/name`).
+fn restored(control: &ControlPlane, plan: &Plan) -> Vec<String> {
+    let defined: std::collections::BTreeSet<String> =
+        plan.resources.iter().map(|r| r.display_name()).collect();
+    control
+        .state
+        .mesh()
+        .config_objects()
+        .map(|(_, o)| o.resource.display_name())
+        .filter(|name| !defined.contains(name))
+        .collect()
+}
+
+async fn write_status(
+    opts: &SandboxOptions,
+    control: &SocketAddr,
+    pods: &[(Child, PodSpec)],
+    restored: &[String],
+) {
     let mut status = Status {
         mode: opts.mode.clone(),
         control_plane: control.to_string(),
         pods: Vec::new(),
+        restored: restored.to_vec(),
     };
     for (_, spec) in pods {
         let restarts = std::fs::read_to_string(spec.restarts_file())

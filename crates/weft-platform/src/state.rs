@@ -57,6 +57,10 @@ pub struct Status {
     pub mode: String,
     pub control_plane: String,
     pub pods: Vec<PodStatus>,
+    /// Objects of an earlier run's config directory that the mesh file does not define:
+    /// they still apply (`weft up --fresh` starts without them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restored: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

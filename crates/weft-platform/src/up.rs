@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::process::Command;
+use weft_control::ControlOptions;
 use weft_discovery::credentials::{self, Token};
 
 pub struct UpOptions {
@@ -22,6 +23,8 @@ pub struct UpOptions {
     pub control_plane: SocketAddr,
     /// How long to wait for every pod to be ready before saying which are not.
     pub ready_within: Duration,
+    /// Start from the mesh file's config alone, forgetting what earlier runs applied.
+    pub fresh: bool,
 }
 
 /// Root gets plain namespaces; anyone else a user namespace in which they are root.
@@ -95,6 +98,9 @@ pub async fn up(opts: UpOptions) -> Result<(), PlatformError> {
             listener,
             opts.state.root.join(socket),
         )));
+    }
+    if opts.fresh {
+        forget_applied_config(&opts.state)?;
     }
     let token = publish_admin_token(&opts);
     let log = std::fs::File::create(opts.state.logs().join("sandbox.log")).map_err(|source| {
@@ -225,6 +231,26 @@ async fn wait_until_ready(
     last
 }
 
+/// Removes what earlier runs applied (the config files and the announced workloads),
+/// keeping the credentials CLIs and pods already hold.
+fn forget_applied_config(state: &StateDir) -> Result<(), PlatformError> {
+    let io = |source| PlatformError::Io {
+        what: "clearing the applied config (--fresh)",
+        source,
+    };
+    let config = state.config();
+    for entry in std::fs::read_dir(&config).map_err(io)?.flatten() {
+        if weft_api::load::is_config_file(&entry.path()) {
+            std::fs::remove_file(entry.path()).map_err(io)?;
+        }
+    }
+    let announced = ControlOptions::new(config).state_file;
+    if let Some(file) = announced.filter(|f| f.exists()) {
+        std::fs::remove_file(file).map_err(io)?;
+    }
+    Ok(())
+}
+
 /// Makes the sandbox's control plane's admin token (or takes the one a previous run made)
 /// and publishes it for this user's CLIs at the host address before the mesh starts, so
 /// `weft apply` works from the moment the control plane answers.
@@ -261,6 +287,13 @@ fn print_summary(opts: &UpOptions, status: Option<&Status>) {
         status.pods.len(),
         opts.control_plane
     );
+    if !status.restored.is_empty() {
+        eprintln!(
+            "restored from an earlier run ({}), still applied: {}; --fresh starts from the mesh file's config alone",
+            opts.state.config().display(),
+            status.restored.join(", ")
+        );
+    }
     for p in status.pods.iter().filter(|p| !p.ready) {
         eprintln!(
             "  not ready yet: {}/{} — weft logs {} -n {} [--proxy]",

@@ -35,11 +35,15 @@ pub fn run(args: AnalyzeArgs, control_plane: &Target) -> anyhow::Result<()> {
     } else {
         format!("namespace: {}", args.namespace)
     };
-    let input = if paths.is_empty() {
+    let (input, problems) = if paths.is_empty() {
         crate::client_run(live_config(control_plane))?
     } else {
-        Input::load(&paths)?
+        (Input::load(&paths)?, Vec::new())
     };
+    // Files the control plane cannot load: the live config lacks what they say.
+    for p in &problems {
+        println!("Error [IST0106] Schema validation error: {p}");
+    }
     let messages: Vec<_> = analyze::analyze(&input)
         .into_iter()
         .filter(|m| args.all_namespaces || m.namespace().is_none_or(|ns| ns == args.namespace))
@@ -52,10 +56,10 @@ pub fn run(args: AnalyzeArgs, control_plane: &Target) -> anyhow::Result<()> {
     if !messages.is_empty() || format != Format::Log {
         println!("{}", analyze::render(&messages, format).trim_end());
     }
-    if messages.is_empty() {
+    if messages.is_empty() && problems.is_empty() {
         eprintln!("\u{2714} No validation issues found when analyzing {target}.");
     }
-    if messages.iter().any(|m| m.level() == Level::Error) {
+    if !problems.is_empty() || messages.iter().any(|m| m.level() == Level::Error) {
         bail!(
             "Analyzers found issues when analyzing {target}.\nSee https://istio.io/latest/docs/reference/config/analysis for more information about causes and resolutions."
         );
@@ -63,19 +67,20 @@ pub fn run(args: AnalyzeArgs, control_plane: &Target) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Everything the control plane holds, including the workloads its proxies announced.
-async fn live_config(target: &Target) -> anyhow::Result<Input> {
+/// Everything the control plane holds, including the workloads its proxies announced, and
+/// the files of its config directory it cannot load.
+async fn live_config(target: &Target) -> anyhow::Result<(Input, Vec<String>)> {
     let mut client = target.connect().await.map_err(|e| {
         e.context("weft analyze without -f reads the live config from the control plane")
     })?;
-    let resources = client
+    let got = client
         .get(GetRequest::default())
         .await
         .map_err(status_error)?
-        .into_inner()
-        .resources;
-    Ok(Input {
-        resources: decode_all(&resources)?,
+        .into_inner();
+    let input = Input {
+        resources: decode_all(&got.resources)?,
         ..Default::default()
-    })
+    };
+    Ok((input, got.config_problems))
 }

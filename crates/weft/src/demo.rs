@@ -36,6 +36,10 @@ pub struct DemoArgs {
     /// Where the mesh keeps its config, logs and status (default: $TMPDIR/weft-<uid>).
     #[arg(long, env = "WEFT_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// Start from the built-in Bookinfo config: forget what earlier demos applied (they are
+    /// restored otherwise, and the demo says so).
+    #[arg(long)]
+    fresh: bool,
 }
 
 pub fn run(args: DemoArgs, control_plane: &str) -> anyhow::Result<()> {
@@ -61,6 +65,7 @@ pub fn run(args: DemoArgs, control_plane: &str) -> anyhow::Result<()> {
         weft: std::env::current_exe()?,
         control_plane,
         ready_within: READY_WITHIN,
+        fresh: args.fresh,
     };
     let guide = Guide {
         state,

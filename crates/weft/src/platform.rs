@@ -38,6 +38,10 @@ pub struct UpArgs {
     /// Seconds to wait for every pod to be ready before saying which are not.
     #[arg(long, default_value_t = 60)]
     ready_within: u64,
+    /// Start from the mesh file's config alone: forget what earlier runs on this state
+    /// directory applied (they are restored otherwise, and `weft up` says so).
+    #[arg(long)]
+    fresh: bool,
 }
 
 #[derive(clap::Args)]
@@ -97,6 +101,7 @@ pub fn run_up(args: UpArgs, control_plane: &str) -> anyhow::Result<()> {
         weft: std::env::current_exe()?,
         control_plane,
         ready_within: Duration::from_secs(args.ready_within),
+        fresh: args.fresh,
     };
     runtime()?.block_on(up(opts))?;
     Ok(())

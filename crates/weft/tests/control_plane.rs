@@ -942,3 +942,102 @@ async fn a_second_destination_rule_for_a_host_is_merged_as_istio_merges_it() {
         "{analysis}"
     );
 }
+
+/// A VirtualService whose weight is not a number, as a hand edit might leave it.
+const BAD_WEIGHT_VS: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews}
+      weight: lots
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_broken_at_start_is_named_and_the_control_plane_is_not_ready_until_it_is_fixed() {
+    let store = tempfile::tempdir().unwrap();
+    std::fs::write(
+        store.path().join("svc.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: reviews}\nspec: {ports: [{name: http, port: 9080}]}\n",
+    )
+    .unwrap();
+    let bad = store.path().join("vs.yaml");
+    std::fs::write(&bad, BAD_WEIGHT_VS).unwrap();
+    let [grpc, monitoring] = free_addrs::<2>();
+    let args: Vec<String> = [
+        "control",
+        "--config-dir",
+        &store.path().display().to_string(),
+        "--grpc",
+        &grpc.to_string(),
+        "--monitoring",
+        &monitoring.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let _control = Weft::spawn(&args);
+    let c = client();
+    let ready = |want: u16| {
+        let c = &c;
+        async move {
+            poll_until(DEADLINE, || async {
+                let a = send(c, "GET", monitoring, "localhost", "/ready", &[])
+                    .await
+                    .ok()?;
+                (a.status == want).then(|| a.text())
+            })
+            .await
+        }
+    };
+    let why = ready(503)
+        .await
+        .expect("/ready refuses while vs.yaml's objects are missing");
+    assert!(
+        why.contains(&bad.display().to_string())
+            && why.contains("VirtualService default/reviews")
+            && why.contains("spec.http[0].route[0].weight")
+            && why.contains("none of its objects are served"),
+        "{why}"
+    );
+    let metrics = send(&c, "GET", monitoring, "localhost", "/metrics", &[])
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .text()
+            .contains("weft_control_config_files_invalid 1"),
+        "{}",
+        metrics.text()
+    );
+    let (status, out, _) = cli(grpc, &["analyze"]).await;
+    assert!(!status.success());
+    assert!(
+        out.contains("IST0106") && out.contains("spec.http[0].route[0].weight"),
+        "{out}"
+    );
+    let (_, _, err) = cli(grpc, &["proxy-status"]).await;
+    assert!(err.contains("vs.yaml does not load"), "{err}");
+
+    // Fixed: ready. Broken again while running: its last good objects keep serving, and
+    // the problem is still reported.
+    std::fs::write(&bad, BAD_WEIGHT_VS.replace("weight: lots", "weight: 100")).unwrap();
+    assert_eq!(ready(200).await.as_deref(), Some("ready\n"));
+    std::fs::write(&bad, BAD_WEIGHT_VS).unwrap();
+    let detail = poll_until(DEADLINE, || async {
+        let a = send(&c, "GET", monitoring, "localhost", "/ready", &[])
+            .await
+            .ok()?;
+        (a.status == 200 && a.text().contains("last good objects are still served"))
+            .then(|| a.text())
+    })
+    .await;
+    assert!(
+        detail.is_some(),
+        "the runtime breakage is not reported on /ready"
+    );
+    let (_, vs, _) = cli(grpc, &["get", "vs", "reviews", "-o", "yaml"]).await;
+    assert!(vs.contains("weight: 100"), "{vs}");
+}

@@ -236,3 +236,57 @@ async fn weft_up_runs_a_mesh_of_pods_and_weft_down_leaves_nothing() {
         processes_mentioning(&state_dir)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_from_an_earlier_run_is_restored_with_a_word_and_fresh_forgets_it() {
+    let gateway = free_addrs::<1>()[0];
+    let mut up = Up::start(&mesh_file(gateway.port())).await;
+    all_ready(&up, 3).await;
+    assert!(
+        !up.summary().await.contains("restored"),
+        "{}",
+        up.weft.output()
+    );
+    let extra = up.state.path().join("extra.yaml");
+    std::fs::write(
+        &extra,
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: extra-policy}\nspec:\n  host: hello\n  trafficPolicy: {loadBalancer: {simple: RANDOM}}\n",
+    )
+    .unwrap();
+    let (status, _, err) = up
+        .weft(&["apply", "-f", &extra.display().to_string()])
+        .await;
+    assert!(status.success(), "{err}");
+
+    stop(&up).await;
+    up.weft.wait_exit(Duration::from_secs(20)).await;
+    up.restart();
+    all_ready(&up, 3).await;
+    let summary = up.summary().await;
+    assert!(
+        summary.contains("restored from an earlier run")
+            && summary.contains("DestinationRule default/extra-policy")
+            && summary.contains("--fresh"),
+        "{summary}"
+    );
+    let (status, _, _) = up.weft(&["get", "dr", "extra-policy"]).await;
+    assert!(status.success());
+
+    stop(&up).await;
+    up.weft.wait_exit(Duration::from_secs(20)).await;
+    up.restart_with(&["--fresh"]);
+    all_ready(&up, 3).await;
+    assert!(
+        !up.summary().await.contains("restored"),
+        "{}",
+        up.weft.output()
+    );
+    let (status, _, err) = up.weft(&["get", "dr", "extra-policy"]).await;
+    assert!(!status.success() && err.contains("not found"), "{err}");
+    stop(&up).await;
+}
+
+async fn stop(up: &Up) {
+    let (status, _, err) = up.weft(&["down"]).await;
+    assert!(status.success(), "{err}");
+}

@@ -56,12 +56,15 @@ struct Row {
 
 pub async fn proxy_status(target: &Target, args: StatusArgs) -> anyhow::Result<()> {
     let mut client = target.connect().await?;
-    let proxies = client
+    let response = client
         .proxy_status(ProxyStatusRequest {})
         .await
         .map_err(status_error)?
-        .into_inner()
-        .proxies;
+        .into_inner();
+    for p in &response.config_problems {
+        eprintln!("warning: the control plane's config: {p}");
+    }
+    let proxies = response.proxies;
     let rows: Vec<Row> = proxies
         .iter()
         .map(|p| {

@@ -59,8 +59,25 @@ impl Up {
 
     /// `weft up` again, on the same file and state directory.
     pub fn restart(&mut self) {
+        self.restart_with(&[]);
+    }
+
+    /// `weft up` again with more flags (`--fresh`).
+    pub fn restart_with(&mut self, extra: &[&str]) {
         let wrapper: Vec<&str> = self.wrapper.iter().map(String::as_str).collect();
-        self.weft = Weft::spawn_via(&wrapper, &self.args);
+        let mut args = self.args.clone();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        self.weft = Weft::spawn_via(&wrapper, &args);
+    }
+
+    /// Waits until `weft up` has printed its summary (stderr), and returns it.
+    pub async fn summary(&self) -> String {
+        poll_until(Duration::from_secs(60), || {
+            let err = self.weft.stderr();
+            std::future::ready(err.contains("mesh up").then_some(err))
+        })
+        .await
+        .unwrap_or_else(|| panic!("weft up printed no summary\n{}", self.weft.output()))
     }
 
     pub fn state_dir(&self) -> String {
