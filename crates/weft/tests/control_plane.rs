@@ -20,6 +20,7 @@ use support::*;
 struct Control {
     weft: Weft,
     grpc: SocketAddr,
+    monitoring: SocketAddr,
 }
 
 impl Control {
@@ -42,7 +43,11 @@ impl Control {
             "weft control not ready on {monitoring}\n{}",
             weft.output()
         );
-        Control { weft, grpc }
+        Control {
+            weft,
+            grpc,
+            monitoring,
+        }
     }
 }
 
@@ -1040,4 +1045,39 @@ async fn a_file_broken_at_start_is_named_and_the_control_plane_is_not_ready_unti
     );
     let (_, vs, _) = cli(grpc, &["get", "vs", "reviews", "-o", "yaml"]).await;
     assert!(vs.contains("weight: 100"), "{vs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_document_is_refused_at_once_and_the_control_plane_keeps_serving() {
+    let store = tempfile::tempdir().unwrap();
+    let (control, _v1, _v2, files) = mesh(store.path()).await;
+    let _proxy = Sidecar::start(control.grpc, "productpage-0", &[]).await;
+    let before = converged(control.grpc, &["productpage-0"], &[]).await;
+    // 400 KB nested 100,000 levels: libyaml alone spent 29 s of CPU on it.
+    let deep = files.path().join("deep.yaml");
+    std::fs::write(
+        &deep,
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: deep}}\nspec: {{ports: {}{}}}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        ),
+    )
+    .unwrap();
+    let (status, _, err) = cli(control.grpc, &["apply", "-f", &deep.display().to_string()]).await;
+    assert!(!status.success());
+    assert!(err.contains("nested deeper than 100 levels"), "{err}");
+    // The proxy's stream is intact and it still holds the same version.
+    let after = converged(control.grpc, &["productpage-0"], &[]).await;
+    assert_eq!(before, after);
+    let ready = send(
+        &client(),
+        "GET",
+        control.monitoring,
+        "localhost",
+        "/ready",
+        &[],
+    )
+    .await;
+    assert_eq!(ready.map(|a| a.status.as_u16()), Ok(200));
 }
