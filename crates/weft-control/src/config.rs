@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use weft_api::analyze::{self, Input, Level};
+use weft_api::types::timestamp::{rfc3339, Fraction};
 use weft_api::{Kind, Origin, Resource};
 use weft_discovery::credentials::Token;
 use weft_discovery::wire::Key;
@@ -114,7 +115,7 @@ impl ConfigState {
         let mut outcome = Vec::new();
         let mut upserts = Vec::new();
         let mut previous = BTreeMap::new();
-        let created_at = rfc3339(std::time::SystemTime::now());
+        let created_at = rfc3339(std::time::SystemTime::now(), Fraction::Micros);
         let others = {
             let mesh = self.mesh();
             for (key, r) in incoming.iter_mut() {
@@ -374,32 +375,6 @@ fn related_namespaces<'a>(incoming: impl Iterator<Item = &'a Resource>) -> BTree
     related
 }
 
-/// `2026-12-01T20:06:16.000000Z`: RFC 3339 as Kubernetes writes `creationTimestamp`, with
-/// microseconds so that objects applied in the same second keep their order (a fixed width,
-/// so the text sorts as the time does).
-fn rfc3339(t: std::time::SystemTime) -> String {
-    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rest / 3_600,
-        rest % 3_600 / 60,
-        rest % 60,
-        since.subsec_micros()
-    )
-}
-
 /// Runs CPU- or disk-bound work on the blocking pool, so that a large or hostile apply
 /// never holds up the threads that serve the discovery streams.
 async fn off_the_streams<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
@@ -447,19 +422,4 @@ fn analysis_of(
         .partition(|m| m.level() == Level::Error && m.code() != "IST0173");
     let text = |ms: Vec<analyze::Message>| ms.iter().map(ToString::to_string).collect();
     (text(blocking), text(other))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::rfc3339;
-    use std::time::{Duration, UNIX_EPOCH};
-
-    #[test]
-    fn timestamps_read_as_kubernetes_writes_them() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
-        let t = UNIX_EPOCH + Duration::from_micros(1_796_155_576_000_042);
-        assert_eq!(rfc3339(t), "2026-12-01T20:06:16.000042Z");
-        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000000Z");
-    }
 }

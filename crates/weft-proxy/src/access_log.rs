@@ -5,6 +5,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
+use weft_api::types::timestamp::{rfc3339, Fraction};
 
 /// Envoy's response flags, rendered in Envoy's order, comma-separated, `-` when none.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -110,7 +111,10 @@ impl fmt::Display for Entry {
             v.as_ref()
                 .map_or_else(|| "-".to_string(), |v| v.to_string())
         }
-        let start = self.start.map(rfc3339).unwrap_or_else(|| "-".into());
+        let start = self
+            .start
+            .map(|t| rfc3339(t, Fraction::Millis))
+            .unwrap_or_else(|| "-".into());
         write!(
             f,
             "[{start}] \"{} {} {}\" {} {} {} - \"-\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} - {} {} - {}",
@@ -135,30 +139,6 @@ impl fmt::Display for Entry {
             opt(&self.route_name),
         )
     }
-}
-
-/// `2026-11-26T05:50:08.123Z`, without a date crate.
-fn rfc3339(t: SystemTime) -> String {
-    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Howard Hinnant's civil-from-days.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_millis()
-    )
 }
 
 /// Where access-log lines go.
@@ -197,12 +177,6 @@ mod tests {
         assert_eq!(Flags::default().to_string(), "-");
         assert_eq!((Flags::UF | Flags::URX).to_string(), "UF,URX");
         assert_eq!(Flags::UO.to_string(), "UO");
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339() {
-        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_795_672_208_123);
-        assert_eq!(rfc3339(t), "2026-11-26T05:50:08.123Z");
     }
 
     #[test]

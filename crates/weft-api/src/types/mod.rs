@@ -6,6 +6,7 @@ pub mod gateway;
 pub mod meta;
 pub mod service;
 pub mod service_entry;
+pub mod timestamp;
 pub mod virtual_service;
 
 pub use destination_rule::*;
