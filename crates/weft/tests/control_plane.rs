@@ -24,7 +24,8 @@ struct Control {
 }
 
 impl Control {
-    async fn start(dir: &Path, [grpc, monitoring]: [SocketAddr; 2]) -> Control {
+    /// `weft control` serving `dir` on the two addresses, not waiting for anything.
+    fn spawn(dir: &Path, [grpc, monitoring]: [SocketAddr; 2]) -> Weft {
         let args: Vec<String> = [
             "control",
             "--config-dir",
@@ -36,7 +37,11 @@ impl Control {
         ]
         .map(String::from)
         .to_vec();
-        let mut weft = Weft::spawn(&args);
+        Weft::spawn(&args)
+    }
+
+    async fn start(dir: &Path, [grpc, monitoring]: [SocketAddr; 2]) -> Control {
+        let mut weft = Control::spawn(dir, [grpc, monitoring]);
         let ready = answers_ok(&mut weft, monitoring, "/ready").await;
         assert!(
             ready,
@@ -972,18 +977,7 @@ async fn a_file_broken_at_start_is_named_and_the_control_plane_is_not_ready_unti
     let bad = store.path().join("vs.yaml");
     std::fs::write(&bad, BAD_WEIGHT_VS).unwrap();
     let [grpc, monitoring] = free_addrs::<2>();
-    let args: Vec<String> = [
-        "control",
-        "--config-dir",
-        &store.path().display().to_string(),
-        "--grpc",
-        &grpc.to_string(),
-        "--monitoring",
-        &monitoring.to_string(),
-    ]
-    .map(String::from)
-    .to_vec();
-    let _control = Weft::spawn(&args);
+    let _control = Control::spawn(store.path(), [grpc, monitoring]);
     let c = client();
     let ready = |want: u16| {
         let c = &c;
