@@ -5,13 +5,12 @@
 use crate::http::{handle, ConnInfo, Direction};
 use crate::model::protocol::Protocol;
 use crate::tcp::{self, L4Target};
-use crate::transport::detect::{sniff, Detected, Prefixed, SNIFF_TIMEOUT};
+use crate::transport::detect::{sniff, Detected, Prefixed};
 use crate::transport::sni;
 use crate::Shared;
 use bytes::Bytes;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
@@ -74,11 +73,12 @@ async fn captured(
                 .by_address(d.ip(), d.port())
                 .and_then(|s| s.port(d.port()))
                 .map(|p| p.protocol)
-        });
+        })
+        .or_else(|| original_dst.map(|d| Protocol::undeclared(d.port())));
     let (detected, prefix) = match declared {
         Some(p) if p.is_http() => (Detected::Http1, Bytes::new()),
         Some(Protocol::Tcp) => (Detected::Tcp, Bytes::new()),
-        _ => match sniff(&mut stream, SNIFF_TIMEOUT).await {
+        _ => match sniff(&mut stream).await {
             Ok(found) => found,
             Err(_) => return,
         },
@@ -120,10 +120,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req| handle(shared.clone(), conn.clone(), req));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(hyper_util::rt::TokioTimer::new());
-    builder.http2().timer(hyper_util::rt::TokioTimer::new());
-    if let Err(e) = builder
+    if let Err(e) = crate::http::server::builder()
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .await
     {

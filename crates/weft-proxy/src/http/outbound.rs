@@ -4,6 +4,7 @@
 //! route table. Inbound: hand the request to the local workload.
 
 use super::body::{Buffered, End, RequestBody, ResponseBody};
+use super::edge;
 use super::forward::{self, Call, Forwarded};
 use super::headers::{ensure_request_id, is_grpc, is_upgrade, strip_hop_by_hop};
 use super::local_reply::LocalReply;
@@ -52,6 +53,7 @@ pub async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let (mut parts, body) = req.into_parts();
+    let edge = edge::prepare(&mut parts);
     let mut entry = Entry {
         start: Some(SystemTime::now()),
         method: parts.method.to_string(),
@@ -73,26 +75,32 @@ pub async fn handle(
     entry.request_id = header_string(&parts, "x-request-id");
     let snapshot = shared.config.current();
     let mut forwarded = Forwarded::default();
-    let result = match conn.direction {
-        Direction::Gateway => {
-            gateway(&snapshot, &conn, parts, body, &mut entry, &mut forwarded).await
+    let mut close = false;
+    let result = if let Err(e) = edge {
+        close = e.closes_connection() && parts.version != Version::HTTP_2;
+        Err(e.reply())
+    } else {
+        match conn.direction {
+            Direction::Gateway => {
+                gateway(&snapshot, &conn, parts, body, &mut entry, &mut forwarded).await
+            }
+            _ if parts.method == Method::CONNECT => {
+                tunnel::connect(&snapshot, &conn, &parts, body).await
+            }
+            Direction::Outbound => {
+                outbound(
+                    &shared,
+                    &snapshot,
+                    &conn,
+                    parts,
+                    body,
+                    &mut entry,
+                    &mut forwarded,
+                )
+                .await
+            }
+            Direction::Inbound => inbound(&shared, &conn, parts, body, &mut forwarded).await,
         }
-        _ if parts.method == Method::CONNECT => {
-            tunnel::connect(&snapshot, &conn, &parts, body).await
-        }
-        Direction::Outbound => {
-            outbound(
-                &shared,
-                &snapshot,
-                &conn,
-                parts,
-                body,
-                &mut entry,
-                &mut forwarded,
-            )
-            .await
-        }
-        Direction::Inbound => inbound(&shared, &conn, parts, body, &mut forwarded).await,
     };
     let mut response = match result {
         Ok(r) => r,
@@ -104,6 +112,11 @@ pub async fn handle(
             reply.into_response(grpc)
         }
     };
+    if close {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Some(names) = &shared.server {
         let name = match conn.direction {
             Direction::Outbound => &names.outbound,

@@ -153,7 +153,11 @@ fn kube_service(r: &Resource, svc: &types::Service, selected: SelectEndpoints<'_
         .map(|p| ServicePort {
             number: p.port as u16,
             name: p.name.clone().unwrap_or_default(),
-            protocol: Protocol::for_port(p.name.as_deref(), p.app_protocol.as_deref()),
+            protocol: Protocol::for_port(
+                p.port as u16,
+                p.name.as_deref(),
+                p.app_protocol.as_deref(),
+            ),
             target_port: match p.target_port {
                 Some(TargetPort::Number(n)) => u16::try_from(n).ok(),
                 _ => None,

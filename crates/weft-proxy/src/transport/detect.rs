@@ -1,18 +1,23 @@
-//! Protocol sniffing for ports that declare none: read a few bytes (bounded in time and
-//! size), decide, and replay them to whoever handles the connection.
+//! Protocol sniffing for ports that declare none: read the first bytes, decide, and
+//! replay them to whoever handles the connection. As with Istio's default
+//! `protocolDetectionTimeout: 0s`, there is no time limit: a client that connects ahead of
+//! use is waited for (server-first ports are never sniffed: `Protocol::undeclared`).
 
 use bytes::{Buf, Bytes};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// Enough for the HTTP/2 preface or the longest method name and a space.
+/// The first read: enough for the HTTP/2 preface or any common method and a space.
 const SNIFF_BYTES: usize = H2_PREFACE.len();
-/// Server-first protocols (MySQL, SMTP) send nothing: after this long, treat as TCP.
-pub const SNIFF_TIMEOUT: Duration = Duration::from_millis(100);
+/// The most read before deciding: a request line with an uncommon method must end within
+/// it to be taken for HTTP/1 (Envoy's inspector reads up to 64 KiB; common methods are
+/// decided within their first few bytes).
+const SNIFF_LIMIT: usize = 8 * 1024;
+/// No method is longer; a first word longer than this without a space is no request line.
+const METHOD_LIMIT: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detected {
@@ -41,37 +46,66 @@ pub fn classify(buf: &[u8]) -> Option<Detected> {
     if H2_PREFACE.starts_with(buf) {
         return (buf.len() == H2_PREFACE.len()).then_some(Detected::Http2);
     }
-    let mut undecided = false;
-    for m in METHODS {
-        let with_space = m.len() + 1;
-        if buf.len() >= with_space {
-            if buf.starts_with(m.as_bytes()) && buf[m.len()] == b' ' {
-                return Some(Detected::Http1);
-            }
-        } else if m.as_bytes().starts_with(&buf[..buf.len().min(m.len())])
-            && (buf.len() <= m.len() || buf[m.len()] == b' ')
-        {
-            undecided = true;
-        }
+    let common = METHODS
+        .iter()
+        .any(|m| buf.len() > m.len() && buf.starts_with(m.as_bytes()) && buf[m.len()] == b' ');
+    if common {
+        return Some(Detected::Http1);
     }
-    (!undecided).then_some(Detected::Tcp)
+    request_line(buf)
 }
 
-/// Reads until the protocol is clear, the byte bound is hit, the peer stops sending or the
-/// time runs out. Returns the bytes read, to be replayed.
-pub async fn sniff<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    wait: Duration,
-) -> io::Result<(Detected, Bytes)> {
+/// Any other first line shaped `METHOD SP TARGET SP HTTP/1.x` is HTTP/1, whatever its
+/// method: the HTTP server then answers a malformed one with 400 instead of the bytes being
+/// passed on as TCP. Anything that cannot become such a line is TCP.
+fn request_line(buf: &[u8]) -> Option<Detected> {
+    let end = buf.iter().position(|&b| b == b'\n');
+    let line = match end {
+        Some(n) => buf[..n].strip_suffix(b"\r").unwrap_or(&buf[..n]),
+        None => buf,
+    };
+    if !line.iter().all(|&b| b == b' ' || b.is_ascii_graphic()) {
+        return Some(Detected::Tcp);
+    }
+    let first_space = line.iter().position(|&b| b == b' ');
+    if end.is_none() {
+        let method_too_long = first_space.is_none() && line.len() > METHOD_LIMIT;
+        let undecided = first_space != Some(0) && !method_too_long && buf.len() < SNIFF_LIMIT;
+        return (!undecided).then_some(Detected::Tcp);
+    }
+    let mut words = line.split(|&b| b == b' ');
+    let shaped = match (words.next(), words.next(), words.next(), words.next()) {
+        (Some(method), Some(target), Some(version), None) => {
+            !method.is_empty()
+                && !target.is_empty()
+                && (version == b"HTTP/1.1" || version == b"HTTP/1.0")
+        }
+        _ => false,
+    };
+    Some(if shaped {
+        Detected::Http1
+    } else {
+        Detected::Tcp
+    })
+}
+
+/// Reads until the protocol is clear, the byte bound is hit or the peer stops sending.
+/// Returns the bytes read, to be replayed.
+pub async fn sniff<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<(Detected, Bytes)> {
     let mut buf = vec![0u8; SNIFF_BYTES];
     let mut filled = 0;
-    let deadline = tokio::time::Instant::now() + wait;
-    while filled < SNIFF_BYTES {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buf[filled..])).await {
-            Ok(Ok(0)) | Err(_) => break,
-            Ok(Ok(n)) => filled += n,
-            Ok(Err(e)) => return Err(e),
+    loop {
+        if filled == buf.len() {
+            if filled >= SNIFF_LIMIT {
+                break;
+            }
+            buf.resize((filled * 8).min(SNIFF_LIMIT), 0);
         }
+        let n = stream.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
         if let Some(d) = classify(&buf[..filled]) {
             buf.truncate(filled);
             return Ok((d, buf.into()));
@@ -148,7 +182,21 @@ mod tests {
         assert_eq!(classify(H2_PREFACE), Some(Detected::Http2));
         assert_eq!(classify(&[0x16, 0x03, 0x01]), Some(Detected::Tls));
         assert_eq!(classify(b"\x00\x01binary"), Some(Detected::Tcp));
-        assert_eq!(classify(b"GETX"), Some(Detected::Tcp));
+        assert_eq!(classify(b"GETX\r\n"), Some(Detected::Tcp));
+        assert_eq!(classify(b"PING\r\n"), Some(Detected::Tcp));
+    }
+
+    #[test]
+    fn other_request_lines_are_http1_once_they_end() {
+        assert_eq!(classify(b"G@T / HTTP/1.1"), None);
+        assert_eq!(classify(b"G@T / HTTP/1.1\r\n"), Some(Detected::Http1));
+        assert_eq!(classify(b"PROPFIND /x HTTP/1.0\n"), Some(Detected::Http1));
+        assert_eq!(classify(b"G@T / HTTP/2\r\n"), Some(Detected::Tcp));
+        assert_eq!(classify(b" / HTTP/1.1\r\n"), Some(Detected::Tcp));
+        assert_eq!(classify(&[b'A'; METHOD_LIMIT + 1]), Some(Detected::Tcp));
+        let mut long = b"M /".to_vec();
+        long.resize(SNIFF_LIMIT, b'a');
+        assert_eq!(classify(&long), Some(Detected::Tcp));
     }
 
     #[tokio::test]
@@ -158,7 +206,7 @@ mod tests {
             .await
             .unwrap();
         let mut server = server;
-        let (d, prefix) = sniff(&mut server, SNIFF_TIMEOUT).await.unwrap();
+        let (d, prefix) = sniff(&mut server).await.unwrap();
         assert_eq!(d, Detected::Http1);
         let mut replay = Prefixed::new(prefix, server);
         let mut out = vec![0u8; 18];
@@ -166,10 +214,27 @@ mod tests {
         assert_eq!(&out, b"POST /x HTTP/1.1\r\n");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn silent_peers_are_tcp_after_the_timeout() {
-        let (_client, mut server) = tokio::io::duplex(64);
-        let (d, prefix) = sniff(&mut server, SNIFF_TIMEOUT).await.unwrap();
+    #[tokio::test]
+    async fn a_long_request_line_is_read_across_reads() {
+        let (mut client, mut server) = tokio::io::duplex(16);
+        let line = format!("MKCALENDAR /{} HTTP/1.1\r\n", "c".repeat(500));
+        let len = line.len();
+        let writer = tokio::spawn(async move {
+            tokio::io::AsyncWriteExt::write_all(&mut client, line.as_bytes())
+                .await
+                .unwrap();
+            client
+        });
+        let (d, prefix) = sniff(&mut server).await.unwrap();
+        assert_eq!((d, prefix.len()), (Detected::Http1, len));
+        drop(writer.await);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_closes_first_is_tcp() {
+        let (client, mut server) = tokio::io::duplex(64);
+        drop(client);
+        let (d, prefix) = sniff(&mut server).await.unwrap();
         assert_eq!((d, prefix.len()), (Detected::Tcp, 0));
     }
 }
