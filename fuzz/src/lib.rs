@@ -1,0 +1,108 @@
+//! What each fuzz target does with its input, shared by the libFuzzer entries
+//! (`fuzz_targets/`) and the stable smoke run (`tests/smoke.rs`). Each asserts the
+//! properties the proxy relies on, so a broken property is a crash like a panic is.
+
+pub mod mutate;
+
+use http::request::Parts;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::Path;
+use weft_proxy::http::{edge, path};
+use weft_proxy::transport::{detect, sni};
+
+/// Protocol sniffing and the ClientHello parser over the first bytes of a connection.
+pub fn sniff(data: &[u8]) {
+    // The listener classifies each longer prefix as bytes arrive.
+    for end in 0..=data.len().min(64) {
+        let _ = detect::classify(&data[..end]);
+    }
+    let _ = detect::classify(data);
+    if let Some(want) = sni::record_len(data) {
+        assert!(want >= 5);
+    }
+    if let Some(name) = sni::server_name(data) {
+        assert_eq!(name, name.to_ascii_lowercase());
+    }
+}
+
+/// A request head as hyper parses it (httparse, then `http` types), then the proxy's
+/// edge handling; and the path normaliser on its own.
+pub fn request_head(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        normalise(text);
+    }
+    let Some(mut parts) = parse(data) else {
+        return;
+    };
+    let before = parts.uri.clone();
+    if edge::prepare(&mut parts).is_ok() && parts.method != http::Method::CONNECT {
+        if let Some(pq) = parts.uri.path_and_query() {
+            if pq.path() != "*" {
+                assert!(
+                    matches!(path::normalize(pq.path()), Ok(Cow::Borrowed(_))),
+                    "{before} normalised to {} is not normal",
+                    parts.uri
+                );
+            }
+        }
+        assert_eq!(parts.uri.query(), before.query(), "the query is kept");
+        let hosts = parts.headers.get_all(http::header::HOST).iter().count();
+        assert!(hosts <= 1);
+    }
+}
+
+fn normalise(path: &str) {
+    let Ok(once) = path::normalize(path) else {
+        return;
+    };
+    assert!(once.starts_with('/'), "{path:?} → {once:?}");
+    assert!(once.is_ascii());
+    assert!(
+        !once.split('/').any(|s| s == "." || s == ".."),
+        "{path:?} → {once:?} keeps a dot segment"
+    );
+    match path::normalize(&once) {
+        Ok(Cow::Borrowed(_)) => {}
+        other => panic!("not idempotent: {path:?} → {once:?} → {other:?}"),
+    }
+}
+
+/// Parses one request head as hyper's server does, or `None` where hyper would refuse it.
+fn parse(data: &[u8]) -> Option<Parts> {
+    let mut headers = [httparse::EMPTY_HEADER; 100];
+    let mut req = httparse::Request::new(&mut headers);
+    let httparse::Status::Complete(_) = req.parse(data).ok()? else {
+        return None;
+    };
+    let mut builder = http::Request::builder().method(req.method?).uri(req.path?);
+    for h in req.headers.iter() {
+        builder = builder.header(h.name, h.value);
+    }
+    builder.body(()).ok().map(|r| r.into_parts().0)
+}
+
+/// The config loader over a file's text, and the proxy's compile when it loads clean.
+pub fn load(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let loaded = weft_api::load_str(text, Path::new("fuzz.yaml"));
+    if loaded.errors().next().is_some() {
+        return;
+    }
+    let workload = weft_proxy::workload::Workload {
+        name: "productpage-v1".into(),
+        namespace: "default".into(),
+        labels: weft_proxy::workload::parse_labels("app=productpage,version=v1")
+            .expect("valid labels"),
+        service_account: "bookinfo-productpage".into(),
+    };
+    let _ = weft_proxy::model::compile(
+        loaded.resources,
+        &workload,
+        weft_api::types::OutboundTrafficMode::RegistryOnly,
+        1,
+        &BTreeMap::new(),
+    );
+}
