@@ -11,6 +11,7 @@ pub mod plan;
 pub mod pod;
 pub mod sandbox;
 pub mod state;
+pub mod stop;
 pub mod supervise;
 pub mod sys;
 pub mod up;
@@ -48,8 +49,11 @@ pub enum PlatformError {
     AlreadyUp { pid: i32, state: PathBuf },
     #[error("no mesh is up with state in {}", state.display())]
     NotUp { state: PathBuf },
-    #[error("weft up (pid {pid}) did not stop within 10 s")]
-    StillRunning { pid: i32 },
+    #[error("weft up (pid {pid}) did not stop within {within:?}")]
+    StillRunning {
+        pid: i32,
+        within: std::time::Duration,
+    },
     #[error("the sandbox exited ({status}); see {}", log.display())]
     SandboxExited { status: String, log: PathBuf },
 }

@@ -5,7 +5,8 @@
 //! the app alone).
 
 use crate::state::StateDir;
-use crate::supervise::{supervise, Supervised};
+use crate::stop::{StopSignals, POD_GRACE, PROXY_DRAIN};
+use crate::supervise::{Supervised, Supervisor};
 use crate::sys::{run, SysError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -82,8 +83,14 @@ impl PodSpec {
     }
 }
 
-/// The pod's first process: sets the pod up, then supervises until killed.
+/// The pod's first process: sets the pod up, then supervises until SIGTERM or SIGINT,
+/// then stops its processes as a kubelet does.
 pub async fn run_pod(spec: PodSpec) -> Result<(), PodError> {
+    let mut stop = StopSignals::install().map_err(|source| PodError::Io {
+        pod: spec.name.clone(),
+        what: "listening for SIGTERM",
+        source,
+    })?;
     let sys = |source| PodError::Sys {
         pod: spec.name.clone(),
         source,
@@ -118,21 +125,28 @@ pub async fn run_pod(spec: PodSpec) -> Result<(), PodError> {
     }
     let restarts = Arc::new(AtomicU32::new(0));
     // The pod lives as long as its proxy, or its app when it has no proxy.
-    let main = if spec.sidecar {
-        let proxy = tokio::spawn(supervise(proxy(&spec), restarts.clone()));
-        if !spec.gateway {
+    let (proxy, app) = if spec.sidecar {
+        let proxy = Supervisor::start(proxy(&spec), restarts.clone());
+        let app = if spec.gateway {
+            None
+        } else {
             // As Istio's holdApplicationUntilProxyStarts: the app's first calls find a
             // configured proxy.
-            wait_ready(
-                "127.0.0.1:15021".parse().expect("static"),
-                Duration::from_secs(30),
-            )
-            .await;
-            tokio::spawn(supervise(app(&spec), restarts.clone()));
-        }
-        proxy
+            tokio::select! {
+                _ = wait_ready(
+                    "127.0.0.1:15021".parse().expect("static"),
+                    Duration::from_secs(30),
+                ) => {}
+                _ = stop.recv() => {
+                    terminate(Some(proxy), None).await;
+                    return Ok(());
+                }
+            }
+            Some(Supervisor::start(app(&spec), restarts.clone()))
+        };
+        (Some(proxy), app)
     } else {
-        tokio::spawn(supervise(app(&spec), restarts.clone()))
+        (None, Some(Supervisor::start(app(&spec), restarts.clone())))
     };
     let mut reported = u32::MAX;
     loop {
@@ -141,10 +155,40 @@ pub async fn run_pod(spec: PodSpec) -> Result<(), PodError> {
             let _ = crate::state::write_atomic(&spec.restarts_file(), now.to_string().as_bytes());
             reported = now;
         }
-        if main.is_finished() {
+        if proxy
+            .as_ref()
+            .or(app.as_ref())
+            .is_some_and(|main| main.is_finished())
+        {
             return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stop.recv() => {
+                terminate(proxy, app).await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// As a kubelet: SIGTERM to every process at once, so the sidecar drains while the app
+/// finishes; SIGKILL for what outlives the grace period. Once the app has exited the
+/// sidecar has nothing left to drain for: a second SIGTERM ends its drain, as Istio's
+/// native sidecars are stopped only after the app.
+async fn terminate(proxy: Option<Supervisor>, app: Option<Supervisor>) {
+    let deadline = tokio::time::Instant::now() + POD_GRACE;
+    for p in proxy.iter().chain(app.iter()) {
+        p.terminate();
+    }
+    if let Some(app) = app {
+        app.stopped(deadline).await;
+        if let Some(proxy) = &proxy {
+            proxy.terminate();
+        }
+    }
+    if let Some(proxy) = proxy {
+        proxy.stopped(deadline).await;
     }
 }
 
@@ -243,6 +287,8 @@ fn proxy(spec: &PodSpec) -> Supervised {
         PROXY_MARK,
         "--join-token-file",
         &spec.join_token_file.display().to_string(),
+        "--drain-duration",
+        &format!("{}ms", PROXY_DRAIN.as_millis()),
     ]
     .map(String::from)
     .to_vec();

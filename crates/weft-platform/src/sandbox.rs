@@ -1,15 +1,19 @@
 //! The sandbox: the first process of the platform's own network, mount and PID namespaces
 //! (and user namespace, rootless). It lays the bridge, runs the control plane, starts one
-//! pod per replica, and keeps `status.json` current. When it exits the kernel tears down
-//! every pod, link and rule with its namespaces: nothing is left behind.
+//! pod per replica, and keeps `status.json` current. On SIGTERM it stops its pods (their
+//! sidecars drain) and exits; when it exits the kernel tears down every pod, link and rule
+//! with its namespaces: nothing is left behind.
 
 use crate::forward::unix_to_tcp;
 use crate::mesh;
 use crate::plan::{self, Plan};
 use crate::pod::{pod_ready, PodSpec};
 use crate::state::{write_atomic, PodStatus, StateDir, Status};
+use crate::stop::{StopSignals, SANDBOX_GRACE};
 use crate::sys::run;
 use crate::PlatformError;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,6 +36,11 @@ pub struct SandboxOptions {
 }
 
 pub async fn run_sandbox(opts: SandboxOptions) -> Result<(), PlatformError> {
+    // First: PID 1 of a namespace gets no signal it has no handler for.
+    let mut stop = StopSignals::install().map_err(|source| PlatformError::Io {
+        what: "listening for SIGTERM",
+        source,
+    })?;
     let mesh = mesh::load(&opts.mesh_file)?;
     let plan = plan::plan(&mesh)?;
     let bridge = format!("{}/{}", plan.bridge_ip, plan.pod_range.prefix_len());
@@ -58,7 +67,7 @@ pub async fn run_sandbox(opts: SandboxOptions) -> Result<(), PlatformError> {
     let mut forwarders =
         vec![unix_to_tcp(opts.state.root.join(CONTROL_SOCKET), control_addr).map_err(io)?];
 
-    let mut pods = Vec::new();
+    let mut pods: Vec<(Child, PodSpec)> = Vec::new();
     for (index, pod) in plan.pods.iter().enumerate() {
         let spec = pod_spec(&opts, &plan, pod, &control);
         for port in pod.workload.spec.gateway.iter().flat_map(|g| &g.host_ports) {
@@ -72,11 +81,32 @@ pub async fn run_sandbox(opts: SandboxOptions) -> Result<(), PlatformError> {
         write_status(&opts, &control_addr, &pods, &restored).await;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            _ = tokio::signal::ctrl_c() => break,
+            _ = stop.recv() => break,
         }
     }
+    stop_pods(&mut pods).await;
     drop((control, forwarders));
     Ok(())
+}
+
+/// SIGTERM to every pod at once, then SIGKILL for those that outlive their grace period.
+/// The control plane stays up meanwhile: draining sidecars keep their config.
+async fn stop_pods(pods: &mut [(Child, PodSpec)]) {
+    let deadline = tokio::time::Instant::now() + SANDBOX_GRACE;
+    for (child, _) in pods.iter() {
+        if let Some(pid) = child.id() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+    }
+    for (child, spec) in pods.iter_mut() {
+        if tokio::time::timeout_at(deadline, child.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(pod = %spec.name, "still running at the end of its grace period: killing it");
+            let _ = child.kill().await;
+        }
+    }
 }
 
 fn io(e: std::io::Error) -> PlatformError {
@@ -148,6 +178,8 @@ async fn start_pod(
             source,
         })?)
         .stderr(log)
+        // Stopped by the sandbox's SIGTERM alone, in order (see `stop_pods`).
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|source| PlatformError::Io {

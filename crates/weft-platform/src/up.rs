@@ -6,6 +6,7 @@
 use crate::forward::tcp_to_unix;
 use crate::sandbox::{gateway_socket, CONTROL_SOCKET};
 use crate::state::{StateDir, Status};
+use crate::stop::{StopSignals, DOWN_GRACE, PROXY_DRAIN, UP_GRACE};
 use crate::{mesh, plan, PlatformError};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -72,6 +73,10 @@ fn preflight(root: bool) -> Result<(), PlatformError> {
 }
 
 pub async fn up(opts: UpOptions) -> Result<(), PlatformError> {
+    let mut stop = StopSignals::install().map_err(|source| PlatformError::Io {
+        what: "listening for SIGTERM",
+        source,
+    })?;
     let mesh = mesh::load(&opts.mesh_file)?;
     let plan = plan::plan(&mesh)?;
     reclaim(&opts.state)?;
@@ -127,6 +132,8 @@ pub async fn up(opts: UpOptions) -> Result<(), PlatformError> {
             source,
         })?)
         .stderr(log)
+        // Ctrl-C reaches `weft up` alone, which stops the sandbox in order.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|source| PlatformError::Io {
@@ -143,18 +150,21 @@ pub async fn up(opts: UpOptions) -> Result<(), PlatformError> {
         }
     })?;
     let pods = plan.pods.len();
-    let ready = wait_until_ready(&opts.state, pods, opts.ready_within, &mut sandbox).await;
-    print_summary(&opts, ready.as_ref());
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|source| PlatformError::Io {
-        what: "listening for SIGTERM",
-        source,
-    })?;
+    // Ctrl-C while starting stops as well.
     let exited = tokio::select! {
-        _ = tokio::signal::ctrl_c() => None,
-        _ = terminate.recv() => None,
-        status = sandbox.wait() => Some(status),
+        ready = wait_until_ready(&opts.state, pods, opts.ready_within, &mut sandbox) => {
+            print_summary(&opts, ready.as_ref());
+            tokio::select! {
+                _ = stop.recv() => None,
+                status = sandbox.wait() => Some(status),
+            }
+        }
+        _ = stop.recv() => None,
     };
+    if exited.is_none() {
+        eprintln!("stopping: sidecars drain for {PROXY_DRAIN:?}");
+        stop_sandbox(&mut sandbox).await;
+    }
     let _ = sandbox.kill().await;
     if let Some(token) = token {
         credentials::unpublish(opts.control_plane, &token);
@@ -170,6 +180,28 @@ pub async fn up(opts: UpOptions) -> Result<(), PlatformError> {
             eprintln!("mesh down: every pod, link and rule went with its namespaces");
             Ok(())
         }
+    }
+}
+
+/// SIGTERM to the sandbox (which stops its pods), then SIGKILL if it outlives its grace
+/// period. The sandbox is `unshare`'s child: `unshare --fork` blocks SIGTERM itself.
+async fn stop_sandbox(sandbox: &mut tokio::process::Child) {
+    let inner = sandbox.id().and_then(|unshare| {
+        std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse::<i32>()
+            .ok()
+    });
+    if let Some(pid) = inner {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGTERM);
+    }
+    if tokio::time::timeout(UP_GRACE, sandbox.wait())
+        .await
+        .is_err()
+    {
+        eprintln!("the sandbox did not stop within {UP_GRACE:?}: killing it");
     }
 }
 
@@ -321,11 +353,15 @@ pub async fn down(state: &StateDir) -> Result<(), PlatformError> {
         return reclaim(state);
     }
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(up), nix::sys::signal::SIGTERM);
-    for _ in 0..100 {
+    let deadline = tokio::time::Instant::now() + DOWN_GRACE;
+    while tokio::time::Instant::now() < deadline {
         if !alive(up) {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(PlatformError::StillRunning { pid: up })
+    Err(PlatformError::StillRunning {
+        pid: up,
+        within: DOWN_GRACE,
+    })
 }

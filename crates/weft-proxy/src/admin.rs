@@ -3,6 +3,7 @@
 //! stats port (15020: `/stats/prometheus`, `/healthz/ready`).
 
 use crate::config::ConfigStore;
+use crate::drain::Drain;
 use crate::metrics::Metrics;
 use crate::model::{RouteConfig, Snapshot};
 use bytes::Bytes;
@@ -26,6 +27,7 @@ pub struct Admin {
     pub quit: Arc<Notify>,
     pub set_log_level: Option<SetLogLevel>,
     pub metrics: Arc<Metrics>,
+    pub drain: Arc<Drain>,
 }
 
 /// Which of the proxy's ports a listener is: each serves a subset of the endpoints.
@@ -55,12 +57,25 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, port: Port) {
 }
 
 fn route(admin: &Admin, req: Request<Incoming>, port: Port) -> Response<Full<Bytes>> {
-    let ready = admin.config.is_ready();
+    // Draining fails readiness, as Envoy's does, so the platform stops sending.
+    let (ready, why, state) = if admin.drain.is_draining() {
+        (false, "draining", "DRAINING")
+    } else if admin.config.is_ready() {
+        (true, "ok", "LIVE")
+    } else {
+        (
+            false,
+            "waiting for the first configuration",
+            "PRE_INITIALIZING",
+        )
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     match (req.method(), req.uri().path(), port) {
-        (&Method::GET, "/healthz/ready", _) => text(
-            if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE },
-            if ready { "ok" } else { "waiting for the first configuration" },
-        ),
+        (&Method::GET, "/healthz/ready", _) => text(status, why),
         (&Method::GET, "/stats/prometheus", Port::Admin | Port::Stats) => Response::builder()
             .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
             .body(Full::new(admin.metrics.render().into()))
@@ -70,10 +85,7 @@ fn route(admin: &Admin, req: Request<Incoming>, port: Port) -> Response<Full<Byt
             StatusCode::NOT_FOUND,
             "stats endpoints: GET /stats/prometheus, GET /healthz/ready",
         ),
-        (&Method::GET, "/ready", _) => text(
-            if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE },
-            if ready { "LIVE" } else { "PRE_INITIALIZING" },
-        ),
+        (&Method::GET, "/ready", _) => text(status, state),
         (&Method::GET, "/config_dump", _) => {
             let body = serde_json::to_vec_pretty(&config_dump(&admin.config)).unwrap_or_default();
             Response::builder()

@@ -7,6 +7,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod config;
+pub mod drain;
 pub mod gateway;
 pub mod http;
 mod listener;
@@ -20,6 +21,7 @@ pub mod workload;
 use ::http::HeaderValue;
 use access_log::AccessLog;
 use config::ConfigStore;
+use drain::Drain;
 use model::protocol::Protocol;
 use model::registry::Discovery;
 use std::net::SocketAddr;
@@ -44,6 +46,7 @@ pub struct Shared {
     pub passthrough: Arc<Cluster>,
     /// What responses' `server` header is overwritten with; `None` leaves it alone.
     pub server: Option<ServerNames>,
+    pub drain: Arc<Drain>,
 }
 
 /// Istio's `proxyHeaders.server` (MeshConfig `defaultConfig.proxyHeaders.server`). Weft has
@@ -138,6 +141,7 @@ pub struct Proxy {
     pub config: Arc<ConfigStore>,
     /// Notified by `POST /quitquitquit`.
     pub quit: Arc<Notify>,
+    drain: Arc<Drain>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -194,6 +198,7 @@ impl Proxy {
             opts.outbound_policy,
             opts.regex_size_limit,
         ));
+        let drain = Arc::new(Drain::default());
         let shared = Arc::new(Shared {
             config: config.clone(),
             access_log: opts.access_log,
@@ -203,6 +208,7 @@ impl Proxy {
             inbound: passthrough_cluster("inbound|||"),
             passthrough: passthrough_cluster("PassthroughCluster"),
             server,
+            drain: drain.clone(),
         });
         let quit = Arc::new(Notify::new());
         let admin_state = Arc::new(admin::Admin {
@@ -210,6 +216,7 @@ impl Proxy {
             quit: quit.clone(),
             set_log_level: opts.set_log_level,
             metrics,
+            drain: drain.clone(),
         });
         let mut tasks = vec![
             tokio::spawn(listener::serve(
@@ -241,8 +248,21 @@ impl Proxy {
             stats_addr,
             config,
             quit,
+            drain,
             tasks,
         })
+    }
+
+    /// Starts draining ([`drain`]): the inbound and gateway listeners close, their
+    /// connections are asked to close once their requests finish, readiness fails. The
+    /// caller decides how long to wait before dropping the proxy. `false` when a drain had
+    /// already started.
+    pub fn drain(&self) -> bool {
+        let started = self.drain.start();
+        if started {
+            tracing::info!("draining: inbound listeners closed, connections asked to close");
+        }
+        started
     }
 }
 

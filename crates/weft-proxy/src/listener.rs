@@ -17,8 +17,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, direction: Direction) {
+    let mut drain = shared.drain.watch();
     loop {
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            // Returning drops the socket: new connections are refused from then on.
+            _ = drain.started(), if drains(direction) => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
             Ok((stream, remote)) => {
                 tokio::spawn(connection(shared.clone(), stream, remote, direction));
             }
@@ -115,15 +121,40 @@ async fn captured(
     }
 }
 
+/// Whether a direction's listeners and connections drain on shutdown: not outbound, which
+/// serves the app until the proxy exits (Istio drains a sidecar's inbound listeners only).
+fn drains(direction: Direction) -> bool {
+    direction != Direction::Outbound
+}
+
 async fn serve_http<S>(shared: Arc<Shared>, io: S, conn: Arc<ConnInfo>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let mut drain = drains(conn.direction).then(|| shared.drain.watch());
     let service = service_fn(move |req| handle(shared.clone(), conn.clone(), req));
-    if let Err(e) = crate::http::server::builder()
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
-        .await
-    {
+    let mut builder = crate::http::server::builder();
+    if drain.as_ref().is_some_and(|d| d.is_draining()) {
+        // Accepted just before the drain: answer what was sent, then close. A graceful
+        // shutdown now would close before reading the request.
+        builder.http1().keep_alive(false);
+        drain = None;
+    }
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let ended = match drain.as_mut() {
+        Some(drain) => tokio::select! {
+            ended = conn.as_mut() => ended,
+            _ = drain.started() => {
+                // HTTP/1.1: `Connection: close` on the response in flight, or closed when
+                // idle; HTTP/2: GOAWAY, streams in flight finish.
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        },
+        None => conn.await,
+    };
+    if let Err(e) = ended {
         tracing::debug!("connection ended: {e}");
     }
 }

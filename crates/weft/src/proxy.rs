@@ -4,6 +4,8 @@ use anyhow::Context;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::{reload, EnvFilter};
 use weft_api::types::OutboundTrafficMode;
 use weft_discovery::credentials::Token;
@@ -99,6 +101,26 @@ pub struct ProxyArgs {
     /// `proxyHeaders.server.disabled: true`).
     #[arg(long)]
     no_server_header: bool,
+    /// On SIGTERM or Ctrl-C, drain this long before exiting (Istio's
+    /// `terminationDrainDuration`): inbound listeners close, requests in flight finish,
+    /// what still runs at the end is cut. `5s`, `500ms`, `1m`; a second signal exits at once.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    drain_duration: Duration,
+}
+
+/// A duration as Istio writes them: a number and `ms`, `s` or `m`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: write a whole number and a unit: 5s, 500ms, 1m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?}: the unit is ms, s or m (5s, 500ms, 1m)")),
+    }
 }
 
 fn parse_policy(s: &str) -> Result<OutboundTrafficMode, String> {
@@ -188,6 +210,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
     if let Some(mark) = args.upstream_mark {
         weft_proxy::transport::connect::mark_upstream_connections(mark)?;
     }
+    let drain_duration = args.drain_duration;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.workers.max(1))
         .enable_all()
@@ -213,7 +236,11 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
             anyhow::bail!("say where config comes from: --control-plane ADDR or --config DIR")
         }
     };
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
+        // Before the listeners: a SIGTERM that arrives while starting is not the default
+        // action (exit at once) but a drain.
+        let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
         let proxy = Proxy::start(opts).await?;
         tracing::info!(
             outbound = %proxy.outbound_addr, inbound = %proxy.inbound_addr,
@@ -221,7 +248,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
             "weft proxy listening"
         );
         let store = proxy.config.clone();
-        let watcher = tokio::spawn(async move {
+        let mut watcher = tokio::spawn(async move {
             match source {
                 Source::Dir(dir) => FileSource { dir: dir.clone() }
                     .run(store)
@@ -234,13 +261,35 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
             }
         });
         let quit = proxy.quit.clone();
+        // As pilot-agent: /quitquitquit exits at once (a Job's app is done, nothing to
+        // drain for); SIGTERM and SIGINT drain first.
+        let signal = tokio::select! {
+            _ = quit.notified() => {
+                tracing::info!("quitquitquit: exiting");
+                return Ok(());
+            }
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "interrupted",
+            r = &mut watcher => return r?,
+        };
+        proxy.drain();
+        tracing::info!(
+            "{signal}: draining for {drain_duration:?}, then exiting (signal again to exit now)"
+        );
         tokio::select! {
-            _ = quit.notified() => tracing::info!("quitquitquit: exiting"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: exiting"),
-            r = watcher => r??,
+            _ = tokio::time::sleep(drain_duration) => {
+                tracing::info!("drain period over: exiting, cutting what still runs");
+            }
+            _ = terminate.recv() => tracing::info!("SIGTERM again: exiting now"),
+            _ = interrupt.recv() => tracing::info!("interrupted again: exiting now"),
+            _ = quit.notified() => tracing::info!("quitquitquit: exiting now"),
         }
         Ok(())
-    })
+    });
+    // Tasks still running (splices, requests past the drain) are cut here, without waiting
+    // for blocking work.
+    runtime.shutdown_background();
+    result
 }
 
 enum Source {

@@ -235,6 +235,23 @@ async fn weft_up_runs_a_mesh_of_pods_and_weft_down_leaves_nothing() {
         "left running: {:?}",
         processes_mentioning(&state_dir)
     );
+    // Sidecars were stopped with SIGTERM and drained, not killed: the gateway (no app) for
+    // its whole drain period; hello's once its app had exited (a second SIGTERM).
+    let log = |pod: &str| {
+        std::fs::read_to_string(Path::new(&state_dir).join(format!("logs/{pod}.proxy.log")))
+            .unwrap_or_default()
+    };
+    let gateway_log = log("istio-system.istio-ingressgateway-0");
+    assert!(
+        gateway_log.contains("SIGTERM: draining for 5s")
+            && gateway_log.contains("drain period over: exiting"),
+        "{gateway_log}"
+    );
+    let hello_log = log("default.hello-v1-0");
+    assert!(
+        hello_log.contains("SIGTERM: draining") && hello_log.contains("SIGTERM again: exiting now"),
+        "{hello_log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
