@@ -18,6 +18,20 @@ use tokio::net::{TcpListener, TcpStream};
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, direction: Direction) {
     let mut drain = shared.drain.watch();
+    // As Envoy warms a listener before serving it: nothing is accepted until the first
+    // config is applied. The socket listens already, so a client that connects meanwhile
+    // waits in the kernel's accept queue and is answered with config, not from an empty
+    // registry (502 BlackHoleCluster). With no timeout, as Istio's initial_fetch_timeout 0s.
+    let mut status = shared.config.subscribe();
+    tokio::select! {
+        _ = drain.started(), if drains(direction) => return,
+        configured = status.wait_for(|s| s.version > 0) => {
+            if configured.is_err() {
+                return;
+            }
+        }
+    }
+    drop(status);
     loop {
         let accepted = tokio::select! {
             // Returning drops the socket: new connections are refused from then on.

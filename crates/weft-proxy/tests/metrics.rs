@@ -257,6 +257,8 @@ async fn inbound_requests_are_reported_by_the_destination() {
     opts.access_log = weft_proxy::access_log::AccessLog::Off;
     opts.orig_dst = Arc::new(weft_proxy::transport::orig_dst::NoOriginalDst);
     let proxy = weft_proxy::Proxy::start(opts).await.unwrap();
+    // A proxy serves once it has a config, even an empty one.
+    proxy.config.apply(Vec::new()).await.unwrap();
     let a = HttpClient::new(proxy.inbound_addr)
         .get("reviews:9080", "/reviews/0", &[])
         .await;

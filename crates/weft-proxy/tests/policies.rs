@@ -261,6 +261,8 @@ async fn inbound_traffic_reaches_the_local_workload() {
     opts.access_log = weft_proxy::access_log::AccessLog::Off;
     opts.orig_dst = Arc::new(weft_proxy::transport::orig_dst::NoOriginalDst);
     let proxy = weft_proxy::Proxy::start(opts).await.unwrap();
+    // A proxy serves once it has a config, even an empty one.
+    proxy.config.apply(Vec::new()).await.unwrap();
     let client = HttpClient::new(proxy.inbound_addr);
     let a = client
         .get("app.default.svc.cluster.local", "/hello", &[])

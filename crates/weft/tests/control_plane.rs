@@ -723,6 +723,48 @@ async fn a_proxy_is_ready_only_once_configured_and_finds_a_control_plane_that_st
     );
 }
 
+/// A restarted proxy whose control plane is away: a connection made before its first config
+/// is held (the listener is not served yet, as Envoy warms a listener), not answered 502
+/// BlackHoleCluster from an empty registry; once config arrives it is routed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_made_before_the_first_config_waits_for_it_and_is_routed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let store = tempfile::tempdir().unwrap();
+    let (mut control, _v1, _v2, files) = mesh(store.path()).await;
+    apply(control.grpc, files.path(), "vs.yaml", ALL_TO_V2).await;
+    control.weft.child.kill().unwrap();
+    control.weft.wait_exit(DEADLINE).await;
+
+    let addrs = free_addrs::<4>();
+    let [outbound, _, _, health] = addrs;
+    let proxy = Weft::spawn(&proxy_args(control.grpc, "restarted", addrs));
+    let c = client();
+    let unready = poll_until(DEADLINE, || async {
+        let a = send(&c, "GET", health, "localhost", "/healthz/ready", &[]).await;
+        a.ok().filter(|a| a.status == 503)
+    })
+    .await;
+    assert!(unready.is_some(), "{}", proxy.output());
+    let mut app = tokio::net::TcpStream::connect(outbound).await.unwrap();
+    app.write_all(b"GET / HTTP/1.1\r\nHost: reviews:9080\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+
+    let control = Control::start(store.path(), [control.grpc, free_addrs::<1>()[0]]).await;
+    converged(control.grpc, &["restarted"], &[]).await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, app.read_to_end(&mut answer))
+        .await
+        .expect("answered once configured")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.contains("x-served-by: v2"),
+        "{answer}\n{}",
+        proxy.output()
+    );
+}
+
 /// The CLI run as another user of the machine would: no published credentials.
 async fn cli_elsewhere(control: SocketAddr, args: &[&str]) -> (ExitStatus, String, String) {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
