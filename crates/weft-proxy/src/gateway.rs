@@ -9,7 +9,6 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 #[derive(Debug, Clone)]
@@ -86,7 +85,7 @@ async fn reconcile(
     let mut failed = BTreeMap::new();
     for port in new {
         let addr = SocketAddr::new(address, port);
-        match TcpListener::bind(addr).await {
+        match listener::bind(addr) {
             Ok(socket) => {
                 let addr = socket.local_addr().unwrap_or(addr);
                 tracing::info!(%addr, "gateway listener open");

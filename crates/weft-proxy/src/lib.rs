@@ -174,16 +174,14 @@ impl Proxy {
     /// Binds every port and starts serving; the config store starts empty (not ready).
     pub async fn start(opts: ProxyOptions) -> Result<Proxy, StartError> {
         let server = opts.server_header.names()?;
-        let bind = |what: &'static str, addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { what, addr, source })
+        let bind = |what: &'static str, addr: SocketAddr| {
+            listener::bind(addr).map_err(|source| StartError::Bind { what, addr, source })
         };
-        let outbound = bind("outbound capture", opts.outbound).await?;
-        let inbound = bind("inbound capture", opts.inbound).await?;
-        let admin = bind("admin", opts.admin).await?;
-        let health = bind("health", opts.health).await?;
-        let stats = bind("stats", opts.stats).await?;
+        let outbound = bind("outbound capture", opts.outbound)?;
+        let inbound = bind("inbound capture", opts.inbound)?;
+        let admin = bind("admin", opts.admin)?;
+        let health = bind("health", opts.health)?;
+        let stats = bind("stats", opts.stats)?;
         let addr = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
         let (outbound_addr, inbound_addr, admin_addr, health_addr, stats_addr) = (
             addr(&outbound),

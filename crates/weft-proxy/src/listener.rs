@@ -1,6 +1,6 @@
 //! Accepting connections on the capture ports and deciding, per connection, how to handle
 //! it: by the destination port's declared protocol, else by sniffing. Gateway ports serve
-//! HTTP only.
+//! HTTP only. Listeners bind with the system's accept-queue limit.
 
 use crate::http::{handle, ConnInfo, Direction};
 use crate::model::protocol::Protocol;
@@ -10,11 +10,42 @@ use crate::transport::sni;
 use crate::Shared;
 use bytes::Bytes;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+/// Binds and listens with the system's `somaxconn` as the accept queue (tokio's
+/// `TcpListener::bind` uses 128, which a burst of connections overflows: the kernel then
+/// drops SYNs and clients wait a retransmission, a second or more).
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As tokio does: a restarted proxy rebinds while old connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog())
+}
+
+/// `net.core.somaxconn` of the proxy's network namespace (the kernel caps any larger
+/// value to it); Linux's default since 5.4 when it cannot be read.
+fn backlog() -> u32 {
+    static BACKLOG: LazyLock<u32> = LazyLock::new(|| {
+        std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(4096)
+    });
+    *BACKLOG
+}
+
+/// One builder for every connection: building one per connection allocated its timers anew.
+static HTTP: LazyLock<auto::Builder<TokioExecutor>> = LazyLock::new(crate::http::server::builder);
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, direction: Direction) {
     let mut drain = shared.drain.watch();
@@ -147,11 +178,15 @@ where
 {
     let mut drain = drains(conn.direction).then(|| shared.drain.watch());
     let service = service_fn(move |req| handle(shared.clone(), conn.clone(), req));
-    let mut builder = crate::http::server::builder();
+    let closing;
+    let mut builder: &auto::Builder<TokioExecutor> = &HTTP;
     if drain.as_ref().is_some_and(|d| d.is_draining()) {
         // Accepted just before the drain: answer what was sent, then close. A graceful
         // shutdown now would close before reading the request.
-        builder.http1().keep_alive(false);
+        let mut b = HTTP.clone();
+        b.http1().keep_alive(false);
+        closing = b;
+        builder = &closing;
         drain = None;
     }
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
