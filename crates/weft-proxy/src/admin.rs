@@ -7,7 +7,7 @@ use crate::drain::Drain;
 use crate::metrics::Metrics;
 use crate::model::{RouteConfig, Snapshot};
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -15,6 +15,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -45,18 +46,31 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, port: Port) {
         };
         let admin = admin.clone();
         tokio::spawn(async move {
+            // `/quitquitquit` quits once its answer has gone out and the connection closed,
+            // so the caller always reads its 200.
+            let quit_after = Arc::new(AtomicBool::new(false));
+            let (on_quit, routed) = (quit_after.clone(), admin.clone());
             let service = service_fn(move |req| {
-                let admin = admin.clone();
-                async move { Ok::<_, Infallible>(route(&admin, req, port)) }
+                let (admin, on_quit) = (routed.clone(), on_quit.clone());
+                async move { Ok::<_, Infallible>(route(&admin, req, port, &on_quit)) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
+            if quit_after.load(Ordering::Relaxed) {
+                admin.quit.notify_waiters();
+                admin.quit.notify_one();
+            }
         });
     }
 }
 
-fn route(admin: &Admin, req: Request<Incoming>, port: Port) -> Response<Full<Bytes>> {
+fn route(
+    admin: &Admin,
+    req: Request<Incoming>,
+    port: Port,
+    quit_after: &AtomicBool,
+) -> Response<Full<Bytes>> {
     // Draining fails readiness, as Envoy's does, so the platform stops sending.
     let (ready, why, state) = if admin.drain.is_draining() {
         (false, "draining", "DRAINING")
@@ -109,9 +123,11 @@ fn route(admin: &Admin, req: Request<Incoming>, port: Port) -> Response<Full<Byt
             }
         }
         (&Method::POST, "/quitquitquit", _) => {
-            admin.quit.notify_waiters();
-            admin.quit.notify_one();
-            text(StatusCode::OK, "OK")
+            quit_after.store(true, Ordering::Relaxed);
+            let mut ok = text(StatusCode::OK, "OK");
+            ok.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            ok
         }
         _ => text(
             StatusCode::NOT_FOUND,
