@@ -125,39 +125,6 @@ async fn converged(control: SocketAddr, proxies: &[&str], not: &[String]) -> Vec
     }
 }
 
-/// `weft proxy` following `control` as the workload `name`, on the given outbound, inbound,
-/// admin and health addresses (stats on any free port: several proxies run at once).
-fn proxy_args(
-    control: SocketAddr,
-    name: &str,
-    [outbound, inbound, admin, health]: [SocketAddr; 4],
-) -> Vec<String> {
-    [
-        "proxy",
-        "--control-plane",
-        &control.to_string(),
-        "--workload-name",
-        name,
-        "--labels",
-        "app=productpage",
-        "--outbound",
-        &outbound.to_string(),
-        "--inbound",
-        &inbound.to_string(),
-        "--admin",
-        &admin.to_string(),
-        "--health",
-        &health.to_string(),
-        "--stats",
-        "127.0.0.1:0",
-        "--access-log",
-        "off",
-        "--no-capture",
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
 /// A `weft proxy` following the control plane.
 struct Sidecar {
     weft: Weft,

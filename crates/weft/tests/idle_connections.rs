@@ -116,76 +116,36 @@ where
     }
 }
 
-/// `weft proxy` on free ports, its inbound side sending to `backend`, its outbound side
-/// knowing `app:9080` at `backend`; waits until it is ready.
-async fn proxy(backend: SocketAddr, config: &std::path::Path) -> (Weft, SocketAddr, SocketAddr) {
-    std::fs::write(
-        config.join("mesh.yaml"),
-        format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: app}}\nspec:\n  selector: {{app: app}}\n  ports: [{{name: http, port: 9080}}]\n---\n\
-             apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: app}}\nspec:\n  address: {}\n  labels: {{app: app}}\n  ports: {{http: {}}}\n",
-            backend.ip(),
-            backend.port()
-        ),
-    )
-    .unwrap();
-    let [outbound, inbound, admin, health, stats] = free_addrs::<5>();
-    let args: Vec<String> = [
-        "proxy",
-        "--config",
-        &config.display().to_string(),
-        "--no-capture",
-        "--access-log",
-        "off",
-        "--inbound-target",
-        &backend.to_string(),
-        "--outbound",
-        &outbound.to_string(),
-        "--inbound",
-        &inbound.to_string(),
-        "--admin",
-        &admin.to_string(),
-        "--health",
-        &health.to_string(),
-        "--stats",
-        &stats.to_string(),
-    ]
-    .map(String::from)
-    .to_vec();
-    let proxy = Weft::spawn(&args);
-    let c = client();
-    let ready = poll_until(DEADLINE, || async {
-        let a = send(&c, "GET", health, "localhost", "/healthz/ready", &[]).await;
-        a.ok().filter(|a| a.status == 200)
-    })
-    .await;
-    assert!(ready.is_some(), "{}", proxy.output());
+/// A proxy knowing `app:9080` at `backend` (inbound sends there too), ready and warmed up.
+async fn proxy(backend: SocketAddr) -> AppProxy {
+    let p = AppProxy::start(backend, &["--access-log", "off"]).await;
     // Warm up what the first connections allocate once (pools, caches, thread stacks).
     for _ in 0..50 {
-        let mut s = TcpStream::connect(outbound).await.unwrap();
+        let mut s = TcpStream::connect(p.outbound).await.unwrap();
         request(&mut s, "app:9080").await;
     }
-    (proxy, outbound, inbound)
+    p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_cost_little_and_most_of_it_returns_when_they_close() {
     let backend = Backend::start("127.0.0.1", "v1").await;
-    let config = tempfile::tempdir().unwrap();
 
-    let (mut p, outbound, _) = proxy(backend.addr, config.path()).await;
-    let keep_alive = measure(p.child.id(), (outbound, outbound), 1, |mut s| async move {
+    let mut p = proxy(backend.addr).await;
+    let to = (p.outbound, p.outbound);
+    let keep_alive = measure(p.weft.child.id(), to, 1, |mut s| async move {
         request(&mut s, "app:9080").await;
         s
     })
     .await;
-    assert!(p.exited().is_none(), "{}", p.output());
+    assert!(p.weft.exited().is_none(), "{}", p.weft.output());
     drop(p);
 
     // Never a byte: the connection waits in sniffing for the client to speak (one socket).
-    let (mut p, outbound, inbound) = proxy(backend.addr, config.path()).await;
-    let silent = measure(p.child.id(), (inbound, outbound), 1, |s| async move { s }).await;
-    assert!(p.exited().is_none(), "{}", p.output());
+    let mut p = proxy(backend.addr).await;
+    let to = (p.inbound, p.outbound);
+    let silent = measure(p.weft.child.id(), to, 1, |s| async move { s }).await;
+    assert!(p.weft.exited().is_none(), "{}", p.weft.output());
 
     for (what, f) in [
         ("HTTP/1.1 keep-alive after one request", &keep_alive),
@@ -223,28 +183,10 @@ async fn a_burst_of_connections_fits_the_accept_queue() {
         .parse()
         .unwrap();
     let burst = somaxconn.min(1000);
-    let [control, outbound, inbound, admin, health] = free_addrs::<5>();
-    let args: Vec<String> = [
-        "proxy",
-        "--control-plane",
-        &control.to_string(),
-        "--workload-name",
-        "burst",
-        "--no-capture",
-        "--outbound",
-        &outbound.to_string(),
-        "--inbound",
-        &inbound.to_string(),
-        "--admin",
-        &admin.to_string(),
-        "--health",
-        &health.to_string(),
-        "--stats",
-        "127.0.0.1:0",
-    ]
-    .map(String::from)
-    .to_vec();
-    let proxy = Weft::spawn(&args);
+    let [control] = free_addrs::<1>();
+    let addrs = free_addrs::<4>();
+    let [outbound, _, _, health] = addrs;
+    let proxy = Weft::spawn(&proxy_args(control, "burst", addrs));
     let c = client();
     let up = poll_until(DEADLINE, || async {
         send(&c, "GET", health, "localhost", "/healthz/ready", &[])

@@ -81,71 +81,14 @@ impl SlowBackend {
     }
 }
 
-struct Running {
-    weft: Weft,
-    outbound: SocketAddr,
-    inbound: SocketAddr,
-    health: SocketAddr,
-    admin: SocketAddr,
-    _config: tempfile::TempDir,
-}
-
 /// A proxy whose inbound side sends to `backend` and whose outbound side knows the service
-/// `app:9080` at `backend`; ready when this returns.
-async fn proxy(backend: SocketAddr, drain: &str) -> Running {
-    let config = tempfile::tempdir().unwrap();
-    std::fs::write(
-        config.path().join("mesh.yaml"),
-        format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: app}}\nspec:\n  selector: {{app: app}}\n  ports: [{{name: http, port: 9080}}]\n---\n\
-             apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: app}}\nspec:\n  address: {}\n  labels: {{app: app}}\n  ports: {{http: {}}}\n",
-            backend.ip(),
-            backend.port()
-        ),
-    )
-    .unwrap();
-    let [outbound, inbound, admin, health, stats] = free_addrs::<5>();
-    let args: Vec<String> = [
-        "proxy",
-        "--config",
-        &config.path().display().to_string(),
-        "--no-capture",
-        "--inbound-target",
-        &backend.to_string(),
-        "--outbound",
-        &outbound.to_string(),
-        "--inbound",
-        &inbound.to_string(),
-        "--admin",
-        &admin.to_string(),
-        "--health",
-        &health.to_string(),
-        "--stats",
-        &stats.to_string(),
-        "--drain-duration",
-        drain,
-    ]
-    .map(String::from)
-    .to_vec();
-    let weft = Weft::spawn(&args);
-    let running = Running {
-        weft,
-        outbound,
-        inbound,
-        health,
-        admin,
-        _config: config,
-    };
-    assert!(
-        readiness_is(&running, 200).await,
-        "{}",
-        running.weft.output()
-    );
-    running
+/// `app:9080` at `backend`, draining for `drain`; ready when this returns.
+async fn proxy(backend: SocketAddr, drain: &str) -> AppProxy {
+    AppProxy::start(backend, &["--drain-duration", drain]).await
 }
 
 /// Waits until 15021's `/healthz/ready` answers `want`.
-async fn readiness_is(p: &Running, want: u16) -> bool {
+async fn readiness_is(p: &AppProxy, want: u16) -> bool {
     let c = client();
     poll_until(DEADLINE, || async {
         let a = send(&c, "GET", p.health, "localhost", "/healthz/ready", &[])
@@ -157,7 +100,7 @@ async fn readiness_is(p: &Running, want: u16) -> bool {
     .is_some()
 }
 
-fn signal(p: &Running, name: &str) {
+fn signal(p: &AppProxy, name: &str) {
     let status = std::process::Command::new("kill")
         .args([&format!("-{name}"), &p.weft.child.id().to_string()])
         .status()

@@ -325,6 +325,113 @@ pub fn free_addrs<const N: usize>() -> [SocketAddr; N] {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Proxies
+// ---------------------------------------------------------------------------------------------
+
+/// `weft proxy` following `control` as the workload `name`, on the given outbound, inbound,
+/// admin and health addresses (stats on any free port: several proxies run at once).
+pub fn proxy_args(
+    control: SocketAddr,
+    name: &str,
+    [outbound, inbound, admin, health]: [SocketAddr; 4],
+) -> Vec<String> {
+    [
+        "proxy",
+        "--control-plane",
+        &control.to_string(),
+        "--workload-name",
+        name,
+        "--labels",
+        "app=productpage",
+        "--outbound",
+        &outbound.to_string(),
+        "--inbound",
+        &inbound.to_string(),
+        "--admin",
+        &admin.to_string(),
+        "--health",
+        &health.to_string(),
+        "--stats",
+        "127.0.0.1:0",
+        "--access-log",
+        "off",
+        "--no-capture",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// A `weft proxy` on a config directory of its own that declares the service `app:9080` at
+/// `backend`; its inbound side sends to `backend`.
+pub struct AppProxy {
+    pub weft: Weft,
+    pub outbound: SocketAddr,
+    pub inbound: SocketAddr,
+    pub admin: SocketAddr,
+    pub health: SocketAddr,
+    _config: tempfile::TempDir,
+}
+
+impl AppProxy {
+    /// Starts one with `extra` flags and waits until it is ready.
+    pub async fn start(backend: SocketAddr, extra: &[&str]) -> AppProxy {
+        let config = tempfile::tempdir().unwrap();
+        std::fs::write(
+            config.path().join("mesh.yaml"),
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: app}}\nspec:\n  selector: {{app: app}}\n  ports: [{{name: http, port: 9080}}]\n---\n\
+                 apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: app}}\nspec:\n  address: {}\n  labels: {{app: app}}\n  ports: {{http: {}}}\n",
+                backend.ip(),
+                backend.port()
+            ),
+        )
+        .unwrap();
+        let [outbound, inbound, admin, health, stats] = free_addrs::<5>();
+        let mut args: Vec<String> = [
+            "proxy",
+            "--config",
+            &config.path().display().to_string(),
+            "--no-capture",
+            "--inbound-target",
+            &backend.to_string(),
+            "--outbound",
+            &outbound.to_string(),
+            "--inbound",
+            &inbound.to_string(),
+            "--admin",
+            &admin.to_string(),
+            "--health",
+            &health.to_string(),
+            "--stats",
+            &stats.to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let weft = Weft::spawn(&args);
+        let c = client();
+        let ready = poll_until(DEADLINE, || async {
+            let a = send(&c, "GET", health, "localhost", "/healthz/ready", &[]).await;
+            a.ok().filter(|a| a.status == 200)
+        })
+        .await;
+        assert!(
+            ready.is_some(),
+            "weft proxy never became ready\n{}",
+            weft.output()
+        );
+        AppProxy {
+            weft,
+            outbound,
+            inbound,
+            admin,
+            health,
+            _config: config,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Fixtures: reviews v1 and v2, subsets, a header route
 // ---------------------------------------------------------------------------------------------
 
