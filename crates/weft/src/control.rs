@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use weft_control::{ControlOptions, ControlPlane};
+use weft_platform::stop::StopSignals;
 
 #[derive(clap::Args)]
 pub struct ControlArgs {
@@ -30,6 +31,8 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
+        // Before starting, so a SIGTERM meanwhile still withdraws the published token.
+        let mut stop = StopSignals::install().context("listening for SIGTERM and SIGINT")?;
         let control = ControlPlane::start(ControlOptions {
             grpc: args.grpc,
             monitoring: args.monitoring,
@@ -51,12 +54,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         }
         tracing::info!(join_token = %control.join_token_file.display(),
             "proxies register their workloads with the join token (weft proxy --join-token-file)");
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r?,
-            _ = terminate.recv() => {}
-        }
+        stop.recv().await;
         tracing::info!("stopping: the published admin token is withdrawn");
         Ok(())
     })
