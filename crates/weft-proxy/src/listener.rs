@@ -177,7 +177,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut drain = drains(conn.direction).then(|| shared.drain.watch());
-    let service = service_fn(move |req| handle(shared.clone(), conn.clone(), req));
+    // hyper keeps the space of one request's future for the connection's life: boxed, an
+    // idle keep-alive connection holds a pointer instead (~7 KiB less in a debug build).
+    let service = service_fn(move |req| Box::pin(handle(shared.clone(), conn.clone(), req)));
     let closing;
     let mut builder: &auto::Builder<TokioExecutor> = &HTTP;
     if drain.as_ref().is_some_and(|d| d.is_draining()) {

@@ -30,6 +30,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    crate::allocator::return_freed_memory();
     runtime.block_on(async move {
         // Before starting, so a SIGTERM meanwhile still withdraws the published token.
         let mut stop = StopSignals::install().context("listening for SIGTERM and SIGINT")?;

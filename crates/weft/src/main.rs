@@ -1,6 +1,7 @@
 //! `weft`: the single binary: the sidecar proxy, the control plane, and the CLI that
 //! applies and inspects config (Weft's istioctl).
 
+mod allocator;
 mod analyze;
 mod client;
 mod control;
@@ -9,11 +10,6 @@ mod echo;
 mod platform;
 mod proxy;
 mod table;
-
-// The request path allocates small, short-lived buffers from many threads; glibc's
-// allocator took a third of the proxy's user time (bench/README.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use client::Target;

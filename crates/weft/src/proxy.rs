@@ -213,9 +213,11 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
     let drain_duration = args.drain_duration;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.workers.max(1))
+        .on_thread_park(crate::allocator::collect_when_idle)
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    crate::allocator::return_freed_memory();
     let source = match (args.config, args.control_plane) {
         (Some(dir), _) => Source::Dir(dir),
         (None, Some(endpoint)) => {

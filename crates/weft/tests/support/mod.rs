@@ -369,6 +369,7 @@ pub struct AppProxy {
     pub inbound: SocketAddr,
     pub admin: SocketAddr,
     pub health: SocketAddr,
+    pub stats: SocketAddr,
     _config: tempfile::TempDir,
 }
 
@@ -426,6 +427,7 @@ impl AppProxy {
             inbound,
             admin,
             health,
+            stats,
             _config: config,
         }
     }
