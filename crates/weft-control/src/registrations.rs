@@ -124,6 +124,8 @@ impl ConfigState {
     }
 }
 
+const WORKLOAD_NAME_LABEL: &str = "service.istio.io/workload-name";
+
 /// Withdraws an announced workload after the grace period, unless its proxy is back.
 pub async fn withdraw_later(state: Arc<ConfigState>, key: Key) {
     tokio::time::sleep(state.registrations.grace).await;
@@ -131,12 +133,19 @@ pub async fn withdraw_later(state: Arc<ConfigState>, key: Key) {
 }
 
 /// The WorkloadEntry a proxy's hello stands for, named as Istio names auto-registered
-/// workloads (`<name>-<address>`).
+/// workloads (`<name>-<address>`), with the workload it belongs to in Istio's
+/// `service.istio.io/workload-name` label, as metrics name the workload.
 pub fn announced_workload(hello: &Hello) -> Option<Resource> {
     if hello.address.is_empty() {
         return None;
     }
     let name = format!("{}-{}", hello.name, hello.address.replace(['.', ':'], "-"));
+    let mut labels = hello.labels.clone();
+    if !hello.workload_name.is_empty() {
+        labels
+            .entry(WORKLOAD_NAME_LABEL.into())
+            .or_insert_with(|| hello.workload_name.clone());
+    }
     let json = serde_json::json!({
         "apiVersion": "networking.istio.io/v1",
         "kind": "WorkloadEntry",
@@ -147,7 +156,7 @@ pub fn announced_workload(hello: &Hello) -> Option<Resource> {
         },
         "spec": {
             "address": hello.address,
-            "labels": hello.labels,
+            "labels": labels,
             "serviceAccount": hello.service_account,
         },
     });

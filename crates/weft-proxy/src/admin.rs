@@ -4,8 +4,8 @@
 
 use crate::config::ConfigStore;
 use crate::drain::Drain;
-use crate::metrics::Metrics;
 use crate::model::{RouteConfig, Snapshot};
+use crate::telemetry::metrics::Metrics;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;

@@ -4,28 +4,28 @@
 //! Istio's ingress gateway.
 #![forbid(unsafe_code)]
 
-pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod drain;
 pub mod gateway;
 pub mod http;
 mod listener;
-pub mod metrics;
 pub mod model;
 pub mod tcp;
+pub mod telemetry;
 pub mod transport;
 pub mod upstream;
 pub mod workload;
 
 use ::http::HeaderValue;
-use access_log::AccessLog;
 use config::ConfigStore;
 use drain::Drain;
 use model::protocol::Protocol;
 use model::registry::Discovery;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use telemetry::access_log::AccessLog;
+use telemetry::metrics;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -47,6 +47,8 @@ pub struct Shared {
     /// What responses' `server` header is overwritten with; `None` leaves it alone.
     pub server: Option<ServerNames>,
     pub drain: Arc<Drain>,
+    /// This workload's peer metadata, for the sidecar at the other end of each call.
+    pub own_metadata: telemetry::peer::OwnMetadata,
 }
 
 /// Istio's `proxyHeaders.server` (MeshConfig `defaultConfig.proxyHeaders.server`). Weft has
@@ -191,6 +193,7 @@ impl Proxy {
             addr(&stats),
         );
         let metrics = Arc::new(metrics::Metrics::new(&opts.workload));
+        let own_metadata = telemetry::peer::OwnMetadata::new(&opts.workload);
         let config = Arc::new(ConfigStore::new(
             opts.workload,
             opts.outbound_policy,
@@ -207,6 +210,7 @@ impl Proxy {
             passthrough: passthrough_cluster("PassthroughCluster"),
             server,
             drain: drain.clone(),
+            own_metadata,
         });
         let quit = Arc::new(Notify::new());
         let admin_state = Arc::new(admin::Admin {
@@ -281,6 +285,7 @@ fn passthrough_cluster(name: &str) -> Arc<Cluster> {
             subset: None,
             protocol: Protocol::Unknown,
             discovery: Discovery::Passthrough,
+            mesh_internal: false,
             endpoints: Vec::new(),
             lb: LbPolicy::Passthrough,
             limits: Limits::default(),

@@ -5,28 +5,64 @@ use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Workload {
+    /// The workload's name, as Istio's `WORKLOAD_NAME`: the Deployment's, not the pod's.
     pub name: String,
+    /// The pod's name; empty: the workload's.
+    pub pod: String,
     pub namespace: String,
     pub labels: BTreeMap<String, String>,
     pub service_account: String,
+    /// Istio's `INSTANCE_IP`; empty when not known.
+    pub instance_ip: String,
 }
 
 impl Workload {
-    /// `app` and `version` as Istio's canonical service and revision.
-    pub fn app(&self) -> &str {
-        self.label("app")
+    pub fn pod_name(&self) -> &str {
+        if self.pod.is_empty() {
+            &self.name
+        } else {
+            &self.pod
+        }
     }
 
-    pub fn version(&self) -> &str {
-        self.label("version")
+    pub fn canonical_service(&self) -> &str {
+        canonical_service(&self.labels).unwrap_or(&self.name)
     }
 
-    fn label(&self, key: &str) -> &str {
-        self.labels
-            .get(key)
-            .map(String::as_str)
-            .unwrap_or("unknown")
+    pub fn canonical_revision(&self) -> &str {
+        canonical_revision(&self.labels)
     }
+}
+
+/// Istio's canonical service: its label, else `app.kubernetes.io/name`, else `app`; the
+/// caller falls back to the workload's name.
+pub fn canonical_service(labels: &BTreeMap<String, String>) -> Option<&str> {
+    first_label(
+        labels,
+        &[
+            "service.istio.io/canonical-name",
+            "app.kubernetes.io/name",
+            "app",
+        ],
+    )
+}
+
+/// Istio's canonical revision: its label, else `app.kubernetes.io/version`, else `version`,
+/// else `latest`.
+pub fn canonical_revision(labels: &BTreeMap<String, String>) -> &str {
+    first_label(
+        labels,
+        &[
+            "service.istio.io/canonical-revision",
+            "app.kubernetes.io/version",
+            "version",
+        ],
+    )
+    .unwrap_or("latest")
+}
+
+fn first_label<'l>(labels: &'l BTreeMap<String, String>, keys: &[&str]) -> Option<&'l str> {
+    keys.iter().find_map(|k| labels.get(*k)).map(String::as_str)
 }
 
 /// Parses `app=reviews,version=v2` into labels.

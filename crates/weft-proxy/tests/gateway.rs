@@ -16,11 +16,11 @@ use support::*;
 use tokio::net::TcpStream;
 use weft_api::types::OutboundTrafficMode;
 use weft_api::Resource;
-use weft_proxy::access_log::Flags;
 use weft_proxy::gateway::GatewayOptions;
 use weft_proxy::model::matcher::RequestView;
 use weft_proxy::model::route::{Action, Route};
 use weft_proxy::model::{compile, VirtualHost};
+use weft_proxy::telemetry::access_log::Flags;
 use weft_proxy::workload::{parse_labels, Workload};
 
 const PRODUCTPAGE_CLUSTER: &str = "outbound|9080||productpage.default.svc.cluster.local";

@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use weft_proxy::transport::orig_dst::FixedOriginalDst;
+use weft_proxy::workload::{parse_labels, Workload};
 
 const REVIEWS: &str = "reviews.default.svc.cluster.local";
 
@@ -236,16 +237,10 @@ async fn tcp_connections_count_opened_closed_and_bytes() {
     assert!(!tcp_line.contains("response_code"), "{tcp_line}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inbound_requests_are_reported_by_the_destination() {
-    let app = Backend::start("127.0.0.1", "app", ok()).await;
+/// A sidecar for `workload` whose inbound side hands requests to `app`.
+async fn inbound_sidecar(workload: Workload, app: SocketAddr) -> weft_proxy::Proxy {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let mut opts = weft_proxy::ProxyOptions::istio_defaults(weft_proxy::workload::Workload {
-        name: "reviews-v3".into(),
-        namespace: "default".into(),
-        labels: weft_proxy::workload::parse_labels("app=reviews,version=v3").unwrap(),
-        service_account: "bookinfo-reviews".into(),
-    });
+    let mut opts = weft_proxy::ProxyOptions::istio_defaults(workload);
     (
         opts.outbound,
         opts.inbound,
@@ -253,12 +248,30 @@ async fn inbound_requests_are_reported_by_the_destination() {
         opts.health,
         opts.stats,
     ) = (any, any, any, any, any);
-    opts.inbound_target = Some(app.addr);
-    opts.access_log = weft_proxy::access_log::AccessLog::Off;
+    opts.inbound_target = Some(app);
+    opts.access_log = weft_proxy::telemetry::access_log::AccessLog::Off;
     opts.orig_dst = Arc::new(weft_proxy::transport::orig_dst::NoOriginalDst);
     let proxy = weft_proxy::Proxy::start(opts).await.unwrap();
     // A proxy serves once it has a config, even an empty one.
     proxy.config.apply(Vec::new()).await.unwrap();
+    proxy
+}
+
+fn reviews_v3() -> Workload {
+    Workload {
+        name: "reviews-v3".into(),
+        pod: "reviews-v3-0".into(),
+        namespace: "default".into(),
+        labels: parse_labels("app=reviews,version=v3").unwrap(),
+        service_account: "bookinfo-reviews".into(),
+        instance_ip: "127.0.0.1".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_requests_are_reported_by_the_destination() {
+    let app = Backend::start("127.0.0.1", "app", ok()).await;
+    let proxy = inbound_sidecar(reviews_v3(), app.addr).await;
     let a = HttpClient::new(proxy.inbound_addr)
         .get("reviews:9080", "/reviews/0", &[])
         .await;
@@ -275,4 +288,99 @@ async fn inbound_requests_are_reported_by_the_destination() {
         ("connection_security_policy", "none"),
     ];
     wait_for(proxy.stats_addr, "istio_requests_total", &labels, 1.0).await;
+}
+
+fn has_peer_headers(headers: &http::HeaderMap) -> bool {
+    ["x-envoy-peer-metadata", "x-envoy-peer-metadata-id"]
+        .iter()
+        .any(|h| headers.contains_key(*h))
+}
+
+/// Istio's peer metadata exchange: the caller's sidecar names its workload to the callee's,
+/// which reports it as the source; the callee's names its own on the response, which the
+/// caller reports as the destination. Neither app sees the headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_name_both_ends_of_a_call_to_each_other() {
+    let app = Backend::start("127.0.0.1", "app", ok()).await;
+    let server = inbound_sidecar(reviews_v3(), app.addr).await;
+    // The endpoint is named as the control plane names an announced workload.
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: reviews}}\nspec:\n  selector: {{app: reviews}}\n  ports: [{{name: http, port: 9080}}]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: reviews-v3-0-127-0-0-1}}\nspec:\n  address: 127.0.0.1\n  labels: {{app: reviews, version: v3}}\n  ports: {{http: {}}}\n",
+        server.inbound_addr.port()
+    );
+    let client = TestProxy::start(&yaml).await;
+    let a = client.client().get("reviews:9080", "/reviews/0", &[]).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert!(!has_peer_headers(&a.headers), "{:?}", a.headers);
+    assert!(app
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|p| !has_peer_headers(&p.headers)));
+
+    let caller = [
+        ("source_workload", "productpage-v1"),
+        ("source_canonical_service", "productpage"),
+        ("source_canonical_revision", "v1"),
+        ("source_workload_namespace", "default"),
+        ("source_app", "productpage"),
+        ("source_version", "v1"),
+        ("source_cluster", "Kubernetes"),
+    ];
+    let callee = [
+        ("destination_workload", "reviews-v3"),
+        ("destination_workload_namespace", "default"),
+        ("destination_app", "reviews"),
+        ("destination_version", "v3"),
+        ("destination_canonical_service", "reviews"),
+        ("destination_canonical_revision", "v3"),
+        ("destination_cluster", "Kubernetes"),
+        ("response_code", "200"),
+    ];
+    let both = |reporter| {
+        let mut labels = vec![("reporter", reporter)];
+        labels.extend(caller);
+        labels.extend(callee);
+        labels
+    };
+    wait_for(
+        server.stats_addr,
+        "istio_requests_total",
+        &both("destination"),
+        1.0,
+    )
+    .await;
+    wait_for(
+        client.proxy.stats_addr,
+        "istio_requests_total",
+        &both("source"),
+        1.0,
+    )
+    .await;
+}
+
+/// Peer metadata stays in the mesh: a MESH_EXTERNAL ServiceEntry's endpoint sees none, not
+/// even a pair the app forged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_metadata_does_not_leave_the_mesh() {
+    let external = Backend::start("127.0.0.1", "external", ok()).await;
+    let port = external.addr.port();
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: external}}\nspec:\n  hosts: [api.example.com]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  ports: [{{number: {port}, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1}}]\n"
+    );
+    let client = TestProxy::start(&yaml).await;
+    let forged = [
+        ("x-envoy-peer-metadata", "Zm9v"),
+        ("x-envoy-peer-metadata-id", "x"),
+    ];
+    let a = client
+        .client()
+        .get(&format!("api.example.com:{port}"), "/", &forged)
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let seen = external.seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert!(!has_peer_headers(&seen[0].headers), "{:?}", seen[0].headers);
 }

@@ -258,7 +258,7 @@ async fn inbound_traffic_reaches_the_local_workload() {
         opts.stats,
     ) = (any, any, any, any, any);
     opts.inbound_target = Some(app.addr);
-    opts.access_log = weft_proxy::access_log::AccessLog::Off;
+    opts.access_log = weft_proxy::telemetry::access_log::AccessLog::Off;
     opts.orig_dst = Arc::new(weft_proxy::transport::orig_dst::NoOriginalDst);
     let proxy = weft_proxy::Proxy::start(opts).await.unwrap();
     // A proxy serves once it has a config, even an empty one.

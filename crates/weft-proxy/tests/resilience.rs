@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use support::*;
 use tokio::time::Instant;
-use weft_proxy::access_log::Flags;
+use weft_proxy::telemetry::access_log::Flags;
 
 fn vs(http: &str) -> String {
     virtual_service("ratings", http)

@@ -4,7 +4,7 @@ mod support;
 
 use bytes::Bytes;
 use support::*;
-use weft_proxy::access_log::Flags;
+use weft_proxy::telemetry::access_log::Flags;
 
 async fn reviews(versions: &[&'static str]) -> Vec<Backend> {
     let mut out = Vec::new();

@@ -10,9 +10,9 @@ use tracing_subscriber::{reload, EnvFilter};
 use weft_api::types::OutboundTrafficMode;
 use weft_discovery::credentials::Token;
 use weft_discovery::discovery::Hello;
-use weft_proxy::access_log::AccessLog;
 use weft_proxy::config::{FileSource, StreamSource};
 use weft_proxy::gateway::GatewayOptions;
+use weft_proxy::telemetry::access_log::AccessLog;
 use weft_proxy::transport::orig_dst::{NoOriginalDst, SoOriginalDst};
 use weft_proxy::workload::{parse_labels, Workload};
 use weft_proxy::{Proxy, ProxyOptions, ServerHeader};
@@ -42,9 +42,14 @@ pub struct ProxyArgs {
     /// The workload's namespace, as the pod's.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     namespace: String,
-    /// The workload's name (Istio's `source_workload`).
+    /// The workload's name, as Istio's `source_workload`: the Deployment's, not the pod's
+    /// (Istio's ISTIO_META_WORKLOAD_NAME). Defaults to the pod's name.
     #[arg(long, env = "WEFT_WORKLOAD_NAME", default_value = "")]
     workload_name: String,
+    /// The pod's name, unique within the namespace: how proxy-status tells proxies apart.
+    /// Defaults to the workload's name.
+    #[arg(long, env = "POD_NAME", default_value = "")]
+    pod_name: String,
     /// The workload's labels: `app=reviews,version=v2`.
     #[arg(long, env = "WEFT_LABELS", default_value = "")]
     labels: String,
@@ -150,8 +155,14 @@ pub fn init_logging() -> reload::Handle<EnvFilter, tracing_subscriber::Registry>
 
 pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
     let handle = init_logging();
+    let (pod, workload_name) = match (args.pod_name, args.workload_name) {
+        (pod, name) if pod.is_empty() => (name.clone(), name),
+        (pod, name) if name.is_empty() => (pod.clone(), pod),
+        both => both,
+    };
     let hello = Hello {
-        name: args.workload_name.clone(),
+        name: pod.clone(),
+        workload_name: workload_name.clone(),
         namespace: args.namespace.clone(),
         address: args.address.clone().unwrap_or_default(),
         labels: parse_labels(&args.labels)
@@ -170,10 +181,12 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         },
     };
     let workload = Workload {
-        name: args.workload_name,
+        name: workload_name,
+        pod,
         namespace: args.namespace,
         labels: parse_labels(&args.labels).map_err(anyhow::Error::msg)?,
         service_account: args.service_account,
+        instance_ip: args.address.clone().unwrap_or_default(),
     };
     let set_log_level: weft_proxy::admin::SetLogLevel = Arc::new(move |level: &str| {
         let filter = EnvFilter::try_new(level).map_err(|e| format!("bad level {level:?}: {e}"))?;
@@ -222,7 +235,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         (Some(dir), _) => Source::Dir(dir),
         (None, Some(endpoint)) => {
             if hello.name.is_empty() {
-                anyhow::bail!("a proxy that follows a control plane needs --workload-name (the pod's name), so proxy-status can tell proxies apart");
+                anyhow::bail!("a proxy that follows a control plane needs --pod-name or --workload-name, so proxy-status can tell proxies apart");
             }
             Source::ControlPlane(Box::new(StreamSource {
                 endpoint: if endpoint.contains("://") {

@@ -6,7 +6,7 @@
 
 use super::local_reply::LocalReply;
 use super::path::{self, PathError};
-use crate::access_log::Flags;
+use crate::telemetry::access_log::Flags;
 use http::header::{HeaderValue, HOST};
 use http::request::Parts;
 use http::uri::PathAndQuery;

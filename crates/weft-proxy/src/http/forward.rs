@@ -5,8 +5,8 @@
 use super::body::{Buffered, RequestBody, ResponseBody};
 use super::headers::strip_hop_by_hop;
 use super::local_reply::LocalReply;
-use crate::access_log::Flags;
 use crate::model::route::RetryPolicy;
+use crate::telemetry::access_log::Flags;
 use crate::upstream::client::SendError;
 use crate::upstream::endpoint::{ActiveGuard, Outcome};
 use crate::upstream::{Cluster, Endpoint};

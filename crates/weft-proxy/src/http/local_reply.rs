@@ -3,7 +3,7 @@
 //! with the matching `grpc-status`, as Envoy sends.
 
 use super::body::ResponseBody;
-use crate::access_log::Flags;
+use crate::telemetry::access_log::Flags;
 use http::{HeaderValue, Response, StatusCode};
 
 #[derive(Debug, Clone)]

@@ -9,10 +9,11 @@ use super::forward::{self, Call, Forwarded};
 use super::headers::{ensure_request_id, is_grpc, is_upgrade, strip_hop_by_hop};
 use super::local_reply::LocalReply;
 use super::tunnel;
-use crate::access_log::{Entry, Flags};
 use crate::model::matcher::{query_value, RequestView};
 use crate::model::route::{roll, Action, Cors, FaultAbort, RetryPolicy, Route};
 use crate::model::{Snapshot, VirtualHost};
+use crate::telemetry::access_log::{Entry, Flags};
+use crate::telemetry::peer;
 use crate::upstream::config::{HashKey, LbPolicy};
 use crate::upstream::lb::hash_key;
 use crate::upstream::Cluster;
@@ -76,6 +77,15 @@ pub async fn handle(
     let snapshot = shared.config.current();
     let mut forwarded = Forwarded::default();
     let mut close = false;
+    // The caller's sidecar names its workload on inbound; outbound, this proxy names its own
+    // to the next sidecar (taken off again where the request leaves the mesh).
+    let caller = match conn.direction {
+        Direction::Inbound => peer::take(&mut parts.headers),
+        Direction::Outbound | Direction::Gateway => {
+            shared.own_metadata.add(&mut parts.headers);
+            None
+        }
+    };
     let result = if let Err(e) = edge {
         close = e.closes_connection() && parts.version != Version::HTTP_2;
         Err(e.reply())
@@ -134,9 +144,24 @@ pub async fn handle(
     entry.upstream_host = forwarded.upstream_host;
     entry.upstream_service_time_ms = forwarded.service_time.map(|d| d.as_millis() as u64);
     let inbound = conn.direction == Direction::Inbound;
-    let sample = shared
-        .metrics
-        .http(&snapshot, inbound, grpc, response.headers(), &entry);
+    // Inbound answers a caller's sidecar with this workload's metadata; outbound takes the
+    // answering sidecar's off before the app sees the response.
+    let peer = if inbound {
+        if caller.is_some() {
+            shared.own_metadata.add(response.headers_mut());
+        }
+        caller
+    } else {
+        peer::take(response.headers_mut())
+    };
+    let sample = shared.metrics.http(
+        &snapshot,
+        inbound,
+        grpc,
+        response.headers(),
+        &entry,
+        peer.as_ref(),
+    );
     let log = shared.access_log.clone();
     response.body_mut().on_end(move |sent, how| {
         entry.bytes_sent = sent;
@@ -292,6 +317,9 @@ async fn by_virtual_host(
     };
     let chosen = clusters.pick();
     entry.upstream_cluster = Some(chosen.cluster.config.name.clone());
+    if !chosen.cluster.config.mesh_internal {
+        peer::strip(&mut parts.headers);
+    }
     rewrite(route, &mut parts, route.matched_prefix(matched));
     route.headers.request.apply(&mut parts.headers);
     chosen.headers.request.apply(&mut parts.headers);
@@ -354,7 +382,7 @@ async fn unknown_destination(
     shared: &Shared,
     snapshot: &Snapshot,
     conn: &ConnInfo,
-    parts: Parts,
+    mut parts: Parts,
     body: Incoming,
     authority: &str,
     port: u16,
@@ -379,6 +407,7 @@ async fn unknown_destination(
             .expect("valid reply"));
     }
     entry.upstream_cluster = Some("PassthroughCluster".into());
+    peer::strip(&mut parts.headers);
     let target = match conn.original_dst {
         Some(dst) => dst,
         None => {

@@ -4,9 +4,9 @@
 use super::body::ResponseBody;
 use super::local_reply::LocalReply;
 use super::outbound::ConnInfo;
-use crate::access_log::Flags;
 use crate::model::Snapshot;
 use crate::tcp::{self, L4Target};
+use crate::telemetry::access_log::Flags;
 use http::{request::Parts, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;

@@ -535,6 +535,7 @@ impl<'a> Compiler<'a> {
             subset: subset.map(str::to_string),
             protocol: service_port.map_or(Protocol::Unknown, |p| p.protocol),
             discovery: svc.map_or(super::registry::Discovery::Static, |s| s.discovery),
+            mesh_internal: svc.is_some_and(|s| !s.external),
             endpoints,
             lb,
             limits,

@@ -17,6 +17,9 @@ pub struct ClusterConfig {
     pub subset: Option<String>,
     pub protocol: Protocol,
     pub discovery: Discovery,
+    /// A Kubernetes Service or MESH_INTERNAL ServiceEntry: its endpoints are in the mesh,
+    /// so requests carry peer metadata.
+    pub mesh_internal: bool,
     pub endpoints: Vec<EndpointConfig>,
     pub lb: LbPolicy,
     pub limits: Limits,

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use weft_proxy::access_log::{AccessLog, Entry};
 use weft_proxy::config::FileSource;
 use weft_proxy::gateway::{GatewayListeners, GatewayOptions};
+use weft_proxy::telemetry::access_log::{AccessLog, Entry};
 use weft_proxy::transport::orig_dst::{NoOriginalDst, OriginalDst};
 use weft_proxy::workload::{parse_labels, Workload};
 use weft_proxy::{Proxy, ProxyOptions};
@@ -207,6 +207,7 @@ impl TestProxy {
             namespace: "default".into(),
             labels: parse_labels(setup.labels).unwrap(),
             service_account: "bookinfo-productpage".into(),
+            ..Workload::default()
         });
         opts.outbound = outbound;
         opts.inbound = any;

@@ -81,10 +81,16 @@ pub fn compile_for(
 ) -> anyhow::Result<Snapshot> {
     let identity = identity.unwrap_or_default();
     let workload = Workload {
-        name: identity.name,
+        name: if identity.workload_name.is_empty() {
+            identity.name.clone()
+        } else {
+            identity.workload_name
+        },
+        pod: identity.name,
         namespace: identity.namespace,
         labels: identity.labels.into_iter().collect(),
         service_account: identity.service_account,
+        instance_ip: identity.address,
     };
     weft_proxy::model::compile(
         resources,

@@ -6,17 +6,20 @@
 //! per (cluster, endpoint) and config version, then shared: a request only hashes a
 //! precomputed hash, its protocol, status and flags.
 
-use crate::access_log::{Entry, Flags};
+use super::access_log::{Entry, Flags};
+use super::peer::{self, Peer};
 use crate::model::Snapshot;
-use crate::workload::Workload;
+use crate::workload::{self, Workload};
+use http::HeaderValue;
+use parking_lot::RwLock;
 use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
-use std::sync::{Arc, RwLock};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
 
 /// Istio's default buckets, for milliseconds and bytes alike.
 const BUCKETS: [f64; 19] = [
@@ -24,9 +27,11 @@ const BUCKETS: [f64; 19] = [
     60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
 
-/// Istio's cluster name when none is configured (`global.multiCluster.clusterName`).
-const CLUSTER: &str = "Kubernetes";
 const UNKNOWN: &str = "unknown";
+
+/// Distinct peers remembered from their metadata; a peer beyond them is reported as
+/// `unknown`, so that callers cannot grow the series without bound.
+const MAX_PEERS: usize = 1024;
 
 /// Counters are registered without `_total`; the exposition names them with it.
 const COUNTERS: [&str; 5] = [
@@ -86,40 +91,46 @@ impl Side {
         }
     }
 
-    /// Canonical service and revision follow Istio's label fallbacks.
+    /// Canonical service and revision follow Istio's label fallbacks; the workload's name is
+    /// its `service.istio.io/workload-name` label where it has one (Istio's, as an announced
+    /// workload carries it).
     fn new(name: Option<&str>, namespace: Option<&str>, labels: &BTreeMap<String, String>) -> Side {
-        let label = |keys: &[&str]| keys.iter().find_map(|k| labels.get(*k)).map(String::as_str);
-        let name = name.filter(|n| !n.is_empty());
+        let label = |key: &str| labels.get(key).map(String::as_str);
+        let name = label("service.istio.io/workload-name")
+            .or(name)
+            .filter(|n| !n.is_empty());
         Side {
             workload: name.unwrap_or(UNKNOWN).into(),
-            canonical_service: label(&[
-                "service.istio.io/canonical-name",
-                "app.kubernetes.io/name",
-                "app",
-            ])
-            .or(name)
-            .unwrap_or(UNKNOWN)
-            .into(),
-            canonical_revision: label(&[
-                "service.istio.io/canonical-revision",
-                "app.kubernetes.io/version",
-                "version",
-            ])
-            .unwrap_or("latest")
-            .into(),
+            canonical_service: workload::canonical_service(labels)
+                .or(name)
+                .unwrap_or(UNKNOWN)
+                .into(),
+            canonical_revision: workload::canonical_revision(labels).into(),
             namespace: namespace
                 .filter(|n| !n.is_empty())
                 .unwrap_or(UNKNOWN)
                 .into(),
-            app: label(&["app"]).unwrap_or(UNKNOWN).into(),
-            version: label(&["version"]).unwrap_or(UNKNOWN).into(),
+            app: label("app").unwrap_or(UNKNOWN).into(),
+            version: label("version").unwrap_or(UNKNOWN).into(),
             // A named workload is in the mesh's one cluster; an external endpoint is not.
-            cluster: if name.is_some() { CLUSTER } else { UNKNOWN }.into(),
+            cluster: if name.is_some() {
+                peer::CLUSTER
+            } else {
+                UNKNOWN
+            }
+            .into(),
         }
     }
 
     fn of_workload(w: &Workload) -> Side {
         Side::new(Some(&w.name), Some(&w.namespace), &w.labels)
+    }
+
+    fn of_peer(p: &Peer) -> Side {
+        Side {
+            cluster: p.cluster.as_str().into(),
+            ..Side::new(Some(&p.workload), Some(&p.namespace), &p.labels)
+        }
     }
 }
 
@@ -259,11 +270,12 @@ impl EncodeLabelSet for Labels {
 
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
 
-/// Peers by cluster name, then upstream host, for one config version.
+/// Label sets by cluster name, upstream host and the peer's metadata (its address in
+/// `Metrics::seen`, 0 for none), for one config version.
 #[derive(Default)]
 struct PeerCache {
     version: u64,
-    by_cluster: HashMap<String, HashMap<String, Arc<Peers>>>,
+    by_cluster: HashMap<String, HashMap<String, HashMap<usize, Arc<Peers>>>>,
 }
 
 pub struct Metrics {
@@ -278,6 +290,10 @@ pub struct Metrics {
     tcp_received: Family<Labels, Counter>,
     own: Side,
     cache: RwLock<PeerCache>,
+    /// Peers by a hash of the metadata header they sent (a header may be kilobytes), decoded
+    /// once.
+    seen: RwLock<HashMap<u64, Option<Arc<Side>>>>,
+    seen_hasher: std::hash::RandomState,
 }
 
 impl Metrics {
@@ -295,6 +311,8 @@ impl Metrics {
             tcp_received: Family::default(),
             own: Side::of_workload(workload),
             cache: RwLock::default(),
+            seen: RwLock::default(),
+            seen_hasher: Default::default(),
         };
         let mut registry = Registry::default();
         let r = &mut registry;
@@ -338,7 +356,8 @@ impl Metrics {
     }
 
     /// What a request's labels will be, decided when the response headers are known (the
-    /// body's end adds only flags).
+    /// body's end adds only flags). `peer` is the metadata header the other end's sidecar
+    /// sent: the caller's on inbound, the answering workload's on outbound.
     pub fn http(
         self: &Arc<Self>,
         snapshot: &Snapshot,
@@ -346,13 +365,14 @@ impl Metrics {
         grpc: bool,
         headers: &http::HeaderMap,
         entry: &Entry,
+        peer: Option<&HeaderValue>,
     ) -> HttpSample {
         let grpc_status = headers
             .get("grpc-status")
             .and_then(|v| v.to_str().ok()?.parse().ok());
         HttpSample {
             metrics: self.clone(),
-            peers: self.peers(snapshot, inbound, entry),
+            peers: self.peers(snapshot, inbound, entry, peer.and_then(|p| self.peer(p))),
             protocol: if grpc { "grpc" } else { "http" },
             grpc_status,
         }
@@ -366,7 +386,7 @@ impl Metrics {
         inbound: bool,
     ) -> TcpSample {
         let labels = Labels {
-            peers: self.peers(snapshot, inbound, entry),
+            peers: self.peers(snapshot, inbound, entry, None),
             protocol: "tcp",
             response: None,
             flags: entry.flags,
@@ -378,7 +398,29 @@ impl Metrics {
         }
     }
 
-    fn peers(&self, snapshot: &Snapshot, inbound: bool, entry: &Entry) -> Arc<Peers> {
+    /// The peer a metadata header describes; `None` for a header that does not decode, or
+    /// once `MAX_PEERS` others are remembered.
+    fn peer(&self, metadata: &HeaderValue) -> Option<Arc<Side>> {
+        let key = self.seen_hasher.hash_one(metadata.as_bytes());
+        if let Some(side) = self.seen.read().get(&key) {
+            return side.clone();
+        }
+        let mut seen = self.seen.write();
+        if seen.len() >= MAX_PEERS {
+            return None;
+        }
+        let side = peer::decode(metadata).map(|p| Arc::new(Side::of_peer(&p)));
+        seen.insert(key, side.clone());
+        side
+    }
+
+    fn peers(
+        &self,
+        snapshot: &Snapshot,
+        inbound: bool,
+        entry: &Entry,
+        peer: Option<Arc<Side>>,
+    ) -> Arc<Peers> {
         let host = entry.upstream_host.as_deref().unwrap_or("");
         let (cluster, host) = match (inbound, entry.upstream_cluster.as_deref()) {
             (true, _) => ("inbound", host),
@@ -392,20 +434,23 @@ impl Metrics {
             (false, Some(c @ ("PassthroughCluster" | "BlackHoleCluster"))) => (c, ""),
             (false, Some(c)) => (c, host),
         };
+        // `seen` holds every peer for the proxy's life, so its address names it.
+        let key = peer.as_ref().map_or(0, |p| Arc::as_ptr(p) as usize);
         {
-            let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            let cache = self.cache.read();
             if cache.version == snapshot.version {
-                if let Some(p) = cache.by_cluster.get(cluster).and_then(|h| h.get(host)) {
+                let found = cache.by_cluster.get(cluster).and_then(|h| h.get(host));
+                if let Some(p) = found.and_then(|by_peer| by_peer.get(&key)) {
                     return p.clone();
                 }
             }
         }
         let peers = Arc::new(if inbound {
-            self.inbound_peers(snapshot, host)
+            self.inbound_peers(snapshot, host, peer.as_deref())
         } else {
-            self.outbound_peers(snapshot, cluster, host)
+            self.outbound_peers(snapshot, cluster, host, peer.as_deref())
         });
-        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.cache.write();
         if cache.version != snapshot.version {
             // Endpoints and their labels may have changed with the config.
             *cache = PeerCache {
@@ -417,18 +462,30 @@ impl Metrics {
             .by_cluster
             .entry(cluster.to_string())
             .or_default()
-            .insert(host.to_string(), peers.clone());
+            .entry(host.to_string())
+            .or_default()
+            .insert(key, peers.clone());
         peers
     }
 
-    /// The destination is the endpoint that answered, as its WorkloadEntry labels it.
-    fn outbound_peers(&self, snapshot: &Snapshot, cluster: &str, host: &str) -> Peers {
+    /// The destination is the workload that answered: as its sidecar described itself, else
+    /// as its WorkloadEntry labels it.
+    fn outbound_peers(
+        &self,
+        snapshot: &Snapshot,
+        cluster: &str,
+        host: &str,
+        peer: Option<&Side>,
+    ) -> Peers {
         let Some(c) = snapshot.clusters.get(cluster) else {
             // BlackHoleCluster or PassthroughCluster.
             let svc = Service::of(snapshot, cluster);
             return Peers::new(false, &self.own, &Side::unknown(), &svc);
         };
         let svc = Service::of(snapshot, &c.config.service);
+        if let Some(dst) = peer {
+            return Peers::new(false, &self.own, dst, &svc);
+        }
         let dst = match c.endpoints.iter().find(|e| e.authority == host) {
             Some(e) => {
                 let entry = e.declared_by.strip_prefix("WorkloadEntry ");
@@ -440,9 +497,9 @@ impl Metrics {
         Peers::new(false, &self.own, &dst, &svc)
     }
 
-    /// The source is unknown: no peer metadata is exchanged without mTLS. The service is the
-    /// one with an endpoint at the address the request was for.
-    fn inbound_peers(&self, snapshot: &Snapshot, host: &str) -> Peers {
+    /// The source is the caller as its sidecar described itself, else unknown. The service
+    /// is the one with an endpoint at the address the request was for.
+    fn inbound_peers(&self, snapshot: &Snapshot, host: &str, peer: Option<&Side>) -> Peers {
         let ip = host.rsplit_once(':').map_or(host, |(ip, _)| ip);
         let svc = snapshot
             .registry
@@ -453,7 +510,8 @@ impl Metrics {
             Some(s) => Service::of(snapshot, &s.hostname),
             None => Service::of(snapshot, UNKNOWN),
         };
-        Peers::new(true, &Side::unknown(), &self.own, &svc)
+        let unknown = Side::unknown();
+        Peers::new(true, peer.unwrap_or(&unknown), &self.own, &svc)
     }
 
     /// Prometheus' text format (0.0.4), as Envoy's `/stats/prometheus` serves it.
@@ -478,12 +536,30 @@ impl Metrics {
                     out.push_str(&format!("{kind}{name}{suffix} {tail}\n"));
                 }
                 None => {
-                    out.push_str(line);
+                    out.push_str(&whole_bounds(line));
                     out.push('\n');
                 }
             }
         }
         out
+    }
+}
+
+/// A bucket's bound as Prometheus' clients and Envoy write it (`le="100"`, not
+/// prometheus-client's `le="100.0"`), so that queries selecting on `le` match.
+fn whole_bounds(line: &str) -> std::borrow::Cow<'_, str> {
+    let label = [",le=\"", "{le=\""]
+        .iter()
+        .find_map(|p| line.rfind(p).map(|i| i + p.len()));
+    let Some(start) = label else {
+        return line.into();
+    };
+    let Some(len) = line[start..].find('"') else {
+        return line.into();
+    };
+    match line[start..start + len].strip_suffix(".0") {
+        Some(whole) => format!("{}{whole}{}", &line[..start], &line[start + len..]).into(),
+        None => line.into(),
     }
 }
 
@@ -547,6 +623,7 @@ mod tests {
             namespace: "default".into(),
             labels: parse_labels("app=productpage,version=v1").unwrap(),
             service_account: "bookinfo-productpage".into(),
+            ..Workload::default()
         }
     }
 
@@ -562,7 +639,14 @@ mod tests {
         };
         for _ in 0..2 {
             metrics
-                .http(&snapshot, false, false, &http::HeaderMap::new(), &entry)
+                .http(
+                    &snapshot,
+                    false,
+                    false,
+                    &http::HeaderMap::new(),
+                    &entry,
+                    None,
+                )
                 .record(&entry);
         }
         let text = metrics.render();
@@ -572,6 +656,12 @@ mod tests {
         );
         assert!(text.contains("# TYPE istio_request_duration_milliseconds histogram\n"));
         assert!(!text.contains("# EOF"));
+        // Bounds as Prometheus' clients write them, so `{le="100"}` selects a bucket.
+        for le in ["0.5", "100", "3600000", "+Inf"] {
+            let bucket = format!("_bucket{{le=\"{le}\",reporter=\"source\",");
+            assert!(text.contains(&bucket), "{le}: {text}");
+        }
+        assert!(!text.contains(".0\","), "{text}");
         let sample = "istio_requests_total{reporter=\"source\",source_workload=\"productpage-v1\",\
             source_canonical_service=\"productpage\",source_canonical_revision=\"v1\",\
             source_workload_namespace=\"default\",source_principal=\"unknown\",\
