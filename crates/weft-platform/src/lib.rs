@@ -5,6 +5,7 @@
 //! supervised sidecar and app.
 #![forbid(unsafe_code)]
 
+pub mod addons;
 pub mod forward;
 pub mod mesh;
 pub mod plan;

@@ -4,6 +4,7 @@
 //! sidecars drain) and exits; when it exits the kernel tears down every pod, link and rule
 //! with its namespaces: nothing is left behind.
 
+use crate::addons::{Prometheus, PROMETHEUS_PORT, PROMETHEUS_SOCKET};
 use crate::forward::unix_to_tcp;
 use crate::mesh;
 use crate::plan::{self, Plan};
@@ -33,6 +34,8 @@ pub struct SandboxOptions {
     pub weft: PathBuf,
     /// `root` or `rootless`, for `weft status`.
     pub mode: String,
+    /// The Prometheus addon, when asked for.
+    pub prometheus: Option<Prometheus>,
 }
 
 pub async fn run_sandbox(opts: SandboxOptions) -> Result<(), PlatformError> {
@@ -66,6 +69,17 @@ pub async fn run_sandbox(opts: SandboxOptions) -> Result<(), PlatformError> {
     }
     let mut forwarders =
         vec![unix_to_tcp(opts.state.root.join(CONTROL_SOCKET), control_addr).map_err(io)?];
+    let monitoring = (plan.bridge_ip, weft_discovery::MONITORING_PORT).into();
+    let _prometheus = match &opts.prometheus {
+        Some(p) => {
+            let child = p.start(&opts.state, &plan, monitoring)?;
+            let socket = opts.state.root.join(PROMETHEUS_SOCKET);
+            forwarders
+                .push(unix_to_tcp(socket, ([127, 0, 0, 1], PROMETHEUS_PORT).into()).map_err(io)?);
+            Some(child)
+        }
+        None => None,
+    };
 
     let mut pods: Vec<(Child, PodSpec)> = Vec::new();
     for (index, pod) in plan.pods.iter().enumerate() {

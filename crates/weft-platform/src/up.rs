@@ -3,6 +3,7 @@
 //! forwards the host's 127.0.0.1 ports for the control plane and gateways into it, and
 //! stays in the foreground until Ctrl-C or `weft down`.
 
+use crate::addons::{Prometheus, PROMETHEUS_SOCKET};
 use crate::forward::tcp_to_unix;
 use crate::sandbox::{gateway_socket, CONTROL_SOCKET};
 use crate::state::{StateDir, Status};
@@ -26,6 +27,8 @@ pub struct UpOptions {
     pub ready_within: Duration,
     /// Start from the mesh file's config alone, forgetting what earlier runs applied.
     pub fresh: bool,
+    /// The Prometheus addon and the host address of its API and UI.
+    pub prometheus: Option<(Prometheus, SocketAddr)>,
 }
 
 /// Root gets plain namespaces; anyone else a user namespace in which they are root.
@@ -89,6 +92,9 @@ pub async fn up(opts: UpOptions) -> Result<(), PlatformError> {
         })?;
     }
     let mut forwards = vec![(opts.control_plane, CONTROL_SOCKET.to_string())];
+    if let Some((_, addr)) = &opts.prometheus {
+        forwards.push((*addr, PROMETHEUS_SOCKET.to_string()));
+    }
     for w in &mesh.workloads {
         for port in w.spec.gateway.iter().flat_map(|g| &g.host_ports) {
             forwards.push((([127, 0, 0, 1], *port).into(), gateway_socket(*port)));
@@ -126,6 +132,14 @@ pub async fn up(opts: UpOptions) -> Result<(), PlatformError> {
         .arg(&opts.state.root)
         .arg("--mesh")
         .arg(&opts.mesh_file)
+        .args(opts.prometheus.iter().flat_map(|(p, _)| {
+            [
+                "--prometheus".into(),
+                p.binary.clone().into_os_string(),
+                "--scrape-interval".into(),
+                p.scrape_interval.as_secs().to_string().into(),
+            ]
+        }))
         .env("WEFT_PLATFORM_MODE", mode)
         .stdout(log.try_clone().map_err(|source| PlatformError::Io {
             what: "opening a log",
@@ -319,6 +333,11 @@ fn print_summary(opts: &UpOptions, status: Option<&Status>) {
         status.pods.len(),
         opts.control_plane
     );
+    if let Some((_, addr)) = &opts.prometheus {
+        eprintln!(
+            "prometheus at http://{addr} scraping every sidecar, gateway and the control plane"
+        );
+    }
     if !status.restored.is_empty() {
         eprintln!(
             "restored from an earlier run ({}), still applied: {}; --fresh starts from the mesh file's config alone",

@@ -40,6 +40,8 @@ pub struct DemoArgs {
     /// restored otherwise, and the demo says so).
     #[arg(long)]
     fresh: bool,
+    #[command(flatten)]
+    prometheus: crate::platform::PrometheusArgs,
 }
 
 pub fn run(args: DemoArgs, control_plane: &str) -> anyhow::Result<()> {
@@ -66,6 +68,8 @@ pub fn run(args: DemoArgs, control_plane: &str) -> anyhow::Result<()> {
         control_plane,
         ready_within: READY_WITHIN,
         fresh: args.fresh,
+        // Istio's demo profile ships the addons; the demo runs Prometheus when it can.
+        prometheus: args.prometheus.addon(args.prometheus.prometheus)?,
     };
     let guide = Guide {
         state,

@@ -3,6 +3,7 @@
 
 use crate::table::{self, Output};
 use anyhow::Context;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use weft_platform::pod::{run_pod, PodSpec};
@@ -42,6 +43,47 @@ pub struct UpArgs {
     /// directory applied (they are restored otherwise, and `weft up` says so).
     #[arg(long)]
     fresh: bool,
+    #[command(flatten)]
+    pub prometheus: PrometheusArgs,
+}
+
+/// The Prometheus addon (Istio's samples/addons/prometheus.yaml, on the local platform).
+#[derive(clap::Args)]
+pub struct PrometheusArgs {
+    /// Run Prometheus (Debian's `prometheus` on PATH) beside the mesh, scraping every
+    /// sidecar, gateway and the control plane (weft demo does when it is installed).
+    #[arg(long)]
+    pub prometheus: bool,
+    /// Where its API and UI listen on the host.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub prometheus_address: SocketAddr,
+    /// Seconds between scrapes (Istio's addon: 15).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    pub scrape_interval: u64,
+}
+
+impl PrometheusArgs {
+    /// The addon, if asked for (`required`) or, for the demo, installed.
+    pub fn addon(
+        &self,
+        required: bool,
+    ) -> anyhow::Result<Option<(weft_platform::addons::Prometheus, SocketAddr)>> {
+        let found = weft_platform::addons::Prometheus::installed();
+        let addon = match found {
+            Some(p) => p,
+            None if required => anyhow::bail!(
+                "--prometheus: no prometheus on PATH; install it (sudo apt-get install prometheus)"
+            ),
+            None => return Ok(None),
+        };
+        Ok(Some((
+            weft_platform::addons::Prometheus {
+                scrape_interval: Duration::from_secs(self.scrape_interval),
+                ..addon
+            },
+            self.prometheus_address,
+        )))
+    }
 }
 
 #[derive(clap::Args)]
@@ -73,6 +115,11 @@ pub enum Internal {
         state_dir: PathBuf,
         #[arg(long)]
         mesh: PathBuf,
+        /// The Prometheus addon's binary.
+        #[arg(long)]
+        prometheus: Option<PathBuf>,
+        #[arg(long, default_value_t = 15)]
+        scrape_interval: u64,
     },
     /// The first process of a pod (started by the sandbox).
     Pod {
@@ -102,6 +149,10 @@ pub fn run_up(args: UpArgs, control_plane: &str) -> anyhow::Result<()> {
         control_plane,
         ready_within: Duration::from_secs(args.ready_within),
         fresh: args.fresh,
+        prometheus: match args.prometheus.prometheus {
+            true => args.prometheus.addon(true)?,
+            false => None,
+        },
     };
     runtime()?.block_on(up(opts))?;
     Ok(())
@@ -178,14 +229,21 @@ pub fn run_logs(args: LogsArgs) -> anyhow::Result<()> {
 pub fn run_internal(command: Internal) -> anyhow::Result<()> {
     crate::proxy::init_logging();
     match command {
-        Internal::Sandbox { state_dir, mesh } => {
-            runtime()?.block_on(run_sandbox(SandboxOptions {
-                state: StateDir { root: state_dir },
-                mesh_file: mesh,
-                weft: std::env::current_exe()?,
-                mode: std::env::var("WEFT_PLATFORM_MODE").unwrap_or_else(|_| "root".into()),
-            }))?
-        }
+        Internal::Sandbox {
+            state_dir,
+            mesh,
+            prometheus,
+            scrape_interval,
+        } => runtime()?.block_on(run_sandbox(SandboxOptions {
+            state: StateDir { root: state_dir },
+            mesh_file: mesh,
+            weft: std::env::current_exe()?,
+            mode: std::env::var("WEFT_PLATFORM_MODE").unwrap_or_else(|_| "root".into()),
+            prometheus: prometheus.map(|binary| weft_platform::addons::Prometheus {
+                binary,
+                scrape_interval: Duration::from_secs(scrape_interval),
+            }),
+        }))?,
         Internal::Pod { spec } => {
             let text = std::fs::read_to_string(&spec)
                 .with_context(|| format!("reading the pod spec {}", spec.display()))?;

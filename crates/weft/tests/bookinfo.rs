@@ -32,6 +32,7 @@ const FOCUSED_CANARY: &str = concat!(
     "/../../examples/bookinfo/virtual-service-reviews-focused-canary.yaml"
 );
 const GATEWAY: &str = "127.0.0.1:8080";
+const PROMETHEUS: &str = "127.0.0.1:9090";
 /// Bookinfo's six pods and the ingress gateway.
 const PODS: usize = 7;
 const REVIEWS_UNAVAILABLE: &str = "Sorry, product reviews are currently unavailable for this book.";
@@ -114,6 +115,11 @@ impl Demo {
             load.to_string(),
             "--state-dir".into(),
             state.path().join("run").display().to_string(),
+            // Required, so that a machine without it fails here; scraped often, so that
+            // the test waits seconds, not Istio's 15 s.
+            "--prometheus".into(),
+            "--scrape-interval".into(),
+            "2".into(),
         ]);
         Demo {
             weft,
@@ -324,6 +330,41 @@ impl Demo {
     }
 
     /// Lines of the gateway's access log that served the page.
+    /// The series an instant PromQL query returns from the demo's Prometheus.
+    async fn promql(&self, query: &str) -> Vec<Value> {
+        let encoded: String = query
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let path = format!("/api/v1/query?query={encoded}");
+        let addr: SocketAddr = PROMETHEUS.parse().unwrap();
+        let Ok(a) = send(&self.client, "GET", addr, PROMETHEUS, &path, &[]).await else {
+            return Vec::new();
+        };
+        let v: Value = serde_json::from_slice(&a.body).unwrap_or_default();
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until `query` returns series from the demo's Prometheus.
+    async fn wait_for_series(&self, query: &str) -> Vec<Value> {
+        let found = poll_until(Duration::from_secs(60), || async {
+            Some(self.promql(query).await).filter(|r| !r.is_empty())
+        })
+        .await;
+        match found {
+            Some(series) => series,
+            None => panic!(
+                "Prometheus at {PROMETHEUS} has nothing for {query}; its targets: {:?}",
+                self.promql("up").await
+            ),
+        }
+    }
+
     async fn gateway_pages_served(&self) -> usize {
         let (status, log, err) = self
             .weft(&[
@@ -399,6 +440,28 @@ async fn istio_bookinfo_tasks_on_weft_demo() {
         "the gateway served {} pages under --load 20 (from {before})\n{}",
         demo.gateway_pages_served().await,
         demo.weft.output()
+    );
+
+    // Prometheus, run by the demo as Istio's addon, scrapes every sidecar: destination
+    // reports name their caller (peer metadata), source reports the workload that answered,
+    // both by the Deployment's name; bucket bounds select as Prometheus writes them.
+    for query in [
+        r#"istio_requests_total{reporter="destination",destination_app="reviews",source_workload="productpage-v1"}"#,
+        r#"istio_requests_total{reporter="destination",destination_workload="productpage-v1",source_workload="istio-ingressgateway"}"#,
+        r#"istio_requests_total{reporter="source",source_workload="productpage-v1",destination_workload="reviews-v2",destination_canonical_revision="v2"}"#,
+        r#"istio_request_duration_milliseconds_bucket{reporter="destination",destination_app="ratings",source_app="reviews",le="100"}"#,
+        r#"up{app="istiod",namespace="istio-system"} == 1"#,
+    ] {
+        demo.wait_for_series(query).await;
+    }
+    let series = demo
+        .promql(r#"istio_requests_total{reporter="destination",destination_app="reviews"}"#)
+        .await;
+    assert!(
+        series
+            .iter()
+            .all(|s| s["metric"]["source_workload"] == "productpage-v1"),
+        "only productpage calls reviews: {series:?}"
     );
 
     // Every file that concerns the demo's services applies unchanged, on top of the default
