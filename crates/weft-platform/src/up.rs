@@ -335,7 +335,7 @@ fn print_summary(opts: &UpOptions, status: Option<&Status>) {
     );
     if let Some((_, addr)) = &opts.prometheus {
         eprintln!(
-            "prometheus at http://{addr} scraping every sidecar, gateway and the control plane"
+            "prometheus at http://{addr} (weft dashboard prometheus), scraping every sidecar, gateway and the control plane"
         );
     }
     if !status.restored.is_empty() {

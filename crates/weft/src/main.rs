@@ -5,6 +5,7 @@ mod allocator;
 mod analyze;
 mod client;
 mod control;
+mod dashboard;
 mod demo;
 mod echo;
 mod platform;
@@ -58,6 +59,8 @@ enum Command {
     Status(platform::StatusArgs),
     /// A workload's logs in the local mesh (the app's, or the sidecar's with --proxy).
     Logs(platform::LogsArgs),
+    /// Open an addon's UI (prometheus), as istioctl dashboard does.
+    Dashboard(dashboard::DashboardArgs),
     /// Istio's Bookinfo on this machine, the ingress gateway on 127.0.0.1:8080; --load RPS
     /// keeps traffic on its page.
     Demo(demo::DemoArgs),
@@ -229,6 +232,7 @@ fn one_line(e: &anyhow::Error) -> String {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Proxy(args) => proxy::run(*args),
+        Command::Dashboard(args) => dashboard::run(args),
         Command::Control(args) => control::run(args),
         Command::Apply(args) => client_run(client::config::apply(&cli.target, args)),
         Command::Get(args) => client_run(client::config::get(&cli.target, args)),

@@ -454,6 +454,13 @@ async fn istio_bookinfo_tasks_on_weft_demo() {
     ] {
         demo.wait_for_series(query).await;
     }
+    let (status, out, err) = demo
+        .weft(&["dashboard", "prometheus", "--browser=false"])
+        .await;
+    assert!(
+        status.success() && out.trim() == "http://127.0.0.1:9090",
+        "{out}{err}"
+    );
     let series = demo
         .promql(r#"istio_requests_total{reporter="destination",destination_app="reviews"}"#)
         .await;

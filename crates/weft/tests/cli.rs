@@ -565,3 +565,21 @@ async fn validate_accepts_every_bookinfo_networking_sample() {
         failures.join("\n")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_says_what_to_start_when_nothing_answers() {
+    let [closed] = free_addrs::<1>();
+    let (status, _, err) = run_weft(&[
+        "dashboard".into(),
+        "prometheus".into(),
+        "--address".into(),
+        closed.to_string(),
+        "--browser=false".into(),
+    ])
+    .await;
+    assert!(!status.success());
+    assert!(
+        err.contains(&format!("nothing answers at {closed}")) && err.contains("weft demo"),
+        "{err}"
+    );
+}
