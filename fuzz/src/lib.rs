@@ -97,6 +97,7 @@ pub fn load(data: &[u8]) {
         labels: weft_proxy::workload::parse_labels("app=productpage,version=v1")
             .expect("valid labels"),
         service_account: "bookinfo-productpage".into(),
+        ..Default::default()
     };
     let _ = weft_proxy::model::compile(
         loaded.resources,
