@@ -145,7 +145,8 @@ impl Mesh {
                 touched += 1;
             }
         }
-        self.metrics.pushed(touched, started.elapsed());
+        self.metrics
+            .pushed(&xds_types(&changed), touched, started.elapsed());
         self.metrics.objects(self.objects.len());
         touched
     }
@@ -343,4 +344,20 @@ impl Mesh {
             .iter()
             .filter(|(_, o)| o.source == Source::Config)
     }
+}
+
+/// The xDS types istiod would push for changes to these kinds, for `pilot_xds_pushes`.
+fn xds_types(changed: &[Key]) -> Vec<&'static str> {
+    let mut types = BTreeSet::new();
+    for key in changed {
+        types.extend(match key.kind {
+            Kind::Service | Kind::ServiceEntry => &["cds", "eds"][..],
+            Kind::DestinationRule => &["cds"][..],
+            Kind::WorkloadEntry => &["eds"][..],
+            Kind::VirtualService => &["rds"][..],
+            Kind::Gateway => &["lds", "rds"][..],
+            Kind::Sidecar => &["cds", "eds", "lds", "rds"][..],
+        });
+    }
+    types.into_iter().collect()
 }

@@ -1,4 +1,5 @@
-//! The control plane's own metrics on 15014, under istiod's names where istiod has one.
+//! The control plane's own metrics on 15014, under istiod's names where istiod has one, in
+//! the Prometheus text format istiod serves (counters without `_total`, as istiod's are).
 
 use crate::config::ConfigState;
 use http_body_util::Full;
@@ -6,6 +7,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
@@ -27,7 +29,7 @@ pub struct Metrics {
     views: Gauge,
     objects: Gauge,
     broken_files: Gauge,
-    pushes: Counter,
+    pushes: Family<Vec<(&'static str, &'static str)>, Counter>,
     rejects: Counter,
     push_time: Histogram,
     convergence: Histogram,
@@ -42,12 +44,20 @@ impl Default for Metrics {
             views: Gauge::default(),
             objects: Gauge::default(),
             broken_files: Gauge::default(),
-            pushes: Counter::default(),
+            pushes: Family::default(),
             rejects: Counter::default(),
             push_time: seconds(),
             convergence: seconds(),
         };
         let r = &mut m.registry;
+        let build: Family<Vec<(&'static str, &'static str)>, Gauge> = Family::default();
+        build
+            .get_or_create(&vec![
+                ("component", "pilot"),
+                ("tag", env!("CARGO_PKG_VERSION")),
+            ])
+            .set(1);
+        r.register("istio_build", "The control plane's build", build);
         r.register("pilot_xds", "Proxies connected", m.connected.clone());
         r.register(
             "weft_control_views",
@@ -66,7 +76,7 @@ impl Default for Metrics {
         );
         r.register(
             "pilot_xds_pushes",
-            "Updates broadcast to a view",
+            "Updates broadcast to a view, by the xDS types (cds, eds, lds, rds) Envoy would receive for them",
             m.pushes.clone(),
         );
         r.register(
@@ -105,8 +115,12 @@ impl Metrics {
         self.broken_files.set(n as i64);
     }
 
-    pub fn pushed(&self, views: usize, took: Duration) {
-        self.pushes.inc_by(views as u64);
+    pub fn pushed(&self, types: &[&'static str], views: usize, took: Duration) {
+        for t in types {
+            self.pushes
+                .get_or_create(&vec![("type", *t)])
+                .inc_by(views as u64);
+        }
         self.push_time.observe(took.as_secs_f64());
     }
 
@@ -121,7 +135,14 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
-        text
+        text.lines()
+            .filter(|l| *l != "# EOF")
+            .map(|l| {
+                let (name, rest) = l.split_at(l.find(['{', ' ']).unwrap_or(l.len()));
+                let name = name.strip_suffix("_total").unwrap_or(name);
+                format!("{name}{rest}\n")
+            })
+            .collect()
     }
 }
 

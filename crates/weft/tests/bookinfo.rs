@@ -450,7 +450,9 @@ async fn istio_bookinfo_tasks_on_weft_demo() {
         r#"istio_requests_total{reporter="destination",destination_workload="productpage-v1",source_workload="istio-ingressgateway"}"#,
         r#"istio_requests_total{reporter="source",source_workload="productpage-v1",destination_workload="reviews-v2",destination_canonical_revision="v2"}"#,
         r#"istio_request_duration_milliseconds_bucket{reporter="destination",destination_app="ratings",source_app="reviews",le="100"}"#,
-        r#"up{app="istiod",namespace="istio-system"} == 1"#,
+        // The control plane under istiod's names: pushes by xDS type, its build.
+        r#"pilot_xds_pushes{app="istiod",namespace="istio-system",type="eds"} > 0"#,
+        r#"istio_build{app="istiod",component="pilot"} == 1"#,
     ] {
         demo.wait_for_series(query).await;
     }

@@ -1013,12 +1013,19 @@ async fn a_file_broken_at_start_is_named_and_the_control_plane_is_not_ready_unti
     let metrics = send(&c, "GET", monitoring, "localhost", "/metrics", &[])
         .await
         .unwrap();
+    let text = metrics.text();
     assert!(
-        metrics
-            .text()
-            .contains("weft_control_config_files_invalid 1"),
-        "{}",
-        metrics.text()
+        text.contains("weft_control_config_files_invalid 1"),
+        "{text}"
+    );
+    // istiod's names and format: pushes by xDS type, counters without `_total`, no `# EOF`.
+    assert!(
+        text.contains("pilot_xds_pushes{type=\"eds\"} ")
+            && text.contains("# TYPE pilot_xds_pushes counter")
+            && text.contains("istio_build{component=\"pilot\",tag=\"")
+            && !text.contains("_total")
+            && !text.contains("# EOF"),
+        "{text}"
     );
     let (status, out, _) = cli(grpc, &["analyze"]).await;
     assert!(!status.success());
