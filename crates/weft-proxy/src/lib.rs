@@ -122,7 +122,7 @@ impl ProxyOptions {
             stats: ([0, 0, 0, 0], 15020).into(),
             workload,
             outbound_policy: OutboundTrafficMode::RegistryOnly,
-            access_log: AccessLog::Stdout,
+            access_log: AccessLog::Stdout(Default::default()),
             orig_dst: Arc::new(transport::orig_dst::SoOriginalDst),
             inbound_target: None,
             set_log_level: None,

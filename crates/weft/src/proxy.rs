@@ -12,7 +12,7 @@ use weft_discovery::credentials::Token;
 use weft_discovery::discovery::Hello;
 use weft_proxy::config::{FileSource, StreamSource};
 use weft_proxy::gateway::GatewayOptions;
-use weft_proxy::telemetry::access_log::AccessLog;
+use weft_proxy::telemetry::access_log::{AccessLog, Encoding};
 use weft_proxy::transport::orig_dst::{NoOriginalDst, SoOriginalDst};
 use weft_proxy::workload::{parse_labels, Workload};
 use weft_proxy::{Proxy, ProxyOptions, ServerHeader};
@@ -72,8 +72,8 @@ pub struct ProxyArgs {
     /// REGISTRY_ONLY (Weft's default: only mesh services and ServiceEntry hosts) or ALLOW_ANY.
     #[arg(long, default_value = "REGISTRY_ONLY", value_parser = parse_policy)]
     outbound_traffic_policy: OutboundTrafficMode,
-    /// `stdout` or `off`.
-    #[arg(long, default_value = "stdout")]
+    /// `stdout` (Istio's TEXT format), `json` (Istio's JSON format, to stdout) or `off`.
+    #[arg(long, default_value = "stdout", value_parser = ["stdout", "text", "json", "off"])]
     access_log: String,
     /// Data-plane worker threads.
     #[arg(long, env = "WEFT_WORKERS", default_value_t = 2)]
@@ -202,7 +202,8 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         outbound_policy: args.outbound_traffic_policy,
         access_log: match args.access_log.as_str() {
             "off" => AccessLog::Off,
-            _ => AccessLog::Stdout,
+            "json" => AccessLog::Stdout(Encoding::Json),
+            _ => AccessLog::Stdout(Encoding::Text),
         },
         orig_dst: if args.no_capture {
             Arc::new(NoOriginalDst)

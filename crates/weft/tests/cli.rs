@@ -51,12 +51,18 @@ impl RunningProxy {
     /// Starts `weft proxy` on free ports and waits until its health port says ready. A port
     /// taken by someone else between choosing and binding it is retried with new ports.
     async fn start(config: tempfile::TempDir) -> RunningProxy {
+        RunningProxy::start_with(config, &[]).await
+    }
+
+    async fn start_with(config: tempfile::TempDir, extra: &[&str]) -> RunningProxy {
         let client = client();
         let mut last = String::new();
         for _attempt in 0..3 {
             let addrs = free_addrs::<4>();
             let [outbound, _, admin, health] = addrs;
-            let mut weft = Weft::spawn(&proxy_args(config.path(), addrs));
+            let mut args = proxy_args(config.path(), addrs);
+            args.extend(extra.iter().map(|a| a.to_string()));
+            let mut weft = Weft::spawn(&args);
             let ready = poll_until(Duration::from_secs(20), || {
                 let client = &client;
                 let exited = weft.exited();
@@ -582,4 +588,28 @@ async fn dashboard_says_what_to_start_when_nothing_answers() {
         err.contains(&format!("nothing answers at {closed}")) && err.contains("weft demo"),
         "{err}"
     );
+}
+
+/// `--access-log json`: one JSON object per line with Istio's field names (its
+/// `accessLogEncoding: JSON`), numbers as numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_access_log_lines_carry_istios_field_names() {
+    let (_v1, _v2, dir) = bookinfo_reviews().await;
+    let proxy = RunningProxy::start_with(dir, &["--access-log", "json"]).await;
+    let jason = proxy.get("/reviews/7", &[("end-user", "jason")]).await;
+    assert_eq!(jason.status, StatusCode::OK, "{}", jason.text());
+    let line = proxy
+        .wait_for_log_line(&["outbound|9080|v2|reviews.default.svc.cluster.local"])
+        .await;
+    let entry: serde_json::Value = serde_json::from_str(&line).expect("one JSON object a line");
+    assert_eq!(entry["method"], "GET");
+    assert_eq!(entry["path"], "/reviews/7");
+    assert_eq!(entry["response_code"], 200);
+    assert_eq!(entry["response_flags"], "-");
+    assert_eq!(entry["response_code_details"], "via_upstream");
+    assert!(entry["duration"].is_u64() && entry["bytes_sent"].as_u64() > Some(0));
+    assert!(entry["start_time"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+    assert!(entry["request_id"].is_string(), "{entry}");
 }

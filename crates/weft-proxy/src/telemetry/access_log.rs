@@ -1,4 +1,5 @@
-//! Envoy's response flags and one access-log line per request in Istio's default format.
+//! Envoy's response flags and one access-log line per request in Istio's default format,
+//! TEXT or JSON (MeshConfig `accessLogEncoding`).
 
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
@@ -141,12 +142,57 @@ impl fmt::Display for Entry {
     }
 }
 
+impl Entry {
+    /// Istio's default JSON format (`accessLogEncoding: JSON`): the TEXT format's fields
+    /// under Istio's names, numbers as numbers, a missing value as null.
+    pub fn to_json(&self) -> serde_json::Value {
+        fn opt<T: fmt::Display>(v: &Option<T>) -> serde_json::Value {
+            v.as_ref()
+                .map_or(serde_json::Value::Null, |v| v.to_string().into())
+        }
+        serde_json::json!({
+            "start_time": self.start.map(|t| rfc3339(t, Fraction::Millis)),
+            "route_name": opt(&self.route_name),
+            "method": self.method,
+            "path": self.path,
+            "protocol": self.protocol,
+            "response_code": self.status,
+            "response_flags": self.flags.to_string(),
+            "response_code_details": (!self.details.is_empty()).then_some(self.details),
+            "connection_termination_details": null,
+            "upstream_transport_failure_reason": null,
+            "bytes_received": self.bytes_received,
+            "bytes_sent": self.bytes_sent,
+            "duration": self.duration_ms,
+            "upstream_service_time": self.upstream_service_time_ms.map(|t| t.to_string()),
+            "x_forwarded_for": self.forwarded_for,
+            "user_agent": self.user_agent,
+            "request_id": self.request_id,
+            "authority": self.authority,
+            "upstream_host": self.upstream_host,
+            "upstream_cluster": self.upstream_cluster,
+            "upstream_local_address": null,
+            "downstream_local_address": opt(&self.downstream_local),
+            "downstream_remote_address": opt(&self.downstream_remote),
+            "requested_server_name": null,
+        })
+    }
+}
+
+/// Istio's `accessLogEncoding`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Encoding {
+    #[default]
+    Text,
+    Json,
+}
+
 /// Where access-log lines go.
 #[derive(Clone, Default)]
 pub enum AccessLog {
     #[default]
     Off,
-    Stdout,
+    Stdout(Encoding),
     /// Tests read entries from a channel instead of parsing stdout.
     Channel(tokio::sync::mpsc::UnboundedSender<Entry>),
     Custom(Arc<dyn Fn(Entry) + Send + Sync>),
@@ -156,8 +202,11 @@ impl AccessLog {
     pub fn emit(&self, entry: Entry) {
         match self {
             AccessLog::Off => {}
-            AccessLog::Stdout => {
-                let line = format!("{entry}\n");
+            AccessLog::Stdout(encoding) => {
+                let line = match encoding {
+                    Encoding::Text => format!("{entry}\n"),
+                    Encoding::Json => format!("{}\n", entry.to_json()),
+                };
                 let _ = std::io::stdout().lock().write_all(line.as_bytes());
             }
             AccessLog::Channel(tx) => {
@@ -194,5 +243,31 @@ mod tests {
         let line = e.to_string();
         assert!(line.starts_with("[-] \"GET /reviews/0 HTTP/1.1\" 503 UF,URX upstream_reset_before_response_started{connection_failure} - \"-\" 0 0 0 -"), "{line}");
         assert!(line.contains("outbound|9080|v2|reviews.default.svc.cluster.local"));
+    }
+
+    #[test]
+    fn json_has_istios_field_names_numbers_and_nulls() {
+        let e = Entry {
+            method: "GET".into(),
+            path: "/reviews/0".into(),
+            protocol: "HTTP/1.1",
+            status: 503,
+            flags: Flags::UF | Flags::URX,
+            details: "upstream_reset_before_response_started{connection_failure}",
+            bytes_sent: 91,
+            upstream_cluster: Some("outbound|9080|v2|reviews.default.svc.cluster.local".into()),
+            downstream_remote: Some("10.44.0.2:5000".parse().unwrap()),
+            ..Default::default()
+        };
+        let j = e.to_json();
+        assert_eq!(j["response_code"], 503);
+        assert_eq!(j["response_flags"], "UF,URX");
+        assert_eq!(j["bytes_sent"], 91);
+        assert_eq!(j["downstream_remote_address"], "10.44.0.2:5000");
+        assert_eq!(
+            j["upstream_cluster"],
+            "outbound|9080|v2|reviews.default.svc.cluster.local"
+        );
+        assert!(j["user_agent"].is_null() && j["start_time"].is_null());
     }
 }
