@@ -6,7 +6,7 @@ use crate::model::Snapshot;
 use crate::telemetry::access_log::{Entry, Flags};
 use crate::transport::connect::connect_addr;
 use crate::upstream::endpoint::Outcome;
-use crate::upstream::{Cluster, Endpoint};
+use crate::upstream::{Cluster, ClusterConfig, Endpoint};
 use crate::Shared;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -175,6 +175,10 @@ pub async fn proxy<S>(
         downstream_remote: Some(remote),
         downstream_local: dst,
         upstream_cluster: Some(match &target {
+            // Istio names the hop to the local workload by its port.
+            L4Target::Passthrough(to) if direction == Direction::Inbound => {
+                ClusterConfig::istio_name("inbound", to.port(), None, "")
+            }
             L4Target::Cluster(c) => c.config.name.clone(),
             L4Target::Passthrough(_) => "PassthroughCluster".into(),
             L4Target::Blocked(_) => "BlackHoleCluster".into(),

@@ -237,8 +237,14 @@ async fn tcp_connections_count_opened_closed_and_bytes() {
     assert!(!tcp_line.contains("response_code"), "{tcp_line}");
 }
 
-/// A sidecar for `workload` whose inbound side hands requests to `app`.
-async fn inbound_sidecar(workload: Workload, app: SocketAddr) -> weft_proxy::Proxy {
+/// A sidecar for `workload` whose inbound side hands requests to `app`, and its access log.
+async fn inbound_sidecar(
+    workload: Workload,
+    app: SocketAddr,
+) -> (
+    weft_proxy::Proxy,
+    tokio::sync::mpsc::UnboundedReceiver<weft_proxy::telemetry::access_log::Entry>,
+) {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let mut opts = weft_proxy::ProxyOptions::istio_defaults(workload);
     (
@@ -249,12 +255,13 @@ async fn inbound_sidecar(workload: Workload, app: SocketAddr) -> weft_proxy::Pro
         opts.stats,
     ) = (any, any, any, any, any);
     opts.inbound_target = Some(app);
-    opts.access_log = weft_proxy::telemetry::access_log::AccessLog::Off;
+    let (tx, log) = tokio::sync::mpsc::unbounded_channel();
+    opts.access_log = weft_proxy::telemetry::access_log::AccessLog::Channel(tx);
     opts.orig_dst = Arc::new(weft_proxy::transport::orig_dst::NoOriginalDst);
     let proxy = weft_proxy::Proxy::start(opts).await.unwrap();
     // A proxy serves once it has a config, even an empty one.
     proxy.config.apply(Vec::new()).await.unwrap();
-    proxy
+    (proxy, log)
 }
 
 fn reviews_v3() -> Workload {
@@ -271,11 +278,17 @@ fn reviews_v3() -> Workload {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_requests_are_reported_by_the_destination() {
     let app = Backend::start("127.0.0.1", "app", ok()).await;
-    let proxy = inbound_sidecar(reviews_v3(), app.addr).await;
+    let (proxy, mut log) = inbound_sidecar(reviews_v3(), app.addr).await;
     let a = HttpClient::new(proxy.inbound_addr)
         .get("reviews:9080", "/reviews/0", &[])
         .await;
     assert_eq!(a.status, 200);
+    // The access log names the hop as Istio does: `inbound|<the workload's port>||`.
+    let entry = log.recv().await.unwrap();
+    assert_eq!(
+        entry.upstream_cluster.as_deref(),
+        Some(format!("inbound|{}||", app.addr.port()).as_str())
+    );
     let labels = [
         ("reporter", "destination"),
         ("source_workload", "unknown"),
@@ -302,7 +315,7 @@ fn has_peer_headers(headers: &http::HeaderMap) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecars_name_both_ends_of_a_call_to_each_other() {
     let app = Backend::start("127.0.0.1", "app", ok()).await;
-    let server = inbound_sidecar(reviews_v3(), app.addr).await;
+    let (server, _log) = inbound_sidecar(reviews_v3(), app.addr).await;
     // The endpoint is named as the control plane names an announced workload.
     let yaml = format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: reviews}}\nspec:\n  selector: {{app: reviews}}\n  ports: [{{name: http, port: 9080}}]\n---\n\

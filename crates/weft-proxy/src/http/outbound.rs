@@ -16,7 +16,7 @@ use crate::telemetry::access_log::{Entry, Flags};
 use crate::telemetry::peer;
 use crate::upstream::config::{HashKey, LbPolicy};
 use crate::upstream::lb::hash_key;
-use crate::upstream::Cluster;
+use crate::upstream::{Cluster, ClusterConfig};
 use crate::Shared;
 use http::header::{self, HeaderValue};
 use http::{request::Parts, Method, Request, Response, StatusCode, Version};
@@ -142,6 +142,13 @@ pub async fn handle(
         forwarded.details
     };
     entry.upstream_host = forwarded.upstream_host;
+    if conn.direction == Direction::Inbound {
+        // Istio names the hop to the local workload by its port: `inbound|9080||`.
+        if let Some(to) = conn.original_dst.or(shared.inbound_target) {
+            entry.upstream_cluster =
+                Some(ClusterConfig::istio_name("inbound", to.port(), None, ""));
+        }
+    }
     entry.upstream_service_time_ms = forwarded.service_time.map(|d| d.as_millis() as u64);
     let inbound = conn.direction == Direction::Inbound;
     // Inbound answers a caller's sidecar with this workload's metadata; outbound takes the
