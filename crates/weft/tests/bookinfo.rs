@@ -453,6 +453,7 @@ async fn istio_bookinfo_tasks_on_weft_demo() {
         // The control plane under istiod's names: pushes by xDS type, its build.
         r#"pilot_xds_pushes{app="istiod",namespace="istio-system",type="eds"} > 0"#,
         r#"istio_build{app="istiod",component="pilot"} == 1"#,
+        r#"istio_build{app="reviews",version="v2",component="proxy"} == 1"#,
     ] {
         demo.wait_for_series(query).await;
     }

@@ -15,6 +15,7 @@ use parking_lot::RwLock;
 use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::collections::{BTreeMap, HashMap};
@@ -316,6 +317,14 @@ impl Metrics {
         };
         let mut registry = Registry::default();
         let r = &mut registry;
+        let build: Family<Vec<(&'static str, &'static str)>, Gauge> = Family::default();
+        build
+            .get_or_create(&vec![
+                ("component", "proxy"),
+                ("tag", env!("CARGO_PKG_VERSION")),
+            ])
+            .set(1);
+        r.register("istio_build", "The proxy's build", build);
         r.register("istio_requests", "Requests", m.requests.clone());
         r.register(
             "istio_request_duration_milliseconds",
@@ -656,6 +665,10 @@ mod tests {
         );
         assert!(text.contains("# TYPE istio_request_duration_milliseconds histogram\n"));
         assert!(!text.contains("# EOF"));
+        assert!(text.contains(&format!(
+            "istio_build{{component=\"proxy\",tag=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )));
         // Bounds as Prometheus' clients write them, so `{le="100"}` selects a bucket.
         for le in ["0.5", "100", "3600000", "+Inf"] {
             let bucket = format!("_bucket{{le=\"{le}\",reporter=\"source\",");
