@@ -228,9 +228,9 @@ mod tests {
         assert_eq!(Flags::UO.to_string(), "UO");
     }
 
-    #[test]
-    fn line_follows_istio_default_format() {
-        let e = Entry {
+    /// A request to reviews v2 that failed to connect and ran out of retries.
+    fn failed_to_reviews_v2() -> Entry {
+        Entry {
             method: "GET".into(),
             path: "/reviews/0".into(),
             protocol: "HTTP/1.1",
@@ -239,8 +239,12 @@ mod tests {
             details: "upstream_reset_before_response_started{connection_failure}",
             upstream_cluster: Some("outbound|9080|v2|reviews.default.svc.cluster.local".into()),
             ..Default::default()
-        };
-        let line = e.to_string();
+        }
+    }
+
+    #[test]
+    fn line_follows_istio_default_format() {
+        let line = failed_to_reviews_v2().to_string();
         assert!(line.starts_with("[-] \"GET /reviews/0 HTTP/1.1\" 503 UF,URX upstream_reset_before_response_started{connection_failure} - \"-\" 0 0 0 -"), "{line}");
         assert!(line.contains("outbound|9080|v2|reviews.default.svc.cluster.local"));
     }
@@ -248,16 +252,9 @@ mod tests {
     #[test]
     fn json_has_istios_field_names_numbers_and_nulls() {
         let e = Entry {
-            method: "GET".into(),
-            path: "/reviews/0".into(),
-            protocol: "HTTP/1.1",
-            status: 503,
-            flags: Flags::UF | Flags::URX,
-            details: "upstream_reset_before_response_started{connection_failure}",
             bytes_sent: 91,
-            upstream_cluster: Some("outbound|9080|v2|reviews.default.svc.cluster.local".into()),
             downstream_remote: Some("10.44.0.2:5000".parse().unwrap()),
-            ..Default::default()
+            ..failed_to_reviews_v2()
         };
         let j = e.to_json();
         assert_eq!(j["response_code"], 503);
