@@ -18,13 +18,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     # Debian starts an installed prometheus as a system service on :9090, where the demo's
     # own listens: policy-rc.d keeps services from starting during this install.
-    policy=/usr/sbin/policy-rc.d
+    policy=/usr/sbin/policy-rc.d ours=
     if [ ! -e "$policy" ]; then
-      printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy"
+      printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && ours=1
       trap 'rm -f "$policy"' EXIT
     fi
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    rm -f "$policy"; trap - EXIT
+    if [ -n "$ours" ]; then rm -f "$policy"; trap - EXIT; fi
   else
     echo "weft demo needs ${missing[*]}: install them (sudo apt-get install ${missing[*]})" >&2
     exit 1
