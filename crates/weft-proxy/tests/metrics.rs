@@ -397,3 +397,35 @@ async fn peer_metadata_does_not_leave_the_mesh() {
     assert_eq!(seen.len(), 1);
     assert!(!has_peer_headers(&seen[0].headers), "{:?}", seen[0].headers);
 }
+
+/// Opaque TCP to the workload: the access log names the hop `inbound|<port>||` as Istio
+/// does, and the destination reports the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_tcp_is_logged_under_the_inbound_cluster() {
+    let app = tcp_echo("127.0.0.1").await;
+    let (proxy, mut log) = inbound_sidecar(reviews_v3(), app).await;
+    let mut s = TcpStream::connect(proxy.inbound_addr).await.unwrap();
+    // Not an HTTP request line: sniffing hands the connection on as TCP.
+    s.write_all(b"\x00\x01 hello\n").await.unwrap();
+    let mut echoed = [0u8; 9];
+    s.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"\x00\x01 hello\n");
+    drop(s);
+    let entry = log.recv().await.unwrap();
+    assert_eq!(
+        entry.upstream_cluster.as_deref(),
+        Some(format!("inbound|{}||", app.port()).as_str())
+    );
+    let labels = [
+        ("reporter", "destination"),
+        ("destination_workload", "reviews-v3"),
+        ("request_protocol", "tcp"),
+    ];
+    wait_for(
+        proxy.stats_addr,
+        "istio_tcp_connections_closed_total",
+        &labels,
+        1.0,
+    )
+    .await;
+}
