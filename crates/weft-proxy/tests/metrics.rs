@@ -5,57 +5,13 @@ mod support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::Instant;
 use weft_proxy::transport::orig_dst::FixedOriginalDst;
 use weft_proxy::workload::{parse_labels, Workload};
 
 const REVIEWS: &str = "reviews.default.svc.cluster.local";
-
-async fn scrape(addr: SocketAddr) -> String {
-    let a = HttpClient::new(addr)
-        .get(&addr.to_string(), "/stats/prometheus", &[])
-        .await;
-    assert_eq!(a.status, 200, "{}", a.text());
-    a.text()
-}
-
-/// The value of the one sample of `metric` that has every label of `labels`.
-fn sample(text: &str, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let found: Vec<f64> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix(metric)?.strip_prefix('{'))
-        .filter_map(|l| l.rsplit_once("} "))
-        .filter(|(set, _)| {
-            labels
-                .iter()
-                .all(|(k, v)| set.split(',').any(|kv| kv == format!("{k}=\"{v}\"")))
-        })
-        .map(|(_, value)| value.parse().expect("a number"))
-        .collect();
-    assert!(found.len() <= 1, "{metric} {labels:?} matches {found:?}");
-    found.first().copied()
-}
-
-/// Scrapes until `metric{labels}` equals `want` (metrics are written when the response
-/// body or connection ends, after the caller may have seen it), or fails after 10 s.
-async fn wait_for(addr: SocketAddr, metric: &str, labels: &[(&str, &str)], want: f64) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = scrape(addr).await;
-        if sample(&text, metric, labels) == Some(want) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{metric} {labels:?} never became {want}:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routed_requests_count_under_the_destination_service_and_version() {

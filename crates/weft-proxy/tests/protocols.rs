@@ -173,6 +173,24 @@ spec:
     .await;
     assert_eq!(status, 200);
     assert_eq!(headers["grpc-status"], "14");
+
+    // `grpc_response_status` as the call ended: from the trailers after the message, or
+    // from the headers of a trailers-only answer.
+    for (status, calls) in [("0", 1.0), ("14", 1.0)] {
+        let labels = [
+            ("reporter", "source"),
+            ("request_protocol", "grpc"),
+            ("response_code", "200"),
+            ("grpc_response_status", status),
+        ];
+        wait_for(
+            proxy.proxy.stats_addr,
+            "istio_requests_total",
+            &labels,
+            calls,
+        )
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -182,6 +182,15 @@ pub enum End {
     TimedOut,
 }
 
+/// What a response stream was when it ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Ended {
+    pub sent: u64,
+    pub how: End,
+    /// `grpc-status` from the trailers, where gRPC puts it after the messages.
+    pub grpc_status: Option<u16>,
+}
+
 /// The route timeout expired while the response was still streaming.
 #[derive(Debug, thiserror::Error)]
 #[error("upstream request timeout: the route timeout expired before the response ended")]
@@ -193,8 +202,9 @@ pub struct BodyTimeout;
 pub struct ResponseBody {
     inner: Inner,
     sent: u64,
+    grpc_status: Option<u16>,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-    on_end: Option<Box<dyn FnOnce(u64, End) + Send + Sync>>,
+    on_end: Option<Box<dyn FnOnce(Ended) + Send + Sync>>,
     _held: Option<Box<dyn Send + Sync>>,
 }
 
@@ -216,14 +226,15 @@ impl ResponseBody {
         ResponseBody {
             inner,
             sent: 0,
+            grpc_status: None,
             deadline: None,
             on_end: None,
             _held: None,
         }
     }
 
-    /// `on_end(bytes_sent, how)` runs once when the body ends or is dropped.
-    pub fn on_end(&mut self, f: impl FnOnce(u64, End) + Send + Sync + 'static) {
+    /// `on_end` runs once when the body ends or is dropped.
+    pub fn on_end(&mut self, f: impl FnOnce(Ended) + Send + Sync + 'static) {
         self.on_end = Some(Box::new(f));
     }
 
@@ -238,7 +249,11 @@ impl ResponseBody {
 
     fn finish(&mut self, how: End) {
         if let Some(f) = self.on_end.take() {
-            f(self.sent, how);
+            f(Ended {
+                sent: self.sent,
+                how,
+                grpc_status: self.grpc_status,
+            });
         }
         self._held = None;
         self.deadline = None;
@@ -272,6 +287,10 @@ impl Body for ResponseBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.sent += data.len() as u64;
+                } else if let Some(trailers) = frame.trailers_ref() {
+                    self.grpc_status = trailers
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok()?.parse().ok());
                 }
             }
             Poll::Ready(None) => self.finish(End::Complete),

@@ -170,15 +170,15 @@ pub async fn handle(
         peer.as_ref(),
     );
     let log = shared.access_log.clone();
-    response.body_mut().on_end(move |sent, how| {
-        entry.bytes_sent = sent;
+    response.body_mut().on_end(move |ended| {
+        entry.bytes_sent = ended.sent;
         entry.duration_ms = started.elapsed().as_millis() as u64;
-        match how {
+        match ended.how {
             End::Complete => {}
             End::Incomplete => entry.flags |= Flags::DC,
             End::TimedOut => entry.flags |= Flags::UT,
         }
-        sample.record(&entry);
+        sample.record(&entry, ended.grpc_status);
         log.emit(entry);
     });
     Ok(response)

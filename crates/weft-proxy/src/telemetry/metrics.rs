@@ -581,12 +581,14 @@ pub struct HttpSample {
 }
 
 impl HttpSample {
-    pub fn record(self, entry: &Entry) {
+    /// `trailer_status` is the trailers' `grpc-status`, which wins over the headers' (a
+    /// trailers-only response puts it in the headers).
+    pub fn record(self, entry: &Entry, trailer_status: Option<u16>) {
         let m = &self.metrics;
         let labels = Labels {
             peers: self.peers,
             protocol: self.protocol,
-            response: Some((entry.status, self.grpc_status)),
+            response: Some((entry.status, trailer_status.or(self.grpc_status))),
             flags: entry.flags,
         };
         m.requests.get_or_create(&labels).inc();
@@ -656,7 +658,7 @@ mod tests {
                     &entry,
                     None,
                 )
-                .record(&entry);
+                .record(&entry, None);
         }
         let text = metrics.render();
         assert!(
