@@ -25,16 +25,12 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    /// Debian's `prometheus` on PATH, if installed.
+    /// Debian's `prometheus`, if installed.
     pub fn installed() -> Option<Prometheus> {
-        let path = std::env::var_os("PATH")?;
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("prometheus"))
-            .find(|p| p.is_file())
-            .map(|binary| Prometheus {
-                binary,
-                scrape_interval: SCRAPE_INTERVAL,
-            })
+        crate::sys::find("prometheus").map(|binary| Prometheus {
+            binary,
+            scrape_interval: SCRAPE_INTERVAL,
+        })
     }
 
     /// Writes the config and targets, then starts Prometheus (killed with the sandbox).

@@ -142,15 +142,15 @@ pub async fn handle(
         forwarded.details
     };
     entry.upstream_host = forwarded.upstream_host;
-    if conn.direction == Direction::Inbound {
+    entry.upstream_service_time_ms = forwarded.service_time.map(|d| d.as_millis() as u64);
+    let inbound = conn.direction == Direction::Inbound;
+    if inbound {
         // Istio names the hop to the local workload by its port: `inbound|9080||`.
         if let Some(to) = conn.original_dst.or(shared.inbound_target) {
             entry.upstream_cluster =
                 Some(ClusterConfig::istio_name("inbound", to.port(), None, ""));
         }
     }
-    entry.upstream_service_time_ms = forwarded.service_time.map(|d| d.as_millis() as u64);
-    let inbound = conn.direction == Direction::Inbound;
     // Inbound answers a caller's sidecar with this workload's metadata; outbound takes the
     // answering sidecar's off before the app sees the response.
     let peer = if inbound {
