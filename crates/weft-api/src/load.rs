@@ -4,6 +4,7 @@
 //! error (kubectl's strict field validation).
 
 use crate::resource::{Kind, Origin, Resource, Spec};
+use crate::types::mesh_config::MESH_CONFIG_MAP;
 use crate::types::ObjectMeta;
 use crate::validate::{self, Severity};
 use serde::de::DeserializeOwned;
@@ -356,13 +357,18 @@ fn load_value(value: Value, origin: &Origin, loaded: &mut Loaded) {
             Some(display),
             "apiVersion",
             format!("{kind} is not served at apiVersion {api_version:?}"),
-            Some(if kind == Kind::Service {
+            Some(if matches!(kind, Kind::Service | Kind::ConfigMap) {
                 "use apiVersion: v1".into()
+            } else if kind == Kind::Telemetry {
+                "use telemetry.istio.io/v1 or v1alpha1".into()
             } else {
                 "use networking.istio.io/v1, v1beta1 or v1alpha3".into()
             }),
         ));
         return;
+    }
+    if kind == Kind::ConfigMap {
+        return load_mesh_config(object, metadata, api_version, display, origin, loaded);
     }
     if metadata.name.is_empty() {
         loaded.diagnostics.push(error(
@@ -404,6 +410,8 @@ fn load_value(value: Value, origin: &Origin, loaded: &mut Loaded) {
         Kind::Gateway => typed(spec_value, Spec::Gateway),
         Kind::Sidecar => typed(spec_value, Spec::Sidecar),
         Kind::Service => typed(spec_value, Spec::Service),
+        Kind::Telemetry => typed(spec_value, Spec::Telemetry),
+        Kind::ConfigMap => unreachable!("ConfigMaps are read by load_mesh_config"),
     };
     let (spec, unknown) = match parsed {
         Ok(ok) => ok,
@@ -448,6 +456,103 @@ fn load_value(value: Value, origin: &Origin, loaded: &mut Loaded) {
             message: issue.message,
             hint: issue.hint,
         }));
+    if !rejected {
+        loaded.resources.push(resource);
+    }
+}
+
+/// The `istio` ConfigMap of the root namespace, whose `mesh` key is the MeshConfig as YAML;
+/// any other ConfigMap is an app's and is skipped. A MeshConfig field Weft does not act on is
+/// a warning, not an error: Istio installs set many of them.
+fn load_mesh_config(
+    mut object: serde_json::Map<String, Value>,
+    metadata: ObjectMeta,
+    api_version: String,
+    display: String,
+    origin: &Origin,
+    loaded: &mut Loaded,
+) {
+    let diagnostic = |severity, path: &str, message: String, hint: Option<String>| Diagnostic {
+        severity,
+        origin: origin.clone(),
+        resource: Some(display.clone()),
+        path: path.into(),
+        message,
+        hint,
+    };
+    if metadata.name != MESH_CONFIG_MAP || metadata.namespace() != crate::scope::ROOT_NAMESPACE {
+        loaded.diagnostics.push(diagnostic(
+            Severity::Warning,
+            "metadata.name",
+            format!("ConfigMap {display}{NOT_MESH_CONFIG}"),
+            Some(format!(
+                "Weft reads MeshConfig from the mesh key of ConfigMap {}/{MESH_CONFIG_MAP}",
+                crate::scope::ROOT_NAMESPACE
+            )),
+        ));
+        return;
+    }
+    let text = object
+        .remove("data")
+        .and_then(|mut d| d.get_mut("mesh").map(Value::take));
+    let text = match text {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(text)) => text,
+        Some(_) => {
+            loaded.diagnostics.push(diagnostic(
+                Severity::Error,
+                "data.mesh",
+                "must be a string".into(),
+                Some("write the MeshConfig as a YAML block: `mesh: |`".into()),
+            ));
+            return;
+        }
+    };
+    let value = match serde_norway::from_str::<Value>(&text) {
+        Ok(Value::Null) => Value::Object(Default::default()),
+        Ok(v) => v,
+        Err(e) => {
+            loaded.diagnostics.push(diagnostic(
+                Severity::Error,
+                "data.mesh",
+                format!("not valid YAML: {e}"),
+                None,
+            ));
+            return;
+        }
+    };
+    let mesh_path = |p: &str| p.replacen("spec", "data.mesh", 1);
+    let (spec, unknown) = match typed(value, Spec::MeshConfig) {
+        Ok(ok) => ok,
+        Err((path, message)) => {
+            loaded
+                .diagnostics
+                .push(diagnostic(Severity::Error, &mesh_path(&path), message, None));
+            return;
+        }
+    };
+    for path in unknown {
+        loaded.diagnostics.push(diagnostic(
+            Severity::Warning,
+            &mesh_path(&path),
+            "a MeshConfig field Weft does not act on; ignored".into(),
+            None,
+        ));
+    }
+    let resource = Resource {
+        api_version,
+        kind: Kind::ConfigMap,
+        metadata,
+        spec,
+        origin: origin.clone(),
+    };
+    let issues = validate::validate(&resource);
+    let rejected = issues.iter().any(|i| i.severity == Severity::Error);
+    loaded.diagnostics.extend(
+        issues
+            .into_iter()
+            .map(|i| diagnostic(i.severity, &i.path, i.message, i.hint)),
+    );
     if !rejected {
         loaded.resources.push(resource);
     }

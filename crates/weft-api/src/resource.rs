@@ -15,10 +15,13 @@ pub enum Kind {
     Gateway,
     Sidecar,
     Service,
+    Telemetry,
+    /// The `istio` ConfigMap of the root namespace: its `mesh` key is the MeshConfig.
+    ConfigMap,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 9] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::ServiceEntry,
@@ -26,6 +29,8 @@ impl Kind {
         Kind::Gateway,
         Kind::Sidecar,
         Kind::Service,
+        Kind::Telemetry,
+        Kind::ConfigMap,
     ];
 
     pub fn name(self) -> &'static str {
@@ -37,13 +42,19 @@ impl Kind {
             Kind::Gateway => "Gateway",
             Kind::Sidecar => "Sidecar",
             Kind::Service => "Service",
+            Kind::Telemetry => "Telemetry",
+            Kind::ConfigMap => "ConfigMap",
         }
     }
 
     /// The API group versions this kind is accepted under.
     pub fn accepts_api_version(self, api_version: &str) -> bool {
         match self {
-            Kind::Service => api_version == "v1",
+            Kind::Service | Kind::ConfigMap => api_version == "v1",
+            Kind::Telemetry => matches!(
+                api_version,
+                "telemetry.istio.io/v1" | "telemetry.istio.io/v1alpha1"
+            ),
             _ => matches!(
                 api_version,
                 "networking.istio.io/v1"
@@ -77,6 +88,8 @@ pub enum Spec {
     Gateway(Gateway),
     Sidecar(Sidecar),
     Service(Service),
+    Telemetry(Telemetry),
+    MeshConfig(MeshConfig),
 }
 
 /// Where a document came from, for error messages.
@@ -101,15 +114,32 @@ impl fmt::Display for Origin {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Resource {
     pub api_version: String,
     pub kind: Kind,
     pub metadata: ObjectMeta,
     pub spec: Spec,
-    #[serde(skip)]
     pub origin: Origin,
+}
+
+/// As kubectl prints it: `spec`, or for the mesh ConfigMap `data.mesh` as a YAML string.
+impl Serialize for Resource {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeStruct};
+        let mut out = serializer.serialize_struct("Resource", 4)?;
+        out.serialize_field("apiVersion", &self.api_version)?;
+        out.serialize_field("kind", &self.kind)?;
+        out.serialize_field("metadata", &self.metadata)?;
+        match &self.spec {
+            Spec::MeshConfig(mesh) => {
+                let text = serde_norway::to_string(mesh).map_err(S::Error::custom)?;
+                out.serialize_field("data", &[("mesh", text)].into_iter().collect::<std::collections::BTreeMap<_, _>>())?;
+            }
+            spec => out.serialize_field("spec", spec)?,
+        }
+        out.end()
+    }
 }
 
 impl Resource {

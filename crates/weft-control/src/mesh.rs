@@ -356,7 +356,9 @@ fn xds_types(changed: &[Key]) -> Vec<&'static str> {
             Kind::WorkloadEntry => &["eds"][..],
             Kind::VirtualService => &["rds"][..],
             Kind::Gateway => &["lds", "rds"][..],
-            Kind::Sidecar => &["cds", "eds", "lds", "rds"][..],
+            Kind::Sidecar | Kind::ConfigMap => &["cds", "eds", "lds", "rds"][..],
+            // Telemetry configures the listeners' filters.
+            Kind::Telemetry => &["lds"][..],
         });
     }
     types.into_iter().collect()

@@ -150,10 +150,10 @@ impl View {
                 .selecting(key)
                 .iter()
                 .any(|s| self.services.contains(s)),
-            Spec::Sidecar(_) => {
+            Spec::Sidecar(_) | Spec::Telemetry(_) => {
                 r.namespace() == self.key.namespace || r.namespace() == scope::ROOT_NAMESPACE
             }
-            Spec::Gateway(_) => true,
+            Spec::Gateway(_) | Spec::MeshConfig(_) => true,
         }
     }
 

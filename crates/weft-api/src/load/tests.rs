@@ -166,3 +166,88 @@ fn deep_or_huge_documents_are_refused_before_they_are_parsed() {
     let e = load(&huge).errors().next().cloned().expect("refused");
     assert!(e.message.contains("larger than the 16 MiB"), "{e}");
 }
+
+const MESH: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |-
+    accessLogFile: /dev/stdout
+    accessLogEncoding: JSON
+    enableTracing: true
+    defaultConfig:
+      discoveryAddress: istiod.istio-system.svc:15012
+      tracing: {sampling: 100}
+      holdApplicationUntilProxyStarts: true
+    defaultProviders: {tracing: [zipkin]}
+    extensionProviders:
+    - name: zipkin
+      zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}
+    - name: otel
+      opentelemetry: {service: otel-collector.observability, port: 4318, http: {path: /v1/traces}}
+  meshNetworks: 'networks: {}'
+"#;
+
+#[test]
+fn the_istio_config_map_is_the_mesh_config() {
+    let loaded = load(MESH);
+    assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+    let Spec::MeshConfig(mesh) = &loaded.resources[0].spec else {
+        panic!("{:?}", loaded.resources)
+    };
+    assert_eq!(mesh.access_log_file.as_deref(), Some("/dev/stdout"));
+    assert_eq!(mesh.provider("otel").unwrap().opentelemetry.as_ref().unwrap().port, 4318);
+    // A field Istio has and Weft does not act on is a warning naming it.
+    let warning = &loaded.diagnostics[0];
+    assert_eq!(warning.severity, Severity::Warning);
+    assert_eq!(warning.path, "data.mesh.defaultConfig.holdApplicationUntilProxyStarts");
+    // It goes over the wire as kubectl prints a ConfigMap, and comes back the same.
+    let json = serde_json::to_string(&loaded.resources[0]).unwrap();
+    assert!(json.contains(r#""data":{"mesh":"#), "{json}");
+    let back = load(&json);
+    assert_eq!(back.resources[0].spec, loaded.resources[0].spec);
+}
+
+#[test]
+fn mesh_config_mistakes_name_their_field() {
+    let bad = MESH.replace("sampling: 100", "sampling: 101");
+    let e = load(&bad).errors().next().cloned().expect("refused");
+    assert_eq!(e.path, "data.mesh.defaultConfig.tracing.sampling");
+    let bad = MESH.replace("tracing: [zipkin]", "tracing: [jaeger]");
+    let e = load(&bad).errors().next().cloned().expect("refused");
+    assert_eq!(e.path, "data.mesh.defaultProviders.tracing[0]");
+    assert!(e.message.contains("no extensionProvider is named \"jaeger\""), "{e}");
+    let bad = MESH.replace("sampling: 100", "sampling: lots");
+    let e = load(&bad).errors().next().cloned().expect("refused");
+    assert_eq!(e.path, "data.mesh.defaultConfig.tracing.sampling");
+    // An app's ConfigMap shares files with mesh config and is skipped.
+    let app = MESH.replace("name: istio,", "name: app-settings,");
+    let loaded = load(&app);
+    assert!(loaded.resources.is_empty() && !loaded.has_errors());
+    assert!(loaded.diagnostics[0].message.contains("is not mesh config"));
+}
+
+#[test]
+fn telemetry_loads_with_istio_rules() {
+    let doc = r#"
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  tracing:
+  - providers: [{name: zipkin}]
+    randomSamplingPercentage: 10.5
+  accessLogging:
+  - providers: [{name: envoy}]
+"#;
+    let loaded = load(doc);
+    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+    let bad = doc.replace("10.5", "150");
+    let e = load(&bad).errors().next().cloned().expect("refused");
+    assert_eq!(e.path, "spec.tracing[0].randomSamplingPercentage");
+    let both = doc.replace("  tracing:", "  selector: {matchLabels: {app: a}}\n  targetRefs: [{kind: Service, name: a}]\n  tracing:");
+    assert!(load(&both).has_errors());
+    let typo = doc.replace("randomSamplingPercentage", "randomSamplingPercent");
+    assert!(load(&typo).has_errors());
+}

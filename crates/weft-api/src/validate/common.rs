@@ -19,6 +19,11 @@ impl Path {
         Path("spec".into())
     }
 
+    /// A path outside `spec`: `data.mesh` of the mesh ConfigMap.
+    pub fn root(name: &str) -> Path {
+        Path(name.into())
+    }
+
     pub fn metadata() -> Path {
         Path("metadata".into())
     }

@@ -20,6 +20,7 @@ mod http_route;
 mod names;
 mod service;
 mod service_entry;
+mod telemetry;
 mod virtual_service;
 
 use crate::resource::{Resource, Spec};
@@ -62,6 +63,8 @@ pub fn validate(resource: &Resource) -> Vec<FieldIssue> {
         Spec::Gateway(gw) => gateway::validate_gateway(&mut report, gw, resource.name()),
         Spec::Sidecar(sc) => gateway::validate_sidecar(&mut report, sc, namespace),
         Spec::Service(svc) => service::validate(&mut report, svc, namespace),
+        Spec::Telemetry(t) => telemetry::validate_telemetry(&mut report, t),
+        Spec::MeshConfig(m) => telemetry::validate_mesh_config(&mut report, m),
     }
     report.into_issues()
 }

@@ -143,7 +143,7 @@ fn tables(resources: &[Resource], all_namespaces: bool) -> String {
             Kind::ServiceEntry => &["HOSTS", "LOCATION", "RESOLUTION"],
             Kind::WorkloadEntry => &["ADDRESS"],
             Kind::Service => &["TYPE", "CLUSTER-IP", "PORT(S)"],
-            Kind::Gateway | Kind::Sidecar => &[],
+            Kind::Gateway | Kind::Sidecar | Kind::Telemetry | Kind::ConfigMap => &[],
         };
         let mut header = Vec::new();
         if all_namespaces {
@@ -191,7 +191,9 @@ fn columns(r: &Resource) -> Vec<String> {
                 .collect::<Vec<_>>()
                 .join(","),
         ],
-        Spec::Gateway(_) | Spec::Sidecar(_) => Vec::new(),
+        Spec::Gateway(_) | Spec::Sidecar(_) | Spec::Telemetry(_) | Spec::MeshConfig(_) => {
+            Vec::new()
+        }
     }
 }
 
@@ -236,6 +238,8 @@ pub async fn delete(target: &Target, args: DeleteArgs) -> anyhow::Result<()> {
 fn qualified(kind: &str) -> String {
     match kind {
         "Service" => "service".into(),
+        "ConfigMap" => "configmap".into(),
+        "Telemetry" => "telemetry.telemetry.istio.io".into(),
         k => format!("{}.networking.istio.io", k.to_ascii_lowercase()),
     }
 }

@@ -91,9 +91,11 @@ pub fn parse_kind(text: &str) -> Result<Kind, String> {
         "gateway" | "gateways" | "gw" => Kind::Gateway,
         "sidecar" | "sidecars" => Kind::Sidecar,
         "service" | "services" | "svc" => Kind::Service,
+        "telemetry" | "telemetries" => Kind::Telemetry,
+        "configmap" | "configmaps" | "cm" => Kind::ConfigMap,
         _ => {
             return Err(format!(
-                "unknown kind {text:?}: use one of virtualservices (vs), destinationrules (dr), serviceentries (se), workloadentries (we), gateways (gw), sidecars, services (svc)"
+                "unknown kind {text:?}: use one of virtualservices (vs), destinationrules (dr), serviceentries (se), workloadentries (we), gateways (gw), sidecars, services (svc), telemetries, configmaps (cm: the mesh config)"
             ))
         }
     };

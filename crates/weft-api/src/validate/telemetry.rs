@@ -1,0 +1,142 @@
+//! Telemetry (telemetry.istio.io) and the MeshConfig fields behind it.
+
+use super::common::{percent, port, Path, Report};
+use crate::types::mesh_config::{ExtensionProvider, MeshConfig};
+use crate::types::telemetry::{ProviderRef, Telemetry};
+use std::collections::BTreeSet;
+
+pub fn validate_telemetry(r: &mut Report, t: &Telemetry) {
+    let spec = Path::spec();
+    let targets = usize::from(t.selector.is_some())
+        + usize::from(t.target_ref.is_some())
+        + usize::from(!t.target_refs.is_empty());
+    if targets > 1 {
+        r.error(&spec, "only one of targetRefs or selector can be set");
+    }
+    for (i, tracing) in t.tracing.iter().enumerate() {
+        let path = spec.field("tracing").index(i);
+        if let Some(p) = tracing.random_sampling_percentage {
+            percent(r, &path.field("randomSamplingPercentage"), p);
+        }
+        provider_names(r, &path.field("providers"), &tracing.providers);
+    }
+    if t.tracing.len() > 1 {
+        r.warning(
+            &spec.field("tracing"),
+            "Weft applies the first tracing rule only",
+        )
+        .with_hint("merge the rules into one");
+    }
+    for (i, logging) in t.access_logging.iter().enumerate() {
+        let path = spec.field("accessLogging").index(i);
+        provider_names(r, &path.field("providers"), &logging.providers);
+        if logging.filter.is_some() {
+            r.warning(
+                &path.field("filter"),
+                "Weft does not evaluate access-log filters yet; every request is logged",
+            );
+        }
+    }
+    if !t.metrics.is_empty() {
+        r.warning(
+            &spec.field("metrics"),
+            "Weft does not apply metric overrides yet; the standard metrics are reported",
+        );
+    }
+}
+
+fn provider_names(r: &mut Report, path: &Path, providers: &[ProviderRef]) {
+    for (i, p) in providers.iter().enumerate() {
+        if p.name.is_empty() {
+            r.required(&path.index(i).field("name"));
+        }
+    }
+}
+
+pub fn validate_mesh_config(r: &mut Report, mesh: &MeshConfig) {
+    let root = Path::root("data.mesh");
+    if let Some(sampling) = mesh
+        .default_config
+        .as_ref()
+        .and_then(|c| c.tracing.as_ref())
+        .and_then(|t| t.sampling)
+    {
+        percent(
+            r,
+            &root.field("defaultConfig").field("tracing").field("sampling"),
+            sampling,
+        );
+    }
+    if let Some(file) = mesh.access_log_file.as_deref() {
+        if !matches!(file, "" | "/dev/stdout") {
+            r.warning(
+                &root.field("accessLogFile"),
+                format!("Weft writes access logs to /dev/stdout only, not {file:?}"),
+            );
+        }
+    }
+    let mut names = BTreeSet::new();
+    for (i, provider) in mesh.extension_providers.iter().enumerate() {
+        let path = root.field("extensionProviders").index(i);
+        if provider.name.is_empty() {
+            r.required(&path.field("name"));
+        } else if !names.insert(provider.name.as_str()) {
+            r.error(
+                &path.field("name"),
+                format!("duplicate provider name {:?}", provider.name),
+            );
+        }
+        extension_provider(r, &path, provider);
+    }
+    let Some(defaults) = &mesh.default_providers else {
+        return;
+    };
+    let path = root.field("defaultProviders");
+    for (field, list) in [
+        ("tracing", &defaults.tracing),
+        ("accessLogging", &defaults.access_logging),
+        ("metrics", &defaults.metrics),
+    ] {
+        for (i, name) in list.iter().enumerate() {
+            // `prometheus` and `envoy` are the providers Istio itself defines.
+            if !names.contains(name.as_str()) && !matches!(name.as_str(), "prometheus" | "envoy")
+            {
+                r.error(
+                    &path.field(field).index(i),
+                    format!("no extensionProvider is named {name:?}"),
+                )
+                .with_hint("name one of extensionProviders[].name");
+            }
+        }
+    }
+}
+
+fn extension_provider(r: &mut Report, path: &Path, p: &ExtensionProvider) {
+    let kinds = usize::from(p.zipkin.is_some())
+        + usize::from(p.opentelemetry.is_some())
+        + usize::from(p.envoy_file_access_log.is_some())
+        + usize::from(p.prometheus.is_some());
+    if kinds != 1 {
+        r.error(
+            path,
+            "a provider needs exactly one of zipkin, opentelemetry, envoyFileAccessLog, prometheus",
+        );
+    }
+    let service = |r: &mut Report, path: &Path, service: &str, number: u16| {
+        if service.is_empty() {
+            r.required(&path.field("service"));
+        }
+        port(r, &path.field("port"), number.into());
+    };
+    if let Some(z) = &p.zipkin {
+        service(r, &path.field("zipkin"), &z.service, z.port);
+    }
+    if let Some(o) = &p.opentelemetry {
+        let path = path.field("opentelemetry");
+        service(r, &path, &o.service, o.port);
+        if o.http.is_none() {
+            r.error(&path.field("http"), "Weft exports OTLP over HTTP only")
+                .with_hint("add `http: {path: /v1/traces}`, with the collector's OTLP/HTTP port (4318)");
+        }
+    }
+}
