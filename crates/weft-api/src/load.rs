@@ -525,9 +525,12 @@ fn load_mesh_config(
     let (spec, unknown) = match typed(value, Spec::MeshConfig) {
         Ok(ok) => ok,
         Err((path, message)) => {
-            loaded
-                .diagnostics
-                .push(diagnostic(Severity::Error, &mesh_path(&path), message, None));
+            loaded.diagnostics.push(diagnostic(
+                Severity::Error,
+                &mesh_path(&path),
+                message,
+                None,
+            ));
             return;
         }
     };

@@ -134,7 +134,12 @@ impl Serialize for Resource {
         match &self.spec {
             Spec::MeshConfig(mesh) => {
                 let text = serde_norway::to_string(mesh).map_err(S::Error::custom)?;
-                out.serialize_field("data", &[("mesh", text)].into_iter().collect::<std::collections::BTreeMap<_, _>>())?;
+                out.serialize_field(
+                    "data",
+                    &[("mesh", text)]
+                        .into_iter()
+                        .collect::<std::collections::BTreeMap<_, _>>(),
+                )?;
             }
             spec => out.serialize_field("spec", spec)?,
         }

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+pub mod collector;
 pub mod config;
 mod discovery;
 pub mod mesh;
@@ -34,6 +35,10 @@ pub struct ControlOptions {
     pub grpc: SocketAddr,
     /// Metrics (istiod's 15014).
     pub monitoring: SocketAddr,
+    /// The built-in trace collector's Zipkin API, istio-system's `zipkin:9411` in the local
+    /// platform (`None`: no collector).
+    pub zipkin: Option<SocketAddr>,
+    pub trace_limits: collector::Limits,
     /// How long a disconnected proxy's workload stays an endpoint.
     pub endpoint_grace: Duration,
     /// Where announced workloads are kept across restarts (`None`: memory only).
@@ -59,6 +64,8 @@ impl ControlOptions {
             config_dir,
             grpc: ([0, 0, 0, 0], weft_discovery::CONTROL_PORT).into(),
             monitoring: ([0, 0, 0, 0], weft_discovery::MONITORING_PORT).into(),
+            zipkin: None,
+            trace_limits: collector::Limits::default(),
             endpoint_grace: Duration::from_secs(30),
         }
     }
@@ -83,7 +90,7 @@ pub enum StartError {
 fn hint(e: &std::io::Error) -> &'static str {
     match e.kind() {
         std::io::ErrorKind::AddrInUse => {
-            ": another control plane may be running; stop it or pass --grpc/--monitoring"
+            ": another control plane (or a Zipkin) may be running; stop it or pass --grpc/--monitoring/--zipkin"
         }
         _ => "",
     }
@@ -93,6 +100,8 @@ fn hint(e: &std::io::Error) -> &'static str {
 pub struct ControlPlane {
     pub grpc_addr: SocketAddr,
     pub monitoring_addr: SocketAddr,
+    pub zipkin_addr: Option<SocketAddr>,
+    pub collector: Arc<collector::Collector>,
     pub state: Arc<ConfigState>,
     /// What the CLI must present (kept in `admin_token_file`).
     pub admin_token: Token,
@@ -126,6 +135,11 @@ impl ControlPlane {
         };
         let grpc = bind("the discovery stream", opts.grpc).await?;
         let monitoring = bind("metrics", opts.monitoring).await?;
+        let zipkin = match opts.zipkin {
+            Some(addr) => Some(bind("the trace collector", addr).await?),
+            None => None,
+        };
+        let zipkin_addr = zipkin.as_ref().map(|l| l.local_addr().expect("bound"));
         let grpc_addr = grpc.local_addr().expect("bound");
         let monitoring_addr = monitoring.local_addr().expect("bound");
         let published = if opts.publish_admin_token {
@@ -159,7 +173,8 @@ impl ControlPlane {
             },
         );
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
-        let tasks = vec![
+        let collector = Arc::new(collector::Collector::new(opts.trace_limits));
+        let mut tasks = vec![
             tokio::spawn(async move {
                 let served = tonic::transport::Server::builder()
                     .http2_keepalive_interval(Some(Duration::from_secs(10)))
@@ -185,9 +200,14 @@ impl ControlPlane {
                 }
             }),
         ];
+        if let Some(listener) = zipkin {
+            tasks.push(tokio::spawn(collector::serve(listener, collector.clone())));
+        }
         Ok(ControlPlane {
             grpc_addr,
             monitoring_addr,
+            zipkin_addr,
+            collector,
             state,
             admin_token,
             admin_token_file: opts.admin_token_file,

@@ -26,12 +26,28 @@ pub struct Pod {
 impl Pod {
     /// Lines of the pod's `/etc/hosts`: itself, then every service under the names a pod in
     /// its namespace may use (`svc` only for its own namespace, as DNS search paths allow),
-    /// then the external hosts' names, as public DNS would answer them.
-    pub fn hosts_file(&self, services: &[ServiceAddress], external: &[ExternalHost]) -> String {
+    /// then the external hosts' names, as public DNS would answer them. The control plane
+    /// (on `bridge`) answers as istiod and as the mesh's Zipkin, where Istio's proxies look.
+    pub fn hosts_file(
+        &self,
+        bridge: Ipv4Addr,
+        services: &[ServiceAddress],
+        external: &[ExternalHost],
+    ) -> String {
         let mut out = format!(
             "127.0.0.1 localhost\n::1 localhost\n{} {}\n",
             self.ip, self.name
         );
+        let control: Vec<String> = ["istiod", "zipkin"]
+            .iter()
+            .flat_map(|s| {
+                host::aliases(
+                    &host::fqdn(s, weft_api::scope::ROOT_NAMESPACE),
+                    &self.namespace,
+                )
+            })
+            .collect();
+        out.push_str(&format!("{bridge} {}\n", control.join(" ")));
         for s in services {
             let names = host::aliases(&host::fqdn(&s.name, &s.namespace), &self.namespace);
             out.push_str(&format!("{} {}\n", s.vip, names.join(" ")));
@@ -250,7 +266,7 @@ spec: {labels: {app: details, version: v1}, command: [sleep, "1"]}
     fn a_pod_resolves_services_by_their_kubernetes_names() {
         let mesh = crate::mesh::parse(MESH, Path::new("mesh.yaml")).unwrap();
         let p = plan(&mesh).unwrap();
-        let hosts = p.pods[0].hosts_file(&p.services, &p.external);
+        let hosts = p.pods[0].hosts_file(p.bridge_ip, &p.services, &p.external);
         assert!(hosts.contains("10.44.0.2 details-v1-0\n"), "{hosts}");
         assert!(
             hosts.contains("10.96.0.11 reviews.default.svc.cluster.local reviews.default.svc reviews.default reviews\n"),
@@ -258,7 +274,7 @@ spec: {labels: {app: details, version: v1}, command: [sleep, "1"]}
         );
         let mut elsewhere = p.pods[0].clone();
         elsewhere.namespace = "other".into();
-        let hosts = elsewhere.hosts_file(&p.services, &p.external);
+        let hosts = elsewhere.hosts_file(p.bridge_ip, &p.services, &p.external);
         assert!(hosts.contains("reviews.default\n"), "{hosts}");
     }
 
@@ -277,7 +293,7 @@ spec: {sidecar: false, hostnames: [api.external.test, www.external.test], replic
         // external/api sorts after default's three pods: its pods are .5 and .6.
         let names = "api.external.test www.external.test";
         for pod in &p.pods {
-            let hosts = pod.hosts_file(&p.services, &p.external);
+            let hosts = pod.hosts_file(p.bridge_ip, &p.services, &p.external);
             assert!(
                 hosts.ends_with(&format!("10.44.0.5 {names}\n10.44.0.6 {names}\n")),
                 "{hosts}"

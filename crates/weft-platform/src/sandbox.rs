@@ -23,6 +23,8 @@ use weft_control::{ControlOptions, ControlPlane};
 
 pub const BRIDGE: &str = "weft0";
 pub const CONTROL_SOCKET: &str = "control.sock";
+/// The built-in trace collector's Zipkin API, forwarded to the host.
+pub const ZIPKIN_SOCKET: &str = "zipkin.sock";
 
 pub fn gateway_socket(port: u16) -> String {
     format!("gateway-{port}.sock")
@@ -56,6 +58,7 @@ pub async fn run_sandbox(opts: SandboxOptions) -> Result<(), PlatformError> {
     let control = ControlPlane::start(ControlOptions {
         grpc: control_addr,
         monitoring: (plan.bridge_ip, weft_discovery::MONITORING_PORT).into(),
+        zipkin: Some((plan.bridge_ip, weft_control::collector::ZIPKIN_PORT).into()),
         ..ControlOptions::new(opts.state.config())
     })
     .await?;
@@ -67,8 +70,11 @@ pub async fn run_sandbox(opts: SandboxOptions) -> Result<(), PlatformError> {
             .apply(&opts.mesh_file.display().to_string(), &as_yaml(&plan))
             .await?;
     }
-    let mut forwarders =
-        vec![unix_to_tcp(opts.state.root.join(CONTROL_SOCKET), control_addr).map_err(io)?];
+    let zipkin = (plan.bridge_ip, weft_control::collector::ZIPKIN_PORT).into();
+    let mut forwarders = vec![
+        unix_to_tcp(opts.state.root.join(CONTROL_SOCKET), control_addr).map_err(io)?,
+        unix_to_tcp(opts.state.root.join(ZIPKIN_SOCKET), zipkin).map_err(io)?,
+    ];
     let monitoring = (plan.bridge_ip, weft_discovery::MONITORING_PORT).into();
     let _prometheus = match &opts.prometheus {
         Some(p) => {
@@ -160,7 +166,7 @@ fn pod_spec(
         gateway: spec.gateway.is_some(),
         sidecar: spec.sidecar,
         ports: spec.ports.clone(),
-        hosts: pod.hosts_file(&plan.services, &plan.external),
+        hosts: pod.hosts_file(plan.bridge_ip, &plan.services, &plan.external),
         control_plane: control.grpc_addr,
         join_token_file: control.join_token_file.clone(),
         weft: opts.weft.clone(),

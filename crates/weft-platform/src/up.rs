@@ -5,7 +5,7 @@
 
 use crate::addons::{Prometheus, PROMETHEUS_SOCKET};
 use crate::forward::tcp_to_unix;
-use crate::sandbox::{gateway_socket, CONTROL_SOCKET};
+use crate::sandbox::{gateway_socket, CONTROL_SOCKET, ZIPKIN_SOCKET};
 use crate::state::{StateDir, Status};
 use crate::stop::{StopSignals, DOWN_GRACE, PROXY_DRAIN, UP_GRACE};
 use crate::{mesh, plan, PlatformError};
@@ -29,6 +29,8 @@ pub struct UpOptions {
     pub fresh: bool,
     /// The Prometheus addon and the host address of its API and UI.
     pub prometheus: Option<(Prometheus, SocketAddr)>,
+    /// The host address of the control plane's trace collector (Zipkin's API).
+    pub zipkin: SocketAddr,
 }
 
 /// Root gets plain namespaces; anyone else a user namespace in which they are root.
@@ -91,7 +93,10 @@ pub async fn up(opts: UpOptions) -> Result<(), PlatformError> {
             source,
         })?;
     }
-    let mut forwards = vec![(opts.control_plane, CONTROL_SOCKET.to_string())];
+    let mut forwards = vec![
+        (opts.control_plane, CONTROL_SOCKET.to_string()),
+        (opts.zipkin, ZIPKIN_SOCKET.to_string()),
+    ];
     if let Some((_, addr)) = &opts.prometheus {
         forwards.push((*addr, PROMETHEUS_SOCKET.to_string()));
     }

@@ -49,6 +49,7 @@ pub struct Shared {
     pub drain: Arc<Drain>,
     /// This workload's peer metadata, for the sidecar at the other end of each call.
     pub own_metadata: telemetry::peer::OwnMetadata,
+    pub tracer: telemetry::trace::Tracer,
 }
 
 /// Istio's `proxyHeaders.server` (MeshConfig `defaultConfig.proxyHeaders.server`). Weft has
@@ -194,6 +195,9 @@ impl Proxy {
         );
         let metrics = Arc::new(metrics::Metrics::new(&opts.workload));
         let own_metadata = telemetry::peer::OwnMetadata::new(&opts.workload);
+        let (reporter, export) = telemetry::trace::export::Reporter::new(metrics.trace_stats());
+        let tracer =
+            telemetry::trace::Tracer::new(&opts.workload, own_metadata.node_id(), reporter);
         let config = Arc::new(ConfigStore::new(
             opts.workload,
             opts.outbound_policy,
@@ -211,6 +215,7 @@ impl Proxy {
             server,
             drain: drain.clone(),
             own_metadata,
+            tracer,
         });
         let quit = Arc::new(Notify::new());
         let admin_state = Arc::new(admin::Admin {
@@ -238,6 +243,7 @@ impl Proxy {
                 admin::Port::Health,
             )),
             tokio::spawn(admin::serve(stats, admin_state, admin::Port::Stats)),
+            tokio::spawn(export),
         ];
         if let Some(options) = opts.gateway {
             tasks.push(tokio::spawn(gateway::manage(shared, options)));

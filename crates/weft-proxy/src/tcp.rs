@@ -209,5 +209,7 @@ pub async fn proxy<S>(
     }
     entry.duration_ms = started.elapsed().as_millis() as u64;
     sample.closed(&entry);
-    shared.access_log.emit(entry);
+    shared
+        .access_log
+        .emit_as(shared.config.current().telemetry.access_log, entry);
 }

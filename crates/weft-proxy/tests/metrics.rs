@@ -9,7 +9,6 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use weft_proxy::transport::orig_dst::FixedOriginalDst;
-use weft_proxy::workload::{parse_labels, Workload};
 
 const REVIEWS: &str = "reviews.default.svc.cluster.local";
 
@@ -191,44 +190,6 @@ async fn tcp_connections_count_opened_closed_and_bytes() {
         .find(|l| l.starts_with("istio_tcp_connections_opened_total{"))
         .unwrap();
     assert!(!tcp_line.contains("response_code"), "{tcp_line}");
-}
-
-/// A sidecar for `workload` whose inbound side hands requests to `app`, and its access log.
-async fn inbound_sidecar(
-    workload: Workload,
-    app: SocketAddr,
-) -> (
-    weft_proxy::Proxy,
-    tokio::sync::mpsc::UnboundedReceiver<weft_proxy::telemetry::access_log::Entry>,
-) {
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let mut opts = weft_proxy::ProxyOptions::istio_defaults(workload);
-    (
-        opts.outbound,
-        opts.inbound,
-        opts.admin,
-        opts.health,
-        opts.stats,
-    ) = (any, any, any, any, any);
-    opts.inbound_target = Some(app);
-    let (tx, log) = tokio::sync::mpsc::unbounded_channel();
-    opts.access_log = weft_proxy::telemetry::access_log::AccessLog::Channel(tx);
-    opts.orig_dst = Arc::new(weft_proxy::transport::orig_dst::NoOriginalDst);
-    let proxy = weft_proxy::Proxy::start(opts).await.unwrap();
-    // A proxy serves once it has a config, even an empty one.
-    proxy.config.apply(Vec::new()).await.unwrap();
-    (proxy, log)
-}
-
-fn reviews_v3() -> Workload {
-    Workload {
-        name: "reviews-v3".into(),
-        pod: "reviews-v3-0".into(),
-        namespace: "default".into(),
-        labels: parse_labels("app=reviews,version=v3").unwrap(),
-        service_account: "bookinfo-reviews".into(),
-        instance_ip: "127.0.0.1".into(),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

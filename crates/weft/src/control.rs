@@ -18,6 +18,10 @@ pub struct ControlArgs {
     /// Metrics (`/metrics`) and readiness (`/ready`).
     #[arg(long, default_value = "0.0.0.0:15014")]
     monitoring: SocketAddr,
+    /// Run the built-in trace collector here: Zipkin's v2 API (`POST /api/v2/spans` and the
+    /// query API), the `zipkin.istio-system:9411` Istio's proxies send spans to.
+    #[arg(long, value_name = "ADDR")]
+    zipkin: Option<SocketAddr>,
     /// Seconds a disconnected proxy's workload stays an endpoint, so restarts and network
     /// blips do not take endpoints away.
     #[arg(long, default_value_t = 30)]
@@ -37,6 +41,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         let control = ControlPlane::start(ControlOptions {
             grpc: args.grpc,
             monitoring: args.monitoring,
+            zipkin: args.zipkin,
             endpoint_grace: Duration::from_secs(args.endpoint_grace),
             publish_admin_token: true,
             ..ControlOptions::new(args.config_dir.clone())
@@ -44,6 +49,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         .await?;
         tracing::info!(
             grpc = %control.grpc_addr, monitoring = %control.monitoring_addr,
+            zipkin = ?control.zipkin_addr,
             config = %args.config_dir.display(), objects = control.state.mesh().objects().len(),
             "weft control listening"
         );

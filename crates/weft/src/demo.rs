@@ -42,6 +42,9 @@ pub struct DemoArgs {
     fresh: bool,
     #[command(flatten)]
     prometheus: crate::platform::PrometheusArgs,
+    /// Where the control plane's trace collector (Zipkin's v2 API) listens on the host.
+    #[arg(long, default_value = "127.0.0.1:9411")]
+    zipkin_address: SocketAddr,
 }
 
 pub fn run(args: DemoArgs, control_plane: &str) -> anyhow::Result<()> {
@@ -70,6 +73,7 @@ pub fn run(args: DemoArgs, control_plane: &str) -> anyhow::Result<()> {
         fresh: args.fresh,
         // Istio's demo profile ships the addons; the demo runs Prometheus when it can.
         prometheus: args.prometheus.addon(args.prometheus.prometheus)?,
+        zipkin: args.zipkin_address,
     };
     let guide = Guide {
         state,

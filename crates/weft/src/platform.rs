@@ -45,6 +45,10 @@ pub struct UpArgs {
     fresh: bool,
     #[command(flatten)]
     pub prometheus: PrometheusArgs,
+    /// Where the control plane's trace collector (Zipkin's v2 API, for the Zipkin and Jaeger
+    /// UIs and `weft dashboard zipkin`) listens on the host.
+    #[arg(long, default_value = "127.0.0.1:9411")]
+    pub zipkin_address: SocketAddr,
 }
 
 /// The Prometheus addon (Istio's samples/addons/prometheus.yaml, on the local platform).
@@ -153,6 +157,7 @@ pub fn run_up(args: UpArgs, control_plane: &str) -> anyhow::Result<()> {
             true => args.prometheus.addon(true)?,
             false => None,
         },
+        zipkin: args.zipkin_address,
     };
     runtime()?.block_on(up(opts))?;
     Ok(())

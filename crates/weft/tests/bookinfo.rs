@@ -33,6 +33,7 @@ const FOCUSED_CANARY: &str = concat!(
 );
 const GATEWAY: &str = "127.0.0.1:8080";
 const PROMETHEUS: &str = "127.0.0.1:9090";
+const ZIPKIN: &str = "127.0.0.1:9411";
 /// Bookinfo's six pods and the ingress gateway.
 const PODS: usize = 7;
 const REVIEWS_UNAVAILABLE: &str = "Sorry, product reviews are currently unavailable for this book.";
@@ -365,6 +366,49 @@ impl Demo {
         }
     }
 
+    /// GET on the demo's trace collector (Zipkin's v2 API), as JSON.
+    async fn zipkin(&self, path: &str) -> Value {
+        let addr: SocketAddr = ZIPKIN.parse().unwrap();
+        match send(&self.client, "GET", addr, ZIPKIN, path, &[]).await {
+            Ok(a) => serde_json::from_slice(&a.body).unwrap_or_default(),
+            Err(_) => Value::Null,
+        }
+    }
+
+    /// A trace from the collector in which the ratings span descends, parent by parent, from
+    /// reviews, productpage and the ingress gateway: Bookinfo forwards the trace headers and
+    /// every sidecar adds its span.
+    async fn connected_trace(&self) -> Vec<Value> {
+        let found = poll_until(Duration::from_secs(60), || async {
+            let traces = self
+                .zipkin("/api/v2/traces?serviceName=ratings.default&limit=50")
+                .await;
+            traces
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_array)
+                .find(|spans| {
+                    let chain = ancestry(spans, "ratings.default");
+                    [
+                        "reviews.default",
+                        "productpage.default",
+                        "istio-ingressgateway.istio-system",
+                    ]
+                    .iter()
+                    .all(|s| chain.contains(&s.to_string()))
+                })
+                .cloned()
+        })
+        .await;
+        match found {
+            Some(trace) => trace,
+            None => panic!(
+                "no trace links ratings to the gateway at {ZIPKIN}: {:?}",
+                self.zipkin("/api/v2/traces?limit=3").await
+            ),
+        }
+    }
+
     async fn gateway_pages_served(&self) -> usize {
         let (status, log, err) = self
             .weft(&[
@@ -380,6 +424,32 @@ impl Demo {
             .filter(|l| l.contains("\"GET /productpage HTTP/1.1\" 200"))
             .count()
     }
+}
+
+/// The services of `service`'s first span and of each of its ancestors, by parent id.
+fn ancestry(spans: &[Value], service: &str) -> Vec<String> {
+    let service_of = |s: &Value| {
+        s["localEndpoint"]["serviceName"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let by_id: BTreeMap<&str, &Value> = spans
+        .iter()
+        .filter_map(|s| Some((s["id"].as_str()?, s)))
+        .collect();
+    let mut chain = Vec::new();
+    let mut at = spans.iter().find(|s| service_of(s) == service);
+    while let Some(span) = at {
+        chain.push(service_of(span));
+        at = span["parentId"]
+            .as_str()
+            .and_then(|p| by_id.get(p).copied());
+        if chain.len() > spans.len() {
+            break;
+        }
+    }
+    chain
 }
 
 /// Istio's networking files that concern the demo's services: all but those for the
@@ -463,6 +533,49 @@ async fn istio_bookinfo_tasks_on_weft_demo() {
     assert!(
         status.success() && out.trim() == "http://127.0.0.1:9090",
         "{out}{err}"
+    );
+    // Traces: the control plane's collector, on the host at 127.0.0.1:9411, holds whole
+    // traces, each hop a span with Istio's names and tags.
+    let trace = demo.connected_trace().await;
+    let services = demo.zipkin("/api/v2/services").await;
+    for s in [
+        "istio-ingressgateway.istio-system",
+        "productpage.default",
+        "reviews.default",
+        "ratings.default",
+    ] {
+        assert!(
+            services.as_array().unwrap().contains(&Value::from(s)),
+            "{services}"
+        );
+    }
+    let reviews_client = trace
+        .iter()
+        .find(|s| {
+            s["kind"] == "CLIENT"
+                && s["localEndpoint"]["serviceName"] == "productpage.default"
+                && s["name"] == "reviews.default.svc.cluster.local:9080/*"
+        })
+        .unwrap_or_else(|| panic!("no span for productpage calling reviews: {trace:?}"));
+    for tag in [
+        "http.url",
+        "http.method",
+        "http.status_code",
+        "response_flags",
+        "upstream_cluster",
+        "istio.canonical_service",
+        "istio.namespace",
+        "node_id",
+        "guid:x-request-id",
+    ] {
+        assert!(
+            reviews_client["tags"].get(tag).is_some(),
+            "{tag}: {reviews_client}"
+        );
+    }
+    assert_eq!(
+        reviews_client["tags"]["istio.canonical_service"],
+        "productpage"
     );
     let series = demo
         .promql(r#"istio_requests_total{reporter="destination",destination_app="reviews"}"#)

@@ -197,11 +197,22 @@ fn the_istio_config_map_is_the_mesh_config() {
         panic!("{:?}", loaded.resources)
     };
     assert_eq!(mesh.access_log_file.as_deref(), Some("/dev/stdout"));
-    assert_eq!(mesh.provider("otel").unwrap().opentelemetry.as_ref().unwrap().port, 4318);
+    assert_eq!(
+        mesh.provider("otel")
+            .unwrap()
+            .opentelemetry
+            .as_ref()
+            .unwrap()
+            .port,
+        4318
+    );
     // A field Istio has and Weft does not act on is a warning naming it.
     let warning = &loaded.diagnostics[0];
     assert_eq!(warning.severity, Severity::Warning);
-    assert_eq!(warning.path, "data.mesh.defaultConfig.holdApplicationUntilProxyStarts");
+    assert_eq!(
+        warning.path,
+        "data.mesh.defaultConfig.holdApplicationUntilProxyStarts"
+    );
     // It goes over the wire as kubectl prints a ConfigMap, and comes back the same.
     let json = serde_json::to_string(&loaded.resources[0]).unwrap();
     assert!(json.contains(r#""data":{"mesh":"#), "{json}");
@@ -217,7 +228,11 @@ fn mesh_config_mistakes_name_their_field() {
     let bad = MESH.replace("tracing: [zipkin]", "tracing: [jaeger]");
     let e = load(&bad).errors().next().cloned().expect("refused");
     assert_eq!(e.path, "data.mesh.defaultProviders.tracing[0]");
-    assert!(e.message.contains("no extensionProvider is named \"jaeger\""), "{e}");
+    assert!(
+        e.message
+            .contains("no extensionProvider is named \"jaeger\""),
+        "{e}"
+    );
     let bad = MESH.replace("sampling: 100", "sampling: lots");
     let e = load(&bad).errors().next().cloned().expect("refused");
     assert_eq!(e.path, "data.mesh.defaultConfig.tracing.sampling");
@@ -246,7 +261,10 @@ spec:
     let bad = doc.replace("10.5", "150");
     let e = load(&bad).errors().next().cloned().expect("refused");
     assert_eq!(e.path, "spec.tracing[0].randomSamplingPercentage");
-    let both = doc.replace("  tracing:", "  selector: {matchLabels: {app: a}}\n  targetRefs: [{kind: Service, name: a}]\n  tracing:");
+    let both = doc.replace(
+        "  tracing:",
+        "  selector: {matchLabels: {app: a}}\n  targetRefs: [{kind: Service, name: a}]\n  tracing:",
+    );
     assert!(load(&both).has_errors());
     let typo = doc.replace("randomSamplingPercentage", "randomSamplingPercent");
     assert!(load(&typo).has_errors());

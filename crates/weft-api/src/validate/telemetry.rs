@@ -63,7 +63,10 @@ pub fn validate_mesh_config(r: &mut Report, mesh: &MeshConfig) {
     {
         percent(
             r,
-            &root.field("defaultConfig").field("tracing").field("sampling"),
+            &root
+                .field("defaultConfig")
+                .field("tracing")
+                .field("sampling"),
             sampling,
         );
     }
@@ -99,8 +102,7 @@ pub fn validate_mesh_config(r: &mut Report, mesh: &MeshConfig) {
     ] {
         for (i, name) in list.iter().enumerate() {
             // `prometheus` and `envoy` are the providers Istio itself defines.
-            if !names.contains(name.as_str()) && !matches!(name.as_str(), "prometheus" | "envoy")
-            {
+            if !names.contains(name.as_str()) && !matches!(name.as_str(), "prometheus" | "envoy") {
                 r.error(
                     &path.field(field).index(i),
                     format!("no extensionProvider is named {name:?}"),
@@ -136,7 +138,9 @@ fn extension_provider(r: &mut Report, path: &Path, p: &ExtensionProvider) {
         service(r, &path, &o.service, o.port);
         if o.http.is_none() {
             r.error(&path.field("http"), "Weft exports OTLP over HTTP only")
-                .with_hint("add `http: {path: /v1/traces}`, with the collector's OTLP/HTTP port (4318)");
+                .with_hint(
+                    "add `http: {path: /v1/traces}`, with the collector's OTLP/HTTP port (4318)",
+                );
         }
     }
 }

@@ -23,6 +23,8 @@ pub struct Forwarded {
     pub details: &'static str,
     pub upstream_host: Option<String>,
     pub service_time: Option<Duration>,
+    /// When each retry was sent, for the request's span.
+    pub retries: Vec<std::time::SystemTime>,
 }
 
 pub struct Call<'a> {
@@ -137,6 +139,7 @@ pub async fn forward(
                 tried.push(endpoint);
                 attempt += 1;
                 backoff(call.retry, attempt, deadline).await;
+                out.retries.push(std::time::SystemTime::now());
                 continue;
             }
         }

@@ -14,6 +14,8 @@ use crate::model::route::{roll, Action, Cors, FaultAbort, RetryPolicy, Route};
 use crate::model::{Snapshot, VirtualHost};
 use crate::telemetry::access_log::{Entry, Flags};
 use crate::telemetry::peer;
+use crate::telemetry::trace::span::SpanKind;
+use crate::telemetry::trace::ActiveSpan;
 use crate::upstream::config::{HashKey, LbPolicy};
 use crate::upstream::lb::hash_key;
 use crate::upstream::{Cluster, ClusterConfig};
@@ -47,6 +49,14 @@ pub struct ConnInfo {
     pub original_dst: Option<SocketAddr>,
 }
 
+/// One request's state as it goes through the steps (route → fault → forward → respond →
+/// record): what its access-log line and metrics will say, what forwarding found, its span.
+struct Exchange {
+    entry: Entry,
+    forwarded: Forwarded,
+    span: Option<ActiveSpan>,
+}
+
 pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
@@ -55,7 +65,7 @@ pub async fn handle(
     let started = Instant::now();
     let (mut parts, body) = req.into_parts();
     let edge = edge::prepare(&mut parts);
-    let mut entry = Entry {
+    let entry = Entry {
         start: Some(SystemTime::now()),
         method: parts.method.to_string(),
         path: parts
@@ -73,45 +83,54 @@ pub async fn handle(
     };
     let grpc = is_grpc(&parts.headers);
     ensure_request_id(&mut parts.headers);
-    entry.request_id = header_string(&parts, "x-request-id");
     let snapshot = shared.config.current();
-    let mut forwarded = Forwarded::default();
+    let inbound = conn.direction == Direction::Inbound;
+    let mut x = Exchange {
+        entry,
+        forwarded: Forwarded::default(),
+        span: shared.tracer.begin(
+            snapshot.telemetry.tracing.as_ref(),
+            if inbound {
+                SpanKind::Server
+            } else {
+                SpanKind::Client
+            },
+            &mut parts.headers,
+        ),
+    };
+    x.entry.request_id = header_string(&parts, "x-request-id");
     let mut close = false;
     // The caller's sidecar names its workload on inbound; outbound, this proxy names its own
     // to the next sidecar (taken off again where the request leaves the mesh).
-    let caller = match conn.direction {
-        Direction::Inbound => peer::take(&mut parts.headers),
-        Direction::Outbound | Direction::Gateway => {
-            shared.own_metadata.add(&mut parts.headers);
-            None
-        }
+    let caller = if inbound {
+        peer::take(&mut parts.headers)
+    } else {
+        shared.own_metadata.add(&mut parts.headers);
+        None
     };
     let result = if let Err(e) = edge {
         close = e.closes_connection() && parts.version != Version::HTTP_2;
         Err(e.reply())
     } else {
         match conn.direction {
-            Direction::Gateway => {
-                gateway(&snapshot, &conn, parts, body, &mut entry, &mut forwarded).await
-            }
+            Direction::Gateway => gateway(&snapshot, &conn, parts, body, &mut x).await,
             _ if parts.method == Method::CONNECT => {
                 tunnel::connect(&snapshot, &conn, &parts, body).await
             }
-            Direction::Outbound => {
-                outbound(
-                    &shared,
-                    &snapshot,
-                    &conn,
-                    parts,
-                    body,
-                    &mut entry,
-                    &mut forwarded,
-                )
-                .await
+            Direction::Outbound => outbound(&shared, &snapshot, &conn, parts, body, &mut x).await,
+            Direction::Inbound => {
+                if let Some(span) = &mut x.span {
+                    span.name_with(|| inbound_operation(&snapshot, &conn, shared.inbound_target));
+                }
+                to_workload(&shared, &conn, parts, body, &mut x.forwarded).await
             }
-            Direction::Inbound => inbound(&shared, &conn, parts, body, &mut forwarded).await,
         }
     };
+    let Exchange {
+        mut entry,
+        mut forwarded,
+        mut span,
+    } = x;
     let mut response = match result {
         Ok(r) => r,
         Err(reply) => {
@@ -143,7 +162,11 @@ pub async fn handle(
     };
     entry.upstream_host = forwarded.upstream_host;
     entry.upstream_service_time_ms = forwarded.service_time.map(|d| d.as_millis() as u64);
-    let inbound = conn.direction == Direction::Inbound;
+    if let Some(span) = &mut span {
+        for at in forwarded.retries {
+            span.annotate_at(at, "retry");
+        }
+    }
     if inbound {
         // Istio names the hop to the local workload by its port: `inbound|9080||`.
         if let Some(to) = conn.original_dst.or(shared.inbound_target) {
@@ -169,7 +192,7 @@ pub async fn handle(
         &entry,
         peer.as_ref(),
     );
-    let log = shared.access_log.clone();
+    let log_choice = snapshot.telemetry.access_log;
     response.body_mut().on_end(move |ended| {
         entry.bytes_sent = ended.sent;
         entry.duration_ms = started.elapsed().as_millis() as u64;
@@ -179,9 +202,22 @@ pub async fn handle(
             End::TimedOut => entry.flags |= Flags::UT,
         }
         sample.record(&entry, ended.grpc_status);
-        log.emit(entry);
+        if let Some(span) = span {
+            shared.tracer.finish(span, &entry);
+        }
+        shared.access_log.emit_as(log_choice, entry);
     });
     Ok(response)
+}
+
+/// The inbound span's name, as Istio's inbound listener decorates it: the service the
+/// workload serves on the port, `reviews.default.svc.cluster.local:9080/*`.
+fn inbound_operation(snapshot: &Snapshot, conn: &ConnInfo, target: Option<SocketAddr>) -> String {
+    let port = conn.original_dst.or(target).map_or(0, |d| d.port());
+    match snapshot.registry.serving(&snapshot.workload, port) {
+        Some((host, service_port)) => format!("{host}:{service_port}/*"),
+        None => format!("inbound|{port}||/*"),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -191,8 +227,7 @@ async fn outbound(
     conn: &ConnInfo,
     parts: Parts,
     body: Incoming,
-    entry: &mut Entry,
-    forwarded: &mut Forwarded,
+    x: &mut Exchange,
 ) -> Result<Response<ResponseBody>, LocalReply> {
     let authority = authority(&parts).to_ascii_lowercase();
     let port = conn
@@ -201,12 +236,9 @@ async fn outbound(
         .or_else(|| authority.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
         .unwrap_or(80);
     let Some(vhost) = snapshot.virtual_host(port, &authority, conn.original_dst) else {
-        return unknown_destination(
-            shared, snapshot, conn, parts, body, &authority, port, entry, forwarded,
-        )
-        .await;
+        return unknown_destination(shared, snapshot, conn, parts, body, &authority, port, x).await;
     };
-    by_virtual_host(vhost, port, &authority, conn, parts, body, entry, forwarded).await
+    by_virtual_host(vhost, port, &authority, conn, parts, body, x).await
 }
 
 /// A request on a gateway port: a Host that no virtual host of the port's table names gets
@@ -216,8 +248,7 @@ async fn gateway(
     conn: &ConnInfo,
     parts: Parts,
     body: Incoming,
-    entry: &mut Entry,
-    forwarded: &mut Forwarded,
+    x: &mut Exchange,
 ) -> Result<Response<ResponseBody>, LocalReply> {
     if parts.method == Method::CONNECT {
         return Err(LocalReply::no_route().hint("a gateway does not tunnel CONNECT"));
@@ -233,7 +264,7 @@ async fn gateway(
             "no VirtualService bound to a Gateway server on port {port} has host {authority}"
         )));
     };
-    by_virtual_host(vhost, port, &authority, conn, parts, body, entry, forwarded).await
+    by_virtual_host(vhost, port, &authority, conn, parts, body, x).await
 }
 
 /// The first route of `vhost` that matches, then CORS, faults, redirects, direct responses
@@ -246,8 +277,7 @@ async fn by_virtual_host(
     conn: &ConnInfo,
     mut parts: Parts,
     body: Incoming,
-    entry: &mut Entry,
-    forwarded: &mut Forwarded,
+    x: &mut Exchange,
 ) -> Result<Response<ResponseBody>, LocalReply> {
     let view = RequestView::new(
         &parts.method,
@@ -264,7 +294,10 @@ async fn by_virtual_host(
             vhost.name, parts.method, path
         )));
     };
-    entry.route_name = route.name.clone();
+    x.entry.route_name = route.name.clone();
+    if let Some(span) = &mut x.span {
+        span.name_with(|| format!("{}/*", vhost.name));
+    }
     let origin = parts.headers.get(header::ORIGIN).cloned();
     if let (Some(cors), Some(origin)) = (&route.cors, &origin) {
         if let Some(preflight) = cors_preflight(cors, &parts, origin) {
@@ -275,14 +308,20 @@ async fn by_virtual_host(
     if let Some(fault) = &route.fault {
         if let Some((delay, pct)) = fault.delay {
             if roll(pct) {
-                forwarded.flags |= Flags::DI;
+                x.forwarded.flags |= Flags::DI;
+                if let Some(span) = &mut x.span {
+                    span.annotate("fault.delay");
+                }
                 tokio::time::sleep(delay).await;
             }
         }
         if let Some((abort, pct)) = fault.abort {
             if roll(pct) {
-                forwarded.flags |= Flags::FI;
-                forwarded.details = "fault_filter_abort";
+                x.forwarded.flags |= Flags::FI;
+                if let Some(span) = &mut x.span {
+                    span.annotate("fault.abort");
+                }
+                x.forwarded.details = "fault_filter_abort";
                 return Ok(fault_abort(abort, grpc));
             }
         }
@@ -296,7 +335,7 @@ async fn by_virtual_host(
                 query,
                 route.matched_prefix(matched),
             );
-            forwarded.details = "direct_response";
+            x.forwarded.details = "direct_response";
             let location = HeaderValue::from_str(&location).map_err(|_| {
                 LocalReply::new(
                     StatusCode::BAD_REQUEST,
@@ -314,7 +353,7 @@ async fn by_virtual_host(
             return Ok(response);
         }
         Action::Direct { status, body } => {
-            forwarded.details = "direct_response";
+            x.forwarded.details = "direct_response";
             let mut response = Response::new(ResponseBody::full(body.clone()));
             *response.status_mut() = *status;
             route.headers.response.apply(response.headers_mut());
@@ -323,7 +362,7 @@ async fn by_virtual_host(
         Action::Forward(clusters) => clusters,
     };
     let chosen = clusters.pick();
-    entry.upstream_cluster = Some(chosen.cluster.config.name.clone());
+    x.entry.upstream_cluster = Some(chosen.cluster.config.name.clone());
     if !chosen.cluster.config.mesh_internal {
         peer::strip(&mut parts.headers);
     }
@@ -369,7 +408,7 @@ async fn by_virtual_host(
         downstream_h2,
         attempt_count: true,
     };
-    let mut response = forward::forward(call, forwarded).await?;
+    let mut response = forward::forward(call, &mut x.forwarded).await?;
     if let Some(cookie) = set_cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
@@ -393,12 +432,11 @@ async fn unknown_destination(
     body: Incoming,
     authority: &str,
     port: u16,
-    entry: &mut Entry,
-    forwarded: &mut Forwarded,
+    x: &mut Exchange,
 ) -> Result<Response<ResponseBody>, LocalReply> {
     if snapshot.outbound_policy == OutboundTrafficMode::RegistryOnly {
-        entry.upstream_cluster = Some("BlackHoleCluster".into());
-        forwarded.details = "direct_response";
+        x.entry.upstream_cluster = Some("BlackHoleCluster".into());
+        x.forwarded.details = "direct_response";
         let body = format!(
             "weft: {authority} (port {port}) is not a mesh service or ServiceEntry host, and outboundTrafficPolicy is REGISTRY_ONLY\n\
              hint: declare it with a ServiceEntry, or allow any destination with a Sidecar whose outboundTrafficPolicy.mode is ALLOW_ANY (or weft proxy --outbound-traffic-policy ALLOW_ANY)\n"
@@ -413,7 +451,7 @@ async fn unknown_destination(
             .body(ResponseBody::full(body))
             .expect("valid reply"));
     }
-    entry.upstream_cluster = Some("PassthroughCluster".into());
+    x.entry.upstream_cluster = Some("PassthroughCluster".into());
     peer::strip(&mut parts.headers);
     let target = match conn.original_dst {
         Some(dst) => dst,
@@ -430,10 +468,18 @@ async fn unknown_destination(
                 .ok_or_else(|| LocalReply::connect_failure(format!("cannot resolve {authority}")))?
         }
     };
-    pass_through(&shared.passthrough, target, true, parts, body, forwarded).await
+    pass_through(
+        &shared.passthrough,
+        target,
+        true,
+        parts,
+        body,
+        &mut x.forwarded,
+    )
+    .await
 }
 
-async fn inbound(
+async fn to_workload(
     shared: &Shared,
     conn: &ConnInfo,
     parts: Parts,

@@ -52,7 +52,10 @@ pub fn compile_within(
         .filter(|r| scope::exported_to(r, &workload.namespace))
         .cloned()
         .collect();
-    let outbound_policy = sidecar_policy(&in_scope, workload).unwrap_or(outbound_policy);
+    let telemetry = crate::telemetry::policy::resolve(&in_scope, workload)?;
+    let outbound_policy = sidecar_policy(&in_scope, workload)
+        .or(telemetry.outbound_policy)
+        .unwrap_or(outbound_policy);
     let registry = Registry::build(&in_scope);
     let mut c = Compiler {
         registry: &registry,
@@ -144,6 +147,7 @@ pub fn compile_within(
         clusters: c.clusters,
         registry,
         resources,
+        telemetry,
     })
 }
 

@@ -8,6 +8,7 @@ pub mod protocol;
 pub mod registry;
 pub mod route;
 
+use crate::telemetry::policy::TelemetryPolicy;
 use crate::upstream::Cluster;
 use crate::workload::Workload;
 use ipnet::IpNet;
@@ -37,6 +38,8 @@ pub struct Snapshot {
     pub gateway_ports: HashMap<u16, RouteConfig>,
     pub clusters: BTreeMap<String, Arc<Cluster>>,
     pub resources: Vec<Resource>,
+    /// Access logs and tracing for this workload, from MeshConfig and Telemetry.
+    pub telemetry: TelemetryPolicy,
 }
 
 impl Snapshot {
@@ -52,6 +55,7 @@ impl Snapshot {
             gateway_ports: HashMap::new(),
             clusters: BTreeMap::new(),
             resources: Vec::new(),
+            telemetry: TelemetryPolicy::default(),
         }
     }
 

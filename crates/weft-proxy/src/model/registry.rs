@@ -117,6 +117,29 @@ impl Registry {
         self.by_host.get(fqdn).map(|&i| &self.services[i])
     }
 
+    /// The service (host and service port) that `workload` serves on its `port`: one whose
+    /// endpoints include the workload (by its address, else by its labels) on that port.
+    pub fn serving(&self, workload: &crate::workload::Workload, port: u16) -> Option<(&str, u16)> {
+        let is_workload = |e: &EndpointInfo| {
+            if workload.instance_ip.is_empty() {
+                !workload.labels.is_empty() && e.labels == workload.labels
+            } else {
+                e.address == workload.instance_ip
+            }
+        };
+        self.services
+            .iter()
+            .filter(|s| !s.external && s.namespace == workload.namespace)
+            .find_map(|s| {
+                s.ports.iter().find_map(|p| {
+                    s.endpoints
+                        .iter()
+                        .any(|e| is_workload(e) && e.port_for(p) == port)
+                        .then_some((s.hostname.as_str(), p.number))
+                })
+            })
+    }
+
     /// The service whose address (or CIDR) holds `ip` and that has `port`.
     pub fn by_address(&self, ip: IpAddr, port: u16) -> Option<&ServiceInfo> {
         self.services

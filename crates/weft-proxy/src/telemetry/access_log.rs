@@ -1,6 +1,7 @@
 //! Envoy's response flags and one access-log line per request in Istio's default format,
 //! TEXT or JSON (MeshConfig `accessLogEncoding`).
 
+use super::policy::LogChoice;
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -199,6 +200,18 @@ pub enum AccessLog {
 }
 
 impl AccessLog {
+    /// Writes `entry` as `choice` (MeshConfig, Telemetry) says, or as the proxy was started
+    /// when config says nothing. A test's channel gets every entry config does not turn off.
+    pub fn emit_as(&self, choice: Option<LogChoice>, entry: Entry) {
+        match (choice, self) {
+            (Some(LogChoice::Off), _) => {}
+            (Some(LogChoice::Stdout(encoding)), AccessLog::Off | AccessLog::Stdout(_)) => {
+                AccessLog::Stdout(encoding).emit(entry)
+            }
+            _ => self.emit(entry),
+        }
+    }
+
     pub fn emit(&self, entry: Entry) {
         match self {
             AccessLog::Off => {}

@@ -295,6 +295,7 @@ pub struct Metrics {
     /// once.
     seen: RwLock<HashMap<u64, Option<Arc<Side>>>>,
     seen_hasher: std::hash::RandomState,
+    trace_stats: Arc<super::trace::export::Stats>,
 }
 
 impl Metrics {
@@ -314,6 +315,7 @@ impl Metrics {
             cache: RwLock::default(),
             seen: RwLock::default(),
             seen_hasher: Default::default(),
+            trace_stats: Default::default(),
         };
         let mut registry = Registry::default();
         let r = &mut registry;
@@ -523,6 +525,11 @@ impl Metrics {
         Peers::new(true, peer.unwrap_or(&unknown), &self.own, &svc)
     }
 
+    /// The span exporter's counters, rendered with the rest.
+    pub fn trace_stats(&self) -> Arc<super::trace::export::Stats> {
+        self.trace_stats.clone()
+    }
+
     /// Prometheus' text format (0.0.4), as Envoy's `/stats/prometheus` serves it.
     pub fn render(&self) -> String {
         let mut open_metrics = String::new();
@@ -550,6 +557,7 @@ impl Metrics {
                 }
             }
         }
+        self.trace_stats.render(&mut out);
         out
     }
 }

@@ -102,6 +102,11 @@ impl OwnMetadata {
         }
     }
 
+    /// Istio's node id, `sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local`.
+    pub fn node_id(&self) -> &str {
+        self.id.to_str().unwrap_or_default()
+    }
+
     /// Adds the pair to a message leaving for another sidecar, replacing any the app sent.
     pub fn add(&self, headers: &mut HeaderMap) {
         headers.insert(METADATA, self.metadata.clone());

@@ -416,8 +416,13 @@ pub async fn scrape(addr: SocketAddr) -> String {
 pub fn sample(text: &str, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let found: Vec<f64> = text
         .lines()
-        .filter_map(|l| l.strip_prefix(metric)?.strip_prefix('{'))
-        .filter_map(|l| l.rsplit_once("} "))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(metric)?;
+            match rest.strip_prefix('{') {
+                Some(labelled) => labelled.rsplit_once("} "),
+                None => Some(("", rest.strip_prefix(' ')?)),
+            }
+        })
         .filter(|(set, _)| {
             labels
                 .iter()
@@ -448,5 +453,52 @@ pub async fn wait_for(
             "{metric} {labels:?} never became {want}:\n{text}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A sidecar for `workload` whose inbound side hands requests to `app`, with `yaml` as its
+/// config, and its access log.
+pub async fn inbound_sidecar_with(
+    workload: Workload,
+    app: SocketAddr,
+    yaml: &str,
+) -> (Proxy, tokio::sync::mpsc::UnboundedReceiver<Entry>) {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut opts = ProxyOptions::istio_defaults(workload);
+    (
+        opts.outbound,
+        opts.inbound,
+        opts.admin,
+        opts.health,
+        opts.stats,
+    ) = (any, any, any, any, any);
+    opts.inbound_target = Some(app);
+    let (tx, log) = tokio::sync::mpsc::unbounded_channel();
+    opts.access_log = AccessLog::Channel(tx);
+    opts.orig_dst = Arc::new(NoOriginalDst);
+    let proxy = Proxy::start(opts).await.unwrap();
+    // A proxy serves once it has a config, even an empty one.
+    let loaded = weft_api::load_str(yaml, std::path::Path::new("inbound.yaml"));
+    assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+    proxy.config.apply(loaded.resources).await.unwrap();
+    (proxy, log)
+}
+
+/// [`inbound_sidecar_with`] an empty config.
+pub async fn inbound_sidecar(
+    workload: Workload,
+    app: SocketAddr,
+) -> (Proxy, tokio::sync::mpsc::UnboundedReceiver<Entry>) {
+    inbound_sidecar_with(workload, app, "").await
+}
+
+pub fn reviews_v3() -> Workload {
+    Workload {
+        name: "reviews-v3".into(),
+        pod: "reviews-v3-0".into(),
+        namespace: "default".into(),
+        labels: parse_labels("app=reviews,version=v3").unwrap(),
+        service_account: "bookinfo-reviews".into(),
+        instance_ip: "127.0.0.1".into(),
     }
 }

@@ -1,0 +1,351 @@
+//! What telemetry a workload reports, decided once per config version: MeshConfig's
+//! defaults, then Istio's `Telemetry` resources from the root namespace, the workload's
+//! namespace and those selecting the workload, the most specific setting winning.
+
+use super::access_log::Encoding;
+use std::sync::Arc;
+use weft_api::types::mesh_config::{AccessLogEncoding, MeshConfig, MESH_CONFIG_MAP};
+use weft_api::types::telemetry::{Telemetry, WorkloadMode};
+use weft_api::types::{labels_match, OutboundTrafficMode};
+use weft_api::{scope, Resource, Spec};
+
+use crate::workload::Workload;
+
+/// Istio's `defaultConfig.tracing.sampling` when MeshConfig does not set it.
+pub const DEFAULT_SAMPLING: f64 = 1.0;
+/// Istio's `defaultConfig.tracing.zipkin.address`.
+pub const DEFAULT_ZIPKIN: (&str, u16) = ("zipkin.istio-system", 9411);
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TelemetryPolicy {
+    /// `None`: the proxy's own `--access-log` choice.
+    pub access_log: Option<LogChoice>,
+    pub tracing: Option<Arc<TracingPolicy>>,
+    /// MeshConfig's `outboundTrafficPolicy.mode`, beneath a Sidecar's.
+    pub outbound_policy: Option<OutboundTrafficMode>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogChoice {
+    Off,
+    Stdout(Encoding),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingPolicy {
+    /// Percent of requests without a sampling decision that start a sampled trace.
+    pub sampling: f64,
+    /// Where spans go; `None` with `disableSpanReporting`: context is still propagated.
+    pub collector: Option<Arc<Collector>>,
+    pub propagate: bool,
+    /// Which sides of a call make spans (Telemetry `match.mode`).
+    pub mode: WorkloadMode,
+    pub max_tag_length: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Collector {
+    pub protocol: CollectorProtocol,
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+    /// The provider's name, for metrics and errors.
+    pub provider: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CollectorProtocol {
+    /// Zipkin v2 JSON, `POST /api/v2/spans`.
+    Zipkin,
+    /// OTLP over HTTP, protobuf, `POST /v1/traces`.
+    OtlpHttp,
+}
+
+impl TracingPolicy {
+    pub fn spans_for(&self, server: bool) -> bool {
+        match self.mode {
+            WorkloadMode::ClientAndServer => true,
+            WorkloadMode::Client => !server,
+            WorkloadMode::Server => server,
+        }
+    }
+}
+
+/// The policy in force for `workload` among `resources` (already scoped to it).
+pub fn resolve(resources: &[Resource], workload: &Workload) -> Result<TelemetryPolicy, String> {
+    let mesh = resources.iter().find_map(|r| match &r.spec {
+        Spec::MeshConfig(m)
+            if r.name() == MESH_CONFIG_MAP && r.namespace() == scope::ROOT_NAMESPACE =>
+        {
+            Some(m)
+        }
+        _ => None,
+    });
+    let default_mesh = MeshConfig::default();
+    let mesh = mesh.unwrap_or(&default_mesh);
+    // Least specific first: the root namespace's, the namespace's, then selecting ones.
+    let mut telemetries: Vec<(u8, &Resource, &Telemetry)> = resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::Telemetry(t) => {
+                let selects = t
+                    .selector
+                    .as_ref()
+                    .map(|s| labels_match(&s.match_labels, &workload.labels));
+                let rank = match (r.namespace(), selects) {
+                    (ns, None) if ns == scope::ROOT_NAMESPACE => 0,
+                    (ns, None) if ns == workload.namespace => 1,
+                    (ns, Some(true)) if ns == workload.namespace => 2,
+                    _ => return None,
+                };
+                Some((rank, r, t))
+            }
+            _ => None,
+        })
+        .collect();
+    telemetries.sort_by(|a, b| {
+        (a.0, &a.1.metadata.creation_timestamp, a.1.name()).cmp(&(
+            b.0,
+            &b.1.metadata.creation_timestamp,
+            b.1.name(),
+        ))
+    });
+    Ok(TelemetryPolicy {
+        access_log: access_log(mesh, &telemetries),
+        tracing: tracing(mesh, &telemetries)?.map(Arc::new),
+        outbound_policy: mesh.outbound_traffic_policy.as_ref().map(|p| p.mode),
+    })
+}
+
+fn access_log(mesh: &MeshConfig, telemetries: &[(u8, &Resource, &Telemetry)]) -> Option<LogChoice> {
+    let encoding = match mesh.access_log_encoding {
+        Some(AccessLogEncoding::Json) => Encoding::Json,
+        _ => Encoding::Text,
+    };
+    let mut choice = mesh.access_log_file.as_deref().map(|file| match file {
+        "" => LogChoice::Off,
+        _ => LogChoice::Stdout(encoding),
+    });
+    // The built-in `envoy` provider logs to stdout in MeshConfig's encoding, as do
+    // envoyFileAccessLog providers (Weft writes only stdout).
+    let by_providers = |names: &mut dyn Iterator<Item = &str>| {
+        let mut any = false;
+        for name in names {
+            any = true;
+            if name == "envoy"
+                || mesh
+                    .provider(name)
+                    .is_some_and(|p| p.envoy_file_access_log.is_some())
+            {
+                return Some(LogChoice::Stdout(encoding));
+            }
+        }
+        any.then_some(LogChoice::Off)
+    };
+    if let Some(defaults) = &mesh.default_providers {
+        if let Some(c) = by_providers(&mut defaults.access_logging.iter().map(String::as_str)) {
+            choice = Some(c);
+        }
+    }
+    for (_, _, t) in telemetries {
+        for rule in &t.access_logging {
+            if rule.disabled == Some(true) {
+                choice = Some(LogChoice::Off);
+            } else if let Some(c) =
+                by_providers(&mut rule.providers.iter().map(|p| p.name.as_str()))
+            {
+                choice = Some(c);
+            } else if rule.disabled == Some(false) && choice == Some(LogChoice::Off) {
+                choice = Some(LogChoice::Stdout(encoding));
+            }
+        }
+    }
+    choice
+}
+
+fn tracing(
+    mesh: &MeshConfig,
+    telemetries: &[(u8, &Resource, &Telemetry)],
+) -> Result<Option<TracingPolicy>, String> {
+    let legacy = mesh
+        .default_config
+        .as_ref()
+        .and_then(|c| c.tracing.as_ref());
+    let mut sampling = legacy.and_then(|t| t.sampling).unwrap_or(DEFAULT_SAMPLING);
+    let mut provider: Option<&str> = mesh
+        .default_providers
+        .as_ref()
+        .and_then(|d| d.tracing.first())
+        .map(String::as_str);
+    let mut reporting = true;
+    let mut propagate = true;
+    let mut mode = WorkloadMode::ClientAndServer;
+    let mut configured = provider.is_some();
+    for (_, _, t) in telemetries {
+        // Weft applies the first rule of each resource (validation warns about more).
+        let Some(rule) = t.tracing.first() else {
+            continue;
+        };
+        configured = true;
+        if let Some(p) = rule.random_sampling_percentage {
+            sampling = p;
+        }
+        if let Some(p) = rule.providers.first() {
+            provider = Some(&p.name);
+        }
+        if let Some(d) = rule.disable_span_reporting {
+            reporting = !d;
+        }
+        if let Some(d) = rule.disable_context_propagation {
+            propagate = !d;
+        }
+        if let Some(m) = &rule.r#match {
+            mode = m.mode;
+        }
+    }
+    let collector = match provider {
+        Some(name) => {
+            let p = mesh.provider(name).ok_or_else(|| {
+                format!("Telemetry names tracing provider {name:?}, which MeshConfig's extensionProviders lacks")
+            })?;
+            if let Some(z) = &p.zipkin {
+                Some(Collector {
+                    protocol: CollectorProtocol::Zipkin,
+                    host: z.service.clone(),
+                    port: z.port,
+                    path: z.path.clone().unwrap_or_else(|| "/api/v2/spans".into()),
+                    provider: name.into(),
+                })
+            } else if let Some(o) = &p.opentelemetry {
+                let path = o
+                    .http
+                    .as_ref()
+                    .map(|h| h.path.as_str())
+                    .filter(|p| !p.is_empty());
+                Some(Collector {
+                    protocol: CollectorProtocol::OtlpHttp,
+                    host: o.service.clone(),
+                    port: o.port,
+                    path: path.unwrap_or("/v1/traces").to_string(),
+                    provider: name.into(),
+                })
+            } else {
+                return Err(format!(
+                    "tracing provider {name:?} is neither zipkin nor opentelemetry"
+                ));
+            }
+        }
+        // Without the Telemetry API, Istio's legacy setting: Zipkin at
+        // defaultConfig.tracing.zipkin.address when enableTracing (default true).
+        None if !configured && mesh.enable_tracing == Some(false) => return Ok(None),
+        None => {
+            let address = legacy
+                .and_then(|t| t.zipkin.as_ref())
+                .map(|z| z.address.as_str())
+                .filter(|a| !a.is_empty());
+            let (host, port) = match address {
+                Some(a) => split_address(a)?,
+                None => (DEFAULT_ZIPKIN.0.to_string(), DEFAULT_ZIPKIN.1),
+            };
+            Some(Collector {
+                protocol: CollectorProtocol::Zipkin,
+                host,
+                port,
+                path: "/api/v2/spans".into(),
+                provider: "zipkin".into(),
+            })
+        }
+    };
+    let max_tag_length = legacy
+        .and_then(|t| t.max_path_tag_length)
+        .map_or(256, |n| n as usize);
+    Ok(Some(TracingPolicy {
+        sampling,
+        collector: collector.filter(|_| reporting).map(Arc::new),
+        propagate,
+        mode,
+        max_tag_length,
+    }))
+}
+
+fn split_address(address: &str) -> Result<(String, u16), String> {
+    address
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']).to_string(), p.parse().ok()?)))
+        .ok_or_else(|| format!("defaultConfig.tracing.zipkin.address {address:?} is not host:port"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::parse_labels;
+
+    fn policy(yaml: &str) -> TelemetryPolicy {
+        let loaded = weft_api::load_str(yaml, std::path::Path::new("t.yaml"));
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        let workload = Workload {
+            name: "reviews-v1".into(),
+            namespace: "default".into(),
+            labels: parse_labels("app=reviews,version=v1").unwrap(),
+            ..Default::default()
+        };
+        resolve(&loaded.resources, &workload).unwrap()
+    }
+
+    fn telemetry(namespace: &str, selector: &str, spec: &str) -> String {
+        format!("---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: t-{namespace}{}, namespace: {namespace}}}\nspec:\n{selector}{spec}\n", selector.len())
+    }
+
+    #[test]
+    fn without_mesh_config_istio_defaults_hold() {
+        let p = policy("");
+        let tracing = p.tracing.unwrap();
+        assert_eq!(tracing.sampling, 1.0);
+        let c = tracing.collector.as_ref().unwrap();
+        assert_eq!((c.host.as_str(), c.port), DEFAULT_ZIPKIN);
+        assert_eq!(p.access_log, None);
+        let off = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: 'enableTracing: false'\n";
+        assert!(policy(off).tracing.is_none());
+    }
+
+    #[test]
+    fn the_most_specific_telemetry_wins() {
+        let mesh = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |\n    accessLogFile: /dev/stdout\n    accessLogEncoding: JSON\n    defaultConfig: {tracing: {sampling: 5}}\n    extensionProviders: [{name: otel, opentelemetry: {service: otel.observability, port: 4318, http: {path: /v1/traces}}}]\n";
+        let root = telemetry(
+            "istio-system",
+            "",
+            "  tracing: [{randomSamplingPercentage: 10}]",
+        );
+        let namespace = telemetry(
+            "default",
+            "",
+            "  tracing: [{randomSamplingPercentage: 20, providers: [{name: otel}]}]",
+        );
+        let selecting = telemetry(
+            "default",
+            "  selector: {matchLabels: {app: reviews}}\n",
+            "  tracing: [{randomSamplingPercentage: 30}]\n  accessLogging: [{disabled: true}]",
+        );
+        let other = telemetry(
+            "default",
+            "  selector: {matchLabels: {app: ratings}}\n",
+            "  tracing: [{randomSamplingPercentage: 40}]",
+        );
+        let sampling = |yaml: String| policy(&yaml).tracing.unwrap().sampling;
+        assert_eq!(sampling(mesh.to_string()), 5.0);
+        assert_eq!(sampling(format!("{mesh}{root}")), 10.0);
+        assert_eq!(sampling(format!("{mesh}{namespace}{root}")), 20.0);
+        assert_eq!(
+            sampling(format!("{mesh}{other}{selecting}{namespace}{root}")),
+            30.0
+        );
+        let p = policy(&format!("{mesh}{namespace}"));
+        let collector = p.tracing.unwrap().collector.clone().unwrap();
+        assert_eq!(collector.protocol, CollectorProtocol::OtlpHttp);
+        assert_eq!(p.access_log, Some(LogChoice::Stdout(Encoding::Json)));
+        assert_eq!(
+            policy(&format!("{mesh}{selecting}")).access_log,
+            Some(LogChoice::Off)
+        );
+    }
+}
