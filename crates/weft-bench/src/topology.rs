@@ -1,6 +1,8 @@
 //! The processes a comparison runs: the upstream, a Weft pair and an Envoy pair, each pair a
 //! client-side and a server-side proxy on loopback, configured to do the same work: a
-//! header match, two subsets by label, Istio's default retry policy.
+//! header match, two subsets by label, Istio's default retry policy, Istio's metrics, and
+//! Istio's default 1 % trace sampling with spans sent to one Zipkin collector (the control
+//! plane's built-in one) as Istio's proxies send them.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,10 @@ const WEFT_CLIENT: &str = "127.0.0.22";
 const WEFT_SERVER: &str = "127.0.0.23";
 const ENVOY_CLIENT: &str = "127.0.0.24";
 const ENVOY_SERVER: &str = "127.0.0.25";
+/// The Zipkin collector both pairs report spans to.
+const COLLECTOR: &str = "127.0.0.26";
+/// Istio's default sampling percentage.
+const SAMPLING: f64 = 1.0;
 /// The service name every variant's requests carry.
 pub const AUTHORITY: &str = "bench.default.svc.cluster.local:8080";
 
@@ -93,6 +99,16 @@ fn write(path: PathBuf, text: &str) -> Result<(), TopologyError> {
 pub fn weft_config() -> String {
     format!(
         "apiVersion: v1
+kind: ConfigMap
+metadata: {{name: istio, namespace: istio-system}}
+data:
+  mesh: |-
+    defaultConfig:
+      tracing:
+        sampling: {SAMPLING}
+        zipkin: {{address: \"{COLLECTOR}:9411\"}}
+---
+apiVersion: v1
 kind: Service
 metadata:
   name: bench
@@ -231,6 +247,17 @@ static_resources:
           \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: main
           codec_type: AUTO
+          tracing:
+            random_sampling: {{value: {SAMPLING}}}
+            provider:
+              name: envoy.tracers.zipkin
+              typed_config:
+                \"@type\": type.googleapis.com/envoy.config.trace.v3.ZipkinConfig
+                collector_cluster: zipkin
+                collector_endpoint: /api/v2/spans
+                collector_endpoint_version: HTTP_JSON
+                trace_id_128bit: true
+                shared_span_context: false
           http_filters:
           - name: envoy.filters.http.router
             typed_config:
@@ -241,13 +268,24 @@ static_resources:
               domains: [\"*\"]
               routes:{routes}
   clusters:
-{clusters}"
+{clusters}  - name: zipkin
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: zipkin
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{address: {COLLECTOR}, port_value: 9411}}
+"
     )
 }
 
 /// Everything one comparison runs, started and ready.
 pub struct Topology {
     pub upstream: Process,
+    pub collector: Process,
     pub weft: [Process; 2],
     pub envoy: Option<[Process; 2]>,
     pub weft_entry: SocketAddr,
@@ -260,12 +298,26 @@ pub async fn start(
     workers: usize,
     dir: &Path,
 ) -> Result<Topology, TopologyError> {
-    std::fs::create_dir_all(dir.join("weft-config"))
-        .map_err(|e| TopologyError::Write(dir.to_path_buf(), e))?;
+    for sub in ["weft-config", "collector-config"] {
+        std::fs::create_dir_all(dir.join(sub))
+            .map_err(|e| TopologyError::Write(dir.to_path_buf(), e))?;
+    }
     write(dir.join("weft-config/bench.yaml"), &weft_config())?;
     let mut upstream = Command::new(weft_bin);
     upstream.args(["bench", "server", "--listen", UPSTREAM]);
     let upstream = spawn("upstream", upstream, dir)?;
+    let mut collector = Command::new(weft_bin);
+    collector
+        .arg("control")
+        .arg("--config-dir")
+        .arg(dir.join("collector-config"))
+        .args(["--grpc", &format!("{COLLECTOR}:15010")])
+        .args(["--monitoring", &format!("{COLLECTOR}:15014")])
+        .args(["--zipkin", &format!("{COLLECTOR}:9411")])
+        // Its admin token stays in the run's directory, not the user's credentials.
+        .env("WEFT_HOME", dir)
+        .env("WEFT_LOG", "warn");
+    let collector = spawn("collector", collector, dir)?;
     let weft = |name: &'static str, ip: &str, inbound_target: Option<&str>| {
         let mut cmd = Command::new(weft_bin);
         cmd.arg("proxy")
@@ -291,6 +343,8 @@ pub async fn start(
                 &format!("{ip}:15021"),
                 "--stats",
                 &format!("{ip}:15020"),
+                "--envoy-stats",
+                &format!("{ip}:15090"),
             ])
             .env("WEFT_LOG", "warn");
         if let Some(t) = inbound_target {
@@ -331,6 +385,7 @@ pub async fn start(
         }
     };
     wait_listening("upstream", UPSTREAM, dir).await?;
+    wait_listening("collector", &format!("{COLLECTOR}:9411"), dir).await?;
     wait_listening("weft-client", &format!("{WEFT_CLIENT}:15001"), dir).await?;
     wait_listening("weft-server", &format!("{WEFT_SERVER}:15006"), dir).await?;
     if envoy.is_some() {
@@ -339,6 +394,7 @@ pub async fn start(
     }
     Ok(Topology {
         upstream,
+        collector,
         weft,
         envoy,
         weft_entry: format!("{WEFT_CLIENT}:15001")

@@ -45,7 +45,7 @@ fn bench(c: &mut Criterion) {
         let backend = server().await;
         let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
         let mut opts = ProxyOptions::istio_defaults(weft_proxy::workload::Workload { namespace: "default".into(), ..Default::default() });
-        (opts.outbound, opts.inbound, opts.admin, opts.health, opts.stats) = (any, any, any, any, any);
+        opts.bind_all(any);
         opts.access_log = weft_proxy::telemetry::access_log::AccessLog::Off;
         opts.orig_dst = Arc::new(weft_proxy::transport::orig_dst::NoOriginalDst);
         let proxy = Proxy::start(opts).await.unwrap();

@@ -1,6 +1,7 @@
 //! The admin port (127.0.0.1:15000: `/config_dump`, `/ready`, `/logging`,
-//! `/quitquitquit`, `/stats/prometheus`), the health port (15021: `/healthz/ready`) and the
-//! stats port (15020: `/stats/prometheus`, `/healthz/ready`).
+//! `/quitquitquit`, `/stats/prometheus`), the health port (15021: `/healthz/ready`), the
+//! merged stats port (15020: `/stats/prometheus` with the process's metrics,
+//! `/healthz/ready`) and Envoy's stats port (15090: `/stats/prometheus`).
 
 use crate::config::ConfigStore;
 use crate::drain::Drain;
@@ -37,6 +38,20 @@ pub enum Port {
     Admin,
     Health,
     Stats,
+    EnvoyStats,
+}
+
+impl Admin {
+    /// Istio's and Envoy's stats, as Envoy serves them on 15090; `merged` adds the proxy
+    /// process's own metrics, as Istio's agent merges them on 15020.
+    fn prometheus(&self, merged: bool) -> String {
+        let mut out = self.metrics.render();
+        crate::upstream::stats::render(&self.config.current().clusters, &mut out);
+        if merged {
+            crate::telemetry::process::render(&mut out);
+        }
+        out
+    }
 }
 
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, port: Port) {
@@ -90,12 +105,14 @@ fn route(
     };
     match (req.method(), req.uri().path(), port) {
         (&Method::GET, "/healthz/ready", _) => text(status, why),
-        (&Method::GET, "/stats/prometheus", Port::Admin | Port::Stats) => Response::builder()
-            .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-            .body(Full::new(admin.metrics.render().into()))
-            .expect("valid response"),
+        (&Method::GET, "/stats/prometheus", Port::Admin | Port::Stats | Port::EnvoyStats) => {
+            Response::builder()
+                .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                .body(Full::new(admin.prometheus(port == Port::Stats).into()))
+                .expect("valid response")
+        }
         (_, _, Port::Health) => text(StatusCode::NOT_FOUND, "not found"),
-        (_, _, Port::Stats) => text(
+        (_, _, Port::Stats | Port::EnvoyStats) => text(
             StatusCode::NOT_FOUND,
             "stats endpoints: GET /stats/prometheus, GET /healthz/ready",
         ),

@@ -96,8 +96,11 @@ pub struct ProxyOptions {
     pub inbound: SocketAddr,
     pub admin: SocketAddr,
     pub health: SocketAddr,
-    /// Istio's merged-metrics port: `/stats/prometheus`.
+    /// Istio's merged-metrics port: `/stats/prometheus`, Envoy's stats plus the proxy
+    /// process's.
     pub stats: SocketAddr,
+    /// Envoy's Prometheus port (15090): Istio's and Envoy's stats.
+    pub envoy_stats: SocketAddr,
     pub workload: workload::Workload,
     pub outbound_policy: OutboundTrafficMode,
     pub access_log: AccessLog,
@@ -112,8 +115,22 @@ pub struct ProxyOptions {
 }
 
 impl ProxyOptions {
+    /// Every listener on `addr` (port 0: a free port each), as tests run several proxies.
+    pub fn bind_all(&mut self, addr: SocketAddr) {
+        for port in [
+            &mut self.outbound,
+            &mut self.inbound,
+            &mut self.admin,
+            &mut self.health,
+            &mut self.stats,
+            &mut self.envoy_stats,
+        ] {
+            *port = addr;
+        }
+    }
+
     /// Istio's ports: outbound 15001 and inbound 15006 on all addresses, admin on
-    /// 127.0.0.1:15000, health on 15021, metrics on 15020.
+    /// 127.0.0.1:15000, health on 15021, metrics on 15020 (merged) and 15090 (Envoy's).
     pub fn istio_defaults(workload: workload::Workload) -> ProxyOptions {
         ProxyOptions {
             outbound: ([0, 0, 0, 0], 15001).into(),
@@ -121,6 +138,7 @@ impl ProxyOptions {
             admin: ([127, 0, 0, 1], 15000).into(),
             health: ([0, 0, 0, 0], 15021).into(),
             stats: ([0, 0, 0, 0], 15020).into(),
+            envoy_stats: ([0, 0, 0, 0], 15090).into(),
             workload,
             outbound_policy: OutboundTrafficMode::RegistryOnly,
             access_log: AccessLog::Stdout(Default::default()),
@@ -141,6 +159,7 @@ pub struct Proxy {
     pub admin_addr: SocketAddr,
     pub health_addr: SocketAddr,
     pub stats_addr: SocketAddr,
+    pub envoy_stats_addr: SocketAddr,
     pub config: Arc<ConfigStore>,
     /// Notified by `POST /quitquitquit`.
     pub quit: Arc<Notify>,
@@ -185,6 +204,10 @@ impl Proxy {
         let admin = bind("admin", opts.admin)?;
         let health = bind("health", opts.health)?;
         let stats = bind("stats", opts.stats)?;
+        let envoy_stats = bind("Envoy's stats", opts.envoy_stats)?;
+        let envoy_stats_addr = envoy_stats
+            .local_addr()
+            .expect("bound listener has an address");
         let addr = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
         let (outbound_addr, inbound_addr, admin_addr, health_addr, stats_addr) = (
             addr(&outbound),
@@ -242,7 +265,12 @@ impl Proxy {
                 admin_state.clone(),
                 admin::Port::Health,
             )),
-            tokio::spawn(admin::serve(stats, admin_state, admin::Port::Stats)),
+            tokio::spawn(admin::serve(stats, admin_state.clone(), admin::Port::Stats)),
+            tokio::spawn(admin::serve(
+                envoy_stats,
+                admin_state,
+                admin::Port::EnvoyStats,
+            )),
             tokio::spawn(export),
         ];
         if let Some(options) = opts.gateway {
@@ -254,6 +282,7 @@ impl Proxy {
             admin_addr,
             health_addr,
             stats_addr,
+            envoy_stats_addr,
             config,
             quit,
             drain,

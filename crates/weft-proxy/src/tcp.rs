@@ -201,6 +201,10 @@ pub async fn proxy<S>(
         .metrics
         .tcp_opened(&shared.config.current(), &entry, inbound);
     if let Some((mut upstream, _permit)) = connected {
+        let _active = match &target {
+            L4Target::Cluster(c) => Some(c.stats.connection()),
+            _ => None,
+        };
         if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await
         {
             entry.bytes_received = up;

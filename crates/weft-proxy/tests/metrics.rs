@@ -346,3 +346,70 @@ async fn inbound_tcp_is_logged_under_the_inbound_cluster() {
     )
     .await;
 }
+
+/// Envoy's cluster stats, with Istio's `cluster_name` tag, on 15090 and merged on 15020 with
+/// the process's own metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_cluster_stats_count_tries_retries_and_connections() {
+    let flaky = Backend::start(
+        "127.0.0.5",
+        "v1",
+        Arc::new(|n| (if n < 2 { 503 } else { 200 }, None)),
+    )
+    .await;
+    let yaml = service_yaml("reviews", 9080, &[("v1", &flaky)])
+        + &reviews_routes(
+            "  - route:\n    - destination: {host: reviews}\n    retries: {attempts: 2, retryOn: \"503\"}\n",
+        );
+    let proxy = TestProxy::start(&yaml).await;
+    assert_eq!(
+        proxy.client().get("reviews:9080", "/", &[]).await.status,
+        200
+    );
+    let cluster = [(
+        "cluster_name",
+        "outbound|9080||reviews.default.svc.cluster.local",
+    )];
+    let text = wait_for(
+        proxy.proxy.envoy_stats_addr,
+        "envoy_cluster_upstream_rq_total",
+        &cluster,
+        3.0,
+    )
+    .await;
+    assert_eq!(
+        sample(&text, "envoy_cluster_upstream_rq_retry", &cluster),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "envoy_cluster_upstream_rq_pending_overflow",
+            &cluster
+        ),
+        Some(0.0)
+    );
+    // The pooled keep-alive connection stays open.
+    assert_eq!(
+        sample(&text, "envoy_cluster_upstream_cx_active", &cluster),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "envoy_cluster_outlier_detection_ejections_active",
+            &cluster
+        ),
+        Some(0.0)
+    );
+    assert!(text.contains("# TYPE envoy_cluster_upstream_cx_active gauge\n"));
+    assert!(text.contains("istio_requests_total{"), "Istio's stats too");
+    assert!(!text.contains("process_cpu_seconds_total"));
+    let merged = scrape(proxy.proxy.stats_addr).await;
+    assert_eq!(
+        sample(&merged, "envoy_cluster_upstream_rq_retry", &cluster),
+        Some(2.0)
+    );
+    assert!(sample(&merged, "process_resident_memory_bytes", &[]).unwrap() > 1e6);
+    assert!(merged.contains("# TYPE process_cpu_seconds_total counter\n"));
+}

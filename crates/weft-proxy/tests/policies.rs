@@ -250,13 +250,7 @@ async fn inbound_traffic_reaches_the_local_workload() {
     config.write("mesh.yaml", "apiVersion: v1\nkind: Service\nmetadata:\n  name: app\nspec:\n  ports: [{name: http, port: 80}]\n");
     let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
     let mut opts = weft_proxy::ProxyOptions::istio_defaults(Default::default());
-    (
-        opts.outbound,
-        opts.inbound,
-        opts.admin,
-        opts.health,
-        opts.stats,
-    ) = (any, any, any, any, any);
+    opts.bind_all(any);
     opts.inbound_target = Some(app.addr);
     opts.access_log = weft_proxy::telemetry::access_log::AccessLog::Off;
     opts.orig_dst = Arc::new(weft_proxy::transport::orig_dst::NoOriginalDst);

@@ -207,13 +207,7 @@ async fn admin_and_health_ports_answer() {
 async fn not_ready_until_the_first_config() {
     let mut opts = weft_proxy::ProxyOptions::istio_defaults(Default::default());
     let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
-    (
-        opts.outbound,
-        opts.inbound,
-        opts.admin,
-        opts.health,
-        opts.stats,
-    ) = (any, any, any, any, any);
+    opts.bind_all(any);
     let proxy = weft_proxy::Proxy::start(opts).await.unwrap();
     let health = HttpClient::new(proxy.health_addr);
     assert_eq!(

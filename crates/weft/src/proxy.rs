@@ -66,6 +66,9 @@ pub struct ProxyArgs {
     /// Istio's merged-metrics port: `GET /stats/prometheus`.
     #[arg(long, default_value = "0.0.0.0:15020")]
     stats: SocketAddr,
+    /// Envoy's Prometheus port: `GET /stats/prometheus` without the process's metrics.
+    #[arg(long, default_value = "0.0.0.0:15090")]
+    envoy_stats: SocketAddr,
     /// Where inbound traffic goes when it was not redirected by iptables.
     #[arg(long)]
     inbound_target: Option<SocketAddr>,
@@ -198,6 +201,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         admin: args.admin,
         health: args.health,
         stats: args.stats,
+        envoy_stats: args.envoy_stats,
         workload,
         outbound_policy: args.outbound_traffic_policy,
         access_log: match args.access_log.as_str() {

@@ -35,6 +35,8 @@ fn proxy_args(config: &Path, [outbound, inbound, admin, health]: [SocketAddr; 4]
         // Any free port: several proxies run at once.
         "--stats".into(),
         "127.0.0.1:0".into(),
+        "--envoy-stats".into(),
+        "127.0.0.1:0".into(),
         "--no-capture".into(),
     ]
 }

@@ -9,6 +9,7 @@ use crate::model::route::RetryPolicy;
 use crate::telemetry::access_log::Flags;
 use crate::upstream::client::SendError;
 use crate::upstream::endpoint::{ActiveGuard, Outcome};
+use crate::upstream::stats::ClusterStats;
 use crate::upstream::{Cluster, Endpoint};
 use http::{request::Parts, HeaderValue, Response};
 use std::net::SocketAddr;
@@ -104,6 +105,7 @@ pub async fn forward(
             (None, d) => d,
         };
         let attempt_count = call.attempt_count.then_some(attempt + 1);
+        ClusterStats::count(&cluster.stats.rq_total);
         let sent = cluster
             .upstream
             .send(h2, &endpoint, call.parts, body, attempt_count);
@@ -113,6 +115,7 @@ pub async fn forward(
                 Err(_) if deadline.is_some_and(|dl| Instant::now() >= dl) => {
                     cluster.record(&endpoint, Outcome::LocalFailure);
                     out.flags |= Flags::UT;
+                    ClusterStats::count(&cluster.stats.rq_timeout);
                     break Err(LocalReply::timeout());
                 }
                 Err(_) => Err(TryError::PerTryTimeout),
@@ -139,6 +142,7 @@ pub async fn forward(
                 tried.push(endpoint);
                 attempt += 1;
                 backoff(call.retry, attempt, deadline).await;
+                ClusterStats::count(&cluster.stats.rq_retry);
                 out.retries.push(std::time::SystemTime::now());
                 continue;
             }

@@ -6,4 +6,5 @@ pub mod access_log;
 pub mod metrics;
 pub mod peer;
 pub mod policy;
+pub mod process;
 pub mod trace;

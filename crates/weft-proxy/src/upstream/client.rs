@@ -6,6 +6,7 @@
 
 use super::config::Limits;
 use super::endpoint::Endpoint;
+use super::stats::ClusterStats;
 use crate::http::body::RequestBody;
 use crate::transport;
 use http::{header, request::Parts, Request, Response, Uri, Version};
@@ -33,7 +34,8 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(limits: &Limits) -> Upstream {
+    /// Pools within `limits`; each connection counts in `stats` while it lives.
+    pub fn new(limits: &Limits, stats: Arc<ClusterStats>) -> Upstream {
         let quota = limits.max_requests_per_connection;
         Upstream {
             h1: Arc::new(H1Pool {
@@ -41,11 +43,13 @@ impl Upstream {
                 connect_timeout: limits.connect_timeout,
                 idle_timeout: limits.idle_timeout,
                 max_requests_per_connection: quota,
+                stats: stats.clone(),
             }),
             h2: H2Pool {
                 conns: Mutex::new(HashMap::new()),
                 connect_timeout: limits.connect_timeout,
                 max_requests_per_connection: quota,
+                stats,
             },
         }
     }
@@ -116,6 +120,7 @@ struct H1Pool {
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_requests_per_connection: usize,
+    stats: Arc<ClusterStats>,
 }
 
 struct Idle {
@@ -138,7 +143,11 @@ impl H1Pool {
                     .handshake(io)
                     .await
                     .map_err(|e| SendError::Connect(format!("HTTP/1.1 handshake: {e}")))?;
-                tokio::spawn(conn.with_upgrades());
+                let active = self.stats.connection();
+                tokio::spawn(async move {
+                    let _ = conn.with_upgrades().await;
+                    drop(active);
+                });
                 (send, 0)
             }
         };
@@ -188,6 +197,7 @@ struct H2Pool {
     conns: Mutex<HashMap<String, Slot>>,
     connect_timeout: Duration,
     max_requests_per_connection: usize,
+    stats: Arc<ClusterStats>,
 }
 
 struct Slot {
@@ -235,7 +245,11 @@ impl H2Pool {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| SendError::Connect(format!("HTTP/2 handshake: {e}")))?;
-        tokio::spawn(conn);
+        let active = self.stats.connection();
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(active);
+        });
         self.conns.lock().expect("pool lock").insert(
             addr.to_string(),
             Slot {

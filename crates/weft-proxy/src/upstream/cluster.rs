@@ -6,6 +6,7 @@ use super::client::Upstream;
 use super::config::{ClusterConfig, LbPolicy};
 use super::endpoint::{Endpoint, Outcome};
 use super::lb;
+use super::stats::ClusterStats;
 use crate::model::protocol::Protocol;
 use crate::model::registry::Discovery;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ pub struct Cluster {
     /// concurrent requests; TCP connections take one each too.
     connections: Arc<Semaphore>,
     pub upstream: Arc<Upstream>,
+    pub stats: Arc<ClusterStats>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -76,9 +78,10 @@ impl Cluster {
                     .unwrap_or_else(|| Arc::new(fresh))
             })
             .collect();
+        let stats = previous.map(|p| p.stats.clone()).unwrap_or_default();
         let upstream = match previous {
             Some(p) if p.config.limits == config.limits => p.upstream.clone(),
-            _ => Arc::new(Upstream::new(&config.limits)),
+            _ => Arc::new(Upstream::new(&config.limits, stats.clone())),
         };
         Cluster {
             connections: Arc::new(Semaphore::new(
@@ -91,6 +94,7 @@ impl Cluster {
             pending: AtomicUsize::new(0),
             active_retries: AtomicUsize::new(0),
             upstream,
+            stats,
         }
     }
 
@@ -110,6 +114,7 @@ impl Cluster {
         let limits = &self.config.limits;
         if self.active_requests.fetch_add(1, Relaxed) >= limits.max_requests {
             self.active_requests.fetch_sub(1, Relaxed);
+            ClusterStats::count(&self.stats.rq_pending_overflow);
             return Err(Overflow);
         }
         let admission = |permit| Admission {
@@ -125,6 +130,7 @@ impl Cluster {
         if self.pending.fetch_add(1, Relaxed) >= limits.max_pending_requests {
             self.pending.fetch_sub(1, Relaxed);
             self.active_requests.fetch_sub(1, Relaxed);
+            ClusterStats::count(&self.stats.rq_pending_overflow);
             return Err(Overflow);
         }
         let permit = self.connections.clone().acquire_owned().await;

@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod config;
 pub mod endpoint;
 pub mod lb;
+pub mod stats;
 
 pub use cluster::Cluster;
 pub use config::ClusterConfig;

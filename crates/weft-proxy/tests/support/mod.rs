@@ -209,11 +209,8 @@ impl TestProxy {
             service_account: "bookinfo-productpage".into(),
             ..Workload::default()
         });
+        opts.bind_all(any);
         opts.outbound = outbound;
-        opts.inbound = any;
-        opts.admin = any;
-        opts.health = any;
-        opts.stats = any;
         opts.access_log = AccessLog::Channel(tx);
         opts.orig_dst = setup.orig_dst;
         opts.gateway = setup.gateway;
@@ -465,13 +462,7 @@ pub async fn inbound_sidecar_with(
 ) -> (Proxy, tokio::sync::mpsc::UnboundedReceiver<Entry>) {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let mut opts = ProxyOptions::istio_defaults(workload);
-    (
-        opts.outbound,
-        opts.inbound,
-        opts.admin,
-        opts.health,
-        opts.stats,
-    ) = (any, any, any, any, any);
+    opts.bind_all(any);
     opts.inbound_target = Some(app);
     let (tx, log) = tokio::sync::mpsc::unbounded_channel();
     opts.access_log = AccessLog::Channel(tx);

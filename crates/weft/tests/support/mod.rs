@@ -353,6 +353,8 @@ pub fn proxy_args(
         &health.to_string(),
         "--stats",
         "127.0.0.1:0",
+        "--envoy-stats",
+        "127.0.0.1:0",
         "--access-log",
         "off",
         "--no-capture",
@@ -405,6 +407,8 @@ impl AppProxy {
             &health.to_string(),
             "--stats",
             &stats.to_string(),
+            "--envoy-stats",
+            "127.0.0.1:0",
         ]
         .map(String::from)
         .to_vec();
