@@ -100,6 +100,22 @@ async fn h2_call(
     authority: &str,
     headers: &[(&str, &str)],
 ) -> (u16, http::HeaderMap, Option<http::HeaderMap>, Bytes) {
+    h2_call_with(
+        proxy,
+        authority,
+        headers,
+        Bytes::from_static(b"\0\0\0\0\x01x"),
+    )
+    .await
+}
+
+/// A call whose request body is `messages` (length-prefixed gRPC messages).
+async fn h2_call_with(
+    proxy: SocketAddr,
+    authority: &str,
+    headers: &[(&str, &str)],
+    messages: Bytes,
+) -> (u16, http::HeaderMap, Option<http::HeaderMap>, Bytes) {
     let stream = TcpStream::connect(proxy).await.unwrap();
     let (mut send, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
@@ -115,10 +131,7 @@ async fn h2_call(
         req = req.header(*k, *v);
     }
     let resp = send
-        .send_request(
-            req.body(Full::new(Bytes::from_static(b"\0\0\0\0\x01x")))
-                .unwrap(),
-        )
+        .send_request(req.body(Full::new(messages)).unwrap())
         .await
         .unwrap();
     let (parts, body) = resp.into_parts();
@@ -191,6 +204,35 @@ spec:
         )
         .await;
     }
+}
+
+/// `istio_request_messages_total` and `istio_response_messages_total` count the messages
+/// each way, however the stream splits them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_messages_are_counted_each_way() {
+    let backend = grpc_server("127.0.0.5", "0").await;
+    let proxy = TestProxy::start(&grpc_service("greeter", 50051, backend)).await;
+    let three = Bytes::from_static(b"\0\0\0\0\x01a\0\0\0\0\x02bc\0\0\0\0\0");
+    let (status, _, _, _) =
+        h2_call_with(proxy.proxy.outbound_addr, "greeter:50051", &[], three).await;
+    assert_eq!(status, 200);
+    let labels = [("reporter", "source"), ("request_protocol", "grpc")];
+    let text = wait_for(
+        proxy.proxy.stats_addr,
+        "istio_request_messages_total",
+        &labels,
+        3.0,
+    )
+    .await;
+    assert_eq!(
+        sample(&text, "istio_response_messages_total", &labels),
+        Some(1.0)
+    );
+    assert!(text.contains("# TYPE istio_request_messages_total counter\n"));
+    // Plain HTTP has no messages.
+    assert!(!text
+        .lines()
+        .any(|l| l.starts_with("istio_request_messages_total{") && l.contains("\"http\"")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

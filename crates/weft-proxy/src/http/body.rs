@@ -8,6 +8,8 @@ use hyper::body::Incoming;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,6 +20,50 @@ const UNKNOWN_LENGTH_WAIT: Duration = Duration::from_millis(10);
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Counts gRPC messages in a stream of DATA: each is a 5-byte prefix (compressed flag,
+/// 32-bit length) and that many bytes, split across frames however the peer likes.
+#[derive(Debug, Default, Clone)]
+pub struct GrpcMessages {
+    prefix: [u8; 5],
+    filled: usize,
+    remaining: u64,
+    pub count: u64,
+}
+
+impl GrpcMessages {
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let n = data
+                    .len()
+                    .min(self.remaining.try_into().unwrap_or(usize::MAX));
+                self.remaining -= n as u64;
+                data = &data[n..];
+                continue;
+            }
+            let n = data.len().min(5 - self.filled);
+            self.prefix[self.filled..self.filled + n].copy_from_slice(&data[..n]);
+            self.filled += n;
+            data = &data[n..];
+            if self.filled == 5 {
+                self.count += 1;
+                self.filled = 0;
+                let length = [
+                    self.prefix[1],
+                    self.prefix[2],
+                    self.prefix[3],
+                    self.prefix[4],
+                ];
+                self.remaining = u32::from_be_bytes(length).into();
+            }
+        }
+    }
+}
+
+/// A request's message count, shared between the body that goes upstream and the
+/// response's end, where metrics are recorded.
+pub type MessageCount = Arc<AtomicU64>;
+
 /// What goes upstream: buffered chunks, then (when the body was too large or slow to buffer)
 /// the rest of the caller's stream.
 #[derive(Debug, Default)]
@@ -25,6 +71,9 @@ pub struct RequestBody {
     chunks: VecDeque<Bytes>,
     rest: Option<Incoming>,
     trailers: Option<HeaderMap>,
+    /// Counting the gRPC messages of `rest` as they pass (buffered chunks are counted when
+    /// read, so a replay counts nothing twice).
+    messages: Option<(GrpcMessages, MessageCount)>,
 }
 
 impl RequestBody {
@@ -32,10 +81,12 @@ impl RequestBody {
         RequestBody::default()
     }
 
-    /// The caller's body sent on as it arrives, never replayed.
-    pub fn streaming(body: Incoming) -> RequestBody {
+    /// The caller's body sent on as it arrives, never replayed; its gRPC messages are
+    /// counted into `messages`.
+    pub fn streaming(body: Incoming, messages: Option<MessageCount>) -> RequestBody {
         RequestBody {
             rest: Some(body),
+            messages: messages.map(|m| (GrpcMessages::default(), m)),
             ..RequestBody::default()
         }
     }
@@ -55,7 +106,17 @@ impl Body for RequestBody {
         if let Some(rest) = self.rest.as_mut() {
             match Pin::new(rest).poll_frame(cx) {
                 Poll::Ready(None) => self.rest = None,
-                other => return other,
+                other => {
+                    if let (Poll::Ready(Some(Ok(frame))), Some((parser, count))) =
+                        (&other, self.messages.as_mut())
+                    {
+                        if let Some(data) = frame.data_ref() {
+                            parser.feed(data);
+                            count.store(parser.count, Ordering::Relaxed);
+                        }
+                    }
+                    return other;
+                }
             }
         }
         Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
@@ -93,19 +154,38 @@ pub enum Buffered {
 }
 
 impl Buffered {
-    /// Reads `body` into memory when it is known (or quickly seen) to fit the bound.
+    /// Reads `body` into memory when it is known (or quickly seen) to fit the bound,
+    /// counting its gRPC messages into `messages` when given.
     pub async fn read(
+        body: Incoming,
+        content_length: Option<u64>,
+        messages: Option<MessageCount>,
+    ) -> Result<Buffered, hyper::Error> {
+        let mut parser = GrpcMessages::default();
+        let read = Buffered::read_counting(body, content_length, &mut parser).await;
+        match (read, messages) {
+            (Ok(Buffered::Streaming(mut streaming)), Some(count)) => {
+                count.store(parser.count, Ordering::Relaxed);
+                streaming.messages = Some((parser, count));
+                Ok(Buffered::Streaming(streaming))
+            }
+            (read, Some(count)) => {
+                count.store(parser.count, Ordering::Relaxed);
+                read
+            }
+            (read, None) => read,
+        }
+    }
+
+    async fn read_counting(
         mut body: Incoming,
         content_length: Option<u64>,
+        parser: &mut GrpcMessages,
     ) -> Result<Buffered, hyper::Error> {
         let mut chunks = Vec::new();
         let mut size = 0usize;
         if content_length.is_some_and(|l| l as usize > REPLAY_LIMIT) {
-            return Ok(Buffered::Streaming(RequestBody {
-                chunks: VecDeque::new(),
-                rest: Some(body),
-                trailers: None,
-            }));
+            return Ok(Buffered::Streaming(RequestBody::streaming(body, None)));
         }
         let deadline = content_length
             .is_none()
@@ -129,6 +209,7 @@ impl Buffered {
                 Some(frame) => match frame?.into_data() {
                     Ok(data) => {
                         size += data.remaining();
+                        parser.feed(&data);
                         chunks.push(data);
                         if size > REPLAY_LIMIT {
                             break;
@@ -151,6 +232,7 @@ impl Buffered {
             chunks: chunks.into(),
             rest: Some(body),
             trailers: None,
+            messages: None,
         }))
     }
 
@@ -161,6 +243,7 @@ impl Buffered {
                 chunks: chunks.iter().cloned().collect(),
                 rest: None,
                 trailers: trailers.clone(),
+                messages: None,
             }),
             Buffered::Streaming(_) => None,
         }
@@ -189,6 +272,8 @@ pub struct Ended {
     pub how: End,
     /// `grpc-status` from the trailers, where gRPC puts it after the messages.
     pub grpc_status: Option<u16>,
+    /// gRPC messages sent, when counted ([`ResponseBody::count_grpc_messages`]).
+    pub messages: u64,
 }
 
 /// The route timeout expired while the response was still streaming.
@@ -203,6 +288,7 @@ pub struct ResponseBody {
     inner: Inner,
     sent: u64,
     grpc_status: Option<u16>,
+    messages: Option<GrpcMessages>,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     on_end: Option<Box<dyn FnOnce(Ended) + Send + Sync>>,
     _held: Option<Box<dyn Send + Sync>>,
@@ -227,6 +313,7 @@ impl ResponseBody {
             inner,
             sent: 0,
             grpc_status: None,
+            messages: None,
             deadline: None,
             on_end: None,
             _held: None,
@@ -236,6 +323,11 @@ impl ResponseBody {
     /// `on_end` runs once when the body ends or is dropped.
     pub fn on_end(&mut self, f: impl FnOnce(Ended) + Send + Sync + 'static) {
         self.on_end = Some(Box::new(f));
+    }
+
+    /// Counts the gRPC messages the body carries, for `istio_response_messages_total`.
+    pub fn count_grpc_messages(&mut self) {
+        self.messages = Some(GrpcMessages::default());
     }
 
     pub fn hold(&mut self, held: impl Send + Sync + 'static) {
@@ -253,6 +345,7 @@ impl ResponseBody {
                 sent: self.sent,
                 how,
                 grpc_status: self.grpc_status,
+                messages: self.messages.as_ref().map_or(0, |m| m.count),
             });
         }
         self._held = None;
@@ -286,7 +379,11 @@ impl Body for ResponseBody {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    self.sent += data.len() as u64;
+                    let len = data.len() as u64;
+                    if let Some(messages) = self.messages.as_mut() {
+                        messages.feed(data);
+                    }
+                    self.sent += len;
                 } else if let Some(trailers) = frame.trailers_ref() {
                     self.grpc_status = trailers
                         .get("grpc-status")
@@ -318,6 +415,26 @@ impl Body for ResponseBody {
         match &self.inner {
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Inner::Upstream(b) => b.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GrpcMessages;
+
+    #[test]
+    fn grpc_messages_are_counted_across_any_split() {
+        let mut stream = Vec::new();
+        for len in [0u32, 3, 70_000, 1] {
+            stream.push(0u8);
+            stream.extend_from_slice(&len.to_be_bytes());
+            stream.extend(std::iter::repeat_n(7u8, len as usize));
+        }
+        for chunk in [1, 2, 5, 6, 4096, stream.len()] {
+            let mut m = GrpcMessages::default();
+            stream.chunks(chunk).for_each(|c| m.feed(c));
+            assert_eq!(m.count, 4, "chunks of {chunk}");
         }
     }
 }

@@ -3,7 +3,7 @@
 //! responses or forward with retries. Gateway: the same, from the listener port's gateway
 //! route table. Inbound: hand the request to the local workload.
 
-use super::body::{Buffered, End, RequestBody, ResponseBody};
+use super::body::{Buffered, End, MessageCount, RequestBody, ResponseBody};
 use super::edge;
 use super::forward::{self, Call, Forwarded};
 use super::headers::{ensure_request_id, is_grpc, is_upgrade, strip_hop_by_hop};
@@ -26,6 +26,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
@@ -55,6 +56,8 @@ struct Exchange {
     entry: Entry,
     forwarded: Forwarded,
     span: Option<ActiveSpan>,
+    /// gRPC messages the caller sent (gRPC requests only).
+    request_messages: Option<MessageCount>,
 }
 
 pub async fn handle(
@@ -97,6 +100,7 @@ pub async fn handle(
             },
             &mut parts.headers,
         ),
+        request_messages: grpc.then(MessageCount::default),
     };
     x.entry.request_id = header_string(&parts, "x-request-id");
     let mut close = false;
@@ -122,7 +126,7 @@ pub async fn handle(
                 if let Some(span) = &mut x.span {
                     span.name_with(|| inbound_operation(&snapshot, &conn, shared.inbound_target));
                 }
-                to_workload(&shared, &conn, parts, body, &mut x.forwarded).await
+                to_workload(&shared, &conn, parts, body, &mut x).await
             }
         }
     };
@@ -130,6 +134,7 @@ pub async fn handle(
         mut entry,
         mut forwarded,
         mut span,
+        request_messages,
     } = x;
     let mut response = match result {
         Ok(r) => r,
@@ -193,6 +198,9 @@ pub async fn handle(
         peer.as_ref(),
     );
     let log_choice = snapshot.telemetry.access_log;
+    if grpc {
+        response.body_mut().count_grpc_messages();
+    }
     response.body_mut().on_end(move |ended| {
         entry.bytes_sent = ended.sent;
         entry.duration_ms = started.elapsed().as_millis() as u64;
@@ -201,7 +209,8 @@ pub async fn handle(
             End::Incomplete => entry.flags |= Flags::DC,
             End::TimedOut => entry.flags |= Flags::UT,
         }
-        sample.record(&entry, ended.grpc_status);
+        let messages = request_messages.map(|sent| (sent.load(Ordering::Relaxed), ended.messages));
+        sample.record(&entry, ended.grpc_status, messages);
         if let Some(span) = span {
             shared.tracer.finish(span, &entry);
         }
@@ -381,7 +390,7 @@ async fn by_virtual_host(
     let per_try_timeout =
         header_ms(&parts, "x-envoy-upstream-rq-per-try-timeout-ms").or(route.retry.per_try_timeout);
     let downstream_h2 = parts.version == Version::HTTP_2;
-    let buffered = read_body(body, &parts).await?;
+    let buffered = read_body(body, &parts, x.request_messages.clone()).await?;
     for m in &route.mirrors {
         if roll(m.percent) {
             if let Some(copy) = buffered.replay() {
@@ -468,12 +477,14 @@ async fn unknown_destination(
                 .ok_or_else(|| LocalReply::connect_failure(format!("cannot resolve {authority}")))?
         }
     };
+    let messages = x.request_messages.clone();
     pass_through(
         &shared.passthrough,
         target,
         true,
         parts,
         body,
+        messages,
         &mut x.forwarded,
     )
     .await
@@ -484,13 +495,23 @@ async fn to_workload(
     conn: &ConnInfo,
     parts: Parts,
     body: Incoming,
-    forwarded: &mut Forwarded,
+    x: &mut Exchange,
 ) -> Result<Response<ResponseBody>, LocalReply> {
     let target = conn.original_dst.or(shared.inbound_target).ok_or_else(|| {
         LocalReply::no_route()
             .hint("inbound connection without an original destination and no --inbound-target")
     })?;
-    pass_through(&shared.inbound, target, false, parts, body, forwarded).await
+    let messages = x.request_messages.clone();
+    pass_through(
+        &shared.inbound,
+        target,
+        false,
+        parts,
+        body,
+        messages,
+        &mut x.forwarded,
+    )
+    .await
 }
 
 /// Sends a request to one address as it came (no route, no retry): PassthroughCluster and
@@ -501,13 +522,14 @@ async fn pass_through(
     attempt_count: bool,
     mut parts: Parts,
     body: Incoming,
+    messages: Option<MessageCount>,
     forwarded: &mut Forwarded,
 ) -> Result<Response<ResponseBody>, LocalReply> {
     let upgrade = take_upgrade(&mut parts);
     let call = Call {
         cluster,
         parts: &parts,
-        body: Buffered::Streaming(RequestBody::streaming(body)),
+        body: Buffered::Streaming(RequestBody::streaming(body, messages)),
         retry: &RetryPolicy::none(),
         timeout: None,
         per_try_timeout: None,
@@ -533,13 +555,17 @@ fn take_upgrade(parts: &mut Parts) -> Option<OnUpgrade> {
     upgrade
 }
 
-async fn read_body(body: Incoming, parts: &Parts) -> Result<Buffered, LocalReply> {
+async fn read_body(
+    body: Incoming,
+    parts: &Parts,
+    messages: Option<MessageCount>,
+) -> Result<Buffered, LocalReply> {
     let length = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    Buffered::read(body, length).await.map_err(|e| {
+    Buffered::read(body, length, messages).await.map_err(|e| {
         LocalReply::new(
             StatusCode::BAD_REQUEST,
             Flags::DC,

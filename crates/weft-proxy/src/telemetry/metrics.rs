@@ -35,8 +35,10 @@ const UNKNOWN: &str = "unknown";
 const MAX_PEERS: usize = 1024;
 
 /// Counters are registered without `_total`; the exposition names them with it.
-const COUNTERS: [&str; 5] = [
+const COUNTERS: [&str; 7] = [
     "istio_requests",
+    "istio_request_messages",
+    "istio_response_messages",
     "istio_tcp_connections_opened",
     "istio_tcp_connections_closed",
     "istio_tcp_sent_bytes",
@@ -289,6 +291,8 @@ pub struct Metrics {
     tcp_closed: Family<Labels, Counter>,
     tcp_sent: Family<Labels, Counter>,
     tcp_received: Family<Labels, Counter>,
+    request_messages: Family<Labels, Counter>,
+    response_messages: Family<Labels, Counter>,
     own: Side,
     cache: RwLock<PeerCache>,
     /// Peers by a hash of the metadata header they sent (a header may be kilobytes), decoded
@@ -311,6 +315,8 @@ impl Metrics {
             tcp_closed: Family::default(),
             tcp_sent: Family::default(),
             tcp_received: Family::default(),
+            request_messages: Family::default(),
+            response_messages: Family::default(),
             own: Side::of_workload(workload),
             cache: RwLock::default(),
             seen: RwLock::default(),
@@ -362,6 +368,16 @@ impl Metrics {
             "istio_tcp_received_bytes",
             "Bytes received from the downstream on TCP connections",
             m.tcp_received.clone(),
+        );
+        r.register(
+            "istio_request_messages",
+            "gRPC messages sent by the client",
+            m.request_messages.clone(),
+        );
+        r.register(
+            "istio_response_messages",
+            "gRPC messages sent by the server",
+            m.response_messages.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -590,8 +606,9 @@ pub struct HttpSample {
 
 impl HttpSample {
     /// `trailer_status` is the trailers' `grpc-status`, which wins over the headers' (a
-    /// trailers-only response puts it in the headers).
-    pub fn record(self, entry: &Entry, trailer_status: Option<u16>) {
+    /// trailers-only response puts it in the headers). `messages`: the gRPC messages each
+    /// way, (request, response).
+    pub fn record(self, entry: &Entry, trailer_status: Option<u16>, messages: Option<(u64, u64)>) {
         let m = &self.metrics;
         let labels = Labels {
             peers: self.peers,
@@ -609,6 +626,10 @@ impl HttpSample {
         m.response_bytes
             .get_or_create(&labels)
             .observe(entry.bytes_sent as f64);
+        if let Some((sent, received)) = messages {
+            m.request_messages.get_or_create(&labels).inc_by(sent);
+            m.response_messages.get_or_create(&labels).inc_by(received);
+        }
     }
 }
 
@@ -666,7 +687,7 @@ mod tests {
                     &entry,
                     None,
                 )
-                .record(&entry, None);
+                .record(&entry, None, None);
         }
         let text = metrics.render();
         assert!(
