@@ -5,6 +5,7 @@ use crate::http::Direction;
 use crate::model::Snapshot;
 use crate::telemetry::access_log::{Entry, Flags};
 use crate::transport::connect::connect_addr;
+use crate::transport::splice::splice;
 use crate::upstream::endpoint::Outcome;
 use crate::upstream::{Cluster, ClusterConfig, Endpoint};
 use crate::Shared;
@@ -23,6 +24,21 @@ pub enum L4Target {
     Passthrough(SocketAddr),
     /// Blocked by REGISTRY_ONLY, with the reason for the log.
     Blocked(String),
+}
+
+impl L4Target {
+    /// The cluster as Envoy's access log and Istio's metrics name it.
+    pub fn cluster_name(&self, direction: Direction) -> String {
+        match self {
+            // Istio names the hop to the local workload by its port.
+            L4Target::Passthrough(to) if direction == Direction::Inbound => {
+                ClusterConfig::istio_name("inbound", to.port(), None, "")
+            }
+            L4Target::Cluster(c) => c.config.name.clone(),
+            L4Target::Passthrough(_) => "PassthroughCluster".into(),
+            L4Target::Blocked(_) => "BlackHoleCluster".into(),
+        }
+    }
 }
 
 /// Routes a TCP connection by its service (named by `host` for CONNECT, else found by the
@@ -174,15 +190,7 @@ pub async fn proxy<S>(
         protocol: "-",
         downstream_remote: Some(remote),
         downstream_local: dst,
-        upstream_cluster: Some(match &target {
-            // Istio names the hop to the local workload by its port.
-            L4Target::Passthrough(to) if direction == Direction::Inbound => {
-                ClusterConfig::istio_name("inbound", to.port(), None, "")
-            }
-            L4Target::Cluster(c) => c.config.name.clone(),
-            L4Target::Passthrough(_) => "PassthroughCluster".into(),
-            L4Target::Blocked(_) => "BlackHoleCluster".into(),
-        }),
+        upstream_cluster: Some(target.cluster_name(direction)),
         ..Default::default()
     };
     let connected = match connect(&target, dst).await {
@@ -205,14 +213,14 @@ pub async fn proxy<S>(
             L4Target::Cluster(c) => Some(c.stats.connection()),
             _ => None,
         };
-        if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await
-        {
-            entry.bytes_received = up;
-            entry.bytes_sent = down;
-        }
+        (entry.bytes_received, entry.bytes_sent) =
+            splice(&mut downstream, &mut upstream, |received, sent| {
+                sample.bytes(received, sent)
+            })
+            .await;
     }
     entry.duration_ms = started.elapsed().as_millis() as u64;
-    sample.closed(&entry);
+    sample.closed();
     shared
         .access_log
         .emit_as(shared.config.current().telemetry.access_log, entry);

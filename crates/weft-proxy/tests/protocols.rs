@@ -333,6 +333,27 @@ async fn websocket_style_upgrades_are_spliced() {
     let mut echo = [0u8; 5];
     s.read_exact(&mut echo).await.unwrap();
     assert_eq!(&echo, b"hello");
+    // The bytes after the upgrade are TCP to Istio's metrics, under the request's service.
+    drop(s);
+    let labels = [
+        ("destination_service", "chat.default.svc.cluster.local"),
+        ("request_protocol", "tcp"),
+    ];
+    let text = wait_for(
+        proxy.proxy.stats_addr,
+        "istio_tcp_connections_closed_total",
+        &labels,
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        sample(&text, "istio_tcp_received_bytes_total", &labels),
+        Some(5.0)
+    );
+    assert_eq!(
+        sample(&text, "istio_tcp_sent_bytes_total", &labels),
+        Some(5.0)
+    );
 }
 
 /// A TCP server that prefixes every echo with its name.
@@ -458,10 +479,38 @@ async fn connect_tunnels_tcp_in_explicit_mode() {
         s.read_exact(&mut b).await.unwrap();
         rest.push(b[0]);
     }
+    let labels = [
+        ("destination_service", "db.default.svc.cluster.local"),
+        ("request_protocol", "tcp"),
+    ];
+    // Opened as the tunnel opens, closed as it closes, with the bytes inside it.
+    wait_for(
+        proxy.proxy.stats_addr,
+        "istio_tcp_connections_opened_total",
+        &labels,
+        1.0,
+    )
+    .await;
     s.write_all(b"ping").await.unwrap();
     let mut buf = [0u8; 7];
     s.read_exact(&mut buf).await.unwrap();
     assert!(&buf == b"v1:ping" || &buf == b"v2:ping");
+    drop(s);
+    let text = wait_for(
+        proxy.proxy.stats_addr,
+        "istio_tcp_connections_closed_total",
+        &labels,
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        sample(&text, "istio_tcp_received_bytes_total", &labels),
+        Some(4.0)
+    );
+    assert_eq!(
+        sample(&text, "istio_tcp_sent_bytes_total", &labels),
+        Some(7.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,6 +58,8 @@ struct Exchange {
     span: Option<ActiveSpan>,
     /// gRPC messages the caller sent (gRPC requests only).
     request_messages: Option<MessageCount>,
+    /// The caller's side of an upgrade (WebSocket), spliced once the upstream answers 101.
+    upgrade: Option<OnUpgrade>,
 }
 
 pub async fn handle(
@@ -101,6 +103,7 @@ pub async fn handle(
             &mut parts.headers,
         ),
         request_messages: grpc.then(MessageCount::default),
+        upgrade: None,
     };
     x.entry.request_id = header_string(&parts, "x-request-id");
     let mut close = false;
@@ -119,7 +122,7 @@ pub async fn handle(
         match conn.direction {
             Direction::Gateway => gateway(&snapshot, &conn, parts, body, &mut x).await,
             _ if parts.method == Method::CONNECT => {
-                tunnel::connect(&snapshot, &conn, &parts, body).await
+                tunnel::connect(&snapshot, &shared.metrics, &conn, &parts, body).await
             }
             Direction::Outbound => outbound(&shared, &snapshot, &conn, parts, body, &mut x).await,
             Direction::Inbound => {
@@ -135,6 +138,7 @@ pub async fn handle(
         mut forwarded,
         mut span,
         request_messages,
+        upgrade,
     } = x;
     let mut response = match result {
         Ok(r) => r,
@@ -197,6 +201,11 @@ pub async fn handle(
         &entry,
         peer.as_ref(),
     );
+    if let Some(downstream) = upgrade {
+        tunnel::splice_upgrade(downstream, &mut response, || {
+            shared.metrics.tcp_opened(&snapshot, &entry, inbound)
+        });
+    }
     let log_choice = snapshot.telemetry.access_log;
     if grpc {
         response.body_mut().count_grpc_messages();
@@ -381,7 +390,7 @@ async fn by_virtual_host(
     if let Some(authority) = &chosen.authority {
         parts.headers.insert(header::HOST, authority.clone());
     }
-    let upgrade = take_upgrade(&mut parts);
+    x.upgrade = take_upgrade(&mut parts);
     parts
         .headers
         .insert("x-forwarded-proto", HeaderValue::from_static("http"));
@@ -400,7 +409,7 @@ async fn by_virtual_host(
     }
     // An upgrade hands the connection over; it cannot be tried twice.
     let no_retry = RetryPolicy::none();
-    let retry = if upgrade.is_some() {
+    let retry = if x.upgrade.is_some() {
         &no_retry
     } else {
         &route.retry
@@ -425,9 +434,6 @@ async fn by_virtual_host(
     chosen.headers.response.apply(response.headers_mut());
     if let (Some(cors), Some(origin)) = (&route.cors, origin) {
         cors_response_headers(cors, &origin, response.headers_mut());
-    }
-    if let Some(downstream) = upgrade {
-        tunnel::splice_upgrade(downstream, &mut response);
     }
     Ok(response)
 }
@@ -477,17 +483,7 @@ async fn unknown_destination(
                 .ok_or_else(|| LocalReply::connect_failure(format!("cannot resolve {authority}")))?
         }
     };
-    let messages = x.request_messages.clone();
-    pass_through(
-        &shared.passthrough,
-        target,
-        true,
-        parts,
-        body,
-        messages,
-        &mut x.forwarded,
-    )
-    .await
+    pass_through(&shared.passthrough, target, true, parts, body, x).await
 }
 
 async fn to_workload(
@@ -501,17 +497,7 @@ async fn to_workload(
         LocalReply::no_route()
             .hint("inbound connection without an original destination and no --inbound-target")
     })?;
-    let messages = x.request_messages.clone();
-    pass_through(
-        &shared.inbound,
-        target,
-        false,
-        parts,
-        body,
-        messages,
-        &mut x.forwarded,
-    )
-    .await
+    pass_through(&shared.inbound, target, false, parts, body, x).await
 }
 
 /// Sends a request to one address as it came (no route, no retry): PassthroughCluster and
@@ -522,10 +508,10 @@ async fn pass_through(
     attempt_count: bool,
     mut parts: Parts,
     body: Incoming,
-    messages: Option<MessageCount>,
-    forwarded: &mut Forwarded,
+    x: &mut Exchange,
 ) -> Result<Response<ResponseBody>, LocalReply> {
-    let upgrade = take_upgrade(&mut parts);
+    x.upgrade = take_upgrade(&mut parts);
+    let messages = x.request_messages.clone();
     let call = Call {
         cluster,
         parts: &parts,
@@ -538,11 +524,7 @@ async fn pass_through(
         downstream_h2: parts.version == Version::HTTP_2,
         attempt_count,
     };
-    let mut response = forward::forward(call, forwarded).await?;
-    if let Some(downstream) = upgrade {
-        tunnel::splice_upgrade(downstream, &mut response);
-    }
-    Ok(response)
+    forward::forward(call, &mut x.forwarded).await
 }
 
 /// Strips hop-by-hop headers, keeping the upgrade pair (and taking the caller's side of

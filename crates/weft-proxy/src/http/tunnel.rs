@@ -6,15 +6,20 @@ use super::local_reply::LocalReply;
 use super::outbound::ConnInfo;
 use crate::model::Snapshot;
 use crate::tcp::{self, L4Target};
-use crate::telemetry::access_log::Flags;
+use crate::telemetry::access_log::{Entry, Flags};
+use crate::telemetry::metrics::{Metrics, TcpSample};
+use crate::transport::splice::splice;
 use http::{request::Parts, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use std::sync::Arc;
 
-/// `CONNECT host:port`: route as TCP to that service, answer 200, then splice.
+/// `CONNECT host:port`: route as TCP to that service, answer 200, then splice, reporting
+/// the tunnel in `istio_tcp_*`.
 pub async fn connect(
     snapshot: &Snapshot,
+    metrics: &Arc<Metrics>,
     conn: &ConnInfo,
     parts: &Parts,
     _body: Incoming,
@@ -46,9 +51,17 @@ pub async fn connect(
         )
         .hint(why.clone()));
     }
-    let (upstream, _host, permit) = tcp::connect(&target, None)
+    let (upstream, host, permit) = tcp::connect(&target, None)
         .await
         .map_err(|(_, why)| LocalReply::connect_failure(why))?;
+    let entry = Entry {
+        upstream_cluster: Some(target.cluster_name(conn.direction)),
+        upstream_host: Some(host),
+        downstream_remote: Some(conn.remote),
+        downstream_local: Some(conn.local),
+        ..Default::default()
+    };
+    let sample = metrics.tcp_opened(snapshot, &entry, false);
     let on_upgrade = parts.extensions.get::<OnUpgrade>().cloned();
     let Some(on_upgrade) = on_upgrade else {
         return Err(LocalReply::new(
@@ -65,26 +78,34 @@ pub async fn connect(
             Ok(upgraded) => {
                 let mut upgraded = TokioIo::new(upgraded);
                 let mut upstream = upstream;
-                let _ = tokio::io::copy_bidirectional(&mut upgraded, &mut upstream).await;
+                splice(&mut upgraded, &mut upstream, |r, s| sample.bytes(r, s)).await;
             }
             Err(e) => tracing::debug!(%remote, "CONNECT upgrade failed: {e}"),
         }
+        sample.closed();
     });
     Ok(Response::new(ResponseBody::empty()))
 }
 
-/// After a 101 from upstream, splice the caller's upgraded connection to upstream's.
-pub fn splice_upgrade(downstream: OnUpgrade, response: &mut Response<ResponseBody>) {
+/// After a 101 from upstream, splice the caller's upgraded connection to upstream's; the
+/// bytes after the upgrade count in `istio_tcp_*` under the request's labels (`sample`).
+pub fn splice_upgrade(
+    downstream: OnUpgrade,
+    response: &mut Response<ResponseBody>,
+    sample: impl FnOnce() -> TcpSample,
+) {
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return;
     }
     let Some(upstream) = response.extensions_mut().remove::<OnUpgrade>() else {
         return;
     };
+    let sample = sample();
     tokio::spawn(async move {
         if let (Ok(down), Ok(up)) = tokio::join!(downstream, upstream) {
-            let _ =
-                tokio::io::copy_bidirectional(&mut TokioIo::new(down), &mut TokioIo::new(up)).await;
+            let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+            splice(&mut down, &mut up, |r, s| sample.bytes(r, s)).await;
         }
+        sample.closed();
     });
 }

@@ -640,15 +640,15 @@ pub struct TcpSample {
 }
 
 impl TcpSample {
-    pub fn closed(self, entry: &Entry) {
+    /// Bytes since the last report: received from and sent to the downstream.
+    pub fn bytes(&self, received: u64, sent: u64) {
         let m = &self.metrics;
-        m.tcp_closed.get_or_create(&self.labels).inc();
-        m.tcp_sent
-            .get_or_create(&self.labels)
-            .inc_by(entry.bytes_sent);
-        m.tcp_received
-            .get_or_create(&self.labels)
-            .inc_by(entry.bytes_received);
+        m.tcp_sent.get_or_create(&self.labels).inc_by(sent);
+        m.tcp_received.get_or_create(&self.labels).inc_by(received);
+    }
+
+    pub fn closed(self) {
+        self.metrics.tcp_closed.get_or_create(&self.labels).inc();
     }
 }
 

@@ -1,6 +1,8 @@
-//! Connections: original destinations, protocol sniffing, TLS server names, upstream connects.
+//! Connections: original destinations, protocol sniffing, TLS server names, upstream connects,
+//! splicing.
 
 pub mod connect;
 pub mod detect;
 pub mod orig_dst;
 pub mod sni;
+pub mod splice;
