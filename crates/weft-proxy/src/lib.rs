@@ -52,8 +52,8 @@ pub struct Shared {
     pub tracer: telemetry::trace::Tracer,
 }
 
-/// Istio's `proxyHeaders.server` (MeshConfig `defaultConfig.proxyHeaders.server`). Weft has
-/// no MeshConfig yet, so it is a proxy option; the default is Istio's behaviour.
+/// Istio's `proxyHeaders.server`: the proxy's own setting, which MeshConfig's
+/// `defaultConfig.proxyHeaders.server` overrides; the default is Istio's behaviour.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerHeader {
     /// Leave `server` as the upstream sent it, or absent (Envoy's PASS_THROUGH).

@@ -433,4 +433,24 @@ async fn the_server_header_is_istios_per_direction_and_configurable() {
     );
     let blocked = proxy.client().get("elsewhere.example", "/", &[]).await;
     assert_eq!(server(&blocked), None);
+
+    // MeshConfig's defaultConfig.proxyHeaders.server overrides the proxy's own setting,
+    // and a change to it applies without a restart.
+    let mesh = |server: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\ndata:\n  mesh: 'defaultConfig: {{proxyHeaders: {{server: {server}}}}}'\n---\n")
+    };
+    proxy
+        .reconfigure(&(mesh("{value: mesh-wide}") + &yaml))
+        .await;
+    assert_eq!(
+        server(&proxy.client().get("app:80", "/", &[]).await).as_deref(),
+        Some("mesh-wide")
+    );
+    proxy
+        .reconfigure(&(mesh("{disabled: false}") + &yaml))
+        .await;
+    assert_eq!(
+        server(&proxy.client().get("app:80", "/", &[]).await).as_deref(),
+        Some("envoy")
+    );
 }

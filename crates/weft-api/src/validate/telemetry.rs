@@ -70,6 +70,25 @@ pub fn validate_mesh_config(r: &mut Report, mesh: &MeshConfig) {
             sampling,
         );
     }
+    let server = mesh
+        .default_config
+        .as_ref()
+        .and_then(|c| c.proxy_headers.as_ref())
+        .and_then(|h| h.server.as_ref())
+        .and_then(|s| s.value.as_deref());
+    if let Some(value) =
+        server.filter(|v| !v.bytes().all(|b| (0x20..0x7f).contains(&b) || b == b'\t'))
+    {
+        r.error(
+            &root
+                .field("defaultConfig")
+                .field("proxyHeaders")
+                .field("server")
+                .field("value"),
+            format!("{value:?} cannot be a header value"),
+        )
+        .with_hint("use visible ASCII characters");
+    }
     if let Some(file) = mesh.access_log_file.as_deref() {
         if !matches!(file, "" | "/dev/stdout") {
             r.warning(

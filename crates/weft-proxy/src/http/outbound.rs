@@ -155,7 +155,7 @@ pub async fn handle(
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    if let Some(names) = &shared.server {
+    if let Some(names) = snapshot.server.as_ref().unwrap_or(&shared.server) {
         let name = match conn.direction {
             Direction::Outbound => &names.outbound,
             Direction::Inbound | Direction::Gateway => &names.inbound_and_gateway,

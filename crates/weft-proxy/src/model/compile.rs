@@ -53,6 +53,7 @@ pub fn compile_within(
         .cloned()
         .collect();
     let telemetry = crate::telemetry::policy::resolve(&in_scope, workload)?;
+    let server = server_header(&in_scope)?;
     let outbound_policy = sidecar_policy(&in_scope, workload)
         .or(telemetry.outbound_policy)
         .unwrap_or(outbound_policy);
@@ -148,7 +149,32 @@ pub fn compile_within(
         registry,
         resources,
         telemetry,
+        server,
     })
+}
+
+/// MeshConfig's `defaultConfig.proxyHeaders.server`, when it says anything.
+fn server_header(resources: &[Resource]) -> Result<Option<Option<crate::ServerNames>>, String> {
+    let setting = resources.iter().find_map(|r| match &r.spec {
+        Spec::MeshConfig(m) if r.namespace() == scope::ROOT_NAMESPACE => m
+            .default_config
+            .as_ref()?
+            .proxy_headers
+            .as_ref()?
+            .server
+            .as_ref(),
+        _ => None,
+    });
+    let Some(setting) = setting else {
+        return Ok(None);
+    };
+    crate::ServerHeader {
+        disabled: setting.disabled.unwrap_or(false),
+        value: setting.value.clone(),
+    }
+    .names()
+    .map(Some)
+    .map_err(|e| format!("MeshConfig defaultConfig.proxyHeaders.server: {e}"))
 }
 
 /// A kind, namespace and name defined twice means one object, the later definition, as

@@ -40,6 +40,9 @@ pub struct Snapshot {
     pub resources: Vec<Resource>,
     /// Access logs and tracing for this workload, from MeshConfig and Telemetry.
     pub telemetry: TelemetryPolicy,
+    /// MeshConfig's `proxyHeaders.server`: `None` when it says nothing (the proxy's own
+    /// setting holds), `Some(None)` when disabled.
+    pub server: Option<Option<crate::ServerNames>>,
 }
 
 impl Snapshot {
@@ -56,6 +59,7 @@ impl Snapshot {
             clusters: BTreeMap::new(),
             resources: Vec::new(),
             telemetry: TelemetryPolicy::default(),
+            server: None,
         }
     }
 
