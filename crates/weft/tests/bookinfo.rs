@@ -833,6 +833,20 @@ async fn istio_bookinfo_tasks_on_weft_demo() {
         }
     }
     eprintln!("Istio's Grafana dashboards: {counts:?}");
+    // Weft's own dashboards (grafana/ in the repo): every expression returns data.
+    for name in [
+        "weft-proxy-dashboard.json",
+        "weft-control-plane-dashboard.json",
+    ] {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../grafana")
+            .join(name);
+        let (total, silent) = demo.grafana_dashboard(&file).await;
+        assert!(
+            total >= 8 && silent.is_empty(),
+            "{name}: no data for {silent:#?}"
+        );
+    }
     assert_eq!(
         (counts["expressions"], counts.get("mTLS"), counts.get("TCP")),
         (159, Some(&64), Some(&14)),
