@@ -381,6 +381,11 @@ async fn by_virtual_host(
     };
     let chosen = clusters.pick();
     x.entry.upstream_cluster = Some(chosen.cluster.config.name.clone());
+    // Istio's route decorator: the destination's host and port.
+    if let Some(span) = &mut x.span {
+        let config = &chosen.cluster.config;
+        span.name_with(|| format!("{}:{}/*", config.service, config.port));
+    }
     if !chosen.cluster.config.mesh_internal {
         peer::strip(&mut parts.headers);
     }
