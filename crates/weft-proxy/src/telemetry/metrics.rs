@@ -412,8 +412,17 @@ impl Metrics {
         entry: &Entry,
         inbound: bool,
     ) -> TcpSample {
+        // TCP carries no metadata header: the caller is the workload the registry has at
+        // the connection's source address.
+        let caller = inbound
+            .then(|| {
+                entry
+                    .downstream_remote
+                    .and_then(|r| self.caller_at(snapshot, r.ip()))
+            })
+            .flatten();
         let labels = Labels {
-            peers: self.peers(snapshot, inbound, entry, None),
+            peers: self.peers(snapshot, inbound, entry, caller),
             protocol: "tcp",
             response: None,
             flags: entry.flags,
@@ -437,6 +446,37 @@ impl Metrics {
             return None;
         }
         let side = peer::decode(metadata).map(|p| Arc::new(Side::of_peer(&p)));
+        seen.insert(key, side.clone());
+        side
+    }
+
+    /// The workload the registry knows at `ip` (an announced or declared WorkloadEntry), as
+    /// one shared `Side` per distinct description (the peer cache's key).
+    fn caller_at(&self, snapshot: &Snapshot, ip: std::net::IpAddr) -> Option<Arc<Side>> {
+        let ip = ip.to_string();
+        let endpoint = snapshot
+            .registry
+            .services
+            .iter()
+            .flat_map(|s| &s.endpoints)
+            .find(|e| e.address == ip)?;
+        let entry = endpoint.declared_by.strip_prefix("WorkloadEntry ");
+        let (namespace, name) = entry.and_then(|n| n.split_once('/')).unzip();
+        let side = Side::new(name, namespace, &endpoint.labels);
+        let key = self.seen_hasher.hash_one((
+            "registry",
+            &*side.workload,
+            &*side.namespace,
+            &endpoint.labels,
+        ));
+        if let Some(found) = self.seen.read().get(&key) {
+            return found.clone();
+        }
+        let mut seen = self.seen.write();
+        if seen.len() >= MAX_PEERS {
+            return None;
+        }
+        let side = Some(Arc::new(side));
         seen.insert(key, side.clone());
         side
     }
