@@ -42,6 +42,9 @@ pub struct PodSpec {
     pub sidecar: bool,
     /// What the app listens on: the readiness probe of a pod without a sidecar.
     pub ports: Vec<u16>,
+    /// Where the app serves metrics for the sidecar to merge (`127.0.0.1:9080/metrics`).
+    #[serde(default)]
+    pub app_metrics: Option<String>,
     pub hosts: String,
     pub control_plane: SocketAddr,
     /// The mesh's join token, which lets the sidecar register the pod as an endpoint.
@@ -294,6 +297,9 @@ fn proxy(spec: &PodSpec) -> Supervised {
     ]
     .map(String::from)
     .to_vec();
+    if let Some(at) = &spec.app_metrics {
+        args.extend(["--app-metrics".into(), at.clone()]);
+    }
     if spec.gateway {
         args.extend([
             "--gateway".into(),

@@ -166,6 +166,8 @@ fn pod_spec(
         gateway: spec.gateway.is_some(),
         sidecar: spec.sidecar,
         ports: spec.ports.clone(),
+        // Checked when the mesh file was read.
+        app_metrics: spec.app_metrics().ok().flatten(),
         hosts: pod.hosts_file(plan.bridge_ip, &plan.services, &plan.external),
         control_plane: control.grpc_addr,
         join_token_file: control.join_token_file.clone(),

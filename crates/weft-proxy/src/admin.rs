@@ -24,8 +24,21 @@ use tokio::sync::Notify;
 /// Sets the log filter (`/logging?level=debug`); the binary owns the subscriber.
 pub type SetLogLevel = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
+/// Where the app serves its own metrics, for 15020 to merge (Istio's metrics merging, from
+/// the pod's `prometheus.io/port` and `prometheus.io/path`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppMetrics {
+    pub addr: std::net::SocketAddr,
+    pub path: String,
+}
+
+/// The largest app metrics page merged.
+const APP_METRICS_LIMIT: usize = 10 << 20;
+const APP_METRICS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct Admin {
     pub config: Arc<ConfigStore>,
+    pub app_metrics: Option<AppMetrics>,
     pub quit: Arc<Notify>,
     pub set_log_level: Option<SetLogLevel>,
     pub metrics: Arc<Metrics>,
@@ -43,15 +56,48 @@ pub enum Port {
 
 impl Admin {
     /// Istio's and Envoy's stats, as Envoy serves them on 15090; `merged` adds the proxy
-    /// process's own metrics, as Istio's agent merges them on 15020.
-    fn prometheus(&self, merged: bool) -> String {
+    /// process's own metrics and the app's, as Istio's agent merges them on 15020.
+    async fn prometheus(&self, merged: bool) -> String {
         let mut out = self.metrics.render();
         crate::upstream::stats::render(&self.config.current().clusters, &mut out);
         if merged {
             crate::telemetry::process::render(&mut out);
+            if let Some(app) = &self.app_metrics {
+                match scrape_app(app).await {
+                    Ok(text) => {
+                        out.push_str(&text);
+                        if !text.ends_with('\n') {
+                            out.push('\n');
+                        }
+                    }
+                    // Istio's agent serves its own metrics when the app's cannot be read.
+                    Err(e) => tracing::debug!("app metrics at {}{}: {e}", app.addr, app.path),
+                }
+            }
         }
         out
     }
+}
+
+async fn scrape_app(app: &AppMetrics) -> Result<String, String> {
+    let request = Request::get(&app.path)
+        .header(http::header::HOST, app.addr.to_string())
+        .header(http::header::ACCEPT, "text/plain; version=0.0.4")
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let host = app.addr.ip().to_string();
+    let response = crate::http::oneshot::send(
+        &host,
+        app.addr.port(),
+        request,
+        APP_METRICS_LIMIT,
+        APP_METRICS_TIMEOUT,
+    )
+    .await?;
+    if !response.status().is_success() {
+        return Err(format!("answered {}", response.status()));
+    }
+    String::from_utf8(response.into_body().to_vec()).map_err(|_| "not UTF-8 text".into())
 }
 
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, port: Port) {
@@ -67,7 +113,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, port: Port) {
             let (on_quit, routed) = (quit_after.clone(), admin.clone());
             let service = service_fn(move |req| {
                 let (admin, on_quit) = (routed.clone(), on_quit.clone());
-                async move { Ok::<_, Infallible>(route(&admin, req, port, &on_quit)) }
+                async move { Ok::<_, Infallible>(route(&admin, req, port, &on_quit).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -80,7 +126,7 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, port: Port) {
     }
 }
 
-fn route(
+async fn route(
     admin: &Admin,
     req: Request<Incoming>,
     port: Port,
@@ -108,7 +154,7 @@ fn route(
         (&Method::GET, "/stats/prometheus", Port::Admin | Port::Stats | Port::EnvoyStats) => {
             Response::builder()
                 .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-                .body(Full::new(admin.prometheus(port == Port::Stats).into()))
+                .body(Full::new(admin.prometheus(port == Port::Stats).await.into()))
                 .expect("valid response")
         }
         (_, _, Port::Health) => text(StatusCode::NOT_FOUND, "not found"),

@@ -112,6 +112,8 @@ pub struct ProxyOptions {
     /// Gateway mode: listen on the ports of the Gateway servers that select the workload.
     pub gateway: Option<gateway::GatewayOptions>,
     pub server_header: ServerHeader,
+    /// The app's own metrics, merged into 15020's.
+    pub app_metrics: Option<admin::AppMetrics>,
 }
 
 impl ProxyOptions {
@@ -148,6 +150,7 @@ impl ProxyOptions {
             regex_size_limit: model::matcher::DEFAULT_REGEX_SIZE_LIMIT,
             gateway: None,
             server_header: ServerHeader::default(),
+            app_metrics: None,
         }
     }
 }
@@ -243,6 +246,7 @@ impl Proxy {
         let quit = Arc::new(Notify::new());
         let admin_state = Arc::new(admin::Admin {
             config: config.clone(),
+            app_metrics: opts.app_metrics,
             quit: quit.clone(),
             set_log_level: opts.set_log_level,
             metrics,

@@ -446,3 +446,49 @@ async fn envoy_cluster_stats_count_tries_retries_and_connections() {
     assert!(sample(&merged, "process_resident_memory_bytes", &[]).unwrap() > 1e6);
     assert!(merged.contains("# TYPE process_cpu_seconds_total counter\n"));
 }
+
+/// Istio's metrics merging: the app's own metrics (its `prometheus.io/port` and `path`)
+/// are served with the proxy's on 15020, not on 15090.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apps_metrics_are_merged_on_15020() {
+    let listener = TcpListener::bind("127.0.0.6:0").await.unwrap();
+    let app = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut head = [0u8; 1024];
+                let n = s.read(&mut head).await.unwrap();
+                let ok = String::from_utf8_lossy(&head[..n]).starts_with("GET /custom/metrics ");
+                let body =
+                    "# TYPE bookinfo_app_requests_total counter\nbookinfo_app_requests_total 7\n";
+                let answer = if ok {
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                } else {
+                    "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".into()
+                };
+                s.write_all(answer.as_bytes()).await.unwrap();
+            });
+        }
+    });
+    let setup = Setup {
+        app_metrics: Some(weft_proxy::admin::AppMetrics {
+            addr: app,
+            path: "/custom/metrics".into(),
+        }),
+        ..Setup::default()
+    };
+    let proxy = TestProxy::start_with("", setup).await;
+    let merged = scrape(proxy.proxy.stats_addr).await;
+    assert_eq!(
+        sample(&merged, "bookinfo_app_requests_total", &[]),
+        Some(7.0),
+        "{merged}"
+    );
+    assert!(merged.contains("istio_build{"), "{merged}");
+    let envoy = scrape(proxy.proxy.envoy_stats_addr).await;
+    assert!(!envoy.contains("bookinfo_app_requests_total"), "{envoy}");
+}

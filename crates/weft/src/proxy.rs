@@ -72,6 +72,10 @@ pub struct ProxyArgs {
     /// Where inbound traffic goes when it was not redirected by iptables.
     #[arg(long)]
     inbound_target: Option<SocketAddr>,
+    /// Merge the app's own metrics into 15020's, as Istio does for pods annotated
+    /// `prometheus.io/scrape`: `IP:PORT/PATH`, say 127.0.0.1:9080/metrics.
+    #[arg(long, value_name = "IP:PORT/PATH", value_parser = parse_app_metrics)]
+    app_metrics: Option<weft_proxy::admin::AppMetrics>,
     /// REGISTRY_ONLY (Weft's default: only mesh services and ServiceEntry hosts) or ALLOW_ANY.
     #[arg(long, default_value = "REGISTRY_ONLY", value_parser = parse_policy)]
     outbound_traffic_policy: OutboundTrafficMode,
@@ -129,6 +133,17 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => Ok(Duration::from_secs(n * 60)),
         _ => Err(format!("{s:?}: the unit is ms, s or m (5s, 500ms, 1m)")),
     }
+}
+
+fn parse_app_metrics(s: &str) -> Result<weft_proxy::admin::AppMetrics, String> {
+    let (addr, path) = s.find('/').map_or((s, "/metrics"), |i| (&s[..i], &s[i..]));
+    let addr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not IP:PORT (say 127.0.0.1:9080/metrics)"))?;
+    Ok(weft_proxy::admin::AppMetrics {
+        addr,
+        path: path.to_string(),
+    })
 }
 
 fn parse_policy(s: &str) -> Result<OutboundTrafficMode, String> {
@@ -215,6 +230,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
             Arc::new(SoOriginalDst)
         },
         inbound_target: args.inbound_target,
+        app_metrics: args.app_metrics,
         set_log_level: Some(set_log_level),
         regex_size_limit: args.max_regex_size,
         gateway: args.gateway.then_some(GatewayOptions {

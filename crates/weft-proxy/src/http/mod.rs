@@ -5,6 +5,7 @@ pub mod edge;
 pub mod forward;
 pub mod headers;
 pub mod local_reply;
+pub mod oneshot;
 mod outbound;
 pub mod path;
 pub mod server;

@@ -172,6 +172,8 @@ pub struct Setup {
     pub server_header: weft_proxy::ServerHeader,
     /// Where inbound connections without an original destination go.
     pub inbound_target: Option<SocketAddr>,
+    /// The app's metrics, merged into 15020's.
+    pub app_metrics: Option<weft_proxy::admin::AppMetrics>,
 }
 
 impl Default for Setup {
@@ -183,6 +185,7 @@ impl Default for Setup {
             gateway: None,
             server_header: Default::default(),
             inbound_target: None,
+            app_metrics: None,
         }
     }
 }
@@ -216,6 +219,7 @@ impl TestProxy {
         opts.gateway = setup.gateway;
         opts.server_header = setup.server_header;
         opts.inbound_target = setup.inbound_target;
+        opts.app_metrics = setup.app_metrics;
         if setup.allow_any {
             opts.outbound_policy = weft_api::types::OutboundTrafficMode::AllowAny;
         }

@@ -4,6 +4,7 @@
 
 use super::otlp;
 use super::span::{zipkin_json, Span};
+use crate::http::oneshot;
 use crate::telemetry::policy::{Collector, CollectorProtocol};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -132,49 +133,41 @@ async fn send(collector: &Collector, spans: Vec<Span>, stats: &Stats) {
         CollectorProtocol::Zipkin => (zipkin_json(&spans), "application/json"),
         CollectorProtocol::OtlpHttp => (otlp::encode(&spans), "application/x-protobuf"),
     };
-    match tokio::time::timeout(SEND_TIMEOUT, post(collector, body, content_type)).await {
-        Ok(Ok(())) => {
-            stats.reports_sent.fetch_add(1, Ordering::Relaxed);
-            stats
-                .spans_sent
-                .fetch_add(spans.len() as u64, Ordering::Relaxed);
-        }
-        Ok(Err(e)) => {
-            stats.reports_failed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(provider = %collector.provider, host = %collector.host, "spans not sent: {e}");
-        }
-        Err(_) => {
-            stats.reports_failed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(provider = %collector.provider, host = %collector.host, "spans not sent: timed out");
-        }
-    }
-}
-
-async fn post(collector: &Collector, body: Vec<u8>, content_type: &str) -> Result<(), String> {
-    let stream = tokio::net::TcpStream::connect((collector.host.as_str(), collector.port))
-        .await
-        .map_err(|e| format!("connecting to {}:{}: {e}", collector.host, collector.port))?;
-    let io = hyper_util::rt::TokioIo::new(stream);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
     let request = http::Request::post(&collector.path)
         .header(
             http::header::HOST,
             format!("{}:{}", collector.host, collector.port),
         )
         .header(http::header::CONTENT_TYPE, content_type)
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("the collector answered {}", response.status()))
+        .body(Full::new(Bytes::from(body)));
+    let sent = match request {
+        Ok(request) => {
+            oneshot::send(
+                &collector.host,
+                collector.port,
+                request,
+                64 << 10,
+                SEND_TIMEOUT,
+            )
+            .await
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    match sent {
+        Ok(response) if response.status().is_success() => {
+            stats.reports_sent.fetch_add(1, Ordering::Relaxed);
+            stats
+                .spans_sent
+                .fetch_add(spans.len() as u64, Ordering::Relaxed);
+        }
+        other => {
+            stats.reports_failed.fetch_add(1, Ordering::Relaxed);
+            let why = match other {
+                Ok(response) => format!("the collector answered {}", response.status()),
+                Err(e) => e,
+            };
+            tracing::debug!(provider = %collector.provider, host = %collector.host, "spans not sent: {why}");
+        }
     }
 }
 
