@@ -518,7 +518,8 @@ spec:
             Some("127.0.0.1:9100/stats")
         );
         let bad = annotated("{prometheus.io/scrape: \"true\", prometheus.io/port: http}");
-        let e = bad.err().expect("refused").to_string();
+        let Err(e) = bad else { panic!("accepted") };
+        let e = e.to_string();
         assert!(
             e.contains("spec.annotations") && e.contains("not a port number"),
             "{e}"
