@@ -335,8 +335,13 @@ async fn websocket_style_upgrades_are_spliced() {
     assert_eq!(&echo, b"hello");
     // The bytes after the upgrade are TCP to Istio's metrics, under the request's service.
     drop(s);
+    closed_with_bytes(&proxy, "chat.default.svc.cluster.local", 5.0, 5.0).await;
+}
+
+/// Waits until one TCP connection to `service` closed, with the bytes it carried each way.
+async fn closed_with_bytes(proxy: &TestProxy, service: &str, received: f64, sent: f64) {
     let labels = [
-        ("destination_service", "chat.default.svc.cluster.local"),
+        ("destination_service", service),
         ("request_protocol", "tcp"),
     ];
     let text = wait_for(
@@ -346,13 +351,14 @@ async fn websocket_style_upgrades_are_spliced() {
         1.0,
     )
     .await;
+    let bytes = |metric| sample(&text, metric, &labels);
     assert_eq!(
-        sample(&text, "istio_tcp_received_bytes_total", &labels),
-        Some(5.0)
-    );
-    assert_eq!(
-        sample(&text, "istio_tcp_sent_bytes_total", &labels),
-        Some(5.0)
+        (
+            bytes("istio_tcp_received_bytes_total"),
+            bytes("istio_tcp_sent_bytes_total")
+        ),
+        (Some(received), Some(sent)),
+        "{text}"
     );
 }
 
@@ -496,21 +502,7 @@ async fn connect_tunnels_tcp_in_explicit_mode() {
     s.read_exact(&mut buf).await.unwrap();
     assert!(&buf == b"v1:ping" || &buf == b"v2:ping");
     drop(s);
-    let text = wait_for(
-        proxy.proxy.stats_addr,
-        "istio_tcp_connections_closed_total",
-        &labels,
-        1.0,
-    )
-    .await;
-    assert_eq!(
-        sample(&text, "istio_tcp_received_bytes_total", &labels),
-        Some(4.0)
-    );
-    assert_eq!(
-        sample(&text, "istio_tcp_sent_bytes_total", &labels),
-        Some(7.0)
-    );
+    closed_with_bytes(&proxy, "db.default.svc.cluster.local", 4.0, 7.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -336,24 +336,10 @@ impl Demo {
     }
 
     /// Lines of the gateway's access log that served the page.
-    /// The series an instant PromQL query returns from the demo's Prometheus.
+    /// The series an instant PromQL query returns from the demo's Prometheus (none when it
+    /// does not answer).
     async fn promql(&self, query: &str) -> Vec<Value> {
-        let encoded: String = query
-            .bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
-        let path = format!("/api/v1/query?query={encoded}");
-        let addr: SocketAddr = PROMETHEUS.parse().unwrap();
-        let Ok(a) = send(&self.client, "GET", addr, PROMETHEUS, &path, &[]).await else {
-            return Vec::new();
-        };
-        let v: Value = serde_json::from_slice(&a.body).unwrap_or_default();
-        v["data"]["result"].as_array().cloned().unwrap_or_default()
+        self.promql_checked(query).await.unwrap_or_default()
     }
 
     /// An instant query's result, or why Prometheus refused it.
