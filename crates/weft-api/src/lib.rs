@@ -12,6 +12,8 @@ pub mod scope;
 pub mod types;
 pub mod validate;
 
-pub use load::{load_path, load_str, split_documents, Diagnostic, LoadError, Loaded};
+pub use load::{
+    load_mesh_config, load_path, load_str, split_documents, Diagnostic, LoadError, Loaded,
+};
 pub use resource::{Kind, Origin, Resource, Spec};
 pub use validate::Severity;

@@ -125,6 +125,33 @@ pub fn is_config_file(path: &Path) -> bool {
     !hidden && path.is_file() && matches!(ext, "yaml" | "yml" | "json")
 }
 
+/// A MeshConfig file, as istiod's `--meshConfig` reads it: the MeshConfig itself (the `mesh`
+/// key's text), or the `istio` ConfigMap that holds it. Either way it loads as that
+/// ConfigMap, with diagnostics naming the file.
+pub fn load_mesh_config(text: &str, file: &Path) -> Loaded {
+    let is_config_map = split_documents(text).iter().any(|(_, doc)| {
+        doc.lines()
+            .any(|l| l.trim_start().starts_with("kind:") && l.contains("ConfigMap"))
+    });
+    if is_config_map {
+        return load_str(text, file);
+    }
+    let origin = Origin {
+        file: Arc::new(file.to_path_buf()),
+        document: 1,
+        line: 1,
+    };
+    let mut loaded = Loaded::default();
+    let wrapped = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": MESH_CONFIG_MAP, "namespace": crate::scope::ROOT_NAMESPACE},
+        "data": {"mesh": text},
+    });
+    load_value(wrapped, &origin, &mut loaded);
+    loaded
+}
+
 /// Loads the documents of one file's text. `file` names it in diagnostics.
 pub fn load_str(text: &str, file: &Path) -> Loaded {
     let file = Arc::new(file.to_path_buf());
@@ -368,7 +395,7 @@ fn load_value(value: Value, origin: &Origin, loaded: &mut Loaded) {
         return;
     }
     if kind == Kind::ConfigMap {
-        return load_mesh_config(object, metadata, api_version, display, origin, loaded);
+        return load_mesh_config_map(object, metadata, api_version, display, origin, loaded);
     }
     if metadata.name.is_empty() {
         loaded.diagnostics.push(error(
@@ -464,7 +491,7 @@ fn load_value(value: Value, origin: &Origin, loaded: &mut Loaded) {
 /// The `istio` ConfigMap of the root namespace, whose `mesh` key is the MeshConfig as YAML;
 /// any other ConfigMap is an app's and is skipped. A MeshConfig field Weft does not act on is
 /// a warning, not an error: Istio installs set many of them.
-fn load_mesh_config(
+fn load_mesh_config_map(
     mut object: serde_json::Map<String, Value>,
     metadata: ObjectMeta,
     api_version: String,

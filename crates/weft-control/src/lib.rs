@@ -7,6 +7,7 @@ pub mod collector;
 pub mod config;
 mod discovery;
 pub mod mesh;
+mod mesh_config;
 pub mod metrics;
 mod objects;
 pub mod registrations;
@@ -31,6 +32,9 @@ use weft_discovery::discovery::discovery_server::DiscoveryServer;
 pub struct ControlOptions {
     /// The config directory `start` serves (`start_with` takes any source).
     pub config_dir: PathBuf,
+    /// A MeshConfig file (istiod's `--meshConfig`), served as ConfigMap istio-system/istio
+    /// beneath one applied to the directory.
+    pub mesh_config: Option<PathBuf>,
     /// The discovery stream and the admin API (istiod's 15010).
     pub grpc: SocketAddr,
     /// Metrics (istiod's 15014).
@@ -62,6 +66,7 @@ impl ControlOptions {
             join_token_file: credentials::join_token_file(&config_dir),
             publish_admin_token: false,
             config_dir,
+            mesh_config: None,
             grpc: ([0, 0, 0, 0], weft_discovery::CONTROL_PORT).into(),
             monitoring: ([0, 0, 0, 0], weft_discovery::MONITORING_PORT).into(),
             zipkin: None,
@@ -126,6 +131,10 @@ impl ControlPlane {
         opts: ControlOptions,
         source: Box<dyn ConfigSource>,
     ) -> Result<ControlPlane, StartError> {
+        let source: Box<dyn ConfigSource> = match &opts.mesh_config {
+            Some(file) => Box::new(mesh_config::WithMeshConfig::new(file, source)?),
+            None => source,
+        };
         let admin_token = Token::load_or_create(&opts.admin_token_file)?;
         let join_token = Token::load_or_create(&opts.join_token_file)?;
         let bind = |what: &'static str, addr: SocketAddr| async move {

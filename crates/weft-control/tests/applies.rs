@@ -119,3 +119,79 @@ async fn admin_calls_without_the_admin_token_are_unauthenticated() {
     client(Some(&cp.admin_token)).apply(apply).await.unwrap();
     client(Some(&cp.admin_token)).delete(delete).await.unwrap();
 }
+
+/// `--mesh-config FILE`, as istiod's `--meshConfig`: served as ConfigMap istio-system/istio,
+/// re-read when the file changes, and beneath an `istio` ConfigMap applied to the directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_config_file_is_served_watched_and_overridden_by_an_applied_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let mesh_file = dir.path().join("mesh");
+    std::fs::write(&mesh_file, "defaultConfig: {tracing: {sampling: 10}}\n").unwrap();
+    let mut opts = ControlOptions::new(config);
+    opts.grpc = "127.0.0.1:0".parse().unwrap();
+    opts.monitoring = "127.0.0.1:0".parse().unwrap();
+    opts.mesh_config = Some(mesh_file.clone());
+    let cp = ControlPlane::start(opts).await.unwrap();
+    let sampling = || {
+        let mesh = cp.state.mesh();
+        let found = mesh
+            .config_objects()
+            .find_map(|(k, o)| match &o.resource.spec {
+                weft_api::Spec::MeshConfig(m)
+                    if k.to_string() == "ConfigMap istio-system/istio" =>
+                {
+                    m.default_config.as_ref()?.tracing.as_ref()?.sampling
+                }
+                _ => None,
+            });
+        found
+    };
+    let becomes = |want: f64| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let sampling = &sampling;
+        async move {
+            while sampling() != Some(want) {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "sampling {:?}, not {want}",
+                    sampling()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    becomes(10.0).await;
+    std::fs::write(&mesh_file, "defaultConfig: {tracing: {sampling: 20}}\n").unwrap();
+    becomes(20.0).await;
+    cp.state
+        .apply(
+            "istio.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: 'defaultConfig: {tracing: {sampling: 30}}'\n",
+        )
+        .await
+        .unwrap();
+    becomes(30.0).await;
+    // A change to the file does not bring it back above the applied one: a broken file is
+    // reported and serves nothing new, a fixed one is read again, and the applied one holds.
+    let broken = |want: bool| {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let (state, file) = (cp.state.clone(), std::path::absolute(&mesh_file).unwrap());
+        async move {
+            while state.broken_files().contains_key(&file) != want {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "broken files: {:?}",
+                    state.broken_files()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    std::fs::write(&mesh_file, "defaultConfig: {tracing: {sampling: 400}}\n").unwrap();
+    broken(true).await;
+    assert_eq!(sampling(), Some(30.0));
+    std::fs::write(&mesh_file, "defaultConfig: {tracing: {sampling: 40}}\n").unwrap();
+    broken(false).await;
+    assert_eq!(sampling(), Some(30.0));
+}

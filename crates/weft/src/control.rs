@@ -12,6 +12,11 @@ pub struct ControlArgs {
     /// The config directory: read at start, watched, and where applied config is stored.
     #[arg(long, env = "WEFT_CONFIG_DIR", default_value = "weft-config")]
     config_dir: PathBuf,
+    /// A MeshConfig file, as istiod's `--meshConfig`: the MeshConfig YAML (the `istio`
+    /// ConfigMap's `mesh` key) or that ConfigMap; watched. An `istio` ConfigMap applied to
+    /// the config directory wins over it.
+    #[arg(long, value_name = "FILE")]
+    mesh_config: Option<PathBuf>,
     /// The discovery stream and admin API.
     #[arg(long, default_value = "0.0.0.0:15010")]
     grpc: SocketAddr,
@@ -42,6 +47,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
             grpc: args.grpc,
             monitoring: args.monitoring,
             zipkin: args.zipkin,
+            mesh_config: args.mesh_config.clone(),
             endpoint_grace: Duration::from_secs(args.endpoint_grace),
             publish_admin_token: true,
             ..ControlOptions::new(args.config_dir.clone())

@@ -269,3 +269,23 @@ spec:
     let typo = doc.replace("randomSamplingPercentage", "randomSamplingPercent");
     assert!(load(&typo).has_errors());
 }
+
+#[test]
+fn a_mesh_config_file_is_the_mesh_key_or_the_config_map() {
+    let bare = "defaultConfig:\n  tracing: {sampling: 50}\n";
+    let loaded = load_mesh_config(bare, Path::new("/etc/istio/config/mesh"));
+    assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+    assert_eq!(
+        loaded.resources[0].display_name(),
+        "ConfigMap istio-system/istio"
+    );
+    let loaded = load_mesh_config(MESH, Path::new("istio.yaml"));
+    assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+    let e = load_mesh_config(
+        "defaultConfig: {tracing: {sampling: 500}}",
+        Path::new("mesh"),
+    );
+    let e = e.errors().next().cloned().expect("refused");
+    assert_eq!(e.path, "data.mesh.defaultConfig.tracing.sampling");
+    assert!(e.to_string().starts_with("error: mesh: "), "{e}");
+}
