@@ -356,3 +356,26 @@ async fn an_absent_collector_fails_reports_not_requests() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_tags_from_telemetry_are_on_every_span() {
+    let (zipkin, zipkin_addr) = zipkin().await;
+    let upstream = Backend::start("127.0.0.1", "reviews", ok()).await;
+    let telemetry = "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: tags, namespace: istio-system}\nspec:\n  tracing:\n  - customTags:\n      team: {literal: {value: platform}}\n      user: {header: {name: X-User, defaultValue: anonymous}}\n      home: {environment: {name: WEFT_TEST_UNSET_VARIABLE, defaultValue: none}}\n";
+    let yaml = mesh_config("zipkin", zipkin_addr, 100.0)
+        + &reviews_at(upstream.addr.port())
+        + "---\n"
+        + telemetry;
+    let proxy = TestProxy::start(&yaml).await;
+    for user in [Some("jason"), None] {
+        let headers: Vec<(&str, &str)> = user.map(|u| ("x-user", u)).into_iter().collect();
+        proxy.client().get("reviews:9080", "/", &headers).await;
+    }
+    let seen = upstream.seen.lock().unwrap().clone();
+    for (parts, user) in seen.iter().zip(["jason", "anonymous"]) {
+        let spans = spans_of(&zipkin, header(parts, "x-b3-traceid"), 1).await;
+        assert_eq!(tag(&spans[0], "team"), "platform");
+        assert_eq!(tag(&spans[0], "user"), user);
+        assert_eq!(tag(&spans[0], "home"), "none");
+    }
+}

@@ -70,7 +70,7 @@ pub struct TracingConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_path_tag_length: Option<u32>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub custom_tags: BTreeMap<String, serde_json::Value>,
+    pub custom_tags: BTreeMap<String, super::telemetry::CustomTag>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

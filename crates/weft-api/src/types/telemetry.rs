@@ -83,7 +83,38 @@ pub struct Tracing {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_istio_tags: Option<bool>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub custom_tags: BTreeMap<String, serde_json::Value>,
+    pub custom_tags: BTreeMap<String, CustomTag>,
+}
+
+/// A tag added to every span: one of a literal, an environment variable of the proxy, a
+/// request header, or (not implemented) an access-log formatter.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomTag {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub literal: Option<LiteralTag>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<NamedTag>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<NamedTag>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub formatter: Option<LiteralTag>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiteralTag {
+    #[serde(default)]
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamedTag {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_value: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -19,6 +19,7 @@ pub fn validate_telemetry(r: &mut Report, t: &Telemetry) {
             percent(r, &path.field("randomSamplingPercentage"), p);
         }
         provider_names(r, &path.field("providers"), &tracing.providers);
+        custom_tags(r, &path.field("customTags"), &tracing.custom_tags);
     }
     if t.tracing.len() > 1 {
         r.warning(
@@ -45,6 +46,54 @@ pub fn validate_telemetry(r: &mut Report, t: &Telemetry) {
     }
 }
 
+pub fn custom_tags(
+    r: &mut Report,
+    path: &Path,
+    tags: &std::collections::BTreeMap<String, crate::types::telemetry::CustomTag>,
+) {
+    for (name, tag) in tags {
+        let at = path.key(name);
+        let kinds = usize::from(tag.literal.is_some())
+            + usize::from(tag.environment.is_some())
+            + usize::from(tag.header.is_some())
+            + usize::from(tag.formatter.is_some());
+        if kinds != 1 {
+            r.error(
+                &at,
+                "a custom tag is exactly one of literal, environment, header, formatter",
+            );
+        }
+        let empty = tag.literal.as_ref().is_some_and(|l| l.value.is_empty())
+            || tag.environment.as_ref().is_some_and(|e| e.name.is_empty())
+            || tag.header.as_ref().is_some_and(|h| h.name.is_empty());
+        if empty {
+            r.required(&at);
+        }
+        if tag
+            .header
+            .as_ref()
+            .is_some_and(|h| http_header_name(&h.name).is_none())
+        {
+            r.error(&at.field("header").field("name"), "not a valid header name");
+        }
+        if tag.formatter.is_some() {
+            r.warning(
+                &at.field("formatter"),
+                "Weft does not evaluate formatter tags yet; the tag is left out",
+            );
+        }
+    }
+}
+
+/// A header name as HTTP allows it (RFC 7230 token), lower-cased.
+fn http_header_name(name: &str) -> Option<String> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    valid.then(|| name.to_ascii_lowercase())
+}
+
 fn provider_names(r: &mut Report, path: &Path, providers: &[ProviderRef]) {
     for (i, p) in providers.iter().enumerate() {
         if p.name.is_empty() {
@@ -55,6 +104,20 @@ fn provider_names(r: &mut Report, path: &Path, providers: &[ProviderRef]) {
 
 pub fn validate_mesh_config(r: &mut Report, mesh: &MeshConfig) {
     let root = Path::root("data.mesh");
+    if let Some(tracing) = mesh
+        .default_config
+        .as_ref()
+        .and_then(|c| c.tracing.as_ref())
+    {
+        custom_tags(
+            r,
+            &root
+                .field("defaultConfig")
+                .field("tracing")
+                .field("customTags"),
+            &tracing.custom_tags,
+        );
+    }
     if let Some(sampling) = mesh
         .default_config
         .as_ref()

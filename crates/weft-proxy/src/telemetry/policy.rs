@@ -5,7 +5,7 @@
 use super::access_log::Encoding;
 use std::sync::Arc;
 use weft_api::types::mesh_config::{AccessLogEncoding, MeshConfig, MESH_CONFIG_MAP};
-use weft_api::types::telemetry::{Telemetry, WorkloadMode};
+use weft_api::types::telemetry::{CustomTag, Telemetry, WorkloadMode};
 use weft_api::types::{labels_match, OutboundTrafficMode};
 use weft_api::{scope, Resource, Spec};
 
@@ -41,6 +41,15 @@ pub struct TracingPolicy {
     /// Which sides of a call make spans (Telemetry `match.mode`).
     pub mode: WorkloadMode,
     pub max_tag_length: usize,
+    /// Tags added to every span (`customTags`), by name.
+    pub custom_tags: Vec<(String, TagValue)>,
+}
+
+/// Where a custom tag's value comes from; the proxy's environment is read at compile.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TagValue {
+    Literal(String),
+    Header(http::HeaderName, Option<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -181,6 +190,9 @@ fn tracing(
     let mut propagate = true;
     let mut mode = WorkloadMode::ClientAndServer;
     let mut configured = provider.is_some();
+    let mut tags: std::collections::BTreeMap<&str, &CustomTag> = legacy
+        .map(|t| t.custom_tags.iter().map(|(k, v)| (k.as_str(), v)).collect())
+        .unwrap_or_default();
     for (_, _, t) in telemetries {
         // Weft applies the first rule of each resource (validation warns about more).
         let Some(rule) = t.tracing.first() else {
@@ -202,7 +214,12 @@ fn tracing(
         if let Some(m) = &rule.r#match {
             mode = m.mode;
         }
+        tags.extend(rule.custom_tags.iter().map(|(k, v)| (k.as_str(), v)));
     }
+    let custom_tags = tags
+        .into_iter()
+        .filter_map(|(name, tag)| Some((name.to_string(), tag_value(tag)?)))
+        .collect();
     let collector = match provider {
         Some(name) => {
             let p = mesh.provider(name).ok_or_else(|| {
@@ -265,7 +282,23 @@ fn tracing(
         propagate,
         mode,
         max_tag_length,
+        custom_tags,
     }))
+}
+
+fn tag_value(tag: &CustomTag) -> Option<TagValue> {
+    if let Some(l) = &tag.literal {
+        return Some(TagValue::Literal(l.value.clone()));
+    }
+    if let Some(e) = &tag.environment {
+        let value = std::env::var(&e.name)
+            .ok()
+            .or_else(|| e.default_value.clone())?;
+        return Some(TagValue::Literal(value));
+    }
+    let h = tag.header.as_ref()?;
+    let name = http::HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes()).ok()?;
+    Some(TagValue::Header(name, h.default_value.clone()))
 }
 
 fn split_address(address: &str) -> Result<(String, u16), String> {

@@ -8,11 +8,12 @@ pub mod otlp;
 pub mod span;
 
 use super::access_log::Entry;
-use super::policy::TracingPolicy;
+use super::policy::{TagValue, TracingPolicy};
 use crate::workload::Workload;
 use context::{Formats, SpanContext};
 use http::HeaderMap;
 use span::{Span, SpanKind};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -94,6 +95,11 @@ impl Tracer {
             start: SystemTime::now(),
             name: None,
             annotations: Vec::new(),
+            custom: if sampled {
+                custom_tags(policy, headers)
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -106,8 +112,8 @@ impl Tracer {
             return;
         };
         let limit = span.policy.max_tag_length;
-        let mut tags: BTreeMap<&'static str, String> = BTreeMap::new();
-        let mut tag = |k: &'static str, v: &str| {
+        let mut tags: BTreeMap<Cow<'static, str>, String> = BTreeMap::new();
+        let mut tag = |k: Cow<'static, str>, v: &str| {
             let mut v = v.to_string();
             if v.len() > limit {
                 let mut end = limit;
@@ -119,33 +125,54 @@ impl Tracer {
             tags.insert(k, v);
         };
         let authority = entry.authority.as_deref().unwrap_or("");
-        tag("component", "proxy");
-        tag("node_id", &self.node_id);
+        tag(Cow::Borrowed("component"), "proxy");
+        tag(Cow::Borrowed("node_id"), &self.node_id);
         tag(
-            "guid:x-request-id",
+            Cow::Borrowed("guid:x-request-id"),
             entry.request_id.as_deref().unwrap_or(""),
         );
-        tag("http.url", &format!("http://{authority}{}", entry.path));
-        tag("http.method", &entry.method);
-        tag("http.protocol", entry.protocol);
-        tag("http.status_code", &entry.status.to_string());
-        tag("response_flags", &entry.flags.to_string());
-        tag("request_size", &entry.bytes_received.to_string());
-        tag("response_size", &entry.bytes_sent.to_string());
-        tag("downstream_cluster", "-");
-        tag("user_agent", entry.user_agent.as_deref().unwrap_or("-"));
+        tag(
+            Cow::Borrowed("http.url"),
+            &format!("http://{authority}{}", entry.path),
+        );
+        tag(Cow::Borrowed("http.method"), &entry.method);
+        tag(Cow::Borrowed("http.protocol"), entry.protocol);
+        tag(Cow::Borrowed("http.status_code"), &entry.status.to_string());
+        tag(Cow::Borrowed("response_flags"), &entry.flags.to_string());
+        tag(
+            Cow::Borrowed("request_size"),
+            &entry.bytes_received.to_string(),
+        );
+        tag(
+            Cow::Borrowed("response_size"),
+            &entry.bytes_sent.to_string(),
+        );
+        tag(Cow::Borrowed("downstream_cluster"), "-");
+        tag(
+            Cow::Borrowed("user_agent"),
+            entry.user_agent.as_deref().unwrap_or("-"),
+        );
         let cluster = entry.upstream_cluster.as_deref().unwrap_or("-");
-        tag("upstream_cluster", cluster);
-        tag("upstream_cluster.name", cluster);
+        tag(Cow::Borrowed("upstream_cluster"), cluster);
+        tag(Cow::Borrowed("upstream_cluster.name"), cluster);
         if let Some(remote) = entry.downstream_remote {
-            tag("peer.address", &remote.ip().to_string());
+            tag(Cow::Borrowed("peer.address"), &remote.ip().to_string());
         }
-        tag("istio.canonical_service", &self.canonical_service);
-        tag("istio.canonical_revision", &self.canonical_revision);
-        tag("istio.namespace", &self.namespace);
-        tag("istio.mesh_id", "cluster.local");
+        tag(
+            Cow::Borrowed("istio.canonical_service"),
+            &self.canonical_service,
+        );
+        tag(
+            Cow::Borrowed("istio.canonical_revision"),
+            &self.canonical_revision,
+        );
+        tag(Cow::Borrowed("istio.namespace"), &self.namespace);
+        tag(Cow::Borrowed("istio.mesh_id"), "cluster.local");
         if entry.status >= 500 || entry.status == 0 {
-            tag("error", "true");
+            tag(Cow::Borrowed("error"), "true");
+        }
+        for (name, value) in span.custom {
+            tag(name.into(), &value);
         }
         let start = micros(span.start);
         let name = span.name.unwrap_or_else(|| format!("{authority}/*"));
@@ -182,6 +209,26 @@ pub struct ActiveSpan {
     start: SystemTime,
     name: Option<String>,
     annotations: Vec<(u64, &'static str)>,
+    /// `customTags`, with header values read from the request as it came.
+    custom: Vec<(String, String)>,
+}
+
+fn custom_tags(policy: &TracingPolicy, headers: &HeaderMap) -> Vec<(String, String)> {
+    policy
+        .custom_tags
+        .iter()
+        .filter_map(|(name, value)| {
+            let value = match value {
+                TagValue::Literal(v) => v.clone(),
+                TagValue::Header(h, default) => headers
+                    .get(h)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+                    .or_else(|| default.clone())?,
+            };
+            Some((name.clone(), value))
+        })
+        .collect()
 }
 
 impl ActiveSpan {

@@ -2,6 +2,7 @@
 
 use super::context::trace_hex;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
@@ -29,7 +30,7 @@ pub struct Span {
     pub service: std::sync::Arc<str>,
     pub local_ip: Option<std::net::IpAddr>,
     pub remote: Option<SocketAddr>,
-    pub tags: BTreeMap<&'static str, String>,
+    pub tags: BTreeMap<Cow<'static, str>, String>,
     /// (microseconds since the epoch, what happened): retries, faults.
     pub annotations: Vec<(u64, &'static str)>,
     pub debug: bool,
@@ -50,7 +51,7 @@ struct ZipkinSpan<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     remote_endpoint: Option<Endpoint<'a>>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    tags: &'a BTreeMap<&'static str, String>,
+    tags: &'a BTreeMap<Cow<'static, str>, String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     annotations: Vec<Annotation>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
