@@ -72,8 +72,9 @@ pub struct RequestBody {
     rest: Option<Incoming>,
     trailers: Option<HeaderMap>,
     /// Counting the gRPC messages of `rest` as they pass (buffered chunks are counted when
-    /// read, so a replay counts nothing twice).
-    messages: Option<(GrpcMessages, MessageCount)>,
+    /// read, so a replay counts nothing twice). Boxed: hyper's client keeps room for 32
+    /// requests per upstream connection, so every byte here costs 32 on each one.
+    messages: Option<Box<(GrpcMessages, MessageCount)>>,
 }
 
 impl RequestBody {
@@ -86,7 +87,7 @@ impl RequestBody {
     pub fn streaming(body: Incoming, messages: Option<MessageCount>) -> RequestBody {
         RequestBody {
             rest: Some(body),
-            messages: messages.map(|m| (GrpcMessages::default(), m)),
+            messages: messages.map(|m| Box::new((GrpcMessages::default(), m))),
             ..RequestBody::default()
         }
     }
@@ -107,9 +108,10 @@ impl Body for RequestBody {
             match Pin::new(rest).poll_frame(cx) {
                 Poll::Ready(None) => self.rest = None,
                 other => {
-                    if let (Poll::Ready(Some(Ok(frame))), Some((parser, count))) =
-                        (&other, self.messages.as_mut())
+                    if let (Poll::Ready(Some(Ok(frame))), Some(counting)) =
+                        (&other, self.messages.as_deref_mut())
                     {
+                        let (parser, count) = counting;
                         if let Some(data) = frame.data_ref() {
                             parser.feed(data);
                             count.store(parser.count, Ordering::Relaxed);
@@ -166,7 +168,7 @@ impl Buffered {
         match (read, messages) {
             (Ok(Buffered::Streaming(mut streaming)), Some(count)) => {
                 count.store(parser.count, Ordering::Relaxed);
-                streaming.messages = Some((parser, count));
+                streaming.messages = Some(Box::new((parser, count)));
                 Ok(Buffered::Streaming(streaming))
             }
             (read, Some(count)) => {
