@@ -45,21 +45,7 @@ impl ConfigSource for WithMeshConfig {
             path: self.file.clone(),
             source,
         })?;
-        let loaded = weft_api::load_mesh_config(&text, &self.file);
-        if loaded.has_errors() {
-            return Err(StoreError::Invalid {
-                file: self.file.clone(),
-                errors: loaded
-                    .errors()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            });
-        }
-        for w in loaded.warnings() {
-            tracing::warn!("{w}");
-        }
-        Ok(loaded.resources)
+        crate::store::checked(weft_api::load_mesh_config(&text, &self.file), &self.file)
     }
 
     fn partition_for(&self, key: &Key) -> PathBuf {

@@ -59,6 +59,24 @@ pub trait ConfigSource: Send + Sync + 'static {
     ) -> tokio::task::JoinHandle<()>;
 }
 
+/// A file's objects, or all its errors when it has any; warnings are logged.
+pub(crate) fn checked(loaded: weft_api::Loaded, file: &Path) -> Result<Vec<Resource>, StoreError> {
+    if loaded.has_errors() {
+        return Err(StoreError::Invalid {
+            file: file.to_path_buf(),
+            errors: loaded
+                .errors()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        });
+    }
+    for w in loaded.warnings() {
+        tracing::warn!("{w}");
+    }
+    Ok(loaded.resources)
+}
+
 pub struct ConfigDir {
     dir: PathBuf,
 }
@@ -119,20 +137,7 @@ impl ConfigSource for ConfigDir {
             file: file.to_path_buf(),
             errors: e.to_string(),
         })?;
-        if loaded.has_errors() {
-            return Err(StoreError::Invalid {
-                file: file.to_path_buf(),
-                errors: loaded
-                    .errors()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            });
-        }
-        for w in loaded.warnings() {
-            tracing::warn!("{w}");
-        }
-        Ok(loaded.resources)
+        checked(loaded, file)
     }
 
     /// Where the API keeps an object.
