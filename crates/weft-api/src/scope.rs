@@ -11,6 +11,21 @@ pub const ROOT_NAMESPACE: &str = "istio-system";
 
 /// Istio's `exportTo` (and, for Kubernetes Services, the `networking.istio.io/exportTo`
 /// annotation): unset or `*` is every namespace, `.` the resource's own, else the names given.
+/// The mesh's MeshConfig: the `mesh` key of ConfigMap `istio` in the root namespace.
+pub fn mesh_config<'a>(
+    resources: impl IntoIterator<Item = &'a Resource>,
+) -> Option<&'a types::MeshConfig> {
+    resources.into_iter().find_map(|r| match &r.spec {
+        Spec::MeshConfig(m)
+            if r.name() == types::mesh_config::MESH_CONFIG_MAP
+                && r.namespace() == ROOT_NAMESPACE =>
+        {
+            Some(m)
+        }
+        _ => None,
+    })
+}
+
 pub fn exported_to(r: &Resource, caller_namespace: &str) -> bool {
     let annotation;
     let export_to: &[String] = match &r.spec {

@@ -155,15 +155,13 @@ pub fn compile_within(
 
 /// MeshConfig's `defaultConfig.proxyHeaders.server`, when it says anything.
 fn server_header(resources: &[Resource]) -> Result<Option<Option<crate::ServerNames>>, String> {
-    let setting = resources.iter().find_map(|r| match &r.spec {
-        Spec::MeshConfig(m) if r.namespace() == scope::ROOT_NAMESPACE => m
-            .default_config
+    let setting = scope::mesh_config(resources).and_then(|m| {
+        m.default_config
             .as_ref()?
             .proxy_headers
             .as_ref()?
             .server
-            .as_ref(),
-        _ => None,
+            .as_ref()
     });
     let Some(setting) = setting else {
         return Ok(None);

@@ -74,6 +74,9 @@ pub struct Registry {
     pub services: Vec<ServiceInfo>,
     #[serde(skip)]
     by_host: HashMap<String, usize>,
+    /// (service, endpoint) by endpoint address, the first service declaring it.
+    #[serde(skip)]
+    by_endpoint: HashMap<String, (usize, usize)>,
 }
 
 impl Registry {
@@ -106,9 +109,16 @@ impl Registry {
         let mut registry = Registry {
             services,
             by_host: HashMap::new(),
+            by_endpoint: HashMap::new(),
         };
         for (i, s) in registry.services.iter().enumerate() {
             registry.by_host.entry(s.hostname.clone()).or_insert(i);
+            for (j, e) in s.endpoints.iter().enumerate() {
+                registry
+                    .by_endpoint
+                    .entry(e.address.clone())
+                    .or_insert((i, j));
+            }
         }
         registry
     }
@@ -138,6 +148,13 @@ impl Registry {
                         .then_some((s.hostname.as_str(), p.number))
                 })
             })
+    }
+
+    /// The first service with an endpoint at `address`, and that endpoint.
+    pub fn endpoint_at(&self, address: &str) -> Option<(&ServiceInfo, &EndpointInfo)> {
+        let &(s, e) = self.by_endpoint.get(address)?;
+        let service = &self.services[s];
+        Some((service, &service.endpoints[e]))
     }
 
     /// The service whose address (or CIDR) holds `ip` and that has `port`.

@@ -453,13 +453,7 @@ impl Metrics {
     /// The workload the registry knows at `ip` (an announced or declared WorkloadEntry), as
     /// one shared `Side` per distinct description (the peer cache's key).
     fn caller_at(&self, snapshot: &Snapshot, ip: std::net::IpAddr) -> Option<Arc<Side>> {
-        let ip = ip.to_string();
-        let endpoint = snapshot
-            .registry
-            .services
-            .iter()
-            .flat_map(|s| &s.endpoints)
-            .find(|e| e.address == ip)?;
+        let (_, endpoint) = snapshot.registry.endpoint_at(&ip.to_string())?;
         let entry = endpoint.declared_by.strip_prefix("WorkloadEntry ");
         let (namespace, name) = entry.and_then(|n| n.split_once('/')).unzip();
         let side = Side::new(name, namespace, &endpoint.labels);
@@ -568,13 +562,8 @@ impl Metrics {
     /// is the one with an endpoint at the address the request was for.
     fn inbound_peers(&self, snapshot: &Snapshot, host: &str, peer: Option<&Side>) -> Peers {
         let ip = host.rsplit_once(':').map_or(host, |(ip, _)| ip);
-        let svc = snapshot
-            .registry
-            .services
-            .iter()
-            .find(|s| s.endpoints.iter().any(|e| e.address == ip));
-        let svc = match svc {
-            Some(s) => Service::of(snapshot, &s.hostname),
+        let svc = match snapshot.registry.endpoint_at(ip) {
+            Some((s, _)) => Service::of(snapshot, &s.hostname),
             None => Service::of(snapshot, UNKNOWN),
         };
         let unknown = Side::unknown();

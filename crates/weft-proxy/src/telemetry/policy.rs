@@ -4,7 +4,7 @@
 
 use super::access_log::Encoding;
 use std::sync::Arc;
-use weft_api::types::mesh_config::{AccessLogEncoding, MeshConfig, MESH_CONFIG_MAP};
+use weft_api::types::mesh_config::{AccessLogEncoding, MeshConfig};
 use weft_api::types::telemetry::{CustomTag, Telemetry, WorkloadMode};
 use weft_api::types::{labels_match, OutboundTrafficMode};
 use weft_api::{scope, Resource, Spec};
@@ -82,14 +82,7 @@ impl TracingPolicy {
 
 /// The policy in force for `workload` among `resources` (already scoped to it).
 pub fn resolve(resources: &[Resource], workload: &Workload) -> Result<TelemetryPolicy, String> {
-    let mesh = resources.iter().find_map(|r| match &r.spec {
-        Spec::MeshConfig(m)
-            if r.name() == MESH_CONFIG_MAP && r.namespace() == scope::ROOT_NAMESPACE =>
-        {
-            Some(m)
-        }
-        _ => None,
-    });
+    let mesh = scope::mesh_config(resources);
     let default_mesh = MeshConfig::default();
     let mesh = mesh.unwrap_or(&default_mesh);
     // Least specific first: the root namespace's, the namespace's, then selecting ones.

@@ -113,66 +113,38 @@ impl Tracer {
         };
         let limit = span.policy.max_tag_length;
         let mut tags: BTreeMap<Cow<'static, str>, String> = BTreeMap::new();
-        let mut tag = |k: Cow<'static, str>, v: &str| {
-            let mut v = v.to_string();
-            if v.len() > limit {
-                let mut end = limit;
-                while !v.is_char_boundary(end) {
-                    end -= 1;
-                }
-                v.truncate(end);
-            }
-            tags.insert(k, v);
-        };
+        let mut tag = |k: &'static str, v: &str| put_tag(&mut tags, k.into(), v, limit);
         let authority = entry.authority.as_deref().unwrap_or("");
-        tag(Cow::Borrowed("component"), "proxy");
-        tag(Cow::Borrowed("node_id"), &self.node_id);
+        tag("component", "proxy");
+        tag("node_id", &self.node_id);
         tag(
-            Cow::Borrowed("guid:x-request-id"),
+            "guid:x-request-id",
             entry.request_id.as_deref().unwrap_or(""),
         );
-        tag(
-            Cow::Borrowed("http.url"),
-            &format!("http://{authority}{}", entry.path),
-        );
-        tag(Cow::Borrowed("http.method"), &entry.method);
-        tag(Cow::Borrowed("http.protocol"), entry.protocol);
-        tag(Cow::Borrowed("http.status_code"), &entry.status.to_string());
-        tag(Cow::Borrowed("response_flags"), &entry.flags.to_string());
-        tag(
-            Cow::Borrowed("request_size"),
-            &entry.bytes_received.to_string(),
-        );
-        tag(
-            Cow::Borrowed("response_size"),
-            &entry.bytes_sent.to_string(),
-        );
-        tag(Cow::Borrowed("downstream_cluster"), "-");
-        tag(
-            Cow::Borrowed("user_agent"),
-            entry.user_agent.as_deref().unwrap_or("-"),
-        );
+        tag("http.url", &format!("http://{authority}{}", entry.path));
+        tag("http.method", &entry.method);
+        tag("http.protocol", entry.protocol);
+        tag("http.status_code", &entry.status.to_string());
+        tag("response_flags", &entry.flags.to_string());
+        tag("request_size", &entry.bytes_received.to_string());
+        tag("response_size", &entry.bytes_sent.to_string());
+        tag("downstream_cluster", "-");
+        tag("user_agent", entry.user_agent.as_deref().unwrap_or("-"));
         let cluster = entry.upstream_cluster.as_deref().unwrap_or("-");
-        tag(Cow::Borrowed("upstream_cluster"), cluster);
-        tag(Cow::Borrowed("upstream_cluster.name"), cluster);
+        tag("upstream_cluster", cluster);
+        tag("upstream_cluster.name", cluster);
         if let Some(remote) = entry.downstream_remote {
-            tag(Cow::Borrowed("peer.address"), &remote.ip().to_string());
+            tag("peer.address", &remote.ip().to_string());
         }
-        tag(
-            Cow::Borrowed("istio.canonical_service"),
-            &self.canonical_service,
-        );
-        tag(
-            Cow::Borrowed("istio.canonical_revision"),
-            &self.canonical_revision,
-        );
-        tag(Cow::Borrowed("istio.namespace"), &self.namespace);
-        tag(Cow::Borrowed("istio.mesh_id"), "cluster.local");
+        tag("istio.canonical_service", &self.canonical_service);
+        tag("istio.canonical_revision", &self.canonical_revision);
+        tag("istio.namespace", &self.namespace);
+        tag("istio.mesh_id", "cluster.local");
         if entry.status >= 500 || entry.status == 0 {
-            tag(Cow::Borrowed("error"), "true");
+            tag("error", "true");
         }
         for (name, value) in span.custom {
-            tag(name.into(), &value);
+            put_tag(&mut tags, name.into(), &value, limit);
         }
         let start = micros(span.start);
         let name = span.name.unwrap_or_else(|| format!("{authority}/*"));
@@ -255,6 +227,20 @@ impl ActiveSpan {
             self.annotations.push((micros(at), what));
         }
     }
+}
+
+/// A tag, its value cut to `limit` bytes (at a character boundary).
+fn put_tag(
+    tags: &mut BTreeMap<Cow<'static, str>, String>,
+    k: Cow<'static, str>,
+    v: &str,
+    limit: usize,
+) {
+    let mut end = v.len().min(limit);
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    tags.insert(k, v[..end].to_string());
 }
 
 fn micros(t: SystemTime) -> u64 {
