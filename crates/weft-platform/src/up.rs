@@ -343,6 +343,10 @@ fn print_summary(opts: &UpOptions, status: Option<&Status>) {
             "prometheus at http://{addr} (weft dashboard prometheus), scraping every sidecar, gateway and the control plane"
         );
     }
+    eprintln!(
+        "traces at http://{} (Zipkin's API: /api/v2/traces?serviceName=productpage.default), from the control plane's collector",
+        opts.zipkin
+    );
     if !status.restored.is_empty() {
         eprintln!(
             "restored from an earlier run ({}), still applied: {}; --fresh starts from the mesh file's config alone",

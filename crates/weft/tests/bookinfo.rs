@@ -750,6 +750,18 @@ async fn istio_bookinfo_tasks_on_weft_demo() {
         "{printed}"
     );
 
+    // The summary says where the traces are.
+    let summary = poll_until(DEADLINE, || {
+        let err = demo.weft.stderr();
+        std::future::ready(err.contains("mesh up").then_some(err))
+    })
+    .await
+    .unwrap_or_default();
+    assert!(
+        summary.contains("traces at http://127.0.0.1:9411"),
+        "{summary}"
+    );
+
     // --load 20: while this test sends nothing, the gateway keeps serving the page (40 pages
     // is two seconds' worth).
     let before = demo.gateway_pages_served().await;
