@@ -561,8 +561,13 @@ impl Metrics {
     /// The source is the caller as its sidecar described itself, else unknown. The service
     /// is the one with an endpoint at the address the request was for.
     fn inbound_peers(&self, snapshot: &Snapshot, host: &str, peer: Option<&Side>) -> Peers {
+        // The service this workload is an endpoint of; else the one the app's address is
+        // (a sidecar that was given no address of its own).
         let ip = host.rsplit_once(':').map_or(host, |(ip, _)| ip);
-        let svc = match snapshot.registry.endpoint_at(ip) {
+        let own = snapshot
+            .registry
+            .endpoint_at(&snapshot.workload.instance_ip);
+        let svc = match own.or_else(|| snapshot.registry.endpoint_at(ip)) {
             Some((s, _)) => Service::of(snapshot, &s.hostname),
             None => Service::of(snapshot, UNKNOWN),
         };
