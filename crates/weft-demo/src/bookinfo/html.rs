@@ -42,12 +42,42 @@ pub fn escape(s: &str) -> String {
     escaped
 }
 
+/// Istio's Bookinfo look (its Bootstrap navbar, summary, details and reviews side by side,
+/// star glyphs), inline: the page fetches nothing.
+const STYLE: &str = "\
+body { margin: 0; font-family: 'Helvetica Neue', Helvetica, Arial, sans-serif; font-size: 14px; \
+  color: #333; background: #fff; line-height: 1.43; }
+nav { display: flex; align-items: center; justify-content: space-between; background: #222; \
+  border-bottom: 1px solid #080808; padding: 0 15px; min-height: 50px; color: #9d9d9d; }
+nav .brand { color: #9d9d9d; font-size: 18px; }
+nav form { display: flex; gap: 6px; margin: 0; }
+nav input { padding: 5px 8px; border: 1px solid #ccc; border-radius: 4px; font-size: 13px; }
+nav button { padding: 5px 12px; border: 1px solid #adadad; border-radius: 4px; background: #e6e6e6; \
+  cursor: pointer; }
+nav .signed-in { margin: 0; color: #9d9d9d; } nav .signed-in a { color: #fff; }
+main { max-width: 1170px; margin: 0 auto; padding: 0 15px 30px; }
+.product-title { text-align: center; font-size: 24px; font-weight: 500; margin: 20px 0 10px; }
+.summary { font-size: 15px; }
+.columns { display: flex; gap: 30px; flex-wrap: wrap; }
+.columns > section { flex: 1 1 400px; }
+h4 { font-size: 18px; font-weight: 500; margin: 20px 0 10px; }
+dl.details { display: grid; grid-template-columns: max-content 1fr; gap: 4px 12px; margin: 0; }
+dl.details dt { font-weight: bold; } dl.details dd { margin: 0; }
+blockquote.review { border-left: 5px solid #eee; margin: 0 0 20px; padding: 10px 20px; font-size: 16px; }
+blockquote.review p { margin: 0 0 10px; }
+blockquote.review small { display: block; color: #777; font-size: 80%; }
+blockquote.review small::before { content: '\\2014 \\00A0'; }
+.stars { font-size: 20px; letter-spacing: 2px; }
+.error { color: #a94442; } .rating-error { color: #777; }
+.served-by { color: #777; font-size: 12px; margin-top: 20px; }
+a { color: #337ab7; }
+";
+
 fn layout(body: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n\
-         <title>Simple Bookstore App</title>\n\
-         <style>body {{ font-family: sans-serif; margin: 2em; }} .error {{ color: #a00; }} \
-         blockquote {{ border-left: 4px solid #ccc; padding-left: 1em; }}</style>\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>Simple Bookstore App</title>\n<style>{STYLE}</style>\n\
          </head>\n<body>\n{body}</body>\n</html>\n"
     )
 }
@@ -55,12 +85,13 @@ fn layout(body: &str) -> String {
 /// `GET /`: what the app is, and the links Istio's index offers.
 pub fn index_page(product: &Product) -> String {
     layout(&format!(
-        "<h1>Simple Bookstore App</h1>\n\
+        "<nav><span class=\"brand\">BookInfo Sample</span></nav>\n<main>\n\
+         <h1 class=\"product-title\">Simple Bookstore App</h1>\n\
          <p>Hello! This is a simple bookstore application consisting of four services: \
          productpage calls details and reviews, and reviews calls ratings.</p>\n\
          <p>The book on sale: {title}.</p>\n\
          <p><a href=\"productpage?u=normal\">Normal user</a> \
-         <a href=\"productpage?u=test\">Test user</a></p>\n",
+         <a href=\"productpage?u=test\">Test user</a></p>\n</main>\n",
         title = escape(product.title),
     ))
 }
@@ -89,16 +120,20 @@ pub fn product_page(
              <button type=\"submit\">Sign in</button>\n</form>\n",
         ),
     }
-    body.push_str("</nav>\n");
+    body.push_str("</nav>\n<main>\n");
     // The summary is the product's own HTML (a link and bold text), as Istio renders it.
     let _ = writeln!(
         body,
-        "<h3 class=\"product-title\">{}</h3>\n<p>Summary: {}</p>",
+        "<h3 class=\"product-title\">{}</h3>\n<p class=\"summary\">Summary: {}</p>",
         escape(product.title),
         product.description_html
     );
-    body.push_str(&details_section(details));
-    body.push_str(&reviews_section(reviews));
+    let _ = write!(
+        body,
+        "<div class=\"columns\">\n<section>\n{}</section>\n<section>\n{}</section>\n</div>\n</main>\n",
+        details_section(details),
+        reviews_section(reviews)
+    );
     layout(&body)
 }
 
