@@ -468,7 +468,7 @@ impl ControlProcess {
             .arg("--config-dir")
             .arg(config)
             .args(["--grpc", GRPC, "--monitoring", MONITORING])
-            .args(["--endpoint-grace", "30"])
+            .args(["--endpoint-grace", "30", "--no-dashboard"])
             // A line per connecting proxy would cost the control plane CPU being measured.
             .env("WEFT_LOG", "warn")
             .stdin(Stdio::null())

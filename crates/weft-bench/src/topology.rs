@@ -314,6 +314,7 @@ pub async fn start(
         .args(["--grpc", &format!("{COLLECTOR}:15010")])
         .args(["--monitoring", &format!("{COLLECTOR}:15014")])
         .args(["--zipkin", &format!("{COLLECTOR}:9411")])
+        .arg("--no-dashboard")
         // Its admin token stays in the run's directory, not the user's credentials.
         .env("WEFT_HOME", dir)
         .env("WEFT_LOG", "warn");

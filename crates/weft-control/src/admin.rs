@@ -121,23 +121,8 @@ impl Admin for AdminService {
         &self,
         _: Request<ProxyStatusRequest>,
     ) -> Result<Response<ProxyStatusResponse>, Status> {
-        let mesh = self.state.mesh();
-        let proxies = mesh
-            .proxies()
-            .map(|(_, p)| ProxyStatus {
-                identity: Some(p.hello.clone()),
-                sent_version: p.sent.clone(),
-                acked_version: p.acked.clone(),
-                nacked_version: p.nacked.clone(),
-                nack_reason: p.nack_reason.clone(),
-                connected_seconds: p.connected_at.elapsed().as_secs(),
-                resources: mesh.view_objects(&p.view).len() as u32,
-                registered: p.registered,
-            })
-            .collect();
-        drop(mesh);
         Ok(Response::new(ProxyStatusResponse {
-            proxies,
+            proxies: self.state.mesh().proxy_statuses(),
             config_problems: self.state.problems().1,
         }))
     }

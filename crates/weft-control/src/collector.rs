@@ -311,10 +311,45 @@ pub async fn serve(listener: TcpListener, collector: Arc<Collector>) {
 }
 
 async fn answer(collector: &Collector, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = req.uri().path().to_string();
-    let params: HashMap<String, String> = req
-        .uri()
-        .query()
+    if req.method() == Method::GET {
+        return query(collector, req.uri().path(), req.uri().query());
+    }
+    if (req.method(), req.uri().path()) != (&Method::POST, "/api/v2/spans") {
+        return text(StatusCode::NOT_FOUND, USAGE);
+    }
+    let json = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|t| t.starts_with("application/json"));
+    if !json {
+        return text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send spans as Zipkin v2 JSON (application/json)\n",
+        );
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return text(StatusCode::PAYLOAD_TOO_LARGE, &format!("{e}\n")),
+    };
+    match serde_json::from_slice::<Vec<Span>>(&body) {
+        Ok(spans) => {
+            collector.ingest(spans);
+            text(StatusCode::ACCEPTED, "")
+        }
+        Err(e) => text(
+            StatusCode::BAD_REQUEST,
+            &format!("not a list of Zipkin v2 spans: {e}\n"),
+        ),
+    }
+}
+
+const USAGE: &str = "Zipkin v2 API: POST /api/v2/spans; GET /api/v2/services, /api/v2/spans, /api/v2/traces, /api/v2/trace/{id}\n";
+
+/// Zipkin's v2 query API (`path` from `/api/v2/` on), for the collector's port and the
+/// dashboard's trace pages.
+pub fn query(collector: &Collector, path: &str, query: Option<&str>) -> Response<Full<Bytes>> {
+    let params: HashMap<String, String> = query
         .map(|q| {
             q.split('&')
                 .filter_map(|kv| {
@@ -326,40 +361,13 @@ async fn answer(collector: &Collector, req: Request<Incoming>) -> Response<Full<
         .unwrap_or_default();
     let param = |k: &str| params.get(k).filter(|v| !v.is_empty()).cloned();
     let number = |k: &str| param(k).and_then(|v| v.parse::<u64>().ok());
-    match (req.method().clone(), path.as_str()) {
-        (Method::POST, "/api/v2/spans") => {
-            let json = req
-                .headers()
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_none_or(|t| t.starts_with("application/json"));
-            if !json {
-                return text(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "send spans as Zipkin v2 JSON (application/json)\n",
-                );
-            }
-            let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(e) => return text(StatusCode::PAYLOAD_TOO_LARGE, &format!("{e}\n")),
-            };
-            match serde_json::from_slice::<Vec<Span>>(&body) {
-                Ok(spans) => {
-                    collector.ingest(spans);
-                    text(StatusCode::ACCEPTED, "")
-                }
-                Err(e) => text(
-                    StatusCode::BAD_REQUEST,
-                    &format!("not a list of Zipkin v2 spans: {e}\n"),
-                ),
-            }
-        }
-        (Method::GET, "/api/v2/services") => json(&collector.services()),
-        (Method::GET, "/api/v2/spans") => match param("serviceName") {
+    match path {
+        "/api/v2/services" => json(&collector.services()),
+        "/api/v2/spans" => match param("serviceName") {
             Some(service) => json(&collector.span_names(&service.to_ascii_lowercase())),
             None => text(StatusCode::BAD_REQUEST, "serviceName is required\n"),
         },
-        (Method::GET, "/api/v2/traces") => {
+        "/api/v2/traces" => {
             let q = Query {
                 service: param("serviceName"),
                 span_name: param("spanName"),
@@ -372,17 +380,14 @@ async fn answer(collector: &Collector, req: Request<Incoming>) -> Response<Full<
             };
             json(&collector.traces(&q))
         }
-        (Method::GET, p) if p.starts_with("/api/v2/trace/") => {
+        p if p.starts_with("/api/v2/trace/") => {
             match collector.trace(&p["/api/v2/trace/".len()..]) {
                 Some(spans) => json(&spans),
                 None => text(StatusCode::NOT_FOUND, "no such trace\n"),
             }
         }
-        (Method::GET, "/health") => text(StatusCode::OK, "OK\n"),
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "Zipkin v2 API: POST /api/v2/spans; GET /api/v2/services, /api/v2/spans, /api/v2/traces, /api/v2/trace/{id}\n",
-        ),
+        "/health" => text(StatusCode::OK, "OK\n"),
+        _ => text(StatusCode::NOT_FOUND, USAGE),
     }
 }
 

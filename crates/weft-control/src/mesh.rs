@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use weft_api::Kind;
+use weft_discovery::admin::ProxyStatus;
 use weft_discovery::discovery::{Hello, Update};
 use weft_discovery::wire::Key;
 
@@ -326,6 +327,23 @@ impl Mesh {
             .iter()
             .find(|(id, _)| id.to_string() == name)
             .or_else(|| self.proxies.iter().find(|(id, _)| id.name == name))
+    }
+
+    /// Every connected proxy's sync state, for `weft proxy-status` and the dashboard.
+    pub fn proxy_statuses(&self) -> Vec<ProxyStatus> {
+        self.proxies
+            .values()
+            .map(|p| ProxyStatus {
+                identity: Some(p.hello.clone()),
+                sent_version: p.sent.clone(),
+                acked_version: p.acked.clone(),
+                nacked_version: p.nacked.clone(),
+                nack_reason: p.nack_reason.clone(),
+                connected_seconds: p.connected_at.elapsed().as_secs(),
+                resources: self.view_objects(&p.view).len() as u32,
+                registered: p.registered,
+            })
+            .collect()
     }
 
     /// The objects a proxy's view holds, for `weft proxy-config`.

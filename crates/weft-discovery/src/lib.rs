@@ -28,6 +28,19 @@ mod generated {
 
 /// `proto/weft/control/v1/admin.proto`.
 pub use generated::weft::control::v1 as admin;
+
+impl admin::ProxyStatus {
+    /// istioctl's sync states, shared by `weft proxy-status` and the dashboard.
+    pub fn sync_state(&self) -> &'static str {
+        if self.sent_version.is_empty() {
+            "NOT SENT"
+        } else if self.acked_version == self.sent_version {
+            "SYNCED"
+        } else {
+            "STALE"
+        }
+    }
+}
 /// `proto/weft/discovery/v1/discovery.proto`.
 pub use generated::weft::discovery::v1 as discovery;
 

@@ -32,6 +32,8 @@ pub enum PlatformError {
     Pod(#[from] pod::PodError),
     #[error(transparent)]
     Control(#[from] weft_control::StartError),
+    #[error(transparent)]
+    Dashboard(#[from] weft_dashboard::DashboardError),
     #[error("the mesh file's config was refused: {0}")]
     Config(#[from] weft_control::config::ConfigError),
     #[error("{what}: {source}")]

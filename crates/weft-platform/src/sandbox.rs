@@ -20,11 +20,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::process::{Child, Command};
 use weft_control::{ControlOptions, ControlPlane};
+use weft_dashboard::{Dashboard, DashboardOptions};
 
 pub const BRIDGE: &str = "weft0";
 pub const CONTROL_SOCKET: &str = "control.sock";
 /// The built-in trace collector's Zipkin API, forwarded to the host.
 pub const ZIPKIN_SOCKET: &str = "zipkin.sock";
+pub const DASHBOARD_SOCKET: &str = "dashboard.sock";
 
 pub fn gateway_socket(port: u16) -> String {
     format!("gateway-{port}.sock")
@@ -38,6 +40,8 @@ pub struct SandboxOptions {
     pub mode: String,
     /// The Prometheus addon, when asked for.
     pub prometheus: Option<Prometheus>,
+    /// How often the dashboard's aggregator scrapes the pods.
+    pub scrape_interval: Duration,
 }
 
 pub async fn run_sandbox(opts: SandboxOptions) -> Result<(), PlatformError> {
@@ -71,9 +75,19 @@ pub async fn run_sandbox(opts: SandboxOptions) -> Result<(), PlatformError> {
             .await?;
     }
     let zipkin = (plan.bridge_ip, weft_control::collector::ZIPKIN_PORT).into();
+    // On the sandbox's loopback: the host's forward is the way in.
+    let dashboard = Dashboard::start(
+        DashboardOptions {
+            scrape_interval: opts.scrape_interval,
+            ..DashboardOptions::default()
+        },
+        &control,
+    )
+    .await?;
     let mut forwarders = vec![
         unix_to_tcp(opts.state.root.join(CONTROL_SOCKET), control_addr).map_err(io)?,
         unix_to_tcp(opts.state.root.join(ZIPKIN_SOCKET), zipkin).map_err(io)?,
+        unix_to_tcp(opts.state.root.join(DASHBOARD_SOCKET), dashboard.addr).map_err(io)?,
     ];
     let monitoring = (plan.bridge_ip, weft_discovery::MONITORING_PORT).into();
     let _prometheus = match &opts.prometheus {
@@ -105,7 +119,7 @@ pub async fn run_sandbox(opts: SandboxOptions) -> Result<(), PlatformError> {
         }
     }
     stop_pods(&mut pods).await;
-    drop((control, forwarders));
+    drop((dashboard, control, forwarders));
     Ok(())
 }
 

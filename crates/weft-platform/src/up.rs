@@ -5,7 +5,7 @@
 
 use crate::addons::{Prometheus, PROMETHEUS_SOCKET};
 use crate::forward::tcp_to_unix;
-use crate::sandbox::{gateway_socket, CONTROL_SOCKET, ZIPKIN_SOCKET};
+use crate::sandbox::{gateway_socket, CONTROL_SOCKET, DASHBOARD_SOCKET, ZIPKIN_SOCKET};
 use crate::state::{StateDir, Status};
 use crate::stop::{StopSignals, DOWN_GRACE, PROXY_DRAIN, UP_GRACE};
 use crate::{mesh, plan, PlatformError};
@@ -31,6 +31,10 @@ pub struct UpOptions {
     pub prometheus: Option<(Prometheus, SocketAddr)>,
     /// The host address of the control plane's trace collector (Zipkin's API).
     pub zipkin: SocketAddr,
+    /// The host address of the dashboard (Kiali's 20001).
+    pub dashboard: SocketAddr,
+    /// How often the dashboard's aggregator (and the Prometheus addon) scrape.
+    pub scrape_interval: Duration,
 }
 
 /// Root gets plain namespaces; anyone else a user namespace in which they are root.
@@ -96,6 +100,7 @@ pub async fn up(opts: UpOptions) -> Result<(), PlatformError> {
     let mut forwards = vec![
         (opts.control_plane, CONTROL_SOCKET.to_string()),
         (opts.zipkin, ZIPKIN_SOCKET.to_string()),
+        (opts.dashboard, DASHBOARD_SOCKET.to_string()),
     ];
     if let Some((_, addr)) = &opts.prometheus {
         forwards.push((*addr, PROMETHEUS_SOCKET.to_string()));
@@ -137,14 +142,13 @@ pub async fn up(opts: UpOptions) -> Result<(), PlatformError> {
         .arg(&opts.state.root)
         .arg("--mesh")
         .arg(&opts.mesh_file)
-        .args(opts.prometheus.iter().flat_map(|(p, _)| {
-            [
-                "--prometheus".into(),
-                p.binary.clone().into_os_string(),
-                "--scrape-interval".into(),
-                p.scrape_interval.as_secs().to_string().into(),
-            ]
-        }))
+        .args(
+            opts.prometheus
+                .iter()
+                .flat_map(|(p, _)| ["--prometheus".into(), p.binary.clone().into_os_string()]),
+        )
+        .arg("--scrape-interval")
+        .arg(opts.scrape_interval.as_secs().max(1).to_string())
         .env("WEFT_PLATFORM_MODE", mode)
         .stdout(log.try_clone().map_err(|source| PlatformError::Io {
             what: "opening a log",
@@ -346,6 +350,10 @@ fn print_summary(opts: &UpOptions, status: Option<&Status>) {
     eprintln!(
         "traces at http://{} (Zipkin's API: /api/v2/traces?serviceName=productpage.default), from the control plane's collector",
         opts.zipkin
+    );
+    eprintln!(
+        "dashboard at http://{} (weft dashboard): the mesh's graph, charts, traces and config",
+        opts.dashboard
     );
     if !status.restored.is_empty() {
         eprintln!(

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use weft_control::{ControlOptions, ControlPlane};
+use weft_dashboard::{Dashboard, DashboardOptions};
 use weft_platform::stop::StopSignals;
 
 #[derive(clap::Args)]
@@ -31,6 +32,20 @@ pub struct ControlArgs {
     /// blips do not take endpoints away.
     #[arg(long, default_value_t = 30)]
     endpoint_grace: u64,
+    /// Serve the dashboard here (Kiali's port). Off loopback, its API needs the admin token.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:20001")]
+    dashboard: SocketAddr,
+    /// Serve no dashboard.
+    #[arg(long, conflicts_with = "dashboard")]
+    no_dashboard: bool,
+    /// The dashboard reads this Prometheus (http://HOST:PORT) rather than scraping every
+    /// proxy's 15020 itself.
+    #[arg(long, value_name = "URL")]
+    prometheus: Option<http::Uri>,
+    /// Seconds between the dashboard aggregator's scrapes of every proxy (Istio's
+    /// Prometheus addon: 15).
+    #[arg(long, value_name = "SECONDS", default_value_t = 15)]
+    scrape_interval: u64,
 }
 
 pub fn run(args: ControlArgs) -> anyhow::Result<()> {
@@ -53,9 +68,24 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
             ..ControlOptions::new(args.config_dir.clone())
         })
         .await?;
+        let dashboard = match args.no_dashboard {
+            true => None,
+            false => Some(
+                Dashboard::start(
+                    DashboardOptions {
+                        listen: args.dashboard,
+                        prometheus: args.prometheus.clone(),
+                        scrape_interval: Duration::from_secs(args.scrape_interval.max(1)),
+                        ..DashboardOptions::default()
+                    },
+                    &control,
+                )
+                .await?,
+            ),
+        };
         tracing::info!(
             grpc = %control.grpc_addr, monitoring = %control.monitoring_addr,
-            zipkin = ?control.zipkin_addr,
+            zipkin = ?control.zipkin_addr, dashboard = ?dashboard.as_ref().map(|d| d.addr),
             config = %args.config_dir.display(), objects = control.state.mesh().objects().len(),
             "weft control listening"
         );

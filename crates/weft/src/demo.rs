@@ -45,6 +45,9 @@ pub struct DemoArgs {
     /// Where the control plane's trace collector (Zipkin's v2 API) listens on the host.
     #[arg(long, default_value = "127.0.0.1:9411")]
     zipkin_address: SocketAddr,
+    /// Where the dashboard listens on the host.
+    #[arg(long, default_value = "127.0.0.1:20001")]
+    dashboard_address: SocketAddr,
 }
 
 pub fn run(args: DemoArgs, control_plane: &str) -> anyhow::Result<()> {
@@ -74,6 +77,8 @@ pub fn run(args: DemoArgs, control_plane: &str) -> anyhow::Result<()> {
         // Istio's demo profile ships the addons; the demo runs Prometheus when it can.
         prometheus: args.prometheus.addon(args.prometheus.prometheus)?,
         zipkin: args.zipkin_address,
+        dashboard: args.dashboard_address,
+        scrape_interval: Duration::from_secs(args.prometheus.scrape_interval),
     };
     let guide = Guide {
         state,

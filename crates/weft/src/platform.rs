@@ -49,6 +49,9 @@ pub struct UpArgs {
     /// UIs and `weft dashboard zipkin`) listens on the host.
     #[arg(long, default_value = "127.0.0.1:9411")]
     pub zipkin_address: SocketAddr,
+    /// Where the dashboard (`weft dashboard`) listens on the host.
+    #[arg(long, default_value = "127.0.0.1:20001")]
+    pub dashboard_address: SocketAddr,
 }
 
 /// The Prometheus addon (Istio's samples/addons/prometheus.yaml, on the local platform).
@@ -61,7 +64,8 @@ pub struct PrometheusArgs {
     /// Where its API and UI listen on the host.
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub prometheus_address: SocketAddr,
-    /// Seconds between scrapes (Istio's addon: 15).
+    /// Seconds between scrapes, Prometheus's and the dashboard aggregator's (Istio's
+    /// addon: 15).
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     pub scrape_interval: u64,
 }
@@ -158,6 +162,8 @@ pub fn run_up(args: UpArgs, control_plane: &str) -> anyhow::Result<()> {
             false => None,
         },
         zipkin: args.zipkin_address,
+        dashboard: args.dashboard_address,
+        scrape_interval: Duration::from_secs(args.prometheus.scrape_interval),
     };
     runtime()?.block_on(up(opts))?;
     Ok(())
@@ -248,6 +254,7 @@ pub fn run_internal(command: Internal) -> anyhow::Result<()> {
                 binary,
                 scrape_interval: Duration::from_secs(scrape_interval),
             }),
+            scrape_interval: Duration::from_secs(scrape_interval),
         }))?,
         Internal::Pod { spec } => {
             let text = std::fs::read_to_string(&spec)

@@ -190,6 +190,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         service_account: args.service_account.clone(),
         held_version: String::new(),
         proxy_version: env!("CARGO_PKG_VERSION").to_string(),
+        stats_port: u32::from(args.stats.port()),
         join_token: match &args.join_token_file {
             Some(file) => Token::read(file)
                 .context("--join-token-file")?
@@ -252,7 +253,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     crate::allocator::return_freed_memory();
-    let source = match (args.config, args.control_plane) {
+    let mut source = match (args.config, args.control_plane) {
         (Some(dir), _) => Source::Dir(dir),
         (None, Some(endpoint)) => {
             if hello.name.is_empty() {
@@ -278,6 +279,10 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
         let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
         let proxy = Proxy::start(opts).await?;
+        if let Source::ControlPlane(stream) = &mut source {
+            // Port 0 (tests): the port it got.
+            stream.hello.stats_port = u32::from(proxy.stats_addr.port());
+        }
         tracing::info!(
             outbound = %proxy.outbound_addr, inbound = %proxy.inbound_addr,
             admin = %proxy.admin_addr, health = %proxy.health_addr,

@@ -34,6 +34,7 @@ const FOCUSED_CANARY: &str = concat!(
 const GATEWAY: &str = "127.0.0.1:8080";
 const PROMETHEUS: &str = "127.0.0.1:9090";
 const ZIPKIN: &str = "127.0.0.1:9411";
+const DASHBOARD: &str = "127.0.0.1:20001";
 /// Istio's Grafana dashboards (mesh, service, workload).
 const GRAFANA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -531,6 +532,56 @@ impl Demo {
         }
     }
 
+    /// The versioned-app graph from a dashboard once it shows Bookinfo's calls: the gateway
+    /// to productpage, productpage to reviews and details, reviews to ratings, sleep to
+    /// tcp-echo over TCP.
+    async fn bookinfo_graph(&self, dashboard: SocketAddr) -> Value {
+        let path = "/api/namespaces/graph?graphType=versionedApp&duration=60s";
+        // Sources by prefix: sleep and the gateway have no version label (`latest`).
+        let wanted = [
+            ("istio-ingressgateway", "svc-default-productpage", "http"),
+            ("app-default-productpage-v1", "svc-default-reviews", "http"),
+            ("app-default-productpage-v1", "svc-default-details", "http"),
+            ("svc-default-reviews", "app-default-reviews-v2", "http"),
+            ("svc-default-ratings", "app-default-ratings-v1", "http"),
+            ("app-default-sleep", "svc-default-tcp-echo", "tcp"),
+        ];
+        let last = std::cell::RefCell::new(Value::Null);
+        let found = poll_until(Duration::from_secs(90), || {
+            let last = &last;
+            async move {
+                let a = send(&self.client, "GET", dashboard, DASHBOARD, path, &[])
+                    .await
+                    .ok()?;
+                let graph: Value = serde_json::from_slice(&a.body).unwrap_or_default();
+                *last.borrow_mut() = graph.clone();
+                let edges = graph["elements"]["edges"].as_array()?;
+                let all = wanted.iter().all(|(from, to, proto)| {
+                    edges.iter().any(|e| {
+                        let d = &e["data"];
+                        d["source"].as_str().is_some_and(|s| s.contains(from))
+                            && d["target"] == *to
+                            && d["traffic"]["protocol"] == *proto
+                            && d["traffic"]["rates"].as_object().is_some_and(|r| {
+                                r.values().any(|v| {
+                                    v.as_str()
+                                        .is_some_and(|v| v.parse::<f64>().is_ok_and(|v| v > 0.0))
+                                })
+                            })
+                    })
+                });
+                all.then_some(graph)
+            }
+        })
+        .await;
+        found.unwrap_or_else(|| {
+            panic!(
+                "the dashboard at {dashboard} never graphed Bookinfo: {}",
+                last.borrow()
+            )
+        })
+    }
+
     /// GET on the demo's trace collector (Zipkin's v2 API), as JSON.
     async fn zipkin(&self, path: &str) -> Value {
         let addr: SocketAddr = ZIPKIN.parse().unwrap();
@@ -909,6 +960,75 @@ async fn istio_bookinfo_tasks_on_weft_demo() {
         "only productpage calls reviews: {series:?}"
     );
 
+    // The dashboard, on the host at 127.0.0.1:20001, graphs the demo from its own
+    // aggregator's scrapes, as Kiali's graph API shapes it.
+    let dashboard: SocketAddr = DASHBOARD.parse().unwrap();
+    let builtin = demo.bookinfo_graph(dashboard).await;
+    // The same graph read from the demo's Prometheus by a second control plane's dashboard
+    // (`weft control --prometheus`), which holds no config of its own.
+    let empty = tempfile::tempdir().unwrap();
+    let [grpc, monitoring, other] = free_addrs::<3>();
+    let _reader = Weft::spawn(
+        &[
+            "control",
+            "--config-dir",
+            &empty.path().display().to_string(),
+            "--grpc",
+            &grpc.to_string(),
+            "--monitoring",
+            &monitoring.to_string(),
+            "--dashboard",
+            &other.to_string(),
+            "--prometheus",
+            &format!("http://{PROMETHEUS}"),
+        ]
+        .map(String::from),
+    );
+    let from_prometheus = demo.bookinfo_graph(other).await;
+    let edges = |g: &Value| -> std::collections::BTreeSet<String> {
+        g["elements"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["data"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for id in edges(&from_prometheus) {
+        assert!(
+            edges(&builtin).contains(&id) || id.contains("unknown"),
+            "Prometheus shows {id}, the aggregator does not: {builtin}"
+        );
+    }
+    // The web app in a real browser against the live demo (its generic checks: the graph's
+    // edges, a service's charts, a trace's waterfall, the config and proxies pages).
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../weft-dashboard/web");
+    assert!(
+        web.join("node_modules/playwright-core").exists(),
+        "the dashboard's browser tests need their packages: cd {} && npm ci (.ci/run does)",
+        web.display()
+    );
+    let browser = tokio::process::Command::new("node")
+        .arg("tests/dashboard.test.mjs")
+        .current_dir(&web)
+        .env("WEFT_DASHBOARD_URL", format!("http://{DASHBOARD}"))
+        .output()
+        .await
+        .expect("node runs");
+    eprintln!(
+        "the dashboard's browser checks: {}",
+        String::from_utf8_lossy(&browser.stdout)
+            .lines()
+            .filter(|l| l.starts_with("# pass") || l.starts_with("# fail"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    assert!(
+        browser.status.success(),
+        "the dashboard's browser checks failed against the demo:\n{}\n{}",
+        String::from_utf8_lossy(&browser.stdout),
+        String::from_utf8_lossy(&browser.stderr)
+    );
+
     // Every file that concerns the demo's services applies unchanged, on top of the default
     // destination rules (some replace them), and every proxy acknowledges it.
     let files = demo_networking_files();
@@ -1017,6 +1137,47 @@ async fn istio_bookinfo_tasks_on_weft_demo() {
     demo.apply_istio("virtual-service-reviews-50-v3.yaml").await;
     demo.split("reviews-50-v3", &users, Stars::Red, 0.5, Stars::Black)
         .await;
+    // The dashboard's graph: the weight badge, and v3 taking traffic within a few scrapes
+    // (the demo's load still runs).
+    let shifted = poll_until(Duration::from_secs(60), || async {
+        let a = send(
+            &demo.client,
+            "GET",
+            dashboard,
+            DASHBOARD,
+            "/api/namespaces/graph?graphType=versionedApp&duration=10s",
+            &[],
+        )
+        .await
+        .ok()?;
+        let g: Value = serde_json::from_slice(&a.body).ok()?;
+        let reviews = g["elements"]["nodes"]
+            .as_array()?
+            .iter()
+            .map(|n| &n["data"])
+            .find(|d| d["id"] == "svc-default-reviews")?;
+        let weights: Vec<(String, i64)> = reviews["weft"]["weights"]
+            .as_array()?
+            .iter()
+            .filter_map(|w| Some((w["subset"].as_str()?.to_string(), w["weight"].as_i64()?)))
+            .collect();
+        let to_v3 = g["elements"]["edges"].as_array()?.iter().any(|e| {
+            e["data"]["id"] == "svc-default-reviews>app-default-reviews-v3"
+                && e["data"]["traffic"]["rates"]["http"]
+                    .as_str()
+                    .and_then(|r| r.parse::<f64>().ok())
+                    .is_some_and(|r| r > 0.0)
+        });
+        (reviews["hasTrafficShifting"] == true
+            && weights == [("v1".to_string(), 50), ("v3".to_string(), 50)]
+            && to_v3)
+            .then_some(())
+    })
+    .await;
+    assert!(
+        shifted.is_some(),
+        "the dashboard never showed reviews split 50/50 with traffic to v3"
+    );
     demo.apply_istio("virtual-service-reviews-v3.yaml").await;
     demo.always("reviews-v3", &users, Stars::Red).await;
     demo.apply_istio("virtual-service-reviews-80-20.yaml").await;

@@ -34,6 +34,7 @@ impl Control {
             &grpc.to_string(),
             "--monitoring",
             &monitoring.to_string(),
+            "--no-dashboard",
         ]
         .map(String::from)
         .to_vec();

@@ -4,7 +4,7 @@ use super::{status_error, Target};
 use crate::table::{self, Output};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use weft_discovery::admin::{ProxyStatus, ProxyStatusRequest, VersionRequest};
+use weft_discovery::admin::{ProxyStatusRequest, VersionRequest};
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
@@ -22,17 +22,6 @@ pub struct VersionArgs {
     remote: bool,
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     output: Output,
-}
-
-/// istioctl's sync states.
-pub fn sync_state(p: &ProxyStatus) -> &'static str {
-    if p.sent_version.is_empty() {
-        "NOT SENT"
-    } else if p.acked_version == p.sent_version {
-        "SYNCED"
-    } else {
-        "STALE"
-    }
 }
 
 #[derive(Serialize)]
@@ -73,7 +62,7 @@ pub async fn proxy_status(target: &Target, args: StatusArgs) -> anyhow::Result<(
                 name: format!("{}.{}", id.name, id.namespace),
                 address: id.address.clone(),
                 registered: p.registered,
-                status: sync_state(p),
+                status: p.sync_state(),
                 sent_version: p.sent_version.clone(),
                 acked_version: p.acked_version.clone(),
                 rejected_version: p.nacked_version.clone(),

@@ -38,7 +38,7 @@ impl Up {
         let file = state.path().join("mesh.yaml");
         std::fs::write(&file, mesh).unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let [control, zipkin] = free_addrs::<2>();
+        let [control, zipkin, dashboard] = free_addrs::<3>();
         let args = vec![
             "--control-plane".into(),
             control.to_string(),
@@ -49,6 +49,8 @@ impl Up {
             state.path().join("run").display().to_string(),
             "--zipkin-address".into(),
             zipkin.to_string(),
+            "--dashboard-address".into(),
+            dashboard.to_string(),
         ];
         Up {
             weft: Weft::spawn_via(wrapper, &args),

@@ -1,0 +1,473 @@
+//! The dashboard end to end: `weft control` with its dashboard, real `weft proxy` sidecars
+//! announcing their workloads, traffic through them, and the dashboard's own aggregator
+//! scraping their 15020 into Kiali's graph API and Weft's endpoints.
+
+mod support;
+
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use support::*;
+use tokio::time::Instant;
+
+const CONFIG: &str = "apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy:
+    connectionPool: {http: {http1MaxPendingRequests: 100}}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 50}
+    - {destination: {host: reviews, subset: v2}, weight: 50}
+";
+
+/// Addresses of their own, so the sidecars' endpoints (IP:9080) clash with nothing else.
+const REVIEWS_V1: &str = "127.0.83.1";
+const REVIEWS_V2: &str = "127.0.83.2";
+const PRODUCTPAGE: &str = "127.0.83.3";
+
+async fn get_json(addr: SocketAddr, path: &str) -> Value {
+    let a = send(&client(), "GET", addr, "localhost", path, &[])
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    assert_eq!(a.status, 200, "GET {path}: {}", a.text());
+    serde_json::from_slice(&a.body).unwrap_or_else(|e| panic!("GET {path}: {e}: {}", a.text()))
+}
+
+/// A sidecar following `control` as `pod`, and its outbound address.
+fn sidecar(
+    control: SocketAddr,
+    token: &Path,
+    ip: &str,
+    pod: &str,
+    labels: &str,
+    extra: &[String],
+) -> (Weft, SocketAddr) {
+    let [outbound, admin, health] = free_addrs::<3>();
+    let outbound_flag = outbound.to_string();
+    let mut args: Vec<String> = [
+        "proxy",
+        "--control-plane",
+        &control.to_string(),
+        "--join-token-file",
+        &token.display().to_string(),
+        "--pod-name",
+        &format!("{pod}-0"),
+        "--workload-name",
+        pod,
+        "--labels",
+        labels,
+        "--address",
+        ip,
+        "--outbound",
+        &outbound_flag,
+        "--admin",
+        &admin.to_string(),
+        "--health",
+        &health.to_string(),
+        "--stats",
+        &format!("{ip}:0"),
+        "--envoy-stats",
+        &format!("{ip}:0"),
+        "--access-log",
+        "off",
+        "--no-capture",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().cloned());
+    (Weft::spawn(&args), outbound)
+}
+
+fn node<'a>(graph: &'a Value, id: &str) -> Option<&'a Value> {
+    graph["elements"]["nodes"]
+        .as_array()?
+        .iter()
+        .map(|n| &n["data"])
+        .find(|d| d["id"] == id)
+}
+
+fn edge<'a>(graph: &'a Value, from: &str, to: &str) -> Option<&'a Value> {
+    graph["elements"]["edges"]
+        .as_array()?
+        .iter()
+        .map(|e| &e["data"])
+        .find(|d| d["source"] == from && d["target"] == to)
+}
+
+fn rate(edge: &Value) -> f64 {
+    edge["traffic"]["rates"]["http"]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_graphs_live_traffic_from_the_proxies_it_scrapes() {
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(config.path().join("reviews.yaml"), CONFIG).unwrap();
+    let [grpc, monitoring, dashboard] = free_addrs::<3>();
+    let control = Weft::spawn(
+        &[
+            "control",
+            "--config-dir",
+            &config.path().display().to_string(),
+            "--grpc",
+            &grpc.to_string(),
+            "--monitoring",
+            &monitoring.to_string(),
+            "--dashboard",
+            &dashboard.to_string(),
+            "--scrape-interval",
+            "1",
+        ]
+        .map(String::from),
+    );
+    let c = client();
+    let up = poll_until(Duration::from_secs(20), || async {
+        let a = send(&c, "GET", dashboard, "localhost", "/api/weft/status", &[]).await;
+        a.ok().filter(|a| a.status == 200)
+    })
+    .await;
+    assert!(
+        up.is_some(),
+        "no dashboard on {dashboard}\n{}",
+        control.output()
+    );
+    let token = weft_discovery::credentials::join_token_file(config.path());
+
+    let v1 = Backend::start("127.0.0.1", "reviews-v1").await;
+    let v2 = Backend::start("127.0.0.1", "reviews-v2").await;
+    let server = |ip: &str, pod: &str, version: &str, backend: SocketAddr| {
+        sidecar(
+            grpc,
+            &token,
+            ip,
+            pod,
+            &format!("app=reviews,version={version}"),
+            &[
+                "--inbound".into(),
+                format!("{ip}:9080"),
+                "--inbound-target".into(),
+                backend.to_string(),
+            ],
+        )
+    };
+    let _reviews_v1 = server(REVIEWS_V1, "reviews-v1", "v1", v1.addr);
+    let _reviews_v2 = server(REVIEWS_V2, "reviews-v2", "v2", v2.addr);
+    let productpage = sidecar(
+        grpc,
+        &token,
+        PRODUCTPAGE,
+        "productpage-v1",
+        "app=productpage,version=v1",
+        &["--inbound".into(), free_addrs::<1>()[0].to_string()],
+    );
+    let outbound = productpage.1;
+
+    // Every proxy connected and in sync, as /api/weft/proxies reports it.
+    let synced = poll_until(Duration::from_secs(20), || async {
+        let proxies = get_json(dashboard, "/api/weft/proxies").await;
+        let all = proxies.as_array()?;
+        (all.len() == 3 && all.iter().all(|p| p["sync"] == "SYNCED")).then_some(())
+    })
+    .await;
+    assert!(
+        synced.is_some(),
+        "{}\n{}",
+        get_json(dashboard, "/api/weft/proxies").await,
+        productpage.0.output()
+    );
+
+    // Load: 40 requests a second through productpage's sidecar, and a few straight to
+    // reviews-v1's sidecar from a caller without one.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let load = {
+        let (stop, sent, c) = (stop.clone(), sent.clone(), c.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(25));
+            let direct: SocketAddr = format!("{REVIEWS_V1}:9080").parse().unwrap();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let a = send(&c, "GET", outbound, "reviews:9080", "/reviews/0", &[]).await;
+                if a.is_ok_and(|a| a.status == 200) {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+                n += 1;
+                if n.is_multiple_of(8) {
+                    let _ = send(&c, "GET", direct, "reviews:9080", "/reviews/0", &[]).await;
+                }
+            }
+        })
+    };
+
+    // The graph fills in as the aggregator's scrapes (every second) see the counters move.
+    let started = Instant::now();
+    let path = "/api/namespaces/graph?namespaces=default&graphType=versionedApp&duration=10s";
+    let graph = poll_until(Duration::from_secs(40), || async {
+        let g = get_json(dashboard, path).await;
+        let pp = "app-default-productpage-v1";
+        let svc = "svc-default-reviews";
+        let complete = edge(&g, pp, svc).is_some_and(|e| rate(e) > 0.0)
+            && edge(&g, svc, "app-default-reviews-v1").is_some_and(|e| rate(e) > 0.0)
+            && edge(&g, svc, "app-default-reviews-v2").is_some_and(|e| rate(e) > 0.0)
+            // The callee's sidecar alone reports a caller without one.
+            && edge(&g, "unknown", svc).is_some()
+            // A full window of samples, for the rate's check below.
+            && started.elapsed() > Duration::from_secs(12);
+        complete.then_some(g)
+    })
+    .await;
+    let Some(graph) = graph else {
+        panic!(
+            "the graph never showed productpage → reviews → v1/v2: {}\nstatus: {}",
+            get_json(dashboard, path).await,
+            get_json(dashboard, "/api/weft/status").await
+        );
+    };
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    assert!(sent.load(Ordering::Relaxed) > 100, "the load itself failed");
+
+    // Rates: the window's 10 s at 40 requests a second, within ±35 % (a loaded machine
+    // ticks late; scrapes land anywhere in their second).
+    let pp = "app-default-productpage-v1";
+    let svc = "svc-default-reviews";
+    let to_svc = edge(&graph, pp, svc).unwrap();
+    let r = rate(to_svc);
+    assert!(
+        (26.0..=54.0).contains(&r),
+        "productpage → reviews at {r}/s: {to_svc}"
+    );
+    assert_eq!(to_svc["traffic"]["protocol"], "http");
+    assert_eq!(to_svc["traffic"]["rates"]["httpPercentErr"], "0.0");
+    assert_eq!(
+        to_svc["traffic"]["responses"]["200"]["flags"]["-"], "100.0",
+        "{to_svc}"
+    );
+    assert!(
+        to_svc["responseTime"].as_str().is_some(),
+        "no p95: {to_svc}"
+    );
+    // The 50/50 split shows in each version's share of the service's requests, within
+    // 50 ± 20 % (several hundred requests, each a coin toss).
+    for version in ["v1", "v2"] {
+        let e = edge(&graph, svc, &format!("app-default-reviews-{version}")).unwrap();
+        let share: f64 = e["traffic"]["rates"]["httpPercentReq"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no httpPercentReq: {e}"));
+        assert!(
+            (30.0..=70.0).contains(&share),
+            "{version} has {share} %: {e}"
+        );
+    }
+
+    // Nodes: the versions boxed by app, the caller without a sidecar, the badges.
+    let reviews = node(&graph, svc).unwrap();
+    assert_eq!(reviews["nodeType"], "service");
+    assert_eq!(
+        reviews["hasVS"]["hostnames"],
+        serde_json::json!(["reviews"])
+    );
+    assert_eq!(reviews["hasTrafficShifting"], true);
+    assert_eq!(reviews["hasCB"], true, "{reviews}");
+    let weights: Vec<(String, i64)> = reviews["weft"]["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["subset"].as_str().unwrap().to_string(),
+                w["weight"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(weights, vec![("v1".into(), 50), ("v2".into(), 50)]);
+    let v2_node = node(&graph, "app-default-reviews-v2").unwrap();
+    assert_eq!(v2_node["parent"], "box-default-reviews");
+    assert_eq!(v2_node["workload"], "reviews-v2");
+    assert_eq!(node(&graph, "box-default-reviews").unwrap()["isBox"], "app");
+    assert_eq!(node(&graph, pp).unwrap()["isRoot"], true);
+    // One version: no box.
+    assert!(node(&graph, pp).unwrap().get("parent").is_none());
+    assert!(node(&graph, "box-default-productpage").is_none());
+    assert_eq!(node(&graph, "unknown").unwrap()["nodeType"], "unknown");
+
+    // The other graph types name the same traffic differently.
+    let workloads = get_json(
+        dashboard,
+        "/api/namespaces/graph?graphType=workload&duration=10s",
+    )
+    .await;
+    assert!(
+        edge(&workloads, "wl-default-productpage-v1", svc).is_some(),
+        "{workloads}"
+    );
+    let services = get_json(
+        dashboard,
+        "/api/namespaces/graph?graphType=service&duration=10s",
+    )
+    .await;
+    assert!(
+        edge(&services, "app-default-productpage", svc).is_some(),
+        "{services}"
+    );
+
+    // The services and workloads pages: what the mesh holds, with figures and charts.
+    let services = get_json(dashboard, "/api/weft/services?namespace=default").await;
+    let reviews = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "reviews")
+        .unwrap_or_else(|| panic!("{services}"));
+    assert_eq!(
+        reviews["workloads"],
+        serde_json::json!(["reviews-v1", "reviews-v2"])
+    );
+    // Over the lists' minute, of which the test has run a quarter.
+    assert!(
+        reviews["rps"].as_f64().is_some_and(|r| r > 2.0),
+        "{reviews}"
+    );
+    assert_eq!(reviews["successRate"], 100.0);
+    assert!(reviews["p95"].as_f64().is_some(), "{reviews}");
+    let workloads = get_json(dashboard, "/api/weft/workloads?namespace=default").await;
+    let v1 = workloads
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "reviews-v1")
+        .unwrap_or_else(|| panic!("{workloads}"));
+    assert_eq!(v1["version"], "v1");
+    assert_eq!(v1["services"], serde_json::json!(["reviews"]));
+    assert_eq!(v1["pods"][0]["name"], "reviews-v1-0");
+    assert_eq!(v1["pods"][0]["ready"], true);
+    let charts = get_json(
+        dashboard,
+        "/api/weft/metrics?kind=service&namespace=default&name=reviews&duration=60&step=5",
+    )
+    .await;
+    let chart = |id: &str| {
+        charts["charts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap_or_else(|| panic!("no {id} chart: {charts}"))
+            .clone()
+    };
+    let has_values = |series: &Value| {
+        series["values"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|x| x.as_f64().is_some_and(|x| x > 0.0)))
+    };
+    let volume = chart("requests");
+    let by_productpage = volume["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "productpage-v1.default")
+        .unwrap_or_else(|| panic!("{volume}"));
+    assert!(has_values(by_productpage), "{volume}");
+    assert_eq!(
+        by_productpage["values"].as_array().unwrap().len(),
+        charts["timestamps"].as_array().unwrap().len()
+    );
+    let latency = chart("latency");
+    assert!(has_values(&latency["series"][0]), "{latency}");
+    assert_eq!(latency["series"][2]["name"], "p99");
+    let outbound = get_json(
+        dashboard,
+        "/api/weft/metrics?kind=workload&namespace=default&name=productpage-v1&direction=outbound&duration=60&step=5",
+    )
+    .await;
+    assert_eq!(
+        outbound["charts"][0]["series"][0]["name"], "reviews.default.svc.cluster.local",
+        "{outbound}"
+    );
+
+    // Bad parameters are refused with a hint.
+    let bad = send(
+        &c,
+        "GET",
+        dashboard,
+        "localhost",
+        "/api/namespaces/graph?graphType=pods",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(bad.status, 400);
+    let body: Value = serde_json::from_slice(&bad.body).unwrap();
+    assert!(body["hint"].as_str().is_some(), "{body}");
+
+    // The status counts what the aggregator holds.
+    let status = get_json(dashboard, "/api/weft/status").await;
+    assert_eq!(status["metrics"]["source"], "builtin");
+    assert!(
+        status["metrics"]["series"].as_u64().unwrap() > 10,
+        "{status}"
+    );
+
+    // A VirtualService with a host that does not exist, written to the directory: the
+    // config view carries istioctl's IST0101 about it.
+    std::fs::write(
+        config.path().join("broken.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviewz}\nspec:\n  hosts: [reviewz]\n  http:\n  - route:\n    - destination: {host: reviewz}\n",
+    )
+    .unwrap();
+    let flagged = poll_until(Duration::from_secs(20), || async {
+        let all = get_json(dashboard, "/api/weft/config").await;
+        let vs = all
+            .as_array()?
+            .iter()
+            .find(|r| r["name"] == "reviewz")?
+            .clone();
+        vs["messages"]
+            .as_array()?
+            .iter()
+            .any(|m| m["code"] == "IST0101" && m["level"] == "Error")
+            .then_some(vs)
+    })
+    .await;
+    let vs = flagged.expect("no IST0101 on the broken VirtualService");
+    assert!(vs["yaml"].as_str().unwrap().contains("reviewz"), "{vs}");
+
+    // The web app itself, embedded.
+    let page = send(&c, "GET", dashboard, "localhost", "/", &[])
+        .await
+        .unwrap();
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("app.js"), "{}", page.text());
+    let namespaces = get_json(dashboard, "/api/namespaces").await;
+    assert!(namespaces
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["name"] == "default"));
+}
