@@ -204,18 +204,6 @@ impl Db {
             .collect()
     }
 
-    /// The values a label takes among the series the matchers select.
-    pub fn label_values(&self, matchers: &[Matcher], name: &str) -> BTreeSet<String> {
-        let inner = self.inner.read();
-        inner
-            .candidates(matchers)
-            .into_iter()
-            .filter_map(|id| inner.series.get(&id))
-            .filter(|s| matchers.iter().all(|m| m.matches(&s.labels)))
-            .filter_map(|s| s.labels.get(name).map(str::to_string))
-            .collect()
-    }
-
     pub fn stats(&self) -> Stats {
         let inner = self.inner.read();
         Stats {
@@ -390,10 +378,6 @@ mod tests {
         // A missing label is the empty value.
         let no_version = db.select(&[Matcher::equal("version", "")], 0, 10);
         assert_eq!(no_version.len(), 1);
-        assert_eq!(
-            db.label_values(&[Matcher::equal("__name__", "req")], "app"),
-            BTreeSet::from(["ratings".to_string(), "reviews".to_string()])
-        );
     }
 
     #[test]
