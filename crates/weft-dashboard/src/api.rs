@@ -25,6 +25,9 @@ use weft_discovery::credentials::Token;
 pub struct Context {
     pub state: Arc<ConfigState>,
     pub collector: Arc<Collector>,
+    /// A Zipkin (or anything serving Zipkin's v2 query API) the trace pages read instead
+    /// of the built-in collector.
+    pub tracing_url: Option<http::Uri>,
     pub metrics: MetricsSource,
     pub scrape_interval: Duration,
     /// `None`: the API is open (loopback only).
@@ -116,7 +119,11 @@ async fn answer(ctx: &Context, req: Request<Incoming>) -> Answer {
         }
         "/api/weft/metrics" => charts(ctx, &param).await,
         p if p.starts_with("/api/zipkin/api/v2/") => {
-            collector::query(&ctx.collector, &p["/api/zipkin".len()..], req.uri().query())
+            let api = &p["/api/zipkin".len()..];
+            match &ctx.tracing_url {
+                None => collector::query(&ctx.collector, api, req.uri().query()),
+                Some(base) => zipkin(base, api, req.uri().query()).await,
+            }
         }
         _ => error(
             StatusCode::NOT_FOUND,
@@ -267,6 +274,26 @@ async fn charts<'a>(ctx: &Context, param: &impl Fn(&str) -> Option<&'a str>) -> 
     from_source(inventory::charts(&ctx.metrics, &req).await)
 }
 
+/// Zipkin's query API, passed through to the Zipkin at `base`.
+async fn zipkin(base: &http::Uri, api: &str, query: Option<&str>) -> Answer {
+    let path = match query {
+        Some(q) => format!("{api}?{q}"),
+        None => api.to_string(),
+    };
+    match crate::http_client::get(base, &path).await {
+        Ok(body) => Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CACHE_CONTROL, "no-store")
+            .body(Full::new(body))
+            .expect("valid response"),
+        Err(e) => error(
+            StatusCode::BAD_GATEWAY,
+            &format!("asking the Zipkin at {base}: {e}"),
+            "check the address given with --tracing-url",
+        ),
+    }
+}
+
 fn from_source(answer: Result<Value, crate::source::SourceError>) -> Answer {
     match answer {
         Ok(v) => json_answer(&v),
@@ -316,7 +343,7 @@ fn status(ctx: &Context) -> Value {
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "metrics": metrics,
-        "tracing": {"source": "builtin"},
+        "tracing": {"source": ctx.tracing_url.as_ref().map_or("builtin".into(), |u| u.to_string())},
     })
 }
 

@@ -31,6 +31,8 @@ pub struct DashboardOptions {
     pub listen: SocketAddr,
     /// Read this Prometheus rather than scraping the proxies.
     pub prometheus: Option<http::Uri>,
+    /// Read traces from this Zipkin's query API rather than the built-in collector.
+    pub tracing_url: Option<http::Uri>,
     pub scrape_interval: Duration,
     pub limits: tsdb::Limits,
     /// The port each proxy's merged metrics are on, at its workload's address.
@@ -42,6 +44,7 @@ impl Default for DashboardOptions {
         DashboardOptions {
             listen: ([127, 0, 0, 1], DASHBOARD_PORT).into(),
             prometheus: None,
+            tracing_url: None,
             scrape_interval: scrape::INTERVAL,
             limits: tsdb::Limits::default(),
             stats_port: STATS_PORT,
@@ -100,6 +103,7 @@ impl Dashboard {
         let ctx = Arc::new(api::Context {
             state: control.state.clone(),
             collector: control.collector.clone(),
+            tracing_url: opts.tracing_url,
             metrics,
             scrape_interval: opts.scrape_interval,
             // Off loopback, the API needs the control plane's admin token.

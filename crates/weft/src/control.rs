@@ -42,6 +42,10 @@ pub struct ControlArgs {
     /// proxy's 15020 itself.
     #[arg(long, value_name = "URL")]
     prometheus: Option<http::Uri>,
+    /// The dashboard's trace pages read this Zipkin (http://HOST:PORT, its v2 query API)
+    /// rather than the built-in collector.
+    #[arg(long, value_name = "URL")]
+    tracing_url: Option<http::Uri>,
     /// Seconds between the dashboard aggregator's scrapes of every proxy (Istio's
     /// Prometheus addon: 15).
     #[arg(long, value_name = "SECONDS", default_value_t = 15)]
@@ -75,6 +79,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
                     DashboardOptions {
                         listen: args.dashboard,
                         prometheus: args.prometheus.clone(),
+                        tracing_url: args.tracing_url.clone(),
                         scrape_interval: Duration::from_secs(args.scrape_interval.max(1)),
                         ..DashboardOptions::default()
                     },

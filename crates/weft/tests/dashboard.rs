@@ -127,6 +127,39 @@ fn rate(edge: &Value) -> f64 {
 async fn the_dashboard_graphs_live_traffic_from_the_proxies_it_scrapes() {
     let config = tempfile::tempdir().unwrap();
     std::fs::write(config.path().join("reviews.yaml"), CONFIG).unwrap();
+    // A Zipkin for the trace pages to read (another control plane's collector serves
+    // Zipkin's API), holding one span.
+    let zipkin_config = tempfile::tempdir().unwrap();
+    let [zipkin, zipkin_grpc, zipkin_monitoring] = free_addrs::<3>();
+    let _zipkin = Weft::spawn(
+        &[
+            "control",
+            "--config-dir",
+            &zipkin_config.path().display().to_string(),
+            "--grpc",
+            &zipkin_grpc.to_string(),
+            "--monitoring",
+            &zipkin_monitoring.to_string(),
+            "--zipkin",
+            &zipkin.to_string(),
+            "--no-dashboard",
+        ]
+        .map(String::from),
+    );
+    let span = r#"[{"traceId":"5af7183fb1d4cf5f5af7183fb1d4cf5f","id":"6b221d5bc9e6496c","name":"get /elsewhere","timestamp":1764684000000000,"duration":1200,"kind":"SERVER","localEndpoint":{"serviceName":"elsewhere.default"}}]"#;
+    let posted = poll_until(Duration::from_secs(20), || async {
+        let mut stream = tokio::net::TcpStream::connect(zipkin).await.ok()?;
+        let request = format!(
+            "POST /api/v2/spans HTTP/1.1\r\nHost: zipkin\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{span}",
+            span.len()
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await.ok()?;
+        let mut answer = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer).await.ok()?;
+        answer.starts_with("HTTP/1.1 202").then_some(())
+    })
+    .await;
+    assert!(posted.is_some(), "the Zipkin never took the span");
     let [grpc, monitoring, dashboard] = free_addrs::<3>();
     let control = Weft::spawn(
         &[
@@ -141,6 +174,8 @@ async fn the_dashboard_graphs_live_traffic_from_the_proxies_it_scrapes() {
             &dashboard.to_string(),
             "--scrape-interval",
             "1",
+            "--tracing-url",
+            &format!("http://{zipkin}"),
         ]
         .map(String::from),
     );
@@ -426,8 +461,19 @@ async fn the_dashboard_graphs_live_traffic_from_the_proxies_it_scrapes() {
     let body: Value = serde_json::from_slice(&bad.body).unwrap();
     assert!(body["hint"].as_str().is_some(), "{body}");
 
-    // The status counts what the aggregator holds.
+    // The trace pages read the Zipkin given with --tracing-url.
+    let services = get_json(dashboard, "/api/zipkin/api/v2/services").await;
+    assert_eq!(services, serde_json::json!(["elsewhere.default"]));
+    let trace = get_json(
+        dashboard,
+        "/api/zipkin/api/v2/trace/5af7183fb1d4cf5f5af7183fb1d4cf5f",
+    )
+    .await;
+    assert_eq!(trace[0]["name"], "get /elsewhere", "{trace}");
+
+    // The status counts what the aggregator holds, and names the trace source.
     let status = get_json(dashboard, "/api/weft/status").await;
+    assert_eq!(status["tracing"]["source"], format!("http://{zipkin}/"));
     assert_eq!(status["metrics"]["source"], "builtin");
     assert!(
         status["metrics"]["series"].as_u64().unwrap() > 10,
