@@ -7,7 +7,7 @@
 mod api;
 mod assets;
 pub mod graph;
-mod http_client;
+pub mod http_client;
 pub mod inventory;
 pub mod query;
 pub mod scrape;

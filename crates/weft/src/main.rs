@@ -11,6 +11,7 @@ mod echo;
 mod platform;
 mod proxy;
 mod table;
+mod top;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use client::Target;
@@ -59,8 +60,14 @@ enum Command {
     Status(platform::StatusArgs),
     /// A workload's logs in the local mesh (the app's, or the sidecar's with --proxy).
     Logs(platform::LogsArgs),
-    /// Open an addon's UI (prometheus), as istioctl dashboard does.
+    /// Open Weft's dashboard, or an addon's UI (prometheus, zipkin, …), as istioctl
+    /// dashboard does.
     Dashboard(dashboard::DashboardArgs),
+    /// Services' or workloads' success rate, requests per second and latency, once
+    /// (linkerd viz stat).
+    Stat(top::StatArgs),
+    /// The same table, refreshed every 2 s until interrupted (--once for one).
+    Top(top::StatArgs),
     /// Istio's Bookinfo on this machine, the ingress gateway on 127.0.0.1:8080; --load RPS
     /// keeps traffic on its page.
     Demo(demo::DemoArgs),
@@ -233,6 +240,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Proxy(args) => proxy::run(*args),
         Command::Dashboard(args) => dashboard::run(args),
+        Command::Stat(args) => top::run(args, false),
+        Command::Top(args) => top::run(args, true),
         Command::Control(args) => control::run(args),
         Command::Apply(args) => client_run(client::config::apply(&cli.target, args)),
         Command::Get(args) => client_run(client::config::get(&cli.target, args)),

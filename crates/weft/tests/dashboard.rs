@@ -446,6 +446,45 @@ async fn the_dashboard_graphs_live_traffic_from_the_proxies_it_scrapes() {
         "{outbound}"
     );
 
+    // weft stat and weft top print the same figures for the terminal and scripts.
+    let addr = dashboard.to_string();
+    let (status, out, err) = run_weft(
+        &[
+            "stat",
+            "workloads",
+            "-n",
+            "default",
+            "--dashboard",
+            &addr,
+            "-o",
+            "json",
+        ]
+        .map(String::from),
+    )
+    .await;
+    assert!(status.success(), "{err}");
+    let stat: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        stat.as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["name"] == "reviews-v2" && w["rps"].as_f64().is_some()),
+        "{stat}"
+    );
+    let (status, out, err) =
+        run_weft(&["top", "services", "--once", "--dashboard", &addr].map(String::from)).await;
+    assert!(status.success(), "{err}");
+    let header = out.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("NAMESPACE") && header.contains("LATENCY_P99"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("reviews") && l.contains("100.00%")),
+        "{out}"
+    );
+
     // Bad parameters are refused with a hint.
     let bad = send(
         &c,
