@@ -5,7 +5,8 @@ use crate::assets;
 use crate::graph::{self, GraphType};
 use crate::inventory;
 use crate::scrape::{self, Target};
-use crate::source::MetricsSource;
+use crate::source::{MetricsSource, TracingSource};
+use crate::yaml_lines;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -25,9 +26,7 @@ use weft_discovery::credentials::Token;
 pub struct Context {
     pub state: Arc<ConfigState>,
     pub collector: Arc<Collector>,
-    /// A Zipkin (or anything serving Zipkin's v2 query API) the trace pages read instead
-    /// of the built-in collector.
-    pub tracing_url: Option<http::Uri>,
+    pub tracing: TracingSource,
     pub metrics: MetricsSource,
     pub scrape_interval: Duration,
     /// `None`: the API is open (loopback only).
@@ -120,9 +119,18 @@ async fn answer(ctx: &Context, req: Request<Incoming>) -> Answer {
         "/api/weft/metrics" => charts(ctx, &param).await,
         p if p.starts_with("/api/zipkin/api/v2/") => {
             let api = &p["/api/zipkin".len()..];
-            match &ctx.tracing_url {
-                None => collector::query(&ctx.collector, api, req.uri().query()),
-                Some(base) => zipkin(base, api, req.uri().query()).await,
+            let query = req.uri().query();
+            match &ctx.tracing {
+                TracingSource::Builtin => collector::query(&ctx.collector, api, query),
+                TracingSource::Zipkin(base) => zipkin(base, api, query).await,
+                TracingSource::Jaeger(base) => match crate::jaeger::query(base, api, query).await {
+                    Ok(answer) => json_answer(&answer),
+                    Err(e) => error(
+                        StatusCode::BAD_GATEWAY,
+                        &format!("asking the Jaeger at {base}: {e}"),
+                        "check the address given with --tracing-url (Jaeger's query port, 16686, with its base path)",
+                    ),
+                },
             }
         }
         _ => error(
@@ -148,7 +156,7 @@ fn authorized(token: &Token, headers: &http::HeaderMap) -> bool {
     bearer || cookie
 }
 
-fn params(query: Option<&str>) -> HashMap<String, String> {
+pub(crate) fn params(query: Option<&str>) -> HashMap<String, String> {
     query
         .into_iter()
         .flat_map(|q| q.split('&'))
@@ -343,7 +351,7 @@ fn status(ctx: &Context) -> Value {
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "metrics": metrics,
-        "tracing": {"source": ctx.tracing_url.as_ref().map_or("builtin".into(), |u| u.to_string())},
+        "tracing": {"source": ctx.tracing.name(), "provider": ctx.tracing.provider()},
     })
 }
 
@@ -394,6 +402,7 @@ fn config(ctx: &Context) -> Value {
         .iter()
         .map(|r| {
             let name = analyze::ResourceName::of(r);
+            let yaml = serde_norway::to_string(r.as_ref()).unwrap_or_default();
             let about: Vec<Value> = messages
                 .iter()
                 .filter(|m| m.resource.as_ref() == Some(&name))
@@ -402,6 +411,8 @@ fn config(ctx: &Context) -> Value {
                         "code": m.code(),
                         "level": match m.level() { Level::Error => "Error", Level::Warning => "Warning", Level::Info => "Info" },
                         "message": m.text,
+                        "path": m.path,
+                        "line": m.path.as_deref().and_then(|p| yaml_lines::line_of(&yaml, p)),
                     })
                 })
                 .collect();
@@ -410,7 +421,7 @@ fn config(ctx: &Context) -> Value {
                 "apiVersion": r.api_version,
                 "namespace": name.namespace,
                 "name": r.metadata.name,
-                "yaml": serde_norway::to_string(r.as_ref()).unwrap_or_default(),
+                "yaml": yaml,
                 "messages": about,
             })
         })

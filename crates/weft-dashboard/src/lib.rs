@@ -1,7 +1,8 @@
 //! The Weft dashboard, served by the control plane on Kiali's port (20001): the mesh's graph,
 //! its services' and workloads' charts, traces and config in one web app, over the JSON API in
 //! `docs/dashboard-api.md`. By default its numbers come from a built-in aggregator that scrapes
-//! every proxy; `--prometheus URL` reads a real Prometheus instead.
+//! every proxy; `--prometheus URL` reads a real Prometheus instead, and `--tracing-url URL`
+//! a real Zipkin or Jaeger.
 #![forbid(unsafe_code)]
 
 mod api;
@@ -9,12 +10,14 @@ mod assets;
 pub mod graph;
 pub mod http_client;
 pub mod inventory;
+pub mod jaeger;
 pub mod query;
 pub mod scrape;
 pub mod source;
 pub mod tsdb;
+mod yaml_lines;
 
-use source::MetricsSource;
+use source::{MetricsSource, TracingSource};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,8 +34,8 @@ pub struct DashboardOptions {
     pub listen: SocketAddr,
     /// Read this Prometheus rather than scraping the proxies.
     pub prometheus: Option<http::Uri>,
-    /// Read traces from this Zipkin's query API rather than the built-in collector.
-    pub tracing_url: Option<http::Uri>,
+    /// Where the trace pages read spans.
+    pub tracing: TracingSource,
     pub scrape_interval: Duration,
     pub limits: tsdb::Limits,
     /// The port each proxy's merged metrics are on, at its workload's address.
@@ -44,7 +47,7 @@ impl Default for DashboardOptions {
         DashboardOptions {
             listen: ([127, 0, 0, 1], DASHBOARD_PORT).into(),
             prometheus: None,
-            tracing_url: None,
+            tracing: TracingSource::Builtin,
             scrape_interval: scrape::INTERVAL,
             limits: tsdb::Limits::default(),
             stats_port: STATS_PORT,
@@ -103,7 +106,7 @@ impl Dashboard {
         let ctx = Arc::new(api::Context {
             state: control.state.clone(),
             collector: control.collector.clone(),
-            tracing_url: opts.tracing_url,
+            tracing: opts.tracing,
             metrics,
             scrape_interval: opts.scrape_interval,
             // Off loopback, the API needs the control plane's admin token.

@@ -7,6 +7,36 @@ use crate::tsdb::Db;
 use serde::Deserialize;
 use std::sync::Arc;
 
+/// Where the trace pages' spans come from.
+#[derive(Debug, Clone, Default)]
+pub enum TracingSource {
+    /// The control plane's own collector.
+    #[default]
+    Builtin,
+    /// A Zipkin (or anything serving Zipkin's v2 query API), passed through.
+    Zipkin(http::Uri),
+    /// A Jaeger's query API, translated into Zipkin's.
+    Jaeger(http::Uri),
+}
+
+impl TracingSource {
+    /// What the status endpoint names: `builtin` or the URL.
+    pub fn name(&self) -> String {
+        match self {
+            TracingSource::Builtin => "builtin".into(),
+            TracingSource::Zipkin(url) | TracingSource::Jaeger(url) => url.to_string(),
+        }
+    }
+
+    pub fn provider(&self) -> &'static str {
+        match self {
+            TracingSource::Builtin => "builtin",
+            TracingSource::Zipkin(_) => "zipkin",
+            TracingSource::Jaeger(_) => "jaeger",
+        }
+    }
+}
+
 pub enum MetricsSource {
     Builtin(Arc<Db>),
     Prometheus(http::Uri),
@@ -94,8 +124,16 @@ impl MetricsSource {
     }
 }
 
-fn encode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+/// RFC 3986's unreserved characters stay as they are.
+const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `s` percent-encoded for a path segment or a query value.
+pub(crate) fn encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, COMPONENT).to_string()
 }
 
 #[derive(Deserialize)]

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use weft_control::{ControlOptions, ControlPlane};
+use weft_dashboard::source::TracingSource;
 use weft_dashboard::{Dashboard, DashboardOptions};
 use weft_platform::stop::StopSignals;
 
@@ -42,14 +43,24 @@ pub struct ControlArgs {
     /// proxy's 15020 itself.
     #[arg(long, value_name = "URL")]
     prometheus: Option<http::Uri>,
-    /// The dashboard's trace pages read this Zipkin (http://HOST:PORT, its v2 query API)
-    /// rather than the built-in collector.
+    /// The dashboard's trace pages read this Zipkin or Jaeger (http://HOST:PORT[/BASE],
+    /// its query API) rather than the built-in collector.
     #[arg(long, value_name = "URL")]
     tracing_url: Option<http::Uri>,
+    /// What serves --tracing-url: Zipkin's v2 query API, or Jaeger's (port 16686; Istio's
+    /// addon serves it under /jaeger).
+    #[arg(long, value_enum, default_value_t = TracingProvider::Zipkin, requires = "tracing_url")]
+    tracing_provider: TracingProvider,
     /// Seconds between the dashboard aggregator's scrapes of every proxy (Istio's
     /// Prometheus addon: 15).
     #[arg(long, value_name = "SECONDS", default_value_t = 15)]
     scrape_interval: u64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TracingProvider {
+    Zipkin,
+    Jaeger,
 }
 
 pub fn run(args: ControlArgs) -> anyhow::Result<()> {
@@ -79,7 +90,15 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
                     DashboardOptions {
                         listen: args.dashboard,
                         prometheus: args.prometheus.clone(),
-                        tracing_url: args.tracing_url.clone(),
+                        tracing: match (&args.tracing_url, args.tracing_provider) {
+                            (None, _) => TracingSource::Builtin,
+                            (Some(url), TracingProvider::Zipkin) => {
+                                TracingSource::Zipkin(url.clone())
+                            }
+                            (Some(url), TracingProvider::Jaeger) => {
+                                TracingSource::Jaeger(url.clone())
+                            }
+                        },
                         scrape_interval: Duration::from_secs(args.scrape_interval.max(1)),
                         ..DashboardOptions::default()
                     },

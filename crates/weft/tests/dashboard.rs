@@ -541,7 +541,24 @@ async fn the_dashboard_graphs_live_traffic_from_the_proxies_it_scrapes() {
     })
     .await;
     let vs = flagged.expect("no IST0101 on the broken VirtualService");
-    assert!(vs["yaml"].as_str().unwrap().contains("reviewz"), "{vs}");
+    // It names the field, and the line of the YAML view that holds it.
+    let message = vs["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["code"] == "IST0101")
+        .unwrap();
+    assert_eq!(
+        message["path"], "spec.http[0].route[0].destination.host",
+        "{vs}"
+    );
+    let line = message["line"].as_u64().expect("a line") as usize;
+    let yaml = vs["yaml"].as_str().unwrap();
+    assert_eq!(
+        yaml.lines().nth(line - 1).map(str::trim),
+        Some("host: reviewz"),
+        "{yaml}"
+    );
 
     // The web app itself, embedded.
     let page = send(&c, "GET", dashboard, "localhost", "/", &[])
@@ -555,4 +572,179 @@ async fn the_dashboard_graphs_live_traffic_from_the_proxies_it_scrapes() {
         .unwrap()
         .iter()
         .any(|n| n["name"] == "default"));
+}
+
+/// Jaeger's answers for one Bookinfo trace, in its query API's JSON model (no Jaeger can
+/// run here: it is in no registry this machine reaches, so a stand-in serves them).
+const JAEGER_TRACE: &str = r#"{"data": [{"traceID": "4bf92f3577b34da6a3ce929d0e0e4736",
+ "spans": [
+  {"traceID": "4bf92f3577b34da6a3ce929d0e0e4736", "spanID": "00f067aa0ba902b7",
+   "operationName": "reviews.default.svc.cluster.local:9080/*",
+   "references": [{"refType": "CHILD_OF", "traceID": "4bf92f3577b34da6a3ce929d0e0e4736", "spanID": "a2fb4a1d1a96d312"}],
+   "startTime": 1700000000000100, "duration": 2500, "flags": 1,
+   "tags": [{"key": "span.kind", "type": "string", "value": "client"},
+            {"key": "http.status_code", "type": "int64", "value": 503},
+            {"key": "response_flags", "type": "string", "value": "URX"}],
+   "logs": [], "processID": "p1", "warnings": null},
+  {"traceID": "4bf92f3577b34da6a3ce929d0e0e4736", "spanID": "a2fb4a1d1a96d312",
+   "operationName": "productpage.default.svc.cluster.local:9080/productpage",
+   "references": [], "startTime": 1700000000000000, "duration": 9000, "flags": 1,
+   "tags": [{"key": "span.kind", "type": "string", "value": "server"}],
+   "logs": [], "processID": "p2", "warnings": null}],
+ "processes": {"p1": {"serviceName": "productpage.default", "tags": [{"key": "ip", "type": "string", "value": "10.44.0.3"}]},
+               "p2": {"serviceName": "productpage.default", "tags": []}},
+ "warnings": null}], "total": 0, "limit": 0, "offset": 0, "errors": null}"#;
+
+/// A stand-in for Jaeger's query service under Istio's addon base path `/jaeger`, keeping
+/// the requests it was sent.
+async fn jaeger_query(seen: Arc<std::sync::Mutex<Vec<String>>>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| {
+                        let target = req.uri().to_string();
+                        seen.lock().unwrap().push(target.clone());
+                        let path = req.uri().path();
+                        let body = match path {
+                        "/jaeger/api/services" => r#"{"data": ["productpage.default", "reviews.default"], "total": 2}"#.to_string(),
+                        "/jaeger/api/services/productpage.default/operations" => {
+                            r#"{"data": ["productpage.default.svc.cluster.local:9080/productpage"]}"#.to_string()
+                        }
+                        "/jaeger/api/traces/4bf92f3577b34da6a3ce929d0e0e4736" => JAEGER_TRACE.to_string(),
+                        // Jaeger refuses a search without a service.
+                        "/jaeger/api/traces" if target.contains("service=productpage.default") => JAEGER_TRACE.to_string(),
+                        "/jaeger/api/traces" if target.contains("service=") => r#"{"data": []}"#.to_string(),
+                        _ => String::new(),
+                    };
+                        let status = if body.is_empty() { 404 } else { 200 };
+                        let answer = http::Response::builder()
+                            .status(status)
+                            .header("content-type", "application/json")
+                            .body(http_body_util::Full::new(bytes::Bytes::from(body)));
+                        async move { answer }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn the_trace_pages_read_a_jaeger_through_its_query_api() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let jaeger = jaeger_query(seen.clone()).await;
+    let config = tempfile::tempdir().unwrap();
+    let [grpc, monitoring, dashboard] = free_addrs::<3>();
+    let control = Weft::spawn(
+        &[
+            "control",
+            "--config-dir",
+            &config.path().display().to_string(),
+            "--grpc",
+            &grpc.to_string(),
+            "--monitoring",
+            &monitoring.to_string(),
+            "--dashboard",
+            &dashboard.to_string(),
+            "--tracing-url",
+            &format!("http://{jaeger}/jaeger"),
+            "--tracing-provider",
+            "jaeger",
+        ]
+        .map(String::from),
+    );
+    let c = client();
+    let up = poll_until(Duration::from_secs(20), || async {
+        let a = send(&c, "GET", dashboard, "localhost", "/api/weft/status", &[]).await;
+        a.ok().filter(|a| a.status == 200)
+    })
+    .await;
+    assert!(
+        up.is_some(),
+        "no dashboard on {dashboard}\n{}",
+        control.output()
+    );
+    let status = get_json(dashboard, "/api/weft/status").await;
+    assert_eq!(status["tracing"]["provider"], "jaeger", "{status}");
+
+    let services = get_json(dashboard, "/api/zipkin/api/v2/services").await;
+    assert_eq!(
+        services,
+        serde_json::json!(["productpage.default", "reviews.default"])
+    );
+    let operations = get_json(
+        dashboard,
+        "/api/zipkin/api/v2/spans?serviceName=productpage.default",
+    )
+    .await;
+    assert_eq!(
+        operations,
+        serde_json::json!(["productpage.default.svc.cluster.local:9080/productpage"])
+    );
+
+    // A search as the trace page sends it becomes Jaeger's; one without a service asks
+    // every service and merges what they found.
+    let found = get_json(
+        dashboard,
+        "/api/zipkin/api/v2/traces?serviceName=productpage.default&minDuration=1000&endTs=1700000001000&lookback=3600000&limit=20",
+    )
+    .await;
+    assert_eq!(found.as_array().map(Vec::len), Some(1), "{found}");
+    let everywhere = get_json(dashboard, "/api/zipkin/api/v2/traces?limit=5").await;
+    assert_eq!(everywhere.as_array().map(Vec::len), Some(1), "{everywhere}");
+    {
+        let seen = seen.lock().unwrap();
+        assert!(
+            seen.iter().any(|r| r
+                .contains("/jaeger/api/traces?service=productpage.default&limit=20")
+                && r.contains("minDuration=1000us")
+                && r.contains("end=1700000001000000")
+                && r.contains("start=1699996401000000")),
+            "{seen:?}"
+        );
+        assert!(
+            seen.iter()
+                .any(|r| r.contains("service=reviews.default&limit=5")),
+            "{seen:?}"
+        );
+    }
+
+    // One trace opens as Zipkin's spans, as the waterfall reads them.
+    let trace = get_json(
+        dashboard,
+        "/api/zipkin/api/v2/trace/4bf92f3577b34da6a3ce929d0e0e4736",
+    )
+    .await;
+    let spans = trace.as_array().unwrap();
+    assert_eq!(spans.len(), 2, "{trace}");
+    let client_span = spans.iter().find(|s| s["kind"] == "CLIENT").unwrap();
+    assert_eq!(client_span["parentId"], "a2fb4a1d1a96d312");
+    assert_eq!(client_span["tags"]["response_flags"], "URX");
+    assert_eq!(client_span["tags"]["http.status_code"], "503");
+    assert_eq!(
+        client_span["localEndpoint"]["serviceName"],
+        "productpage.default"
+    );
+
+    // A trace Jaeger does not have: a 502 that names where it asked.
+    let missing = send(
+        &c,
+        "GET",
+        dashboard,
+        "localhost",
+        "/api/zipkin/api/v2/trace/0000000000000001",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(missing.status, 502, "{}", missing.text());
+    assert!(missing.text().contains("Jaeger"), "{}", missing.text());
 }

@@ -79,6 +79,7 @@ fn message(message_type: MessageType, d: &Diagnostic, text: String) -> Message {
         message_type,
         resource: d.resource.as_deref().and_then(ResourceName::parse),
         origin: Some(d.origin.clone()),
+        path: Some(d.path.clone()).filter(|p| !p.is_empty()),
         text,
     }
 }

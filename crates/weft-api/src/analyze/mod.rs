@@ -157,6 +157,9 @@ pub struct Message {
     pub resource: Option<ResourceName>,
     /// The document the finding is about, when known.
     pub origin: Option<Origin>,
+    /// The field it is about, as validation names fields (`spec.http[0].route[0]`), when
+    /// one field is.
+    pub path: Option<String>,
     pub text: String,
 }
 
@@ -262,11 +265,33 @@ pub(crate) struct Report {
 impl Report {
     /// A finding about `resource`.
     pub fn add(&mut self, message_type: MessageType, resource: &Resource, text: impl Into<String>) {
-        self.messages.push(Message {
+        self.add_field(message_type, resource, None, text.into());
+    }
+
+    /// A finding about the field at `path` of `resource`.
+    pub fn add_at(
+        &mut self,
+        message_type: MessageType,
+        resource: &Resource,
+        path: String,
+        text: impl Into<String>,
+    ) {
+        self.add_field(message_type, resource, Some(path), text.into());
+    }
+
+    fn add_field(
+        &mut self,
+        message_type: MessageType,
+        resource: &Resource,
+        path: Option<String>,
+        text: String,
+    ) {
+        self.push(Message {
             message_type,
             resource: Some(ResourceName::of(resource)),
             origin: Some(resource.origin.clone()),
-            text: text.into(),
+            path,
+            text,
         });
     }
 

@@ -2,11 +2,10 @@
 //! (IST0101) and the hosts those gateways serve (IST0132).
 
 use super::mesh::{hosts_overlap, Mesh};
-use super::virtual_services::{mirrors, route_tables};
 use super::{Report, REFERENCED_RESOURCE_NOT_FOUND, VIRTUAL_SERVICE_HOST_NOT_FOUND_IN_GATEWAY};
 use crate::host;
 use crate::resource::Resource;
-use crate::types::Gateway;
+use crate::types::{Destination, Gateway, RouteDestination, VirtualService};
 
 /// What istioctl calls a destination's host and subset, for route and mirror destinations.
 struct Refs {
@@ -23,6 +22,56 @@ const MIRROR: Refs = Refs {
     subset: "mirror+subset in destinationrule",
 };
 
+/// Every route and mirror destination of `vs`, with the path of its `destination` field
+/// (or of the `mirror` field, which is one).
+fn destinations_at<'a>(vs: &'a VirtualService) -> Vec<(&'a Destination, String, &'static Refs)> {
+    let mut all = Vec::new();
+    let l4 = |kind: &'static str, i: usize, routes: &'a [RouteDestination]| {
+        routes
+            .iter()
+            .enumerate()
+            .map(move |(j, d)| (&d.destination, kind, i, j))
+    };
+    let http = vs.http.iter().enumerate().flat_map(|(i, route)| {
+        let d = route.route.iter().enumerate();
+        d.map(move |(j, d)| (&d.destination, "http", i, j))
+    });
+    let tcp = vs
+        .tcp
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| l4("tcp", i, &r.route));
+    let tls = vs
+        .tls
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| l4("tls", i, &r.route));
+    for (d, kind, i, j) in http.chain(tcp).chain(tls) {
+        if let Some(d) = d {
+            all.push((
+                d,
+                format!("spec.{kind}[{i}].route[{j}].destination"),
+                &ROUTE,
+            ));
+        }
+    }
+    for (i, route) in vs.http.iter().enumerate() {
+        if let Some(d) = &route.mirror {
+            all.push((d, format!("spec.http[{i}].mirror"), &MIRROR));
+        }
+        for (j, m) in route.mirrors.iter().enumerate() {
+            if let Some(d) = &m.destination {
+                all.push((
+                    d,
+                    format!("spec.http[{i}].mirrors[{j}].destination"),
+                    &MIRROR,
+                ));
+            }
+        }
+    }
+    all
+}
+
 /// IST0101 `Referenced host not found`: a route, tcp, tls or mirror destination that no
 /// Service or ServiceEntry visible from the VirtualService's namespace provides; IST0101
 /// `Referenced host+subset in destinationrule not found`: a subset no DestinationRule for the
@@ -30,18 +79,15 @@ const MIRROR: Refs = Refs {
 pub(crate) fn destinations(mesh: &Mesh<'_>, report: &mut Report) {
     for (r, vs) in mesh.virtual_services() {
         let namespace = r.namespace();
-        let routes = route_tables(vs)
-            .into_iter()
-            .flat_map(|table| table.destinations)
-            .map(|(d, _)| (d, &ROUTE));
-        for (d, refs) in routes.chain(mirrors(vs).map(|d| (d, &MIRROR))) {
+        for (d, path, refs) in destinations_at(vs) {
             let fqdn = host::fqdn(&d.host, namespace);
             if !mesh.knows_host(&fqdn, namespace) {
-                not_found(report, r, refs.host, &d.host);
+                not_found(report, r, format!("{path}.host"), refs.host, &d.host);
             }
             if let Some(subset) = d.subset.as_deref().filter(|s| !s.is_empty()) {
                 if !mesh.defines_subset(&fqdn, subset) {
-                    not_found(report, r, refs.subset, &format!("{}+{subset}", d.host));
+                    let what = format!("{}+{subset}", d.host);
+                    not_found(report, r, format!("{path}.subset"), refs.subset, &what);
                 }
             }
         }
@@ -52,26 +98,35 @@ pub(crate) fn destinations(mesh: &Mesh<'_>, report: &mut Report) {
 /// the (existing) gateway's servers serve.
 pub(crate) fn gateways(mesh: &Mesh<'_>, report: &mut Report) {
     for (r, vs) in mesh.virtual_services() {
-        for reference in vs.gateways.iter().filter(|g| *g != "mesh") {
+        for (k, reference) in vs.gateways.iter().enumerate().filter(|(_, g)| *g != "mesh") {
             let (namespace, name) = gateway_name(reference, r.namespace());
             let Some((gw_resource, gw)) = mesh.gateway(namespace, name) else {
-                not_found(report, r, "gateway", reference);
+                not_found(
+                    report,
+                    r,
+                    format!("spec.gateways[{k}]"),
+                    "gateway",
+                    reference,
+                );
                 continue;
             };
             let served = served_hosts(gw, gw_resource.namespace(), r.namespace());
-            let missing: Vec<&str> = vs
+            let missing: Vec<(usize, &str)> = vs
                 .hosts
                 .iter()
-                .filter(|h| {
+                .enumerate()
+                .filter(|(_, h)| {
                     let fqdn = host::fqdn(h, r.namespace());
                     !served.iter().any(|s| hosts_overlap(s, &fqdn))
                 })
-                .map(String::as_str)
+                .map(|(i, h)| (i, h.as_str()))
                 .collect();
-            if !missing.is_empty() {
-                report.add(
+            if let Some((first, _)) = missing.first() {
+                let missing: Vec<&str> = missing.iter().map(|(_, h)| *h).collect();
+                report.add_at(
                     VIRTUAL_SERVICE_HOST_NOT_FOUND_IN_GATEWAY,
                     r,
+                    format!("spec.hosts[{first}]"),
                     format!(
                         "one or more host [{}] defined in VirtualService {}/{} not found in Gateway {namespace}/{name}.",
                         missing.join(" "),
@@ -84,10 +139,11 @@ pub(crate) fn gateways(mesh: &Mesh<'_>, report: &mut Report) {
     }
 }
 
-fn not_found(report: &mut Report, r: &Resource, what: &str, value: &str) {
-    report.add(
+fn not_found(report: &mut Report, r: &Resource, path: String, what: &str, value: &str) {
+    report.add_at(
         REFERENCED_RESOURCE_NOT_FOUND,
         r,
+        path,
         format!("Referenced {what} not found: {value:?}"),
     );
 }
@@ -177,6 +233,55 @@ mod tests {
         );
         // A wildcard ServiceEntry host covers both external hosts.
         assert_eq!(with(&[se]).len(), 3);
+    }
+
+    #[test]
+    fn each_reference_names_its_field() {
+        let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: edge\nspec:\n  hosts: [reviews, shop.example.com]\n  gateways: [mesh, missing-gateway]\n  http:\n  - route: [{destination: {host: reviews}, weight: 50}, {destination: {host: reviewz}, weight: 50}]\n    mirror: {host: shadow}\n  - route: [{destination: {host: reviews, subset: v9}}]\n    mirrors: [{destination: {host: shadow2}}]\n  tcp:\n  - route: [{destination: {host: db.example.com}}]\n";
+        let yaml = docs(&[REVIEWS_SERVICE, REVIEWS_RULE, vs]);
+        let messages = crate::analyze::analyze(&crate::analyze::Input::from_yaml(
+            &yaml,
+            std::path::Path::new("test.yaml"),
+        ));
+        assert!(
+            messages.iter().all(|m| m.code() != "IST0106"),
+            "{messages:#?}"
+        );
+        let mut paths: Vec<(&str, &str)> = messages
+            .iter()
+            .filter(|m| m.code() == "IST0101")
+            .map(|m| (m.path.as_deref().unwrap_or("-"), m.text.as_str()))
+            .collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            [
+                (
+                    "spec.gateways[1]",
+                    "Referenced gateway not found: \"missing-gateway\""
+                ),
+                (
+                    "spec.http[0].mirror.host",
+                    "Referenced mirror host not found: \"shadow\""
+                ),
+                (
+                    "spec.http[0].route[1].destination.host",
+                    "Referenced host not found: \"reviewz\""
+                ),
+                (
+                    "spec.http[1].mirrors[0].destination.host",
+                    "Referenced mirror host not found: \"shadow2\""
+                ),
+                (
+                    "spec.http[1].route[0].destination.subset",
+                    "Referenced host+subset in destinationrule not found: \"reviews+v9\""
+                ),
+                (
+                    "spec.tcp[0].route[0].destination.host",
+                    "Referenced host not found: \"db.example.com\""
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -49,16 +49,6 @@ fn weighted<'a>(
         .collect()
 }
 
-/// Every `mirror` and `mirrors[].destination`.
-pub(crate) fn mirrors(vs: &VirtualService) -> impl Iterator<Item = &Destination> {
-    vs.http.iter().flat_map(|route| {
-        route
-            .mirror
-            .iter()
-            .chain(route.mirrors.iter().filter_map(|m| m.destination.as_ref()))
-    })
-}
-
 /// `http[2]`, or `http[2] "name"` when the route has a name.
 fn http_label(index: usize, route: &HttpRoute) -> String {
     match route.name.as_deref().filter(|n| !n.is_empty()) {

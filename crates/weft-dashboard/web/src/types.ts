@@ -140,6 +140,8 @@ export interface ConfigMessage {
   level: string;
   message: string;
   path?: string;
+  /** The 1-based line of `path` in the resource's `yaml`. */
+  line?: number;
 }
 
 export interface ConfigResource {

@@ -442,6 +442,13 @@ export async function checkConfigFixture(page, { base }) {
   assert.match(await msg.textContent(), /Referenced host not found: "ratingz"/);
   assert.match(await msg.locator('.path').textContent(), /spec\.http\[0\]\.route\[0\]\.destination\.host/);
   assert.match(await d.locator('pre.yaml').textContent(), /host: ratingz/);
+  // The line the message is about is marked in the YAML, with the message as its title.
+  const marked = d.locator('pre.yaml .yaml-line.invalid');
+  assert.equal(await marked.count(), 1);
+  assert.equal((await marked.textContent()).trim(), 'host: ratingz');
+  assert.equal(await marked.getAttribute('data-line'), '12');
+  assert.match(await marked.getAttribute('title'), /IST0101 Referenced host not found/);
+  assert.match(await msg.locator('.path').textContent(), /line 12/);
   // The messages come before the YAML.
   const order = await d.evaluate((s) => [s.querySelector('ul.messages'), s.querySelector('pre.yaml')].map((e) => [...s.querySelectorAll('*')].indexOf(e)));
   assert.ok(order[0] < order[1], 'messages above the YAML');

@@ -21,11 +21,40 @@ function Messages({ r }: { r: ConfigResource }) {
           {m.path && (
             <div class="path">
               at <code>{m.path}</code>
+              {m.line && <span class="muted"> (line {m.line})</span>}
             </div>
           )}
         </li>
       ))}
     </ul>
+  );
+}
+
+/** The YAML, a line per element; lines a message points at are marked with it. */
+function Yaml({ r }: { r: ConfigResource }) {
+  const marks = new Map<number, { level: string; text: string }>();
+  for (const m of [...(r.messages ?? [])].sort((a, b) => levelRank(a.level) - levelRank(b.level))) {
+    if (m.line) marks.set(m.line, { level: m.level, text: `${m.code} ${m.message}` });
+  }
+  const lines = (r.yaml ?? '').replace(/\n$/, '').split('\n');
+  return (
+    <pre class="yaml" aria-label="YAML">
+      {lines.map((text, i) => {
+        const mark = marks.get(i + 1);
+        return (
+          <span
+            key={i}
+            class={mark ? `yaml-line invalid invalid-${mark.level.toLowerCase()}` : 'yaml-line'}
+            data-line={i + 1}
+            title={mark?.text}
+            aria-invalid={mark ? 'true' : undefined}
+          >
+            {text}
+            {'\n'}
+          </span>
+        );
+      })}
+    </pre>
   );
 }
 
@@ -144,9 +173,7 @@ export function ConfigPage({ route }: { route: Route }) {
             </div>
             {selected.apiVersion && <div class="muted">{selected.apiVersion}</div>}
             <Messages r={selected} />
-            <pre class="yaml" aria-label="YAML">
-              {selected.yaml ?? ''}
-            </pre>
+            <Yaml r={selected} />
           </section>
         )}
         {selName && cfg.data && !selected && (
