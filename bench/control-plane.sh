@@ -4,7 +4,8 @@
 # namespaces, 100 endpoint changes. Runs it twice: with proxies that give up as `weft proxy`
 # does, and with patient ones that wait however long the control plane stalls. Writes
 # bench/results/control-plane.{md,json} and control-plane.patient.{md,json}; extra options
-# go to both runs (e.g. --no-sidecars --services 1000).
+# go to both runs (e.g. --no-sidecars --services 1000). Then the dashboard's aggregator at
+# the same scale.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A connection per simulated proxy in this process and in the control plane's.
@@ -12,3 +13,5 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cargo build --release -p weft
 target/release/weft bench control-plane --out bench/results "$@"
 target/release/weft bench control-plane --patient --out bench/results "$@"
+# The dashboard's aggregator scraping 1,000 simulated proxies (bench/results/dashboard.md).
+target/release/weft bench dashboard --out bench/results

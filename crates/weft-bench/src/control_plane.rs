@@ -3,7 +3,7 @@
 //! every affected proxy acknowledging it, and what the control plane spends (CPU, peak RSS).
 
 pub mod mesh_gen;
-mod proxies;
+pub(crate) mod proxies;
 mod report;
 mod tally;
 
@@ -254,7 +254,7 @@ pub async fn run(opts: &Options, weft_bin: &Path, out: &Path) -> Result<Results,
         drop(std::net::TcpListener::bind(addr).map_err(|e| BenchError::Busy(addr, e))?);
     }
     let started = Instant::now();
-    let mut control = ControlProcess::spawn(weft_bin, config.path(), &log)?;
+    let mut control = ControlProcess::spawn(weft_bin, config.path(), &["--no-dashboard"], &log)?;
     let grpc: SocketAddr = GRPC.parse().expect("a valid address");
     let token_file = credentials::admin_token_file(config.path());
     let token = control
@@ -292,7 +292,7 @@ pub async fn measure(
         (0..opts.proxies)
             .map(|p| {
                 let ns = mesh_gen::namespace(opts.namespace_of_proxy(p));
-                proxies::spawn(p, grpc, ns, opts.patient, tx.clone())
+                proxies::spawn(p, grpc, proxies::hello(p, ns), opts.patient, tx.clone())
             })
             .collect(),
     );
@@ -379,7 +379,11 @@ pub async fn measure(
 
 /// The admin API, tried until `timeout` passes: a control plane that is slow to accept
 /// connections has some of them reset when its accept queue overflows.
-async fn admin(grpc: SocketAddr, token: &Token, timeout: Duration) -> Result<Admin, BenchError> {
+pub(crate) async fn admin(
+    grpc: SocketAddr,
+    token: &Token,
+    timeout: Duration,
+) -> Result<Admin, BenchError> {
     let deadline = Instant::now() + timeout;
     loop {
         match tokio::time::timeout(Duration::from_secs(1), connect_admin(grpc, token)).await {
@@ -396,7 +400,7 @@ async fn admin(grpc: SocketAddr, token: &Token, timeout: Duration) -> Result<Adm
     }
 }
 
-type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
+pub(crate) type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
 
 /// The admin API, every call carrying the admin token.
 async fn connect_admin(grpc: SocketAddr, token: &Token) -> Result<Admin, tonic::transport::Error> {
@@ -410,7 +414,7 @@ async fn connect_admin(grpc: SocketAddr, token: &Token) -> Result<Admin, tonic::
     ))
 }
 
-async fn apply(admin: &mut Admin, documents: String) -> Result<(), BenchError> {
+pub(crate) async fn apply(admin: &mut Admin, documents: String) -> Result<(), BenchError> {
     let request = ApplyRequest {
         source: "weft-bench".into(),
         documents,
@@ -425,7 +429,7 @@ fn ms(d: Duration) -> f64 {
 
 /// Each proxy needs a socket in this process and one in the control plane's, which
 /// inherits this process's limit.
-fn check_open_files(proxies: usize) -> Result<(), BenchError> {
+pub(crate) fn check_open_files(proxies: usize) -> Result<(), BenchError> {
     let needed = proxies as u64 + 256;
     let limit = std::fs::read_to_string("/proc/self/limits")
         .ok()
@@ -442,7 +446,7 @@ fn check_open_files(proxies: usize) -> Result<(), BenchError> {
 }
 
 /// The simulated proxies, stopped when dropped.
-struct Tasks(Vec<JoinHandle<()>>);
+pub(crate) struct Tasks(pub Vec<JoinHandle<()>>);
 
 impl Drop for Tasks {
     fn drop(&mut self) {
@@ -453,12 +457,18 @@ impl Drop for Tasks {
 }
 
 /// `weft control` as a child process, killed when dropped.
-struct ControlProcess {
-    child: Child,
+pub(crate) struct ControlProcess {
+    pub child: Child,
 }
 
 impl ControlProcess {
-    fn spawn(weft_bin: &Path, config: &Path, log: &Path) -> Result<ControlProcess, BenchError> {
+    /// `weft control` on `config` at [`GRPC`] and [`MONITORING`], with `args` besides.
+    pub fn spawn(
+        weft_bin: &Path,
+        config: &Path,
+        args: &[&str],
+        log: &Path,
+    ) -> Result<ControlProcess, BenchError> {
         let file = std::fs::File::create(log).map_err(|e| BenchError::Write(log.into(), e))?;
         let err = file
             .try_clone()
@@ -468,7 +478,8 @@ impl ControlProcess {
             .arg("--config-dir")
             .arg(config)
             .args(["--grpc", GRPC, "--monitoring", MONITORING])
-            .args(["--endpoint-grace", "30", "--no-dashboard"])
+            .args(["--endpoint-grace", "30"])
+            .args(args)
             // A line per connecting proxy would cost the control plane CPU being measured.
             .env("WEFT_LOG", "warn")
             .stdin(Stdio::null())
@@ -482,7 +493,7 @@ impl ControlProcess {
 
     /// Waits until the admin API answers, which it does once the config is read, and
     /// returns the admin token it made.
-    async fn wait_ready(
+    pub async fn wait_ready(
         &mut self,
         grpc: SocketAddr,
         token_file: &Path,

@@ -36,10 +36,19 @@ pub fn cpu_seconds(pid: u32) -> Result<f64, ProcError> {
 
 /// Peak resident set size in MiB (`VmHWM`).
 pub fn peak_rss_mib(pid: u32) -> Result<f64, ProcError> {
+    status_mib(pid, "VmHWM:")
+}
+
+/// Resident set size now, in MiB (`VmRSS`).
+pub fn rss_mib(pid: u32) -> Result<f64, ProcError> {
+    status_mib(pid, "VmRSS:")
+}
+
+fn status_mib(pid: u32, field: &str) -> Result<f64, ProcError> {
     let status = read(pid, "status")?;
     let kib = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
@@ -57,6 +66,7 @@ mod tests {
         assert!(burn > 0);
         assert!(cpu_seconds(pid).unwrap() >= 0.0);
         assert!(peak_rss_mib(pid).unwrap() > 1.0);
+        assert!(rss_mib(pid).unwrap() > 1.0);
         assert!(cpu_seconds(u32::MAX).is_err());
     }
 }

@@ -206,6 +206,23 @@ enum BenchCommand {
         #[arg(long, default_value = "bench/results")]
         out: PathBuf,
     },
+    /// The dashboard's aggregator scraping simulated proxies: the control plane's CPU and
+    /// memory without and with it; writes dashboard.md and .json.
+    Dashboard {
+        #[arg(long, default_value_t = 1000)]
+        proxies: usize,
+        #[arg(long, default_value_t = 5000)]
+        services: usize,
+        #[arg(long, default_value_t = 50)]
+        namespaces: usize,
+        /// Seconds each run's CPU and memory are read over.
+        #[arg(long, default_value_t = 120)]
+        window: u64,
+        #[arg(long, default_value_t = 15)]
+        scrape_interval: u64,
+        #[arg(long, default_value = "bench/results")]
+        out: PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -365,6 +382,29 @@ fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
                 "{}",
                 weft_bench::control_plane::write(&results, &opts, &out)?
             );
+        }
+        BenchCommand::Dashboard {
+            proxies,
+            services,
+            namespaces,
+            window,
+            scrape_interval,
+            out,
+        } => {
+            let opts = weft_bench::dashboard::Options {
+                mesh: weft_bench::control_plane::mesh_gen::MeshSpec {
+                    services,
+                    namespaces,
+                    ..Default::default()
+                },
+                proxies,
+                window: std::time::Duration::from_secs(window),
+                scrape_interval: std::time::Duration::from_secs(scrape_interval),
+                ..Default::default()
+            };
+            let weft = std::env::current_exe()?;
+            let results = runtime.block_on(weft_bench::dashboard::run(&opts, &weft, &out))?;
+            println!("{}", weft_bench::dashboard::write(&results, &out)?);
         }
     }
     Ok(())

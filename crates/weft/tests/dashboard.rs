@@ -748,3 +748,39 @@ async fn the_trace_pages_read_a_jaeger_through_its_query_api() {
     assert_eq!(missing.status, 502, "{}", missing.text());
     assert!(missing.text().contains("Jaeger"), "{}", missing.text());
 }
+
+/// `weft bench dashboard`, small: both runs happen, and the aggregator held every simulated
+/// proxy's series, answered the graph over them, and cost the control plane something.
+#[test]
+fn the_dashboard_benchmark_measures_the_aggregator_it_ran() {
+    let out = tempfile::tempdir().unwrap();
+    let run = std::process::Command::new(WEFT)
+        .args(["bench", "dashboard", "--proxies", "10", "--services", "20"])
+        .args([
+            "--namespaces",
+            "2",
+            "--window",
+            "2",
+            "--scrape-interval",
+            "1",
+        ])
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let json = std::fs::read_to_string(out.path().join("dashboard.json")).unwrap();
+    let r: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(r["series_per_proxy"], 122, "{r}");
+    assert_eq!(r["store"]["series"], 1220, "{r}");
+    assert_eq!(r["store"]["refused_series"], 0, "{r}");
+    assert!(r["graph_ms"].as_f64().unwrap() > 0.0, "{r}");
+    let cpu = |run: &str| r[run]["cpu_seconds_per_minute"].as_f64().unwrap();
+    assert!(cpu("with_dashboard") > cpu("without_dashboard"), "{r}");
+    let md = std::fs::read_to_string(out.path().join("dashboard.md")).unwrap();
+    assert!(md.contains("| CPU, seconds per minute |"), "{md}");
+}

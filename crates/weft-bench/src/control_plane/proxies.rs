@@ -45,18 +45,31 @@ pub enum What {
     Failed(String),
 }
 
-/// Starts proxy `index` in `namespace`; it reports every update to `events`. Until it has
-/// its first update it reconnects with `weft proxy`'s backoff; an impatient proxy also
+/// What simulated proxy `index` in `namespace` announces: no address, so it is not an
+/// endpoint of anything.
+pub fn hello(index: usize, namespace: String) -> Hello {
+    Hello {
+        name: format!("sim-{index}"),
+        namespace,
+        address: String::new(),
+        labels: HashMap::from([("app".to_string(), "sim".to_string())]),
+        proxy_version: "sim".into(),
+        ..Default::default()
+    }
+}
+
+/// Starts proxy `index`, announcing `hello`; it reports every update to `events`. Until it
+/// has its first update it reconnects with `weft proxy`'s backoff; an impatient proxy also
 /// gives up on a connection as `weft proxy` does, a patient one never times out.
 pub fn spawn(
     index: usize,
     grpc: SocketAddr,
-    namespace: String,
+    hello: Hello,
     patient: bool,
     events: mpsc::UnboundedSender<Event>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let reason = match follow(index, grpc, namespace, patient, &events).await {
+        let reason = match follow(index, grpc, &hello, patient, &events).await {
             Ok(()) => "the control plane closed the stream".to_string(),
             Err(e) => e,
         };
@@ -71,7 +84,7 @@ pub fn spawn(
 async fn follow(
     index: usize,
     grpc: SocketAddr,
-    namespace: String,
+    hello: &Hello,
     patient: bool,
     events: &mpsc::UnboundedSender<Event>,
 ) -> Result<(), String> {
@@ -84,19 +97,10 @@ async fn follow(
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10));
     }
-    let hello = Hello {
-        name: format!("sim-{index}"),
-        namespace,
-        // No address: the simulated proxy is not an endpoint of anything.
-        address: String::new(),
-        labels: HashMap::from([("app".to_string(), "sim".to_string())]),
-        proxy_version: "sim".into(),
-        ..Default::default()
-    };
     let mut state = StreamState::default();
     let mut attempt = 0;
     loop {
-        let ended = session(index, &endpoint, &hello, &mut state, events).await;
+        let ended = session(index, &endpoint, hello, &mut state, events).await;
         // Like `weft proxy`, retry until the control plane answers; a stream that breaks
         // later ends the simulated proxy, whose updates would no longer be comparable.
         if !state.version.is_empty() || events.is_closed() {

@@ -6,7 +6,7 @@ pub mod chunk;
 
 use chunk::{Chunk, Sample};
 use parking_lot::RwLock;
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,15 +54,6 @@ impl Matcher {
         ))
     }
 
-    fn matches(&self, labels: &Labels) -> bool {
-        // A missing label matches as the empty value, as in PromQL.
-        match self {
-            Matcher::Equal(n, v) => labels.get(n).unwrap_or_default() == v,
-            Matcher::NotEqual(n, v) => labels.get(n).unwrap_or_default() != v,
-            Matcher::Regex(n, re) => re.is_match(labels.get(n).unwrap_or_default()),
-        }
-    }
-
     /// The PromQL text of the matcher.
     pub fn promql(&self) -> String {
         match self {
@@ -81,12 +72,13 @@ impl Matcher {
 pub struct Limits {
     pub retention: Duration,
     pub max_series: usize,
-    /// Chunk bytes; labels are counted on top, by their string lengths.
+    /// Chunks, series and their index, and label strings, as [`Stats::bytes`] counts them.
     pub max_bytes: usize,
 }
 
 impl Default for Limits {
-    /// An hour, as the dashboard's longest window; a mesh of hundreds of workloads fits.
+    /// An hour, as the dashboard's longest window; 1,000 sidecars' standard metrics fit
+    /// (bench/README.md).
     fn default() -> Limits {
         Limits {
             retention: Duration::from_secs(3600),
@@ -101,10 +93,25 @@ impl Default for Limits {
 pub struct Stats {
     pub series: usize,
     pub samples: usize,
+    /// What the store holds, estimated from what it allocated: chunks, each series' symbol
+    /// pairs and postings entries, and each distinct label string once.
     pub bytes: usize,
     /// New series refused because the store was at its bound.
     pub refused_series: u64,
 }
+
+/// A label name or value, by its number in the symbol table.
+type Symbol = u32;
+/// A series' labels as symbol pairs, in the order of its [`Labels`].
+type Pairs = Arc<[(Symbol, Symbol)]>;
+
+/// Estimated bytes beyond the pairs: the series' entries in `ids` and `series`, its chunk
+/// queue and the `Arc` header.
+const SERIES_BYTES: usize = 96;
+/// A pair (8 bytes) and its id in a posting list (4).
+const PAIR_BYTES: usize = 12;
+/// Beyond a string's own bytes: its `Arc` header and its entries in the symbol table.
+const SYMBOL_BYTES: usize = 56;
 
 #[derive(Default)]
 pub struct Db {
@@ -112,20 +119,76 @@ pub struct Db {
     limits: Limits,
 }
 
+/// Every distinct label string once, numbered, with how many series' pairs use it.
+#[derive(Default)]
+struct Symbols {
+    by_text: HashMap<Arc<str>, Symbol>,
+    text: Vec<Option<Arc<str>>>,
+    uses: Vec<u32>,
+    free: Vec<Symbol>,
+}
+
+impl Symbols {
+    fn get(&self, s: &str) -> Option<Symbol> {
+        self.by_text.get(s).copied()
+    }
+
+    fn text(&self, id: Symbol) -> &Arc<str> {
+        self.text[id as usize].as_ref().expect("a symbol in use")
+    }
+
+    /// One more use of `s`; returns its symbol and the bytes a new one cost.
+    fn acquire(&mut self, s: &Arc<str>) -> (Symbol, usize) {
+        if let Some(id) = self.get(s) {
+            self.uses[id as usize] += 1;
+            return (id, 0);
+        }
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.text[id as usize] = Some(s.clone());
+                self.uses[id as usize] = 1;
+                id
+            }
+            None => {
+                self.text.push(Some(s.clone()));
+                self.uses.push(1);
+                (self.text.len() - 1) as Symbol
+            }
+        };
+        self.by_text.insert(s.clone(), id);
+        (id, s.len() + SYMBOL_BYTES)
+    }
+
+    /// One use fewer; returns the bytes freed when it was the last.
+    fn release(&mut self, id: Symbol) -> usize {
+        let uses = &mut self.uses[id as usize];
+        *uses -= 1;
+        if *uses > 0 {
+            return 0;
+        }
+        let text = self.text[id as usize].take().expect("a symbol in use");
+        self.by_text.remove(&text);
+        self.free.push(id);
+        text.len() + SYMBOL_BYTES
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    /// One copy of each label name and value, shared by every series that has it.
-    symbols: HashSet<Arc<str>>,
-    ids: HashMap<Labels, u32>,
+    symbols: Symbols,
+    ids: HashMap<Pairs, u32>,
     series: HashMap<u32, Series>,
-    postings: HashMap<(Arc<str>, Arc<str>), BTreeSet<u32>>,
+    /// Series ids by label pair, ascending.
+    postings: HashMap<(Symbol, Symbol), Vec<u32>>,
     next_id: u32,
     bytes: usize,
     refused_series: u64,
+    /// The pairs of the sample being appended, reused between samples.
+    scratch: Vec<(Symbol, Symbol)>,
 }
 
 struct Series {
-    labels: Labels,
+    pairs: Pairs,
     chunks: VecDeque<Chunk>,
 }
 
@@ -133,10 +196,6 @@ impl Series {
     fn bytes(&self) -> usize {
         self.chunks.iter().map(Chunk::bytes).sum()
     }
-}
-
-fn labels_bytes(labels: &Labels) -> usize {
-    labels.iter().map(|(n, v)| n.len() + v.len() + 32).sum()
 }
 
 impl Db {
@@ -155,7 +214,7 @@ impl Db {
     pub fn append(&self, samples: impl IntoIterator<Item = (Labels, Sample)>) {
         let mut inner = self.inner.write();
         for (labels, sample) in samples {
-            inner.append(labels, sample, &self.limits);
+            inner.append(&labels, sample, &self.limits);
         }
     }
 
@@ -190,7 +249,7 @@ impl Db {
             .candidates(matchers)
             .into_iter()
             .filter_map(|id| inner.series.get(&id))
-            .filter(|s| matchers.iter().all(|m| m.matches(&s.labels)))
+            .filter(|s| matchers.iter().all(|m| inner.matches(m, &s.pairs)))
             .filter_map(|s| {
                 let samples: Vec<Sample> = s
                     .chunks
@@ -199,7 +258,7 @@ impl Db {
                     .flat_map(|c| c.iter())
                     .filter(|x| x.t >= from && x.t <= to)
                     .collect();
-                (!samples.is_empty()).then(|| (s.labels.clone(), samples))
+                (!samples.is_empty()).then(|| (inner.labels(&s.pairs), samples))
             })
             .collect()
     }
@@ -221,11 +280,11 @@ impl Db {
 }
 
 impl Inner {
-    fn append(&mut self, labels: Labels, sample: Sample, limits: &Limits) {
-        let id = match self.ids.get(&labels) {
-            Some(id) => *id,
+    fn append(&mut self, labels: &Labels, sample: Sample, limits: &Limits) {
+        let id = match self.find(labels) {
+            Some(id) => id,
             None => {
-                let cost = labels_bytes(&labels);
+                let cost = SERIES_BYTES + PAIR_BYTES * labels.0.len();
                 if self.series.len() >= limits.max_series || self.bytes + cost > limits.max_bytes {
                     self.refused_series += 1;
                     return;
@@ -245,72 +304,104 @@ impl Inner {
         self.bytes += head.bytes() - before;
     }
 
-    fn insert(&mut self, labels: Labels, cost: usize) -> u32 {
-        let interned: Vec<(Arc<str>, Arc<str>)> = labels
+    /// The series with exactly these labels, if there is one.
+    fn find(&mut self, labels: &Labels) -> Option<u32> {
+        self.scratch.clear();
+        for (n, v) in labels.0.iter() {
+            let pair = (self.symbols.get(n)?, self.symbols.get(v)?);
+            self.scratch.push(pair);
+        }
+        self.ids.get(self.scratch.as_slice()).copied()
+    }
+
+    fn insert(&mut self, labels: &Labels, cost: usize) -> u32 {
+        let mut strings = 0;
+        let pairs: Pairs = labels
             .0
             .iter()
-            .map(|(n, v)| (self.intern(n), self.intern(v)))
+            .map(|(n, v)| {
+                let (n, a) = self.symbols.acquire(n);
+                let (v, b) = self.symbols.acquire(v);
+                strings += a + b;
+                (n, v)
+            })
             .collect();
-        let labels = Labels(interned.into_boxed_slice());
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
-        for pair in labels.0.iter() {
-            self.postings.entry(pair.clone()).or_default().insert(id);
+        for pair in pairs.iter() {
+            let ids = self.postings.entry(*pair).or_default();
+            if let Err(at) = ids.binary_search(&id) {
+                ids.insert(at, id);
+            }
         }
-        self.ids.insert(labels.clone(), id);
+        self.ids.insert(pairs.clone(), id);
         self.series.insert(
             id,
             Series {
-                labels,
+                pairs,
                 chunks: VecDeque::new(),
             },
         );
-        self.bytes += cost;
+        self.bytes += cost + strings;
         id
-    }
-
-    fn intern(&mut self, s: &Arc<str>) -> Arc<str> {
-        match self.symbols.get(s) {
-            Some(shared) => shared.clone(),
-            None => {
-                self.symbols.insert(s.clone());
-                s.clone()
-            }
-        }
     }
 
     fn remove(&mut self, id: u32) {
         let Some(series) = self.series.remove(&id) else {
             return;
         };
-        self.bytes -= (series.bytes() + labels_bytes(&series.labels)).min(self.bytes);
-        self.ids.remove(&series.labels);
-        for pair in series.labels.0.iter() {
+        let mut freed = series.bytes() + SERIES_BYTES + PAIR_BYTES * series.pairs.len();
+        self.ids.remove(&series.pairs);
+        for pair in series.pairs.iter() {
             if let Some(ids) = self.postings.get_mut(pair) {
-                ids.remove(&id);
+                if let Ok(at) = ids.binary_search(&id) {
+                    ids.remove(at);
+                }
                 if ids.is_empty() {
                     self.postings.remove(pair);
                 }
             }
+            freed += self.symbols.release(pair.0) + self.symbols.release(pair.1);
         }
-        drop(series);
-        // Symbols no series holds any more: the set's is the only reference.
-        self.symbols.retain(|s| Arc::strong_count(s) > 1);
+        self.bytes -= freed.min(self.bytes);
+    }
+
+    fn labels(&self, pairs: &[(Symbol, Symbol)]) -> Labels {
+        let text = |s| self.symbols.text(s).clone();
+        Labels(pairs.iter().map(|&(n, v)| (text(n), text(v))).collect())
+    }
+
+    /// The value of label `name` in `pairs`; a missing label is the empty value, as in
+    /// PromQL.
+    fn value<'a>(&'a self, pairs: &[(Symbol, Symbol)], name: &str) -> &'a str {
+        let Some(name) = self.symbols.get(name) else {
+            return "";
+        };
+        pairs
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or("", |&(_, v)| self.symbols.text(v))
+    }
+
+    fn matches(&self, m: &Matcher, pairs: &[(Symbol, Symbol)]) -> bool {
+        match m {
+            Matcher::Equal(n, v) => self.value(pairs, n) == v,
+            Matcher::NotEqual(n, v) => self.value(pairs, n) != v,
+            Matcher::Regex(n, re) => re.is_match(self.value(pairs, n)),
+        }
     }
 
     /// The ids the equality matchers allow, from the smallest posting list; every series if
     /// there are none. The caller checks all matchers.
     fn candidates(&self, matchers: &[Matcher]) -> Vec<u32> {
-        let mut lists: Vec<&BTreeSet<u32>> = Vec::new();
+        let mut lists: Vec<&Vec<u32>> = Vec::new();
         for m in matchers {
             if let Matcher::Equal(n, v) = m {
                 if v.is_empty() {
                     continue;
                 }
-                match self
-                    .postings
-                    .get(&(Arc::from(n.as_str()), Arc::from(v.as_str())))
-                {
+                let pair = self.symbols.get(n).zip(self.symbols.get(v));
+                match pair.and_then(|p| self.postings.get(&p)) {
                     Some(ids) => lists.push(ids),
                     None => return Vec::new(),
                 }
@@ -322,7 +413,7 @@ impl Inner {
             Some((first, rest)) => first
                 .iter()
                 .copied()
-                .filter(|id| rest.iter().all(|l| l.contains(id)))
+                .filter(|id| rest.iter().all(|l| l.binary_search(id).is_ok()))
                 .collect(),
         }
     }
@@ -397,6 +488,34 @@ mod tests {
         assert_eq!(db.stats().samples, 120);
         db.compact(10 * 3_600_000);
         assert_eq!(db.stats(), Stats::default());
+    }
+
+    #[test]
+    fn label_strings_are_held_once_and_freed_with_their_last_series() {
+        let db = Db::default();
+        let long = "productpage-v1.default.svc.cluster.local".repeat(4);
+        let series = |pod: &str| {
+            labels(&[
+                ("__name__", "req"),
+                ("destination_service", &long),
+                ("pod", pod),
+            ])
+        };
+        db.append([(series("a"), sample(1, 1.0))]);
+        let one = db.stats().bytes;
+        db.append([(series("b"), sample(1, 1.0))]);
+        let two = db.stats().bytes;
+        // The second adds its pairs, its chunk and the string "b", not the long value again.
+        assert!(two - one < one - long.len(), "{one} then {two}");
+        let found = db.select(&[Matcher::equal("pod", "b")], 0, 10);
+        assert_eq!(found, vec![(series("b"), vec![sample(1, 1.0)])]);
+        db.compact(10 * 3_600_000);
+        assert_eq!(db.stats(), Stats::default());
+        // Freed symbols are reused, and what they name is right.
+        db.append([(labels(&[("__name__", "other")]), sample(1, 2.0))]);
+        let other = db.select(&[Matcher::equal("__name__", "other")], 0, 10);
+        assert_eq!(other[0].0.get("__name__"), Some("other"));
+        assert!(db.select(&[Matcher::equal("pod", "a")], 0, 10).is_empty());
     }
 
     #[test]
