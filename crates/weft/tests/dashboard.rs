@@ -55,6 +55,37 @@ async fn get_json(addr: SocketAddr, path: &str) -> Value {
     serde_json::from_slice(&a.body).unwrap_or_else(|e| panic!("GET {path}: {e}: {}", a.text()))
 }
 
+/// `weft control` on `config` with its dashboard and `extra` arguments, once the dashboard
+/// answers; with its discovery and dashboard addresses.
+async fn control_with_dashboard(config: &Path, extra: &[&str]) -> (Weft, SocketAddr, SocketAddr) {
+    let [grpc, monitoring, dashboard] = free_addrs::<3>();
+    let mut args = vec![
+        "control".to_string(),
+        "--config-dir".into(),
+        config.display().to_string(),
+        "--grpc".into(),
+        grpc.to_string(),
+        "--monitoring".into(),
+        monitoring.to_string(),
+        "--dashboard".into(),
+        dashboard.to_string(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let control = Weft::spawn(&args);
+    let c = client();
+    let up = poll_until(Duration::from_secs(20), || async {
+        let a = send(&c, "GET", dashboard, "localhost", "/api/weft/status", &[]).await;
+        a.ok().filter(|a| a.status == 200)
+    })
+    .await;
+    assert!(
+        up.is_some(),
+        "no dashboard on {dashboard}\n{}",
+        control.output()
+    );
+    (control, grpc, dashboard)
+}
+
 /// A sidecar following `control` as `pod`, and its outbound address.
 fn sidecar(
     control: SocketAddr,
@@ -160,36 +191,13 @@ async fn the_dashboard_graphs_live_traffic_from_the_proxies_it_scrapes() {
     })
     .await;
     assert!(posted.is_some(), "the Zipkin never took the span");
-    let [grpc, monitoring, dashboard] = free_addrs::<3>();
-    let control = Weft::spawn(
-        &[
-            "control",
-            "--config-dir",
-            &config.path().display().to_string(),
-            "--grpc",
-            &grpc.to_string(),
-            "--monitoring",
-            &monitoring.to_string(),
-            "--dashboard",
-            &dashboard.to_string(),
-            "--scrape-interval",
-            "1",
-            "--tracing-url",
-            &format!("http://{zipkin}"),
-        ]
-        .map(String::from),
-    );
-    let c = client();
-    let up = poll_until(Duration::from_secs(20), || async {
-        let a = send(&c, "GET", dashboard, "localhost", "/api/weft/status", &[]).await;
-        a.ok().filter(|a| a.status == 200)
-    })
+    let zipkin_url = format!("http://{zipkin}");
+    let (_control, grpc, dashboard) = control_with_dashboard(
+        config.path(),
+        &["--scrape-interval", "1", "--tracing-url", &zipkin_url],
+    )
     .await;
-    assert!(
-        up.is_some(),
-        "no dashboard on {dashboard}\n{}",
-        control.output()
-    );
+    let c = client();
     let token = weft_discovery::credentials::join_token_file(config.path());
 
     let v1 = Backend::start("127.0.0.1", "reviews-v1").await;
@@ -642,36 +650,13 @@ async fn the_trace_pages_read_a_jaeger_through_its_query_api() {
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let jaeger = jaeger_query(seen.clone()).await;
     let config = tempfile::tempdir().unwrap();
-    let [grpc, monitoring, dashboard] = free_addrs::<3>();
-    let control = Weft::spawn(
-        &[
-            "control",
-            "--config-dir",
-            &config.path().display().to_string(),
-            "--grpc",
-            &grpc.to_string(),
-            "--monitoring",
-            &monitoring.to_string(),
-            "--dashboard",
-            &dashboard.to_string(),
-            "--tracing-url",
-            &format!("http://{jaeger}/jaeger"),
-            "--tracing-provider",
-            "jaeger",
-        ]
-        .map(String::from),
-    );
-    let c = client();
-    let up = poll_until(Duration::from_secs(20), || async {
-        let a = send(&c, "GET", dashboard, "localhost", "/api/weft/status", &[]).await;
-        a.ok().filter(|a| a.status == 200)
-    })
+    let jaeger_url = format!("http://{jaeger}/jaeger");
+    let (_control, _, dashboard) = control_with_dashboard(
+        config.path(),
+        &["--tracing-url", &jaeger_url, "--tracing-provider", "jaeger"],
+    )
     .await;
-    assert!(
-        up.is_some(),
-        "no dashboard on {dashboard}\n{}",
-        control.output()
-    );
+    let c = client();
     let status = get_json(dashboard, "/api/weft/status").await;
     assert_eq!(status["tracing"]["provider"], "jaeger", "{status}");
 
