@@ -107,3 +107,25 @@ pub fn load(data: &[u8]) {
         &BTreeMap::new(),
     );
 }
+
+/// A proxy's metrics page as the dashboard's aggregator scrapes it: parsed (every line kept
+/// or counted as malformed), then stored and read back.
+pub fn exposition(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let parsed = weft_dashboard::scrape::exposition::parse(&text, |_| true);
+    let sample_lines = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count();
+    assert_eq!(parsed.lines.len() + parsed.malformed, sample_lines);
+    let db = weft_dashboard::tsdb::Db::default();
+    let target = weft_dashboard::scrape::Target {
+        pod: "p".into(),
+        namespace: "n".into(),
+        address: ([127, 0, 0, 1], 15020).into(),
+    };
+    weft_dashboard::scrape::store(&db, &target, &text, 1);
+    let held = db.select(&[weft_dashboard::tsdb::Matcher::equal("pod", "p")], 0, 2);
+    assert_eq!(held.len(), db.stats().series);
+}

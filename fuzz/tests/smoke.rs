@@ -67,3 +67,8 @@ fn request_head() {
 fn load() {
     run("load", weft_fuzz::load, 16 * 1024);
 }
+
+#[test]
+fn exposition() {
+    run("exposition", weft_fuzz::exposition, 16 * 1024);
+}

@@ -2,11 +2,16 @@
 //! write), read line by line. The bytes come from the network: a line that does not parse is
 //! skipped and counted, never a panic.
 
+use std::borrow::Cow;
+
+/// A label name and its value, borrowed from the text unless the value had escapes.
+pub type Label<'a> = (&'a str, Cow<'a, str>);
+
 /// One sample line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Line<'a> {
     pub name: &'a str,
-    pub labels: Vec<(&'a str, String)>,
+    pub labels: Vec<Label<'a>>,
     pub value: f64,
 }
 
@@ -54,7 +59,7 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// `{a="b",c="d"} 1.5 [timestamp]` (the labels optional).
-fn parse_rest(rest: &str) -> Option<(Vec<(&str, String)>, f64)> {
+fn parse_rest(rest: &str) -> Option<(Vec<Label<'_>>, f64)> {
     let mut labels = Vec::new();
     let mut rest = rest;
     if let Some(inner) = rest.strip_prefix('{') {
@@ -81,14 +86,19 @@ fn parse_rest(rest: &str) -> Option<(Vec<(&str, String)>, f64)> {
     Some((labels, value))
 }
 
-/// A double-quoted label value with Prometheus's escapes (`\\`, `\"`, `\n`).
-fn quoted(s: &str) -> Option<(String, &str)> {
+/// A double-quoted label value with Prometheus's escapes (`\\`, `\"`, `\n`), borrowed when
+/// it has none.
+fn quoted(s: &str) -> Option<(Cow<'_, str>, &str)> {
     let body = s.strip_prefix('"')?;
-    let mut value = String::new();
-    let mut chars = body.char_indices();
+    let end = body.find(['"', '\\'])?;
+    if body.as_bytes()[end] == b'"' {
+        return Some((Cow::Borrowed(&body[..end]), &body[end + 1..]));
+    }
+    let mut value = String::from(&body[..end]);
+    let mut chars = body[end..].char_indices();
     while let Some((i, c)) = chars.next() {
         match c {
-            '"' => return Some((value, &body[i + 1..])),
+            '"' => return Some((Cow::Owned(value), &body[end + i + 1..])),
             '\\' => match chars.next()?.1 {
                 'n' => value.push('\n'),
                 other => value.push(other),
@@ -127,11 +137,14 @@ mod tests {
         assert_eq!(parsed.lines[0].value, 42.0);
         assert_eq!(
             parsed.lines[0].labels[1],
-            ("source_workload", "productpage-v1".to_string())
+            ("source_workload", Cow::Borrowed("productpage-v1"))
         );
         assert_eq!(
             parsed.lines[1].labels,
-            vec![("le", "+Inf".to_string()), ("a", "x\"y\\z\n".to_string())]
+            vec![
+                ("le", Cow::Borrowed("+Inf")),
+                ("a", Cow::Owned("x\"y\\z\n".to_string()))
+            ]
         );
     }
 

@@ -6,7 +6,7 @@ pub mod exposition;
 
 use crate::http_client::{self, GetError};
 use crate::tsdb::chunk::Sample;
-use crate::tsdb::{Db, Labels};
+use crate::tsdb::{self, Db};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -102,22 +102,22 @@ pub async fn scrape_all(db: &Arc<Db>, stats: &Arc<ScrapeStats>, targets: Vec<Tar
 /// Stores one scrape's kept samples at `t`; returns how many lines were malformed.
 pub fn store(db: &Db, target: &Target, text: &str, t: i64) -> usize {
     let parsed = exposition::parse(text, kept);
-    let pod: Arc<str> = Arc::from(target.pod.as_str());
-    let namespace: Arc<str> = Arc::from(target.namespace.as_str());
-    let samples = parsed.lines.into_iter().map(|line| {
-        let mut pairs: Vec<(Arc<str>, Arc<str>)> = Vec::with_capacity(line.labels.len() + 3);
-        pairs.push((Arc::from("__name__"), Arc::from(line.name)));
+    let mut appender = db.appender();
+    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(32);
+    for line in &parsed.lines {
+        pairs.clear();
+        pairs.push(("__name__", line.name));
         pairs.extend(
             line.labels
-                .into_iter()
+                .iter()
                 .filter(|(n, _)| *n != "pod" && *n != "namespace")
-                .map(|(n, v)| (Arc::from(n), Arc::from(v))),
+                .map(|(n, v)| (*n, v.as_ref())),
         );
-        pairs.push((Arc::from("pod"), pod.clone()));
-        pairs.push((Arc::from("namespace"), namespace.clone()));
-        (Labels::new(pairs), Sample { t, v: line.value })
-    });
-    db.append(samples);
+        pairs.push(("pod", &target.pod));
+        pairs.push(("namespace", &target.namespace));
+        tsdb::sort_pairs(&mut pairs);
+        appender.append(&pairs, Sample { t, v: line.value });
+    }
     parsed.malformed
 }
 

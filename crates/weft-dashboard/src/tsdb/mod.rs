@@ -5,7 +5,7 @@
 pub mod chunk;
 
 use chunk::{Chunk, Sample};
-use parking_lot::RwLock;
+use parking_lot::{RwLock, RwLockWriteGuard};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,6 +119,26 @@ pub struct Db {
     limits: Limits,
 }
 
+pub struct Appender<'a> {
+    inner: RwLockWriteGuard<'a, Inner>,
+    limits: &'a Limits,
+}
+
+impl Appender<'_> {
+    /// One sample of the series `pairs` names: (label name, value), as [`sort_pairs`]
+    /// leaves them. Strings the store already holds are not copied.
+    pub fn append(&mut self, pairs: &[(&str, &str)], sample: Sample) {
+        self.inner.append(pairs, sample, self.limits);
+    }
+}
+
+/// Sorted by name and one per name, as a series' identity needs them (the first value by
+/// sort order wins, as in [`Labels::new`]).
+pub fn sort_pairs(pairs: &mut Vec<(&str, &str)>) {
+    pairs.sort_unstable();
+    pairs.dedup_by(|a, b| a.0 == b.0);
+}
+
 /// Every distinct label string once, numbered, with how many series' pairs use it.
 #[derive(Default)]
 struct Symbols {
@@ -138,11 +158,12 @@ impl Symbols {
     }
 
     /// One more use of `s`; returns its symbol and the bytes a new one cost.
-    fn acquire(&mut self, s: &Arc<str>) -> (Symbol, usize) {
+    fn acquire(&mut self, s: &str) -> (Symbol, usize) {
         if let Some(id) = self.get(s) {
             self.uses[id as usize] += 1;
             return (id, 0);
         }
+        let s: Arc<str> = Arc::from(s);
         let id = match self.free.pop() {
             Some(id) => {
                 self.text[id as usize] = Some(s.clone());
@@ -155,8 +176,9 @@ impl Symbols {
                 (self.text.len() - 1) as Symbol
             }
         };
-        self.by_text.insert(s.clone(), id);
-        (id, s.len() + SYMBOL_BYTES)
+        let bytes = s.len() + SYMBOL_BYTES;
+        self.by_text.insert(s, id);
+        (id, bytes)
     }
 
     /// One use fewer; returns the bytes freed when it was the last.
@@ -210,11 +232,20 @@ impl Db {
         self.limits
     }
 
-    /// Appends one scrape's samples under one lock.
+    /// Appends samples under one lock.
     pub fn append(&self, samples: impl IntoIterator<Item = (Labels, Sample)>) {
-        let mut inner = self.inner.write();
+        let mut appender = self.appender();
         for (labels, sample) in samples {
-            inner.append(&labels, sample, &self.limits);
+            let pairs: Vec<(&str, &str)> = labels.iter().collect();
+            appender.append(&pairs, sample);
+        }
+    }
+
+    /// Holds the store's write lock for a batch of appends (one scrape's).
+    pub fn appender(&self) -> Appender<'_> {
+        Appender {
+            inner: self.inner.write(),
+            limits: &self.limits,
         }
     }
 
@@ -280,16 +311,16 @@ impl Db {
 }
 
 impl Inner {
-    fn append(&mut self, labels: &Labels, sample: Sample, limits: &Limits) {
-        let id = match self.find(labels) {
+    fn append(&mut self, pairs: &[(&str, &str)], sample: Sample, limits: &Limits) {
+        let id = match self.find(pairs) {
             Some(id) => id,
             None => {
-                let cost = SERIES_BYTES + PAIR_BYTES * labels.0.len();
+                let cost = SERIES_BYTES + PAIR_BYTES * pairs.len();
                 if self.series.len() >= limits.max_series || self.bytes + cost > limits.max_bytes {
                     self.refused_series += 1;
                     return;
                 }
-                self.insert(labels, cost)
+                self.insert(pairs, cost)
             }
         };
         let Some(series) = self.series.get_mut(&id) else {
@@ -305,19 +336,18 @@ impl Inner {
     }
 
     /// The series with exactly these labels, if there is one.
-    fn find(&mut self, labels: &Labels) -> Option<u32> {
+    fn find(&mut self, pairs: &[(&str, &str)]) -> Option<u32> {
         self.scratch.clear();
-        for (n, v) in labels.0.iter() {
+        for (n, v) in pairs {
             let pair = (self.symbols.get(n)?, self.symbols.get(v)?);
             self.scratch.push(pair);
         }
         self.ids.get(self.scratch.as_slice()).copied()
     }
 
-    fn insert(&mut self, labels: &Labels, cost: usize) -> u32 {
+    fn insert(&mut self, pairs: &[(&str, &str)], cost: usize) -> u32 {
         let mut strings = 0;
-        let pairs: Pairs = labels
-            .0
+        let pairs: Pairs = pairs
             .iter()
             .map(|(n, v)| {
                 let (n, a) = self.symbols.acquire(n);
