@@ -5,7 +5,7 @@ use super::mesh::{hosts_overlap, Mesh};
 use super::{Report, REFERENCED_RESOURCE_NOT_FOUND, VIRTUAL_SERVICE_HOST_NOT_FOUND_IN_GATEWAY};
 use crate::host;
 use crate::resource::Resource;
-use crate::types::{Destination, Gateway, RouteDestination, VirtualService};
+use crate::types::{Destination, Gateway, VirtualService};
 
 /// What istioctl calls a destination's host and subset, for route and mirror destinations.
 struct Refs {
@@ -24,49 +24,37 @@ const MIRROR: Refs = Refs {
 
 /// Every route and mirror destination of `vs`, with the path of its `destination` field
 /// (or of the `mirror` field, which is one).
-fn destinations_at<'a>(vs: &'a VirtualService) -> Vec<(&'a Destination, String, &'static Refs)> {
-    let mut all = Vec::new();
-    let l4 = |kind: &'static str, i: usize, routes: &'a [RouteDestination]| {
-        routes
-            .iter()
-            .enumerate()
-            .map(move |(j, d)| (&d.destination, kind, i, j))
-    };
-    let http = vs.http.iter().enumerate().flat_map(|(i, route)| {
-        let d = route.route.iter().enumerate();
-        d.map(move |(j, d)| (&d.destination, "http", i, j))
-    });
-    let tcp = vs
-        .tcp
-        .iter()
-        .enumerate()
-        .flat_map(|(i, r)| l4("tcp", i, &r.route));
-    let tls = vs
-        .tls
-        .iter()
-        .enumerate()
-        .flat_map(|(i, r)| l4("tls", i, &r.route));
-    for (d, kind, i, j) in http.chain(tcp).chain(tls) {
+type Found<'a> = Vec<(&'a Destination, String, &'static Refs)>;
+
+fn destinations_at(vs: &VirtualService) -> Found<'_> {
+    fn add<'a>(all: &mut Found<'a>, d: &'a Option<Destination>, path: String, refs: &'static Refs) {
         if let Some(d) = d {
-            all.push((
-                d,
-                format!("spec.{kind}[{i}].route[{j}].destination"),
-                &ROUTE,
-            ));
+            all.push((d, path, refs));
         }
     }
+    let mut all = Vec::new();
     for (i, route) in vs.http.iter().enumerate() {
-        if let Some(d) = &route.mirror {
-            all.push((d, format!("spec.http[{i}].mirror"), &MIRROR));
+        for (j, d) in route.route.iter().enumerate() {
+            let path = format!("spec.http[{i}].route[{j}].destination");
+            add(&mut all, &d.destination, path, &ROUTE);
         }
+        add(
+            &mut all,
+            &route.mirror,
+            format!("spec.http[{i}].mirror"),
+            &MIRROR,
+        );
         for (j, m) in route.mirrors.iter().enumerate() {
-            if let Some(d) = &m.destination {
-                all.push((
-                    d,
-                    format!("spec.http[{i}].mirrors[{j}].destination"),
-                    &MIRROR,
-                ));
-            }
+            let path = format!("spec.http[{i}].mirrors[{j}].destination");
+            add(&mut all, &m.destination, path, &MIRROR);
+        }
+    }
+    let tcp = vs.tcp.iter().map(|r| ("tcp", &r.route)).enumerate();
+    let tls = vs.tls.iter().map(|r| ("tls", &r.route)).enumerate();
+    for (i, (kind, routes)) in tcp.chain(tls) {
+        for (j, d) in routes.iter().enumerate() {
+            let path = format!("spec.{kind}[{i}].route[{j}].destination");
+            add(&mut all, &d.destination, path, &ROUTE);
         }
     }
     all
