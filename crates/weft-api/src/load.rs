@@ -471,21 +471,28 @@ fn load_value(value: Value, origin: &Origin, loaded: &mut Loaded) {
         spec,
         origin: origin.clone(),
     };
-    let issues = validate::validate(&resource);
-    let rejected = issues.iter().any(|i| i.severity == Severity::Error);
-    loaded
-        .diagnostics
-        .extend(issues.into_iter().map(|issue| Diagnostic {
-            severity: issue.severity,
-            origin: origin.clone(),
-            resource: Some(display.clone()),
-            path: issue.path,
-            message: issue.message,
-            hint: issue.hint,
-        }));
+    let diagnostics = validation_diagnostics(&resource);
+    let rejected = diagnostics.iter().any(|d| d.severity == Severity::Error);
+    loaded.diagnostics.extend(diagnostics);
     if !rejected {
         loaded.resources.push(resource);
     }
+}
+
+/// What validation finds in `resource`, as diagnostics about its document: what loading
+/// reports, and what the dashboard shows for a resource in force.
+pub fn validation_diagnostics(resource: &Resource) -> Vec<Diagnostic> {
+    validate::validate(resource)
+        .into_iter()
+        .map(|issue| Diagnostic {
+            severity: issue.severity,
+            origin: resource.origin.clone(),
+            resource: Some(resource.display_name()),
+            path: issue.path,
+            message: issue.message,
+            hint: issue.hint,
+        })
+        .collect()
 }
 
 /// The `istio` ConfigMap of the root namespace, whose `mesh` key is the MeshConfig as YAML;

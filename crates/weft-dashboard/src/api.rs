@@ -394,8 +394,15 @@ fn config(ctx: &Context) -> Value {
                 .collect(),
         )
     };
+    // Validation's warnings about what is in force, as `weft apply` printed them (the
+    // analyzers turn them into messages; errors never got in).
+    let diagnostics = config
+        .iter()
+        .flat_map(|r| weft_api::load::validation_diagnostics(r))
+        .collect();
     let messages = analyze::analyze(&Input {
         resources: all,
+        diagnostics,
         ..Default::default()
     });
     config

@@ -568,6 +568,37 @@ async fn the_dashboard_graphs_live_traffic_from_the_proxies_it_scrapes() {
         "{yaml}"
     );
 
+    // Validation's warnings about what is in force show too, at their field.
+    std::fs::write(
+        config.path().join("shadowed.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: shadowed}\nspec:\n  hosts: [reviews]\n  http:\n  - match: [{uri: {prefix: /a}}]\n    route: [{destination: {host: reviews}}]\n  - match: [{uri: {prefix: /a}}]\n    route: [{destination: {host: reviews}}]\n",
+    )
+    .unwrap();
+    let warned = poll_until(Duration::from_secs(20), || async {
+        let all = get_json(dashboard, "/api/weft/config").await;
+        let vs = all
+            .as_array()?
+            .iter()
+            .find(|r| r["name"] == "shadowed")?
+            .clone();
+        let m = vs["messages"]
+            .as_array()?
+            .iter()
+            .find(|m| m["path"] == "spec.http[1].match[0]")?
+            .clone();
+        Some((vs, m))
+    })
+    .await;
+    let (vs, m) = warned.expect("no warning on the shadowed match");
+    assert_eq!(m["level"], "Warning", "{m}");
+    let yaml = vs["yaml"].as_str().unwrap();
+    let line = m["line"].as_u64().expect("a line") as usize;
+    assert_eq!(
+        yaml.lines().nth(line - 1).map(str::trim),
+        Some("- uri:"),
+        "{yaml}"
+    );
+
     // The web app itself, embedded.
     let page = send(&c, "GET", dashboard, "localhost", "/", &[])
         .await
