@@ -116,6 +116,11 @@ async fn answer(ctx: &Context, req: Request<Incoming>) -> Answer {
             };
             from_source(listed)
         }
+        "/api/weft/routes" => {
+            let config = config_resources(ctx);
+            let at = scrape::now_ms();
+            from_source(inventory::routes(&ctx.metrics, &config, param("namespace"), at).await)
+        }
         "/api/weft/metrics" => charts(ctx, &param).await,
         p if p.starts_with("/api/zipkin/api/v2/") => {
             let api = &p["/api/zipkin".len()..];

@@ -1,6 +1,7 @@
-//! The services and workloads pages (`/api/weft/services`, `/workloads`, `/metrics`): what
-//! the mesh holds, with the figures and charts of Istio's Grafana service and workload
-//! dashboards, read from the same metrics as the graph.
+//! The services, workloads and routes lists (`/api/weft/services`, `/workloads`, `/routes`)
+//! and charts (`/metrics`): what the mesh holds, with the figures and charts of Istio's
+//! Grafana service and workload dashboards, read from the same metrics as the graph; routes
+//! from the proxies' `weft_route_*`.
 
 use crate::query::{Group, Query};
 use crate::source::{MetricsSource, SourceError};
@@ -40,51 +41,55 @@ fn labels(kind: Kind) -> (&'static str, &'static str, &'static str, &'static str
 /// Requests per second, of them not 5xx, and the latency quantiles.
 type Figures = (f64, f64, Vec<(String, f64)>);
 
-/// Requests per second, success rate and p50/p95/p99 of what each service or workload
-/// received, keyed by (namespace, name).
+/// Which metrics to read and how to group them.
+struct Grouping {
+    requests: &'static str,
+    /// The duration histogram's name, without `_bucket`.
+    duration: &'static str,
+    matchers: Vec<Matcher>,
+    by: &'static [&'static str],
+    /// `by` and `response_code`.
+    by_code: &'static [&'static str],
+}
+
+/// Requests per second, success rate and p50/p95/p99 over `WINDOW_S`, keyed by the values
+/// of `by`.
 async fn figures(
     source: &MetricsSource,
-    kind: Kind,
+    grouping: Grouping,
     at: i64,
-) -> Result<BTreeMap<(String, String), Value>, SourceError> {
-    const SERVICE_CODES: &[&str] = &[
-        "destination_service_namespace",
-        "destination_service_name",
-        "response_code",
-    ];
-    const WORKLOAD_CODES: &[&str] = &[
-        "destination_workload_namespace",
-        "destination_workload",
-        "response_code",
-    ];
-    const SERVICE: &[&str] = &["destination_service_namespace", "destination_service_name"];
-    const WORKLOAD: &[&str] = &["destination_workload_namespace", "destination_workload"];
-    let (by_code, by) = match kind {
-        Kind::Service => (SERVICE_CODES, SERVICE),
-        Kind::Workload => (WORKLOAD_CODES, WORKLOAD),
+) -> Result<BTreeMap<Vec<String>, Value>, SourceError> {
+    let Grouping {
+        requests,
+        duration,
+        matchers,
+        by,
+        by_code,
+    } = grouping;
+    let key = |g: &Group| -> Vec<String> {
+        by.iter()
+            .map(|l| g.get(*l).cloned().unwrap_or_default())
+            .collect()
     };
-    let destination = || vec![Matcher::equal("reporter", "destination")];
-    let get = |g: &Group, k: &str| g.get(k).cloned().unwrap_or_default();
-    let key = |g: &Group| (get(g, by[0]), get(g, by[1]));
-    let mut out: BTreeMap<(String, String), Figures> = BTreeMap::new();
+    let mut out: BTreeMap<Vec<String>, Figures> = BTreeMap::new();
     let rates = Query::RateSum {
-        metric: "istio_requests_total",
-        matchers: destination(),
+        metric: requests,
+        matchers: matchers.clone(),
         by: by_code,
         window_s: WINDOW_S,
     };
     for (g, r) in source.instant(&rates, at).await? {
         let entry = out.entry(key(&g)).or_default();
         entry.0 += r;
-        if !get(&g, "response_code").starts_with('5') {
+        if !g.get("response_code").is_some_and(|c| c.starts_with('5')) {
             entry.1 += r;
         }
     }
     for (name, q) in [("p50", 0.5), ("p95", 0.95), ("p99", 0.99)] {
         let latency = Query::Quantile {
             q,
-            metric: "istio_request_duration_milliseconds",
-            matchers: destination(),
+            metric: duration,
+            matchers: matchers.clone(),
             by,
             window_s: WINDOW_S,
         };
@@ -105,6 +110,39 @@ async fn figures(
             (k, v)
         })
         .collect())
+}
+
+/// What each service or workload received, as its destination sidecars report it, keyed by
+/// [namespace, name].
+async fn received(
+    source: &MetricsSource,
+    kind: Kind,
+    at: i64,
+) -> Result<BTreeMap<Vec<String>, Value>, SourceError> {
+    const SERVICE: &[&str] = &["destination_service_namespace", "destination_service_name"];
+    const SERVICE_CODES: &[&str] = &[
+        "destination_service_namespace",
+        "destination_service_name",
+        "response_code",
+    ];
+    const WORKLOAD: &[&str] = &["destination_workload_namespace", "destination_workload"];
+    const WORKLOAD_CODES: &[&str] = &[
+        "destination_workload_namespace",
+        "destination_workload",
+        "response_code",
+    ];
+    let (by, by_code) = match kind {
+        Kind::Service => (SERVICE, SERVICE_CODES),
+        Kind::Workload => (WORKLOAD, WORKLOAD_CODES),
+    };
+    let grouping = Grouping {
+        requests: "istio_requests_total",
+        duration: "istio_request_duration_milliseconds",
+        matchers: vec![Matcher::equal("reporter", "destination")],
+        by,
+        by_code,
+    };
+    figures(source, grouping, at).await
 }
 
 fn round(v: f64) -> f64 {
@@ -132,7 +170,7 @@ pub async fn services(
     namespace: Option<&str>,
     at: i64,
 ) -> Result<Value, SourceError> {
-    let figures = figures(source, Kind::Service, at).await?;
+    let figures = received(source, Kind::Service, at).await?;
     let mut out = Vec::new();
     for r in config {
         let Spec::Service(svc) = &r.spec else {
@@ -163,7 +201,10 @@ pub async fn services(
             "app": svc.selector.get("app"),
             "workloads": workloads,
         });
-        merge(&mut v, figures.get(&(ns.clone(), r.metadata.name.clone())));
+        merge(
+            &mut v,
+            figures.get(&[ns.clone(), r.metadata.name.clone()][..]),
+        );
         out.push(v);
     }
     Ok(out.into())
@@ -176,7 +217,7 @@ pub async fn workloads(
     namespace: Option<&str>,
     at: i64,
 ) -> Result<Value, SourceError> {
-    let figures = figures(source, Kind::Workload, at).await?;
+    let figures = received(source, Kind::Workload, at).await?;
     let mut by_workload: BTreeMap<(String, String), Vec<&ProxyStatus>> = BTreeMap::new();
     for p in proxies {
         by_workload.entry(workload_of(p)).or_default().push(p);
@@ -219,7 +260,82 @@ pub async fn workloads(
             "services": services,
             "pods": pods,
         });
-        merge(&mut v, figures.get(&(ns.clone(), name.clone())));
+        merge(&mut v, figures.get(&[ns.clone(), name.clone()][..]));
+        out.push(v);
+    }
+    Ok(out.into())
+}
+
+/// Each VirtualService `http[]` entry and service default route, with what it answered as
+/// the calling sidecars and gateways report it: the entries the config declares for its
+/// hosts, and every route that saw traffic in the window.
+pub async fn routes(
+    source: &MetricsSource,
+    config: &[std::sync::Arc<Resource>],
+    namespace: Option<&str>,
+    at: i64,
+) -> Result<Value, SourceError> {
+    const ROUTE: &[&str] = &[
+        "virtual_service_namespace",
+        "virtual_service_name",
+        "route",
+        "destination_service",
+    ];
+    const ROUTE_CODES: &[&str] = &[
+        "virtual_service_namespace",
+        "virtual_service_name",
+        "route",
+        "destination_service",
+        "response_code",
+    ];
+    let grouping = Grouping {
+        requests: "weft_route_requests_total",
+        duration: "weft_route_request_duration_milliseconds",
+        matchers: vec![Matcher::equal("reporter", "source")],
+        by: ROUTE,
+        by_code: ROUTE_CODES,
+    };
+    let mut figures = figures(source, grouping, at).await?;
+    // Declared routes of hosts a sidecar can route (a wildcard host's routes are counted
+    // under each service it covers, so only traffic lists them).
+    for r in config {
+        let Spec::VirtualService(vs) = &r.spec else {
+            continue;
+        };
+        let ns = r.metadata.namespace.as_deref().unwrap_or("default");
+        for host in vs.hosts.iter().filter(|h| !h.contains('*')) {
+            for (i, h) in vs.http.iter().enumerate() {
+                let route = h.name.clone().unwrap_or_else(|| format!("http[{i}]"));
+                let key = vec![
+                    ns.to_string(),
+                    r.metadata.name.clone(),
+                    route,
+                    weft_api::host::fqdn(host, ns),
+                ];
+                figures.entry(key).or_insert_with(|| json!({}));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (key, f) in figures {
+        let [vs_ns, vs_name, route, host] = &key[..] else {
+            continue;
+        };
+        // A default route belongs to its service's namespace.
+        let ns = match vs_ns.as_str() {
+            "" => host.split('.').nth(1).unwrap_or_default(),
+            ns => ns,
+        };
+        if namespace.is_some_and(|n| n != ns) {
+            continue;
+        }
+        let mut v = json!({
+            "namespace": ns,
+            "virtualService": (!vs_name.is_empty()).then_some(vs_name),
+            "route": route,
+            "host": host,
+        });
+        merge(&mut v, Some(&f));
         out.push(v);
     }
     Ok(out.into())

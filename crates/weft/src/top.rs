@@ -1,6 +1,6 @@
-//! `weft stat` and `weft top`: the dashboard's services and workloads as a terminal table
-//! (success rate, requests per second, p50/p95/p99), as `linkerd viz stat` and `top` show
-//! them; `weft top` refreshes it until interrupted.
+//! `weft stat` and `weft top`: the dashboard's services, workloads or routes as a terminal
+//! table (success rate, requests per second, p50/p95/p99), as `linkerd viz stat`, `routes`
+//! and `top` show them; `weft top` refreshes it until interrupted.
 
 use crate::table::{self, Output};
 use anyhow::Context;
@@ -32,6 +32,8 @@ pub struct StatArgs {
 enum Kind {
     Services,
     Workloads,
+    /// VirtualService `http[]` entries and services' default routes, as callers met them.
+    Routes,
 }
 
 /// `live`: `weft top` (refreshes unless `--once`); otherwise `weft stat` (once unless
@@ -65,6 +67,7 @@ async fn fetch(args: &StatArgs) -> anyhow::Result<Vec<Value>> {
     let kind = match args.kind {
         Kind::Services => "services",
         Kind::Workloads => "workloads",
+        Kind::Routes => "routes",
     };
     let mut path = format!("/api/weft/{kind}");
     if let Some(ns) = &args.namespace {
@@ -87,11 +90,13 @@ fn render(args: &StatArgs, rows: &[Value]) -> String {
         Some(n) => format!("{n:.2}{suffix}"),
         None => "-".into(),
     };
-    let workloads = matches!(args.kind, Kind::Workloads);
-    let mut header = vec!["NAMESPACE", "NAME"];
-    if workloads {
-        header.push("PODS");
-    }
+    let text = |r: &Value, key: &str| r[key].as_str().unwrap_or("-").to_string();
+    let mut header = vec!["NAMESPACE"];
+    header.extend(match args.kind {
+        Kind::Services => &["NAME"][..],
+        Kind::Workloads => &["NAME", "PODS"],
+        Kind::Routes => &["VIRTUALSERVICE", "ROUTE", "HOST"],
+    });
     header.extend([
         "SUCCESS",
         "RPS",
@@ -102,14 +107,17 @@ fn render(args: &StatArgs, rows: &[Value]) -> String {
     let lines: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            let mut line = vec![
-                r["namespace"].as_str().unwrap_or_default().to_string(),
-                r["name"].as_str().unwrap_or_default().to_string(),
-            ];
-            if workloads {
-                let pods = r["pods"].as_array().map(Vec::as_slice).unwrap_or_default();
-                let ready = pods.iter().filter(|p| p["ready"] == true).count();
-                line.push(format!("{ready}/{}", pods.len()));
+            let mut line = vec![text(r, "namespace")];
+            match args.kind {
+                Kind::Services => line.push(text(r, "name")),
+                Kind::Workloads => {
+                    let pods = r["pods"].as_array().map(Vec::as_slice).unwrap_or_default();
+                    let ready = pods.iter().filter(|p| p["ready"] == true).count();
+                    line.extend([text(r, "name"), format!("{ready}/{}", pods.len())]);
+                }
+                Kind::Routes => {
+                    line.extend(["virtualService", "route", "host"].map(|k| text(r, k)))
+                }
             }
             line.push(number(&r["successRate"], "%"));
             line.push(number(&r["rps"], ""));

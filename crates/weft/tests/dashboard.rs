@@ -37,6 +37,9 @@ metadata: {name: reviews}
 spec:
   hosts: [reviews]
   http:
+  - name: jason
+    match: [{headers: {end-user: {exact: jason}}}]
+    route: [{destination: {host: reviews, subset: v2}}]
   - route:
     - {destination: {host: reviews, subset: v1}, weight: 50}
     - {destination: {host: reviews, subset: v2}, weight: 50}
@@ -490,6 +493,42 @@ async fn the_dashboard_graphs_live_traffic_from_the_proxies_it_scrapes() {
     assert!(
         out.lines()
             .any(|l| l.contains("reviews") && l.contains("100.00%")),
+        "{out}"
+    );
+
+    // Routes: the split (unnamed, so `http[1]`) with its traffic, and the named route that
+    // saw none, listed from the config.
+    let routes = get_json(dashboard, "/api/weft/routes?namespace=default").await;
+    let route = |name: &str| {
+        routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["route"] == name)
+            .unwrap_or_else(|| panic!("no route {name}: {routes}"))
+            .clone()
+    };
+    let split = route("http[1]");
+    assert_eq!(split["virtualService"], "reviews", "{split}");
+    assert_eq!(split["host"], "reviews.default.svc.cluster.local");
+    assert!(split["rps"].as_f64().is_some_and(|r| r > 2.0), "{split}");
+    assert_eq!(split["successRate"], 100.0);
+    assert!(split["p99"].as_f64().is_some(), "{split}");
+    let jason = route("jason");
+    assert!(jason.get("rps").is_none(), "{jason}");
+    let (status, out, err) =
+        run_weft(&["top", "routes", "--once", "--dashboard", &addr].map(String::from)).await;
+    assert!(status.success(), "{err}");
+    assert!(
+        out.lines()
+            .next()
+            .unwrap_or_default()
+            .contains("VIRTUALSERVICE"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("http[1]") && l.contains("100.00%")),
         "{out}"
     );
 

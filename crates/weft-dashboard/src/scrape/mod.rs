@@ -18,7 +18,8 @@ pub const INTERVAL: Duration = Duration::from_secs(15);
 /// Scrapes in flight at once.
 const CONCURRENCY: usize = 32;
 
-/// Istio's standard metrics: what the dashboard's graph and charts read.
+/// Istio's standard metrics and Weft's route metrics: what the dashboard's graph, charts and
+/// route list read.
 pub fn kept(name: &str) -> bool {
     matches!(
         name,
@@ -32,6 +33,8 @@ pub fn kept(name: &str) -> bool {
             | "istio_tcp_received_bytes_total"
             | "istio_tcp_connections_opened_total"
             | "istio_tcp_connections_closed_total"
+            | "weft_route_requests_total"
+            | "weft_route_request_duration_milliseconds_bucket"
     )
 }
 

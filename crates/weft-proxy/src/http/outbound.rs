@@ -10,7 +10,7 @@ use super::headers::{ensure_request_id, is_grpc, is_upgrade, strip_hop_by_hop};
 use super::local_reply::LocalReply;
 use super::tunnel;
 use crate::model::matcher::{query_value, RequestView};
-use crate::model::route::{roll, Action, Cors, FaultAbort, RetryPolicy, Route};
+use crate::model::route::{roll, Action, Cors, FaultAbort, RetryPolicy, Route, RouteId};
 use crate::model::{Snapshot, VirtualHost};
 use crate::telemetry::access_log::{Entry, Flags};
 use crate::telemetry::peer;
@@ -60,6 +60,8 @@ struct Exchange {
     request_messages: Option<MessageCount>,
     /// The caller's side of an upgrade (WebSocket), spliced once the upstream answers 101.
     upgrade: Option<OnUpgrade>,
+    /// The route that answered, for the route metrics.
+    route: Option<Arc<RouteId>>,
 }
 
 pub async fn handle(
@@ -104,6 +106,7 @@ pub async fn handle(
         ),
         request_messages: grpc.then(MessageCount::default),
         upgrade: None,
+        route: None,
     };
     x.entry.request_id = header_string(&parts, "x-request-id");
     let mut close = false;
@@ -139,6 +142,7 @@ pub async fn handle(
         mut span,
         request_messages,
         upgrade,
+        route,
     } = x;
     let mut response = match result {
         Ok(r) => r,
@@ -193,14 +197,17 @@ pub async fn handle(
     } else {
         peer::take(response.headers_mut())
     };
-    let sample = shared.metrics.http(
-        &snapshot,
-        inbound,
-        grpc,
-        response.headers(),
-        &entry,
-        peer.as_ref(),
-    );
+    let sample = shared
+        .metrics
+        .http(
+            &snapshot,
+            inbound,
+            grpc,
+            response.headers(),
+            &entry,
+            peer.as_ref(),
+        )
+        .for_route(route);
     if let Some(downstream) = upgrade {
         tunnel::splice_upgrade(downstream, &mut response, || {
             shared.metrics.tcp_opened(&snapshot, &entry, inbound)
@@ -313,6 +320,7 @@ async fn by_virtual_host(
         )));
     };
     x.entry.route_name = route.name.clone();
+    x.route = Some(route.id.clone());
     if let Some(span) = &mut x.span {
         span.name_with(|| format!("{}/*", vhost.name));
     }

@@ -88,7 +88,7 @@ pub fn compile_within(
             if port.protocol.is_http() || port.protocol == Protocol::Unknown {
                 let (routes, vs_name) = match bound {
                     Some((r, vs)) if !vs.http.is_empty() => (
-                        c.http_routes(r, vs, port.number, Binding::Mesh)?,
+                        c.http_routes(r, vs, &svc.hostname, port.number, Binding::Mesh)?,
                         Some(r.display_name()),
                     ),
                     _ => (vec![c.default_route(&svc.hostname, port.number)], None),
@@ -225,6 +225,7 @@ impl<'a> Compiler<'a> {
         let cluster = self.cluster(hostname, port, None);
         Route {
             name: Some("default".into()),
+            id: Arc::new(RouteId::new(hostname, None, "default")),
             matches: Vec::new(),
             action: Action::Forward(WeightedClusters::new(vec![WeightedCluster::to(cluster, 1)])),
             timeout: None,
@@ -256,6 +257,7 @@ impl<'a> Compiler<'a> {
         &mut self,
         r: &Resource,
         vs: &types::VirtualService,
+        host: &str,
         port: u16,
         binding: Binding<'_>,
     ) -> Result<Vec<Route>, String> {
@@ -350,8 +352,10 @@ impl<'a> Compiler<'a> {
                     percent,
                 })
                 .collect();
+            let label = h.name.clone().unwrap_or_else(|| format!("http[{i}]"));
             routes.push(Route {
                 name: h.name.clone(),
+                id: Arc::new(RouteId::new(host, Some((r.namespace(), r.name())), &label)),
                 matches,
                 action,
                 timeout: h.timeout.map(|t| t.as_std()).filter(|t| !t.is_zero()),

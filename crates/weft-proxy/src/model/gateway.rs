@@ -85,7 +85,7 @@ pub(super) fn route_tables(
                 let server_hosts = server_hosts(server, gw.namespace(), r.namespace());
                 for hostname in intersection(&server_hosts, &vs_hosts) {
                     // Compiled per host: routes are not shared between virtual hosts.
-                    let routes = c.http_routes(r, vs, port, binding)?;
+                    let routes = c.http_routes(r, vs, &hostname, port, binding)?;
                     hosts.add(hostname, port, r.display_name(), routes);
                 }
             }

@@ -5,6 +5,7 @@ use crate::upstream::Cluster;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use regex::Regex;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 use weft_api::types;
@@ -12,6 +13,8 @@ use weft_api::types;
 #[derive(Debug)]
 pub struct Route {
     pub name: Option<String>,
+    /// Which route this is, as Weft's route metrics label it.
+    pub id: Arc<RouteId>,
     /// Empty: matches every request.
     pub matches: Vec<RequestMatch>,
     pub action: Action,
@@ -23,6 +26,53 @@ pub struct Route {
     pub cors: Option<Cors>,
     pub headers: HeaderOps,
     pub rewrite: Option<Rewrite>,
+}
+
+/// A route's identity in `weft_route_*` metrics: the host it serves, the VirtualService
+/// and its `http[]` entry (empty names for a service's default route). Built once per config
+/// version with its hash, so a request hashes one number.
+#[derive(Debug)]
+pub struct RouteId {
+    pub host: Arc<str>,
+    pub virtual_service_namespace: Arc<str>,
+    pub virtual_service_name: Arc<str>,
+    /// The entry's `name`, else `http[i]`; `default` for a service's default route.
+    pub route: Arc<str>,
+    hash: u64,
+}
+
+impl RouteId {
+    pub fn new(host: &str, virtual_service: Option<(&str, &str)>, route: &str) -> RouteId {
+        let (namespace, name) = virtual_service.unwrap_or(("", ""));
+        let mut hasher = std::hash::DefaultHasher::new();
+        (host, namespace, name, route).hash(&mut hasher);
+        RouteId {
+            host: host.into(),
+            virtual_service_namespace: namespace.into(),
+            virtual_service_name: name.into(),
+            route: route.into(),
+            hash: hasher.finish(),
+        }
+    }
+}
+
+impl PartialEq for RouteId {
+    fn eq(&self, o: &RouteId) -> bool {
+        std::ptr::eq(self, o)
+            || (self.hash == o.hash
+                && self.host == o.host
+                && self.virtual_service_namespace == o.virtual_service_namespace
+                && self.virtual_service_name == o.virtual_service_name
+                && self.route == o.route)
+    }
+}
+
+impl Eq for RouteId {}
+
+impl Hash for RouteId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
 }
 
 impl Route {

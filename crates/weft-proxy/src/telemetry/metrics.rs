@@ -1,6 +1,7 @@
 //! Istio's standard metrics (`istio_requests_total`, the request duration and size
 //! histograms, `istio_tcp_*`) with Istio's labels, taken from each finished access-log
-//! [`Entry`] and served as Prometheus text at `/stats/prometheus`.
+//! [`Entry`] and served as Prometheus text at `/stats/prometheus`; beside them Weft's
+//! per-route metrics (`weft_route_*`), which Istio's labels cannot express.
 //!
 //! The labels fixed by who reports and which endpoint answered ([`Peers`]) are built once
 //! per (cluster, endpoint) and config version, then shared: a request only hashes a
@@ -8,6 +9,7 @@
 
 use super::access_log::{Entry, Flags};
 use super::peer::{self, Peer};
+use crate::model::route::RouteId;
 use crate::model::Snapshot;
 use crate::workload::{self, Workload};
 use http::HeaderValue;
@@ -35,8 +37,9 @@ const UNKNOWN: &str = "unknown";
 const MAX_PEERS: usize = 1024;
 
 /// Counters are registered without `_total`; the exposition names them with it.
-const COUNTERS: [&str; 7] = [
+const COUNTERS: [&str; 8] = [
     "istio_requests",
+    "weft_route_requests",
     "istio_request_messages",
     "istio_response_messages",
     "istio_tcp_connections_opened",
@@ -271,7 +274,34 @@ impl EncodeLabelSet for Labels {
     }
 }
 
-type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
+type Histograms<L = Labels> = Family<L, Histogram, fn() -> Histogram>;
+
+fn histograms<L: Clone + Eq + Hash>() -> Histograms<L> {
+    Histograms::new_with_constructor(|| Histogram::new(BUCKETS))
+}
+
+/// A `weft_route_*` series: the route and, for the request counter, the response code. The
+/// reporter and source workload are the registry's constant labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct RouteLabels {
+    id: Arc<RouteId>,
+    code: Option<u16>,
+}
+
+impl EncodeLabelSet for RouteLabels {
+    fn encode(&self, mut enc: LabelSetEncoder) -> std::fmt::Result {
+        let id = &self.id;
+        ("destination_service", &*id.host).encode(enc.encode_label())?;
+        let vs_namespace = &*id.virtual_service_namespace;
+        ("virtual_service_namespace", vs_namespace).encode(enc.encode_label())?;
+        ("virtual_service_name", &*id.virtual_service_name).encode(enc.encode_label())?;
+        ("route", &*id.route).encode(enc.encode_label())?;
+        match self.code {
+            Some(code) => ("response_code", code).encode(enc.encode_label()),
+            None => Ok(()),
+        }
+    }
+}
 
 /// Label sets by cluster name, upstream host and the peer's metadata (its address in
 /// `Metrics::seen`, 0 for none), for one config version.
@@ -293,6 +323,8 @@ pub struct Metrics {
     tcp_received: Family<Labels, Counter>,
     request_messages: Family<Labels, Counter>,
     response_messages: Family<Labels, Counter>,
+    route_requests: Family<RouteLabels, Counter>,
+    route_duration: Histograms<RouteLabels>,
     own: Side,
     cache: RwLock<PeerCache>,
     /// Peers by a hash of the metadata header they sent (a header may be kilobytes), decoded
@@ -304,7 +336,6 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(workload: &Workload) -> Metrics {
-        let histograms = || Histograms::new_with_constructor(|| Histogram::new(BUCKETS));
         let m = Metrics {
             registry: Registry::default(),
             requests: Family::default(),
@@ -317,6 +348,8 @@ impl Metrics {
             tcp_received: Family::default(),
             request_messages: Family::default(),
             response_messages: Family::default(),
+            route_requests: Family::default(),
+            route_duration: histograms(),
             own: Side::of_workload(workload),
             cache: RwLock::default(),
             seen: RwLock::default(),
@@ -379,6 +412,25 @@ impl Metrics {
             "gRPC messages sent by the server",
             m.response_messages.clone(),
         );
+        let by_route = r.sub_registry_with_labels(
+            [
+                ("reporter", "source".to_string()),
+                ("source_workload", m.own.workload.to_string()),
+                ("source_workload_namespace", m.own.namespace.to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into())),
+        );
+        by_route.register(
+            "weft_route_requests",
+            "Requests by the VirtualService route that answered them",
+            m.route_requests.clone(),
+        );
+        by_route.register(
+            "weft_route_request_duration_milliseconds",
+            "Request duration in milliseconds by the VirtualService route",
+            m.route_duration.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -402,6 +454,7 @@ impl Metrics {
             peers: self.peers(snapshot, inbound, entry, peer.and_then(|p| self.peer(p))),
             protocol: if grpc { "grpc" } else { "http" },
             grpc_status,
+            route: None,
         }
     }
 
@@ -636,9 +689,15 @@ pub struct HttpSample {
     peers: Arc<Peers>,
     protocol: &'static str,
     grpc_status: Option<u16>,
+    route: Option<Arc<RouteId>>,
 }
 
 impl HttpSample {
+    /// Also counts the request for the route that answered it.
+    pub fn for_route(self, route: Option<Arc<RouteId>>) -> HttpSample {
+        HttpSample { route, ..self }
+    }
+
     /// `trailer_status` is the trailers' `grpc-status`, which wins over the headers' (a
     /// trailers-only response puts it in the headers). `messages`: the gRPC messages each
     /// way, (request, response).
@@ -663,6 +722,14 @@ impl HttpSample {
         if let Some((sent, received)) = messages {
             m.request_messages.get_or_create(&labels).inc_by(sent);
             m.response_messages.get_or_create(&labels).inc_by(received);
+        }
+        if let Some(id) = self.route {
+            let mut route = RouteLabels { id, code: None };
+            m.route_duration
+                .get_or_create(&route)
+                .observe(entry.duration_ms as f64);
+            route.code = Some(entry.status);
+            m.route_requests.get_or_create(&route).inc();
         }
     }
 }
@@ -753,6 +820,54 @@ mod tests {
             request_protocol=\"http\",response_code=\"502\",grpc_response_status=\"\",\
             response_flags=\"-\",connection_security_policy=\"unknown\"} 2\n";
         assert!(text.contains(sample), "{text}");
+    }
+
+    #[test]
+    fn requests_are_counted_by_the_route_that_answered() {
+        let workload = productpage();
+        let metrics = Arc::new(Metrics::new(&workload));
+        let snapshot = Snapshot::empty(workload, Default::default());
+        let host = "reviews.default.svc.cluster.local";
+        let v3 = || Arc::new(RouteId::new(host, Some(("default", "reviews")), "http[1]"));
+        for (status, route) in [(200, v3()), (503, v3()), (200, v3())] {
+            let entry = Entry {
+                status,
+                duration_ms: 7,
+                upstream_cluster: Some("BlackHoleCluster".into()),
+                ..Default::default()
+            };
+            metrics
+                .http(
+                    &snapshot,
+                    false,
+                    false,
+                    &http::HeaderMap::new(),
+                    &entry,
+                    None,
+                )
+                .for_route(Some(route))
+                .record(&entry, None, None);
+        }
+        let text = metrics.render();
+        assert!(
+            text.contains("# TYPE weft_route_requests_total counter\n"),
+            "{text}"
+        );
+        let labels = "destination_service=\"reviews.default.svc.cluster.local\",\
+            virtual_service_namespace=\"default\",virtual_service_name=\"reviews\",\
+            route=\"http[1]\"";
+        let source = "reporter=\"source\",source_workload=\"productpage-v1\",\
+            source_workload_namespace=\"default\"";
+        for (code, n) in [(200, 2), (503, 1)] {
+            let line = format!(
+                "weft_route_requests_total{{{source},{labels},response_code=\"{code}\"}} {n}\n"
+            );
+            assert!(text.contains(&line), "{line}\n{text}");
+        }
+        let bucket = format!(
+            "weft_route_request_duration_milliseconds_bucket{{{source},le=\"10\",{labels}}} 3\n"
+        );
+        assert!(text.contains(&bucket), "{bucket}\n{text}");
     }
 
     #[test]
