@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/weft/discovery/v1/discovery.proto",
         "proto/weft/control/v1/admin.proto",
+        "proto/istio/v1/auth/ca.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

@@ -478,6 +478,8 @@ impl ControlProcess {
             .arg("--config-dir")
             .arg(config)
             .args(["--grpc", GRPC, "--monitoring", MONITORING])
+            // The simulated proxies speak plaintext discovery on 15010.
+            .arg("--no-grpc-tls")
             .args(["--endpoint-grace", "30"])
             .args(args)
             // A line per connecting proxy would cost the control plane CPU being measured.

@@ -313,6 +313,7 @@ pub async fn start(
         .arg(dir.join("collector-config"))
         .args(["--grpc", &format!("{COLLECTOR}:15010")])
         .args(["--monitoring", &format!("{COLLECTOR}:15014")])
+        .args(["--grpc-tls", &format!("{COLLECTOR}:15012")])
         .args(["--zipkin", &format!("{COLLECTOR}:9411")])
         .arg("--no-dashboard")
         // Its admin token stays in the run's directory, not the user's credentials.

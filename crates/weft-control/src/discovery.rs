@@ -10,9 +10,42 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use weft_discovery::discovery::discovery_server::Discovery;
 use weft_discovery::discovery::{proxy_message, Hello, ProxyMessage, Update};
+use weft_security::cert::CertInfo;
+
+type PeerCerts = Arc<Vec<tonic::transport::CertificateDer<'static>>>;
 
 pub struct DiscoveryService {
     pub state: Arc<ConfigState>,
+    /// On 15012: the proxy must present a workload certificate, and its Hello must be for the
+    /// namespace and service account the certificate names.
+    pub require_certificate: bool,
+}
+
+impl DiscoveryService {
+    fn check_certificate(&self, certs: Option<PeerCerts>, hello: &mut Hello) -> Result<(), Status> {
+        if !self.require_certificate {
+            return Ok(());
+        }
+        let identity = certs
+            .and_then(|certs| certs.first().and_then(|c| CertInfo::of_der(c).ok()))
+            .and_then(|info| info.identity())
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "discovery on the TLS port needs a workload certificate (ask the certificate service first)",
+                )
+            })?;
+        if hello.namespace != identity.namespace
+            || !(hello.service_account.is_empty()
+                || hello.service_account == identity.service_account)
+        {
+            return Err(Status::permission_denied(format!(
+                "the certificate is for {identity}, but Hello claims namespace {:?} and service account {:?}",
+                hello.namespace, hello.service_account
+            )));
+        }
+        hello.service_account = identity.service_account;
+        Ok(())
+    }
 }
 
 #[tonic::async_trait]
@@ -23,8 +56,9 @@ impl Discovery for DiscoveryService {
         &self,
         request: Request<Streaming<ProxyMessage>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
+        let certs = request.peer_certs();
         let mut inbound = request.into_inner();
-        let hello = match inbound.message().await? {
+        let mut hello = match inbound.message().await? {
             Some(ProxyMessage {
                 message: Some(proxy_message::Message::Hello(hello)),
             }) => hello,
@@ -39,6 +73,7 @@ impl Discovery for DiscoveryService {
                 "Hello needs the proxy's name and namespace (weft proxy --workload-name, --namespace)",
             ));
         }
+        self.check_certificate(certs, &mut hello)?;
         let (tx, rx) = mpsc::channel(4);
         let session = Session {
             state: self.state.clone(),

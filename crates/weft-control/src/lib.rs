@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod certificates;
 pub mod collector;
 pub mod config;
 mod discovery;
@@ -26,8 +27,11 @@ use store::ConfigSource;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use weft_discovery::admin::admin_server::AdminServer;
+use weft_discovery::ca::istio_certificate_service_server::IstioCertificateServiceServer;
 use weft_discovery::credentials::{self, CredentialError, Token};
 use weft_discovery::discovery::discovery_server::DiscoveryServer;
+use weft_security::ca::{Ca, CaError, PluggedFiles};
+use weft_security::credential::{self as pod_credential, Issuer, PodClaims};
 
 pub struct ControlOptions {
     /// The config directory `start` serves (`start_with` takes any source).
@@ -37,6 +41,17 @@ pub struct ControlOptions {
     pub mesh_config: Option<PathBuf>,
     /// The discovery stream and the admin API (istiod's 15010).
     pub grpc: SocketAddr,
+    /// The certificate service, discovery and admin over TLS (istiod's 15012); `None` (the
+    /// default here; `weft control` serves 15012): not served.
+    pub grpc_tls: Option<SocketAddr>,
+    /// Where the CA's root is kept, or the plugged-in CA's files.
+    pub ca: CaSource,
+    /// The trust domain of the SPIFFE identities it signs (Istio's `cluster.local`).
+    pub trust_domain: String,
+    /// The longest workload certificate lifetime granted (Istio's 24 h).
+    pub max_cert_ttl: Duration,
+    /// The key pod credentials are signed with (made at first start).
+    pub pod_credential_key_file: PathBuf,
     /// Metrics (istiod's 15014).
     pub monitoring: SocketAddr,
     /// The built-in trace collector's Zipkin API, istio-system's `zipkin:9411` in the local
@@ -57,11 +72,26 @@ pub struct ControlOptions {
     pub publish_admin_token: bool,
 }
 
+/// Where the CA's keys come from.
+#[derive(Debug, Clone)]
+pub enum CaSource {
+    /// A root made at first start and kept in this directory.
+    SelfSigned(PathBuf),
+    /// Istio's plugged-in CA files (`ca-cert.pem`, `ca-key.pem`, `root-cert.pem`,
+    /// `cert-chain.pem`) in this directory.
+    Plugged(PathBuf),
+}
+
 impl ControlOptions {
     pub fn new(config_dir: PathBuf) -> ControlOptions {
         let state = config_dir.join(".weft");
         ControlOptions {
             state_file: Some(state.join("workloads.json")),
+            grpc_tls: None,
+            ca: CaSource::SelfSigned(state.join("ca")),
+            trust_domain: weft_security::DEFAULT_TRUST_DOMAIN.into(),
+            max_cert_ttl: weft_security::ca::WORKLOAD_TTL,
+            pod_credential_key_file: state.join("pod-credential.key"),
             admin_token_file: credentials::admin_token_file(&config_dir),
             join_token_file: credentials::join_token_file(&config_dir),
             publish_admin_token: false,
@@ -90,6 +120,12 @@ pub enum StartError {
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Credential(#[from] CredentialError),
+    #[error("the CA: {0}")]
+    Ca(#[from] CaError),
+    #[error("pod credentials: {0}")]
+    PodCredential(#[from] pod_credential::CredentialError),
+    #[error("serving TLS on {addr}: {detail}")]
+    Tls { addr: SocketAddr, detail: String },
 }
 
 fn hint(e: &std::io::Error) -> &'static str {
@@ -104,6 +140,10 @@ fn hint(e: &std::io::Error) -> &'static str {
 /// A running control plane. Dropping it stops it.
 pub struct ControlPlane {
     pub grpc_addr: SocketAddr,
+    /// The TLS port (certificates, discovery, admin), when served.
+    pub grpc_tls_addr: Option<SocketAddr>,
+    pub ca: Arc<Ca>,
+    pod_credentials: Arc<Issuer>,
     pub monitoring_addr: SocketAddr,
     pub zipkin_addr: Option<SocketAddr>,
     pub collector: Arc<collector::Collector>,
@@ -142,7 +182,19 @@ impl ControlPlane {
                 .await
                 .map_err(|source| StartError::Bind { what, addr, source })
         };
+        let ca = Arc::new(match &opts.ca {
+            CaSource::SelfSigned(dir) => Ca::load_or_create(dir, &opts.trust_domain)?,
+            CaSource::Plugged(dir) => {
+                Ca::plugged(&PluggedFiles { dir: dir.clone() }, &opts.trust_domain)?
+            }
+        });
+        let pod_credentials = Arc::new(Issuer::load_or_create(&opts.pod_credential_key_file)?);
         let grpc = bind("the discovery stream", opts.grpc).await?;
+        let grpc_tls = match opts.grpc_tls {
+            Some(addr) => Some(bind("certificates and discovery over TLS", addr).await?),
+            None => None,
+        };
+        let grpc_tls_addr = grpc_tls.as_ref().map(|l| l.local_addr().expect("bound"));
         let monitoring = bind("metrics", opts.monitoring).await?;
         let zipkin = match opts.zipkin {
             Some(addr) => Some(bind("the trace collector", addr).await?),
@@ -169,26 +221,30 @@ impl ControlPlane {
         state.reload(None).await?;
         state.restore_registrations();
         let watched = state.clone();
-        let discovery = discovery::DiscoveryService {
+        let discovery = |require_certificate| discovery::DiscoveryService {
             state: state.clone(),
+            require_certificate,
         };
-        let admin = AdminServer::with_interceptor(
-            admin::AdminService {
-                state: state.clone(),
-            },
-            admin::Authenticate {
-                token: admin_token.clone(),
-                kept_in: opts.admin_token_file.clone(),
-            },
-        );
+        let admin = || {
+            AdminServer::with_interceptor(
+                admin::AdminService {
+                    state: state.clone(),
+                },
+                admin::Authenticate {
+                    token: admin_token.clone(),
+                    kept_in: opts.admin_token_file.clone(),
+                },
+            )
+        };
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+        let (plain_discovery, plain_admin) = (discovery(false), admin());
         let collector = Arc::new(collector::Collector::new(opts.trace_limits));
         let mut tasks = vec![
             tokio::spawn(async move {
                 let served = tonic::transport::Server::builder()
                     .http2_keepalive_interval(Some(Duration::from_secs(10)))
-                    .add_service(DiscoveryServer::new(discovery))
-                    .add_service(admin)
+                    .add_service(DiscoveryServer::new(plain_discovery))
+                    .add_service(plain_admin)
                     .serve_with_incoming(incoming)
                     .await;
                 if let Err(e) = served {
@@ -212,8 +268,36 @@ impl ControlPlane {
         if let Some(listener) = zipkin {
             tasks.push(tokio::spawn(collector::serve(listener, collector.clone())));
         }
+        if let (Some(listener), Some(addr)) = (grpc_tls, grpc_tls_addr) {
+            let tls = tls_config(&ca).map_err(|detail| StartError::Tls { addr, detail })?;
+            let certificates = certificates::CertificateService {
+                ca: ca.clone(),
+                credentials: pod_credentials.clone(),
+                max_ttl: opts.max_cert_ttl,
+            };
+            let mut server = tonic::transport::Server::builder()
+                .tls_config(tls)
+                .map_err(|e| StartError::Tls {
+                    addr,
+                    detail: e.to_string(),
+                })?
+                .http2_keepalive_interval(Some(Duration::from_secs(10)));
+            let router = server
+                .add_service(IstioCertificateServiceServer::new(certificates))
+                .add_service(DiscoveryServer::new(discovery(true)))
+                .add_service(admin());
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = router.serve_with_incoming(incoming).await {
+                    tracing::error!("the TLS server stopped: {e}");
+                }
+            }));
+        }
         Ok(ControlPlane {
             grpc_addr,
+            grpc_tls_addr,
+            ca,
+            pod_credentials,
             monitoring_addr,
             zipkin_addr,
             collector,
@@ -225,6 +309,33 @@ impl ControlPlane {
             published,
             tasks,
         })
+    }
+}
+
+/// 15012's TLS: a serving certificate from the mesh's own CA for istiod's name, and client
+/// certificates (optional: a proxy's first call has none) verified against the root.
+fn tls_config(ca: &Ca) -> Result<tonic::transport::ServerTlsConfig, String> {
+    // A year: it is made afresh at every start, and proxies trust the root, not this.
+    let (chain, key) = ca
+        .serving(
+            &[weft_discovery::CONTROL_PLANE_SAN],
+            Duration::from_secs(365 * 24 * 3600),
+        )
+        .map_err(|e| e.to_string())?;
+    let identity = tonic::transport::Identity::from_pem(chain.concat(), key);
+    Ok(tonic::transport::ServerTlsConfig::new()
+        .identity(identity)
+        .client_ca_root(tonic::transport::Certificate::from_pem(ca.root_pem()))
+        .client_auth_optional(true))
+}
+
+impl ControlPlane {
+    /// A credential proving `claims` to this control plane, for the platform to hand a pod.
+    pub fn issue_pod_credential(
+        &self,
+        claims: &PodClaims,
+    ) -> Result<String, pod_credential::CredentialError> {
+        self.pod_credentials.issue(claims)
     }
 }
 

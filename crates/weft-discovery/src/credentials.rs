@@ -5,9 +5,7 @@
 //! without flags, as kubectl finds its kubeconfig.
 
 use std::fs;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Where a control plane keeps its admin token: in its state, beside its config.
@@ -34,6 +32,8 @@ pub enum CredentialError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("{} does not hold a Weft token (64 hex digits); remove it and restart weft control to make a new one", path.display())]
     Malformed { path: PathBuf },
     #[error("the system's random source failed: {0}")]
@@ -137,58 +137,15 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
-/// Writes a file only its user can read or write, atomically (temporary file, fsync,
-/// rename), creating its directory (mode 0700) if needed.
+pub use weft_security::secret_file::FileError;
+
+/// Writes a file only its user can read or write, atomically.
 pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), CredentialError> {
-    let io = |action, path: &Path, source| CredentialError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    if !dir.exists() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| io("create", dir, e))?;
-    }
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temp)
-        .map_err(|e| io("create", &temp, e))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| io("write", &temp, e))?;
-    drop(f);
-    fs::rename(&temp, path).map_err(|e| io("rename", &temp, e))
+    Ok(weft_security::secret_file::write_secret(path, bytes)?)
 }
 
-/// Makes an existing secret readable by its user only, as it was written.
 fn restrict(path: &Path) -> Result<(), CredentialError> {
-    let mode = fs::metadata(path)
-        .map_err(|source| CredentialError::Io {
-            action: "inspect",
-            path: path.to_path_buf(),
-            source,
-        })?
-        .permissions()
-        .mode();
-    if mode & 0o077 == 0 {
-        return Ok(());
-    }
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|source| {
-        CredentialError::Io {
-            action: "restrict the permissions of",
-            path: path.to_path_buf(),
-            source,
-        }
-    })
+    Ok(weft_security::secret_file::restrict(path)?)
 }
 
 /// Where the CLI keeps what it knows of control planes: `$WEFT_HOME`, else `~/.weft`.
@@ -266,6 +223,7 @@ pub fn unpublish(addr: SocketAddr, token: &Token) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn a_token_is_kept_private_and_survives_a_restart() {

@@ -24,7 +24,18 @@ mod generated {
             }
         }
     }
+    pub mod istio {
+        pub mod v1 {
+            pub mod auth {
+                #![allow(clippy::all)]
+                tonic::include_proto!("istio.v1.auth");
+            }
+        }
+    }
 }
+
+/// `proto/istio/v1/auth/ca.proto`: istiod's certificate service.
+pub use generated::istio::v1::auth as ca;
 
 /// `proto/weft/control/v1/admin.proto`.
 pub use generated::weft::control::v1 as admin;
@@ -46,5 +57,10 @@ pub use generated::weft::discovery::v1 as discovery;
 
 /// The control plane's gRPC port, as istiod's.
 pub const CONTROL_PORT: u16 = 15010;
+/// The control plane's TLS port (certificates and discovery), as istiod's.
+pub const SECURE_CONTROL_PORT: u16 = 15012;
+/// The name the control plane's serving certificate carries and proxies check, wherever they
+/// reach it, as istiod's `istiod.istio-system.svc`.
+pub const CONTROL_PLANE_SAN: &str = "istiod.istio-system.svc";
 /// The control plane's metrics port, as istiod's.
 pub const MONITORING_PORT: u16 = 15014;

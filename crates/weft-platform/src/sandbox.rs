@@ -63,6 +63,7 @@ pub async fn run_sandbox(opts: SandboxOptions) -> Result<(), PlatformError> {
         grpc: control_addr,
         monitoring: (plan.bridge_ip, weft_discovery::MONITORING_PORT).into(),
         zipkin: Some((plan.bridge_ip, weft_control::collector::ZIPKIN_PORT).into()),
+        grpc_tls: Some((plan.bridge_ip, weft_discovery::SECURE_CONTROL_PORT).into()),
         ..ControlOptions::new(opts.state.config())
     })
     .await?;

@@ -4,7 +4,7 @@ use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use weft_control::{ControlOptions, ControlPlane};
+use weft_control::{CaSource, ControlOptions, ControlPlane};
 use weft_dashboard::source::TracingSource;
 use weft_dashboard::{Dashboard, DashboardOptions};
 use weft_platform::stop::StopSignals;
@@ -22,6 +22,24 @@ pub struct ControlArgs {
     /// The discovery stream and admin API.
     #[arg(long, default_value = "0.0.0.0:15010")]
     grpc: SocketAddr,
+    /// The certificate service (a pod's credential buys a certificate for its identity),
+    /// discovery and the admin API over TLS, as istiod's 15012.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:15012")]
+    grpc_tls: SocketAddr,
+    /// Serve no TLS port (plaintext tests only).
+    #[arg(long)]
+    no_grpc_tls: bool,
+    /// Sign with this plugged-in CA rather than the root kept in the config directory's
+    /// `.weft/ca`: a directory of `ca-cert.pem`, `ca-key.pem`, `root-cert.pem` and
+    /// `cert-chain.pem`, Istio's `cacerts` layout.
+    #[arg(long, value_name = "DIR")]
+    ca_dir: Option<PathBuf>,
+    /// The trust domain of workload identities (`spiffe://TRUST-DOMAIN/ns/…/sa/…`).
+    #[arg(long, default_value = weft_security::DEFAULT_TRUST_DOMAIN)]
+    trust_domain: String,
+    /// The longest workload certificate lifetime granted, in seconds (Istio: 24 h).
+    #[arg(long, value_name = "SECONDS", default_value_t = 24 * 3600)]
+    max_cert_ttl: u64,
     /// Metrics (`/metrics`) and readiness (`/ready`).
     #[arg(long, default_value = "0.0.0.0:15014")]
     monitoring: SocketAddr,
@@ -73,14 +91,22 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         // Before starting, so a SIGTERM meanwhile still withdraws the published token.
         let mut stop = StopSignals::install().context("listening for SIGTERM and SIGINT")?;
+        let defaults = ControlOptions::new(args.config_dir.clone());
         let control = ControlPlane::start(ControlOptions {
             grpc: args.grpc,
+            grpc_tls: (!args.no_grpc_tls).then_some(args.grpc_tls),
+            ca: match &args.ca_dir {
+                Some(dir) => CaSource::Plugged(dir.clone()),
+                None => defaults.ca.clone(),
+            },
+            trust_domain: args.trust_domain.clone(),
+            max_cert_ttl: Duration::from_secs(args.max_cert_ttl.max(1)),
             monitoring: args.monitoring,
             zipkin: args.zipkin,
             mesh_config: args.mesh_config.clone(),
             endpoint_grace: Duration::from_secs(args.endpoint_grace),
             publish_admin_token: true,
-            ..ControlOptions::new(args.config_dir.clone())
+            ..defaults
         })
         .await?;
         let dashboard = match args.no_dashboard {
@@ -108,7 +134,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
             ),
         };
         tracing::info!(
-            grpc = %control.grpc_addr, monitoring = %control.monitoring_addr,
+            grpc = %control.grpc_addr, grpc_tls = ?control.grpc_tls_addr, monitoring = %control.monitoring_addr,
             zipkin = ?control.zipkin_addr, dashboard = ?dashboard.as_ref().map(|d| d.addr),
             config = %args.config_dir.display(), objects = control.state.mesh().objects().len(),
             "weft control listening"

@@ -36,8 +36,8 @@ struct Cli {
 enum Command {
     /// Run the sidecar proxy beside a workload.
     Proxy(Box<proxy::ProxyArgs>),
-    /// Run the control plane: config store, service registry, discovery stream (15010).
-    Control(control::ControlArgs),
+    /// Run the control plane: config store, service registry, CA, discovery (15010, 15012).
+    Control(Box<control::ControlArgs>),
     /// Validate config and apply it to the control plane.
     Apply(client::config::ApplyArgs),
     /// List or print config held by the control plane.
@@ -259,7 +259,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dashboard(args) => dashboard::run(args),
         Command::Stat(args) => top::run(args, false),
         Command::Top(args) => top::run(args, true),
-        Command::Control(args) => control::run(args),
+        Command::Control(args) => control::run(*args),
         Command::Apply(args) => client_run(client::config::apply(&cli.target, args)),
         Command::Get(args) => client_run(client::config::get(&cli.target, args)),
         Command::Delete(args) => client_run(client::config::delete(&cli.target, args)),

@@ -977,6 +977,8 @@ async fn istio_bookinfo_tasks_on_weft_demo() {
             &grpc.to_string(),
             "--monitoring",
             &monitoring.to_string(),
+            "--grpc-tls",
+            "127.0.0.1:0",
             "--dashboard",
             &other.to_string(),
             "--prometheus",

@@ -34,6 +34,8 @@ impl Control {
             &grpc.to_string(),
             "--monitoring",
             &monitoring.to_string(),
+            "--grpc-tls",
+            "127.0.0.1:0",
             "--no-dashboard",
         ]
         .map(String::from)

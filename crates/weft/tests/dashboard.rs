@@ -70,6 +70,8 @@ async fn control_with_dashboard(config: &Path, extra: &[&str]) -> (Weft, SocketA
         grpc.to_string(),
         "--monitoring".into(),
         monitoring.to_string(),
+        "--grpc-tls".into(),
+        "127.0.0.1:0".into(),
         "--dashboard".into(),
         dashboard.to_string(),
     ];
@@ -174,6 +176,8 @@ async fn the_dashboard_graphs_live_traffic_from_the_proxies_it_scrapes() {
             &zipkin_grpc.to_string(),
             "--monitoring",
             &zipkin_monitoring.to_string(),
+            "--grpc-tls",
+            "127.0.0.1:0",
             "--zipkin",
             &zipkin.to_string(),
             "--no-dashboard",

@@ -1,0 +1,68 @@
+//! istiod's certificate service on 15012: a proxy proves its identity with its pod
+//! credential and gets a certificate for that identity on its own key.
+
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+use weft_discovery::ca::istio_certificate_service_server::IstioCertificateService;
+use weft_discovery::ca::{IstioCertificateRequest, IstioCertificateResponse};
+use weft_discovery::credentials::AUTHORIZATION;
+use weft_security::ca::{Ca, WORKLOAD_TTL};
+use weft_security::credential::Issuer;
+use weft_security::Identity;
+
+pub struct CertificateService {
+    pub ca: Arc<Ca>,
+    pub credentials: Arc<Issuer>,
+    /// The longest lifetime granted (Istio's 24 h unless told otherwise).
+    pub max_ttl: Duration,
+}
+
+impl CertificateService {
+    /// The identity the call's pod credential proves.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Identity, Status> {
+        let presented = request
+            .metadata()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "no pod credential: send it as authorization: Bearer CREDENTIAL (weft proxy --credential-file names the file weft up gave the pod)",
+                )
+            })?;
+        let claims = self.credentials.verify(presented).map_err(|e| {
+            tracing::warn!("refused a certificate request: {e}");
+            Status::unauthenticated(format!("{e}"))
+        })?;
+        Identity::new(
+            self.ca.trust_domain(),
+            &claims.namespace,
+            &claims.service_account,
+        )
+        .map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+}
+
+#[tonic::async_trait]
+impl IstioCertificateService for CertificateService {
+    async fn create_certificate(
+        &self,
+        request: Request<IstioCertificateRequest>,
+    ) -> Result<Response<IstioCertificateResponse>, Status> {
+        let identity = self.caller(&request)?;
+        let asked = request.into_inner();
+        let ttl = match asked.validity_duration {
+            s if s > 0 => Duration::from_secs(s as u64).min(self.max_ttl),
+            _ => WORKLOAD_TTL.min(self.max_ttl),
+        };
+        let chain = self.ca.sign(&asked.csr, &identity, ttl).map_err(|e| {
+            tracing::warn!(%identity, "refused a certificate request: {e}");
+            Status::invalid_argument(e.to_string())
+        })?;
+        tracing::info!(%identity, ttl_s = ttl.as_secs(), "issued a workload certificate");
+        Ok(Response::new(IstioCertificateResponse {
+            cert_chain: chain,
+        }))
+    }
+}

@@ -1,0 +1,172 @@
+//! The control plane as a CA on 15012: a pod credential buys a certificate for its own
+//! identity on the proxy's key, and discovery on the TLS port needs that certificate.
+
+use std::time::Duration;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use weft_control::{ControlOptions, ControlPlane};
+use weft_discovery::ca::istio_certificate_service_client::IstioCertificateServiceClient;
+use weft_discovery::ca::IstioCertificateRequest;
+use weft_discovery::discovery::discovery_client::DiscoveryClient;
+use weft_discovery::discovery::{proxy_message, Hello, ProxyMessage};
+use weft_security::cert::{chain_der, CertInfo};
+use weft_security::credential::{Issuer, PodClaims};
+use weft_security::workload::WorkloadKey;
+
+async fn start(dir: &std::path::Path) -> ControlPlane {
+    let mut opts = ControlOptions::new(dir.to_path_buf());
+    opts.grpc = "127.0.0.1:0".parse().unwrap();
+    opts.monitoring = "127.0.0.1:0".parse().unwrap();
+    opts.grpc_tls = Some("127.0.0.1:0".parse().unwrap());
+    ControlPlane::start(opts).await.unwrap()
+}
+
+async fn channel(cp: &ControlPlane, client: Option<Identity>) -> Channel {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(cp.ca.root_pem()))
+        .domain_name(weft_discovery::CONTROL_PLANE_SAN);
+    if let Some(id) = client {
+        tls = tls.identity(id);
+    }
+    Endpoint::from_shared(format!("https://{}", cp.grpc_tls_addr.unwrap()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn reviews() -> PodClaims {
+    PodClaims {
+        namespace: "default".into(),
+        service_account: "bookinfo-reviews".into(),
+        pod: "reviews-v1-0".into(),
+    }
+}
+
+async fn ask(
+    channel: Channel,
+    credential: Option<&str>,
+    csr: String,
+    validity_s: i64,
+) -> Result<Vec<String>, tonic::Status> {
+    let mut request = tonic::Request::new(IstioCertificateRequest {
+        csr,
+        validity_duration: validity_s,
+    });
+    if let Some(c) = credential {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {c}").parse().unwrap());
+    }
+    IstioCertificateServiceClient::new(channel)
+        .create_certificate(request)
+        .await
+        .map(|r| r.into_inner().cert_chain)
+}
+
+fn leaf(chain: &[String]) -> CertInfo {
+    CertInfo::of_der(&chain_der(&chain[0]).unwrap()[0]).unwrap()
+}
+
+async fn first_update(channel: Channel, namespace: &str) -> Result<(), tonic::Status> {
+    let hello = Hello {
+        name: "reviews-v1-0".into(),
+        namespace: namespace.into(),
+        ..Default::default()
+    };
+    let first = ProxyMessage {
+        message: Some(proxy_message::Message::Hello(hello)),
+    };
+    // The stream stays open, as a proxy's does.
+    let outbound = tokio_stream::iter(vec![first]).chain(tokio_stream::pending());
+    let mut updates = DiscoveryClient::new(channel)
+        .stream(outbound)
+        .await?
+        .into_inner();
+    match updates.message().await? {
+        Some(_) => Ok(()),
+        None => Err(tonic::Status::aborted("the stream ended")),
+    }
+}
+
+use tokio_stream::StreamExt;
+
+#[tokio::test]
+async fn a_pod_credential_buys_a_certificate_for_its_identity_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = start(dir.path()).await;
+    let root_key = dir.path().join(".weft/ca/root-key.pem");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&root_key).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the root's key is readable by others");
+    let credential = cp.issue_pod_credential(&reviews()).unwrap();
+    let key = WorkloadKey::generate().unwrap();
+    // The CSR asks for another service account: the certificate names the credential's.
+    let asked =
+        weft_security::Identity::parse("spiffe://cluster.local/ns/default/sa/admin").unwrap();
+    let csr = key.csr(&asked).unwrap();
+
+    let chain = ask(
+        channel(&cp, None).await,
+        Some(&credential),
+        csr.clone(),
+        3600,
+    )
+    .await
+    .unwrap();
+    let cert = leaf(&chain);
+    assert_eq!(
+        cert.identity().unwrap().to_string(),
+        "spiffe://cluster.local/ns/default/sa/bookinfo-reviews"
+    );
+    assert_eq!(cert.not_after - cert.not_before, 3600 + 60);
+    assert_eq!(chain.last().unwrap(), cp.ca.root_pem());
+    // Longer than the CA grants: Istio's 24 h.
+    let long = ask(
+        channel(&cp, None).await,
+        Some(&credential),
+        csr.clone(),
+        864_000,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        leaf(&long).not_after - leaf(&long).not_before,
+        24 * 3600 + 60
+    );
+
+    // No credential, or one another control plane signed: refused.
+    let none = ask(channel(&cp, None).await, None, csr.clone(), 3600).await;
+    assert_eq!(none.unwrap_err().code(), tonic::Code::Unauthenticated);
+    let elsewhere = Issuer::load_or_create(&dir.path().join("other.key")).unwrap();
+    let forged = elsewhere.issue(&reviews()).unwrap();
+    let refused = ask(channel(&cp, None).await, Some(&forged), csr, 3600).await;
+    let status = refused.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert!(status.message().contains("signature"), "{status:?}");
+
+    // Discovery on 15012: no certificate, refused; the certificate, for its own namespace.
+    let anonymous = first_update(channel(&cp, None).await, "default").await;
+    assert_eq!(anonymous.unwrap_err().code(), tonic::Code::Unauthenticated);
+    let identity = Identity::from_pem(chain.concat(), key.private_key_pem());
+    let with_cert = channel(&cp, Some(identity.clone())).await;
+    first_update(with_cert, "default").await.unwrap();
+    let other_namespace = first_update(channel(&cp, Some(identity)).await, "istio-system").await;
+    assert_eq!(
+        other_namespace.unwrap_err().code(),
+        tonic::Code::PermissionDenied
+    );
+
+    // A restart keeps the root and the credentials already handed out.
+    let root = cp.ca.root_pem().to_string();
+    drop(cp);
+    let again = start(dir.path()).await;
+    assert_eq!(again.ca.root_pem(), root);
+    let csr = WorkloadKey::generate().unwrap().csr(&asked).unwrap();
+    ask(channel(&again, None).await, Some(&credential), csr, 3600)
+        .await
+        .unwrap();
+}
