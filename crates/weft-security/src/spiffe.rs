@@ -25,20 +25,7 @@ pub enum IdentityError {
     TrustDomain(String),
 }
 
-/// Kubernetes' rule for namespace and service-account names (a DNS-1123 label; service
-/// accounts may be subdomains, but Istio's own names are labels).
-fn is_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-fn is_dns_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_label)
-}
+use weft_api::validate::{is_dns1123_label as is_label, is_dns1123_subdomain as is_dns_name};
 
 impl Identity {
     pub fn new(

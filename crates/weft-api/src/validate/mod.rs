@@ -24,6 +24,7 @@ mod telemetry;
 mod virtual_service;
 
 use crate::resource::{Resource, Spec};
+pub use names::{is_dns1123_label, is_dns1123_subdomain};
 use serde::Serialize;
 pub use virtual_service::UNUSED_RULE;
 
