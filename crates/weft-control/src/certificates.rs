@@ -6,7 +6,7 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 use weft_discovery::ca::istio_certificate_service_server::IstioCertificateService;
 use weft_discovery::ca::{IstioCertificateRequest, IstioCertificateResponse};
-use weft_discovery::credentials::AUTHORIZATION;
+use weft_discovery::credentials::{bearer_of, AUTHORIZATION};
 use weft_security::ca::{Ca, WORKLOAD_TTL};
 use weft_security::credential::Issuer;
 use weft_security::Identity;
@@ -25,7 +25,7 @@ impl CertificateService {
             .metadata()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer_of)
             .ok_or_else(|| {
                 Status::unauthenticated(
                     "no pod credential: send it as authorization: Bearer CREDENTIAL (weft proxy --credential-file names the file weft up gave the pod)",

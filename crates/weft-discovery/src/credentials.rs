@@ -111,10 +111,13 @@ impl Token {
 
     /// Whether an `authorization` header value carries this token.
     pub fn authorizes(&self, header: &str) -> bool {
-        header
-            .strip_prefix(BEARER)
-            .is_some_and(|presented| self.matches(presented))
+        bearer_of(header).is_some_and(|presented| self.matches(presented))
     }
+}
+
+/// What an `authorization: Bearer …` header value presents.
+pub fn bearer_of(header: &str) -> Option<&str> {
+    header.strip_prefix(BEARER)
 }
 
 /// Adds the admin token to every call of a gRPC client.
