@@ -129,3 +129,28 @@ pub fn exposition(data: &[u8]) {
     let held = db.select(&[weft_dashboard::tsdb::Matcher::equal("pod", "p")], 0, 2);
     assert_eq!(held.len(), db.stats().series);
 }
+
+/// A Telemetry CEL expression (access-log filter, metric tag value) as config brings it,
+/// parsed and, when it parses, evaluated over a request's attributes.
+pub fn expression(data: &[u8]) {
+    let Ok(source) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(expr) = weft_api::expression::parse(source) else {
+        return;
+    };
+    let mut headers = http::HeaderMap::new();
+    headers.insert("end-user", http::HeaderValue::from_static("jason"));
+    let entry = weft_proxy::telemetry::access_log::Entry {
+        method: "GET".into(),
+        path: "/reviews/0?x=1".into(),
+        status: 503,
+        authority: Some("reviews:9080".into()),
+        downstream_local: Some("10.0.0.2:9080".parse().unwrap()),
+        request_headers: Some(std::sync::Arc::new(headers)),
+        ..Default::default()
+    };
+    let attributes = weft_proxy::telemetry::attributes::Attributes { entry: &entry };
+    let _ = attributes.admits(&expr);
+    let _ = attributes.label(&expr);
+}

@@ -72,3 +72,8 @@ fn load() {
 fn exposition() {
     run("exposition", weft_fuzz::exposition, 16 * 1024);
 }
+
+#[test]
+fn expression() {
+    run("expression", weft_fuzz::expression, 1024);
+}

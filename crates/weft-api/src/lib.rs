@@ -5,6 +5,7 @@
 
 pub mod analyze;
 pub mod destination_rules;
+pub mod expression;
 pub mod host;
 pub mod load;
 pub mod resource;

@@ -151,6 +151,16 @@ fn istio_rejects_these_workload_entries() {
 }
 
 #[test]
+fn istio_accepts_these_telemetries() {
+    check_valid("validation/telemetry-valid.yaml");
+}
+
+#[test]
+fn istio_rejects_these_telemetries() {
+    check_invalid("validation/telemetry-invalid.yaml");
+}
+
+#[test]
 fn istio_accepts_these_destination_rules() {
     check_valid("validation/destinationrule-valid.yaml");
 }
@@ -306,5 +316,34 @@ fn a_field_istio_does_not_know_is_an_error_that_names_it() {
     let e = loaded.errors().next().expect("a typo is an error");
     assert_eq!(e.path, "spec.http[0].mach");
     assert!(e.message.contains("unknown field"), "{e}");
+    assert!(loaded.resources.is_empty());
+}
+
+#[test]
+fn a_telemetry_expression_that_is_not_cel_is_refused_with_its_field() {
+    let yaml = "apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: logs, namespace: istio-system}
+spec:
+  accessLogging:
+  - filter: {expression: 'response.code >='}
+  metrics:
+  - overrides:
+    - tagOverrides:
+        request_host: {value: 'request.host +'}
+        '0bad': {operation: REMOVE}
+";
+    let loaded = load_str(yaml, Path::new("telemetry.yaml"));
+    let errs: Vec<String> = errors(&loaded.diagnostics)
+        .iter()
+        .map(|d| format!("{}: {}", d.path, d.message))
+        .collect();
+    for want in [
+        "spec.accessLogging[0].filter.expression: not a CEL expression",
+        "spec.metrics[0].overrides[0].tagOverrides[request_host].value: not a CEL expression",
+        "spec.metrics[0].overrides[0].tagOverrides[0bad]: \"0bad\" cannot be a Prometheus label name",
+    ] {
+        assert!(errs.iter().any(|e| e.starts_with(want)), "{want}: {errs:#?}");
+    }
     assert!(loaded.resources.is_empty());
 }

@@ -213,15 +213,19 @@ pub async fn proxy<S>(
             L4Target::Cluster(c) => Some(c.stats.connection()),
             _ => None,
         };
-        (entry.bytes_received, entry.bytes_sent) =
-            splice(&mut downstream, &mut upstream, |received, sent| {
-                sample.bytes(received, sent)
-            })
-            .await;
+        (entry.bytes_received, entry.bytes_sent) = splice(
+            &mut downstream,
+            &mut upstream,
+            sample.every,
+            |received, sent| sample.bytes(received, sent),
+        )
+        .await;
     }
     entry.duration_ms = started.elapsed().as_millis() as u64;
     sample.closed();
-    shared
-        .access_log
-        .emit_as(shared.config.current().telemetry.access_log, entry);
+    let snapshot = shared.config.current();
+    let log = snapshot.telemetry.log_for(inbound);
+    if log.admits(&entry) {
+        shared.access_log.emit_as(log.choice, entry);
+    }
 }

@@ -492,3 +492,84 @@ async fn the_apps_metrics_are_merged_on_15020() {
     let envoy = scrape(proxy.proxy.envoy_stats_addr).await;
     assert!(!envoy.contains("bookinfo_app_requests_total"), "{envoy}");
 }
+
+/// Istio's "Customizing Istio Metrics" task (a tag from `request.host`, another from
+/// `string(destination.port)`, one removed, a metric turned off) and an access-log filter
+/// that keeps failures only, from one mesh-wide Telemetry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_overrides_change_labels_turn_metrics_off_and_filter_the_access_log() {
+    let v1 = Backend::start("127.0.0.2", "v1", ok()).await;
+    let telemetry = "---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  metrics:
+  - providers: [{name: prometheus}]
+    overrides:
+    - match: {metric: REQUEST_COUNT, mode: CLIENT_AND_SERVER}
+      tagOverrides:
+        request_host: {value: request.host}
+        destination_port: {value: string(destination.port)}
+        request_protocol: {operation: REMOVE}
+    - match: {metric: REQUEST_DURATION}
+      disabled: true
+    - match: {metric: RESPONSE_SIZE, mode: SERVER}
+      disabled: true
+  accessLogging:
+  - providers: [{name: envoy}]
+    filter: {expression: 'response.code >= 400'}
+";
+    let yaml = service_yaml("reviews", 9080, &[("v1", &v1)])
+        + &subsets_yaml("reviews", &["v1", "v3"], "")
+        + &reviews_routes(
+            "  - match:
+    - uri: {prefix: /missing}
+    route:
+    - destination: {host: reviews, subset: v3}
+  - route:
+    - destination: {host: reviews, subset: v1}
+",
+        )
+        + telemetry;
+    let mut proxy = TestProxy::start(&yaml).await;
+    let c = proxy.client();
+    for _ in 0..2 {
+        assert_eq!(c.served("reviews:9080", "/reviews/0", &[]).await, "v1");
+    }
+    assert_eq!(c.get("reviews:9080", "/missing", &[]).await.status, 503);
+    let port = proxy.proxy.outbound_addr.port().to_string();
+    let labels = [
+        ("destination_version", "v1"),
+        ("response_code", "200"),
+        ("request_host", "reviews:9080"),
+        ("destination_port", port.as_str()),
+    ];
+    let text = wait_for(proxy.proxy.stats_addr, "istio_requests_total", &labels, 2.0).await;
+    let requests: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{"))
+        .collect();
+    assert!(
+        requests.iter().all(|l| !l.contains("request_protocol=")),
+        "{text}"
+    );
+    assert!(
+        !text.contains("istio_request_duration_milliseconds_bucket"),
+        "{text}"
+    );
+    // The other metrics keep Istio's labels, and SERVER's override leaves the client alone.
+    let sent = [("destination_version", "v1"), ("request_protocol", "http")];
+    assert_eq!(
+        sample(&text, "istio_response_bytes_count", &sent),
+        Some(2.0)
+    );
+    assert_eq!(sample(&text, "istio_request_bytes_count", &sent), Some(2.0));
+    // Only the failure is logged.
+    let line = tokio::time::timeout(std::time::Duration::from_secs(10), proxy.log.recv())
+        .await
+        .expect("the failure is logged")
+        .unwrap();
+    assert_eq!((line.status, line.path.as_str()), (503, "/missing"));
+    assert!(proxy.log.try_recv().is_err(), "a 200 was logged");
+}

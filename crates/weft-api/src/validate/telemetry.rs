@@ -1,8 +1,10 @@
 //! Telemetry (telemetry.istio.io) and the MeshConfig fields behind it.
 
-use super::common::{percent, port, Path, Report};
+use super::common::{min_duration, percent, port, Path, Report};
 use crate::types::mesh_config::{ExtensionProvider, MeshConfig};
-use crate::types::telemetry::{ProviderRef, Telemetry};
+use crate::types::telemetry::{
+    IstioMetric, MetricsOverrides, ProviderRef, TagOperation, Telemetry,
+};
 use std::collections::BTreeSet;
 
 pub fn validate_telemetry(r: &mut Report, t: &Telemetry) {
@@ -31,17 +33,100 @@ pub fn validate_telemetry(r: &mut Report, t: &Telemetry) {
     for (i, logging) in t.access_logging.iter().enumerate() {
         let path = spec.field("accessLogging").index(i);
         provider_names(r, &path.field("providers"), &logging.providers);
-        if logging.filter.is_some() {
-            r.warning(
-                &path.field("filter"),
-                "Weft does not evaluate access-log filters yet; every request is logged",
+        if let Some(filter) = &logging.filter {
+            expression(
+                r,
+                &path.field("filter").field("expression"),
+                &filter.expression,
             );
         }
     }
-    if !t.metrics.is_empty() {
+    for (i, metrics) in t.metrics.iter().enumerate() {
+        let path = spec.field("metrics").index(i);
+        provider_names(r, &path.field("providers"), &metrics.providers);
+        if let Some(interval) = metrics.reporting_interval {
+            min_duration(r, &path.field("reportingInterval"), interval);
+        }
+        for (j, o) in metrics.overrides.iter().enumerate() {
+            overrides(r, &path.field("overrides").index(j), o);
+        }
+    }
+    if !t.target_refs.is_empty() || t.target_ref.is_some() {
+        let field = if t.target_ref.is_some() {
+            "targetRef"
+        } else {
+            "targetRefs"
+        };
         r.warning(
-            &spec.field("metrics"),
-            "Weft does not apply metric overrides yet; the standard metrics are reported",
+            &spec.field(field),
+            "targetRefs attach to Gateway API gateways and waypoints, which Weft does not run; \
+             this Telemetry applies to no sidecar or Istio gateway",
+        )
+        .with_hint("use selector.matchLabels to choose workloads");
+    }
+}
+
+fn overrides(r: &mut Report, path: &Path, o: &MetricsOverrides) {
+    if let Some(selector) = &o.r#match {
+        let at = path.field("match");
+        if selector.metric.is_some() && selector.custom_metric.is_some() {
+            r.error(&at, "only one of metric or customMetric can be set");
+        }
+        match selector.custom_metric.as_deref() {
+            Some("") => {
+                r.error(
+                    &at.field("customMetric"),
+                    "customMetric in body should be at least 1 chars long",
+                );
+            }
+            Some(name) if IstioMetric::selected(Some(selector)).is_empty() => {
+                r.warning(
+                    &at.field("customMetric"),
+                    format!("Weft reports no metric {name:?}; this override changes nothing"),
+                )
+                .with_hint(
+                    "name a standard metric without its istio_ prefix, such as requests_total",
+                );
+            }
+            _ => {}
+        }
+    }
+    for (name, tag) in &o.tag_overrides {
+        let at = path.field("tagOverrides").key(name);
+        if name.is_empty() {
+            r.error(&at, "name in body should be at least 1 chars long");
+        } else if !is_label_name(name) {
+            r.error(&at, format!("{name:?} cannot be a Prometheus label name"))
+                .with_hint("use letters, digits and underscores, not starting with a digit");
+        }
+        match (tag.operation.unwrap_or_default(), tag.value.as_deref()) {
+            (TagOperation::Remove, Some(_)) => {
+                r.error(&at, "value must not be set when operation is REMOVE");
+            }
+            (TagOperation::Upsert, None | Some("")) if tag.operation.is_some() => {
+                r.error(&at, "value must be set when operation is UPSERT");
+            }
+            (TagOperation::Upsert, Some(value)) => {
+                expression(r, &at.field("value"), value);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Prometheus' label names: `[a-zA-Z_][a-zA-Z0-9_]*`.
+fn is_label_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn expression(r: &mut Report, path: &Path, source: &str) {
+    if let Err(e) = crate::expression::parse(source) {
+        r.error(path, e.to_string()).with_hint(
+            "write a CEL expression over Istio's attributes, such as response.code >= 400",
         );
     }
 }
@@ -97,7 +182,10 @@ fn http_header_name(name: &str) -> Option<String> {
 fn provider_names(r: &mut Report, path: &Path, providers: &[ProviderRef]) {
     for (i, p) in providers.iter().enumerate() {
         if p.name.is_empty() {
-            r.required(&path.index(i).field("name"));
+            r.error(
+                &path.index(i).field("name"),
+                "name in body should be at least 1 chars long",
+            );
         }
     }
 }

@@ -115,9 +115,14 @@ pub async fn handle(
     let caller = if inbound {
         peer::take(&mut parts.headers)
     } else {
-        shared.own_metadata.add(&mut parts.headers);
         None
     };
+    if snapshot.telemetry.keep_request_headers {
+        x.entry.request_headers = Some(Arc::new(parts.headers.clone()));
+    }
+    if !inbound {
+        shared.own_metadata.add(&mut parts.headers);
+    }
     let result = if let Err(e) = edge {
         close = e.closes_connection() && parts.version != Version::HTTP_2;
         Err(e.reply())
@@ -213,7 +218,7 @@ pub async fn handle(
             shared.metrics.tcp_opened(&snapshot, &entry, inbound)
         });
     }
-    let log_choice = snapshot.telemetry.access_log;
+    let log = snapshot.telemetry.log_for(inbound).clone();
     if grpc {
         response.body_mut().count_grpc_messages();
     }
@@ -230,7 +235,9 @@ pub async fn handle(
         if let Some(span) = span {
             shared.tracer.finish(span, &entry);
         }
-        shared.access_log.emit_as(log_choice, entry);
+        if log.admits(&entry) {
+            shared.access_log.emit_as(log.choice, entry);
+        }
     });
     Ok(response)
 }

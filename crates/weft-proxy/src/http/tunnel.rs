@@ -78,7 +78,10 @@ pub async fn connect(
             Ok(upgraded) => {
                 let mut upgraded = TokioIo::new(upgraded);
                 let mut upstream = upstream;
-                splice(&mut upgraded, &mut upstream, |r, s| sample.bytes(r, s)).await;
+                splice(&mut upgraded, &mut upstream, sample.every, |r, s| {
+                    sample.bytes(r, s)
+                })
+                .await;
             }
             Err(e) => tracing::debug!(%remote, "CONNECT upgrade failed: {e}"),
         }
@@ -104,7 +107,7 @@ pub fn splice_upgrade(
     tokio::spawn(async move {
         if let (Ok(down), Ok(up)) = tokio::join!(downstream, upstream) {
             let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
-            splice(&mut down, &mut up, |r, s| sample.bytes(r, s)).await;
+            splice(&mut down, &mut up, sample.every, |r, s| sample.bytes(r, s)).await;
         }
         sample.closed();
     });

@@ -47,6 +47,28 @@ impl Flags {
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
+
+    /// The flags as Envoy's `response.flags` attribute numbers them (its `ResponseFlag`
+    /// bits), for CEL expressions written against Envoy.
+    pub fn envoy_bits(self) -> u64 {
+        const ENVOY: [(Flags, u64); 11] = [
+            (Flags::UH, 0x2),
+            (Flags::UT, 0x4),
+            (Flags::UF, 0x20),
+            (Flags::UC, 0x40),
+            (Flags::UO, 0x80),
+            (Flags::NR, 0x100),
+            (Flags::DI, 0x200),
+            (Flags::FI, 0x400),
+            (Flags::DC, 0x4000),
+            (Flags::URX, 0x8000),
+            (Flags::NC, 0x100_0000),
+        ];
+        ENVOY
+            .iter()
+            .filter(|(f, _)| self.contains(*f))
+            .fold(0, |bits, (_, bit)| bits | bit)
+    }
 }
 
 impl std::ops::BitOr for Flags {
@@ -104,6 +126,8 @@ pub struct Entry {
     pub downstream_local: Option<SocketAddr>,
     pub downstream_remote: Option<SocketAddr>,
     pub route_name: Option<String>,
+    /// The request's headers, kept only when a Telemetry expression reads `request`.
+    pub request_headers: Option<Arc<http::HeaderMap>>,
 }
 
 impl fmt::Display for Entry {

@@ -8,7 +8,9 @@
 //! precomputed hash, its protocol, status and flags.
 
 use super::access_log::{Entry, Flags};
+use super::attributes::Attributes;
 use super::peer::{self, Peer};
+use super::policy::{MetricRule, MetricsPolicy, TagRule};
 use crate::model::route::RouteId;
 use crate::model::Snapshot;
 use crate::workload::{self, Workload};
@@ -20,9 +22,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
+use weft_api::types::telemetry::IstioMetric;
 
 /// Istio's default buckets, for milliseconds and bytes alike.
 const BUCKETS: [f64; 19] = [
@@ -71,6 +75,24 @@ const PEER_LABELS: [&str; 20] = [
     "destination_service_namespace",
     "destination_cluster",
 ];
+
+/// Istio's labels after the peers', in Istio's order; with `PEER_LABELS`, the bits of
+/// [`Custom::removed`].
+const SAMPLE_LABELS: [&str; 5] = [
+    "request_protocol",
+    "response_code",
+    "grpc_response_status",
+    "response_flags",
+    "connection_security_policy",
+];
+
+fn label_bit(name: &str) -> Option<u32> {
+    let at = PEER_LABELS
+        .iter()
+        .chain(&SAMPLE_LABELS)
+        .position(|l| *l == name)?;
+    Some(1 << at)
+}
 
 /// One side of a call as Istio's labels describe a workload.
 struct Side {
@@ -252,25 +274,84 @@ struct Labels {
     /// The response code and, for gRPC, its status when seen; TCP metrics have neither.
     response: Option<(u16, Option<u16>)>,
     flags: Flags,
+    /// What Telemetry's tag overrides changed; `None` without overrides.
+    custom: Option<Box<Custom>>,
+}
+
+/// A metric's labels as a Telemetry override changed them for one sample.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Custom {
+    /// Bit `i`: the `i`th of Istio's labels is left out, removed or upserted anew.
+    removed: u32,
+    upserted: Vec<(Arc<str>, String)>,
+}
+
+impl Labels {
+    /// The labels `rule` makes of these for the sample `entry` describes.
+    fn customized(&self, rule: &MetricRule, entry: &Entry) -> Labels {
+        let mut custom = Custom {
+            removed: 0,
+            upserted: Vec::new(),
+        };
+        let attributes = Attributes { entry };
+        for (name, tag) in &rule.tags {
+            custom.removed |= label_bit(name).unwrap_or(0);
+            if let TagRule::Upsert(value) = tag {
+                custom
+                    .upserted
+                    .push((name.as_str().into(), attributes.label(value)));
+            }
+        }
+        Labels {
+            custom: Some(Box::new(custom)),
+            ..self.clone()
+        }
+    }
+
+    /// These labels, or none when `policy` turns `metric` off.
+    fn for_metric<'l>(
+        &'l self,
+        policy: Option<&MetricsPolicy>,
+        inbound: bool,
+        metric: IstioMetric,
+        entry: &Entry,
+    ) -> Option<Cow<'l, Labels>> {
+        match policy.and_then(|p| p.rule(inbound, metric)) {
+            None => Some(Cow::Borrowed(self)),
+            Some(rule) if rule.disabled => None,
+            Some(rule) if rule.tags.is_empty() => Some(Cow::Borrowed(self)),
+            Some(rule) => Some(Cow::Owned(self.customized(rule, entry))),
+        }
+    }
 }
 
 impl EncodeLabelSet for Labels {
     fn encode(&self, mut enc: LabelSetEncoder) -> std::fmt::Result {
-        for (key, value) in PEER_LABELS.iter().zip(&self.peers.values) {
-            (*key, &**value).encode(enc.encode_label())?;
+        let removed = self.custom.as_ref().map_or(0, |c| c.removed);
+        let peers = PEER_LABELS.len();
+        let mut label = |at: usize, key: &str, value: &str| match removed & (1 << at) {
+            0 => (key, value).encode(enc.encode_label()),
+            _ => Ok(()),
+        };
+        for (at, (key, value)) in PEER_LABELS.iter().zip(&self.peers.values).enumerate() {
+            label(at, key, value)?;
         }
-        ("request_protocol", self.protocol).encode(enc.encode_label())?;
+        label(peers, SAMPLE_LABELS[0], self.protocol)?;
         if let Some((code, grpc)) = self.response {
-            ("response_code", code).encode(enc.encode_label())?;
+            label(peers + 1, SAMPLE_LABELS[1], &code.to_string())?;
             let grpc = match (self.protocol, grpc) {
                 ("grpc", Some(status)) => status.to_string(),
                 ("grpc", None) => UNKNOWN.into(),
                 _ => String::new(),
             };
-            ("grpc_response_status", grpc.as_str()).encode(enc.encode_label())?;
+            label(peers + 2, SAMPLE_LABELS[2], &grpc)?;
         }
-        ("response_flags", self.flags.to_string().as_str()).encode(enc.encode_label())?;
-        ("connection_security_policy", self.peers.security).encode(enc.encode_label())
+        label(peers + 3, SAMPLE_LABELS[3], &self.flags.to_string())?;
+        label(peers + 4, SAMPLE_LABELS[4], self.peers.security)?;
+        for (key, value) in self.custom.iter().flat_map(|c| &c.upserted) {
+            (&**key, value.as_str()).encode(enc.encode_label())?;
+        }
+        Ok(())
     }
 }
 
@@ -455,6 +536,8 @@ impl Metrics {
             protocol: if grpc { "grpc" } else { "http" },
             grpc_status,
             route: None,
+            policy: snapshot.telemetry.metrics.clone(),
+            inbound,
         }
     }
 
@@ -479,11 +562,25 @@ impl Metrics {
             protocol: "tcp",
             response: None,
             flags: entry.flags,
+            custom: None,
         };
-        self.tcp_opened.get_or_create(&labels).inc();
+        let policy = snapshot.telemetry.metrics.as_deref();
+        let for_metric = |metric| {
+            labels
+                .for_metric(policy, inbound, metric, entry)
+                .map(Cow::into_owned)
+        };
+        if let Some(opened) = for_metric(IstioMetric::TcpOpenedConnections) {
+            self.tcp_opened.get_or_create(&opened).inc();
+        }
         TcpSample {
+            every: policy
+                .and_then(|p| p.reporting_interval)
+                .unwrap_or(crate::transport::splice::FLUSH),
             metrics: self.clone(),
-            labels,
+            sent: for_metric(IstioMetric::TcpSentBytes),
+            received: for_metric(IstioMetric::TcpReceivedBytes),
+            closed: for_metric(IstioMetric::TcpClosedConnections),
         }
     }
 
@@ -690,6 +787,8 @@ pub struct HttpSample {
     protocol: &'static str,
     grpc_status: Option<u16>,
     route: Option<Arc<RouteId>>,
+    policy: Option<Arc<MetricsPolicy>>,
+    inbound: bool,
 }
 
 impl HttpSample {
@@ -708,20 +807,34 @@ impl HttpSample {
             protocol: self.protocol,
             response: Some((entry.status, trailer_status.or(self.grpc_status))),
             flags: entry.flags,
+            custom: None,
         };
-        m.requests.get_or_create(&labels).inc();
-        m.duration
-            .get_or_create(&labels)
-            .observe(entry.duration_ms as f64);
-        m.request_bytes
-            .get_or_create(&labels)
-            .observe(entry.bytes_received as f64);
-        m.response_bytes
-            .get_or_create(&labels)
-            .observe(entry.bytes_sent as f64);
+        let for_metric =
+            |metric| labels.for_metric(self.policy.as_deref(), self.inbound, metric, entry);
+        if let Some(l) = for_metric(IstioMetric::RequestCount) {
+            m.requests.get_or_create(&l).inc();
+        }
+        if let Some(l) = for_metric(IstioMetric::RequestDuration) {
+            m.duration
+                .get_or_create(&l)
+                .observe(entry.duration_ms as f64);
+        }
+        if let Some(l) = for_metric(IstioMetric::RequestSize) {
+            let size = entry.bytes_received as f64;
+            m.request_bytes.get_or_create(&l).observe(size);
+        }
+        if let Some(l) = for_metric(IstioMetric::ResponseSize) {
+            m.response_bytes
+                .get_or_create(&l)
+                .observe(entry.bytes_sent as f64);
+        }
         if let Some((sent, received)) = messages {
-            m.request_messages.get_or_create(&labels).inc_by(sent);
-            m.response_messages.get_or_create(&labels).inc_by(received);
+            if let Some(l) = for_metric(IstioMetric::GrpcRequestMessages) {
+                m.request_messages.get_or_create(&l).inc_by(sent);
+            }
+            if let Some(l) = for_metric(IstioMetric::GrpcResponseMessages) {
+                m.response_messages.get_or_create(&l).inc_by(received);
+            }
         }
         if let Some(id) = self.route {
             let mut route = RouteLabels { id, code: None };
@@ -734,22 +847,32 @@ impl HttpSample {
     }
 }
 
-/// An open TCP connection's labels, for its close.
+/// An open TCP connection's labels for each metric it still reports (`None`: turned off).
 pub struct TcpSample {
+    /// How often the connection's bytes are reported while it lives.
+    pub every: std::time::Duration,
     metrics: Arc<Metrics>,
-    labels: Labels,
+    sent: Option<Labels>,
+    received: Option<Labels>,
+    closed: Option<Labels>,
 }
 
 impl TcpSample {
     /// Bytes since the last report: received from and sent to the downstream.
     pub fn bytes(&self, received: u64, sent: u64) {
         let m = &self.metrics;
-        m.tcp_sent.get_or_create(&self.labels).inc_by(sent);
-        m.tcp_received.get_or_create(&self.labels).inc_by(received);
+        if let Some(l) = &self.sent {
+            m.tcp_sent.get_or_create(l).inc_by(sent);
+        }
+        if let Some(l) = &self.received {
+            m.tcp_received.get_or_create(l).inc_by(received);
+        }
     }
 
     pub fn closed(self) {
-        self.metrics.tcp_closed.get_or_create(&self.labels).inc();
+        if let Some(l) = &self.closed {
+            self.metrics.tcp_closed.get_or_create(l).inc();
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! the policy (MeshConfig, Telemetry) that decides which of them a workload reports.
 
 pub mod access_log;
+pub mod attributes;
 pub mod metrics;
 pub mod peer;
 pub mod policy;

@@ -2,10 +2,15 @@
 //! defaults, then Istio's `Telemetry` resources from the root namespace, the workload's
 //! namespace and those selecting the workload, the most specific setting winning.
 
-use super::access_log::Encoding;
+use super::access_log::{Encoding, Entry};
+use super::attributes::{self, Attributes};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use weft_api::expression::{self, Expression};
 use weft_api::types::mesh_config::{AccessLogEncoding, MeshConfig};
-use weft_api::types::telemetry::{CustomTag, Telemetry, WorkloadMode};
+use weft_api::types::telemetry::{
+    CustomTag, IstioMetric, ProviderRef, TagOperation, Telemetry, WorkloadMode,
+};
 use weft_api::types::{labels_match, OutboundTrafficMode};
 use weft_api::{scope, Resource, Spec};
 
@@ -18,11 +23,92 @@ pub const DEFAULT_ZIPKIN: (&str, u16) = ("zipkin.istio-system", 9411);
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TelemetryPolicy {
-    /// `None`: the proxy's own `--access-log` choice.
-    pub access_log: Option<LogChoice>,
+    /// By [`Mode`]: what the client side and the server side log.
+    pub access_log: [LogPolicy; 2],
+    /// `None`: the standard metrics, unchanged.
+    pub metrics: Option<Arc<MetricsPolicy>>,
+    /// Whether any expression reads `request`, so that requests keep their headers.
+    pub keep_request_headers: bool,
     pub tracing: Option<Arc<TracingPolicy>>,
     /// MeshConfig's `outboundTrafficPolicy.mode`, beneath a Sidecar's.
     pub outbound_policy: Option<OutboundTrafficMode>,
+}
+
+/// Telemetry's `match.mode` side: inbound is the server; outbound and gateways are the
+/// client, as Istio classes a gateway's listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Client = 0,
+    Server = 1,
+}
+
+impl Mode {
+    pub fn of(inbound: bool) -> Mode {
+        if inbound {
+            Mode::Server
+        } else {
+            Mode::Client
+        }
+    }
+
+    fn selected(mode: WorkloadMode) -> &'static [Mode] {
+        match mode {
+            WorkloadMode::ClientAndServer => &[Mode::Client, Mode::Server],
+            WorkloadMode::Client => &[Mode::Client],
+            WorkloadMode::Server => &[Mode::Server],
+        }
+    }
+}
+
+impl TelemetryPolicy {
+    pub fn log_for(&self, inbound: bool) -> &LogPolicy {
+        &self.access_log[Mode::of(inbound) as usize]
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogPolicy {
+    /// `None`: the proxy's own `--access-log` choice.
+    pub choice: Option<LogChoice>,
+    /// Telemetry's `accessLogging[].filter`: only entries it holds true for are written.
+    pub filter: Option<Expression>,
+}
+
+impl LogPolicy {
+    pub fn admits(&self, entry: &Entry) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|f| Attributes { entry }.admits(f))
+    }
+}
+
+/// What Telemetry's `metrics[].overrides` changed, by [`Mode`] and by the metric's
+/// [`IstioMetric::slot`]; `None` where nothing changed a metric.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricsPolicy {
+    pub rules: [[Option<Arc<MetricRule>>; 10]; 2],
+    /// `metrics[].reportingInterval`: how often live TCP connections report their bytes.
+    pub reporting_interval: Option<std::time::Duration>,
+}
+
+impl MetricsPolicy {
+    pub fn rule(&self, inbound: bool, metric: IstioMetric) -> Option<&MetricRule> {
+        let slot = metric.slot()?;
+        self.rules[Mode::of(inbound) as usize][slot].as_deref()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricRule {
+    pub disabled: bool,
+    /// By label name, in name order.
+    pub tags: Vec<(String, TagRule)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TagRule {
+    Remove,
+    Upsert(Expression),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,14 +198,33 @@ pub fn resolve(resources: &[Resource], workload: &Workload) -> Result<TelemetryP
             b.1.name(),
         ))
     });
+    let access_log = access_log(mesh, &telemetries)?;
+    let metrics = metrics(mesh, &telemetries)?;
+    let keep_request_headers = access_log
+        .iter()
+        .filter_map(|l| l.filter.as_ref())
+        .chain(metrics.iter().flat_map(|m| {
+            m.rules.iter().flatten().flatten().flat_map(|r| {
+                r.tags.iter().filter_map(|(_, t)| match t {
+                    TagRule::Upsert(e) => Some(e),
+                    TagRule::Remove => None,
+                })
+            })
+        }))
+        .any(attributes::reads_request);
     Ok(TelemetryPolicy {
-        access_log: access_log(mesh, &telemetries),
+        access_log,
+        metrics: metrics.map(Arc::new),
+        keep_request_headers,
         tracing: tracing(mesh, &telemetries)?.map(Arc::new),
         outbound_policy: mesh.outbound_traffic_policy.as_ref().map(|p| p.mode),
     })
 }
 
-fn access_log(mesh: &MeshConfig, telemetries: &[(u8, &Resource, &Telemetry)]) -> Option<LogChoice> {
+fn access_log(
+    mesh: &MeshConfig,
+    telemetries: &[(u8, &Resource, &Telemetry)],
+) -> Result<[LogPolicy; 2], String> {
     let encoding = match mesh.access_log_encoding {
         Some(AccessLogEncoding::Json) => Encoding::Json,
         _ => Encoding::Text,
@@ -149,20 +254,169 @@ fn access_log(mesh: &MeshConfig, telemetries: &[(u8, &Resource, &Telemetry)]) ->
             choice = Some(c);
         }
     }
-    for (_, _, t) in telemetries {
-        for rule in &t.access_logging {
-            if rule.disabled == Some(true) {
-                choice = Some(LogChoice::Off);
-            } else if let Some(c) =
-                by_providers(&mut rule.providers.iter().map(|p| p.name.as_str()))
-            {
-                choice = Some(c);
-            } else if rule.disabled == Some(false) && choice == Some(LogChoice::Off) {
-                choice = Some(LogChoice::Stdout(encoding));
+    let mut sides = [
+        LogPolicy {
+            choice,
+            filter: None,
+        },
+        LogPolicy {
+            choice,
+            filter: None,
+        },
+    ];
+    for (_, r, t) in telemetries {
+        for (i, rule) in t.access_logging.iter().enumerate() {
+            let filter = rule
+                .filter
+                .as_ref()
+                .map(|f| {
+                    expression::parse(&f.expression).map_err(|e| {
+                        format!(
+                            "Telemetry {}/{}: spec.accessLogging[{i}].filter.expression: {e}",
+                            r.namespace(),
+                            r.name()
+                        )
+                    })
+                })
+                .transpose()?;
+            let mode = rule.r#match.as_ref().map(|m| m.mode).unwrap_or_default();
+            for side in Mode::selected(mode) {
+                let log = &mut sides[*side as usize];
+                if rule.disabled == Some(true) {
+                    log.choice = Some(LogChoice::Off);
+                } else if let Some(c) =
+                    by_providers(&mut rule.providers.iter().map(|p| p.name.as_str()))
+                {
+                    log.choice = Some(c);
+                    log.filter = filter.clone();
+                } else {
+                    if rule.disabled == Some(false) && log.choice == Some(LogChoice::Off) {
+                        log.choice = Some(LogChoice::Stdout(encoding));
+                    }
+                    if filter.is_some() {
+                        log.filter = filter.clone();
+                    }
+                }
             }
         }
     }
-    choice
+    Ok(sides)
+}
+
+/// Whether a metrics rule's providers reach Prometheus, the one metrics provider Weft has;
+/// no providers means the defaults.
+fn to_prometheus(mesh: &MeshConfig, providers: &[ProviderRef]) -> bool {
+    providers.iter().any(|p| {
+        p.name == "prometheus"
+            || mesh
+                .provider(&p.name)
+                .is_some_and(|e| e.prometheus.is_some())
+    })
+}
+
+/// Istio's merge of `metrics[]`: the most specific providers list decides whether
+/// Prometheus reports at all; overrides apply from the least specific resource to the
+/// most, each changing only what it names.
+fn metrics(
+    mesh: &MeshConfig,
+    telemetries: &[(u8, &Resource, &Telemetry)],
+) -> Result<Option<MetricsPolicy>, String> {
+    let default_providers: Vec<ProviderRef> = match &mesh.default_providers {
+        Some(d) if !d.metrics.is_empty() => d
+            .metrics
+            .iter()
+            .map(|name| ProviderRef { name: name.clone() })
+            .collect(),
+        _ => vec![ProviderRef {
+            name: "prometheus".into(),
+        }],
+    };
+    let mut enabled = to_prometheus(mesh, &default_providers);
+    #[derive(Default)]
+    struct Draft<'a> {
+        disabled: Option<bool>,
+        tags: BTreeMap<&'a str, TagRule>,
+    }
+    let mut drafts: [[Option<Draft>; 10]; 2] = Default::default();
+    let mut touched = false;
+    let mut reporting_interval = None;
+    for (_, r, t) in telemetries {
+        for (i, rule) in t.metrics.iter().enumerate() {
+            if let Some(every) = rule.reporting_interval {
+                reporting_interval = Some(every.as_std());
+                touched = true;
+            }
+            if !rule.providers.is_empty() {
+                enabled = to_prometheus(mesh, &rule.providers);
+                touched |= !enabled;
+                if !enabled {
+                    continue;
+                }
+            }
+            for (j, o) in rule.overrides.iter().enumerate() {
+                let selector = o.r#match.as_ref();
+                let mode = selector.map(|m| m.mode).unwrap_or_default();
+                let mut tags = Vec::new();
+                for (name, tag) in &o.tag_overrides {
+                    let rule = match (tag.operation.unwrap_or_default(), tag.value.as_deref()) {
+                        (TagOperation::Remove, _) => TagRule::Remove,
+                        (TagOperation::Upsert, Some(v)) if !v.is_empty() => {
+                            TagRule::Upsert(expression::parse(v).map_err(|e| {
+                                format!(
+                                    "Telemetry {}/{}: spec.metrics[{i}].overrides[{j}].tagOverrides[{name}].value: {e}",
+                                    r.namespace(),
+                                    r.name()
+                                )
+                            })?)
+                        }
+                        (TagOperation::Upsert, _) => continue,
+                    };
+                    tags.push((name.as_str(), rule));
+                }
+                for side in Mode::selected(mode) {
+                    for metric in IstioMetric::selected(selector) {
+                        let Some(slot) = metric.slot() else { continue };
+                        let draft = drafts[*side as usize][slot].get_or_insert_with(Draft::default);
+                        touched = true;
+                        if o.disabled.is_some() {
+                            draft.disabled = o.disabled;
+                        }
+                        for (name, rule) in &tags {
+                            draft.tags.insert(name, rule.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if !touched {
+        return Ok(None);
+    }
+    let mut policy = MetricsPolicy {
+        reporting_interval,
+        ..MetricsPolicy::default()
+    };
+    for (side, drafts) in drafts.into_iter().enumerate() {
+        for (slot, draft) in drafts.into_iter().enumerate() {
+            let rule = match draft {
+                None if enabled => continue,
+                None => MetricRule {
+                    disabled: true,
+                    tags: Vec::new(),
+                },
+                Some(d) => MetricRule {
+                    disabled: !enabled || d.disabled == Some(true),
+                    tags: d
+                        .tags
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect(),
+                },
+            };
+            policy.rules[side][slot] = Some(Arc::new(rule));
+        }
+    }
+    Ok(Some(policy))
 }
 
 fn tracing(
@@ -329,7 +583,8 @@ mod tests {
         assert_eq!(tracing.sampling, 1.0);
         let c = tracing.collector.as_ref().unwrap();
         assert_eq!((c.host.as_str(), c.port), DEFAULT_ZIPKIN);
-        assert_eq!(p.access_log, None);
+        assert_eq!(p.access_log, <[LogPolicy; 2]>::default());
+        assert_eq!(p.metrics, None);
         let off = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: 'enableTracing: false'\n";
         assert!(policy(off).tracing.is_none());
     }
@@ -366,12 +621,62 @@ mod tests {
             30.0
         );
         let p = policy(&format!("{mesh}{namespace}"));
-        let collector = p.tracing.unwrap().collector.clone().unwrap();
+        let collector = p.tracing.as_ref().unwrap().collector.clone().unwrap();
         assert_eq!(collector.protocol, CollectorProtocol::OtlpHttp);
-        assert_eq!(p.access_log, Some(LogChoice::Stdout(Encoding::Json)));
         assert_eq!(
-            policy(&format!("{mesh}{selecting}")).access_log,
+            p.log_for(true).choice,
+            Some(LogChoice::Stdout(Encoding::Json))
+        );
+        assert_eq!(
+            policy(&format!("{mesh}{selecting}")).log_for(false).choice,
             Some(LogChoice::Off)
         );
+    }
+
+    #[test]
+    fn metric_overrides_merge_from_the_root_namespace_to_the_workload_by_mode() {
+        let root = telemetry(
+            "istio-system",
+            "",
+            "  metrics:\n  - reportingInterval: 15s\n    overrides:\n    - match: {metric: REQUEST_COUNT}\n      tagOverrides: {request_host: {value: request.host}}",
+        );
+        let namespace = telemetry(
+            "default",
+            "",
+            "  metrics:\n  - overrides:\n    - match: {mode: CLIENT}\n      tagOverrides: {request_host: {operation: REMOVE}}\n    - match: {customMetric: request_bytes, mode: SERVER}\n      disabled: true\n  accessLogging:\n  - match: {mode: SERVER}\n    disabled: true",
+        );
+        let p = policy(&format!("{root}{namespace}"));
+        let m = p.metrics.as_ref().unwrap();
+        let count_client = m.rule(false, IstioMetric::RequestCount).unwrap();
+        assert_eq!(
+            count_client.tags,
+            vec![("request_host".into(), TagRule::Remove)]
+        );
+        let count_server = m.rule(true, IstioMetric::RequestCount).unwrap();
+        assert!(
+            matches!(&count_server.tags[..], [(_, TagRule::Upsert(e))] if &*e.source == "request.host")
+        );
+        assert!(m.rule(true, IstioMetric::RequestSize).unwrap().disabled);
+        assert!(!m.rule(false, IstioMetric::RequestSize).unwrap().disabled);
+        assert!(m.rule(true, IstioMetric::TcpSentBytes).is_none());
+        assert_eq!(
+            m.reporting_interval,
+            Some(std::time::Duration::from_secs(15))
+        );
+        assert!(p.keep_request_headers);
+        assert_eq!(p.log_for(true).choice, Some(LogChoice::Off));
+        assert_eq!(p.log_for(false).choice, None);
+
+        // A workload whose metrics go to a provider other than Prometheus reports none.
+        let elsewhere = telemetry(
+            "default",
+            "  selector: {matchLabels: {app: reviews}}\n",
+            "  metrics: [{providers: [{name: stackdriver}]}]",
+        );
+        let p = policy(&format!("{root}{elsewhere}"));
+        let m = p.metrics.unwrap();
+        for metric in IstioMetric::EACH {
+            assert!(m.rule(false, metric).unwrap().disabled, "{metric:?}");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Splicing two byte streams both ways, reporting the bytes each way while the connection
-//! lives (every [`FLUSH`], as Envoy flushes TCP stats) and when it ends, cleanly or reset.
+//! lives (by default every [`FLUSH`], as Envoy flushes TCP stats) and when it ends, cleanly
+//! or reset.
 
 use std::io;
 use std::pin::Pin;
@@ -8,15 +9,17 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// How often a live connection's bytes are reported.
+/// How often a live connection's bytes are reported unless Telemetry's
+/// `metrics[].reportingInterval` says otherwise.
 pub const FLUSH: Duration = Duration::from_secs(5);
 
 /// Copies `downstream` ⇄ `upstream` until both sides are done or one fails. `report`
-/// gets (received from downstream, sent to downstream) since its last call. Returns the
-/// totals.
+/// gets (received from downstream, sent to downstream) since its last call, at least
+/// every `every`. Returns the totals.
 pub async fn splice<A, B>(
     downstream: &mut A,
     upstream: &mut B,
+    every: Duration,
     mut report: impl FnMut(u64, u64),
 ) -> (u64, u64)
 where
@@ -43,7 +46,7 @@ where
         };
         let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
         tokio::pin!(copy);
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + FLUSH, FLUSH);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             tokio::select! {
                 _ = &mut copy => break,
@@ -120,7 +123,10 @@ mod tests {
         let reports = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = reports.clone();
         let spliced = tokio::spawn(async move {
-            splice(&mut down, &mut up, |r, s| seen.lock().unwrap().push((r, s))).await
+            splice(&mut down, &mut up, FLUSH, |r, s| {
+                seen.lock().unwrap().push((r, s))
+            })
+            .await
         });
         client.write_all(b"hello").await.unwrap();
         let mut buf = [0u8; 5];
