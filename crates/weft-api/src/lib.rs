@@ -8,6 +8,7 @@ pub mod destination_rules;
 pub mod expression;
 pub mod host;
 pub mod load;
+pub mod log_format;
 pub mod resource;
 pub mod scope;
 pub mod types;

@@ -347,3 +347,40 @@ spec:
     }
     assert!(loaded.resources.is_empty());
 }
+
+#[test]
+fn a_log_format_with_an_unknown_operator_is_refused_with_its_field_and_a_hint() {
+    let yaml = r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    accessLogFile: /dev/stdout
+    accessLogFormat: "%REQ(:PATH)% %RESPONSE_CODEZ%"
+    extensionProviders:
+    - name: json-log
+      envoyFileAccessLog: {path: /dev/stdout, logFormat: {labels: {path: "%REQ(:PATH", code: "%RESPONSE_CODE%"}}}
+    defaultConfig:
+      tracing:
+        customTags:
+          outcome: {formatter: {value: "%START_TIME(%s)%"}}
+"#;
+    let loaded = load_str(yaml, Path::new("mesh.yaml"));
+    let errs = errors(&loaded.diagnostics);
+    let shown: Vec<String> = errs
+        .iter()
+        .map(|d| format!("{}: {}", d.path, d.message))
+        .collect();
+    for want in [
+        "data.mesh.accessLogFormat: %RESPONSE_CODEZ% is not a command operator Weft supports",
+        "data.mesh.extensionProviders[0].envoyFileAccessLog.logFormat.labels: path: %REQ(:PATH has no closing %",
+        "data.mesh.defaultConfig.tracing.customTags[outcome].formatter.value: %START_TIME(%s)%: Weft writes START_TIME as RFC 3339 only",
+    ] {
+        assert!(shown.iter().any(|e| e.starts_with(want)), "{want}: {shown:#?}");
+    }
+    assert!(errs.iter().all(|d| d
+        .hint
+        .as_deref()
+        .is_some_and(|h| h.contains("REQ(HEADER?ALTERNATIVE)"))));
+    assert!(loaded.resources.is_empty());
+}

@@ -143,7 +143,7 @@ impl ProxyOptions {
             envoy_stats: ([0, 0, 0, 0], 15090).into(),
             workload,
             outbound_policy: OutboundTrafficMode::RegistryOnly,
-            access_log: AccessLog::Stdout(Default::default()),
+            access_log: AccessLog::Stdout(telemetry::access_log::ISTIO_TEXT.clone()),
             orig_dst: Arc::new(transport::orig_dst::SoOriginalDst),
             inbound_target: None,
             set_log_level: None,

@@ -226,6 +226,6 @@ pub async fn proxy<S>(
     let snapshot = shared.config.current();
     let log = snapshot.telemetry.log_for(inbound);
     if log.admits(&entry) {
-        shared.access_log.emit_as(log.choice, entry);
+        shared.access_log.emit_as(log.choice.as_ref(), entry);
     }
 }

@@ -4,7 +4,7 @@ mod support;
 
 use bytes::Bytes;
 use support::*;
-use weft_proxy::telemetry::access_log::Flags;
+use weft_proxy::telemetry::access_log::{Flags, ISTIO_TEXT};
 
 async fn reviews(versions: &[&'static str]) -> Vec<Backend> {
     let mut out = Vec::new();
@@ -120,7 +120,13 @@ async fn no_matching_route_is_404_nr_and_unknown_hosts_are_blocked() {
     assert_eq!(a.status, 404);
     let entry = proxy.log.recv().await.unwrap();
     assert_eq!(entry.flags, Flags::NR);
-    assert_eq!(entry.to_string().split(" ").nth(5), Some("NR"));
+    assert_eq!(
+        entry
+            .line(&weft_proxy::telemetry::access_log::ISTIO_TEXT)
+            .split(" ")
+            .nth(5),
+        Some("NR")
+    );
 
     let blocked = c.get("httpbin.org", "/get", &[]).await;
     assert_eq!(blocked.status, 502);
@@ -348,7 +354,7 @@ async fn access_log_line_names_route_cluster_and_upstream() {
         &[("end-user", "jason"), ("user-agent", "test-agent")],
     )
     .await;
-    let line = proxy.log.recv().await.unwrap().to_string();
+    let line = proxy.log.recv().await.unwrap().line(&ISTIO_TEXT);
     assert!(
         line.contains("\"GET /reviews/1 HTTP/1.1\" 200 - via_upstream"),
         "{line}"
@@ -359,7 +365,7 @@ async fn access_log_line_names_route_cluster_and_upstream() {
     );
     assert!(line.contains(&b[1].addr.to_string()), "{line}");
     assert!(
-        line.contains("\"test-agent\"") && line.ends_with(" jason"),
+        line.contains("\"test-agent\"") && line.ends_with(" jason\n"),
         "{line}"
     );
 }

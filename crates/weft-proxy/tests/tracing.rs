@@ -357,11 +357,12 @@ async fn an_absent_collector_fails_reports_not_requests() {
     .await;
 }
 
+/// Istio's four kinds of custom tag, a `formatter` one written in access-log operators.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_tags_from_telemetry_are_on_every_span() {
     let (zipkin, zipkin_addr) = zipkin().await;
     let upstream = Backend::start("127.0.0.1", "reviews", ok()).await;
-    let telemetry = "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: tags, namespace: istio-system}\nspec:\n  tracing:\n  - customTags:\n      team: {literal: {value: platform}}\n      user: {header: {name: X-User, defaultValue: anonymous}}\n      home: {environment: {name: WEFT_TEST_UNSET_VARIABLE, defaultValue: none}}\n";
+    let telemetry = "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: tags, namespace: istio-system}\nspec:\n  tracing:\n  - customTags:\n      team: {literal: {value: platform}}\n      user: {header: {name: X-User, defaultValue: anonymous}}\n      home: {environment: {name: WEFT_TEST_UNSET_VARIABLE, defaultValue: none}}\n      outcome: {formatter: {value: '%RESPONSE_CODE% %REQ(X-USER)% via %UPSTREAM_CLUSTER%'}}\n";
     let yaml = mesh_config("zipkin", zipkin_addr, 100.0)
         + &reviews_at(upstream.addr.port())
         + "---\n"
@@ -377,5 +378,10 @@ async fn custom_tags_from_telemetry_are_on_every_span() {
         assert_eq!(tag(&spans[0], "team"), "platform");
         assert_eq!(tag(&spans[0], "user"), user);
         assert_eq!(tag(&spans[0], "home"), "none");
+        let missing = if user == "anonymous" { "-" } else { user };
+        assert_eq!(
+            tag(&spans[0], "outcome"),
+            format!("200 {missing} via outbound|9080||reviews.default.svc.cluster.local")
+        );
     }
 }

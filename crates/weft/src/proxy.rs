@@ -12,7 +12,7 @@ use weft_discovery::credentials::Token;
 use weft_discovery::discovery::Hello;
 use weft_proxy::config::{FileSource, StreamSource};
 use weft_proxy::gateway::GatewayOptions;
-use weft_proxy::telemetry::access_log::{AccessLog, Encoding};
+use weft_proxy::telemetry::access_log::{AccessLog, ISTIO_JSON, ISTIO_TEXT};
 use weft_proxy::transport::orig_dst::{NoOriginalDst, SoOriginalDst};
 use weft_proxy::workload::{parse_labels, Workload};
 use weft_proxy::{Proxy, ProxyOptions, ServerHeader};
@@ -222,8 +222,8 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         outbound_policy: args.outbound_traffic_policy,
         access_log: match args.access_log.as_str() {
             "off" => AccessLog::Off,
-            "json" => AccessLog::Stdout(Encoding::Json),
-            _ => AccessLog::Stdout(Encoding::Text),
+            "json" => AccessLog::Stdout(ISTIO_JSON.clone()),
+            _ => AccessLog::Stdout(ISTIO_TEXT.clone()),
         },
         orig_dst: if args.no_capture {
             Arc::new(NoOriginalDst)

@@ -615,3 +615,48 @@ async fn json_access_log_lines_carry_istios_field_names() {
         .is_some_and(|t| t.ends_with('Z')));
     assert!(entry["request_id"].is_string(), "{entry}");
 }
+
+/// MeshConfig's `accessLogFormat`, in Envoy's command operators: the line is written as
+/// the format says, and a changed MeshConfig (JSON encoding, a JSON format) takes effect
+/// without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_config_access_log_format_shapes_each_line() {
+    let (_v1, _v2, dir) = bookinfo_reviews().await;
+    let mesh = |body: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\ndata:\n  mesh: |\n{body}")
+    };
+    write_config(
+        dir.path(),
+        "mesh.yaml",
+        &mesh("    accessLogFile: /dev/stdout\n    accessLogFormat: 'weft-text %REQ(:METHOD)% %REQ(:PATH)% user=%REQ(END-USER)% served=%RESP(X-SERVED-BY)% code=%RESPONSE_CODE% %UPSTREAM_CLUSTER:16%'\n"),
+    );
+    let proxy = RunningProxy::start_with(dir, &["--access-log", "off"]).await;
+    let jason = proxy.get("/reviews/7", &[("end-user", "jason")]).await;
+    assert_eq!(jason.status, StatusCode::OK, "{}", jason.text());
+    let line = proxy.wait_for_log_line(&["weft-text"]).await;
+    assert_eq!(
+        line.trim_end(),
+        "weft-text GET /reviews/7 user=jason served=v2 code=200 outbound|9080|v2"
+    );
+
+    proxy.write(
+        "mesh.yaml",
+        &mesh("    accessLogFile: /dev/stdout\n    accessLogEncoding: JSON\n    accessLogFormat: '{\"kind\": \"weft-json\", \"code\": \"%RESPONSE_CODE%\", \"user\": \"%REQ(END-USER)%\", \"path\": \"%REQ(:PATH)%\"}'\n"),
+    );
+    let line = poll_until(Duration::from_secs(10), || async {
+        let bob = proxy.get("/reviews/8", &[("end-user", "bob")]).await;
+        assert_eq!(bob.status, StatusCode::OK);
+        proxy
+            .weft
+            .stdout()
+            .lines()
+            .find(|l| l.contains("weft-json") && l.contains("/reviews/8"))
+            .map(str::to_string)
+    })
+    .await
+    .expect("a JSON line after MeshConfig changed");
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["code"], 200);
+    assert_eq!(entry["user"], "bob");
+    assert_eq!(entry.as_object().unwrap().len(), 4, "{entry}");
+}

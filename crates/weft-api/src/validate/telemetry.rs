@@ -161,11 +161,14 @@ pub fn custom_tags(
         {
             r.error(&at.field("header").field("name"), "not a valid header name");
         }
-        if tag.formatter.is_some() {
-            r.warning(
-                &at.field("formatter"),
-                "Weft does not evaluate formatter tags yet; the tag is left out",
-            );
+        if let Some(f) = &tag.formatter {
+            let path = at.field("formatter").field("value");
+            if f.value.is_empty() {
+                r.error(&path, "value in body should be at least 1 chars long");
+            } else if let Err(e) = crate::log_format::LogFormat::parse(&f.value) {
+                let hint = e.hint();
+                r.error(&path, e.to_string()).with_hint(hint);
+            }
         }
     }
 }
@@ -248,6 +251,11 @@ pub fn validate_mesh_config(r: &mut Report, mesh: &MeshConfig) {
             );
         }
     }
+    if let Err(e) = crate::log_format::LineFormat::mesh(mesh) {
+        let hint = e.hint();
+        r.error(&root.field("accessLogFormat"), e.to_string())
+            .with_hint(hint);
+    }
     let mut names = BTreeSet::new();
     for (i, provider) in mesh.extension_providers.iter().enumerate() {
         let path = root.field("extensionProviders").index(i);
@@ -300,6 +308,29 @@ fn extension_provider(r: &mut Report, path: &Path, p: &ExtensionProvider) {
         }
         port(r, &path.field("port"), number.into());
     };
+    if let Some(file) = &p.envoy_file_access_log {
+        let path = path.field("envoyFileAccessLog");
+        if !matches!(file.path.as_str(), "" | "/dev/stdout") {
+            r.warning(
+                &path.field("path"),
+                format!(
+                    "Weft writes access logs to /dev/stdout only, not {:?}",
+                    file.path
+                ),
+            );
+        }
+        if let Some(f) = &file.log_format {
+            if f.text.is_some() && f.labels.is_some() {
+                r.error(&path.field("logFormat"), "set text or labels, not both");
+            }
+            let field = if f.text.is_some() { "text" } else { "labels" };
+            if let Err(e) = crate::log_format::LineFormat::provider(Some(f)) {
+                let hint = e.hint();
+                r.error(&path.field("logFormat").field(field), e.to_string())
+                    .with_hint(hint);
+            }
+        }
+    }
     if let Some(z) = &p.zipkin {
         service(r, &path.field("zipkin"), &z.service, z.port);
     }

@@ -202,6 +202,9 @@ pub async fn handle(
     } else {
         peer::take(response.headers_mut())
     };
+    if snapshot.telemetry.keep_response_headers {
+        entry.response_headers = Some(Arc::new(response.headers().clone()));
+    }
     let sample = shared
         .metrics
         .http(
@@ -236,7 +239,7 @@ pub async fn handle(
             shared.tracer.finish(span, &entry);
         }
         if log.admits(&entry) {
-            shared.access_log.emit_as(log.choice, entry);
+            shared.access_log.emit_as(log.choice.as_ref(), entry);
         }
     });
     Ok(response)

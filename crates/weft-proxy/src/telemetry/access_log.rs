@@ -1,12 +1,14 @@
-//! Envoy's response flags and one access-log line per request in Istio's default format,
-//! TEXT or JSON (MeshConfig `accessLogEncoding`).
+//! Envoy's response flags and one access-log line per request, in Istio's default format
+//! (TEXT or JSON) or the format config gives (`accessLogFormat`, a provider's `logFormat`).
 
 use super::policy::LogChoice;
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::SystemTime;
+use weft_api::log_format::{Header, JsonFormat, JsonValue, LineFormat, LogFormat, Operator, Piece};
 use weft_api::types::timestamp::{rfc3339, Fraction};
 
 /// Envoy's response flags, rendered in Envoy's order, comma-separated, `-` when none.
@@ -126,98 +128,208 @@ pub struct Entry {
     pub downstream_local: Option<SocketAddr>,
     pub downstream_remote: Option<SocketAddr>,
     pub route_name: Option<String>,
-    /// The request's headers, kept only when a Telemetry expression reads `request`.
+    /// The request's headers, kept only when a Telemetry expression or a log format reads
+    /// them.
     pub request_headers: Option<Arc<http::HeaderMap>>,
+    /// The response's headers, kept only when a log format reads them.
+    pub response_headers: Option<Arc<http::HeaderMap>>,
 }
 
-impl fmt::Display for Entry {
-    /// Istio's default TEXT format (`meshConfig.accessLogFormat` unset).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fn opt<T: fmt::Display>(v: &Option<T>) -> String {
-            v.as_ref()
-                .map_or_else(|| "-".to_string(), |v| v.to_string())
-        }
-        let start = self
-            .start
-            .map(|t| rfc3339(t, Fraction::Millis))
-            .unwrap_or_else(|| "-".into());
-        write!(
-            f,
-            "[{start}] \"{} {} {}\" {} {} {} - \"-\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} - {} {} - {}",
-            self.method,
-            self.path,
-            self.protocol,
-            self.status,
-            self.flags,
-            if self.details.is_empty() { "-" } else { self.details },
-            self.bytes_received,
-            self.bytes_sent,
-            self.duration_ms,
-            opt(&self.upstream_service_time_ms),
-            opt(&self.forwarded_for),
-            opt(&self.user_agent),
-            opt(&self.request_id),
-            opt(&self.authority),
-            opt(&self.upstream_host),
-            opt(&self.upstream_cluster),
-            opt(&self.downstream_local),
-            opt(&self.downstream_remote),
-            opt(&self.route_name),
-        )
-    }
+/// A value an operator reads from an entry.
+enum Value<'a> {
+    Missing,
+    Text(Cow<'a, str>),
+    Number(u64),
+}
+
+/// Request headers the entry holds in its own fields, read without the header map.
+pub fn native_request_header(name: &str) -> bool {
+    matches!(
+        name,
+        ":method"
+            | ":path"
+            | ":authority"
+            | "host"
+            | "user-agent"
+            | "x-request-id"
+            | "x-forwarded-for"
+            | "x-envoy-original-path"
+    )
+}
+
+pub fn native_response_header(name: &str) -> bool {
+    name == "x-envoy-upstream-service-time"
+}
+
+/// Whether rendering `format` reads request (`.0`) or response (`.1`) headers beyond the
+/// entry's own fields, so that requests keep their header maps.
+pub fn reads_headers(format: &LogFormat) -> (bool, bool) {
+    let beyond = |h: &Header, native: fn(&str) -> bool| {
+        !native(&h.name) || h.fallback.as_deref().is_some_and(|f| !native(f))
+    };
+    format
+        .operators()
+        .fold((false, false), |(req, resp), op| match op {
+            Operator::Request(h) => (req || beyond(h, native_request_header), resp),
+            Operator::Response(h) => (req, resp || beyond(h, native_response_header)),
+            _ => (req, resp),
+        })
+}
+
+fn header<'a>(map: Option<&'a http::HeaderMap>, name: &str) -> Option<Cow<'a, str>> {
+    map?.get(name)?.to_str().ok().map(Cow::Borrowed)
+}
+
+fn text(v: &Option<String>) -> Option<Cow<'_, str>> {
+    v.as_deref().map(Cow::Borrowed)
+}
+
+fn non_empty(v: &str) -> Option<Cow<'_, str>> {
+    (!v.is_empty()).then_some(Cow::Borrowed(v))
 }
 
 impl Entry {
-    /// Istio's default JSON format (`accessLogEncoding: JSON`): the TEXT format's fields
-    /// under Istio's names, numbers as numbers, a missing value as null.
-    pub fn to_json(&self) -> serde_json::Value {
-        fn opt<T: fmt::Display>(v: &Option<T>) -> serde_json::Value {
-            v.as_ref()
-                .map_or(serde_json::Value::Null, |v| v.to_string().into())
+    fn request_header(&self, name: &str) -> Option<Cow<'_, str>> {
+        match name {
+            ":method" => non_empty(&self.method),
+            ":path" => non_empty(&self.path),
+            ":authority" | "host" => text(&self.authority),
+            "user-agent" => text(&self.user_agent),
+            "x-request-id" => text(&self.request_id),
+            "x-forwarded-for" => text(&self.forwarded_for),
+            // Weft does not rewrite the path before it logs, so there is no original.
+            "x-envoy-original-path" => None,
+            _ => header(self.request_headers.as_deref(), name),
         }
-        serde_json::json!({
-            "start_time": self.start.map(|t| rfc3339(t, Fraction::Millis)),
-            "route_name": opt(&self.route_name),
-            "method": self.method,
-            "path": self.path,
-            "protocol": self.protocol,
-            "response_code": self.status,
-            "response_flags": self.flags.to_string(),
-            "response_code_details": (!self.details.is_empty()).then_some(self.details),
-            "connection_termination_details": null,
-            "upstream_transport_failure_reason": null,
-            "bytes_received": self.bytes_received,
-            "bytes_sent": self.bytes_sent,
-            "duration": self.duration_ms,
-            "upstream_service_time": self.upstream_service_time_ms.map(|t| t.to_string()),
-            "x_forwarded_for": self.forwarded_for,
-            "user_agent": self.user_agent,
-            "request_id": self.request_id,
-            "authority": self.authority,
-            "upstream_host": self.upstream_host,
-            "upstream_cluster": self.upstream_cluster,
-            "upstream_local_address": null,
-            "downstream_local_address": opt(&self.downstream_local),
-            "downstream_remote_address": opt(&self.downstream_remote),
-            "requested_server_name": null,
-        })
+    }
+
+    fn response_header(&self, name: &str) -> Option<Cow<'_, str>> {
+        match name {
+            "x-envoy-upstream-service-time" => {
+                self.upstream_service_time_ms.map(|t| t.to_string().into())
+            }
+            _ => header(self.response_headers.as_deref(), name),
+        }
+    }
+
+    fn value(&self, op: &Operator) -> Value<'_> {
+        fn or_missing(v: Option<Cow<'_, str>>) -> Value<'_> {
+            v.map_or(Value::Missing, Value::Text)
+        }
+        let address = |a: Option<SocketAddr>| or_missing(a.map(|a| a.to_string().into()));
+        let ip = |a: Option<SocketAddr>| or_missing(a.map(|a| a.ip().to_string().into()));
+        let port =
+            |a: Option<SocketAddr>| a.map_or(Value::Missing, |a| Value::Number(a.port().into()));
+        match op {
+            Operator::StartTime => {
+                or_missing(self.start.map(|t| rfc3339(t, Fraction::Millis).into()))
+            }
+            Operator::Request(h) => or_missing(
+                self.request_header(&h.name)
+                    .or_else(|| self.request_header(h.fallback.as_deref()?)),
+            ),
+            Operator::Response(h) => or_missing(
+                self.response_header(&h.name)
+                    .or_else(|| self.response_header(h.fallback.as_deref()?)),
+            ),
+            Operator::Protocol => or_missing(non_empty(self.protocol)),
+            Operator::ResponseCode => Value::Number(self.status.into()),
+            Operator::ResponseFlags => Value::Text(self.flags.to_string().into()),
+            Operator::ResponseCodeDetails => or_missing(non_empty(self.details)),
+            Operator::BytesReceived => Value::Number(self.bytes_received),
+            Operator::BytesSent => Value::Number(self.bytes_sent),
+            Operator::Duration => Value::Number(self.duration_ms),
+            Operator::UpstreamHost => or_missing(text(&self.upstream_host)),
+            Operator::UpstreamCluster => or_missing(text(&self.upstream_cluster)),
+            Operator::DownstreamLocalAddress => address(self.downstream_local),
+            Operator::DownstreamLocalAddressWithoutPort => ip(self.downstream_local),
+            Operator::DownstreamLocalPort => port(self.downstream_local),
+            Operator::DownstreamRemoteAddress => address(self.downstream_remote),
+            Operator::DownstreamRemoteAddressWithoutPort => ip(self.downstream_remote),
+            Operator::DownstreamRemotePort => port(self.downstream_remote),
+            Operator::RouteName => or_missing(text(&self.route_name)),
+            // Not known to the proxy yet (no TLS, no termination reasons, the upstream's
+            // ephemeral port not kept): `-`, as Envoy writes an unset value.
+            Operator::ConnectionTerminationDetails
+            | Operator::UpstreamTransportFailureReason
+            | Operator::UpstreamLocalAddress
+            | Operator::RequestedServerName
+            // Resolved to text when the format was built.
+            | Operator::Hostname
+            | Operator::Environment(_) => Value::Missing,
+        }
+    }
+
+    /// Appends `format` as text: a missing value is `-`, as Envoy writes it.
+    pub fn write_text(&self, format: &LogFormat, out: &mut String) {
+        for piece in &format.pieces {
+            match piece {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Field { op, max_len } => {
+                    let from = out.len();
+                    match self.value(op) {
+                        Value::Missing => out.push('-'),
+                        Value::Text(t) => out.push_str(&t),
+                        Value::Number(n) => {
+                            let _ = write!(out, "{n}");
+                        }
+                    }
+                    if let Some((at, _)) = max_len.and_then(|n| out[from..].char_indices().nth(n)) {
+                        out.truncate(from + at);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn text(&self, format: &LogFormat) -> String {
+        let mut out = String::with_capacity(256);
+        self.write_text(format, &mut out);
+        out
+    }
+
+    /// The entry as a JSON object: a field that is one operator keeps its type (numbers as
+    /// numbers, a missing value as null), as Envoy's JSON format does.
+    pub fn json(&self, format: &JsonFormat) -> serde_json::Value {
+        let mut object = serde_json::Map::with_capacity(format.fields.len());
+        for (key, value) in &format.fields {
+            let v = match value {
+                JsonValue::Literal(l) => l.clone(),
+                JsonValue::Format(f) => match f.pieces.as_slice() {
+                    [Piece::Field { op, max_len: None }] => match self.value(op) {
+                        Value::Missing => serde_json::Value::Null,
+                        Value::Text(t) => t.into_owned().into(),
+                        Value::Number(n) => n.into(),
+                    },
+                    _ => self.text(f).into(),
+                },
+            };
+            object.insert(key.clone(), v);
+        }
+        object.into()
+    }
+
+    /// One line in `format`, ending in a newline.
+    pub fn line(&self, format: &LineFormat) -> String {
+        match format {
+            LineFormat::Text(f) => self.text(f),
+            LineFormat::Json(j) => format!("{}\n", self.json(j)),
+        }
     }
 }
 
-/// Istio's `accessLogEncoding`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Encoding {
-    #[default]
-    Text,
-    Json,
-}
+/// Istio's default formats, built once.
+pub static ISTIO_TEXT: LazyLock<Arc<LineFormat>> =
+    LazyLock::new(|| Arc::new(LineFormat::istio_text()));
+pub static ISTIO_JSON: LazyLock<Arc<LineFormat>> =
+    LazyLock::new(|| Arc::new(LineFormat::istio_json()));
 
 /// Where access-log lines go.
 #[derive(Clone, Default)]
 pub enum AccessLog {
     #[default]
     Off,
-    Stdout(Encoding),
+    Stdout(Arc<LineFormat>),
     /// Tests read entries from a channel instead of parsing stdout.
     Channel(tokio::sync::mpsc::UnboundedSender<Entry>),
     Custom(Arc<dyn Fn(Entry) + Send + Sync>),
@@ -226,11 +338,11 @@ pub enum AccessLog {
 impl AccessLog {
     /// Writes `entry` as `choice` (MeshConfig, Telemetry) says, or as the proxy was started
     /// when config says nothing. A test's channel gets every entry config does not turn off.
-    pub fn emit_as(&self, choice: Option<LogChoice>, entry: Entry) {
+    pub fn emit_as(&self, choice: Option<&LogChoice>, entry: Entry) {
         match (choice, self) {
             (Some(LogChoice::Off), _) => {}
-            (Some(LogChoice::Stdout(encoding)), AccessLog::Off | AccessLog::Stdout(_)) => {
-                AccessLog::Stdout(encoding).emit(entry)
+            (Some(LogChoice::Stdout(format)), AccessLog::Off | AccessLog::Stdout(_)) => {
+                to_stdout(format, &entry)
             }
             _ => self.emit(entry),
         }
@@ -239,19 +351,18 @@ impl AccessLog {
     pub fn emit(&self, entry: Entry) {
         match self {
             AccessLog::Off => {}
-            AccessLog::Stdout(encoding) => {
-                let line = match encoding {
-                    Encoding::Text => format!("{entry}\n"),
-                    Encoding::Json => format!("{}\n", entry.to_json()),
-                };
-                let _ = std::io::stdout().lock().write_all(line.as_bytes());
-            }
+            AccessLog::Stdout(format) => to_stdout(format, &entry),
             AccessLog::Channel(tx) => {
                 let _ = tx.send(entry);
             }
             AccessLog::Custom(f) => f(entry),
         }
     }
+}
+
+fn to_stdout(format: &LineFormat, entry: &Entry) {
+    let line = entry.line(format);
+    let _ = std::io::stdout().lock().write_all(line.as_bytes());
 }
 
 #[cfg(test)]
@@ -281,7 +392,7 @@ mod tests {
 
     #[test]
     fn line_follows_istio_default_format() {
-        let line = failed_to_reviews_v2().to_string();
+        let line = failed_to_reviews_v2().line(&ISTIO_TEXT);
         assert!(line.starts_with("[-] \"GET /reviews/0 HTTP/1.1\" 503 UF,URX upstream_reset_before_response_started{connection_failure} - \"-\" 0 0 0 -"), "{line}");
         assert!(line.contains("outbound|9080|v2|reviews.default.svc.cluster.local"));
     }
@@ -293,7 +404,10 @@ mod tests {
             downstream_remote: Some("10.44.0.2:5000".parse().unwrap()),
             ..failed_to_reviews_v2()
         };
-        let j = e.to_json();
+        let LineFormat::Json(format) = &**ISTIO_JSON else {
+            unreachable!()
+        };
+        let j = e.json(format);
         assert_eq!(j["response_code"], 503);
         assert_eq!(j["response_flags"], "UF,URX");
         assert_eq!(j["bytes_sent"], 91);
@@ -303,5 +417,54 @@ mod tests {
             "outbound|9080|v2|reviews.default.svc.cluster.local"
         );
         assert!(j["user_agent"].is_null() && j["start_time"].is_null());
+    }
+
+    #[test]
+    fn a_custom_format_reads_headers_cuts_lengths_and_types_json_fields() {
+        let mut request = http::HeaderMap::new();
+        request.insert("end-user", "jason".parse().unwrap());
+        let mut response = http::HeaderMap::new();
+        response.insert("content-type", "text/html".parse().unwrap());
+        let e = Entry {
+            user_agent: Some("curl/8.5.0".into()),
+            upstream_service_time_ms: Some(4),
+            downstream_local: Some("10.44.0.3:9080".parse().unwrap()),
+            request_headers: Some(Arc::new(request)),
+            response_headers: Some(Arc::new(response)),
+            ..failed_to_reviews_v2()
+        };
+        let LineFormat::Text(text) = LineFormat::text(
+            "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% user=%REQ(END-USER)% ua=%REQ(USER-AGENT):4% type=%RESP(CONTENT-TYPE)% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%ms missing=%REQ(X-NOPE)% %RESPONSE_CODE% %RESPONSE_FLAGS% port=%DOWNSTREAM_LOCAL_PORT% 100%%",
+        )
+        .unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(
+            e.text(&text),
+            "GET /reviews/0 user=jason ua=curl type=text/html 4ms missing=- 503 UF,URX port=9080 100%\n"
+        );
+        let (req, resp) = reads_headers(&text);
+        assert!(req && resp);
+        let json = JsonFormat::parse(
+            r#"{"code": "%RESPONSE_CODE%", "who": "%REQ(END-USER)%", "nothing": "%REQ(X-NOPE)%", "line": "%REQ(:METHOD)% %REQ(X-NOPE)%", "mesh": "weft", "v": 2}"#,
+        )
+        .unwrap();
+        let j = e.json(&json);
+        assert_eq!(j["code"], 503);
+        assert_eq!(j["who"], "jason");
+        assert!(j["nothing"].is_null());
+        assert_eq!(j["line"], "GET -");
+        assert_eq!(
+            (j["mesh"].as_str(), j["v"].as_u64()),
+            (Some("weft"), Some(2))
+        );
+    }
+
+    #[test]
+    fn istios_default_format_reads_no_header_map() {
+        let LineFormat::Text(text) = &**ISTIO_TEXT else {
+            unreachable!()
+        };
+        assert_eq!(reads_headers(text), (false, false));
     }
 }

@@ -2,11 +2,12 @@
 //! defaults, then Istio's `Telemetry` resources from the root namespace, the workload's
 //! namespace and those selecting the workload, the most specific setting winning.
 
-use super::access_log::{Encoding, Entry};
+use super::access_log::{self, Entry, ISTIO_JSON, ISTIO_TEXT};
 use super::attributes::{self, Attributes};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use weft_api::expression::{self, Expression};
+use weft_api::log_format::{LineFormat, LogFormat};
 use weft_api::types::mesh_config::{AccessLogEncoding, MeshConfig};
 use weft_api::types::telemetry::{
     CustomTag, IstioMetric, ProviderRef, TagOperation, Telemetry, WorkloadMode,
@@ -27,8 +28,11 @@ pub struct TelemetryPolicy {
     pub access_log: [LogPolicy; 2],
     /// `None`: the standard metrics, unchanged.
     pub metrics: Option<Arc<MetricsPolicy>>,
-    /// Whether any expression reads `request`, so that requests keep their headers.
+    /// Whether any expression reads `request`, or a log format a request header beyond the
+    /// entry's fields, so that requests keep their headers.
     pub keep_request_headers: bool,
+    /// Whether a log format reads a response header beyond the entry's fields.
+    pub keep_response_headers: bool,
     pub tracing: Option<Arc<TracingPolicy>>,
     /// MeshConfig's `outboundTrafficPolicy.mode`, beneath a Sidecar's.
     pub outbound_policy: Option<OutboundTrafficMode>,
@@ -111,10 +115,10 @@ pub enum TagRule {
     Upsert(Expression),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum LogChoice {
     Off,
-    Stdout(Encoding),
+    Stdout(Arc<LineFormat>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -136,6 +140,8 @@ pub struct TracingPolicy {
 pub enum TagValue {
     Literal(String),
     Header(http::HeaderName, Option<String>),
+    /// An access-log format, rendered from the finished request.
+    Format(LogFormat),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -200,23 +206,44 @@ pub fn resolve(resources: &[Resource], workload: &Workload) -> Result<TelemetryP
     });
     let access_log = access_log(mesh, &telemetries)?;
     let metrics = metrics(mesh, &telemetries)?;
-    let keep_request_headers = access_log
+    let tracing = tracing(mesh, &telemetries)?;
+    let formats: Vec<&LogFormat> = access_log
         .iter()
-        .filter_map(|l| l.filter.as_ref())
-        .chain(metrics.iter().flat_map(|m| {
-            m.rules.iter().flatten().flatten().flat_map(|r| {
-                r.tags.iter().filter_map(|(_, t)| match t {
-                    TagRule::Upsert(e) => Some(e),
-                    TagRule::Remove => None,
-                })
+        .filter_map(|l| match &l.choice {
+            Some(LogChoice::Stdout(f)) => Some(f.formats()),
+            _ => None,
+        })
+        .flatten()
+        .chain(tracing.iter().flat_map(|t| {
+            t.custom_tags.iter().filter_map(|(_, v)| match v {
+                TagValue::Format(f) => Some(f),
+                _ => None,
             })
         }))
-        .any(attributes::reads_request);
+        .collect();
+    let (format_request, keep_response_headers) = formats.iter().fold((false, false), |acc, f| {
+        let (req, resp) = access_log::reads_headers(f);
+        (acc.0 || req, acc.1 || resp)
+    });
+    let keep_request_headers = format_request
+        || access_log
+            .iter()
+            .filter_map(|l| l.filter.as_ref())
+            .chain(metrics.iter().flat_map(|m| {
+                m.rules.iter().flatten().flatten().flat_map(|r| {
+                    r.tags.iter().filter_map(|(_, t)| match t {
+                        TagRule::Upsert(e) => Some(e),
+                        TagRule::Remove => None,
+                    })
+                })
+            }))
+            .any(attributes::reads_request);
     Ok(TelemetryPolicy {
         access_log,
         metrics: metrics.map(Arc::new),
         keep_request_headers,
-        tracing: tracing(mesh, &telemetries)?.map(Arc::new),
+        keep_response_headers,
+        tracing: tracing.map(Arc::new),
         outbound_policy: mesh.outbound_traffic_policy.as_ref().map(|p| p.mode),
     })
 }
@@ -225,38 +252,59 @@ fn access_log(
     mesh: &MeshConfig,
     telemetries: &[(u8, &Resource, &Telemetry)],
 ) -> Result<[LogPolicy; 2], String> {
-    let encoding = match mesh.access_log_encoding {
-        Some(AccessLogEncoding::Json) => Encoding::Json,
-        _ => Encoding::Text,
+    let mesh_format = match (
+        mesh.access_log_format.as_deref().filter(|f| !f.is_empty()),
+        mesh.access_log_encoding,
+    ) {
+        (None, Some(AccessLogEncoding::Json)) => ISTIO_JSON.clone(),
+        (None, _) => ISTIO_TEXT.clone(),
+        (Some(_), _) => Arc::new(
+            LineFormat::mesh(mesh)
+                .map_err(|e| format!("MeshConfig accessLogFormat: {e}"))?
+                .resolve_environment(env),
+        ),
     };
     let mut choice = mesh.access_log_file.as_deref().map(|file| match file {
         "" => LogChoice::Off,
-        _ => LogChoice::Stdout(encoding),
+        _ => LogChoice::Stdout(mesh_format.clone()),
     });
-    // The built-in `envoy` provider logs to stdout in MeshConfig's encoding, as do
-    // envoyFileAccessLog providers (Weft writes only stdout).
-    let by_providers = |names: &mut dyn Iterator<Item = &str>| {
-        let mut any = false;
-        for name in names {
-            any = true;
-            if name == "envoy"
-                || mesh
+    // The built-in `envoy` provider logs to stdout in MeshConfig's format; envoyFileAccessLog
+    // providers in their own `logFormat` (Weft writes only stdout).
+    let by_providers =
+        |names: &mut dyn Iterator<Item = &str>| -> Result<Option<LogChoice>, String> {
+            let mut any = false;
+            for name in names {
+                any = true;
+                if name == "envoy" {
+                    return Ok(Some(LogChoice::Stdout(mesh_format.clone())));
+                }
+                if let Some(file) = mesh
                     .provider(name)
-                    .is_some_and(|p| p.envoy_file_access_log.is_some())
-            {
-                return Some(LogChoice::Stdout(encoding));
+                    .and_then(|p| p.envoy_file_access_log.as_ref())
+                {
+                    let format = match &file.log_format {
+                        None => ISTIO_TEXT.clone(),
+                        Some(f) => Arc::new(
+                            LineFormat::provider(Some(f))
+                                .map_err(|e| {
+                                    format!("MeshConfig extensionProviders {name}: logFormat: {e}")
+                                })?
+                                .resolve_environment(env),
+                        ),
+                    };
+                    return Ok(Some(LogChoice::Stdout(format)));
+                }
             }
-        }
-        any.then_some(LogChoice::Off)
-    };
+            Ok(any.then_some(LogChoice::Off))
+        };
     if let Some(defaults) = &mesh.default_providers {
-        if let Some(c) = by_providers(&mut defaults.access_logging.iter().map(String::as_str)) {
+        if let Some(c) = by_providers(&mut defaults.access_logging.iter().map(String::as_str))? {
             choice = Some(c);
         }
     }
     let mut sides = [
         LogPolicy {
-            choice,
+            choice: choice.clone(),
             filter: None,
         },
         LogPolicy {
@@ -285,13 +333,13 @@ fn access_log(
                 if rule.disabled == Some(true) {
                     log.choice = Some(LogChoice::Off);
                 } else if let Some(c) =
-                    by_providers(&mut rule.providers.iter().map(|p| p.name.as_str()))
+                    by_providers(&mut rule.providers.iter().map(|p| p.name.as_str()))?
                 {
                     log.choice = Some(c);
                     log.filter = filter.clone();
                 } else {
                     if rule.disabled == Some(false) && log.choice == Some(LogChoice::Off) {
-                        log.choice = Some(LogChoice::Stdout(encoding));
+                        log.choice = Some(LogChoice::Stdout(mesh_format.clone()));
                     }
                     if filter.is_some() {
                         log.filter = filter.clone();
@@ -463,10 +511,12 @@ fn tracing(
         }
         tags.extend(rule.custom_tags.iter().map(|(k, v)| (k.as_str(), v)));
     }
-    let custom_tags = tags
-        .into_iter()
-        .filter_map(|(name, tag)| Some((name.to_string(), tag_value(tag)?)))
-        .collect();
+    let mut custom_tags = Vec::with_capacity(tags.len());
+    for (name, tag) in tags {
+        if let Some(value) = tag_value(tag).map_err(|e| format!("customTags[{name}]: {e}"))? {
+            custom_tags.push((name.to_string(), value));
+        }
+    }
     let collector = match provider {
         Some(name) => {
             let p = mesh.provider(name).ok_or_else(|| {
@@ -533,19 +583,31 @@ fn tracing(
     }))
 }
 
-fn tag_value(tag: &CustomTag) -> Option<TagValue> {
+fn tag_value(tag: &CustomTag) -> Result<Option<TagValue>, String> {
     if let Some(l) = &tag.literal {
-        return Some(TagValue::Literal(l.value.clone()));
+        return Ok(Some(TagValue::Literal(l.value.clone())));
     }
     if let Some(e) = &tag.environment {
-        let value = std::env::var(&e.name)
-            .ok()
-            .or_else(|| e.default_value.clone())?;
-        return Some(TagValue::Literal(value));
+        return Ok(env(&e.name)
+            .or_else(|| e.default_value.clone())
+            .map(TagValue::Literal));
     }
-    let h = tag.header.as_ref()?;
-    let name = http::HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes()).ok()?;
-    Some(TagValue::Header(name, h.default_value.clone()))
+    if let Some(f) = &tag.formatter {
+        let format = LogFormat::parse(&f.value).map_err(|e| format!("formatter.value: {e}"))?;
+        return Ok(Some(TagValue::Format(format.resolve_environment(env))));
+    }
+    let Some(h) = &tag.header else {
+        return Ok(None);
+    };
+    let name = http::HeaderName::from_bytes(h.name.to_ascii_lowercase().as_bytes())
+        .map_err(|_| format!("header.name {:?} is not a header name", h.name))?;
+    Ok(Some(TagValue::Header(name, h.default_value.clone())))
+}
+
+/// The proxy's environment, which `ENVIRONMENT(...)` and environment tags read once per
+/// config version.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 fn split_address(address: &str) -> Result<(String, u16), String> {
@@ -625,7 +687,7 @@ mod tests {
         assert_eq!(collector.protocol, CollectorProtocol::OtlpHttp);
         assert_eq!(
             p.log_for(true).choice,
-            Some(LogChoice::Stdout(Encoding::Json))
+            Some(LogChoice::Stdout(ISTIO_JSON.clone()))
         );
         assert_eq!(
             policy(&format!("{mesh}{selecting}")).log_for(false).choice,

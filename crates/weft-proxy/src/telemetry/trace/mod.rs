@@ -146,6 +146,12 @@ impl Tracer {
         for (name, value) in span.custom {
             put_tag(&mut tags, name.into(), &value, limit);
         }
+        for (name, value) in &span.policy.custom_tags {
+            if let TagValue::Format(format) = value {
+                let value = entry.text(format);
+                put_tag(&mut tags, name.clone().into(), &value, limit);
+            }
+        }
         let start = micros(span.start);
         let name = span.name.unwrap_or_else(|| format!("{authority}/*"));
         self.reporter.report(
@@ -197,6 +203,8 @@ fn custom_tags(policy: &TracingPolicy, headers: &HeaderMap) -> Vec<(String, Stri
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string)
                     .or_else(|| default.clone())?,
+                // Read from the finished request in `finish`.
+                TagValue::Format(_) => return None,
             };
             Some((name.clone(), value))
         })
