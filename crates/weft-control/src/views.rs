@@ -136,7 +136,7 @@ impl View {
     }
 
     /// Whether a proxy of this view needs `object`: Istio's `exportTo`, the Sidecar's egress
-    /// hosts, endpoints of visible services, the Sidecars that may apply to it, Gateways.
+    /// hosts, endpoints of visible services and workloads of none, the Sidecars that may apply to it, Gateways.
     fn admits(&self, objects: &Objects, key: &Key, object: &Object) -> bool {
         let r = &object.resource;
         match &r.spec {
@@ -146,10 +146,12 @@ impl View {
             | Spec::DestinationRule(_) => {
                 scope::exported_to(r, &self.key.namespace) && self.egress_admits(objects, object)
             }
-            Spec::WorkloadEntry(_) => objects
-                .selecting(key)
-                .iter()
-                .any(|s| self.services.contains(s)),
+            // One no service selects goes to every view: a destination names such a caller
+            // by its address, as TCP carries no peer metadata.
+            Spec::WorkloadEntry(_) => {
+                let selecting = objects.selecting(key);
+                selecting.is_empty() || selecting.iter().any(|s| self.services.contains(s))
+            }
             Spec::Sidecar(_) | Spec::Telemetry(_) => {
                 r.namespace() == self.key.namespace || r.namespace() == scope::ROOT_NAMESPACE
             }

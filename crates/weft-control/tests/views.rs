@@ -134,6 +134,8 @@ async fn a_proxy_gets_only_what_its_sidecar_and_export_to_let_it_see_and_changes
     config += &service("ledger", "billing");
     config += &endpoint("ledger-1", "billing", "ledger", "10.0.1.1");
     config += "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: ledger, namespace: billing}\nspec:\n  hosts: [ledger]\n  exportTo: [\".\"]\n  http: [{route: [{destination: {host: ledger}}]}]\n---\n";
+    // A client no service selects: every view has it, to name it as a caller.
+    config += &endpoint("batch-0", "analytics", "batch", "10.0.2.1");
     config += SHOP_SIDECAR;
     apply(&cp, &config).await;
 
@@ -146,6 +148,7 @@ async fn a_proxy_gets_only_what_its_sidecar_and_export_to_let_it_see_and_changes
         BTreeSet::from([
             "Service shop/cart".to_string(),
             "WorkloadEntry shop/cart-1".into(),
+            "WorkloadEntry analytics/batch-0".into(),
             "Sidecar shop/default".into(),
         ])
     );
@@ -153,6 +156,7 @@ async fn a_proxy_gets_only_what_its_sidecar_and_export_to_let_it_see_and_changes
     let seen = names(&outsider.next().await);
     assert!(seen.contains("Service billing/ledger") && seen.contains("Service shop/cart"));
     assert!(seen.contains("WorkloadEntry billing/ledger-1"));
+    assert!(seen.contains("WorkloadEntry analytics/batch-0"));
     assert!(!seen.contains("VirtualService billing/ledger"), "{seen:?}");
 
     // A billing endpoint moves: only the outsider hears of it, as a delta on its version.
@@ -176,7 +180,8 @@ async fn a_proxy_gets_only_what_its_sidecar_and_export_to_let_it_see_and_changes
     assert_eq!(next.base_version, first.version);
     assert_eq!(names(&outsider.next().await), names(&next));
 
-    // Removing the Service takes its endpoints out of view with it.
+    // Removing the Service takes it out of view; its endpoints stay, as workloads of no
+    // service, which every view names callers by.
     cp.state
         .delete(vec![weft_discovery::wire::Key {
             kind: weft_api::Kind::Service,
@@ -188,12 +193,9 @@ async fn a_proxy_gets_only_what_its_sidecar_and_export_to_let_it_see_and_changes
     let gone = shop.next().await;
     assert_eq!(
         removed(&gone),
-        BTreeSet::from([
-            "Service shop/cart".to_string(),
-            "WorkloadEntry shop/cart-1".into(),
-            "WorkloadEntry shop/cart-2".into(),
-        ])
+        BTreeSet::from(["Service shop/cart".to_string()])
     );
+    assert!(gone.resources.is_empty());
 }
 
 async fn first_version(cp: &ControlPlane, name: &str) -> String {

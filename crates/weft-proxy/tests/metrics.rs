@@ -348,36 +348,49 @@ async fn inbound_tcp_is_logged_under_the_inbound_cluster() {
 }
 
 /// TCP carries no peer metadata: the destination names its caller from the registry, the
-/// workload announced at the connection's source address.
+/// workload announced at the connection's source address, whether a service selects it
+/// (productpage) or not (a `sleep` client without a Service).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_tcp_names_the_caller_the_registry_has_at_its_address() {
     let app = tcp_echo("127.0.0.1").await;
     let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: productpage}\nspec:\n  selector: {app: productpage}\n  ports: [{name: http, port: 9080}]\n---\n\
-         apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: productpage-v1-0-127-0-0-9}\nspec:\n  address: 127.0.0.9\n  labels: {app: productpage, version: v1, service.istio.io/workload-name: productpage-v1}\n";
+         apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: productpage-v1-0-127-0-0-9}\nspec:\n  address: 127.0.0.9\n  labels: {app: productpage, version: v1, service.istio.io/workload-name: productpage-v1}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: sleep-0-127-0-0-10, namespace: tools}\nspec:\n  address: 127.0.0.10\n  labels: {app: sleep, service.istio.io/workload-name: sleep}\n";
     let (proxy, _log) = inbound_sidecar_with(reviews_v3(), app, yaml).await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.9:0".parse().unwrap()).unwrap();
-    let mut s = socket.connect(proxy.inbound_addr).await.unwrap();
-    s.write_all(b"\x00\x01 hello\n").await.unwrap();
-    let mut echoed = [0u8; 9];
-    s.read_exact(&mut echoed).await.unwrap();
-    drop(s);
-    let labels = [
-        ("reporter", "destination"),
-        ("source_workload", "productpage-v1"),
-        ("source_app", "productpage"),
-        ("source_version", "v1"),
-        ("source_workload_namespace", "default"),
-        ("destination_workload", "reviews-v3"),
-        ("request_protocol", "tcp"),
-    ];
-    wait_for(
-        proxy.stats_addr,
-        "istio_tcp_connections_closed_total",
-        &labels,
-        1.0,
-    )
-    .await;
+    for (from, workload, app, version, namespace) in [
+        (
+            "127.0.0.9",
+            "productpage-v1",
+            "productpage",
+            "v1",
+            "default",
+        ),
+        ("127.0.0.10", "sleep", "sleep", "unknown", "tools"),
+    ] {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        let mut s = socket.connect(proxy.inbound_addr).await.unwrap();
+        s.write_all(b"\x00\x01 hello\n").await.unwrap();
+        let mut echoed = [0u8; 9];
+        s.read_exact(&mut echoed).await.unwrap();
+        drop(s);
+        let labels = [
+            ("reporter", "destination"),
+            ("source_workload", workload),
+            ("source_app", app),
+            ("source_version", version),
+            ("source_workload_namespace", namespace),
+            ("destination_workload", "reviews-v3"),
+            ("request_protocol", "tcp"),
+        ];
+        wait_for(
+            proxy.stats_addr,
+            "istio_tcp_connections_closed_total",
+            &labels,
+            1.0,
+        )
+        .await;
+    }
 }
 
 /// Envoy's cluster stats, with Istio's `cluster_name` tag, on 15090 and merged on 15020 with

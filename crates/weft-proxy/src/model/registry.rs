@@ -77,6 +77,10 @@ pub struct Registry {
     /// (service, endpoint) by endpoint address, the first service declaring it.
     #[serde(skip)]
     by_endpoint: HashMap<String, (usize, usize)>,
+    /// WorkloadEntries no service selects (a client without a Service), by address: still
+    /// callers a destination names by their address.
+    #[serde(skip)]
+    unserved: HashMap<String, EndpointInfo>,
 }
 
 impl Registry {
@@ -110,6 +114,7 @@ impl Registry {
             services,
             by_host: HashMap::new(),
             by_endpoint: HashMap::new(),
+            unserved: HashMap::new(),
         };
         for (i, s) in registry.services.iter().enumerate() {
             registry.by_host.entry(s.hostname.clone()).or_insert(i);
@@ -120,11 +125,26 @@ impl Registry {
                     .or_insert((i, j));
             }
         }
+        for (r, we) in &workload_entries {
+            if !registry.by_endpoint.contains_key(&we.address) {
+                registry
+                    .unserved
+                    .entry(we.address.clone())
+                    .or_insert_with(|| endpoint(we, r.display_name()));
+            }
+        }
         registry
     }
 
     pub fn by_host(&self, fqdn: &str) -> Option<&ServiceInfo> {
         self.by_host.get(fqdn).map(|&i| &self.services[i])
+    }
+
+    /// The workload at `address`, whether or not a service selects it.
+    pub fn workload_at(&self, address: &str) -> Option<&EndpointInfo> {
+        self.endpoint_at(address)
+            .map(|(_, e)| e)
+            .or_else(|| self.unserved.get(address))
     }
 
     /// The service (host and service port) that `workload` serves on its `port`: one whose

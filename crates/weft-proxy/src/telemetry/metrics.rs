@@ -603,7 +603,7 @@ impl Metrics {
     /// The workload the registry knows at `ip` (an announced or declared WorkloadEntry), as
     /// one shared `Side` per distinct description (the peer cache's key).
     fn caller_at(&self, snapshot: &Snapshot, ip: std::net::IpAddr) -> Option<Arc<Side>> {
-        let (_, endpoint) = snapshot.registry.endpoint_at(&ip.to_string())?;
+        let endpoint = snapshot.registry.workload_at(&ip.to_string())?;
         let entry = endpoint.declared_by.strip_prefix("WorkloadEntry ");
         let (namespace, name) = entry.and_then(|n| n.split_once('/')).unzip();
         let side = Side::new(name, namespace, &endpoint.labels);
