@@ -321,13 +321,7 @@ async fn peer_metadata_does_not_leave_the_mesh() {
 async fn inbound_tcp_is_logged_under_the_inbound_cluster() {
     let app = tcp_echo("127.0.0.1").await;
     let (proxy, mut log) = inbound_sidecar(reviews_v3(), app).await;
-    let mut s = TcpStream::connect(proxy.inbound_addr).await.unwrap();
-    // Not an HTTP request line: sniffing hands the connection on as TCP.
-    s.write_all(b"\x00\x01 hello\n").await.unwrap();
-    let mut echoed = [0u8; 9];
-    s.read_exact(&mut echoed).await.unwrap();
-    assert_eq!(&echoed, b"\x00\x01 hello\n");
-    drop(s);
+    echo_over_tcp("127.0.0.1", proxy.inbound_addr).await;
     let entry = log.recv().await.unwrap();
     assert_eq!(
         entry.upstream_cluster.as_deref(),
@@ -345,6 +339,18 @@ async fn inbound_tcp_is_logged_under_the_inbound_cluster() {
         1.0,
     )
     .await;
+}
+
+/// One round trip through an echo app, from `from`, in bytes that are not an HTTP request
+/// line, so that sniffing hands the connection on as TCP.
+async fn echo_over_tcp(from: &str, to: SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut s = socket.connect(to).await.unwrap();
+    s.write_all(b"\x00\x01 hello\n").await.unwrap();
+    let mut echoed = [0u8; 9];
+    s.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"\x00\x01 hello\n");
 }
 
 /// TCP carries no peer metadata: the destination names its caller from the registry, the
@@ -367,13 +373,7 @@ async fn inbound_tcp_names_the_caller_the_registry_has_at_its_address() {
         ),
         ("127.0.0.10", "sleep", "sleep", "unknown", "tools"),
     ] {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
-        let mut s = socket.connect(proxy.inbound_addr).await.unwrap();
-        s.write_all(b"\x00\x01 hello\n").await.unwrap();
-        let mut echoed = [0u8; 9];
-        s.read_exact(&mut echoed).await.unwrap();
-        drop(s);
+        echo_over_tcp(from, proxy.inbound_addr).await;
         let labels = [
             ("reporter", "destination"),
             ("source_workload", workload),
