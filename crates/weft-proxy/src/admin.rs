@@ -39,6 +39,7 @@ const APP_METRICS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 pub struct Admin {
     pub config: Arc<ConfigStore>,
     pub app_metrics: Option<AppMetrics>,
+    pub certificates: Option<crate::identity::Certificates>,
     pub quit: Arc<Notify>,
     pub set_log_level: Option<SetLogLevel>,
     pub metrics: Arc<Metrics>,
@@ -164,7 +165,11 @@ async fn route(
         ),
         (&Method::GET, "/ready", _) => text(status, state),
         (&Method::GET, "/config_dump", _) => {
-            let body = serde_json::to_vec_pretty(&config_dump(&admin.config)).unwrap_or_default();
+            let mut dump = config_dump(&admin.config);
+            if let Some(certificates) = &admin.certificates {
+                dump["secrets"] = certificates.dump();
+            }
+            let body = serde_json::to_vec_pretty(&dump).unwrap_or_default();
             Response::builder()
                 .header("content-type", "application/json")
                 .body(Full::new(body.into()))

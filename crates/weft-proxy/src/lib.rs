@@ -9,6 +9,7 @@ pub mod config;
 pub mod drain;
 pub mod gateway;
 pub mod http;
+pub mod identity;
 mod listener;
 pub mod model;
 pub mod tcp;
@@ -114,6 +115,8 @@ pub struct ProxyOptions {
     pub server_header: ServerHeader,
     /// The app's own metrics, merged into 15020's.
     pub app_metrics: Option<admin::AppMetrics>,
+    /// The workload certificate, when the proxy has an identity (`/config_dump` shows it).
+    pub certificates: Option<identity::Certificates>,
 }
 
 impl ProxyOptions {
@@ -151,6 +154,7 @@ impl ProxyOptions {
             gateway: None,
             server_header: ServerHeader::default(),
             app_metrics: None,
+            certificates: None,
         }
     }
 }
@@ -247,6 +251,7 @@ impl Proxy {
         let admin_state = Arc::new(admin::Admin {
             config: config.clone(),
             app_metrics: opts.app_metrics,
+            certificates: opts.certificates,
             quit: quit.clone(),
             set_log_level: opts.set_log_level,
             metrics,

@@ -68,11 +68,16 @@ impl CertInfo {
         }
     }
 
-    /// When, for a certificate valid from `not_before` to `not_after`, a holder should renew:
-    /// at half its life, as Istio's agent does (`SECRET_GRACE_PERIOD_RATIO` 0.5).
-    pub fn renew_at(&self) -> SystemTime {
-        let life = (self.not_after - self.not_before).max(0) as u64;
-        UNIX_EPOCH + Duration::from_secs(self.not_before.max(0) as u64 + life / 2)
+    /// When a holder that received the certificate at `received` should renew it: halfway
+    /// through the life it had left then, as Istio's agent renews at half a certificate's life
+    /// (`SECRET_GRACE_PERIOD_RATIO` 0.5). Counting from receipt rather than `not_before`
+    /// keeps the CA's backdating for clock skew from making a short certificate renew at once;
+    /// never sooner than a second, so a certificate that arrives expired is not asked for in
+    /// a tight loop.
+    pub fn renew_at(&self, received: SystemTime) -> SystemTime {
+        let expires = UNIX_EPOCH + Duration::from_secs(self.not_after.max(0) as u64);
+        let left = expires.duration_since(received).unwrap_or(Duration::ZERO);
+        received + (left / 2).max(Duration::from_secs(1))
     }
 }
 
@@ -167,5 +172,35 @@ mod tests {
         let leaf = CertInfo::of_der(&chain_der(&chain[0]).unwrap()[0]).unwrap();
         assert!(leaf.issuer.contains("intermediate"), "{}", leaf.issuer);
         assert_eq!(chain[1], ca_cert.pem());
+    }
+
+    #[test]
+    fn renewal_falls_halfway_through_the_life_left_on_receipt() {
+        let received = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let cert = |not_before: i64, not_after: i64| CertInfo {
+            serial_number: String::new(),
+            subject: String::new(),
+            issuer: String::new(),
+            uri_sans: Vec::new(),
+            dns_sans: Vec::new(),
+            not_before,
+            not_after,
+            is_ca: false,
+        };
+        // 24 h, backdated 60 s: renewed 12 h after receipt.
+        let day = cert(1_000_000 - 60, 1_000_000 + 86_400);
+        assert_eq!(
+            day.renew_at(received),
+            received + Duration::from_secs(43_200)
+        );
+        // 2 s, backdated 60 s: 1 s after receipt, not at once.
+        let short = cert(1_000_000 - 60, 1_000_002);
+        assert_eq!(short.renew_at(received), received + Duration::from_secs(1));
+        // Already expired: a second later, not in a tight loop.
+        let expired = cert(0, 999_000);
+        assert_eq!(
+            expired.renew_at(received),
+            received + Duration::from_secs(1)
+        );
     }
 }

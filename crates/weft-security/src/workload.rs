@@ -4,6 +4,9 @@
 use crate::Identity;
 use rcgen::{CertificateParams, KeyPair, SanType};
 
+/// Why a key or CSR could not be made.
+pub use rcgen::Error as KeyError;
+
 pub struct WorkloadKey {
     key: KeyPair,
 }

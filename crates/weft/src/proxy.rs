@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
@@ -12,6 +12,7 @@ use weft_discovery::credentials::Token;
 use weft_discovery::discovery::Hello;
 use weft_proxy::config::{FileSource, StreamSource};
 use weft_proxy::gateway::GatewayOptions;
+use weft_proxy::identity::CaClient;
 use weft_proxy::telemetry::access_log::{AccessLog, ISTIO_JSON, ISTIO_TEXT};
 use weft_proxy::transport::orig_dst::{NoOriginalDst, SoOriginalDst};
 use weft_proxy::workload::{parse_labels, Workload};
@@ -39,6 +40,26 @@ pub struct ProxyArgs {
     /// platform): without it the control plane sends config but registers no endpoint.
     #[arg(long, env = "WEFT_JOIN_TOKEN_FILE", requires = "control_plane")]
     join_token_file: Option<PathBuf>,
+    /// The pod credential the platform gave this pod (`weft up` writes one per pod): with it
+    /// the proxy asks the control plane's CA on 15012 for a certificate for its namespace
+    /// and service account, renews it at half its life, and follows the control plane over
+    /// 15012's TLS with it.
+    #[arg(long, env = "WEFT_CREDENTIAL_FILE", requires_all = ["control_plane", "root_cert"])]
+    credential_file: Option<PathBuf>,
+    /// The mesh's root certificate (Istio mounts it as `root-cert.pem`): 15012 must chain
+    /// to it.
+    #[arg(long, env = "WEFT_ROOT_CERT", requires = "credential_file")]
+    root_cert: Option<PathBuf>,
+    /// The CA (Istio's CA_ADDR), `HOST:15012`. Default: the control plane's host, port 15012.
+    #[arg(long, env = "CA_ADDR", requires = "credential_file")]
+    ca_address: Option<String>,
+    /// The mesh's trust domain, which the certificate's SPIFFE ID must name.
+    #[arg(long, env = "TRUST_DOMAIN", default_value = weft_security::DEFAULT_TRUST_DOMAIN)]
+    trust_domain: String,
+    /// The certificate lifetime to ask for (Istio's SECRET_TTL); the CA caps it. Default:
+    /// the CA's (24 h).
+    #[arg(long, env = "SECRET_TTL", value_parser = parse_duration, requires = "credential_file")]
+    secret_ttl: Option<Duration>,
     /// The workload's namespace, as the pod's.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     namespace: String,
@@ -241,6 +262,8 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
             disabled: args.no_server_header,
             value: args.server_header,
         },
+        // Started with the runtime, below.
+        certificates: None,
     };
     if let Some(mark) = args.upstream_mark {
         weft_proxy::transport::connect::mark_upstream_connections(mark)?;
@@ -253,18 +276,36 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     crate::allocator::return_freed_memory();
+    let ca = match &args.credential_file {
+        Some(file) => Some(ca_client(
+            file,
+            args.root_cert.as_deref(),
+            args.ca_address.as_deref(),
+            args.control_plane.as_deref().unwrap_or_default(),
+            weft_security::Identity::new(
+                &args.trust_domain,
+                &hello.namespace,
+                &hello.service_account,
+            )
+            .context("the proxy's identity (--namespace, --service-account, --trust-domain)")?,
+            args.secret_ttl,
+        )?),
+        None => None,
+    };
     let mut source = match (args.config, args.control_plane) {
         (Some(dir), _) => Source::Dir(dir),
         (None, Some(endpoint)) => {
             if hello.name.is_empty() {
                 anyhow::bail!("a proxy that follows a control plane needs --pod-name or --workload-name, so proxy-status can tell proxies apart");
             }
+            let scheme = if ca.is_some() { "https" } else { "http" };
             Source::ControlPlane(Box::new(StreamSource {
                 endpoint: if endpoint.contains("://") {
                     endpoint
                 } else {
-                    format!("http://{endpoint}")
+                    format!("{scheme}://{endpoint}")
                 },
+                tls: None,
                 hello,
                 backoff: Default::default(),
             }))
@@ -278,10 +319,16 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         // action (exit at once) but a drain.
         let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
         let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+        let mut opts = opts;
+        opts.certificates = ca.map(CaClient::start);
+        let certificates = opts.certificates.clone();
         let proxy = Proxy::start(opts).await?;
         if let Source::ControlPlane(stream) = &mut source {
             // Port 0 (tests): the port it got.
             stream.hello.stats_port = u32::from(proxy.stats_addr.port());
+            if stream.endpoint.starts_with("https://") {
+                stream.tls = certificates;
+            }
         }
         tracing::info!(
             outbound = %proxy.outbound_addr, inbound = %proxy.inbound_addr,
@@ -336,4 +383,49 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
 enum Source {
     Dir(PathBuf),
     ControlPlane(Box<StreamSource>),
+}
+
+/// Where the proxy's certificate comes from: the credential and root files, and the CA at
+/// `ca_address` or the control plane's host on 15012.
+fn ca_client(
+    credential_file: &Path,
+    root_cert: Option<&Path>,
+    ca_address: Option<&str>,
+    control_plane: &str,
+    identity: weft_security::Identity,
+    ttl: Option<Duration>,
+) -> anyhow::Result<CaClient> {
+    let credential = std::fs::read_to_string(credential_file)
+        .with_context(|| format!("--credential-file {}", credential_file.display()))?
+        .trim()
+        .to_string();
+    let root = root_cert.context("--credential-file needs --root-cert")?;
+    let root_pem =
+        std::fs::read_to_string(root).with_context(|| format!("--root-cert {}", root.display()))?;
+    weft_security::cert::chain_der(&root_pem)
+        .with_context(|| format!("--root-cert {}", root.display()))?;
+    let address = match ca_address {
+        Some(a) => a.to_string(),
+        None => {
+            let authority = control_plane
+                .split_once("://")
+                .map_or(control_plane, |(_, rest)| rest);
+            let host = authority
+                .rsplit_once(':')
+                .map_or(authority, |(host, _)| host);
+            format!("{host}:15012")
+        }
+    };
+    Ok(CaClient {
+        endpoint: if address.contains("://") {
+            address
+        } else {
+            format!("https://{address}")
+        },
+        root_pem,
+        credential,
+        identity,
+        ttl,
+        backoff: Default::default(),
+    })
 }

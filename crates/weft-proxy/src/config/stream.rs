@@ -68,8 +68,11 @@ enum StreamError {
 /// rejected; a rejected version leaves the last good one serving, and so does a lost control
 /// plane, indefinitely, while the source reconnects.
 pub struct StreamSource {
-    /// `http://host:15010`.
+    /// `http://host:15010`, or `https://host:15012` with `tls`.
     pub endpoint: String,
+    /// The workload certificate that opens 15012, renewed as it ages; each connection uses
+    /// the newest.
+    pub tls: Option<crate::identity::Certificates>,
     /// Who this proxy is; `held_version` is filled in on each connection.
     pub hello: Hello,
     pub backoff: Backoff,
@@ -103,20 +106,29 @@ impl StreamSource {
         serving: &mut Serving,
         progressed: &mut bool,
     ) -> Result<(), StreamError> {
-        let channel = tonic::transport::Endpoint::from_shared(self.endpoint.clone())
-            .map_err(|source| StreamError::Connect {
-                endpoint: self.endpoint.clone(),
-                source,
-            })?
+        let connect = |source| StreamError::Connect {
+            endpoint: self.endpoint.clone(),
+            source,
+        };
+        let mut endpoint =
+            tonic::transport::Endpoint::from_shared(self.endpoint.clone()).map_err(connect)?;
+        if let Some(certificates) = &self.tls {
+            let cert = certificates.next_after(None).await;
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(
+                    &*certificates.root_pem,
+                ))
+                .domain_name(weft_discovery::CONTROL_PLANE_SAN)
+                .identity(cert.tls_identity());
+            endpoint = endpoint.tls_config(tls).map_err(connect)?;
+        }
+        let channel = endpoint
             .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10))
             .connect()
             .await
-            .map_err(|source| StreamError::Connect {
-                endpoint: self.endpoint.clone(),
-                source,
-            })?;
+            .map_err(connect)?;
         let (tx, rx) = mpsc::channel(4);
         let hello = Hello {
             held_version: serving.version.clone(),
