@@ -22,9 +22,14 @@ pub struct DiscoveryService {
 }
 
 impl DiscoveryService {
-    fn check_certificate(&self, certs: Option<PeerCerts>, hello: &mut Hello) -> Result<(), Status> {
+    /// Whether a workload certificate proved the Hello's namespace and service account.
+    fn check_certificate(
+        &self,
+        certs: Option<PeerCerts>,
+        hello: &mut Hello,
+    ) -> Result<bool, Status> {
         if !self.require_certificate {
-            return Ok(());
+            return Ok(false);
         }
         let identity = certs
             .and_then(|certs| certs.first().and_then(|c| CertInfo::of_der(c).ok()))
@@ -44,7 +49,7 @@ impl DiscoveryService {
             )));
         }
         hello.service_account = identity.service_account;
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -73,10 +78,11 @@ impl Discovery for DiscoveryService {
                 "Hello needs the proxy's name and namespace (weft proxy --workload-name, --namespace)",
             ));
         }
-        self.check_certificate(certs, &mut hello)?;
+        let certified = self.check_certificate(certs, &mut hello)?;
         let (tx, rx) = mpsc::channel(4);
         let session = Session {
             state: self.state.clone(),
+            certified,
             id: ProxyId {
                 namespace: hello.namespace.clone(),
                 name: hello.name.clone(),
@@ -91,6 +97,9 @@ impl Discovery for DiscoveryService {
 
 struct Session {
     state: Arc<ConfigState>,
+    /// A workload certificate proved who the proxy is: it may register its workload, bound
+    /// to that identity, without the join token.
+    certified: bool,
     id: ProxyId,
     tx: mpsc::Sender<Result<Update, Status>>,
     /// The version of the last update sent on this stream.
@@ -99,14 +108,14 @@ struct Session {
 
 impl Session {
     async fn run(mut self, mut hello: Hello, mut inbound: Streaming<ProxyMessage>) {
-        let joined = self.state.join_token.matches(&hello.join_token);
+        let joined = self.certified || self.state.join_token.matches(&hello.join_token);
         hello.join_token.clear();
         let announced = if joined {
             self.state.announce(&hello)
         } else {
             if !hello.address.is_empty() {
                 tracing::warn!(proxy = %self.id, address = %hello.address,
-                    "proxy announced a workload without the mesh's join token: it is sent config but is no endpoint (weft proxy --join-token-file)");
+                    "proxy announced a workload without the mesh's join token: it is sent config but is no endpoint (weft proxy --credential-file on 15012, or --join-token-file)");
             }
             None
         };

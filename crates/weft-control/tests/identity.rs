@@ -70,10 +70,15 @@ fn leaf(chain: &[String]) -> CertInfo {
     CertInfo::of_der(&chain_der(&chain[0]).unwrap()[0]).unwrap()
 }
 
-async fn first_update(channel: Channel, namespace: &str) -> Result<(), tonic::Status> {
+async fn first_update(
+    channel: Channel,
+    namespace: &str,
+    address: &str,
+) -> Result<(), tonic::Status> {
     let hello = Hello {
         name: "reviews-v1-0".into(),
         namespace: namespace.into(),
+        address: address.into(),
         ..Default::default()
     };
     let first = ProxyMessage {
@@ -149,12 +154,30 @@ async fn a_pod_credential_buys_a_certificate_for_its_identity_only() {
     assert!(status.message().contains("signature"), "{status:?}");
 
     // Discovery on 15012: no certificate, refused; the certificate, for its own namespace.
-    let anonymous = first_update(channel(&cp, None).await, "default").await;
+    let anonymous = first_update(channel(&cp, None).await, "default", "").await;
     assert_eq!(anonymous.unwrap_err().code(), tonic::Code::Unauthenticated);
     let identity = Identity::from_pem(chain.concat(), key.private_key_pem());
     let with_cert = channel(&cp, Some(identity.clone())).await;
-    first_update(with_cert, "default").await.unwrap();
-    let other_namespace = first_update(channel(&cp, Some(identity)).await, "istio-system").await;
+    // Its workload registers without the join token, bound to the certificate's identity.
+    first_update(with_cert, "default", "10.1.2.3")
+        .await
+        .unwrap();
+    let announced = weft_discovery::wire::Key {
+        kind: weft_api::Kind::WorkloadEntry,
+        namespace: "default".into(),
+        name: "reviews-v1-0-10-1-2-3".into(),
+    };
+    let entry = cp
+        .state
+        .mesh()
+        .objects()
+        .get(&announced)
+        .map(|o| o.json.clone())
+        .expect("the certified proxy's workload is registered");
+    let entry: serde_json::Value = serde_json::from_slice(&entry).unwrap();
+    assert_eq!(entry["spec"]["serviceAccount"], "bookinfo-reviews");
+    let other_namespace =
+        first_update(channel(&cp, Some(identity)).await, "istio-system", "").await;
     assert_eq!(
         other_namespace.unwrap_err().code(),
         tonic::Code::PermissionDenied

@@ -41,6 +41,16 @@ pub enum PlatformError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error("pod {pod}: cannot issue its credential: {source}")]
+    Credential {
+        pod: String,
+        source: weft_security::credential::CredentialError,
+    },
+    #[error("pod {pod}: {source}")]
+    Secret {
+        pod: String,
+        source: weft_security::secret_file::FileError,
+    },
     #[error("cannot listen on {addr}: {source} (is another weft up or an istiod running? weft down stops a mesh)")]
     Bind {
         addr: SocketAddr,

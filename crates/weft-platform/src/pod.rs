@@ -46,9 +46,14 @@ pub struct PodSpec {
     #[serde(default)]
     pub app_metrics: Option<String>,
     pub hosts: String,
+    /// The control plane's TLS port (15012): the CA, and discovery for proxies holding a
+    /// certificate from it.
     pub control_plane: SocketAddr,
-    /// The mesh's join token, which lets the sidecar register the pod as an endpoint.
-    pub join_token_file: PathBuf,
+    /// The pod's credential (owner-only), which buys its sidecar a certificate for the
+    /// pod's service account, as a Kubernetes pod's service-account token does.
+    pub credential_file: PathBuf,
+    /// The mesh's root certificate (Istio's `istio-ca-root-cert`).
+    pub root_cert_file: PathBuf,
     /// The `weft` binary (also what `command: [weft, …]` runs).
     pub weft: PathBuf,
     pub state_root: PathBuf,
@@ -187,6 +192,13 @@ async fn terminate(proxy: Option<Supervisor>, app: Option<Supervisor>) {
     if let Some(app) = app {
         app.stopped(deadline).await;
         if let Some(proxy) = &proxy {
+            // Signals do not queue: a second SIGTERM that arrives before the proxy has
+            // handled the first merges with it. Draining fails readiness, so once 15021
+            // says not ready the first has landed.
+            let health = "127.0.0.1:15021".parse().expect("static");
+            while is_ready(health).await && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             proxy.terminate();
         }
     }
@@ -275,7 +287,7 @@ fn proxy(spec: &PodSpec) -> Supervised {
     let mut args: Vec<String> = [
         "proxy",
         "--control-plane",
-        &format!("http://{}", spec.control_plane),
+        &format!("https://{}", spec.control_plane),
         "--pod-name",
         &spec.name,
         "--workload-name",
@@ -290,8 +302,10 @@ fn proxy(spec: &PodSpec) -> Supervised {
         &spec.ip.to_string(),
         "--upstream-mark",
         PROXY_MARK,
-        "--join-token-file",
-        &spec.join_token_file.display().to_string(),
+        "--credential-file",
+        &spec.credential_file.display().to_string(),
+        "--root-cert",
+        &spec.root_cert_file.display().to_string(),
         "--drain-duration",
         &format!("{}ms", PROXY_DRAIN.as_millis()),
     ]

@@ -102,9 +102,18 @@ pub async fn run_sandbox(opts: SandboxOptions) -> Result<(), PlatformError> {
         None => None,
     };
 
+    // Istio's `istio-ca-root-cert`: what every sidecar trusts.
+    crate::state::write_atomic(
+        &root_cert_file(&opts.state),
+        control.ca.root_pem().as_bytes(),
+    )
+    .map_err(|source| PlatformError::Io {
+        what: "writing the mesh's root certificate",
+        source,
+    })?;
     let mut pods: Vec<(Child, PodSpec)> = Vec::new();
     for (index, pod) in plan.pods.iter().enumerate() {
-        let spec = pod_spec(&opts, &plan, pod, &control);
+        let spec = pod_spec(&opts, &plan, pod, &control)?;
         for port in pod.workload.spec.gateway.iter().flat_map(|g| &g.host_ports) {
             let socket = opts.state.root.join(gateway_socket(*port));
             forwarders.push(unix_to_tcp(socket, (pod.ip, *port).into()).map_err(io)?);
@@ -160,14 +169,24 @@ fn as_yaml(plan: &Plan) -> String {
         .join("---\n")
 }
 
+/// The pod as its processes need it; a pod with a proxy gets a fresh credential for its
+/// service account (an old one would verify too, but a new start need not find the old
+/// file).
 fn pod_spec(
     opts: &SandboxOptions,
     plan: &Plan,
     pod: &plan::Pod,
     control: &ControlPlane,
-) -> PodSpec {
+) -> Result<PodSpec, PlatformError> {
     let spec = &pod.workload.spec;
-    PodSpec {
+    let credential_file = opts
+        .state
+        .pods()
+        .join(format!("{}.{}.credential", pod.namespace, pod.name));
+    if spec.sidecar {
+        write_credential(control, pod, &spec.service_account, &credential_file)?;
+    }
+    Ok(PodSpec {
         name: pod.name.clone(),
         namespace: pod.namespace.clone(),
         workload: pod.workload.name.clone(),
@@ -184,11 +203,42 @@ fn pod_spec(
         // Checked when the mesh file was read.
         app_metrics: spec.app_metrics().ok().flatten(),
         hosts: pod.hosts_file(plan.bridge_ip, &plan.services, &plan.external),
-        control_plane: control.grpc_addr,
-        join_token_file: control.join_token_file.clone(),
+        control_plane: control
+            .grpc_tls_addr
+            .expect("the sandbox's control plane serves 15012"),
+        credential_file,
+        root_cert_file: root_cert_file(&opts.state),
         weft: opts.weft.clone(),
         state_root: opts.state.root.clone(),
-    }
+    })
+}
+
+fn root_cert_file(state: &crate::state::StateDir) -> std::path::PathBuf {
+    state.root.join("root-cert.pem")
+}
+
+fn write_credential(
+    control: &ControlPlane,
+    pod: &plan::Pod,
+    service_account: &str,
+    file: &std::path::Path,
+) -> Result<(), PlatformError> {
+    let credential = control
+        .issue_pod_credential(&weft_security::credential::PodClaims {
+            namespace: pod.namespace.clone(),
+            service_account: service_account.to_string(),
+            pod: pod.name.clone(),
+        })
+        .map_err(|source| PlatformError::Credential {
+            pod: pod.name.clone(),
+            source,
+        })?;
+    weft_security::secret_file::write_secret(file, credential.as_bytes()).map_err(|source| {
+        PlatformError::Secret {
+            pod: pod.name.clone(),
+            source,
+        }
+    })
 }
 
 /// Starts the pod's first process in new network and mount namespaces and hands it its end
