@@ -13,6 +13,8 @@ use weft_discovery::wire::{self, Key};
 
 pub struct AdminService {
     pub state: Arc<ConfigState>,
+    /// The mesh root, which `weft proxy-config secret` lists beside a proxy's certificate.
+    pub root_cert: String,
 }
 
 /// Lets through only calls that carry the admin token.
@@ -147,6 +149,8 @@ impl Admin for AdminService {
             identity: Some(p.hello.clone()),
             version: p.acked.clone(),
             resources,
+            certificate_chain: p.certificate_chain.clone(),
+            root_cert: self.root_cert.clone(),
         }))
     }
 

@@ -146,12 +146,18 @@ impl Session {
     }
 
     fn receive(&self, stream: u64, m: ProxyMessage) {
+        let certified = self.certified;
         let mut mesh = self.state.mesh();
         match m.message {
             Some(proxy_message::Message::Ack(a)) => mesh.acked(&self.id, stream, &a.version),
             Some(proxy_message::Message::Nack(n)) => {
                 mesh.nacked(&self.id, stream, &n.version, &n.reason)
             }
+            // Only a proxy whose certificate was checked can say what it holds.
+            Some(proxy_message::Message::Certificate(c)) if certified => {
+                mesh.certificate_held(&self.id, stream, c.chain_pem)
+            }
+            Some(proxy_message::Message::Certificate(_)) => {}
             Some(proxy_message::Message::Hello(_)) | None => {}
         }
     }

@@ -229,6 +229,7 @@ impl ControlPlane {
             AdminServer::with_interceptor(
                 admin::AdminService {
                     state: state.clone(),
+                    root_cert: ca.root_pem().to_string(),
                 },
                 admin::Authenticate {
                     token: admin_token.clone(),

@@ -41,6 +41,8 @@ pub struct ProxyRecord {
     pub acked: String,
     pub nacked: String,
     pub nack_reason: String,
+    /// The certificate chain it said it holds (PEM), on the TLS port.
+    pub certificate_chain: String,
     /// Tells the stream its view changed (its Sidecar did).
     moved: watch::Sender<()>,
 }
@@ -242,6 +244,7 @@ impl Mesh {
                 acked: String::new(),
                 nacked: String::new(),
                 nack_reason: String::new(),
+                certificate_chain: String::new(),
                 moved,
             },
         );
@@ -301,6 +304,13 @@ impl Mesh {
         r.sent_at = None;
         self.metrics.rejected();
         self.events.send_modify(|n| *n += 1);
+    }
+
+    /// Called only for streams on 15012, whose discovery checked the proxy's certificate.
+    pub fn certificate_held(&mut self, id: &ProxyId, stream: u64, chain_pem: String) {
+        if let Some(r) = self.current(id, stream) {
+            r.certificate_chain = chain_pem;
+        }
     }
 
     pub fn disconnect(&mut self, id: &ProxyId, stream: u64) {

@@ -108,6 +108,20 @@ async fn a_proxy_follows_15012_with_its_own_certificate_and_renews_it_at_half_li
     assert_ne!(second.leaf.serial_number, first.leaf.serial_number);
     assert!(second.leaf.not_after >= first.leaf.not_after);
 
+    // The control plane hears of each certificate the proxy holds (proxy-config secret).
+    let reported = || {
+        cp.state
+            .mesh()
+            .find_proxy("reviews-v1-0")
+            .map(|(_, p)| p.certificate_chain.clone())
+    };
+    until("the certificate held reported to the control plane", || {
+        let held = certificates.current()?;
+        (held.leaf.serial_number != first.leaf.serial_number && reported()? == held.chain_pem)
+            .then_some(())
+    })
+    .await;
+
     // What /config_dump shows is the certificate held now, and never the key.
     let dump = HttpClient::new(proxy.admin_addr)
         .get(&proxy.admin_addr.to_string(), "/config_dump", &[])

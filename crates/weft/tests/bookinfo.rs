@@ -813,6 +813,33 @@ async fn istio_bookinfo_tasks_on_weft_demo() {
         "{summary}"
     );
 
+    // Every sidecar holds a certificate for its service account, which proxy-config shows.
+    let secrets = poll_until(DEADLINE, || async {
+        let (status, out, _) = demo
+            .weft(&["proxy-config", "secret", "productpage-v1-0", "-o", "json"])
+            .await;
+        let rows: Vec<Value> = serde_json::from_str(&out)
+            .ok()
+            .filter(|_| status.success())?;
+        (rows.len() == 2).then_some(rows)
+    })
+    .await
+    .expect("weft proxy-config secret lists the certificate productpage's sidecar holds");
+    assert_eq!(secrets[0]["resourceName"], "default");
+    assert_eq!(secrets[0]["validCert"], true);
+    assert_eq!(
+        secrets[0]["uriSans"][0],
+        "spiffe://cluster.local/ns/default/sa/bookinfo-productpage"
+    );
+    assert_eq!(secrets[1]["resourceName"], "ROOTCA");
+    let (_, table, _) = demo
+        .weft(&["proxy-config", "secret", "productpage-v1-0"])
+        .await;
+    assert!(
+        table.starts_with("RESOURCE NAME") && table.contains("Cert Chain"),
+        "{table}"
+    );
+
     // --load 20: while this test sends nothing, the gateway keeps serving the page (40 pages
     // is two seconds' worth).
     let before = demo.gateway_pages_served().await;

@@ -6,6 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// How many digits of the second's fraction to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fraction {
+    /// Whole seconds, as certificates' validity is written (`2026-12-04T07:15:25Z`).
+    None,
     /// Envoy's access-log `START_TIME`.
     Millis,
     /// `creationTimestamp` as Weft writes it, so objects made in one second keep their order
@@ -28,11 +30,12 @@ pub fn rfc3339(t: SystemTime, fraction: Fraction) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     let fraction = match fraction {
-        Fraction::Millis => format!("{:03}", since.subsec_millis()),
-        Fraction::Micros => format!("{:06}", since.subsec_micros()),
+        Fraction::None => String::new(),
+        Fraction::Millis => format!(".{:03}", since.subsec_millis()),
+        Fraction::Micros => format!(".{:06}", since.subsec_micros()),
     };
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{fraction}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}{fraction}Z",
         rest / 3_600,
         rest % 3_600 / 60,
         rest % 60,
@@ -53,6 +56,7 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_micros(1_796_155_576_123_042);
         assert_eq!(rfc3339(t, Fraction::Micros), "2026-12-01T20:06:16.123042Z");
         assert_eq!(rfc3339(t, Fraction::Millis), "2026-12-01T20:06:16.123Z");
+        assert_eq!(rfc3339(t, Fraction::None), "2026-12-01T20:06:16Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(rfc3339(leap, Fraction::Millis), "2000-02-29T00:00:00.000Z");
     }

@@ -9,7 +9,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use weft_api::Resource;
 use weft_discovery::discovery::discovery_client::DiscoveryClient;
-use weft_discovery::discovery::{proxy_message, Ack, Hello, Nack, ProxyMessage, Update};
+use weft_discovery::discovery::{
+    proxy_message, Ack, CertificateHeld, Hello, Nack, ProxyMessage, Update,
+};
 use weft_discovery::wire::{self, Key};
 
 /// The largest update a proxy takes: a full snapshot of everything a big mesh holds.
@@ -147,9 +149,24 @@ impl StreamSource {
             received: serving.received.clone(),
             version: serving.version.clone(),
         };
-        while let Some(update) = updates.message().await.map_err(StreamError::Broken)? {
-            *progressed = true;
-            let reply = stream.take(update, store, serving).await?;
+        // The certificate reported on this stream: each newer one is reported too.
+        let mut reported: Option<String> = None;
+        loop {
+            let reply = tokio::select! {
+                update = updates.message() => {
+                    let Some(update) = update.map_err(StreamError::Broken)? else {
+                        break;
+                    };
+                    *progressed = true;
+                    stream.take(update, store, serving).await?
+                }
+                held = next_certificate(self.tls.as_ref(), reported.as_deref()) => {
+                    reported = Some(held.leaf.serial_number.clone());
+                    proxy_message::Message::Certificate(CertificateHeld {
+                        chain_pem: held.chain_pem.clone(),
+                    })
+                }
+            };
             if tx.send(message(reply)).await.is_err() {
                 break;
             }
@@ -233,6 +250,17 @@ impl StreamState {
 fn nack(store: &ConfigStore, version: String, reason: String) -> proxy_message::Message {
     store.reject(reason.clone());
     proxy_message::Message::Nack(Nack { version, reason })
+}
+
+/// The next certificate to report; never, without one.
+async fn next_certificate(
+    tls: Option<&crate::identity::Certificates>,
+    reported: Option<&str>,
+) -> Arc<crate::identity::WorkloadCertificate> {
+    match tls {
+        Some(certificates) => certificates.next_after(reported).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn message(m: proxy_message::Message) -> ProxyMessage {

@@ -1,9 +1,11 @@
 //! `weft proxy-config routes|clusters|endpoints|listeners PROXY`: what one proxy was sent,
-//! compiled here exactly as the proxy compiles it, in istioctl's columns.
+//! compiled here exactly as the proxy compiles it, in istioctl's columns; `secret`: the
+//! certificate the proxy says it holds.
 
 mod clusters;
 mod listeners;
 mod routes;
+mod secrets;
 
 use super::{decode_all, status_error, Target};
 use crate::table::{self, Output};
@@ -24,6 +26,7 @@ pub enum Section {
     Clusters,
     Endpoints,
     Listeners,
+    Secret,
 }
 
 #[derive(clap::Args)]
@@ -45,6 +48,21 @@ pub async fn run(target: &Target, args: ProxyConfigArgs) -> anyhow::Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
+    if args.section == Section::Secret {
+        let rows = secrets::secret_rows(
+            &response.certificate_chain,
+            &response.root_cert,
+            std::time::SystemTime::now(),
+        )
+        .with_context(|| format!("the certificate {} holds cannot be read", args.proxy))?;
+        if response.certificate_chain.is_empty() {
+            eprintln!(
+                "warning: {} holds no workload certificate (it follows the plaintext port, or has not reported one yet)",
+                args.proxy
+            );
+        }
+        return table::print(args.output, &rows, || secrets::secret_table(&rows));
+    }
     let resources = decode_all(&response.resources)
         .with_context(|| format!("the config sent to {} cannot be read", args.proxy))?;
     let snapshot = compile_for(&args.proxy, response.identity, resources)?;
@@ -65,6 +83,7 @@ pub async fn run(target: &Target, args: ProxyConfigArgs) -> anyhow::Result<()> {
             let rows = route_rows(&snapshot);
             table::print(args.output, &rows, || route_table(&rows))?;
         }
+        Section::Secret => unreachable!("answered above"),
     }
     // After the table, so that the data on stdout stays parseable.
     for problem in unusable_clusters(&snapshot) {
