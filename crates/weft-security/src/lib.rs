@@ -8,6 +8,7 @@ pub mod cert;
 pub mod credential;
 pub mod secret_file;
 pub mod spiffe;
+pub mod tls;
 pub mod workload;
 
 pub use spiffe::{Identity, IdentityError, DEFAULT_TRUST_DOMAIN};
