@@ -2,8 +2,8 @@
 //! select this proxy, opened when a config version with the port is applied and closed when
 //! a version drops it. Requests on them are HTTP, routed by that port's gateway route table.
 
-use crate::http::Direction;
 use crate::model::Snapshot;
+use crate::transport::conn::Direction;
 use crate::{listener, Shared, StartError};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};

@@ -261,12 +261,12 @@ impl Proxy {
             tokio::spawn(listener::serve(
                 outbound,
                 shared.clone(),
-                http::Direction::Outbound,
+                transport::conn::Direction::Outbound,
             )),
             tokio::spawn(listener::serve(
                 inbound,
                 shared.clone(),
-                http::Direction::Inbound,
+                transport::conn::Direction::Inbound,
             )),
             tokio::spawn(admin::serve(admin, admin_state.clone(), admin::Port::Admin)),
             tokio::spawn(admin::serve(

@@ -2,9 +2,10 @@
 //! it: by the destination port's declared protocol, else by sniffing. Gateway ports serve
 //! HTTP only. Listeners bind with the system's accept-queue limit.
 
-use crate::http::{handle, ConnInfo, Direction};
+use crate::http::handle;
 use crate::model::protocol::Protocol;
 use crate::tcp::{self, L4Target};
+use crate::transport::conn::{ConnInfo, Direction};
 use crate::transport::detect::{sniff, Detected, Prefixed};
 use crate::transport::sni;
 use crate::Shared;

@@ -1,9 +1,9 @@
 //! Opaque TCP and TLS passthrough: route by `tcp[]` (port, destinationSubnets) or `tls[]`
 //! (SNI), pick an endpoint, splice bytes both ways.
 
-use crate::http::Direction;
 use crate::model::Snapshot;
 use crate::telemetry::access_log::{Entry, Flags};
+use crate::transport::conn::Direction;
 use crate::transport::connect::connect_addr;
 use crate::transport::splice::splice;
 use crate::upstream::endpoint::Outcome;

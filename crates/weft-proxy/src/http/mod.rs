@@ -11,4 +11,4 @@ pub mod path;
 pub mod server;
 mod tunnel;
 
-pub use outbound::{handle, ConnInfo, Direction};
+pub use outbound::handle;

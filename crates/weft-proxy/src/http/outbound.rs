@@ -32,23 +32,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use weft_api::types::OutboundTrafficMode;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    Inbound,
-    Outbound,
-    /// A Gateway server's port (gateway mode).
-    Gateway,
-}
-
-/// What is known about the downstream connection a request came on.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub direction: Direction,
-    pub remote: SocketAddr,
-    pub local: SocketAddr,
-    /// From `SO_ORIGINAL_DST`, when the connection was redirected to the proxy.
-    pub original_dst: Option<SocketAddr>,
-}
+use crate::transport::conn::{ConnInfo, Direction};
 
 /// One request's state as it goes through the steps (route → fault → forward → respond →
 /// record): what its access-log line and metrics will say, what forwarding found, its span.

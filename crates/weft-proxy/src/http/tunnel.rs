@@ -3,11 +3,11 @@
 
 use super::body::ResponseBody;
 use super::local_reply::LocalReply;
-use super::outbound::ConnInfo;
 use crate::model::Snapshot;
 use crate::tcp::{self, L4Target};
 use crate::telemetry::access_log::{Entry, Flags};
 use crate::telemetry::metrics::{Metrics, TcpSample};
+use crate::transport::conn::ConnInfo;
 use crate::transport::splice::splice;
 use http::{request::Parts, Response, StatusCode};
 use hyper::body::Incoming;

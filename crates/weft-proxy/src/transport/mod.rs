@@ -1,6 +1,7 @@
 //! Connections: original destinations, protocol sniffing, TLS server names, upstream connects,
 //! splicing.
 
+pub mod conn;
 pub mod connect;
 pub mod detect;
 pub mod orig_dst;
