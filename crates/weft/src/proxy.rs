@@ -232,7 +232,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         let filter = EnvFilter::try_new(level).map_err(|e| format!("bad level {level:?}: {e}"))?;
         handle.reload(filter).map_err(|e| e.to_string())
     });
-    let opts = ProxyOptions {
+    let mut opts = ProxyOptions {
         outbound: args.outbound,
         inbound: args.inbound,
         admin: args.admin,
@@ -319,7 +319,6 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         // action (exit at once) but a drain.
         let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
         let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
-        let mut opts = opts;
         opts.certificates = ca.map(CaClient::start);
         let certificates = opts.certificates.clone();
         let proxy = Proxy::start(opts).await?;

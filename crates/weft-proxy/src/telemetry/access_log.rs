@@ -143,22 +143,12 @@ enum Value<'a> {
 }
 
 /// Request headers the entry holds in its own fields, read without the header map.
-pub fn native_request_header(name: &str) -> bool {
-    matches!(
-        name,
-        ":method"
-            | ":path"
-            | ":authority"
-            | "host"
-            | "user-agent"
-            | "x-request-id"
-            | "x-forwarded-for"
-            | "x-envoy-original-path"
-    )
+fn native_request_header(name: &str) -> bool {
+    Entry::default().own_request_header(name).is_some()
 }
 
-pub fn native_response_header(name: &str) -> bool {
-    name == "x-envoy-upstream-service-time"
+fn native_response_header(name: &str) -> bool {
+    Entry::default().own_response_header(name).is_some()
 }
 
 /// Whether rendering `format` reads request (`.0`) or response (`.1`) headers beyond the
@@ -189,8 +179,10 @@ fn non_empty(v: &str) -> Option<Cow<'_, str>> {
 }
 
 impl Entry {
-    fn request_header(&self, name: &str) -> Option<Cow<'_, str>> {
-        match name {
+    /// A request header the entry holds in a field of its own (the outer `None`: not one
+    /// of those).
+    fn own_request_header(&self, name: &str) -> Option<Option<Cow<'_, str>>> {
+        Some(match name {
             ":method" => non_empty(&self.method),
             ":path" => non_empty(&self.path),
             ":authority" | "host" => text(&self.authority),
@@ -199,17 +191,27 @@ impl Entry {
             "x-forwarded-for" => text(&self.forwarded_for),
             // Weft does not rewrite the path before it logs, so there is no original.
             "x-envoy-original-path" => None,
-            _ => header(self.request_headers.as_deref(), name),
-        }
+            _ => return None,
+        })
     }
 
-    fn response_header(&self, name: &str) -> Option<Cow<'_, str>> {
-        match name {
+    fn own_response_header(&self, name: &str) -> Option<Option<Cow<'_, str>>> {
+        Some(match name {
             "x-envoy-upstream-service-time" => {
                 self.upstream_service_time_ms.map(|t| t.to_string().into())
             }
-            _ => header(self.response_headers.as_deref(), name),
-        }
+            _ => return None,
+        })
+    }
+
+    fn request_header(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.own_request_header(name)
+            .unwrap_or_else(|| header(self.request_headers.as_deref(), name))
+    }
+
+    fn response_header(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.own_response_header(name)
+            .unwrap_or_else(|| header(self.response_headers.as_deref(), name))
     }
 
     fn value(&self, op: &Operator) -> Value<'_> {
