@@ -21,8 +21,11 @@ pub fn sniff(data: &[u8]) {
     if let Some(want) = sni::record_len(data) {
         assert!(want >= 5);
     }
-    if let Some(name) = sni::server_name(data) {
-        assert_eq!(name, name.to_ascii_lowercase());
+    if let Some(hello) = sni::parse(data) {
+        if let Some(name) = &hello.server_name {
+            assert_eq!(name, &name.to_ascii_lowercase());
+        }
+        let _ = hello.offers_istio();
     }
 }
 

@@ -90,6 +90,10 @@ pub enum Operator {
     DownstreamRemoteAddressWithoutPort,
     DownstreamRemotePort,
     RequestedServerName,
+    /// The caller's SPIFFE ID from its mTLS certificate.
+    DownstreamPeerUriSan,
+    /// The answering server's SPIFFE ID over mTLS.
+    UpstreamPeerUriSan,
     RouteName,
     Hostname,
     Environment(String),
@@ -148,6 +152,8 @@ const PLAIN: &[(&str, Operator)] = &[
         Operator::DownstreamRemoteAddressWithoutPort,
     ),
     ("REQUESTED_SERVER_NAME", Operator::RequestedServerName),
+    ("DOWNSTREAM_PEER_URI_SAN", Operator::DownstreamPeerUriSan),
+    ("UPSTREAM_PEER_URI_SAN", Operator::UpstreamPeerUriSan),
     ("ROUTE_NAME", Operator::RouteName),
     ("HOSTNAME", Operator::Hostname),
 ];

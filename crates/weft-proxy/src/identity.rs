@@ -4,12 +4,15 @@
 //! so connections made before a rotation keep theirs.
 
 use crate::config::Backoff;
+use arc_swap::ArcSwapOption;
+use rustls::sign::CertifiedKey;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use weft_discovery::ca::istio_certificate_service_client::IstioCertificateServiceClient;
 use weft_discovery::ca::IstioCertificateRequest;
 use weft_security::cert::{chain_der, CertError, CertInfo};
+use weft_security::tls::{self, CurrentCertificate};
 use weft_security::workload::WorkloadKey;
 use weft_security::Identity;
 
@@ -38,6 +41,8 @@ pub enum IdentityError {
     Chain(#[from] CertError),
     #[error("the CA answered with an empty chain")]
     EmptyChain,
+    #[error("the CA's certificate cannot serve TLS: {0}")]
+    Unusable(#[from] tls::TlsError),
     #[error("the CA's certificate names {found}, not {wanted}")]
     WrongIdentity { wanted: String, found: String },
 }
@@ -51,6 +56,8 @@ pub struct WorkloadCertificate {
     /// When it was received.
     pub received: SystemTime,
     key: WorkloadKey,
+    /// The chain and key as rustls presents them in the data path's handshakes.
+    certified: Arc<CertifiedKey>,
 }
 
 impl std::fmt::Debug for WorkloadCertificate {
@@ -73,10 +80,14 @@ impl WorkloadCertificate {
 #[derive(Clone)]
 pub struct Certificates {
     current: watch::Receiver<Option<Arc<WorkloadCertificate>>>,
+    /// The same certificate for handshakes, read without the watch channel's lock.
+    handshake: Arc<ArcSwapOption<CertifiedKey>>,
     /// Why the last request failed, until one succeeds.
     last_error: Arc<parking_lot::Mutex<Option<String>>>,
     /// The mesh root, as the CA's answer and the proxy's start gave it.
     pub root_pem: Arc<str>,
+    /// Whom the certificates name.
+    pub identity: Identity,
 }
 
 impl Certificates {
@@ -139,6 +150,56 @@ impl Certificates {
     }
 }
 
+impl Certificates {
+    /// A certificate given whole (Istio's file-mounted certificates): `chain_pem` is the
+    /// leaf and any intermediates, `key_pem` its key. It is never renewed.
+    pub fn fixed(
+        chain_pem: &str,
+        key_pem: &str,
+        root_pem: &str,
+        identity: Identity,
+    ) -> Result<Certificates, IdentityError> {
+        let key = WorkloadKey::from_pem(key_pem)?;
+        let leaf = CertInfo::of_der(
+            chain_der(chain_pem)?
+                .first()
+                .ok_or(IdentityError::EmptyChain)?,
+        )?;
+        let certified = tls::certified_key(chain_pem, &key.private_key())?;
+        let certificate = WorkloadCertificate {
+            chain_pem: chain_pem.to_string(),
+            leaf,
+            identity: identity.clone(),
+            received: SystemTime::now(),
+            key,
+            certified: certified.clone(),
+        };
+        // Nothing renews it: the receiver keeps the one value its dropped sender left.
+        let (_, current) = watch::channel(Some(Arc::new(certificate)));
+        Ok(Certificates {
+            current,
+            handshake: Arc::new(ArcSwapOption::from(Some(certified))),
+            last_error: Default::default(),
+            root_pem: root_pem.into(),
+            identity,
+        })
+    }
+}
+
+impl CurrentCertificate for Certificates {
+    fn current(&self) -> Option<Arc<CertifiedKey>> {
+        self.handshake.load_full()
+    }
+}
+
+impl std::fmt::Debug for Certificates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificates")
+            .field("current", &self.current.borrow().as_deref())
+            .finish()
+    }
+}
+
 /// Where and how this proxy asks for its certificate.
 pub struct CaClient {
     /// `https://HOST:15012`.
@@ -160,10 +221,13 @@ impl CaClient {
     pub fn start(self) -> Certificates {
         let (tx, rx) = watch::channel(None);
         let last_error = Arc::new(parking_lot::Mutex::new(None));
+        let handshake = Arc::new(ArcSwapOption::empty());
         let certificates = Certificates {
             current: rx,
+            handshake: handshake.clone(),
             last_error: last_error.clone(),
             root_pem: self.root_pem.clone().into(),
+            identity: self.identity.clone(),
         };
         tokio::spawn(async move {
             let mut attempt = 0;
@@ -179,6 +243,7 @@ impl CaClient {
                             expires = cert.leaf.not_after,
                             "holding a workload certificate"
                         );
+                        handshake.store(Some(cert.certified.clone()));
                         if tx.send(Some(Arc::new(cert))).is_err() {
                             return;
                         }
@@ -245,13 +310,15 @@ impl CaClient {
             });
         }
         // Istio's CA answers leaf, intermediates, root; the client chain omits the root.
-        let chain_pem = chain
+        let chain_pem: String = chain
             .iter()
             .take(chain.len().saturating_sub(1).max(1))
             .map(|c| c.trim_end().to_string() + "\n")
             .collect();
+        let certified = tls::certified_key(&chain_pem, &key.private_key())?;
         Ok(WorkloadCertificate {
             chain_pem,
+            certified,
             leaf,
             identity: self.identity.clone(),
             received: SystemTime::now(),

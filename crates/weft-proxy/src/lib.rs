@@ -51,6 +51,8 @@ pub struct Shared {
     /// This workload's peer metadata, for the sidecar at the other end of each call.
     pub own_metadata: telemetry::peer::OwnMetadata,
     pub tracer: telemetry::trace::Tracer,
+    /// Istio's mTLS, when the proxy has a workload identity.
+    pub tls: Option<Arc<transport::tls::MeshTls>>,
 }
 
 /// Istio's `proxyHeaders.server`: the proxy's own setting, which MeshConfig's
@@ -184,6 +186,8 @@ pub enum StartError {
     },
     #[error("{0:?} cannot be a server header value: use visible ASCII characters")]
     ServerHeader(String),
+    #[error("cannot serve mTLS: {0} (is --root-cert the mesh root the control plane wrote?)")]
+    Tls(#[from] weft_security::tls::TlsError),
 }
 
 fn bind_hint(e: &std::io::Error) -> String {
@@ -223,7 +227,18 @@ impl Proxy {
             addr(&health),
             addr(&stats),
         );
-        let metrics = Arc::new(metrics::Metrics::new(&opts.workload));
+        let tls = match &opts.certificates {
+            Some(certs) => Some(Arc::new(transport::tls::MeshTls::new(
+                &certs.root_pem,
+                Arc::new(certs.clone()),
+                &certs.identity,
+            )?)),
+            None => None,
+        };
+        let metrics = Arc::new(
+            metrics::Metrics::new(&opts.workload)
+                .with_principal(tls.as_ref().map(|t| t.own.clone())),
+        );
         let own_metadata = telemetry::peer::OwnMetadata::new(&opts.workload);
         let (reporter, export) = telemetry::trace::export::Reporter::new(metrics.trace_stats());
         let tracer =
@@ -246,6 +261,7 @@ impl Proxy {
             drain: drain.clone(),
             own_metadata,
             tracer,
+            tls,
         });
         let quit = Arc::new(Notify::new());
         let admin_state = Arc::new(admin::Admin {
@@ -336,6 +352,7 @@ fn passthrough_cluster(name: &str) -> Arc<Cluster> {
             outlier: None,
             destination_rules: Vec::new(),
             unusable: None,
+            tls: upstream::config::UpstreamTls::Plaintext,
         },
         None,
     ))

@@ -101,6 +101,7 @@ async fn connection(
             remote,
             local,
             original_dst: None,
+            mtls: None,
         });
         return serve_http(shared, stream, conn).await;
     }
@@ -129,42 +130,97 @@ async fn captured(
         .or_else(|| original_dst.map(|d| Protocol::undeclared(d.port())));
     let (detected, prefix) = match declared {
         Some(p) if p.is_http() => (Detected::Http1, Bytes::new()),
-        Some(Protocol::Tcp) => (Detected::Tcp, Bytes::new()),
+        Some(Protocol::Tcp) if !may_be_mtls(&shared, &stream, direction).await => {
+            (Detected::Tcp, Bytes::new())
+        }
         _ => match sniff(&mut stream).await {
             Ok(found) => found,
             Err(_) => return,
         },
     };
-    let conn = Arc::new(ConnInfo {
+    let mut conn = ConnInfo {
         direction,
         remote,
         local,
         original_dst,
-    });
+        mtls: None,
+    };
     let io = Prefixed::new(prefix, stream);
     match detected {
-        Detected::Http1 | Detected::Http2 => serve_http(shared, io, conn).await,
-        Detected::Tls if direction == Direction::Outbound => {
-            let (sni, io) = match read_client_hello(io).await {
-                Some(found) => found,
-                None => return,
+        Detected::Http1 | Detected::Http2 => serve_http(shared, io, Arc::new(conn)).await,
+        Detected::Tls => {
+            let Some((hello, io)) = read_client_hello(io).await else {
+                return;
             };
-            let port = original_dst.map_or(443, |d| d.port());
-            let target = tcp::route_tls(&snapshot, port, sni.as_deref(), original_dst);
-            tcp::proxy(&shared, io, target, remote, original_dst, direction).await;
+            if direction == Direction::Outbound {
+                let port = original_dst.map_or(443, |d| d.port());
+                let sni = hello.server_name.as_deref();
+                let target = tcp::route_tls(&snapshot, port, sni, original_dst);
+                return tcp::proxy(&shared, io, target, &conn).await;
+            }
+            let Some(mesh) = shared.tls.clone().filter(|_| hello.offers_istio()) else {
+                // The app's own TLS: passed through to it.
+                let Some(target) = inbound_target(&shared, &conn) else {
+                    return;
+                };
+                return tcp::proxy(&shared, io, target, &conn).await;
+            };
+            let (io, peer) = match mesh.accept(io).await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(%remote, "inbound mTLS handshake failed: {e}");
+                    return;
+                }
+            };
+            let http = peer.http;
+            conn.mtls = Some(peer);
+            if http {
+                return serve_http(shared, io, Arc::new(conn)).await;
+            }
+            // `istio`: the caller's sidecar carries TCP, which goes to the app as it came.
+            let Some(target) = inbound_target(&shared, &conn) else {
+                return;
+            };
+            tcp::proxy(&shared, io, target, &conn).await;
         }
-        _ => {
+        Detected::Tcp => {
             let target = if direction == Direction::Outbound {
                 tcp::route_tcp(&snapshot, original_dst, None)
             } else {
-                match original_dst.or(shared.inbound_target) {
-                    Some(dst) => L4Target::Passthrough(dst),
+                match inbound_target(&shared, &conn) {
+                    Some(target) => target,
                     None => return,
                 }
             };
-            tcp::proxy(&shared, io, target, remote, original_dst, direction).await;
+            tcp::proxy(&shared, io, target, &conn).await;
         }
     }
+}
+
+/// The local workload, for an inbound connection's bytes.
+fn inbound_target(shared: &Shared, conn: &ConnInfo) -> Option<L4Target> {
+    conn.original_dst
+        .or(shared.inbound_target)
+        .map(L4Target::Passthrough)
+}
+
+/// How long an inbound connection to a server-first port (MySQL, SMTP...) is watched for a
+/// sidecar's ClientHello before it is taken for a plaintext client waiting for the server.
+/// A sidecar sends its ClientHello at once; a plaintext client waits this long for the
+/// server's greeting.
+const SERVER_FIRST_MTLS_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Whether an inbound connection on a port that is not sniffed starts with TLS, by peeking
+/// at its first byte without reading it.
+async fn may_be_mtls(shared: &Shared, stream: &TcpStream, direction: Direction) -> bool {
+    if direction != Direction::Inbound || shared.tls.is_none() {
+        return false;
+    }
+    let mut first = [0u8; 1];
+    matches!(
+        tokio::time::timeout(SERVER_FIRST_MTLS_WAIT, stream.peek(&mut first)).await,
+        Ok(Ok(1)) if first[0] == 0x16
+    )
 }
 
 /// Whether a direction's listeners and connections drain on shutdown: not outbound, which
@@ -211,10 +267,11 @@ where
     }
 }
 
-/// Reads the first TLS record (bounded by its own length field) and its server name.
+/// Reads the first TLS record (bounded by its own length field) and what its ClientHello
+/// asks for.
 async fn read_client_hello<S: AsyncRead + Unpin>(
     mut io: Prefixed<S>,
-) -> Option<(Option<String>, Prefixed<Prefixed<S>>)> {
+) -> Option<(sni::ClientHello, Prefixed<Prefixed<S>>)> {
     let mut buf = Vec::with_capacity(512);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
@@ -232,6 +289,6 @@ async fn read_client_hello<S: AsyncRead + Unpin>(
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    let name = sni::server_name(&buf);
-    Some((name, Prefixed::new(buf.into(), io)))
+    let hello = sni::parse(&buf).unwrap_or_default();
+    Some((hello, Prefixed::new(buf.into(), io)))
 }

@@ -3,9 +3,11 @@
 
 use crate::model::Snapshot;
 use crate::telemetry::access_log::{Entry, Flags};
-use crate::transport::conn::Direction;
+use crate::transport::conn::{ConnInfo, Direction};
 use crate::transport::connect::connect_addr;
 use crate::transport::splice::splice;
+use crate::transport::tls::{Alpn, Io, MeshTls};
+use crate::upstream::client::{self, SendError};
 use crate::upstream::endpoint::Outcome;
 use crate::upstream::{Cluster, ClusterConfig, Endpoint};
 use crate::Shared;
@@ -13,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use weft_api::host;
 use weft_api::types::OutboundTrafficMode;
@@ -108,16 +110,34 @@ fn unknown(
     }
 }
 
-/// Connects to the target, trying another endpoint once if the first refuses.
+/// An upstream connection made for an L4 target.
+pub struct Connected {
+    pub io: Io,
+    /// The endpoint, as the access log names the upstream host.
+    pub host: String,
+    /// The place it holds within the cluster's `maxConnections`.
+    pub permit: Option<OwnedSemaphorePermit>,
+    /// The server's SPIFFE ID, over mTLS.
+    pub peer: Option<Arc<str>>,
+}
+
+/// Connects to the target, trying another endpoint once if the first refuses; over mTLS to
+/// endpoints with a sidecar when `mesh` is given.
 pub async fn connect(
     target: &L4Target,
     dst: Option<SocketAddr>,
-) -> Result<(TcpStream, String, Option<tokio::sync::OwnedSemaphorePermit>), (Flags, String)> {
+    mesh: Option<&MeshTls>,
+) -> Result<Connected, (Flags, String)> {
     match target {
         L4Target::Blocked(why) => Err((Flags::default(), why.clone())),
         L4Target::Passthrough(addr) => connect_addr(*addr)
             .await
-            .map(|s| (s, addr.to_string(), None))
+            .map(|s| Connected {
+                io: Io::Plain(s),
+                host: addr.to_string(),
+                permit: None,
+                peer: None,
+            })
             .map_err(|e| (Flags::UF, format!("{addr}: {e}"))),
         L4Target::Cluster(cluster) => {
             if let Some(why) = &cluster.config.unusable {
@@ -133,27 +153,29 @@ pub async fn connect(
                 let Some(ep) = cluster.pick(None, &tried, dst) else {
                     break;
                 };
-                let attempt = tokio::time::timeout(
+                let tls = cluster
+                    .origination(mesh, &ep, Alpn::Tcp)
+                    .map_err(|why| (Flags::UF, why))?;
+                let attempt = client::connect(
+                    ep.authority.as_str(),
+                    tls.as_deref(),
                     cluster.config.limits.connect_timeout,
-                    crate::transport::connect::connect(ep.authority.as_str()),
                 )
                 .await;
                 match attempt {
-                    Ok(Ok(s)) => {
+                    Ok((io, peer)) => {
                         cluster.record(&ep, Outcome::Status(200));
-                        let _ = s.set_nodelay(true);
-                        return Ok((s, ep.authority.clone(), Some(permit)));
+                        return Ok(Connected {
+                            io,
+                            host: ep.authority.clone(),
+                            permit: Some(permit),
+                            peer,
+                        });
                     }
-                    Ok(Err(e)) => {
+                    Err(SendError::Connect(e) | SendError::Tls(e) | SendError::Reset(e)) => {
                         last = format!(
                             "{} at {} ({}): {e}",
                             cluster.config.service, ep.authority, ep.declared_by
-                        )
-                    }
-                    Err(_) => {
-                        last = format!(
-                            "{} at {}: connect timeout",
-                            cluster.config.service, ep.authority
                         )
                     }
                 }
@@ -172,17 +194,12 @@ pub async fn connect(
 }
 
 /// Splices `downstream` to the target and writes one access-log line when both sides close.
-pub async fn proxy<S>(
-    shared: &Shared,
-    mut downstream: S,
-    target: L4Target,
-    remote: SocketAddr,
-    dst: Option<SocketAddr>,
-    direction: Direction,
-) where
+pub async fn proxy<S>(shared: &Shared, mut downstream: S, target: L4Target, conn: &ConnInfo)
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let started = Instant::now();
+    let (remote, dst, direction) = (conn.remote, conn.original_dst, conn.direction);
     let mut entry = Entry {
         start: Some(SystemTime::now()),
         method: "-".into(),
@@ -190,13 +207,21 @@ pub async fn proxy<S>(
         protocol: "-",
         downstream_remote: Some(remote),
         downstream_local: dst,
+        downstream_mtls: conn.mtls.is_some(),
+        downstream_peer_principal: conn.mtls.as_ref().and_then(|m| m.principal.clone()),
         upstream_cluster: Some(target.cluster_name(direction)),
         ..Default::default()
     };
-    let connected = match connect(&target, dst).await {
-        Ok((upstream, host, permit)) => {
-            entry.upstream_host = Some(host);
-            Some((upstream, permit))
+    // Only outbound connections go to another sidecar; inbound ones go to the local app.
+    let mesh = shared
+        .tls
+        .as_deref()
+        .filter(|_| direction == Direction::Outbound);
+    let connected = match connect(&target, dst, mesh).await {
+        Ok(c) => {
+            entry.upstream_host = Some(c.host);
+            entry.upstream_peer_principal = c.peer;
+            Some((c.io, c.permit))
         }
         Err((flags, why)) => {
             entry.flags = flags;

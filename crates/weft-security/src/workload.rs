@@ -25,6 +25,13 @@ impl WorkloadKey {
         })
     }
 
+    /// A key given as PEM (PKCS#8), as file-mounted certificates come.
+    pub fn from_pem(pem: &str) -> Result<WorkloadKey, rcgen::Error> {
+        Ok(WorkloadKey {
+            key: KeyPair::from_pem(pem)?,
+        })
+    }
+
     /// A CSR asking for `identity`, signed by this key.
     pub fn csr(&self, identity: &Identity) -> Result<String, rcgen::Error> {
         let mut params = CertificateParams::default();

@@ -199,15 +199,22 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         (pod, name) if name.is_empty() => (pod.clone(), pod),
         both => both,
     };
+    let mut labels: std::collections::HashMap<String, String> = parse_labels(&args.labels)
+        .map_err(anyhow::Error::msg)?
+        .into_iter()
+        .collect();
+    if args.credential_file.is_some() && !args.gateway {
+        // As Istio's injector labels a pod with a sidecar: callers may take mTLS to it.
+        labels
+            .entry(weft_proxy::upstream::config::TLS_MODE_LABEL.into())
+            .or_insert_with(|| "istio".into());
+    }
     let hello = Hello {
         name: pod.clone(),
         workload_name: workload_name.clone(),
         namespace: args.namespace.clone(),
         address: args.address.clone().unwrap_or_default(),
-        labels: parse_labels(&args.labels)
-            .map_err(anyhow::Error::msg)?
-            .into_iter()
-            .collect(),
+        labels,
         service_account: args.service_account.clone(),
         held_version: String::new(),
         proxy_version: env!("CARGO_PKG_VERSION").to_string(),

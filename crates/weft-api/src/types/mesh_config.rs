@@ -26,6 +26,10 @@ pub struct MeshConfig {
     pub enable_tracing: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_prometheus_merge: Option<bool>,
+    /// Istio's default is true: sidecars use mTLS to endpoints that have a sidecar, unless a
+    /// DestinationRule's `tls` says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_auto_mtls: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_config: Option<ProxyConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,7 +7,8 @@ use super::headers::strip_hop_by_hop;
 use super::local_reply::LocalReply;
 use crate::model::route::RetryPolicy;
 use crate::telemetry::access_log::Flags;
-use crate::upstream::client::SendError;
+use crate::transport::tls::{Alpn, MeshTls};
+use crate::upstream::client::{SendError, Sent};
 use crate::upstream::endpoint::{ActiveGuard, Outcome};
 use crate::upstream::stats::ClusterStats;
 use crate::upstream::{Cluster, Endpoint};
@@ -26,6 +27,10 @@ pub struct Forwarded {
     pub service_time: Option<Duration>,
     /// When each retry was sent, for the request's span.
     pub retries: Vec<std::time::SystemTime>,
+    /// The answering server's SPIFFE ID, when the hop was mTLS.
+    pub upstream_peer: Option<Arc<str>>,
+    /// Why the last try's TLS handshake failed.
+    pub transport_failure: Option<String>,
 }
 
 pub struct Call<'a> {
@@ -42,6 +47,8 @@ pub struct Call<'a> {
     /// Send `x-envoy-attempt-count` on each try, as Istio configures outbound and gateway
     /// routes (`include_request_attempt_count`); the inbound hop does not.
     pub attempt_count: bool,
+    /// This proxy's mTLS, for endpoints that take it.
+    pub mesh_tls: Option<&'a MeshTls>,
 }
 
 enum TryError {
@@ -106,9 +113,22 @@ pub async fn forward(
         };
         let attempt_count = call.attempt_count.then_some(attempt + 1);
         ClusterStats::count(&cluster.stats.rq_total);
-        let sent = cluster
-            .upstream
-            .send(h2, &endpoint, call.parts, body, attempt_count);
+        let alpn = if h2 { Alpn::Http2 } else { Alpn::Http1 };
+        let tls = cluster.origination(call.mesh_tls, &endpoint, alpn);
+        let sent = async {
+            let tls = tls.map_err(SendError::Connect)?;
+            cluster
+                .upstream
+                .send(
+                    h2,
+                    &endpoint,
+                    tls.as_deref(),
+                    call.parts,
+                    body,
+                    attempt_count,
+                )
+                .await
+        };
         let result = match try_deadline {
             Some(d) => match timeout_at(d, sent).await {
                 Ok(r) => r.map_err(TryError::Send),
@@ -123,7 +143,8 @@ pub async fn forward(
             None => sent.await.map_err(TryError::Send),
         };
         let (retriable, answer) = match result {
-            Ok(response) => {
+            Ok(Sent { response, peer }) => {
+                out.upstream_peer = peer;
                 let status = response.status();
                 cluster.record(&endpoint, Outcome::Status(status.as_u16()));
                 let retriable =
@@ -132,6 +153,9 @@ pub async fn forward(
             }
             Err(error) => {
                 cluster.record(&endpoint, Outcome::LocalFailure);
+                if let TryError::Send(SendError::Tls(reason)) = &error {
+                    out.transport_failure = Some(reason.clone());
+                }
                 let (retriable, reply) = failure(error, call.retry, cluster, &endpoint);
                 (retriable, Err(reply))
             }
@@ -181,7 +205,7 @@ fn failure(
 ) -> (bool, LocalReply) {
     let on = &policy.on;
     match error {
-        TryError::Send(SendError::Connect(detail)) => (
+        TryError::Send(SendError::Connect(detail) | SendError::Tls(detail)) => (
             on.connect_failure || on.reset_or_timeout(),
             LocalReply::connect_failure(format!(
                 "{detail} connecting to {} at {} ({}): is the workload running?",
@@ -215,7 +239,13 @@ async fn backoff(policy: &RetryPolicy, attempt: u32, deadline: Option<Instant>) 
 }
 
 /// Fires a copy of a replayable request at the mirror cluster; its answer is dropped.
-pub fn mirror(cluster: Arc<Cluster>, mut parts: Parts, body: RequestBody, downstream_h2: bool) {
+pub fn mirror(
+    cluster: Arc<Cluster>,
+    mut parts: Parts,
+    body: RequestBody,
+    downstream_h2: bool,
+    mesh_tls: Option<Arc<MeshTls>>,
+) {
     // Envoy marks shadowed requests by suffixing the host with -shadow.
     if let Some(host) = parts
         .headers
@@ -235,12 +265,16 @@ pub fn mirror(cluster: Arc<Cluster>, mut parts: Parts, body: RequestBody, downst
         let Some(endpoint) = cluster.pick(None, &[], None) else {
             return;
         };
-        if let Ok(resp) = cluster
+        let alpn = if h2 { Alpn::Http2 } else { Alpn::Http1 };
+        let Ok(tls) = cluster.origination(mesh_tls.as_deref(), &endpoint, alpn) else {
+            return;
+        };
+        if let Ok(sent) = cluster
             .upstream
-            .send(h2, &endpoint, &parts, body, None)
+            .send(h2, &endpoint, tls.as_deref(), &parts, body, None)
             .await
         {
-            let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+            let _ = http_body_util::BodyExt::collect(sent.response.into_body()).await;
         }
     });
 }

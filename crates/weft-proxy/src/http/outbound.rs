@@ -33,10 +33,13 @@ use tokio::time::Instant;
 use weft_api::types::OutboundTrafficMode;
 
 use crate::transport::conn::{ConnInfo, Direction};
+use crate::transport::tls::MeshTls;
 
 /// One request's state as it goes through the steps (route → fault → forward → respond →
 /// record): what its access-log line and metrics will say, what forwarding found, its span.
-struct Exchange {
+struct Exchange<'s> {
+    /// This proxy's mTLS, for upstream endpoints that take it.
+    mesh_tls: Option<&'s Arc<MeshTls>>,
     entry: Entry,
     forwarded: Forwarded,
     span: Option<ActiveSpan>,
@@ -69,6 +72,8 @@ pub async fn handle(
         authority: Some(authority(&parts).to_string()),
         downstream_local: Some(conn.original_dst.unwrap_or(conn.local)),
         downstream_remote: Some(conn.remote),
+        downstream_mtls: conn.mtls.is_some(),
+        downstream_peer_principal: conn.mtls.as_ref().and_then(|m| m.principal.clone()),
         bytes_received: body_hint(&body),
         ..Default::default()
     };
@@ -77,6 +82,7 @@ pub async fn handle(
     let snapshot = shared.config.current();
     let inbound = conn.direction == Direction::Inbound;
     let mut x = Exchange {
+        mesh_tls: shared.tls.as_ref(),
         entry,
         forwarded: Forwarded::default(),
         span: shared.tracer.begin(
@@ -114,7 +120,8 @@ pub async fn handle(
         match conn.direction {
             Direction::Gateway => gateway(&snapshot, &conn, parts, body, &mut x).await,
             _ if parts.method == Method::CONNECT => {
-                tunnel::connect(&snapshot, &shared.metrics, &conn, &parts, body).await
+                let mesh = shared.tls.as_deref();
+                tunnel::connect(&snapshot, &shared.metrics, mesh, &conn, &parts, body).await
             }
             Direction::Outbound => outbound(&shared, &snapshot, &conn, parts, body, &mut x).await,
             Direction::Inbound => {
@@ -126,6 +133,7 @@ pub async fn handle(
         }
     };
     let Exchange {
+        mesh_tls: _,
         mut entry,
         mut forwarded,
         mut span,
@@ -163,6 +171,8 @@ pub async fn handle(
         forwarded.details
     };
     entry.upstream_host = forwarded.upstream_host;
+    entry.upstream_peer_principal = forwarded.upstream_peer;
+    entry.upstream_transport_failure_reason = forwarded.transport_failure;
     entry.upstream_service_time_ms = forwarded.service_time.map(|d| d.as_millis() as u64);
     if let Some(span) = &mut span {
         for at in forwarded.retries {
@@ -246,7 +256,7 @@ async fn outbound(
     conn: &ConnInfo,
     parts: Parts,
     body: Incoming,
-    x: &mut Exchange,
+    x: &mut Exchange<'_>,
 ) -> Result<Response<ResponseBody>, LocalReply> {
     let authority = authority(&parts).to_ascii_lowercase();
     let port = conn
@@ -267,7 +277,7 @@ async fn gateway(
     conn: &ConnInfo,
     parts: Parts,
     body: Incoming,
-    x: &mut Exchange,
+    x: &mut Exchange<'_>,
 ) -> Result<Response<ResponseBody>, LocalReply> {
     if parts.method == Method::CONNECT {
         return Err(LocalReply::no_route().hint("a gateway does not tunnel CONNECT"));
@@ -296,7 +306,7 @@ async fn by_virtual_host(
     conn: &ConnInfo,
     mut parts: Parts,
     body: Incoming,
-    x: &mut Exchange,
+    x: &mut Exchange<'_>,
 ) -> Result<Response<ResponseBody>, LocalReply> {
     let view = RequestView::new(
         &parts.method,
@@ -410,7 +420,13 @@ async fn by_virtual_host(
     for m in &route.mirrors {
         if roll(m.percent) {
             if let Some(copy) = buffered.replay() {
-                forward::mirror(m.cluster.clone(), clone_parts(&parts), copy, downstream_h2);
+                forward::mirror(
+                    m.cluster.clone(),
+                    clone_parts(&parts),
+                    copy,
+                    downstream_h2,
+                    x.mesh_tls.cloned(),
+                );
             }
         }
     }
@@ -432,6 +448,7 @@ async fn by_virtual_host(
         original_dst: conn.original_dst,
         downstream_h2,
         attempt_count: true,
+        mesh_tls: x.mesh_tls.map(|t| &**t),
     };
     let mut response = forward::forward(call, &mut x.forwarded).await?;
     if let Some(cookie) = set_cookie {
@@ -454,7 +471,7 @@ async fn unknown_destination(
     body: Incoming,
     authority: &str,
     port: u16,
-    x: &mut Exchange,
+    x: &mut Exchange<'_>,
 ) -> Result<Response<ResponseBody>, LocalReply> {
     if snapshot.outbound_policy == OutboundTrafficMode::RegistryOnly {
         x.entry.upstream_cluster = Some("BlackHoleCluster".into());
@@ -498,7 +515,7 @@ async fn to_workload(
     conn: &ConnInfo,
     parts: Parts,
     body: Incoming,
-    x: &mut Exchange,
+    x: &mut Exchange<'_>,
 ) -> Result<Response<ResponseBody>, LocalReply> {
     let target = conn.original_dst.or(shared.inbound_target).ok_or_else(|| {
         LocalReply::no_route()
@@ -515,7 +532,7 @@ async fn pass_through(
     attempt_count: bool,
     mut parts: Parts,
     body: Incoming,
-    x: &mut Exchange,
+    x: &mut Exchange<'_>,
 ) -> Result<Response<ResponseBody>, LocalReply> {
     x.upgrade = take_upgrade(&mut parts);
     let messages = x.request_messages.clone();
@@ -530,6 +547,8 @@ async fn pass_through(
         original_dst: Some(target),
         downstream_h2: parts.version == Version::HTTP_2,
         attempt_count,
+        // The local workload and PassthroughCluster have no sidecar to take mTLS.
+        mesh_tls: None,
     };
     forward::forward(call, &mut x.forwarded).await
 }

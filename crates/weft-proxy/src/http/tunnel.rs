@@ -9,6 +9,7 @@ use crate::telemetry::access_log::{Entry, Flags};
 use crate::telemetry::metrics::{Metrics, TcpSample};
 use crate::transport::conn::ConnInfo;
 use crate::transport::splice::splice;
+use crate::transport::tls::MeshTls;
 use http::{request::Parts, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 pub async fn connect(
     snapshot: &Snapshot,
     metrics: &Arc<Metrics>,
+    mesh_tls: Option<&MeshTls>,
     conn: &ConnInfo,
     parts: &Parts,
     _body: Incoming,
@@ -51,12 +53,14 @@ pub async fn connect(
         )
         .hint(why.clone()));
     }
-    let (upstream, host, permit) = tcp::connect(&target, None)
+    let connected = tcp::connect(&target, None, mesh_tls)
         .await
         .map_err(|(_, why)| LocalReply::connect_failure(why))?;
+    let (upstream, permit) = (connected.io, connected.permit);
     let entry = Entry {
         upstream_cluster: Some(target.cluster_name(conn.direction)),
-        upstream_host: Some(host),
+        upstream_host: Some(connected.host),
+        upstream_peer_principal: connected.peer,
         downstream_remote: Some(conn.remote),
         downstream_local: Some(conn.local),
         ..Default::default()

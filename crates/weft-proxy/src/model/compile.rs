@@ -8,7 +8,7 @@ use super::protocol::Protocol;
 use super::registry::{Registry, ServiceInfo};
 use super::route::*;
 use super::{L4Route, L4Routes, RouteConfig, Snapshot, TlsRoute, VirtualHost};
-use crate::upstream::config::{effective_policy, EndpointConfig};
+use crate::upstream::config::{effective_policy, EndpointConfig, MeshPeer, UpstreamTls};
 use crate::upstream::{Cluster, ClusterConfig};
 use crate::workload::Workload;
 use base64::Engine;
@@ -65,6 +65,12 @@ pub fn compile_within(
         destination_rules: destination_rules::merge(&in_scope),
         clusters: BTreeMap::new(),
         regex_size_limit,
+        auto_mtls: scope::mesh_config(&in_scope)
+            .and_then(|m| m.enable_auto_mtls)
+            .unwrap_or(true),
+        trust_domain: scope::mesh_config(&in_scope)
+            .and_then(|m| m.trust_domain.clone())
+            .unwrap_or_else(|| weft_security::DEFAULT_TRUST_DOMAIN.into()),
     };
     let mut http: HashMap<u16, RouteConfig> = HashMap::new();
     let mut tcp = HashMap::new();
@@ -218,6 +224,10 @@ pub(super) struct Compiler<'a> {
     destination_rules: Vec<MergedRule<'a>>,
     clusters: BTreeMap<String, Arc<Cluster>>,
     regex_size_limit: usize,
+    /// MeshConfig `enableAutoMtls`.
+    auto_mtls: bool,
+    /// MeshConfig `trustDomain`, which names the destinations' identities.
+    trust_domain: String,
 }
 
 impl<'a> Compiler<'a> {
@@ -574,6 +584,13 @@ impl<'a> Compiler<'a> {
             outlier,
             destination_rules: merged.map(MergedRule::names).unwrap_or_default(),
             unusable,
+            tls: match svc {
+                Some(svc) if self.auto_mtls && !svc.external => UpstreamTls::AutoMutual(MeshPeer {
+                    sni: MeshPeer::sni(port, subset, hostname),
+                    identities: svc.identities(&self.trust_domain),
+                }),
+                _ => UpstreamTls::Plaintext,
+            },
         }
     }
 }

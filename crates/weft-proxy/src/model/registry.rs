@@ -67,6 +67,24 @@ impl ServiceInfo {
     pub fn port(&self, number: u16) -> Option<&ServicePort> {
         self.ports.iter().find(|p| p.number == number)
     }
+
+    /// The SPIFFE IDs of the service's workloads, by their service accounts, as Istio
+    /// checks a destination's certificate. Empty when an endpoint names no service account:
+    /// then any workload of the trust domain is accepted.
+    pub fn identities(&self, trust_domain: &str) -> Vec<String> {
+        let mut ids = Vec::new();
+        for e in &self.endpoints {
+            let Some(sa) = e.service_account.as_deref().filter(|sa| !sa.is_empty()) else {
+                return Vec::new();
+            };
+            let id = format!("spiffe://{trust_domain}/ns/{}/sa/{sa}", self.namespace);
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        ids
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

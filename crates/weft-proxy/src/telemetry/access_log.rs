@@ -127,6 +127,14 @@ pub struct Entry {
     pub upstream_cluster: Option<String>,
     pub downstream_local: Option<SocketAddr>,
     pub downstream_remote: Option<SocketAddr>,
+    /// The downstream connection is Istio's mTLS.
+    pub downstream_mtls: bool,
+    /// The caller's SPIFFE ID from its certificate (Envoy's `DOWNSTREAM_PEER_URI_SAN`).
+    pub downstream_peer_principal: Option<Arc<str>>,
+    /// The answering server's SPIFFE ID over mTLS (`UPSTREAM_PEER_URI_SAN`).
+    pub upstream_peer_principal: Option<Arc<str>>,
+    /// Why the TLS handshake with the upstream failed.
+    pub upstream_transport_failure_reason: Option<String>,
     pub route_name: Option<String>,
     /// The request's headers, kept only when a Telemetry expression or a log format reads
     /// them.
@@ -250,10 +258,18 @@ impl Entry {
             Operator::DownstreamRemoteAddressWithoutPort => ip(self.downstream_remote),
             Operator::DownstreamRemotePort => port(self.downstream_remote),
             Operator::RouteName => or_missing(text(&self.route_name)),
-            // Not known to the proxy yet (no TLS, no termination reasons, the upstream's
-            // ephemeral port not kept): `-`, as Envoy writes an unset value.
+            Operator::UpstreamTransportFailureReason => {
+                or_missing(text(&self.upstream_transport_failure_reason))
+            }
+            Operator::DownstreamPeerUriSan => {
+                or_missing(self.downstream_peer_principal.as_deref().map(Cow::Borrowed))
+            }
+            Operator::UpstreamPeerUriSan => {
+                or_missing(self.upstream_peer_principal.as_deref().map(Cow::Borrowed))
+            }
+            // Not known to the proxy yet (no termination reasons, the upstream's ephemeral
+            // port and the downstream's SNI not kept): `-`, as Envoy writes an unset value.
             Operator::ConnectionTerminationDetails
-            | Operator::UpstreamTransportFailureReason
             | Operator::UpstreamLocalAddress
             | Operator::RequestedServerName
             // Resolved to text when the format was built.

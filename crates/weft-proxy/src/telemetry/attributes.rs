@@ -51,8 +51,14 @@ fn map(entries: Vec<(&'static str, Value)>) -> Value {
     map.into()
 }
 
-fn address(addr: Option<SocketAddr>) -> Value {
-    let mut fields = Vec::new();
+fn principal(p: &Option<Arc<str>>) -> Value {
+    p.as_deref().map_or(Value::Null, Value::from)
+}
+
+/// An address's attributes, and those of `fields` that are known (absent, `has()` is
+/// false, as in Envoy).
+fn address(addr: Option<SocketAddr>, mut fields: Vec<(&'static str, Value)>) -> Value {
+    fields.retain(|(_, v)| !matches!(v, Value::Null));
     if let Some(a) = addr {
         fields.push(("address", a.ip().to_string().into()));
         fields.push(("port", Value::Int(a.port().into())));
@@ -99,11 +105,25 @@ impl cel::context::VariableResolver for Attributes<'_> {
                 ("size", Value::Int(e.bytes_sent as i64)),
                 ("total_size", Value::Int(e.bytes_sent as i64)),
             ]),
-            "source" => address(e.downstream_remote),
-            "destination" => address(e.downstream_local),
-            "upstream" => address(e.upstream_host.as_deref().and_then(|h| h.parse().ok())),
-            // Plaintext until the mesh speaks mTLS.
-            "connection" => map(vec![("mtls", Value::Bool(false))]),
+            "source" => address(
+                e.downstream_remote,
+                vec![("principal", principal(&e.downstream_peer_principal))],
+            ),
+            "destination" => address(e.downstream_local, Vec::new()),
+            "upstream" => address(
+                e.upstream_host.as_deref().and_then(|h| h.parse().ok()),
+                vec![(
+                    "uri_san_peer_certificate",
+                    principal(&e.upstream_peer_principal),
+                )],
+            ),
+            "connection" => map(vec![
+                ("mtls", Value::Bool(e.downstream_mtls)),
+                (
+                    "uri_san_peer_certificate",
+                    principal(&e.downstream_peer_principal),
+                ),
+            ]),
             "xds" => map(vec![
                 ("cluster_name", opt(&e.upstream_cluster)),
                 ("route_name", opt(&e.route_name)),

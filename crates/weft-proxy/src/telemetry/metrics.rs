@@ -210,24 +210,56 @@ pub struct Peers {
     hash: u64,
 }
 
+/// What mTLS proved about a hop: whether it was mTLS, and each side's SPIFFE ID.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+struct Principals {
+    mtls: bool,
+    source: Option<Arc<str>>,
+    destination: Option<Arc<str>>,
+}
+
+impl Principals {
+    /// Inbound, the caller proved itself to this proxy; outbound, the server did.
+    fn of(entry: &Entry, inbound: bool, own: Option<&Arc<str>>) -> Principals {
+        let mtls = if inbound {
+            entry.downstream_mtls
+        } else {
+            entry.upstream_peer_principal.is_some()
+        };
+        let own = own.filter(|_| mtls).cloned();
+        if inbound {
+            Principals {
+                mtls,
+                source: entry.downstream_peer_principal.clone(),
+                destination: own,
+            }
+        } else {
+            Principals {
+                mtls,
+                source: own,
+                destination: entry.upstream_peer_principal.clone(),
+            }
+        }
+    }
+}
+
 impl Peers {
-    fn new(inbound: bool, src: &Side, dst: &Side, svc: &Service) -> Peers {
+    fn new(inbound: bool, src: &Side, dst: &Side, svc: &Service, principals: &Principals) -> Peers {
         let reporter: Arc<str> = if inbound { "destination" } else { "source" }.into();
-        // Without mTLS there is no principal on either side.
-        let principal: Arc<str> = UNKNOWN.into();
+        let principal = |p: &Option<Arc<str>>| p.clone().unwrap_or_else(|| UNKNOWN.into());
         let values = [
             reporter,
             src.workload.clone(),
             src.canonical_service.clone(),
             src.canonical_revision.clone(),
             src.namespace.clone(),
-            principal.clone(),
+            principal(&principals.source),
             src.app.clone(),
             src.version.clone(),
             src.cluster.clone(),
             dst.workload.clone(),
             dst.namespace.clone(),
-            principal,
+            principal(&principals.destination),
             dst.app.clone(),
             dst.version.clone(),
             svc.host.clone(),
@@ -238,7 +270,11 @@ impl Peers {
             dst.cluster.clone(),
         ];
         // Istio: `none` or `mutual_tls` on destination reports, `unknown` on source reports.
-        let security = if inbound { "none" } else { UNKNOWN };
+        let security = match (inbound, principals.mtls) {
+            (false, _) => UNKNOWN,
+            (true, true) => "mutual_tls",
+            (true, false) => "none",
+        };
         // Fixed keys: equal label sets built apart must hash alike.
         let mut hasher = std::hash::DefaultHasher::new();
         (&values, security).hash(&mut hasher);
@@ -384,13 +420,16 @@ impl EncodeLabelSet for RouteLabels {
     }
 }
 
-/// Label sets by cluster name, upstream host and the peer's metadata (its address in
-/// `Metrics::seen`, 0 for none), for one config version.
+/// Label sets by cluster name, upstream host, the peer's metadata (its address in
+/// `Metrics::seen`, 0 for none) and what mTLS proved, for one config version.
 #[derive(Default)]
 struct PeerCache {
     version: u64,
-    by_cluster: HashMap<String, HashMap<String, HashMap<usize, Arc<Peers>>>>,
+    by_cluster: HashMap<String, HashMap<String, ByPeer>>,
 }
+
+/// Label sets of one upstream host by the peer's metadata and what mTLS proved.
+type ByPeer = HashMap<(usize, Principals), Arc<Peers>>;
 
 pub struct Metrics {
     registry: Registry,
@@ -407,6 +446,8 @@ pub struct Metrics {
     route_requests: Family<RouteLabels, Counter>,
     route_duration: Histograms<RouteLabels>,
     own: Side,
+    /// This proxy's SPIFFE ID, when it has one.
+    own_principal: Option<Arc<str>>,
     cache: RwLock<PeerCache>,
     /// Peers by a hash of the metadata header they sent (a header may be kilobytes), decoded
     /// once.
@@ -432,6 +473,7 @@ impl Metrics {
             route_requests: Family::default(),
             route_duration: histograms(),
             own: Side::of_workload(workload),
+            own_principal: None,
             cache: RwLock::default(),
             seen: RwLock::default(),
             seen_hasher: Default::default(),
@@ -513,6 +555,14 @@ impl Metrics {
             m.route_duration.clone(),
         );
         Metrics { registry, ..m }
+    }
+
+    /// Names this proxy's side by `principal` on mTLS hops.
+    pub fn with_principal(self, principal: Option<Arc<str>>) -> Metrics {
+        Metrics {
+            own_principal: principal,
+            ..self
+        }
     }
 
     /// What a request's labels will be, decided when the response headers are known (the
@@ -633,20 +683,25 @@ impl Metrics {
         peer: Option<Arc<Side>>,
     ) -> Arc<Peers> {
         let host = entry.upstream_host.as_deref().unwrap_or("");
+        let principals = Principals::of(entry, inbound, self.own_principal.as_ref());
         let (cluster, host) = match (inbound, entry.upstream_cluster.as_deref()) {
             (true, _) => ("inbound", host),
             (false, None) => {
                 // A fault abort or no route: the Host names the service. Not cached, as
                 // the caller chooses the Host.
                 let svc = by_authority(snapshot, entry.authority.as_deref().unwrap_or(""));
-                return Arc::new(Peers::new(false, &self.own, &Side::unknown(), &svc));
+                let unknown = Side::unknown();
+                return Arc::new(Peers::new(false, &self.own, &unknown, &svc, &principals));
             }
             // One entry for every address these send to.
             (false, Some(c @ ("PassthroughCluster" | "BlackHoleCluster"))) => (c, ""),
             (false, Some(c)) => (c, host),
         };
         // `seen` holds every peer for the proxy's life, so its address names it.
-        let key = peer.as_ref().map_or(0, |p| Arc::as_ptr(p) as usize);
+        let key = (
+            peer.as_ref().map_or(0, |p| Arc::as_ptr(p) as usize),
+            principals,
+        );
         {
             let cache = self.cache.read();
             if cache.version == snapshot.version {
@@ -656,10 +711,11 @@ impl Metrics {
                 }
             }
         }
+        let principals = &key.1;
         let peers = Arc::new(if inbound {
-            self.inbound_peers(snapshot, host, peer.as_deref())
+            self.inbound_peers(snapshot, host, peer.as_deref(), principals)
         } else {
-            self.outbound_peers(snapshot, cluster, host, peer.as_deref())
+            self.outbound_peers(snapshot, cluster, host, peer.as_deref(), principals)
         });
         let mut cache = self.cache.write();
         if cache.version != snapshot.version {
@@ -687,15 +743,16 @@ impl Metrics {
         cluster: &str,
         host: &str,
         peer: Option<&Side>,
+        principals: &Principals,
     ) -> Peers {
         let Some(c) = snapshot.clusters.get(cluster) else {
             // BlackHoleCluster or PassthroughCluster.
             let svc = Service::of(snapshot, cluster);
-            return Peers::new(false, &self.own, &Side::unknown(), &svc);
+            return Peers::new(false, &self.own, &Side::unknown(), &svc, principals);
         };
         let svc = Service::of(snapshot, &c.config.service);
         if let Some(dst) = peer {
-            return Peers::new(false, &self.own, dst, &svc);
+            return Peers::new(false, &self.own, dst, &svc, principals);
         }
         let dst = match c.endpoints.iter().find(|e| e.authority == host) {
             Some(e) => {
@@ -705,12 +762,18 @@ impl Metrics {
             }
             None => Side::unknown(),
         };
-        Peers::new(false, &self.own, &dst, &svc)
+        Peers::new(false, &self.own, &dst, &svc, principals)
     }
 
     /// The source is the caller as its sidecar described itself, else unknown. The service
     /// is the one with an endpoint at the address the request was for.
-    fn inbound_peers(&self, snapshot: &Snapshot, host: &str, peer: Option<&Side>) -> Peers {
+    fn inbound_peers(
+        &self,
+        snapshot: &Snapshot,
+        host: &str,
+        peer: Option<&Side>,
+        principals: &Principals,
+    ) -> Peers {
         // The service this workload is an endpoint of; else the one the app's address is
         // (a sidecar that was given no address of its own).
         let ip = host.rsplit_once(':').map_or(host, |(ip, _)| ip);
@@ -722,7 +785,7 @@ impl Metrics {
             None => Service::of(snapshot, UNKNOWN),
         };
         let unknown = Side::unknown();
-        Peers::new(true, peer.unwrap_or(&unknown), &self.own, &svc)
+        Peers::new(true, peer.unwrap_or(&unknown), &self.own, &svc, principals)
     }
 
     /// The span exporter's counters, rendered with the rest.
@@ -1001,8 +1064,8 @@ mod tests {
             name: "reviews".into(),
             namespace: "default".into(),
         };
-        let a = Peers::new(false, &own, &Side::unknown(), &svc);
-        let b = Peers::new(false, &own, &Side::unknown(), &svc);
+        let a = Peers::new(false, &own, &Side::unknown(), &svc, &Principals::default());
+        let b = Peers::new(false, &own, &Side::unknown(), &svc, &Principals::default());
         assert_eq!(a, b);
         let [ha, hb] = [&a, &b].map(|p| {
             let mut h = std::hash::DefaultHasher::new();

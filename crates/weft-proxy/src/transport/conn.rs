@@ -1,6 +1,7 @@
 //! What is known about a downstream connection, below the protocols that run on it: which
-//! listener took it, its addresses and where it was going.
+//! listener took it, its addresses, where it was going and who the peer proved to be.
 
+use super::tls::MtlsPeer;
 use std::net::SocketAddr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,4 +20,6 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     /// From `SO_ORIGINAL_DST`, when the connection was redirected to the proxy.
     pub original_dst: Option<SocketAddr>,
+    /// The caller's sidecar, when the connection is Istio's mTLS.
+    pub mtls: Option<MtlsPeer>,
 }

@@ -1,5 +1,5 @@
 //! Connections: original destinations, protocol sniffing, TLS server names, upstream connects,
-//! splicing.
+//! Istio's mTLS, splicing.
 
 pub mod conn;
 pub mod connect;
@@ -7,3 +7,4 @@ pub mod detect;
 pub mod orig_dst;
 pub mod sni;
 pub mod splice;
+pub mod tls;

@@ -1,8 +1,33 @@
-//! The server name from a TLS ClientHello, for routing `tls[]` by `sniHosts` without
-//! terminating TLS. Bounds-checked throughout: malformed input yields `None`.
+//! What a TLS ClientHello asks for before any TLS is terminated: the server name, for
+//! routing `tls[]` by `sniHosts`, and the ALPN protocols, which tell Istio's mTLS from an
+//! app's own TLS. Bounds-checked throughout: malformed input yields `None`.
+
+/// The parts of a ClientHello the proxy decides on.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ClientHello {
+    /// SNI, lowercased.
+    pub server_name: Option<String>,
+    pub alpn: Vec<Vec<u8>>,
+}
+
+impl ClientHello {
+    /// Whether the client is a sidecar speaking Istio's mTLS: it offers one of Istio's ALPN
+    /// values (`istio`, `istio-peer-exchange`, `istio-http/1.1`, `istio-h2`...), as Istio's
+    /// inbound listener tells its mTLS filter chain from passthrough.
+    pub fn offers_istio(&self) -> bool {
+        self.alpn
+            .iter()
+            .any(|p| p == b"istio" || p.starts_with(b"istio-"))
+    }
+}
 
 /// Parses one TLS record holding a ClientHello and returns its SNI host name.
 pub fn server_name(record: &[u8]) -> Option<String> {
+    parse(record)?.server_name
+}
+
+/// Parses one TLS record holding a ClientHello.
+pub fn parse(record: &[u8]) -> Option<ClientHello> {
     let mut r = Reader(record);
     if r.u8()? != 0x16 {
         return None;
@@ -24,28 +49,45 @@ pub fn server_name(record: &[u8]) -> Option<String> {
     ch.skip(compression)?;
     let ext_len = ch.u16()? as usize;
     let mut ext = Reader(ch.take(ext_len)?);
+    let mut hello = ClientHello::default();
     while !ext.0.is_empty() {
         let kind = ext.u16()?;
         let len = ext.u16()? as usize;
         let data = ext.take(len)?;
-        if kind == 0 {
-            let mut sni = Reader(data);
-            let list_len = sni.u16()? as usize;
-            let mut list = Reader(sni.take(list_len)?);
-            while !list.0.is_empty() {
-                let name_type = list.u8()?;
-                let name_len = list.u16()? as usize;
-                let name = list.take(name_len)?;
-                if name_type == 0 {
-                    return std::str::from_utf8(name)
-                        .ok()
-                        .map(|s| s.to_ascii_lowercase());
+        match kind {
+            EXT_SERVER_NAME if hello.server_name.is_none() => {
+                let mut sni = Reader(data);
+                let list_len = sni.u16()? as usize;
+                let mut list = Reader(sni.take(list_len)?);
+                while !list.0.is_empty() {
+                    let name_type = list.u8()?;
+                    let name_len = list.u16()? as usize;
+                    let name = list.take(name_len)?;
+                    if name_type == 0 {
+                        hello.server_name = std::str::from_utf8(name)
+                            .ok()
+                            .map(|s| s.to_ascii_lowercase());
+                        break;
+                    }
                 }
             }
+            EXT_ALPN => {
+                let mut alpn = Reader(data);
+                let list_len = alpn.u16()? as usize;
+                let mut list = Reader(alpn.take(list_len)?);
+                while !list.0.is_empty() {
+                    let len = list.u8()? as usize;
+                    hello.alpn.push(list.take(len)?.to_vec());
+                }
+            }
+            _ => {}
         }
     }
-    None
+    Some(hello)
 }
+
+const EXT_SERVER_NAME: u16 = 0;
+const EXT_ALPN: u16 = 16;
 
 /// How many bytes the first TLS record needs, once its 5-byte header is in.
 pub fn record_len(header: &[u8]) -> Option<usize> {
@@ -80,6 +122,11 @@ impl<'a> Reader<'a> {
 
 /// A minimal ClientHello naming `host`, for tests.
 pub fn client_hello(host: &str) -> Vec<u8> {
+    client_hello_offering(host, &[])
+}
+
+/// A minimal ClientHello naming `host` and offering `alpn`, for tests.
+pub fn client_hello_offering(host: &str, alpn: &[&[u8]]) -> Vec<u8> {
     let name = host.as_bytes();
     let mut sni = Vec::new();
     sni.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
@@ -89,6 +136,16 @@ pub fn client_hello(host: &str) -> Vec<u8> {
     let mut ext = vec![0, 0];
     ext.extend_from_slice(&(sni.len() as u16).to_be_bytes());
     ext.extend_from_slice(&sni);
+    if !alpn.is_empty() {
+        let list: Vec<u8> = alpn
+            .iter()
+            .flat_map(|p| std::iter::once(p.len() as u8).chain(p.iter().copied()))
+            .collect();
+        ext.extend_from_slice(&EXT_ALPN.to_be_bytes());
+        ext.extend_from_slice(&((list.len() + 2) as u16).to_be_bytes());
+        ext.extend_from_slice(&(list.len() as u16).to_be_bytes());
+        ext.extend_from_slice(&list);
+    }
     let mut body = vec![3, 3];
     body.extend_from_slice(&[0u8; 32]);
     body.push(0); // session id
@@ -114,6 +171,25 @@ mod tests {
         let hello = client_hello("Api.Example.com");
         assert_eq!(record_len(&hello), Some(hello.len()));
         assert_eq!(server_name(&hello).as_deref(), Some("api.example.com"));
+    }
+
+    #[test]
+    fn reads_the_alpn_offer() {
+        let hello =
+            client_hello_offering("outbound_.9080_._.reviews", &[b"istio-http/1.1", b"istio"]);
+        let parsed = parse(&hello).unwrap();
+        assert_eq!(
+            parsed.alpn,
+            vec![b"istio-http/1.1".to_vec(), b"istio".to_vec()]
+        );
+        assert!(parsed.offers_istio());
+        let app = parse(&client_hello_offering(
+            "api.example.com",
+            &[b"h2", b"http/1.1"],
+        ))
+        .unwrap();
+        assert!(!app.offers_istio());
+        assert!(!parse(&client_hello("a")).unwrap().offers_istio());
     }
 
     #[test]

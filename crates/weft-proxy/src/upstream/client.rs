@@ -2,21 +2,23 @@
 //! keep-alive connections per endpoint; HTTP/2 shares one multiplexed connection per
 //! endpoint, with `:authority` naming the service the caller used (not the endpoint
 //! address). Both retire a connection after `maxRequestsPerConnection` requests; idle
-//! HTTP/1.1 connections are dropped after `idleTimeout`.
+//! HTTP/1.1 connections are dropped after `idleTimeout`. Plaintext and mTLS connections to
+//! an endpoint are pooled apart.
 
 use super::config::Limits;
 use super::endpoint::Endpoint;
 use super::stats::ClusterStats;
 use crate::http::body::RequestBody;
 use crate::transport;
+use crate::transport::tls::{Io, Origination};
 use http::{header, request::Parts, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// Why a try got no response.
@@ -24,6 +26,9 @@ use tokio::time::Instant;
 pub enum SendError {
     /// No connection could be made: Envoy's `UF`.
     Connect(String),
+    /// The TCP connection was made but its TLS handshake failed: `UF`, with Envoy's
+    /// `UPSTREAM_TRANSPORT_FAILURE_REASON`.
+    Tls(String),
     /// The connection or stream broke before a response: Envoy's `UC`.
     Reset(String),
 }
@@ -55,15 +60,17 @@ impl Upstream {
     }
 
     /// Sends `parts` + `body` to `endpoint` over HTTP/2 or HTTP/1.1, naming the try in
-    /// `x-envoy-attempt-count` when `attempt` is given (1 for the first).
+    /// `x-envoy-attempt-count` when `attempt` is given (1 for the first); over mTLS with
+    /// `tls`. Returns the response and, over mTLS, the server's SPIFFE ID.
     pub async fn send(
         &self,
         h2: bool,
         endpoint: &Endpoint,
+        tls: Option<&Origination>,
         parts: &Parts,
         body: RequestBody,
         attempt: Option<u32>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Sent, SendError> {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let mut req = Request::new(body);
         *req.method_mut() = parts.method.clone();
@@ -88,7 +95,7 @@ impl Upstream {
                 ))
             })?;
             *req.version_mut() = Version::HTTP_2;
-            self.h2.send(&endpoint.authority, req).await
+            self.h2.send(&endpoint.authority, tls, req).await
         } else {
             if !req.headers().contains_key(header::HOST) {
                 let value = authority
@@ -100,23 +107,49 @@ impl Upstream {
                 .parse::<Uri>()
                 .unwrap_or_else(|_| Uri::from_static("/"));
             *req.version_mut() = Version::HTTP_11;
-            self.h1.send(&endpoint.authority, req).await
+            self.h1.send(&endpoint.authority, tls, req).await
         }
     }
 }
 
-async fn connect(addr: &str, timeout: Duration) -> Result<TokioIo<TcpStream>, SendError> {
-    let stream = tokio::time::timeout(timeout, transport::connect::connect(addr))
-        .await
-        .map_err(|_| SendError::Connect(format!("no answer within {timeout:?}")))?
-        .map_err(|e| SendError::Connect(e.to_string()))?;
-    let _ = stream.set_nodelay(true);
-    Ok(TokioIo::new(stream))
+/// A response and who sent it.
+pub struct Sent {
+    pub response: Response<Incoming>,
+    /// The server's SPIFFE ID, when the connection is mTLS.
+    pub peer: Option<Arc<str>>,
 }
 
-/// Idle HTTP/1.1 keep-alive connections per endpoint.
+/// Connects within `timeout`, the TLS handshake included.
+pub async fn connect(
+    addr: &str,
+    tls: Option<&Origination>,
+    timeout: Duration,
+) -> Result<(Io, Option<Arc<str>>), SendError> {
+    let connected = tokio::time::timeout(timeout, async {
+        let stream = transport::connect::connect(addr)
+            .await
+            .map_err(|e| SendError::Connect(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        match tls {
+            None => Ok((Io::Plain(stream), None)),
+            Some(tls) => tls
+                .connect(stream)
+                .await
+                .map_err(|e| SendError::Tls(e.to_string())),
+        }
+    })
+    .await;
+    connected.map_err(|_| SendError::Connect(format!("no answer within {timeout:?}")))?
+}
+
+/// Index of a connection's pool per endpoint: plaintext or mTLS.
+fn secured(tls: Option<&Origination>) -> usize {
+    usize::from(tls.is_some())
+}
+
+/// Idle HTTP/1.1 keep-alive connections per endpoint, plaintext and mTLS.
 struct H1Pool {
-    idle: Mutex<HashMap<String, Vec<Idle>>>,
+    idle: Mutex<HashMap<String, [Vec<Idle>; 2]>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_requests_per_connection: usize,
@@ -127,20 +160,23 @@ struct Idle {
     send: http1::SendRequest<RequestBody>,
     used: usize,
     since: Instant,
+    peer: Option<Arc<str>>,
 }
 
 impl H1Pool {
     async fn send(
         self: &Arc<Self>,
         addr: &str,
+        tls: Option<&Origination>,
         req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, SendError> {
-        let (mut send, used) = match self.checkout(addr) {
+    ) -> Result<Sent, SendError> {
+        let pool = secured(tls);
+        let (mut send, used, peer) = match self.checkout(addr, pool) {
             Some(found) => found,
             None => {
-                let io = connect(addr, self.connect_timeout).await?;
+                let (io, peer) = connect(addr, tls, self.connect_timeout).await?;
                 let (send, conn) = http1::Builder::new()
-                    .handshake(io)
+                    .handshake(TokioIo::new(io))
                     .await
                     .map_err(|e| SendError::Connect(format!("HTTP/1.1 handshake: {e}")))?;
                 let active = self.stats.connection();
@@ -148,7 +184,7 @@ impl H1Pool {
                     let _ = conn.with_upgrades().await;
                     drop(active);
                 });
-                (send, 0)
+                (send, 0, peer)
             }
         };
         let response = send
@@ -159,42 +195,43 @@ impl H1Pool {
         if self.max_requests_per_connection == 0 || used < self.max_requests_per_connection {
             // The connection takes another request once this response has been read to the
             // end; one closed, upgraded or abandoned mid-body never comes back.
-            let pool = self.clone();
+            let pools = self.clone();
             let addr = addr.to_string();
+            let peer = peer.clone();
             tokio::spawn(async move {
                 if send.ready().await.is_ok() {
                     let idle = Idle {
                         send,
                         used,
                         since: Instant::now(),
+                        peer,
                     };
-                    pool.idle
-                        .lock()
-                        .expect("pool lock")
-                        .entry(addr)
-                        .or_default()
-                        .push(idle);
+                    pools.idle.lock().entry(addr).or_default()[pool].push(idle);
                 }
             });
         }
-        Ok(response)
+        Ok(Sent { response, peer })
     }
 
-    fn checkout(&self, addr: &str) -> Option<(http1::SendRequest<RequestBody>, usize)> {
-        let mut idle = self.idle.lock().expect("pool lock");
-        let list = idle.get_mut(addr)?;
+    fn checkout(
+        &self,
+        addr: &str,
+        pool: usize,
+    ) -> Option<(http1::SendRequest<RequestBody>, usize, Option<Arc<str>>)> {
+        let mut idle = self.idle.lock();
+        let list = &mut idle.get_mut(addr)?[pool];
         while let Some(conn) = list.pop() {
             if conn.send.is_ready() && conn.since.elapsed() < self.idle_timeout {
-                return Some((conn.send, conn.used));
+                return Some((conn.send, conn.used, conn.peer));
             }
         }
         None
     }
 }
 
-/// One HTTP/2 connection per endpoint, shared by every request to it.
+/// One HTTP/2 connection per endpoint (and one for mTLS), shared by every request to it.
 struct H2Pool {
-    conns: Mutex<HashMap<String, Slot>>,
+    conns: Mutex<HashMap<String, [Option<Slot>; 2]>>,
     connect_timeout: Duration,
     max_requests_per_connection: usize,
     stats: Arc<ClusterStats>,
@@ -203,46 +240,51 @@ struct H2Pool {
 struct Slot {
     send: http2::SendRequest<RequestBody>,
     used: usize,
+    peer: Option<Arc<str>>,
 }
 
 impl H2Pool {
     async fn send(
         &self,
         addr: &str,
+        tls: Option<&Origination>,
         req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, SendError> {
-        let mut send = self.checkout(addr).await?;
+    ) -> Result<Sent, SendError> {
+        let (mut send, peer) = self.checkout(addr, tls).await?;
         send.ready()
             .await
             .map_err(|e| SendError::Reset(e.to_string()))?;
-        send.send_request(req)
+        let response = send
+            .send_request(req)
             .await
-            .map_err(|e| SendError::Reset(e.to_string()))
+            .map_err(|e| SendError::Reset(e.to_string()))?;
+        Ok(Sent { response, peer })
     }
 
-    async fn checkout(&self, addr: &str) -> Result<http2::SendRequest<RequestBody>, SendError> {
+    async fn checkout(
+        &self,
+        addr: &str,
+        tls: Option<&Origination>,
+    ) -> Result<(http2::SendRequest<RequestBody>, Option<Arc<str>>), SendError> {
+        let pool = secured(tls);
         {
-            let mut conns = self.conns.lock().expect("pool lock");
-            if let Some(slot) = conns.get_mut(addr) {
+            let mut conns = self.conns.lock();
+            if let Some(slot) = conns.get_mut(addr).and_then(|slots| slots[pool].as_mut()) {
                 let quota_left = self.max_requests_per_connection == 0
                     || slot.used < self.max_requests_per_connection;
                 if !slot.send.is_closed() && quota_left {
                     slot.used += 1;
-                    return Ok(slot.send.clone());
+                    return Ok((slot.send.clone(), slot.peer.clone()));
                 }
-                conns.remove(addr);
+                if let Some(slots) = conns.get_mut(addr) {
+                    slots[pool] = None;
+                }
             }
         }
-        let stream = tokio::time::timeout(self.connect_timeout, transport::connect::connect(addr))
-            .await
-            .map_err(|_| {
-                SendError::Connect(format!("no answer within {:?}", self.connect_timeout))
-            })?
-            .map_err(|e| SendError::Connect(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
+        let (io, peer) = connect(addr, tls, self.connect_timeout).await?;
         let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .handshake(TokioIo::new(stream))
+            .handshake(TokioIo::new(io))
             .await
             .map_err(|e| SendError::Connect(format!("HTTP/2 handshake: {e}")))?;
         let active = self.stats.connection();
@@ -250,13 +292,11 @@ impl H2Pool {
             let _ = conn.await;
             drop(active);
         });
-        self.conns.lock().expect("pool lock").insert(
-            addr.to_string(),
-            Slot {
-                send: send.clone(),
-                used: 1,
-            },
-        );
-        Ok(send)
+        self.conns.lock().entry(addr.to_string()).or_default()[pool] = Some(Slot {
+            send: send.clone(),
+            used: 1,
+            peer: peer.clone(),
+        });
+        Ok((send, peer))
     }
 }

@@ -3,15 +3,16 @@
 //! so pooled connections and outlier state survive a reload.
 
 use super::client::Upstream;
-use super::config::{ClusterConfig, LbPolicy};
+use super::config::{ClusterConfig, LbPolicy, UpstreamTls};
 use super::endpoint::{Endpoint, Outcome};
 use super::lb;
 use super::stats::ClusterStats;
 use crate::model::protocol::Protocol;
 use crate::model::registry::Discovery;
+use crate::transport::tls::{Alpn, MeshTls, Origination};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub struct Cluster {
@@ -26,6 +27,8 @@ pub struct Cluster {
     connections: Arc<Semaphore>,
     pub upstream: Arc<Upstream>,
     pub stats: Arc<ClusterStats>,
+    /// How to originate mTLS, per ALPN offer: built by the first connection that needs it.
+    originations: [OnceLock<Result<Arc<Origination>, String>>; 3],
 }
 
 impl std::fmt::Debug for Cluster {
@@ -79,10 +82,13 @@ impl Cluster {
             })
             .collect();
         let stats = previous.map(|p| p.stats.clone()).unwrap_or_default();
-        let upstream = match previous {
+        // Pooled connections were checked against the previous destination identities.
+        let same_tls = previous.filter(|p| p.config.tls == config.tls);
+        let upstream = match same_tls {
             Some(p) if p.config.limits == config.limits => p.upstream.clone(),
             _ => Arc::new(Upstream::new(&config.limits, stats.clone())),
         };
+        let originations = same_tls.map(|p| p.originations.clone()).unwrap_or_default();
         Cluster {
             connections: Arc::new(Semaphore::new(
                 config.limits.max_connections.min(Semaphore::MAX_PERMITS),
@@ -95,7 +101,33 @@ impl Cluster {
             active_retries: AtomicUsize::new(0),
             upstream,
             stats,
+            originations,
         }
+    }
+
+    /// How a connection to `endpoint` carrying `alpn` is secured: `None` for plaintext.
+    /// Istio's auto mTLS takes mTLS to endpoints with a sidecar when this proxy has an
+    /// identity.
+    pub fn origination(
+        &self,
+        mesh: Option<&MeshTls>,
+        endpoint: &Endpoint,
+        alpn: Alpn,
+    ) -> Result<Option<Arc<Origination>>, String> {
+        let (UpstreamTls::AutoMutual(peer), Some(mesh)) = (&self.config.tls, mesh) else {
+            return Ok(None);
+        };
+        if !endpoint.sidecar {
+            return Ok(None);
+        }
+        self.originations[alpn.index()]
+            .get_or_init(|| {
+                mesh.originate(&peer.identities, &peer.sni, alpn)
+                    .map(Arc::new)
+                    .map_err(|e| format!("cannot originate mTLS to {}: {e}", self.config.name))
+            })
+            .clone()
+            .map(Some)
     }
 
     /// Whether requests go upstream as HTTP/2: by the port's protocol or, when the port

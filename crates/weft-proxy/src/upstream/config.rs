@@ -29,6 +29,32 @@ pub struct ClusterConfig {
     pub destination_rules: Vec<String>,
     /// Why the cluster cannot serve at all (an undefined subset), for the 503's hint.
     pub unusable: Option<String>,
+    pub tls: UpstreamTls,
+}
+
+/// How connections to a cluster's endpoints are secured.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum UpstreamTls {
+    Plaintext,
+    /// Istio's auto mTLS: `ISTIO_MUTUAL` to each endpoint labelled
+    /// `security.istio.io/tlsMode: istio` (it has a sidecar), plaintext to the others.
+    AutoMutual(MeshPeer),
+}
+
+/// Istio's mTLS to a mesh destination.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MeshPeer {
+    /// Istio's `outbound_.PORT_.SUBSET_.HOST`.
+    pub sni: String,
+    /// The SPIFFE IDs the destination's workloads may have (its service accounts); empty:
+    /// any workload of the trust domain.
+    pub identities: Vec<String>,
+}
+
+impl MeshPeer {
+    pub fn sni(port: u16, subset: Option<&str>, host: &str) -> String {
+        format!("outbound_.{port}_.{}_.{host}", subset.unwrap_or(""))
+    }
 }
 
 impl ClusterConfig {
@@ -44,6 +70,9 @@ pub struct EndpointConfig {
     pub labels: BTreeMap<String, String>,
     pub declared_by: String,
 }
+
+/// The label Istio's injector puts on a pod with a sidecar: callers may use mTLS to it.
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum LbPolicy {

@@ -13,6 +13,8 @@ pub struct Endpoint {
     pub authority: String,
     pub socket: Option<SocketAddr>,
     pub labels: BTreeMap<String, String>,
+    /// Labelled `security.istio.io/tlsMode: istio`: it has a sidecar, which takes mTLS.
+    pub sidecar: bool,
     pub declared_by: String,
     pub active: AtomicUsize,
     consecutive_5xx: AtomicU32,
@@ -62,6 +64,10 @@ impl Endpoint {
         Endpoint {
             authority,
             socket,
+            sidecar: labels
+                .get(super::config::TLS_MODE_LABEL)
+                .map(String::as_str)
+                == Some("istio"),
             labels,
             declared_by,
             active: AtomicUsize::new(0),

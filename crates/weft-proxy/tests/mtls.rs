@@ -1,0 +1,453 @@
+//! Istio's auto mTLS between real sidecars: a client sidecar takes mTLS to endpoints
+//! labelled as having a sidecar and plaintext to the rest; the server sidecar terminates it
+//! beside plaintext on the same port (PERMISSIVE), names both principals in its metrics and
+//! refuses certificates that are foreign, expired or not the destination's identity.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+use support::{wait_for, Backend, HttpClient};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weft_proxy::identity::Certificates;
+use weft_proxy::telemetry::access_log::{AccessLog, Entry};
+use weft_proxy::transport::orig_dst::NoOriginalDst;
+use weft_proxy::workload::{parse_labels, Workload};
+use weft_proxy::{Proxy, ProxyOptions};
+use weft_security::ca::Ca;
+use weft_security::workload::WorkloadKey;
+use weft_security::Identity;
+
+const PRODUCTPAGE: &str = "spiffe://cluster.local/ns/default/sa/bookinfo-productpage";
+const REVIEWS: &str = "spiffe://cluster.local/ns/default/sa/bookinfo-reviews";
+
+fn workload(name: &str, app: &str, sa: &str) -> Workload {
+    Workload {
+        name: name.into(),
+        pod: format!("{name}-0"),
+        namespace: "default".into(),
+        labels: parse_labels(&format!("app={app},version=v1")).unwrap(),
+        service_account: sa.into(),
+        instance_ip: String::new(),
+    }
+}
+
+fn ca() -> (tempfile::TempDir, Ca) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::load_or_create(dir.path(), "cluster.local").unwrap();
+    (dir, ca)
+}
+
+/// A certificate from `ca` for `sa`, valid for `ttl`, trusting `root_pem`.
+fn certificates(ca: &Ca, sa: &str, ttl: Duration, root_pem: &str) -> Certificates {
+    let id = Identity::new("cluster.local", "default", sa).unwrap();
+    let key = WorkloadKey::generate().unwrap();
+    let chain = ca.sign(&key.csr(&id).unwrap(), &id, ttl).unwrap();
+    let presented = chain[..chain.len() - 1].concat();
+    Certificates::fixed(&presented, &key.private_key_pem(), root_pem, id).unwrap()
+}
+
+fn day() -> Duration {
+    Duration::from_secs(86_400)
+}
+
+struct Sidecar {
+    proxy: Proxy,
+    log: tokio::sync::mpsc::UnboundedReceiver<Entry>,
+}
+
+impl Sidecar {
+    async fn start(
+        workload: Workload,
+        certificates: Option<Certificates>,
+        app: Option<SocketAddr>,
+        yaml: &str,
+    ) -> Sidecar {
+        let mut opts = ProxyOptions::istio_defaults(workload);
+        opts.bind_all("127.0.0.1:0".parse().unwrap());
+        opts.inbound_target = app;
+        opts.orig_dst = Arc::new(NoOriginalDst);
+        opts.certificates = certificates;
+        let (tx, log) = tokio::sync::mpsc::unbounded_channel();
+        opts.access_log = AccessLog::Channel(tx);
+        let proxy = Proxy::start(opts).await.unwrap();
+        let loaded = weft_api::load_str(yaml, std::path::Path::new("mesh.yaml"));
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        proxy.config.apply(loaded.resources).await.unwrap();
+        Sidecar { proxy, log }
+    }
+
+    async fn next_log(&mut self) -> Entry {
+        tokio::time::timeout(Duration::from_secs(10), self.log.recv())
+            .await
+            .expect("an access-log entry in time")
+            .expect("the log is open")
+    }
+}
+
+/// `reviews` on port 9080 with one endpoint: the server sidecar's inbound port, labelled as
+/// having a sidecar when `sidecar`, running as `sa`; `protocol` names the port.
+fn reviews_yaml(inbound: SocketAddr, sidecar: bool, sa: &str, protocol: &str) -> String {
+    let tls_mode = if sidecar {
+        "\n    security.istio.io/tlsMode: istio"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: reviews\nspec:\n  selector:\n    app: reviews\n  ports:\n  - name: {protocol}\n    port: 9080\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: reviews-v1\nspec:\n  address: {ip}\n  serviceAccount: {sa}\n  labels:\n    app: reviews\n    version: v1{tls_mode}\n  ports:\n    {protocol}: {port}\n",
+        ip = inbound.ip(),
+        port = inbound.port(),
+    )
+}
+
+/// A pair: productpage's sidecar calling reviews' sidecar in front of `app`.
+async fn pair(
+    client_certs: Option<Certificates>,
+    server_certs: Option<Certificates>,
+    app: SocketAddr,
+    mesh: impl Fn(SocketAddr) -> String,
+) -> (Sidecar, Sidecar) {
+    let server = Sidecar::start(
+        workload("reviews-v1", "reviews", "bookinfo-reviews"),
+        server_certs,
+        Some(app),
+        "",
+    )
+    .await;
+    let client = Sidecar::start(
+        workload("productpage-v1", "productpage", "bookinfo-productpage"),
+        client_certs,
+        None,
+        &mesh(server.proxy.inbound_addr),
+    )
+    .await;
+    (client, server)
+}
+
+/// Everything the proxies log at WARN and above, for the tests that read a refusal's line.
+fn logged() -> Arc<Mutex<Vec<u8>>> {
+    static LOGGED: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGGED
+        .get_or_init(|| {
+            let buffer = Arc::new(Mutex::new(Vec::new()));
+            let writer = buffer.clone();
+            tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::WARN)
+                .with_ansi(false)
+                .with_writer(move || Capture(writer.clone()))
+                .init();
+            buffer
+        })
+        .clone()
+}
+
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn until_logged(needle: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = String::from_utf8_lossy(&logged().lock().unwrap()).into_owned();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no log line with {needle:?}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_speak_mtls_and_report_both_principals() {
+    let (_dir, ca) = ca();
+    let root = ca.root_pem().to_string();
+    let app = Backend::start("127.0.0.1", "reviews-v1", support::ok()).await;
+    let (mut client, mut server) = pair(
+        Some(certificates(&ca, "bookinfo-productpage", day(), &root)),
+        Some(certificates(&ca, "bookinfo-reviews", day(), &root)),
+        app.addr,
+        |inbound| reviews_yaml(inbound, true, "bookinfo-reviews", "http"),
+    )
+    .await;
+    let http = HttpClient::new(client.proxy.outbound_addr);
+    let answer = http.get("reviews:9080", "/reviews/0", &[]).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.served_by(), "reviews-v1");
+
+    let inbound = server.next_log().await;
+    assert!(inbound.downstream_mtls);
+    assert_eq!(
+        inbound.downstream_peer_principal.as_deref(),
+        Some(PRODUCTPAGE)
+    );
+    let outbound = client.next_log().await;
+    assert_eq!(outbound.upstream_peer_principal.as_deref(), Some(REVIEWS));
+
+    wait_for(
+        server.proxy.stats_addr,
+        "istio_requests_total",
+        &[
+            ("reporter", "destination"),
+            ("connection_security_policy", "mutual_tls"),
+            ("source_principal", PRODUCTPAGE),
+            ("destination_principal", REVIEWS),
+            ("source_workload", "productpage-v1"),
+        ],
+        1.0,
+    )
+    .await;
+    wait_for(
+        client.proxy.stats_addr,
+        "istio_requests_total",
+        &[
+            ("reporter", "source"),
+            ("connection_security_policy", "unknown"),
+            ("source_principal", PRODUCTPAGE),
+            ("destination_principal", REVIEWS),
+        ],
+        1.0,
+    )
+    .await;
+
+    // PERMISSIVE: a plaintext caller outside the mesh reaches the same port.
+    let direct = HttpClient::new(server.proxy.inbound_addr);
+    assert_eq!(direct.get("reviews:9080", "/", &[]).await.status, 200);
+    let plain = server.next_log().await;
+    assert!(!plain.downstream_mtls);
+    wait_for(
+        server.proxy.stats_addr,
+        "istio_requests_total",
+        &[
+            ("reporter", "destination"),
+            ("connection_security_policy", "none"),
+            ("source_principal", "unknown"),
+            ("destination_principal", "unknown"),
+        ],
+        1.0,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_without_a_sidecar_gets_plaintext() {
+    let (_dir, ca) = ca();
+    let root = ca.root_pem().to_string();
+    let app = Backend::start("127.0.0.1", "reviews-v1", support::ok()).await;
+    let (mut client, mut server) = pair(
+        Some(certificates(&ca, "bookinfo-productpage", day(), &root)),
+        Some(certificates(&ca, "bookinfo-reviews", day(), &root)),
+        app.addr,
+        |inbound| reviews_yaml(inbound, false, "bookinfo-reviews", "http"),
+    )
+    .await;
+    let http = HttpClient::new(client.proxy.outbound_addr);
+    assert_eq!(http.get("reviews:9080", "/", &[]).await.status, 200);
+    assert!(!server.next_log().await.downstream_mtls);
+    assert_eq!(client.next_log().await.upstream_peer_principal, None);
+}
+
+/// A TCP echo server: answers each read with the same bytes.
+async fn echo() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_between_sidecars_is_mtls_too() {
+    let (_dir, ca) = ca();
+    let root = ca.root_pem().to_string();
+    let app = echo().await;
+    let (client, mut server) = pair(
+        Some(certificates(&ca, "bookinfo-productpage", day(), &root)),
+        Some(certificates(&ca, "bookinfo-reviews", day(), &root)),
+        app,
+        |inbound| reviews_yaml(inbound, true, "bookinfo-reviews", "tcp"),
+    )
+    .await;
+    // CONNECT through the client sidecar, as an explicit-proxy TCP client.
+    let mut s = tokio::net::TcpStream::connect(client.proxy.outbound_addr)
+        .await
+        .unwrap();
+    s.write_all(b"CONNECT reviews:9080 HTTP/1.1\r\nHost: reviews:9080\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = vec![0u8; 256];
+    let n = s.read(&mut head).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    s.write_all(b"ping over mtls").await.unwrap();
+    let mut back = [0u8; 14];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"ping over mtls");
+    drop(s);
+    let entry = server.next_log().await;
+    assert!(entry.downstream_mtls);
+    assert_eq!(
+        entry.downstream_peer_principal.as_deref(),
+        Some(PRODUCTPAGE)
+    );
+    wait_for(
+        server.proxy.stats_addr,
+        "istio_tcp_connections_closed_total",
+        &[
+            ("reporter", "destination"),
+            ("connection_security_policy", "mutual_tls"),
+            ("source_principal", PRODUCTPAGE),
+        ],
+        1.0,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_is_not_the_destinations_identity_is_refused() {
+    let (_dir, ca) = ca();
+    let root = ca.root_pem().to_string();
+    let app = Backend::start("127.0.0.1", "reviews-v1", support::ok()).await;
+    // The registry says reviews runs as bookinfo-reviews; this server is bookinfo-ratings.
+    let (client, _server) = pair(
+        Some(certificates(&ca, "bookinfo-productpage", day(), &root)),
+        Some(certificates(&ca, "bookinfo-ratings", day(), &root)),
+        app.addr,
+        |inbound| reviews_yaml(inbound, true, "bookinfo-reviews", "http"),
+    )
+    .await;
+    let http = HttpClient::new(client.proxy.outbound_addr);
+    let answer = http.get("reviews:9080", "/", &[]).await;
+    assert_eq!(answer.status, 503);
+    assert!(
+        hint(&answer).contains(
+            "spiffe://cluster.local/ns/default/sa/bookinfo-ratings, which this destination does not accept"
+        ),
+        "{}",
+        hint(&answer)
+    );
+    assert_eq!(app.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_from_another_root_are_refused_both_ways() {
+    logged();
+    let (_dir, ca) = ca();
+    let (_other_dir, other) = self::ca();
+    let root = ca.root_pem().to_string();
+    let app = Backend::start("127.0.0.1", "reviews-v1", support::ok()).await;
+    // A client whose certificate another CA signed: the server refuses the handshake.
+    let (client, _server) = pair(
+        Some(certificates(&other, "bookinfo-productpage", day(), &root)),
+        Some(certificates(&ca, "bookinfo-reviews", day(), &root)),
+        app.addr,
+        |inbound| reviews_yaml(inbound, true, "bookinfo-reviews", "http"),
+    )
+    .await;
+    let http = HttpClient::new(client.proxy.outbound_addr);
+    let answer = http.get("reviews:9080", "/", &[]).await;
+    assert_eq!(answer.status, 503);
+    // Both roots are Istio-named alike, so the chain fails on its signature.
+    let text =
+        until_logged("inbound mTLS handshake failed: invalid peer certificate: BadSignature").await;
+    assert!(text.contains("WARN"), "{text}");
+
+    // A server whose certificate another CA signed: the client refuses it.
+    let (client, _server) = pair(
+        Some(certificates(&ca, "bookinfo-productpage", day(), &root)),
+        Some(certificates(&other, "bookinfo-reviews", day(), &root)),
+        app.addr,
+        |inbound| reviews_yaml(inbound, true, "bookinfo-reviews", "http"),
+    )
+    .await;
+    let answer = HttpClient::new(client.proxy.outbound_addr)
+        .get("reviews:9080", "/", &[])
+        .await;
+    assert_eq!(answer.status, 503);
+    assert!(
+        hint(&answer).contains("invalid peer certificate: BadSignature"),
+        "{}",
+        hint(&answer)
+    );
+    assert_eq!(app.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_certificate_is_refused() {
+    logged();
+    let (_dir, ca) = ca();
+    let root = ca.root_pem().to_string();
+    let app = Backend::start("127.0.0.1", "reviews-v1", support::ok()).await;
+    let expiring = certificates(&ca, "bookinfo-reviews", Duration::from_secs(1), &root);
+    let not_after = expiring.current().unwrap().leaf.not_after;
+    let (mut client, _server) = pair(
+        Some(certificates(&ca, "bookinfo-productpage", day(), &root)),
+        Some(expiring),
+        app.addr,
+        |inbound| reviews_yaml(inbound, true, "bookinfo-reviews", "http"),
+    )
+    .await;
+    // Wait until the server's certificate has expired (its notAfter has one-second
+    // resolution).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        <= not_after
+    {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let answer = HttpClient::new(client.proxy.outbound_addr)
+        .get("reviews:9080", "/", &[])
+        .await;
+    assert_eq!(answer.status, 503);
+    assert!(hint(&answer).contains("Expired"), "{}", hint(&answer));
+    assert_eq!(app.hits(), 0);
+    // The server learns why from the client's alert.
+    until_logged("inbound mTLS handshake failed: received fatal alert: CertificateExpired").await;
+    let entry = client.next_log().await;
+    assert!(
+        entry
+            .upstream_transport_failure_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("Expired")),
+        "{entry:?}"
+    );
+}
+
+/// What the proxy's 503 says about why, for a human.
+fn hint(answer: &support::Answer) -> String {
+    answer
+        .headers
+        .get("x-weft-error")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
