@@ -11,6 +11,7 @@ use crate::tsdb::Matcher;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::LazyLock;
 use weft_api::types::service_entry::Location;
 use weft_api::{host, Resource, Spec};
 
@@ -57,36 +58,23 @@ const PEER: &[&str] = &[
     "destination_service_name",
     "destination_service_namespace",
 ];
-const HTTP: &[&str] = &[
-    "source_workload_namespace",
-    "source_workload",
-    "source_canonical_service",
-    "source_canonical_revision",
-    "destination_workload_namespace",
-    "destination_workload",
-    "destination_canonical_service",
-    "destination_canonical_revision",
-    "destination_service",
-    "destination_service_name",
-    "destination_service_namespace",
-    "request_protocol",
-    "response_code",
-    "grpc_response_status",
-    "response_flags",
-];
-const LATENCY: &[&str] = &[
-    "le",
-    "source_workload_namespace",
-    "source_workload",
-    "source_canonical_service",
-    "source_canonical_revision",
-    "destination_workload_namespace",
-    "destination_workload",
-    "destination_canonical_service",
-    "destination_canonical_revision",
-    "destination_service_name",
-    "destination_service_namespace",
-];
+/// [`PEER`] and `extra`.
+fn peer_and(extra: &[&'static str]) -> Vec<&'static str> {
+    PEER.iter().chain(extra).copied().collect()
+}
+
+/// The peers and what the destination's sidecar says secured the hop (only destination
+/// reports know it), for Kiali's `isMTLS`.
+static SECURITY: LazyLock<Vec<&str>> = LazyLock::new(|| peer_and(&["connection_security_policy"]));
+static HTTP: LazyLock<Vec<&str>> = LazyLock::new(|| {
+    peer_and(&[
+        "request_protocol",
+        "response_code",
+        "grpc_response_status",
+        "response_flags",
+    ])
+});
+static LATENCY: LazyLock<Vec<&str>> = LazyLock::new(|| peer_and(&["le"]));
 
 /// The two halves that count each request once (see the module's note).
 fn reporters() -> [Vec<Matcher>; 2] {
@@ -196,6 +184,8 @@ struct Traffic {
     responses: BTreeMap<String, Responses>,
     buckets: BTreeMap<u64, f64>,
     tcp: f64,
+    /// Requests and connections as destinations reported them, and how many were mTLS.
+    secured: (f64, f64),
 }
 
 impl Traffic {
@@ -262,6 +252,12 @@ impl Traffic {
         json!({"protocol": p, "rates": rates, "responses": responses})
     }
 
+    /// Kiali's `isMTLS`: the percentage of the edge's traffic that was mTLS, when any was.
+    fn mtls_percent(&self) -> Option<String> {
+        let (all, mtls) = self.secured;
+        (mtls > 0.0).then(|| format!("{:.0}", 100.0 * mtls / all))
+    }
+
     fn p95(&self) -> Option<f64> {
         let mut b: Vec<(f64, f64)> = self
             .buckets
@@ -287,17 +283,28 @@ pub async fn build(
     req: &Request,
 ) -> Result<Value, SourceError> {
     let w = req.duration_s;
-    let http = gather(source, "istio_requests_total", HTTP, w, req.at).await?;
+    let http = gather(source, "istio_requests_total", &HTTP, w, req.at).await?;
     let mut tcp = gather(source, "istio_tcp_sent_bytes_total", PEER, w, req.at).await?;
     tcp.extend(gather(source, "istio_tcp_received_bytes_total", PEER, w, req.at).await?);
     let latency = gather(
         source,
         "istio_request_duration_milliseconds_bucket",
-        LATENCY,
+        &LATENCY,
         w,
         req.at,
     )
     .await?;
+    let destination = || vec![Matcher::equal("reporter", "destination")];
+    let mut security = Vec::new();
+    for metric in ["istio_requests_total", "istio_tcp_connections_opened_total"] {
+        let q = Query::RateSum {
+            metric,
+            matchers: destination(),
+            by: &SECURITY,
+            window_s: w,
+        };
+        security.extend(source.instant(&q, req.at).await?);
+    }
 
     let mut b = Builder::default();
     let wanted = |ns: &str| req.namespaces.is_empty() || req.namespaces.contains(ns);
@@ -310,6 +317,9 @@ pub async fn build(
     }
     for (g, rate) in latency {
         rows.push(row(g, rate, Kind::Bucket));
+    }
+    for (g, rate) in security {
+        rows.push(row(g, rate, Kind::Security));
     }
     for (src, svc, dst, kind, g, rate) in rows {
         let touches = wanted(&src.namespace)
@@ -341,6 +351,14 @@ pub async fn build(
                         *edge.buckets.entry(le.to_bits()).or_default() += rate;
                     }
                 }
+                Kind::Security => {
+                    edge.secured.0 += rate;
+                    if g.get("connection_security_policy")
+                        .is_some_and(|p| p == "mutual_tls")
+                    {
+                        edge.secured.1 += rate;
+                    }
+                }
             }
         }
     }
@@ -352,6 +370,7 @@ enum Kind {
     Http,
     Tcp,
     Bucket,
+    Security,
 }
 
 fn row(g: Group, rate: f64, kind: Kind) -> (Peer, Option<Service>, Peer, Kind, Group, f64) {
@@ -460,6 +479,9 @@ impl Builder {
             });
             if let Some(p95) = t.p95() {
                 data["responseTime"] = format!("{p95:.1}").into();
+            }
+            if let Some(mtls) = t.mtls_percent() {
+                data["isMTLS"] = mtls.into();
             }
             edges.push(json!({ "data": data }));
         }

@@ -126,6 +126,25 @@ async fn pair(
     (client, server)
 }
 
+/// A pair whose certificates `ca` signed for productpage and for `server_sa`; the mesh file
+/// says reviews runs as bookinfo-reviews, with a sidecar when `sidecar`, on `protocol`.
+async fn signed_pair(
+    ca: &Ca,
+    server_sa: &str,
+    app: SocketAddr,
+    sidecar: bool,
+    protocol: &'static str,
+) -> (Sidecar, Sidecar) {
+    let root = ca.root_pem();
+    pair(
+        Some(certificates(ca, "bookinfo-productpage", day(), root)),
+        Some(certificates(ca, server_sa, day(), root)),
+        app,
+        |inbound| reviews_yaml(inbound, sidecar, "bookinfo-reviews", protocol),
+    )
+    .await
+}
+
 /// Everything the proxies log at WARN and above, for the tests that read a refusal's line.
 fn logged() -> Arc<Mutex<Vec<u8>>> {
     static LOGGED: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
@@ -173,15 +192,9 @@ async fn until_logged(needle: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecars_speak_mtls_and_report_both_principals() {
     let (_dir, ca) = ca();
-    let root = ca.root_pem().to_string();
     let app = Backend::start("127.0.0.1", "reviews-v1", support::ok()).await;
-    let (mut client, mut server) = pair(
-        Some(certificates(&ca, "bookinfo-productpage", day(), &root)),
-        Some(certificates(&ca, "bookinfo-reviews", day(), &root)),
-        app.addr,
-        |inbound| reviews_yaml(inbound, true, "bookinfo-reviews", "http"),
-    )
-    .await;
+    let (mut client, mut server) =
+        signed_pair(&ca, "bookinfo-reviews", app.addr, true, "http").await;
     let http = HttpClient::new(client.proxy.outbound_addr);
     let answer = http.get("reviews:9080", "/reviews/0", &[]).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
@@ -244,15 +257,9 @@ async fn sidecars_speak_mtls_and_report_both_principals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_without_a_sidecar_gets_plaintext() {
     let (_dir, ca) = ca();
-    let root = ca.root_pem().to_string();
     let app = Backend::start("127.0.0.1", "reviews-v1", support::ok()).await;
-    let (mut client, mut server) = pair(
-        Some(certificates(&ca, "bookinfo-productpage", day(), &root)),
-        Some(certificates(&ca, "bookinfo-reviews", day(), &root)),
-        app.addr,
-        |inbound| reviews_yaml(inbound, false, "bookinfo-reviews", "http"),
-    )
-    .await;
+    let (mut client, mut server) =
+        signed_pair(&ca, "bookinfo-reviews", app.addr, false, "http").await;
     let http = HttpClient::new(client.proxy.outbound_addr);
     assert_eq!(http.get("reviews:9080", "/", &[]).await.status, 200);
     assert!(!server.next_log().await.downstream_mtls);
@@ -281,15 +288,8 @@ async fn echo() -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_between_sidecars_is_mtls_too() {
     let (_dir, ca) = ca();
-    let root = ca.root_pem().to_string();
     let app = echo().await;
-    let (client, mut server) = pair(
-        Some(certificates(&ca, "bookinfo-productpage", day(), &root)),
-        Some(certificates(&ca, "bookinfo-reviews", day(), &root)),
-        app,
-        |inbound| reviews_yaml(inbound, true, "bookinfo-reviews", "tcp"),
-    )
-    .await;
+    let (client, mut server) = signed_pair(&ca, "bookinfo-reviews", app, true, "tcp").await;
     // CONNECT through the client sidecar, as an explicit-proxy TCP client.
     let mut s = tokio::net::TcpStream::connect(client.proxy.outbound_addr)
         .await
@@ -331,16 +331,9 @@ async fn tcp_between_sidecars_is_mtls_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_is_not_the_destinations_identity_is_refused() {
     let (_dir, ca) = ca();
-    let root = ca.root_pem().to_string();
     let app = Backend::start("127.0.0.1", "reviews-v1", support::ok()).await;
     // The registry says reviews runs as bookinfo-reviews; this server is bookinfo-ratings.
-    let (client, _server) = pair(
-        Some(certificates(&ca, "bookinfo-productpage", day(), &root)),
-        Some(certificates(&ca, "bookinfo-ratings", day(), &root)),
-        app.addr,
-        |inbound| reviews_yaml(inbound, true, "bookinfo-reviews", "http"),
-    )
-    .await;
+    let (client, _server) = signed_pair(&ca, "bookinfo-ratings", app.addr, true, "http").await;
     let http = HttpClient::new(client.proxy.outbound_addr);
     let answer = http.get("reviews:9080", "/", &[]).await;
     assert_eq!(answer.status, 503);

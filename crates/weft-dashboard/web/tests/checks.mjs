@@ -71,7 +71,7 @@ export async function checkShell(page, { base }) {
 }
 
 /** The graph draws the API's nodes and edges, with rate labels, and a click opens the panel. */
-export async function checkGraph(page, { base, minEdges = 1, query = 'refresh=0', shot }) {
+export async function checkGraph(page, { base, minEdges = 1, minLocked = 0, query = 'refresh=0', shot }) {
   await go(page, base, `#/graph?${query}`);
   const api = await apiGet(page, '/api/namespaces/graph?graphType=versionedApp&duration=60s');
   assert.equal(api.status, 200, 'graph API answers');
@@ -97,6 +97,10 @@ export async function checkGraph(page, { base, minEdges = 1, query = 'refresh=0'
     if (e.label.length) assert.match(e.label[0], RATE, `edge label starts with a rate: ${e.label.join(' | ')}`);
     if (e.health === 'idle') assert.equal(e.label.length, 0, 'idle edges carry no label');
   }
+  // Kiali's padlock on edges whose traffic is mutual TLS, as the API's isMTLS says.
+  const locked = await page.locator('svg.graph-svg g.edge g.edge-lock').count();
+  const apiLocked = (api.body.elements.edges ?? []).filter((e) => Number(e.data.isMTLS) > 0).length;
+  assert.ok(locked >= minLocked && apiLocked >= minLocked, `at least ${minLocked} mTLS edges (${locked} drawn with a lock, ${apiLocked} in the API)`);
   const apiEdges = (api.body.elements.edges ?? []).length;
   assert.ok(edges.length >= minEdges && apiEdges >= minEdges, `at least ${minEdges} edges (${edges.length} drawn, ${apiEdges} in the API)`);
   // The same graph as tables, for screen readers.
@@ -264,6 +268,14 @@ export async function checkGraphFixture(page, { base }) {
   assert.equal(await badge('svc-default-ratings', 'fault').locator('text').textContent(), 'fault');
   assert.equal(await badge('svc-default-httpbin.org', 'se').locator('text').textContent(), 'ext');
   assert.equal(await badge('istio-system-istio-ingressgateway', 'root').locator('text').textContent(), 'root');
+  // A padlock where the destinations reported mutual TLS: whole, or partial for part of it.
+  const lock = (s, t) => page.locator(`${edgeSel(s, t)} g.edge-lock`);
+  assert.equal(await lock('default-productpage-v1', 'svc-default-reviews').count(), 1);
+  assert.equal(await lock('svc-default-tcp-echo', 'default-tcp-echo-v1').count(), 1);
+  assert.match(await lock('default-reviews-v2', 'svc-default-ratings').getAttribute('class'), /\bpartial\b/);
+  assert.match(await lock('default-reviews-v2', 'svc-default-ratings').locator('title').textContent(), /mTLS: 50(\.0)?% of the traffic/);
+  assert.equal(await lock('istio-system-istio-ingressgateway', 'svc-default-productpage').count(), 0);
+  assert.equal(await page.locator('svg.graph-svg g.edge-lock').count(), 6);
   await screenshot(page, 'graph.png');
 
   // The box's panel lists the versions.

@@ -56,7 +56,7 @@ const steer = async (params) => {
 };
 
 test('shell: top bar, nav, status line', () => withPage((p) => c.checkShell(p, { base })));
-test('graph: nodes, edges, rate labels, panel', () => withPage((p) => c.checkGraph(p, { base, minEdges: external ? 1 : 15, shot: external && 'live-graph.png' })));
+test('graph: nodes, edges, rate labels, panel', () => withPage((p) => c.checkGraph(p, { base, minEdges: external ? 1 : 15, minLocked: external ? 1 : 6, shot: external && 'live-graph.png' })));
 test('services: list and charts', () => withPage((p) => c.checkServices(p, { base, kind: 'services' })));
 test('workloads: list and charts', () => withPage((p) => c.checkServices(p, { base, kind: 'workloads' })));
 test('traces: search and waterfall', () => withPage(async (p) => {

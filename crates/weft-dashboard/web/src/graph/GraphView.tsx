@@ -3,6 +3,7 @@ import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'preact/ho
 import type { JSX } from 'preact';
 import type { GEdge, GNode, Health, Model } from './model';
 import { badgeWidth, leafExtent, SHAPE_R, type Layout, type Point } from './layout';
+import { fmtPct } from '../format';
 
 export type Selection = { kind: 'node'; id: string } | { kind: 'edge'; id: string } | null;
 
@@ -110,6 +111,24 @@ function labelBox(e: GEdge, p: Point): Box {
 }
 
 const SPOTS = [0.5, 0.42, 0.58, 0.34, 0.66, 0.26, 0.74, 0.18, 0.82];
+
+/** Where an edge's lock goes: left of its label, or on the label's point without one. */
+function lockPoint(e: GEdge, p: Point): Point {
+  if (!e.label.length) return p;
+  const b = labelBox(e, p);
+  return { x: b.x - 7, y: p.y - (e.label.length - 1) * 6 };
+}
+
+/** Kiali's padlock on an edge whose traffic is mutual TLS. */
+function Lock({ at, pct }: { at: Point; pct: number }) {
+  return (
+    <g class={`edge-lock${pct < 100 ? ' partial' : ''}`} transform={`translate(${at.x.toFixed(1)},${at.y.toFixed(1)})`} aria-label={`mTLS ${fmtPct(pct)}`}>
+      <title>{`mTLS: ${fmtPct(pct)} of the traffic`}</title>
+      <path class="lock-shackle" d="M-2.6,-1.5 v-1.6 a2.6,2.6 0 0 1 5.2,0 v1.6" />
+      <rect class="lock-body" x={-4} y={-1.5} width={8} height={6.5} rx={1.2} />
+    </g>
+  );
+}
 
 /** Edge paths, and a place for each label along its edge that no other label or node takes. */
 function placeEdges(model: Model, layout: Layout): Map<string, { d: string; label: Point }> {
@@ -305,6 +324,7 @@ export function GraphView({ model, layout, selected, onSelect }: Props) {
                   data-target={e.target}
                   data-protocol={e.protocol}
                   data-health={e.health}
+                  data-mtls={e.mtls}
                   role="button"
                   tabIndex={0}
                   aria-label={`edge ${e.source} to ${e.target}: ${e.label.map((l) => l.map((x) => x.text).join('')).join(', ') || 'no traffic'}`}
@@ -313,6 +333,7 @@ export function GraphView({ model, layout, selected, onSelect }: Props) {
                 >
                   <path class="edge-hit" d={g.d} />
                   <path class="edge-line" d={g.d} marker-end={`url(#arrow-${e.health})`} />
+                  {e.mtls !== undefined && e.mtls > 0 && <Lock at={lockPoint(e, g.label)} pct={e.mtls} />}
                   {e.label.length > 0 && (
                     <text class="edge-label" x={lx} y={g.label.y - (e.label.length - 1) * 6 + 4} text-anchor="middle" filter="url(#label-bg)">
                       {e.label.map((line, i) => (

@@ -51,6 +51,8 @@ export interface GEdge {
   /** This edge's share of its source's requests, percent, when given. */
   share?: number;
   p95?: number;
+  /** Share of the traffic that was mutual TLS, percent, as the destinations reported it. */
+  mtls?: number;
   health: Health;
   label: Seg[][];
 }
@@ -184,7 +186,8 @@ function edgeOf(d: GraphEdgeData): GEdge {
       if (l2.length) label.push(l2);
     }
   }
-  return { id: d.id, data: d, source: d.source, target: d.target, protocol, rate, err, err4, share, p95, health, label };
+  const mtls = d.isMTLS !== undefined && d.isMTLS !== '' ? num(d.isMTLS) : undefined;
+  return { id: d.id, data: d, source: d.source, target: d.target, protocol, rate, err, err4, share, p95, mtls, health, label };
 }
 
 export function buildModel(g: GraphResponse | undefined): Model {
