@@ -4,6 +4,7 @@
 
 use crate::http::handle;
 use crate::model::protocol::Protocol;
+use crate::model::Snapshot;
 use crate::tcp::{self, L4Target};
 use crate::transport::conn::{ConnInfo, Direction};
 use crate::transport::detect::{sniff, Detected, Prefixed};
@@ -138,7 +139,7 @@ async fn captured(
             Err(_) => return,
         },
     };
-    let mut conn = ConnInfo {
+    let conn = ConnInfo {
         direction,
         remote,
         local,
@@ -148,41 +149,9 @@ async fn captured(
     let io = Prefixed::new(prefix, stream);
     match detected {
         Detected::Http1 | Detected::Http2 => serve_http(shared, io, Arc::new(conn)).await,
-        Detected::Tls => {
-            let Some((hello, io)) = read_client_hello(io).await else {
-                return;
-            };
-            if direction == Direction::Outbound {
-                let port = original_dst.map_or(443, |d| d.port());
-                let sni = hello.server_name.as_deref();
-                let target = tcp::route_tls(&snapshot, port, sni, original_dst);
-                return tcp::proxy(&shared, io, target, &conn).await;
-            }
-            let Some(mesh) = shared.tls.clone().filter(|_| hello.offers_istio()) else {
-                // The app's own TLS: passed through to it.
-                let Some(target) = inbound_target(&shared, &conn) else {
-                    return;
-                };
-                return tcp::proxy(&shared, io, target, &conn).await;
-            };
-            let (io, peer) = match mesh.accept(io).await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(%remote, "inbound mTLS handshake failed: {e}");
-                    return;
-                }
-            };
-            let http = peer.http;
-            conn.mtls = Some(peer);
-            if http {
-                return serve_http(shared, io, Arc::new(conn)).await;
-            }
-            // `istio`: the caller's sidecar carries TCP, which goes to the app as it came.
-            let Some(target) = inbound_target(&shared, &conn) else {
-                return;
-            };
-            tcp::proxy(&shared, io, target, &conn).await;
-        }
+        // Boxed: a plaintext connection's future does not carry the TLS state's space
+        // for its whole life.
+        Detected::Tls => Box::pin(tls(shared, io, conn, &snapshot)).await,
         Detected::Tcp => {
             let target = if direction == Direction::Outbound {
                 tcp::route_tcp(&snapshot, original_dst, None)
@@ -195,6 +164,48 @@ async fn captured(
             tcp::proxy(&shared, io, target, &conn).await;
         }
     }
+}
+
+/// A connection that starts with a TLS ClientHello: outbound, routed by SNI unterminated;
+/// inbound, Istio's mTLS from a sidecar is terminated, the app's own TLS passed through.
+async fn tls<S>(shared: Arc<Shared>, io: Prefixed<S>, mut conn: ConnInfo, snapshot: &Snapshot)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some((hello, io)) = read_client_hello(io).await else {
+        return;
+    };
+    let (remote, original_dst) = (conn.remote, conn.original_dst);
+    if conn.direction == Direction::Outbound {
+        let port = original_dst.map_or(443, |d| d.port());
+        let sni = hello.server_name.as_deref();
+        let target = tcp::route_tls(snapshot, port, sni, original_dst);
+        return tcp::proxy(&shared, io, target, &conn).await;
+    }
+    let Some(mesh) = shared.tls.clone().filter(|_| hello.offers_istio()) else {
+        // The app's own TLS: passed through to it.
+        let Some(target) = inbound_target(&shared, &conn) else {
+            return;
+        };
+        return tcp::proxy(&shared, io, target, &conn).await;
+    };
+    let (io, peer) = match mesh.accept(io).await {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            tracing::warn!(%remote, "inbound mTLS handshake failed: {e}");
+            return;
+        }
+    };
+    let http = peer.http;
+    conn.mtls = Some(peer);
+    if http {
+        return serve_http(shared, io, Arc::new(conn)).await;
+    }
+    // `istio`: the caller's sidecar carries TCP, which goes to the app as it came.
+    let Some(target) = inbound_target(&shared, &conn) else {
+        return;
+    };
+    tcp::proxy(&shared, io, target, &conn).await;
 }
 
 /// The local workload, for an inbound connection's bytes.

@@ -108,7 +108,7 @@ impl MeshTls {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(io))
+        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(self.acceptor.accept(io)))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
         let (_, session) = stream.get_ref();
@@ -179,9 +179,11 @@ impl std::fmt::Debug for Origination {
 impl Origination {
     /// The handshake over `tcp`; the server's SPIFFE ID once it is checked.
     pub async fn connect(&self, tcp: TcpStream) -> io::Result<(Io, Option<Arc<str>>)> {
+        // Boxed: the handshake's state would otherwise widen every future that may connect,
+        // plaintext connections' included, for their whole life.
         let stream = tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
-            self.connector.connect(self.sni.clone(), tcp),
+            Box::pin(self.connector.connect(self.sni.clone(), tcp)),
         )
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
