@@ -184,10 +184,7 @@ where
     }
     let Some(mesh) = shared.tls.clone().filter(|_| hello.offers_istio()) else {
         // The app's own TLS: passed through to it.
-        let Some(target) = inbound_target(&shared, &conn) else {
-            return;
-        };
-        return tcp::proxy(&shared, io, target, &conn).await;
+        return to_app(&shared, io, &conn).await;
     };
     let (io, peer) = match mesh.accept(io).await {
         Ok(accepted) => accepted,
@@ -202,10 +199,14 @@ where
         return serve_http(shared, io, Arc::new(conn)).await;
     }
     // `istio`: the caller's sidecar carries TCP, which goes to the app as it came.
-    let Some(target) = inbound_target(&shared, &conn) else {
-        return;
-    };
-    tcp::proxy(&shared, io, target, &conn).await;
+    to_app(&shared, io, &conn).await;
+}
+
+/// An inbound connection's bytes, spliced to the local workload as they came.
+async fn to_app<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, io: S, conn: &ConnInfo) {
+    if let Some(target) = inbound_target(shared, conn) {
+        tcp::proxy(shared, io, target, conn).await;
+    }
 }
 
 /// The local workload, for an inbound connection's bytes.
