@@ -9,6 +9,7 @@ pub mod expression;
 pub mod host;
 pub mod load;
 pub mod log_format;
+pub mod peer_authentication;
 pub mod resource;
 pub mod scope;
 pub mod types;

@@ -16,12 +16,13 @@ pub enum Kind {
     Sidecar,
     Service,
     Telemetry,
+    PeerAuthentication,
     /// The `istio` ConfigMap of the root namespace: its `mesh` key is the MeshConfig.
     ConfigMap,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::ServiceEntry,
@@ -30,6 +31,7 @@ impl Kind {
         Kind::Sidecar,
         Kind::Service,
         Kind::Telemetry,
+        Kind::PeerAuthentication,
         Kind::ConfigMap,
     ];
 
@@ -43,6 +45,7 @@ impl Kind {
             Kind::Sidecar => "Sidecar",
             Kind::Service => "Service",
             Kind::Telemetry => "Telemetry",
+            Kind::PeerAuthentication => "PeerAuthentication",
             Kind::ConfigMap => "ConfigMap",
         }
     }
@@ -54,6 +57,10 @@ impl Kind {
             Kind::Telemetry => matches!(
                 api_version,
                 "telemetry.istio.io/v1" | "telemetry.istio.io/v1alpha1"
+            ),
+            Kind::PeerAuthentication => matches!(
+                api_version,
+                "security.istio.io/v1" | "security.istio.io/v1beta1"
             ),
             _ => matches!(
                 api_version,
@@ -89,6 +96,7 @@ pub enum Spec {
     Sidecar(Sidecar),
     Service(Service),
     Telemetry(Telemetry),
+    PeerAuthentication(PeerAuthentication),
     MeshConfig(MeshConfig),
 }
 

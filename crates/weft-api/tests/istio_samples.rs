@@ -156,6 +156,16 @@ fn istio_accepts_these_telemetries() {
 }
 
 #[test]
+fn istio_accepts_these_peer_authentications() {
+    check_valid("validation/peerauth-valid.yaml");
+}
+
+#[test]
+fn istio_rejects_these_peer_authentications() {
+    check_invalid("validation/peerauth-invalid.yaml");
+}
+
+#[test]
 fn istio_rejects_these_telemetries() {
     check_invalid("validation/telemetry-invalid.yaml");
 }

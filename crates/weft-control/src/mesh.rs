@@ -387,6 +387,8 @@ fn xds_types(changed: &[Key]) -> Vec<&'static str> {
             Kind::Sidecar | Kind::ConfigMap => &["cds", "eds", "lds", "rds"][..],
             // Telemetry configures the listeners' filters.
             Kind::Telemetry => &["lds"][..],
+            // Inbound listeners and, for callers, the clusters' TLS.
+            Kind::PeerAuthentication => &["cds", "lds"][..],
         });
     }
     types.into_iter().collect()

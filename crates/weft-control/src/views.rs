@@ -155,7 +155,9 @@ impl View {
             Spec::Sidecar(_) | Spec::Telemetry(_) => {
                 r.namespace() == self.key.namespace || r.namespace() == scope::ROOT_NAMESPACE
             }
-            Spec::Gateway(_) | Spec::MeshConfig(_) => true,
+            // Every namespace's: a client reads the destination's to know whether it takes
+            // mTLS (a DISABLE policy there means plaintext).
+            Spec::Gateway(_) | Spec::MeshConfig(_) | Spec::PeerAuthentication(_) => true,
         }
     }
 

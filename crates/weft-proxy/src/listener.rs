@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use weft_api::types::MtlsMode;
 
 /// Binds and listens with the system's `somaxconn` as the accept queue (tokio's
 /// `TcpListener::bind` uses 128, which a burst of connections overflows: the kernel then
@@ -129,9 +130,20 @@ async fn captured(
                 .map(|p| p.protocol)
         })
         .or_else(|| original_dst.map(|d| Protocol::undeclared(d.port())));
+    let peer = (direction == Direction::Inbound).then(|| {
+        let port = original_dst
+            .or(shared.inbound_target)
+            .map_or(local.port(), |d| d.port());
+        snapshot.inbound_mtls.for_port(port)
+    });
+    let mode = peer.map_or(MtlsMode::Permissive, |d| d.mode);
     let (detected, prefix) = match declared {
         Some(p) if p.is_http() => (Detected::Http1, Bytes::new()),
-        Some(Protocol::Tcp) if !may_be_mtls(&shared, &stream, direction).await => {
+        Some(Protocol::Tcp)
+            if mode == MtlsMode::Disable
+                || (mode == MtlsMode::Permissive
+                    && !may_be_mtls(&shared, &stream, direction).await) =>
+        {
             (Detected::Tcp, Bytes::new())
         }
         _ => match sniff(&mut stream).await {
@@ -139,6 +151,13 @@ async fn captured(
             Err(_) => return,
         },
     };
+    if mode == MtlsMode::Strict && detected != Detected::Tls {
+        // As Envoy finds no filter chain for it: reset, so a plaintext client sees
+        // `connection reset by peer` (curl's exit 56 in Istio's mTLS migration task).
+        tracing::debug!(%remote, by = ?peer.and_then(|d| d.by.as_deref()), "plaintext connection refused: mTLS is STRICT");
+        let _ = stream.set_zero_linger();
+        return;
+    }
     let conn = ConnInfo {
         direction,
         remote,
@@ -151,7 +170,7 @@ async fn captured(
         Detected::Http1 | Detected::Http2 => serve_http(shared, io, Arc::new(conn)).await,
         // Boxed: a plaintext connection's future does not carry the TLS state's space
         // for its whole life.
-        Detected::Tls => Box::pin(tls(shared, io, conn, &snapshot)).await,
+        Detected::Tls => Box::pin(tls(shared, io, conn, &snapshot, mode)).await,
         Detected::Tcp => {
             let target = if direction == Direction::Outbound {
                 tcp::route_tcp(&snapshot, original_dst, None)
@@ -167,9 +186,15 @@ async fn captured(
 }
 
 /// A connection that starts with a TLS ClientHello: outbound, routed by SNI unterminated;
-/// inbound, Istio's mTLS from a sidecar is terminated, the app's own TLS passed through.
-async fn tls<S>(shared: Arc<Shared>, io: Prefixed<S>, mut conn: ConnInfo, snapshot: &Snapshot)
-where
+/// inbound, Istio's mTLS from a sidecar is terminated (unless PeerAuthentication disables
+/// it), the app's own TLS passed through (unless it requires mTLS).
+async fn tls<S>(
+    shared: Arc<Shared>,
+    io: Prefixed<S>,
+    mut conn: ConnInfo,
+    snapshot: &Snapshot,
+    mode: MtlsMode,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let Some((hello, io)) = read_client_hello(io).await else {
@@ -182,8 +207,16 @@ where
         let target = tcp::route_tls(snapshot, port, sni, original_dst);
         return tcp::proxy(&shared, io, target, &conn).await;
     }
-    let Some(mesh) = shared.tls.clone().filter(|_| hello.offers_istio()) else {
-        // The app's own TLS: passed through to it.
+    let mesh = shared
+        .tls
+        .clone()
+        .filter(|_| hello.offers_istio() && mode != MtlsMode::Disable);
+    let Some(mesh) = mesh else {
+        if mode == MtlsMode::Strict {
+            tracing::debug!(%remote, "TLS without Istio's ALPN refused: mTLS is STRICT");
+            return;
+        }
+        // The app's own TLS (or, with mTLS disabled, a sidecar's): passed through to it.
         return to_app(&shared, io, &conn).await;
     };
     let (io, peer) = match mesh.accept(io).await {

@@ -2,6 +2,7 @@
 //! labelled as having a sidecar and plaintext to the rest; the server sidecar terminates it
 //! beside plaintext on the same port (PERMISSIVE), names both principals in its metrics and
 //! refuses certificates that are foreign, expired or not the destination's identity.
+//! PeerAuthentication's modes (STRICT, DISABLE, per port) act on both sides.
 
 mod support;
 
@@ -102,25 +103,27 @@ fn reviews_yaml(inbound: SocketAddr, sidecar: bool, sa: &str, protocol: &str) ->
     )
 }
 
-/// A pair: productpage's sidecar calling reviews' sidecar in front of `app`.
+/// A pair: productpage's sidecar calling reviews' sidecar in front of `app`; both sidecars
+/// hold `policies` (PeerAuthentications).
 async fn pair(
     client_certs: Option<Certificates>,
     server_certs: Option<Certificates>,
     app: SocketAddr,
     mesh: impl Fn(SocketAddr) -> String,
+    policies: &str,
 ) -> (Sidecar, Sidecar) {
     let server = Sidecar::start(
         workload("reviews-v1", "reviews", "bookinfo-reviews"),
         server_certs,
         Some(app),
-        "",
+        policies,
     )
     .await;
     let client = Sidecar::start(
         workload("productpage-v1", "productpage", "bookinfo-productpage"),
         client_certs,
         None,
-        &mesh(server.proxy.inbound_addr),
+        &format!("{}---\n{policies}", mesh(server.proxy.inbound_addr)),
     )
     .await;
     (client, server)
@@ -141,8 +144,50 @@ async fn signed_pair(
         Some(certificates(ca, server_sa, day(), root)),
         app,
         |inbound| reviews_yaml(inbound, sidecar, "bookinfo-reviews", protocol),
+        "",
     )
     .await
+}
+
+/// A pair like [`signed_pair`] (reviews has a sidecar, port `http`) under `policies`.
+async fn pair_under(ca: &Ca, app: SocketAddr, policies: &str) -> (Sidecar, Sidecar) {
+    let root = ca.root_pem();
+    pair(
+        Some(certificates(ca, "bookinfo-productpage", day(), root)),
+        Some(certificates(ca, "bookinfo-reviews", day(), root)),
+        app,
+        |inbound| reviews_yaml(inbound, true, "bookinfo-reviews", "http"),
+        policies,
+    )
+    .await
+}
+
+fn peer_authentication(namespace: &str, name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n{spec}\n---\n"
+    )
+}
+
+/// A plaintext HTTP request straight to a sidecar's inbound port, as a client outside the
+/// mesh sends it: the status line, or the error that ended the connection.
+async fn plaintext_request(inbound: SocketAddr) -> Result<String, std::io::ErrorKind> {
+    let mut s = tokio::net::TcpStream::connect(inbound)
+        .await
+        .map_err(|e| e.kind())?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: reviews:9080\r\n\r\n")
+        .await
+        .map_err(|e| e.kind())?;
+    let mut head = vec![0u8; 512];
+    match tokio::time::timeout(Duration::from_secs(10), s.read(&mut head)).await {
+        Err(_) => panic!("no answer and no close from {inbound}"),
+        Ok(Err(e)) => Err(e.kind()),
+        Ok(Ok(0)) => Err(std::io::ErrorKind::UnexpectedEof),
+        Ok(Ok(n)) => Ok(String::from_utf8_lossy(&head[..n])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()),
+    }
 }
 
 /// Everything the proxies log at WARN and above, for the tests that read a refusal's line.
@@ -360,6 +405,7 @@ async fn certificates_from_another_root_are_refused_both_ways() {
         Some(certificates(&ca, "bookinfo-reviews", day(), &root)),
         app.addr,
         |inbound| reviews_yaml(inbound, true, "bookinfo-reviews", "http"),
+        "",
     )
     .await;
     let http = HttpClient::new(client.proxy.outbound_addr);
@@ -376,6 +422,7 @@ async fn certificates_from_another_root_are_refused_both_ways() {
         Some(certificates(&other, "bookinfo-reviews", day(), &root)),
         app.addr,
         |inbound| reviews_yaml(inbound, true, "bookinfo-reviews", "http"),
+        "",
     )
     .await;
     let answer = HttpClient::new(client.proxy.outbound_addr)
@@ -403,6 +450,7 @@ async fn an_expired_certificate_is_refused() {
         Some(expiring),
         app.addr,
         |inbound| reviews_yaml(inbound, true, "bookinfo-reviews", "http"),
+        "",
     )
     .await;
     // Wait until the server's certificate has expired (its notAfter has one-second
@@ -443,4 +491,85 @@ fn hint(answer: &support::Answer) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_refuses_plaintext_and_serves_sidecars() {
+    let (_dir, ca) = ca();
+    let app = Backend::start("127.0.0.1", "reviews-v1", support::ok()).await;
+    let strict = peer_authentication("default", "default", "  mtls:\n    mode: STRICT");
+    let (mut client, mut server) = pair_under(&ca, app.addr, &strict).await;
+    let http = HttpClient::new(client.proxy.outbound_addr);
+    assert_eq!(http.get("reviews:9080", "/", &[]).await.status, 200);
+    assert!(server.next_log().await.downstream_mtls);
+    assert_eq!(
+        client.next_log().await.upstream_peer_principal.as_deref(),
+        Some(REVIEWS)
+    );
+    // Reset, as Istio's STRICT sidecar resets it (curl: exit 56).
+    assert_eq!(
+        plaintext_request(server.proxy.inbound_addr).await,
+        Err(std::io::ErrorKind::ConnectionReset)
+    );
+    assert_eq!(app.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_with_mtls_disabled_gets_plaintext_from_callers() {
+    let (_dir, ca) = ca();
+    let app = Backend::start("127.0.0.1", "reviews-v1", support::ok()).await;
+    // Mesh-wide STRICT, but reviews' own policy disables mTLS: its callers' auto mTLS
+    // reads that and sends plaintext, which reviews' sidecar takes.
+    let policies = peer_authentication("istio-system", "default", "  mtls:\n    mode: STRICT")
+        + &peer_authentication(
+            "default",
+            "reviews",
+            "  selector:\n    matchLabels:\n      app: reviews\n  mtls:\n    mode: DISABLE",
+        );
+    let (mut client, mut server) = pair_under(&ca, app.addr, &policies).await;
+    let http = HttpClient::new(client.proxy.outbound_addr);
+    assert_eq!(http.get("reviews:9080", "/", &[]).await.status, 200);
+    assert!(!server.next_log().await.downstream_mtls);
+    assert_eq!(client.next_log().await.upstream_peer_principal, None);
+    wait_for(
+        server.proxy.stats_addr,
+        "istio_requests_total",
+        &[
+            ("reporter", "destination"),
+            ("connection_security_policy", "none"),
+        ],
+        1.0,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_level_mtls_overrides_the_workload_mode() {
+    let (_dir, ca) = ca();
+    let app = Backend::start("127.0.0.1", "reviews-v1", support::ok()).await;
+    // The sidecar's inbound target is the app's port: the port PeerAuthentication names.
+    let port = app.addr.port();
+    let permissive_port = peer_authentication(
+        "default",
+        "reviews",
+        &format!("  selector:\n    matchLabels:\n      app: reviews\n  mtls:\n    mode: STRICT\n  portLevelMtls:\n    \"{port}\":\n      mode: PERMISSIVE"),
+    );
+    let (_client, server) = pair_under(&ca, app.addr, &permissive_port).await;
+    assert_eq!(
+        plaintext_request(server.proxy.inbound_addr)
+            .await
+            .as_deref(),
+        Ok("HTTP/1.1 200 OK")
+    );
+
+    let strict_port = peer_authentication(
+        "default",
+        "reviews",
+        &format!("  selector:\n    matchLabels:\n      app: reviews\n  mtls:\n    mode: PERMISSIVE\n  portLevelMtls:\n    \"{port}\":\n      mode: STRICT"),
+    );
+    let (_client, server) = pair_under(&ca, app.addr, &strict_port).await;
+    assert_eq!(
+        plaintext_request(server.proxy.inbound_addr).await,
+        Err(std::io::ErrorKind::ConnectionReset)
+    );
 }

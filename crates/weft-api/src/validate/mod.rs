@@ -18,6 +18,7 @@ mod http;
 mod http_policy;
 mod http_route;
 mod names;
+mod security;
 mod service;
 mod service_entry;
 mod telemetry;
@@ -65,6 +66,7 @@ pub fn validate(resource: &Resource) -> Vec<FieldIssue> {
         Spec::Sidecar(sc) => gateway::validate_sidecar(&mut report, sc, namespace),
         Spec::Service(svc) => service::validate(&mut report, svc, namespace),
         Spec::Telemetry(t) => telemetry::validate_telemetry(&mut report, t),
+        Spec::PeerAuthentication(pa) => security::validate_peer_authentication(&mut report, pa),
         Spec::MeshConfig(m) => telemetry::validate_mesh_config(&mut report, m),
     }
     report.into_issues()

@@ -8,7 +8,9 @@ use super::protocol::Protocol;
 use super::registry::{Registry, ServiceInfo};
 use super::route::*;
 use super::{L4Route, L4Routes, RouteConfig, Snapshot, TlsRoute, VirtualHost};
-use crate::upstream::config::{effective_policy, EndpointConfig, MeshPeer, UpstreamTls};
+use crate::upstream::config::{
+    effective_policy, EndpointConfig, MeshPeer, UpstreamTls, TLS_MODE_LABEL,
+};
 use crate::upstream::{Cluster, ClusterConfig};
 use crate::workload::Workload;
 use base64::Engine;
@@ -18,6 +20,7 @@ use ipnet::IpNet;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use weft_api::destination_rules::{self, MergedRule};
+use weft_api::peer_authentication;
 use weft_api::types::{self, OutboundTrafficMode};
 use weft_api::{host, scope, Resource, Spec};
 
@@ -58,7 +61,17 @@ pub fn compile_within(
         .or(telemetry.outbound_policy)
         .unwrap_or(outbound_policy);
     let registry = Registry::build(&in_scope);
+    let peer_authentications: Vec<&Resource> = in_scope
+        .iter()
+        .filter(|r| r.kind == weft_api::Kind::PeerAuthentication)
+        .collect();
+    let inbound_mtls = peer_authentication::effective(
+        peer_authentications.iter().copied(),
+        &workload.namespace,
+        &workload.labels,
+    );
     let mut c = Compiler {
+        peer_authentications: &peer_authentications,
         registry: &registry,
         workload,
         previous,
@@ -155,6 +168,7 @@ pub fn compile_within(
         registry,
         resources,
         telemetry,
+        inbound_mtls,
         server,
     })
 }
@@ -228,6 +242,8 @@ pub(super) struct Compiler<'a> {
     auto_mtls: bool,
     /// MeshConfig `trustDomain`, which names the destinations' identities.
     trust_domain: String,
+    /// Every namespace's, for whether a destination endpoint takes mTLS.
+    peer_authentications: &'a [&'a Resource],
 }
 
 impl<'a> Compiler<'a> {
@@ -561,11 +577,15 @@ impl<'a> Compiler<'a> {
                 .endpoints
                 .iter()
                 .filter(|e| subset_def.is_none_or(|s| types::labels_match(&s.labels, &e.labels)))
-                .map(|e| EndpointConfig {
-                    address: e.address.clone(),
-                    port: e.port_for(sp),
-                    labels: e.labels.clone(),
-                    declared_by: e.declared_by.clone(),
+                .map(|e| {
+                    let port = e.port_for(sp);
+                    EndpointConfig {
+                        address: e.address.clone(),
+                        port,
+                        mtls_ready: self.mtls_ready(svc, e, port),
+                        labels: e.labels.clone(),
+                        declared_by: e.declared_by.clone(),
+                    }
                 })
                 .collect(),
             _ => Vec::new(),
@@ -592,6 +612,23 @@ impl<'a> Compiler<'a> {
                 _ => UpstreamTls::Plaintext,
             },
         }
+    }
+}
+
+impl Compiler<'_> {
+    /// Istio's auto mTLS reads an endpoint as taking mTLS when it has a sidecar (the
+    /// injector's `security.istio.io/tlsMode: istio` label) and no PeerAuthentication
+    /// disables mTLS on the port it serves.
+    fn mtls_ready(&self, svc: &ServiceInfo, e: &super::registry::EndpointInfo, port: u16) -> bool {
+        e.labels.get(TLS_MODE_LABEL).map(String::as_str) == Some("istio")
+            && peer_authentication::effective(
+                self.peer_authentications.iter().copied(),
+                &svc.namespace,
+                &e.labels,
+            )
+            .for_port(port)
+            .mode
+                != types::MtlsMode::Disable
     }
 }
 

@@ -17,6 +17,7 @@ use route::{Route, WeightedClusters};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use weft_api::peer_authentication::EffectiveMtls;
 use weft_api::types::OutboundTrafficMode;
 use weft_api::Resource;
 
@@ -40,6 +41,8 @@ pub struct Snapshot {
     pub resources: Vec<Resource>,
     /// Access logs and tracing for this workload, from MeshConfig and Telemetry.
     pub telemetry: TelemetryPolicy,
+    /// What PeerAuthentication asks of inbound connections, per workload port.
+    pub inbound_mtls: EffectiveMtls,
     /// MeshConfig's `proxyHeaders.server`: `None` when it says nothing (the proxy's own
     /// setting holds), `Some(None)` when disabled.
     pub server: Option<Option<crate::ServerNames>>,
@@ -59,6 +62,7 @@ impl Snapshot {
             clusters: BTreeMap::new(),
             resources: Vec::new(),
             telemetry: TelemetryPolicy::default(),
+            inbound_mtls: EffectiveMtls::default(),
             server: None,
         }
     }

@@ -69,12 +69,13 @@ impl Cluster {
             .endpoints
             .iter()
             .map(|e| {
-                let fresh =
-                    Endpoint::new(&e.address, e.port, e.labels.clone(), e.declared_by.clone());
+                let fresh = Endpoint::from_config(e);
                 previous
                     .and_then(|p| {
                         p.endpoints.iter().find(|old| {
-                            old.authority == fresh.authority && old.labels == fresh.labels
+                            old.authority == fresh.authority
+                                && old.labels == fresh.labels
+                                && old.mtls_ready == fresh.mtls_ready
                         })
                     })
                     .cloned()
@@ -117,7 +118,7 @@ impl Cluster {
         let (UpstreamTls::AutoMutual(peer), Some(mesh)) = (&self.config.tls, mesh) else {
             return Ok(None);
         };
-        if !endpoint.sidecar {
+        if !endpoint.mtls_ready {
             return Ok(None);
         }
         self.originations[alpn.index()]

@@ -67,6 +67,8 @@ impl ClusterConfig {
 pub struct EndpointConfig {
     pub address: String,
     pub port: u16,
+    /// It has a sidecar that takes Istio's mTLS on this port (see `compile`).
+    pub mtls_ready: bool,
     pub labels: BTreeMap<String, String>,
     pub declared_by: String,
 }

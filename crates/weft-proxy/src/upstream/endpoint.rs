@@ -1,6 +1,6 @@
 //! One upstream endpoint: its address, in-flight count and outlier-detection state.
 
-use super::config::OutlierConfig;
+use super::config::{EndpointConfig, OutlierConfig};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -13,8 +13,8 @@ pub struct Endpoint {
     pub authority: String,
     pub socket: Option<SocketAddr>,
     pub labels: BTreeMap<String, String>,
-    /// Labelled `security.istio.io/tlsMode: istio`: it has a sidecar, which takes mTLS.
-    pub sidecar: bool,
+    /// It has a sidecar that takes Istio's mTLS here: auto mTLS uses it.
+    pub mtls_ready: bool,
     pub declared_by: String,
     pub active: AtomicUsize,
     consecutive_5xx: AtomicU32,
@@ -64,10 +64,7 @@ impl Endpoint {
         Endpoint {
             authority,
             socket,
-            sidecar: labels
-                .get(super::config::TLS_MODE_LABEL)
-                .map(String::as_str)
-                == Some("istio"),
+            mtls_ready: false,
             labels,
             declared_by,
             active: AtomicUsize::new(0),
@@ -75,6 +72,18 @@ impl Endpoint {
             consecutive_gateway: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             times_ejected: AtomicU32::new(0),
+        }
+    }
+
+    pub fn from_config(config: &EndpointConfig) -> Endpoint {
+        Endpoint {
+            mtls_ready: config.mtls_ready,
+            ..Endpoint::new(
+                &config.address,
+                config.port,
+                config.labels.clone(),
+                config.declared_by.clone(),
+            )
         }
     }
 

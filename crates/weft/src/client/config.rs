@@ -143,6 +143,7 @@ fn tables(resources: &[Resource], all_namespaces: bool) -> String {
             Kind::ServiceEntry => &["HOSTS", "LOCATION", "RESOLUTION"],
             Kind::WorkloadEntry => &["ADDRESS"],
             Kind::Service => &["TYPE", "CLUSTER-IP", "PORT(S)"],
+            Kind::PeerAuthentication => &["MODE"],
             Kind::Gateway | Kind::Sidecar | Kind::Telemetry | Kind::ConfigMap => &[],
         };
         let mut header = Vec::new();
@@ -191,6 +192,14 @@ fn columns(r: &Resource) -> Vec<String> {
                 .collect::<Vec<_>>()
                 .join(","),
         ],
+        // The CRD's printer column: `.spec.mtls.mode`, blank when unset.
+        Spec::PeerAuthentication(pa) => {
+            vec![pa
+                .mtls
+                .as_ref()
+                .and_then(|m| m.mode.clone())
+                .unwrap_or_default()]
+        }
         Spec::Gateway(_) | Spec::Sidecar(_) | Spec::Telemetry(_) | Spec::MeshConfig(_) => {
             Vec::new()
         }
@@ -240,6 +249,7 @@ fn qualified(kind: &str) -> String {
         "Service" => "service".into(),
         "ConfigMap" => "configmap".into(),
         "Telemetry" => "telemetry.telemetry.istio.io".into(),
+        "PeerAuthentication" => "peerauthentication.security.istio.io".into(),
         k => format!("{}.networking.istio.io", k.to_ascii_lowercase()),
     }
 }

@@ -92,10 +92,11 @@ pub fn parse_kind(text: &str) -> Result<Kind, String> {
         "sidecar" | "sidecars" => Kind::Sidecar,
         "service" | "services" | "svc" => Kind::Service,
         "telemetry" | "telemetries" => Kind::Telemetry,
+        "peerauthentication" | "peerauthentications" | "pa" => Kind::PeerAuthentication,
         "configmap" | "configmaps" | "cm" => Kind::ConfigMap,
         _ => {
             return Err(format!(
-                "unknown kind {text:?}: use one of virtualservices (vs), destinationrules (dr), serviceentries (se), workloadentries (we), gateways (gw), sidecars, services (svc), telemetries, configmaps (cm: the mesh config)"
+                "unknown kind {text:?}: use one of virtualservices (vs), destinationrules (dr), serviceentries (se), workloadentries (we), gateways (gw), sidecars, services (svc), telemetries, peerauthentications (pa), configmaps (cm: the mesh config)"
             ))
         }
     };
