@@ -573,3 +573,62 @@ async fn port_level_mtls_overrides_the_workload_mode() {
         Err(std::io::ErrorKind::ConnectionReset)
     );
 }
+
+fn destination_rule(tls: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: reviews\nspec:\n  host: reviews\n  trafficPolicy:\n    tls:\n{tls}\n---\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_rule_decides_over_auto_mtls() {
+    let (_dir, ca) = ca();
+    let root = ca.root_pem();
+    let app = Backend::start("127.0.0.1", "reviews-v1", support::ok()).await;
+    let start = |sidecar: bool, tls: &str| {
+        let rule = destination_rule(tls);
+        let (ca, app) = (&ca, app.addr);
+        async move {
+            pair(
+                Some(certificates(ca, "bookinfo-productpage", day(), root)),
+                Some(certificates(ca, "bookinfo-reviews", day(), root)),
+                app,
+                move |inbound| reviews_yaml(inbound, sidecar, "bookinfo-reviews", "http"),
+                &rule,
+            )
+            .await
+        }
+    };
+    // ISTIO_MUTUAL: mTLS even to an endpoint not labelled as having a sidecar.
+    let (mut client, mut server) = start(false, "      mode: ISTIO_MUTUAL").await;
+    let http = HttpClient::new(client.proxy.outbound_addr);
+    assert_eq!(http.get("reviews:9080", "/", &[]).await.status, 200);
+    assert!(server.next_log().await.downstream_mtls);
+    assert_eq!(
+        client.next_log().await.upstream_peer_principal.as_deref(),
+        Some(REVIEWS)
+    );
+
+    // subjectAltNames replace the service's accounts: a name the server lacks is refused.
+    let (client, _server) = start(
+        false,
+        "      mode: ISTIO_MUTUAL\n      subjectAltNames: [spiffe://cluster.local/ns/default/sa/bookinfo-ratings]",
+    )
+    .await;
+    let answer = HttpClient::new(client.proxy.outbound_addr)
+        .get("reviews:9080", "/", &[])
+        .await;
+    assert_eq!(answer.status, 503);
+    assert!(
+        hint(&answer).contains("bookinfo-reviews, which this destination does not accept"),
+        "{}",
+        hint(&answer)
+    );
+
+    // DISABLE: plaintext even to an endpoint with a sidecar.
+    let (mut client, mut server) = start(true, "      mode: DISABLE").await;
+    let http = HttpClient::new(client.proxy.outbound_addr);
+    assert_eq!(http.get("reviews:9080", "/", &[]).await.status, 200);
+    assert!(!server.next_log().await.downstream_mtls);
+    assert_eq!(client.next_log().await.upstream_peer_principal, None);
+}

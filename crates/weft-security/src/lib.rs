@@ -6,6 +6,7 @@
 pub mod ca;
 pub mod cert;
 pub mod credential;
+pub mod origination;
 pub mod secret_file;
 pub mod spiffe;
 pub mod tls;

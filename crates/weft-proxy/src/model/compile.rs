@@ -9,7 +9,8 @@ use super::registry::{Registry, ServiceInfo};
 use super::route::*;
 use super::{L4Route, L4Routes, RouteConfig, Snapshot, TlsRoute, VirtualHost};
 use crate::upstream::config::{
-    effective_policy, EndpointConfig, MeshPeer, UpstreamTls, TLS_MODE_LABEL,
+    effective_policy, effective_tls, EndpointConfig, MeshPeer, OriginateTls, UpstreamTls,
+    TLS_MODE_LABEL,
 };
 use crate::upstream::{Cluster, ClusterConfig};
 use crate::workload::Workload;
@@ -552,10 +553,15 @@ impl<'a> Compiler<'a> {
         let rule = merged.map(|m| &m.rule);
         let subset_def =
             subset.and_then(|s| rule.and_then(|dr| dr.subsets.iter().find(|d| d.name == s)));
-        let (lb, limits, outlier) = effective_policy(
-            rule.and_then(|dr| dr.traffic_policy.as_ref()),
-            subset_def.and_then(|s| s.traffic_policy.as_ref()),
+        let rule_policy = rule.and_then(|dr| dr.traffic_policy.as_ref());
+        let subset_policy = subset_def.and_then(|s| s.traffic_policy.as_ref());
+        let (lb, limits, outlier) = effective_policy(rule_policy, subset_policy, port);
+        let tls = self.upstream_tls(
+            svc,
+            hostname,
             port,
+            subset,
+            effective_tls(rule_policy, subset_policy, port),
         );
         let service_port = svc.and_then(|s| s.port(port));
         let unusable = match (svc, service_port, subset, subset_def) {
@@ -570,7 +576,7 @@ impl<'a> Compiler<'a> {
             (_, _, Some(sub), None) => Some(format!(
                 "subset {sub:?} of {hostname} is not defined by any DestinationRule (istioctl analyze: IST0101)"
             )),
-            _ => None,
+            _ => tls.as_ref().err().cloned(),
         };
         let endpoints = match (svc, service_port) {
             (Some(svc), Some(sp)) if unusable.is_none() => svc
@@ -604,14 +610,70 @@ impl<'a> Compiler<'a> {
             outlier,
             destination_rules: merged.map(MergedRule::names).unwrap_or_default(),
             unusable,
-            tls: match svc {
-                Some(svc) if self.auto_mtls && !svc.external => UpstreamTls::AutoMutual(MeshPeer {
-                    sni: MeshPeer::sni(port, subset, hostname),
-                    identities: svc.identities(&self.trust_domain),
-                }),
-                _ => UpstreamTls::Plaintext,
-            },
+            tls: tls.unwrap_or(UpstreamTls::Plaintext),
         }
+    }
+
+    /// A DestinationRule's `tls` for the cluster, else Istio's auto mTLS to mesh services.
+    fn upstream_tls(
+        &self,
+        svc: Option<&ServiceInfo>,
+        hostname: &str,
+        port: u16,
+        subset: Option<&str>,
+        settings: Option<&types::ClientTlsSettings>,
+    ) -> Result<UpstreamTls, String> {
+        let mesh_peer = |settings: Option<&types::ClientTlsSettings>| MeshPeer {
+            sni: settings
+                .and_then(|s| s.sni.clone())
+                .unwrap_or_else(|| MeshPeer::sni(port, subset, hostname)),
+            identities: match settings.map(|s| &s.subject_alt_names) {
+                Some(names) if !names.is_empty() => names.clone(),
+                _ => svc
+                    .map(|s| s.identities(&self.trust_domain))
+                    .unwrap_or_default(),
+            },
+        };
+        let Some(settings) = settings else {
+            return Ok(match svc {
+                Some(svc) if self.auto_mtls && !svc.external => {
+                    UpstreamTls::AutoMutual(mesh_peer(None))
+                }
+                _ => UpstreamTls::Plaintext,
+            });
+        };
+        // The proto's default mode is DISABLE: `tls` without a mode turns TLS off.
+        let mode = settings.mode.as_deref().unwrap_or("DISABLE");
+        Ok(match mode {
+            "ISTIO_MUTUAL" => UpstreamTls::IstioMutual(mesh_peer(Some(settings))),
+            "SIMPLE" | "MUTUAL" => {
+                if settings.credential_name.is_some() {
+                    return Err(format!(
+                        "{hostname}: DestinationRule tls.credentialName is not supported on sidecars; name the files with caCertificates, clientCertificate and privateKey"
+                    ));
+                }
+                let path = |p: &Option<String>| {
+                    p.as_deref()
+                        .filter(|p| !p.is_empty())
+                        .map(std::path::PathBuf::from)
+                };
+                UpstreamTls::Originate(OriginateTls {
+                    sni: settings.sni.clone().unwrap_or_else(|| hostname.to_string()),
+                    subject_alt_names: settings.subject_alt_names.clone(),
+                    ca_certificates: path(&settings.ca_certificates),
+                    client_certificate: match (
+                        mode,
+                        path(&settings.client_certificate),
+                        path(&settings.private_key),
+                    ) {
+                        ("MUTUAL", Some(cert), Some(key)) => Some((cert, key)),
+                        _ => None,
+                    },
+                    insecure_skip_verify: settings.insecure_skip_verify == Some(true),
+                })
+            }
+            _ => UpstreamTls::Plaintext,
+        })
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
+use weft_security::origination::{self, ClientCertificate, ServerCheck};
 use weft_security::tls::{self as mesh, Accept, CurrentCertificate, MeshRoot, TlsError};
 use weft_security::Identity;
 
@@ -51,6 +52,15 @@ impl Alpn {
             Alpn::Http1 => &[b"istio-http/1.1", b"istio", b"http/1.1"],
             Alpn::Http2 => &[b"istio-h2", b"istio", b"h2"],
             Alpn::Tcp => &[b"istio-peer-exchange", b"istio"],
+        }
+    }
+
+    /// What a TLS origination outside the mesh offers: the plain protocol names.
+    fn external_offer(self) -> &'static [&'static [u8]] {
+        match self {
+            Alpn::Http1 => &[b"http/1.1"],
+            Alpn::Http2 => &[b"h2"],
+            Alpn::Tcp => &[],
         }
     }
 
@@ -151,10 +161,30 @@ impl MeshTls {
     }
 }
 
+/// A DestinationRule's `SIMPLE` or `MUTUAL` settings, with the files they name.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OriginateTls {
+    /// `sni`, else the service's host.
+    pub sni: String,
+    /// `subjectAltNames`: the names the server's certificate may have; empty: the SNI.
+    pub subject_alt_names: Vec<String>,
+    /// `caCertificates`; `None`: the system's CA bundle.
+    pub ca_certificates: Option<std::path::PathBuf>,
+    /// `MUTUAL`: `clientCertificate` and `privateKey`.
+    pub client_certificate: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    pub insecure_skip_verify: bool,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OriginateError {
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("cannot read {field} {path}: {error}")]
+    File {
+        field: &'static str,
+        path: String,
+        error: io::Error,
+    },
     #[error("a destination identity is not a SPIFFE ID: {0}")]
     Identity(String),
     #[error("{0:?} cannot be a TLS server name")]
@@ -177,6 +207,43 @@ impl std::fmt::Debug for Origination {
 }
 
 impl Origination {
+    /// A DestinationRule's `SIMPLE` or `MUTUAL` TLS, reading the files it names.
+    pub fn external(settings: &OriginateTls, alpn: Alpn) -> Result<Origination, OriginateError> {
+        let read = |field: &'static str, path: &std::path::Path| {
+            std::fs::read_to_string(path).map_err(|error| OriginateError::File {
+                field,
+                path: path.display().to_string(),
+                error,
+            })
+        };
+        let check = if settings.insecure_skip_verify {
+            ServerCheck::Skip
+        } else {
+            let roots = match &settings.ca_certificates {
+                Some(path) => origination::roots_from_pem(&read("caCertificates", path)?)?,
+                None => origination::system_roots()?,
+            };
+            ServerCheck::Verify {
+                roots,
+                names: settings.subject_alt_names.clone(),
+            }
+        };
+        let client = match &settings.client_certificate {
+            Some((cert, key)) => Some(ClientCertificate {
+                chain_pem: read("clientCertificate", cert)?,
+                key_pem: read("privateKey", key)?,
+            }),
+            None => None,
+        };
+        let config = origination::client_config(check, client.as_ref(), alpn.external_offer())?;
+        let sni = ServerName::try_from(settings.sni.clone())
+            .map_err(|_| OriginateError::ServerName(settings.sni.clone()))?;
+        Ok(Origination {
+            connector: TlsConnector::from(Arc::new(config)),
+            sni,
+        })
+    }
+
     /// The handshake over `tcp`; the server's SPIFFE ID once it is checked.
     pub async fn connect(&self, tcp: TcpStream) -> io::Result<(Io, Option<Arc<str>>)> {
         // Boxed: the handshake's state would otherwise widen every future that may connect,

@@ -28,7 +28,9 @@ pub struct Cluster {
     pub upstream: Arc<Upstream>,
     pub stats: Arc<ClusterStats>,
     /// How to originate mTLS, per ALPN offer: built by the first connection that needs it.
-    originations: [OnceLock<Result<Arc<Origination>, String>>; 3],
+    /// Built on first use, per ALPN offer; a failure is not kept, so a fixed file is read
+    /// on the next connection.
+    originations: [OnceLock<Arc<Origination>>; 3],
 }
 
 impl std::fmt::Debug for Cluster {
@@ -108,27 +110,37 @@ impl Cluster {
 
     /// How a connection to `endpoint` carrying `alpn` is secured: `None` for plaintext.
     /// Istio's auto mTLS takes mTLS to endpoints with a sidecar when this proxy has an
-    /// identity.
+    /// identity; a DestinationRule's `tls` decides for every endpoint.
     pub fn origination(
         &self,
         mesh: Option<&MeshTls>,
         endpoint: &Endpoint,
         alpn: Alpn,
     ) -> Result<Option<Arc<Origination>>, String> {
-        let (UpstreamTls::AutoMutual(peer), Some(mesh)) = (&self.config.tls, mesh) else {
-            return Ok(None);
+        let secured = match &self.config.tls {
+            UpstreamTls::Plaintext => false,
+            UpstreamTls::AutoMutual(_) => mesh.is_some() && endpoint.mtls_ready,
+            UpstreamTls::IstioMutual(_) | UpstreamTls::Originate(_) => true,
         };
-        if !endpoint.mtls_ready {
+        if !secured {
             return Ok(None);
         }
-        self.originations[alpn.index()]
-            .get_or_init(|| {
-                mesh.originate(&peer.identities, &peer.sni, alpn)
-                    .map(Arc::new)
-                    .map_err(|e| format!("cannot originate mTLS to {}: {e}", self.config.name))
-            })
-            .clone()
-            .map(Some)
+        let cached = &self.originations[alpn.index()];
+        if let Some(origination) = cached.get() {
+            return Ok(Some(origination.clone()));
+        }
+        let origination = match (&self.config.tls, mesh) {
+            (UpstreamTls::AutoMutual(peer) | UpstreamTls::IstioMutual(peer), Some(mesh)) => mesh
+                .originate(&peer.identities, &peer.sni, alpn)
+                .map_err(|e| format!("cannot originate mTLS to {}: {e}", self.config.name)),
+            (UpstreamTls::Originate(settings), _) => Origination::external(settings, alpn)
+                .map_err(|e| format!("cannot originate TLS to {}: {e}", self.config.name)),
+            _ => Err(format!(
+                "DestinationRule tls ISTIO_MUTUAL for {}: this proxy has no workload certificate",
+                self.config.name
+            )),
+        }?;
+        Ok(Some(cached.get_or_init(|| Arc::new(origination)).clone()))
     }
 
     /// Whether requests go upstream as HTTP/2: by the port's protocol or, when the port

@@ -3,6 +3,7 @@
 
 use crate::model::protocol::Protocol;
 use crate::model::registry::Discovery;
+pub use crate::transport::tls::OriginateTls;
 use http::HeaderName;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -35,10 +36,16 @@ pub struct ClusterConfig {
 /// How connections to a cluster's endpoints are secured.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum UpstreamTls {
+    /// No DestinationRule TLS and auto mTLS off, an external service, or `DISABLE`.
     Plaintext,
     /// Istio's auto mTLS: `ISTIO_MUTUAL` to each endpoint labelled
-    /// `security.istio.io/tlsMode: istio` (it has a sidecar), plaintext to the others.
+    /// `security.istio.io/tlsMode: istio` (it has a sidecar) that no PeerAuthentication
+    /// disables mTLS on, plaintext to the others.
     AutoMutual(MeshPeer),
+    /// DestinationRule `ISTIO_MUTUAL`: the mesh's mTLS to every endpoint.
+    IstioMutual(MeshPeer),
+    /// DestinationRule `SIMPLE` or `MUTUAL`: TLS to a server outside the mesh.
+    Originate(OriginateTls),
 }
 
 /// Istio's mTLS to a mesh destination.
@@ -176,33 +183,62 @@ pub fn effective_policy(
     subset: Option<&types::TrafficPolicy>,
     port: u16,
 ) -> (LbPolicy, Limits, Option<OutlierConfig>) {
-    let layers: Vec<&types::TrafficPolicy> = rule.into_iter().chain(subset).collect();
-    let port_layers: Vec<&types::PortTrafficPolicy> = layers
-        .iter()
-        .flat_map(|p| p.port_level_settings.iter())
-        .filter(|p| p.port.map(|s| s.number) == Some(u32::from(port)))
-        .collect();
-    let lb = port_layers
-        .iter()
-        .rev()
-        .find_map(|p| p.load_balancer.as_ref())
-        .or_else(|| layers.iter().rev().find_map(|p| p.load_balancer.as_ref()));
-    let pool = port_layers
-        .iter()
-        .rev()
-        .find_map(|p| p.connection_pool.as_ref())
-        .or_else(|| layers.iter().rev().find_map(|p| p.connection_pool.as_ref()));
-    let outlier = port_layers
-        .iter()
-        .rev()
-        .find_map(|p| p.outlier_detection.as_ref())
-        .or_else(|| {
-            layers
-                .iter()
-                .rev()
-                .find_map(|p| p.outlier_detection.as_ref())
-        });
+    let layers = Layers::new(rule, subset, port);
+    let lb = layers.pick(|p| p.load_balancer.as_ref(), |p| p.load_balancer.as_ref());
+    let pool = layers.pick(
+        |p| p.connection_pool.as_ref(),
+        |p| p.connection_pool.as_ref(),
+    );
+    let outlier = layers.pick(
+        |p| p.outlier_detection.as_ref(),
+        |p| p.outlier_detection.as_ref(),
+    );
     (lb_policy(lb), limits(pool), outlier.map(outlier_config))
+}
+
+/// The `tls` in force for `port`, by the same precedence.
+pub fn effective_tls<'a>(
+    rule: Option<&'a types::TrafficPolicy>,
+    subset: Option<&'a types::TrafficPolicy>,
+    port: u16,
+) -> Option<&'a types::ClientTlsSettings> {
+    Layers::new(rule, subset, port).pick(|p| p.tls.as_ref(), |p| p.tls.as_ref())
+}
+
+/// A rule's traffic policy under its subset's, each with its settings for one port: a
+/// setting comes from the most specific that has it, the subset's port-level first, then
+/// the rule's port-level, then the subset's, then the rule's.
+struct Layers<'a> {
+    layers: Vec<&'a types::TrafficPolicy>,
+    ports: Vec<&'a types::PortTrafficPolicy>,
+}
+
+impl<'a> Layers<'a> {
+    fn new(
+        rule: Option<&'a types::TrafficPolicy>,
+        subset: Option<&'a types::TrafficPolicy>,
+        port: u16,
+    ) -> Layers<'a> {
+        let layers: Vec<&types::TrafficPolicy> = rule.into_iter().chain(subset).collect();
+        let ports = layers
+            .iter()
+            .flat_map(|p| p.port_level_settings.iter())
+            .filter(|p| p.port.map(|s| s.number) == Some(u32::from(port)))
+            .collect();
+        Layers { layers, ports }
+    }
+
+    fn pick<T>(
+        &self,
+        at_port: impl Fn(&'a types::PortTrafficPolicy) -> Option<&'a T>,
+        overall: impl Fn(&'a types::TrafficPolicy) -> Option<&'a T>,
+    ) -> Option<&'a T> {
+        self.ports
+            .iter()
+            .rev()
+            .find_map(|p| at_port(p))
+            .or_else(|| self.layers.iter().rev().find_map(|p| overall(p)))
+    }
 }
 
 fn lb_policy(lb: Option<&types::LoadBalancerSettings>) -> LbPolicy {
