@@ -17,12 +17,13 @@ pub enum Kind {
     Service,
     Telemetry,
     PeerAuthentication,
+    AuthorizationPolicy,
     /// The `istio` ConfigMap of the root namespace: its `mesh` key is the MeshConfig.
     ConfigMap,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::ServiceEntry,
@@ -32,6 +33,7 @@ impl Kind {
         Kind::Service,
         Kind::Telemetry,
         Kind::PeerAuthentication,
+        Kind::AuthorizationPolicy,
         Kind::ConfigMap,
     ];
 
@@ -46,6 +48,7 @@ impl Kind {
             Kind::Service => "Service",
             Kind::Telemetry => "Telemetry",
             Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::ConfigMap => "ConfigMap",
         }
     }
@@ -58,7 +61,7 @@ impl Kind {
                 api_version,
                 "telemetry.istio.io/v1" | "telemetry.istio.io/v1alpha1"
             ),
-            Kind::PeerAuthentication => matches!(
+            Kind::PeerAuthentication | Kind::AuthorizationPolicy => matches!(
                 api_version,
                 "security.istio.io/v1" | "security.istio.io/v1beta1"
             ),
@@ -97,6 +100,7 @@ pub enum Spec {
     Service(Service),
     Telemetry(Telemetry),
     PeerAuthentication(PeerAuthentication),
+    AuthorizationPolicy(AuthorizationPolicy),
     MeshConfig(MeshConfig),
 }
 

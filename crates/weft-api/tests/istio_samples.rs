@@ -166,6 +166,16 @@ fn istio_rejects_these_peer_authentications() {
 }
 
 #[test]
+fn istio_accepts_these_authorization_policies() {
+    check_valid("validation/authz-valid.yaml");
+}
+
+#[test]
+fn istio_rejects_these_authorization_policies() {
+    check_invalid("validation/authz-invalid.yaml");
+}
+
+#[test]
 fn istio_rejects_these_telemetries() {
     check_invalid("validation/telemetry-invalid.yaml");
 }

@@ -389,6 +389,8 @@ fn xds_types(changed: &[Key]) -> Vec<&'static str> {
             Kind::Telemetry => &["lds"][..],
             // Inbound listeners and, for callers, the clusters' TLS.
             Kind::PeerAuthentication => &["cds", "lds"][..],
+            // The RBAC filters of the inbound listeners.
+            Kind::AuthorizationPolicy => &["lds"][..],
         });
     }
     types.into_iter().collect()

@@ -152,7 +152,8 @@ impl View {
                 let selecting = objects.selecting(key);
                 selecting.is_empty() || selecting.iter().any(|s| self.services.contains(s))
             }
-            Spec::Sidecar(_) | Spec::Telemetry(_) => {
+            // Policies apply to workloads of their own namespace, or mesh-wide from the root.
+            Spec::Sidecar(_) | Spec::Telemetry(_) | Spec::AuthorizationPolicy(_) => {
                 r.namespace() == self.key.namespace || r.namespace() == scope::ROOT_NAMESPACE
             }
             // Every namespace's: a client reads the destination's to know whether it takes

@@ -12,6 +12,7 @@ pub mod http;
 pub mod identity;
 mod listener;
 pub mod model;
+pub mod security;
 pub mod tcp;
 pub mod telemetry;
 pub mod transport;

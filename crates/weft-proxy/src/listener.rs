@@ -5,6 +5,7 @@
 use crate::http::handle;
 use crate::model::protocol::Protocol;
 use crate::model::Snapshot;
+use crate::security::authz::Subject;
 use crate::tcp::{self, L4Target};
 use crate::transport::conn::{ConnInfo, Direction};
 use crate::transport::detect::{sniff, Detected, Prefixed};
@@ -171,17 +172,11 @@ async fn captured(
         // Boxed: a plaintext connection's future does not carry the TLS state's space
         // for its whole life.
         Detected::Tls => Box::pin(tls(shared, io, conn, &snapshot, mode)).await,
-        Detected::Tcp => {
-            let target = if direction == Direction::Outbound {
-                tcp::route_tcp(&snapshot, original_dst, None)
-            } else {
-                match inbound_target(&shared, &conn) {
-                    Some(target) => target,
-                    None => return,
-                }
-            };
+        Detected::Tcp if direction == Direction::Outbound => {
+            let target = tcp::route_tcp(&snapshot, original_dst, None);
             tcp::proxy(&shared, io, target, &conn).await;
         }
+        Detected::Tcp => to_app(&shared, io, &conn, None).await,
     }
 }
 
@@ -217,7 +212,7 @@ async fn tls<S>(
             return;
         }
         // The app's own TLS (or, with mTLS disabled, a sidecar's): passed through to it.
-        return to_app(&shared, io, &conn).await;
+        return to_app(&shared, io, &conn, hello.server_name.as_deref()).await;
     };
     let (io, peer) = match mesh.accept(io).await {
         Ok(accepted) => accepted,
@@ -232,21 +227,29 @@ async fn tls<S>(
         return serve_http(shared, io, Arc::new(conn)).await;
     }
     // `istio`: the caller's sidecar carries TCP, which goes to the app as it came.
-    to_app(&shared, io, &conn).await;
+    to_app(&shared, io, &conn, None).await;
 }
 
-/// An inbound connection's bytes, spliced to the local workload as they came.
-async fn to_app<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, io: S, conn: &ConnInfo) {
-    if let Some(target) = inbound_target(shared, conn) {
-        tcp::proxy(shared, io, target, conn).await;
+/// An inbound connection's bytes, spliced to the local workload as they came, once its
+/// AuthorizationPolicies allow the connection (a denied one is closed, as Envoy's network
+/// RBAC filter closes it). `sni` is the app's own TLS's.
+async fn to_app<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared,
+    io: S,
+    conn: &ConnInfo,
+    sni: Option<&str>,
+) {
+    let Some(app) = conn.original_dst.or(shared.inbound_target) else {
+        return;
+    };
+    let snapshot = shared.config.current();
+    if !snapshot.authz.is_empty() {
+        if let Err(denied) = snapshot.authz.check(&Subject::connection(conn, app, sni)) {
+            tracing::debug!(remote = %conn.remote, details = %denied.details, "connection denied: {}", denied.hint);
+            return;
+        }
     }
-}
-
-/// The local workload, for an inbound connection's bytes.
-fn inbound_target(shared: &Shared, conn: &ConnInfo) -> Option<L4Target> {
-    conn.original_dst
-        .or(shared.inbound_target)
-        .map(L4Target::Passthrough)
+    tcp::proxy(shared, io, L4Target::Passthrough(app), conn).await;
 }
 
 /// How long an inbound connection to a server-first port (MySQL, SMTP...) is watched for a

@@ -132,21 +132,6 @@ async fn registry_only_blocks_count_under_blackhole_cluster() {
     wait_for(proxy.proxy.stats_addr, "istio_requests_total", &labels, 2.0).await;
 }
 
-/// Echoes what it reads until the caller closes.
-async fn tcp_echo(ip: &str) -> SocketAddr {
-    let listener = TcpListener::bind((ip, 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_connections_count_opened_closed_and_bytes() {
     let db = tcp_echo("127.0.0.2").await;

@@ -508,10 +508,10 @@ async fn validate_and_analyze_refuse_a_misspelt_field_and_never_say_valid_over_a
     );
 
     // Accepted, but with a warning that changes what it does: no tick.
-    let ignored = dir.path().join("authz.yaml");
+    let ignored = dir.path().join("envoy-filter.yaml");
     std::fs::write(
         &ignored,
-        format!("{DESTINATION_RULE}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: deny-all}}\nspec: {{}}\n"),
+        format!("{DESTINATION_RULE}---\napiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {{name: custom}}\nspec: {{}}\n"),
     )
     .unwrap();
     let (status, stdout, stderr) = run_weft(&validate_args(&ignored)).await;

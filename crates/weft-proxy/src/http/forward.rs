@@ -22,7 +22,7 @@ use tokio::time::{sleep, timeout_at, Instant};
 #[derive(Debug, Default)]
 pub struct Forwarded {
     pub flags: Flags,
-    pub details: &'static str,
+    pub details: std::borrow::Cow<'static, str>,
     pub upstream_host: Option<String>,
     pub service_time: Option<Duration>,
     /// When each retry was sent, for the request's span.

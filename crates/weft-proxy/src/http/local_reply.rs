@@ -5,13 +5,14 @@
 use super::body::ResponseBody;
 use crate::telemetry::access_log::Flags;
 use http::{HeaderValue, Response, StatusCode};
+use std::borrow::Cow;
 
 #[derive(Debug, Clone)]
 pub struct LocalReply {
     pub status: StatusCode,
     pub flags: Flags,
     /// Envoy's `%RESPONSE_CODE_DETAILS%`.
-    pub details: &'static str,
+    pub details: Cow<'static, str>,
     pub body: String,
     pub hint: Option<String>,
 }
@@ -20,13 +21,13 @@ impl LocalReply {
     pub fn new(
         status: StatusCode,
         flags: Flags,
-        details: &'static str,
+        details: impl Into<Cow<'static, str>>,
         body: impl Into<String>,
     ) -> LocalReply {
         LocalReply {
             status,
             flags,
-            details,
+            details: details.into(),
             body: body.into(),
             hint: None,
         }
@@ -100,8 +101,8 @@ impl LocalReply {
             builder = builder.header("x-weft-error", hint);
         }
         if grpc {
-            let message = if self.body.is_empty() {
-                self.details
+            let message: &str = if self.body.is_empty() {
+                &self.details
             } else {
                 &self.body
             };

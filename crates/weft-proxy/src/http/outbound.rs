@@ -12,6 +12,7 @@ use super::tunnel;
 use crate::model::matcher::{query_value, RequestView};
 use crate::model::route::{roll, Action, Cors, FaultAbort, RetryPolicy, Route, RouteId};
 use crate::model::{Snapshot, VirtualHost};
+use crate::security::authz::{HttpSubject, Subject};
 use crate::telemetry::access_log::{Entry, Flags};
 use crate::telemetry::peer;
 use crate::telemetry::trace::span::SpanKind;
@@ -116,6 +117,8 @@ pub async fn handle(
     let result = if let Err(e) = edge {
         close = e.closes_connection() && parts.version != Version::HTTP_2;
         Err(e.reply())
+    } else if let Err(denied) = authorize(&snapshot, &conn, shared.inbound_target, &parts) {
+        Err(denied)
     } else {
         match conn.direction {
             Direction::Gateway => gateway(&snapshot, &conn, parts, body, &mut x).await,
@@ -146,7 +149,7 @@ pub async fn handle(
         Err(reply) => {
             forwarded.flags |= reply.flags;
             if forwarded.details.is_empty() {
-                forwarded.details = reply.details;
+                forwarded.details = reply.details.clone();
             }
             reply.into_response(grpc)
         }
@@ -166,7 +169,7 @@ pub async fn handle(
     entry.status = response.status().as_u16();
     entry.flags = forwarded.flags;
     entry.details = if forwarded.details.is_empty() {
-        "via_upstream"
+        "via_upstream".into()
     } else {
         forwarded.details
     };
@@ -237,6 +240,39 @@ pub async fn handle(
         }
     });
     Ok(response)
+}
+
+/// The authorize step, for requests to this workload (inbound) or through this gateway:
+/// its AuthorizationPolicies, as Envoy's RBAC filter answers a denial.
+fn authorize(
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+    inbound_target: Option<SocketAddr>,
+    parts: &Parts,
+) -> Result<(), LocalReply> {
+    if conn.direction == Direction::Outbound || snapshot.authz.is_empty() {
+        return Ok(());
+    }
+    let destination = match conn.direction {
+        Direction::Inbound => conn.original_dst.or(inbound_target).unwrap_or(conn.local),
+        _ => conn.local,
+    };
+    let mut subject = Subject::connection(conn, destination, None);
+    subject.http = Some(HttpSubject {
+        method: parts.method.as_str(),
+        host: authority(parts),
+        path: parts.uri.path(),
+        headers: &parts.headers,
+    });
+    snapshot.authz.check(&subject).map_err(|denied| {
+        LocalReply::new(
+            StatusCode::FORBIDDEN,
+            Default::default(),
+            denied.details,
+            "RBAC: access denied",
+        )
+        .hint(denied.hint)
+    })
 }
 
 /// The inbound span's name, as Istio's inbound listener decorates it: the service the
@@ -351,7 +387,7 @@ async fn by_virtual_host(
                 if let Some(span) = &mut x.span {
                     span.annotate("fault.abort");
                 }
-                x.forwarded.details = "fault_filter_abort";
+                x.forwarded.details = "fault_filter_abort".into();
                 return Ok(fault_abort(abort, grpc));
             }
         }
@@ -365,7 +401,7 @@ async fn by_virtual_host(
                 query,
                 route.matched_prefix(matched),
             );
-            x.forwarded.details = "direct_response";
+            x.forwarded.details = "direct_response".into();
             let location = HeaderValue::from_str(&location).map_err(|_| {
                 LocalReply::new(
                     StatusCode::BAD_REQUEST,
@@ -383,7 +419,7 @@ async fn by_virtual_host(
             return Ok(response);
         }
         Action::Direct { status, body } => {
-            x.forwarded.details = "direct_response";
+            x.forwarded.details = "direct_response".into();
             let mut response = Response::new(ResponseBody::full(body.clone()));
             *response.status_mut() = *status;
             route.headers.response.apply(response.headers_mut());
@@ -475,7 +511,7 @@ async fn unknown_destination(
 ) -> Result<Response<ResponseBody>, LocalReply> {
     if snapshot.outbound_policy == OutboundTrafficMode::RegistryOnly {
         x.entry.upstream_cluster = Some("BlackHoleCluster".into());
-        x.forwarded.details = "direct_response";
+        x.forwarded.details = "direct_response".into();
         let body = format!(
             "weft: {authority} (port {port}) is not a mesh service or ServiceEntry host, and outboundTrafficPolicy is REGISTRY_ONLY\n\
              hint: declare it with a ServiceEntry, or allow any destination with a Sidecar whose outboundTrafficPolicy.mode is ALLOW_ANY (or weft proxy --outbound-traffic-policy ALLOW_ANY)\n"

@@ -8,6 +8,7 @@ use super::protocol::Protocol;
 use super::registry::{Registry, ServiceInfo};
 use super::route::*;
 use super::{L4Route, L4Routes, RouteConfig, Snapshot, TlsRoute, VirtualHost};
+use crate::security::authz::Authz;
 use crate::upstream::config::{
     effective_policy, effective_tls, EndpointConfig, MeshPeer, OriginateTls, UpstreamTls,
     TLS_MODE_LABEL,
@@ -170,6 +171,7 @@ pub fn compile_within(
         resources,
         telemetry,
         inbound_mtls,
+        authz: Authz::compile(&in_scope, &workload.namespace, &workload.labels),
         server,
     })
 }

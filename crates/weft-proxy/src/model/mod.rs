@@ -8,6 +8,7 @@ pub mod protocol;
 pub mod registry;
 pub mod route;
 
+use crate::security::authz::Authz;
 use crate::telemetry::policy::TelemetryPolicy;
 use crate::upstream::Cluster;
 use crate::workload::Workload;
@@ -43,6 +44,8 @@ pub struct Snapshot {
     pub telemetry: TelemetryPolicy,
     /// What PeerAuthentication asks of inbound connections, per workload port.
     pub inbound_mtls: EffectiveMtls,
+    /// The AuthorizationPolicies that apply to this workload.
+    pub authz: Authz,
     /// MeshConfig's `proxyHeaders.server`: `None` when it says nothing (the proxy's own
     /// setting holds), `Some(None)` when disabled.
     pub server: Option<Option<crate::ServerNames>>,
@@ -63,6 +66,7 @@ impl Snapshot {
             resources: Vec::new(),
             telemetry: TelemetryPolicy::default(),
             inbound_mtls: EffectiveMtls::default(),
+            authz: Authz::default(),
             server: None,
         }
     }

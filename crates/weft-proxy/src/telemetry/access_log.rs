@@ -114,7 +114,7 @@ pub struct Entry {
     pub protocol: &'static str,
     pub status: u16,
     pub flags: Flags,
-    pub details: &'static str,
+    pub details: std::borrow::Cow<'static, str>,
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub duration_ms: u64,
@@ -245,7 +245,7 @@ impl Entry {
             Operator::Protocol => or_missing(non_empty(self.protocol)),
             Operator::ResponseCode => Value::Number(self.status.into()),
             Operator::ResponseFlags => Value::Text(self.flags.to_string().into()),
-            Operator::ResponseCodeDetails => or_missing(non_empty(self.details)),
+            Operator::ResponseCodeDetails => or_missing(non_empty(&self.details)),
             Operator::BytesReceived => Value::Number(self.bytes_received),
             Operator::BytesSent => Value::Number(self.bytes_sent),
             Operator::Duration => Value::Number(self.duration_ms),
@@ -402,7 +402,7 @@ mod tests {
             protocol: "HTTP/1.1",
             status: 503,
             flags: Flags::UF | Flags::URX,
-            details: "upstream_reset_before_response_started{connection_failure}",
+            details: "upstream_reset_before_response_started{connection_failure}".into(),
             upstream_cluster: Some("outbound|9080|v2|reviews.default.svc.cluster.local".into()),
             ..Default::default()
         }

@@ -100,7 +100,7 @@ impl cel::context::VariableResolver for Attributes<'_> {
             }
             "response" => map(vec![
                 ("code", Value::Int(e.status.into())),
-                ("code_details", e.details.into()),
+                ("code_details", e.details.to_string().into()),
                 ("flags", Value::UInt(e.flags.envoy_bits())),
                 ("size", Value::Int(e.bytes_sent as i64)),
                 ("total_size", Value::Int(e.bytes_sent as i64)),

@@ -77,6 +77,8 @@ pub struct MtlsPeer {
     pub principal: Option<Arc<str>>,
     /// The caller said it sends HTTP (`istio-http/1.1`, `istio-h2`...), or TCP (`istio`).
     pub http: bool,
+    /// The server name the caller asked for: Istio's `outbound_.PORT_.SUBSET_.HOST`.
+    pub sni: Option<Arc<str>>,
 }
 
 /// This proxy's side of the mesh's mTLS: its certificate, the root, and the server config
@@ -127,7 +129,15 @@ impl MeshTls {
         let http = session
             .alpn_protocol()
             .is_some_and(|p| p != b"istio" && p != b"istio-peer-exchange");
-        Ok((stream, MtlsPeer { principal, http }))
+        let sni = session.server_name().map(Arc::from);
+        Ok((
+            stream,
+            MtlsPeer {
+                principal,
+                http,
+                sni,
+            },
+        ))
     }
 
     /// How to originate mTLS to a destination whose workloads may be `identities` (SPIFFE

@@ -1,6 +1,8 @@
 //! Real servers, real proxies, real sockets on 127.0.0.x for the integration tests.
 #![allow(dead_code)]
 
+pub mod mesh;
+
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -496,4 +498,19 @@ pub fn reviews_v3() -> Workload {
         service_account: "bookinfo-reviews".into(),
         instance_ip: "127.0.0.1".into(),
     }
+}
+
+/// Echoes what it reads until the caller closes.
+pub async fn tcp_echo(ip: &str) -> SocketAddr {
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
 }

@@ -144,6 +144,7 @@ fn tables(resources: &[Resource], all_namespaces: bool) -> String {
             Kind::WorkloadEntry => &["ADDRESS"],
             Kind::Service => &["TYPE", "CLUSTER-IP", "PORT(S)"],
             Kind::PeerAuthentication => &["MODE"],
+            Kind::AuthorizationPolicy => &["ACTION"],
             Kind::Gateway | Kind::Sidecar | Kind::Telemetry | Kind::ConfigMap => &[],
         };
         let mut header = Vec::new();
@@ -200,6 +201,7 @@ fn columns(r: &Resource) -> Vec<String> {
                 .and_then(|m| m.mode.clone())
                 .unwrap_or_default()]
         }
+        Spec::AuthorizationPolicy(ap) => vec![ap.action.clone().unwrap_or_default()],
         Spec::Gateway(_) | Spec::Sidecar(_) | Spec::Telemetry(_) | Spec::MeshConfig(_) => {
             Vec::new()
         }
@@ -250,6 +252,7 @@ fn qualified(kind: &str) -> String {
         "ConfigMap" => "configmap".into(),
         "Telemetry" => "telemetry.telemetry.istio.io".into(),
         "PeerAuthentication" => "peerauthentication.security.istio.io".into(),
+        "AuthorizationPolicy" => "authorizationpolicy.security.istio.io".into(),
         k => format!("{}.networking.istio.io", k.to_ascii_lowercase()),
     }
 }

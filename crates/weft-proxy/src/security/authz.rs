@@ -1,0 +1,454 @@
+//! AuthorizationPolicy for one workload, compiled once per config version: the policies
+//! that apply to it (its namespace's, selecting it or not, and the root namespace's), each
+//! rule's values parsed into patterns and CIDRs. A request or TCP connection is then
+//! decided as Istio's RBAC filters decide it: a matching DENY policy denies; with any ALLOW
+//! policy, one must match; AUDIT decides nothing. CUSTOM (external authorization) comes
+//! first; Weft cannot call an external authorizer yet, so a request a CUSTOM policy
+//! matches is denied rather than let through.
+
+use crate::transport::conn::ConnInfo;
+use http::HeaderMap;
+use ipnet::IpNet;
+use std::net::{IpAddr, SocketAddr};
+use weft_api::scope::ROOT_NAMESPACE;
+use weft_api::types::{
+    labels_match, AuthorizationPolicy, AuthzAction, AuthzRule, ConditionKey, PathPattern, Pattern,
+};
+use weft_api::{Resource, Spec};
+
+/// The policies in force for one workload.
+#[derive(Debug, Default)]
+pub struct Authz {
+    custom: Vec<Policy>,
+    deny: Vec<Policy>,
+    allow: Vec<Policy>,
+}
+
+#[derive(Debug)]
+struct Policy {
+    /// Envoy's policy name, `ns[default]-policy[deny-all]`, for the response details.
+    name: String,
+    /// `AuthorizationPolicy default/deny-all`, for the hint.
+    resource: String,
+    /// CUSTOM's `provider.name`.
+    provider: Option<String>,
+    rules: Vec<Rule>,
+}
+
+/// What a request or connection is, as the rules read it.
+pub struct Subject<'a> {
+    /// The caller's SPIFFE ID without `spiffe://` (`cluster.local/ns/default/sa/x`), when it
+    /// came over mTLS.
+    pub principal: Option<&'a str>,
+    pub source: IpAddr,
+    /// This workload's address and port as the caller addressed it.
+    pub destination: SocketAddr,
+    pub sni: Option<&'a str>,
+    /// `None` for a TCP connection.
+    pub http: Option<HttpSubject<'a>>,
+}
+
+pub struct HttpSubject<'a> {
+    pub method: &'a str,
+    pub host: &'a str,
+    /// Without the query.
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+}
+
+impl<'a> Subject<'a> {
+    /// A connection to `destination`, by what its transport proved: the mTLS peer and the
+    /// server name asked for (`sni`, else the mTLS handshake's).
+    pub fn connection(
+        conn: &'a ConnInfo,
+        destination: SocketAddr,
+        sni: Option<&'a str>,
+    ) -> Subject<'a> {
+        let mtls = conn.mtls.as_ref();
+        Subject {
+            principal: mtls
+                .and_then(|m| m.principal.as_deref())
+                .map(|p| p.strip_prefix("spiffe://").unwrap_or(p)),
+            source: conn.remote.ip(),
+            destination,
+            sni: sni.or_else(|| mtls.and_then(|m| m.sni.as_deref())),
+            http: None,
+        }
+    }
+}
+
+/// Why a request was denied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// Envoy's `%RESPONSE_CODE_DETAILS%`: `rbac_access_denied_matched_policy[ns[default]-policy[deny-all]-rule[0]]`,
+    /// or `[none]` when no ALLOW policy matched.
+    pub details: String,
+    /// For `x-weft-error`: which policy, or that none allowed it.
+    pub hint: String,
+}
+
+impl Authz {
+    /// The AuthorizationPolicies among `resources` that apply to a workload in `namespace`
+    /// with `labels`: its namespace's without a selector or selecting it, and the root
+    /// namespace's likewise for every namespace.
+    pub fn compile(
+        resources: &[Resource],
+        namespace: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Authz {
+        let mut authz = Authz::default();
+        for r in resources {
+            let Spec::AuthorizationPolicy(ap) = &r.spec else {
+                continue;
+            };
+            let applies = (r.namespace() == namespace || r.namespace() == ROOT_NAMESPACE)
+                && ap.target_ref.is_none()
+                && ap.target_refs.is_empty()
+                && ap.selector_labels().is_none_or(|s| labels_match(s, labels));
+            if !applies {
+                continue;
+            }
+            let Some(action) = ap.action() else {
+                continue;
+            };
+            let list = match action {
+                AuthzAction::Allow => &mut authz.allow,
+                AuthzAction::Deny => &mut authz.deny,
+                AuthzAction::Custom => &mut authz.custom,
+                // AUDIT decides nothing.
+                AuthzAction::Audit => continue,
+            };
+            list.push(Policy::compile(r, ap, action));
+        }
+        authz
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.custom.is_empty() && self.deny.is_empty() && self.allow.is_empty()
+    }
+
+    /// Istio's order: a matching DENY policy denies; then, if there is any ALLOW policy,
+    /// one of them must match.
+    pub fn check(&self, subject: &Subject<'_>) -> Result<(), Denied> {
+        for policy in &self.custom {
+            if policy.matching_rule(subject).is_some() {
+                return Err(Denied {
+                    details: "ext_authz_error".into(),
+                    hint: format!(
+                        "{} asks the external authorizer {:?}, which Weft cannot call yet; denied rather than let through",
+                        policy.resource,
+                        policy.provider.as_deref().unwrap_or_default()
+                    ),
+                });
+            }
+        }
+        for policy in &self.deny {
+            if let Some(rule) = policy.matching_rule(subject) {
+                return Err(Denied {
+                    details: format!(
+                        "rbac_access_denied_matched_policy[{}-rule[{rule}]]",
+                        policy.name
+                    ),
+                    hint: format!("denied by {} (rule {rule})", policy.resource),
+                });
+            }
+        }
+        if self.allow.is_empty()
+            || self
+                .allow
+                .iter()
+                .any(|p| p.matching_rule(subject).is_some())
+        {
+            return Ok(());
+        }
+        Err(Denied {
+            details: "rbac_access_denied_matched_policy[none]".into(),
+            hint: format!(
+                "no ALLOW policy matches; this workload has {}",
+                self.allow
+                    .iter()
+                    .map(|p| p.resource.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+    }
+}
+
+impl Policy {
+    fn compile(r: &Resource, ap: &AuthorizationPolicy, action: AuthzAction) -> Policy {
+        Policy {
+            name: format!("ns[{}]-policy[{}]", r.namespace(), r.name()),
+            resource: r.display_name(),
+            provider: ap.provider.as_ref().map(|p| p.name.clone()),
+            rules: ap
+                .rules
+                .iter()
+                .map(|rule| Rule::compile(rule, r.namespace(), action))
+                .collect(),
+        }
+    }
+
+    fn matching_rule(&self, subject: &Subject<'_>) -> Option<usize> {
+        self.rules.iter().position(|r| r.matches(subject))
+    }
+}
+
+/// One rule: any `from`, any `to`, every `when`.
+#[derive(Debug)]
+struct Rule {
+    from: Vec<Vec<Check>>,
+    to: Vec<Vec<Check>>,
+    when: Vec<Check>,
+    /// For TCP: what an HTTP-only field says. An ALLOW rule with one never matches a
+    /// connection; a DENY rule matches on its other fields, which denies more.
+    tcp_http_only: bool,
+}
+
+impl Rule {
+    fn compile(rule: &AuthzRule, namespace: &str, action: AuthzAction) -> Rule {
+        let from = rule
+            .from
+            .iter()
+            .filter_map(|f| f.source.as_ref())
+            .map(|s| {
+                let mut checks = Vec::new();
+                let mut add = |attr: Attr, values: &[String], negated: bool| {
+                    if !values.is_empty() {
+                        checks.push(Check::new(attr, values, negated));
+                    }
+                };
+                add(Attr::Principal, &s.principals, false);
+                add(Attr::Principal, &s.not_principals, true);
+                add(Attr::RequestPrincipal, &s.request_principals, false);
+                add(Attr::RequestPrincipal, &s.not_request_principals, true);
+                add(Attr::Namespace, &s.namespaces, false);
+                add(Attr::Namespace, &s.not_namespaces, true);
+                add(Attr::TrustDomain, &s.trust_domains, false);
+                add(Attr::TrustDomain, &s.not_trust_domains, true);
+                let accounts = |list: &[String]| -> Vec<String> {
+                    list.iter()
+                        .map(|sa| {
+                            let (ns, name) = sa.split_once('/').unwrap_or((namespace, sa));
+                            format!("*/ns/{ns}/sa/{name}")
+                        })
+                        .collect()
+                };
+                add(Attr::Principal, &accounts(&s.service_accounts), false);
+                add(Attr::Principal, &accounts(&s.not_service_accounts), true);
+                add(Attr::SourceIp, &s.ip_blocks, false);
+                add(Attr::SourceIp, &s.not_ip_blocks, true);
+                add(Attr::RemoteIp, &s.remote_ip_blocks, false);
+                add(Attr::RemoteIp, &s.not_remote_ip_blocks, true);
+                checks
+            })
+            .collect();
+        let to = rule
+            .to
+            .iter()
+            .filter_map(|t| t.operation.as_ref())
+            .map(|o| {
+                let mut checks = Vec::new();
+                let mut add = |attr: Attr, values: &[String], negated: bool| {
+                    if !values.is_empty() {
+                        checks.push(Check::new(attr, values, negated));
+                    }
+                };
+                add(Attr::Host, &o.hosts, false);
+                add(Attr::Host, &o.not_hosts, true);
+                add(Attr::DestinationPort, &o.ports, false);
+                add(Attr::DestinationPort, &o.not_ports, true);
+                add(Attr::Method, &o.methods, false);
+                add(Attr::Method, &o.not_methods, true);
+                add(Attr::Path, &o.paths, false);
+                add(Attr::Path, &o.not_paths, true);
+                checks
+            })
+            .collect();
+        let mut when = Vec::new();
+        for c in &rule.when {
+            // Validation refused unknown keys; a key this build cannot read never holds.
+            let attr = ConditionKey::parse(&c.key).map_or(Attr::Never, Attr::Condition);
+            if !c.values.is_empty() {
+                when.push(Check::new(attr.clone(), &c.values, false));
+            }
+            if !c.not_values.is_empty() {
+                when.push(Check::new(attr, &c.not_values, true));
+            }
+        }
+        Rule {
+            from,
+            to,
+            when,
+            tcp_http_only: action != AuthzAction::Allow,
+        }
+    }
+
+    fn matches(&self, s: &Subject<'_>) -> bool {
+        let all = |checks: &[Check]| checks.iter().all(|c| c.holds(s, self.tcp_http_only));
+        (self.from.is_empty() || self.from.iter().any(|f| all(f)))
+            && (self.to.is_empty() || self.to.iter().any(|t| all(t)))
+            && all(&self.when)
+    }
+}
+
+/// What a check reads.
+#[derive(Debug, Clone)]
+enum Attr {
+    Principal,
+    RequestPrincipal,
+    Namespace,
+    TrustDomain,
+    SourceIp,
+    RemoteIp,
+    Host,
+    DestinationPort,
+    Method,
+    Path,
+    Condition(ConditionKey),
+    Never,
+}
+
+/// One field of a rule: the attribute matches one of the values (or, negated, none).
+#[derive(Debug)]
+struct Check {
+    attr: Attr,
+    values: Values,
+    negated: bool,
+}
+
+#[derive(Debug)]
+enum Values {
+    Patterns(Vec<Pattern>),
+    Paths(Vec<PathPattern>),
+    Cidrs(Vec<IpNet>),
+    Ports(Vec<u16>),
+}
+
+impl Check {
+    fn new(attr: Attr, values: &[String], negated: bool) -> Check {
+        let cidrs = || {
+            Values::Cidrs(
+                values
+                    .iter()
+                    .filter_map(|v| {
+                        v.parse::<IpNet>()
+                            .ok()
+                            .or_else(|| v.parse::<IpAddr>().ok().map(IpNet::from))
+                    })
+                    .collect(),
+            )
+        };
+        let ports = || Values::Ports(values.iter().filter_map(|v| v.parse().ok()).collect());
+        let values = match &attr {
+            Attr::SourceIp | Attr::RemoteIp => cidrs(),
+            Attr::Condition(
+                ConditionKey::SourceIp | ConditionKey::RemoteIp | ConditionKey::DestinationIp,
+            ) => cidrs(),
+            Attr::DestinationPort | Attr::Condition(ConditionKey::DestinationPort) => ports(),
+            // Validation refused a path that is no template; one that fails here matches nothing.
+            Attr::Path => Values::Paths(
+                values
+                    .iter()
+                    .filter_map(|p| PathPattern::parse(p).ok())
+                    .collect(),
+            ),
+            _ => Values::Patterns(values.iter().map(|v| Pattern::parse(v)).collect()),
+        };
+        Check {
+            attr,
+            values,
+            negated,
+        }
+    }
+
+    fn http_only(&self) -> bool {
+        match &self.attr {
+            Attr::RequestPrincipal | Attr::Host | Attr::Method | Attr::Path => true,
+            Attr::Condition(key) => key.http_only(),
+            _ => false,
+        }
+    }
+
+    /// Whether the field holds for `s`; `tcp_http_only` is what an HTTP-only field says of
+    /// a TCP connection.
+    fn holds(&self, s: &Subject<'_>, tcp_http_only: bool) -> bool {
+        if s.http.is_none() && self.http_only() {
+            return tcp_http_only;
+        }
+        self.matches(s) != self.negated
+    }
+
+    fn matches(&self, s: &Subject<'_>) -> bool {
+        let text = |value: Option<&str>| match (&self.values, value) {
+            (Values::Patterns(patterns), Some(v)) => patterns.iter().any(|p| p.matches(v)),
+            _ => false,
+        };
+        let ip = |value: IpAddr| match &self.values {
+            Values::Cidrs(cidrs) => cidrs.iter().any(|c| c.contains(&value)),
+            _ => false,
+        };
+        let port = |value: u16| match &self.values {
+            Values::Ports(ports) => ports.contains(&value),
+            _ => false,
+        };
+        let http = s.http.as_ref();
+        match &self.attr {
+            Attr::Principal | Attr::Condition(ConditionKey::SourcePrincipal) => text(s.principal),
+            Attr::Namespace | Attr::Condition(ConditionKey::SourceNamespace) => {
+                text(s.principal.and_then(principal_namespace))
+            }
+            Attr::TrustDomain | Attr::Condition(ConditionKey::SourceTrustDomain) => {
+                text(s.principal.and_then(|p| p.split('/').next()))
+            }
+            // Without a RequestAuthentication there is no request principal.
+            Attr::RequestPrincipal
+            | Attr::Condition(
+                ConditionKey::RequestAuthPrincipal
+                | ConditionKey::RequestAuthAudiences
+                | ConditionKey::RequestAuthPresenter
+                | ConditionKey::RequestAuthClaims(_),
+            ) => false,
+            // Sidecars trust no forwarding header: the remote address is the peer's.
+            Attr::SourceIp
+            | Attr::RemoteIp
+            | Attr::Condition(ConditionKey::SourceIp | ConditionKey::RemoteIp) => ip(s.source),
+            Attr::Condition(ConditionKey::DestinationIp) => ip(s.destination.ip()),
+            Attr::DestinationPort | Attr::Condition(ConditionKey::DestinationPort) => {
+                port(s.destination.port())
+            }
+            Attr::Condition(ConditionKey::ConnectionSni) => text(s.sni),
+            Attr::Host => match (&self.values, http) {
+                // With and without the port, as Istio matches hosts.
+                (Values::Patterns(patterns), Some(h)) => patterns.iter().any(|p| {
+                    p.matches_ignoring_case(h.host)
+                        || p.matches_ignoring_case(crate::model::strip_port(h.host))
+                }),
+                _ => false,
+            },
+            Attr::Method => text(http.map(|h| h.method)),
+            Attr::Path => match (&self.values, http) {
+                (Values::Paths(paths), Some(h)) => paths.iter().any(|p| p.matches(h.path)),
+                _ => false,
+            },
+            Attr::Condition(ConditionKey::RequestHeader(name)) => match (&self.values, http) {
+                (Values::Patterns(patterns), Some(h)) => h
+                    .headers
+                    .get_all(name.as_str())
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .any(|v| patterns.iter().any(|p| p.matches(v))),
+                _ => false,
+            },
+            Attr::Condition(ConditionKey::Experimental(_)) | Attr::Never => false,
+        }
+    }
+}
+
+/// `cluster.local/ns/default/sa/x` → `default`.
+fn principal_namespace(principal: &str) -> Option<&str> {
+    let mut parts = principal.split('/');
+    parts.next()?;
+    (parts.next()? == "ns").then_some(())?;
+    parts.next()
+}
