@@ -27,6 +27,11 @@ const NETWORKING: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../../shared/istio-samples/bookinfo/networking"
 );
+/// The policies of Istio's "Authorization for HTTP traffic" task, as the task writes them.
+const AUTHORIZATION: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../examples/bookinfo/authorization"
+);
 const FOCUSED_CANARY: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../examples/bookinfo/virtual-service-reviews-focused-canary.yaml"
@@ -194,8 +199,9 @@ impl Demo {
             .collect()
     }
 
-    /// `weft apply -f file`; when it changed anything, waits until every proxy is SYNCED on
-    /// a version other than the one it held before.
+    /// `weft apply -f file`; when it changed anything, waits until every proxy is SYNCED
+    /// again, on a new version for those whose view the change touched (a namespace's
+    /// policies reach that namespace's proxies only).
     async fn apply(&self, file: &Path) -> String {
         let before = self.proxies().await;
         assert_eq!(before.len(), PODS, "{before:?}");
@@ -214,8 +220,9 @@ impl Demo {
             let synced = poll_until(Duration::from_secs(20), || async {
                 let now = self.proxies().await;
                 let all = now.len() == before.len()
-                    && now.iter().all(|(name, (state, acked))| {
-                        state == "SYNCED" && before.get(name).is_some_and(|(_, old)| old != acked)
+                    && now.iter().all(|(_, (state, _))| state == "SYNCED")
+                    && now.iter().any(|(name, (_, acked))| {
+                        before.get(name).is_some_and(|(_, old)| old != acked)
                     });
                 all.then_some(())
             })
@@ -1271,6 +1278,46 @@ async fn istio_bookinfo_tasks_on_weft_demo() {
     let counts = demo.sample(&others, 100).await;
     eprintln!("focused canary, everyone else: {counts:?}");
     assert_eq!(counts.keys().collect::<Vec<_>>(), [&Stars::None]);
+
+    // Authorization for HTTP traffic, on reviews v3 so that reviews calls ratings.
+    demo.apply_istio("virtual-service-reviews-v3.yaml").await;
+    let policy = |name: &str| Path::new(AUTHORIZATION).join(name);
+    demo.apply(&policy("allow-nothing.yaml")).await;
+    let page = demo.must_page(None).await;
+    assert_eq!(
+        (page.status, page.html.as_str()),
+        (403, "RBAC: access denied"),
+        "allow-nothing"
+    );
+    demo.apply(&policy("productpage-viewer.yaml")).await;
+    let page = demo.must_page(None).await;
+    assert!(
+        page.status == 200
+            && page.html.contains("Error fetching product details!")
+            && page.html.contains("Error fetching product reviews!"),
+        "productpage-viewer:\n{}",
+        page.html
+    );
+    demo.apply(&policy("details-viewer.yaml")).await;
+    let page = demo.must_page(None).await;
+    assert!(
+        !page.html.contains("id=\"details-error\"")
+            && page.html.contains("Error fetching product reviews!"),
+        "details-viewer:\n{}",
+        page.html
+    );
+    demo.apply(&policy("reviews-viewer.yaml")).await;
+    let page = demo.must_page(None).await;
+    assert!(
+        !page.html.contains("class=\"error\"") && page.html.contains(RATINGS_UNAVAILABLE),
+        "reviews-viewer:\n{}",
+        page.html
+    );
+    demo.apply(&policy("ratings-viewer.yaml")).await;
+    demo.always("ratings-viewer", &users, Stars::Red).await;
+    let (status, _, err) = demo.weft(&["delete", "-f", AUTHORIZATION]).await;
+    assert!(status.success(), "{err}");
+    eprintln!("Authorization for HTTP traffic: each policy restored its part of the page");
 
     // weft down stops the demo, which exits cleanly.
     let (status, _, err) = demo.weft(&["down"]).await;
