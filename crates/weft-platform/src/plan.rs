@@ -66,6 +66,15 @@ pub struct ExternalHost {
     pub hostnames: Vec<String>,
 }
 
+/// A Service port's clusterIP and the pod addresses behind it, as kube-proxy programs them
+/// for a pod outside the mesh (mesh pods' sidecars route by the registry instead).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceRoute {
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub endpoints: Vec<std::net::SocketAddrV4>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceAddress {
     pub name: String,
@@ -135,6 +144,57 @@ pub fn plan(mesh: &MeshFile) -> Result<Plan, PlanError> {
         external,
         resources,
     })
+}
+
+impl Plan {
+    /// Every Service port with endpoints: the pods of its namespace whose labels its
+    /// selector matches, on its `targetPort` (a number; else the port itself, as a named
+    /// target port names the container port Workloads do not declare).
+    pub fn service_routes(&self) -> Vec<ServiceRoute> {
+        let mut routes = Vec::new();
+        for r in &self.resources {
+            let Spec::Service(s) = &r.spec else {
+                continue;
+            };
+            let Some(vip) = s.cluster_ip.as_deref().and_then(|ip| ip.parse().ok()) else {
+                continue;
+            };
+            if s.selector.is_empty() {
+                continue;
+            }
+            let pods: Vec<Ipv4Addr> = self
+                .pods
+                .iter()
+                .filter(|p| {
+                    p.namespace == r.namespace()
+                        && weft_api::types::labels_match(&s.selector, &p.workload.spec.labels)
+                })
+                .map(|p| p.ip)
+                .collect();
+            for port in &s.ports {
+                let Ok(number) = u16::try_from(port.port) else {
+                    continue;
+                };
+                let target = match &port.target_port {
+                    Some(weft_api::types::TargetPort::Number(n)) => {
+                        u16::try_from(*n).unwrap_or(number)
+                    }
+                    _ => number,
+                };
+                if !pods.is_empty() {
+                    routes.push(ServiceRoute {
+                        vip,
+                        port: number,
+                        endpoints: pods
+                            .iter()
+                            .map(|ip| std::net::SocketAddrV4::new(*ip, target))
+                            .collect(),
+                    });
+                }
+            }
+        }
+        routes
+    }
 }
 
 /// Keeps the clusterIPs the file gives and hands out the rest in name order, skipping taken
@@ -223,6 +283,28 @@ kind: Workload
 metadata: {name: details-v1}
 spec: {labels: {app: details, version: v1}, command: [sleep, "1"]}
 "#;
+
+    #[test]
+    fn service_routes_lead_to_the_selected_pods() {
+        let mesh = crate::mesh::parse(MESH, Path::new("mesh.yaml")).unwrap();
+        let p = plan(&mesh).unwrap();
+        let routes = p.service_routes();
+        let reviews = routes
+            .iter()
+            .find(|r| r.port == 9080 && r.endpoints.len() == 2);
+        let pods: Vec<_> = p
+            .pods
+            .iter()
+            .filter(|pod| pod.workload.name == "reviews-v1")
+            .map(|pod| std::net::SocketAddrV4::new(pod.ip, 9080))
+            .collect();
+        assert_eq!(reviews.map(|r| &r.endpoints), Some(&pods));
+        let details = routes
+            .iter()
+            .find(|r| r.vip == "10.96.0.10".parse::<Ipv4Addr>().unwrap())
+            .unwrap();
+        assert_eq!(details.endpoints.len(), 1);
+    }
 
     #[test]
     fn pods_and_services_get_stable_addresses() {

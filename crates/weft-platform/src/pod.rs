@@ -42,6 +42,9 @@ pub struct PodSpec {
     pub sidecar: bool,
     /// What the app listens on: the readiness probe of a pod without a sidecar.
     pub ports: Vec<u16>,
+    /// A pod without a sidecar reaches Services through these, as through kube-proxy.
+    #[serde(default)]
+    pub service_routes: Vec<crate::plan::ServiceRoute>,
     /// Where the app serves metrics for the sidecar to merge (`127.0.0.1:9080/metrics`).
     #[serde(default)]
     pub app_metrics: Option<String>,
@@ -130,6 +133,9 @@ pub async fn run_pod(spec: PodSpec) -> Result<(), PodError> {
     .map_err(sys)?;
     if spec.sidecar && !spec.gateway {
         capture(&gateway).map_err(sys)?;
+    }
+    if !spec.sidecar {
+        kube_proxy(&spec.service_routes).map_err(sys)?;
     }
     let restarts = Arc::new(AtomicU32::new(0));
     // The pod lives as long as its proxy, or its app when it has no proxy.
@@ -276,6 +282,50 @@ fn capture(control_plane_host: &str) -> Result<(), SysError> {
         "--to-ports",
         "15001",
     ])
+}
+
+/// kube-proxy's iptables mode for a pod outside the mesh: a connection to a Service's
+/// clusterIP and port is DNATed to one of its pods, chosen at random with equal chances
+/// (each rule takes 1/n of what the rules before it left).
+fn kube_proxy(routes: &[crate::plan::ServiceRoute]) -> Result<(), SysError> {
+    let nat = |args: &[&str]| {
+        let mut all = vec!["-w", "-t", "nat"];
+        all.extend_from_slice(args);
+        run("iptables", &all).map(drop)
+    };
+    nat(&["-N", "KUBE-SERVICES"])?;
+    nat(&["-A", "OUTPUT", "-p", "tcp", "-j", "KUBE-SERVICES"])?;
+    for route in routes {
+        let (vip, port) = (format!("{}/32", route.vip), route.port.to_string());
+        let n = route.endpoints.len();
+        for (i, endpoint) in route.endpoints.iter().enumerate() {
+            let to = endpoint.to_string();
+            let probability = format!("{:.5}", 1.0 / (n - i) as f64);
+            let mut rule = vec![
+                "-A",
+                "KUBE-SERVICES",
+                "-d",
+                &vip,
+                "-p",
+                "tcp",
+                "--dport",
+                &port,
+            ];
+            if i + 1 < n {
+                rule.extend([
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    &probability,
+                ]);
+            }
+            rule.extend(["-j", "DNAT", "--to-destination", &to]);
+            nat(&rule)?;
+        }
+    }
+    Ok(())
 }
 
 fn proxy(spec: &PodSpec) -> Supervised {

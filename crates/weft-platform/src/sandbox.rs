@@ -200,6 +200,11 @@ fn pod_spec(
         gateway: spec.gateway.is_some(),
         sidecar: spec.sidecar,
         ports: spec.ports.clone(),
+        service_routes: if spec.sidecar {
+            Vec::new()
+        } else {
+            plan.service_routes()
+        },
         // Checked when the mesh file was read.
         app_metrics: spec.app_metrics().ok().flatten(),
         hosts: pod.hosts_file(plan.bridge_ip, &plan.services, &plan.external),

@@ -66,6 +66,13 @@ metadata: {name: caller}
 spec:
   labels: {app: caller, version: v1}
   command: [weft, bench, load, --target, "10.96.0.10:8080", --authority, "hello:8080", --connections, "1", --seconds, "1"]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: legacy, namespace: legacy}
+spec:
+  sidecar: false
+  command: [weft, probe, call, --every-ms, "200", "http://hello.default:8080/"]
 "#
     .to_string()
         + &gateway
@@ -105,7 +112,7 @@ async fn rootless_weft_up_works_in_a_user_namespace_and_a_killed_one_leaves_noth
     let wrapper: &[&str] = if root { &AS_NOBODY } else { &[] };
     let gateway = free_addrs::<1>()[0];
     let mut up = Up::start_via(wrapper, &mesh_file(gateway.port())).await;
-    let status = all_ready(&up, 3).await;
+    let status = all_ready(&up, 4).await;
     assert_eq!(status["mode"], "rootless", "{status}");
     let c = client();
     let through_gateway = poll_until(Duration::from_secs(20), || async {
@@ -141,7 +148,7 @@ async fn rootless_weft_up_works_in_a_user_namespace_and_a_killed_one_leaves_noth
         "the new weft up never took over\n{}",
         up.weft.output()
     );
-    all_ready(&up, 3).await;
+    all_ready(&up, 4).await;
     let (status, _, err) = up.weft(&["down"]).await;
     assert!(status.success(), "{err}");
     nothing_left(&state_dir).await;
@@ -151,14 +158,18 @@ async fn rootless_weft_up_works_in_a_user_namespace_and_a_killed_one_leaves_noth
 async fn weft_up_runs_a_mesh_of_pods_and_weft_down_leaves_nothing() {
     let gateway = free_addrs::<1>()[0];
     let up = Up::start(&mesh_file(gateway.port())).await;
-    let status = all_ready(&up, 3).await;
+    let status = all_ready(&up, 4).await;
     let ips: Vec<&str> = status["pods"]
         .as_array()
         .unwrap()
         .iter()
         .filter_map(|p| p["ip"].as_str())
         .collect();
-    assert_eq!(ips, ["10.44.0.2", "10.44.0.3", "10.44.0.4"], "{status}");
+    assert_eq!(
+        ips,
+        ["10.44.0.2", "10.44.0.3", "10.44.0.4", "10.44.0.5"],
+        "{status}"
+    );
     let (_, table, _) = up.weft(&["status"]).await;
     assert!(
         table.starts_with("NAMESPACE") && table.contains("NAME"),
@@ -172,6 +183,7 @@ async fn weft_up_runs_a_mesh_of_pods_and_weft_down_leaves_nothing() {
     // Both sidecars follow the control plane, which the host reaches on its port.
     let (_, proxies, err) = up.weft(&["proxy-status", "-o", "json"]).await;
     let proxies: Value = serde_json::from_str(&proxies).unwrap_or_else(|_| panic!("{err}"));
+    // legacy has no sidecar.
     assert_eq!(proxies.as_array().map(Vec::len), Some(3), "{proxies}");
 
     // The caller dials the service address by name; iptables hands the connection to its
@@ -200,6 +212,23 @@ async fn weft_up_runs_a_mesh_of_pods_and_weft_down_leaves_nothing() {
         access.contains(r#""GET / HTTP/1.1" 200"#)
             && access.contains(r#""hello:8080" "10.44.0.3:8080""#),
         "{access}"
+    );
+
+    // A pod outside the mesh reaches hello's clusterIP as through kube-proxy (DNAT to the
+    // pod), in plaintext, which hello's sidecar takes (PERMISSIVE).
+    let legacy = poll_until(Duration::from_secs(30), || async {
+        let (_, log, _) = up.weft(&["logs", "legacy", "-n", "legacy"]).await;
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|o| o["status"] == 200)
+    })
+    .await;
+    assert!(
+        legacy.is_some_and(|o| o["body"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("hello-v1 answered GET /"))),
+        "the pod outside the mesh never reached hello: {}",
+        up.weft(&["logs", "legacy", "-n", "legacy"]).await.1
     );
 
     // From the host, through the ingress gateway, to hello; a path the VirtualService does
@@ -258,7 +287,7 @@ async fn weft_up_runs_a_mesh_of_pods_and_weft_down_leaves_nothing() {
 async fn config_from_an_earlier_run_is_restored_with_a_word_and_fresh_forgets_it() {
     let gateway = free_addrs::<1>()[0];
     let mut up = Up::start(&mesh_file(gateway.port())).await;
-    all_ready(&up, 3).await;
+    all_ready(&up, 4).await;
     assert!(
         !up.summary().await.contains("restored"),
         "{}",
@@ -278,7 +307,7 @@ async fn config_from_an_earlier_run_is_restored_with_a_word_and_fresh_forgets_it
     stop(&up).await;
     up.weft.wait_exit(Duration::from_secs(20)).await;
     up.restart();
-    all_ready(&up, 3).await;
+    all_ready(&up, 4).await;
     let summary = up.summary().await;
     assert!(
         summary.contains("restored from an earlier run")
@@ -292,7 +321,7 @@ async fn config_from_an_earlier_run_is_restored_with_a_word_and_fresh_forgets_it
     stop(&up).await;
     up.weft.wait_exit(Duration::from_secs(20)).await;
     up.restart_with(&["--fresh"]);
-    all_ready(&up, 3).await;
+    all_ready(&up, 4).await;
     assert!(
         !up.summary().await.contains("restored"),
         "{}",
