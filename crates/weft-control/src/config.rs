@@ -398,8 +398,9 @@ fn analysis_input(mesh: &Mesh, incoming: &BTreeMap<Key, Resource>) -> Vec<Arc<Re
 }
 
 /// Analyzer messages about `incoming`, judged together with everything else: those that
-/// block the apply, and the rest. IST0173 (a subset selects no workloads) depends on which
-/// proxies happen to be connected, so it never blocks.
+/// block the apply, and the rest. Findings that depend on what exists yet never block:
+/// IST0173 (a subset selects no workloads: which proxies happen to be connected) and an
+/// AuthorizationPolicy's IST0101 (a namespace nothing lives in yet).
 fn analysis_of(
     others: Vec<Arc<Resource>>,
     incoming: &BTreeMap<Key, Resource>,
@@ -419,7 +420,13 @@ fn analysis_of(
                 })
             })
         })
-        .partition(|m| m.level() == Level::Error && m.code() != "IST0173");
+        .partition(|m| {
+            let policy = m
+                .resource
+                .as_ref()
+                .is_some_and(|r| r.kind == Kind::AuthorizationPolicy.name());
+            m.level() == Level::Error && m.code() != "IST0173" && !(m.code() == "IST0101" && policy)
+        });
     let text = |ms: Vec<analyze::Message>| ms.iter().map(ToString::to_string).collect();
     (text(blocking), text(other))
 }

@@ -1353,8 +1353,12 @@ async fn istio_bookinfo_tasks_on_weft_demo() {
     })
     .await;
     let refused = refused.unwrap_or_else(|| panic!("curl was never refused under STRICT"));
-    eprintln!("STRICT: curl outside the mesh is refused: {}", refused["error"]);
-    demo.always("STRICT, mesh clients", &users, Stars::Red).await;
+    eprintln!(
+        "STRICT: curl outside the mesh is refused: {}",
+        refused["error"]
+    );
+    demo.always("STRICT, mesh clients", &users, Stars::Red)
+        .await;
     let (status, _, err) = demo.weft(&["delete", "-f", MTLS_STRICT]).await;
     assert!(status.success(), "{err}");
     let seen = curl_attempts().await.len();
@@ -1366,7 +1370,10 @@ async fn istio_bookinfo_tasks_on_weft_demo() {
             .find(|a| a["status"] == 200)
     })
     .await;
-    assert!(back.is_some(), "curl never got back in once STRICT was deleted");
+    assert!(
+        back.is_some(),
+        "curl never got back in once STRICT was deleted"
+    );
 
     // weft down stops the demo, which exits cleanly.
     let (status, _, err) = demo.weft(&["down"]).await;

@@ -14,6 +14,7 @@ mod diagnostics;
 mod input;
 mod mesh;
 mod references;
+mod security;
 mod subsets;
 mod virtual_services;
 
@@ -82,6 +83,8 @@ pub const CONFLICTING_MESH_GATEWAY_VIRTUAL_SERVICE_HOSTS: MessageType = message_
 );
 pub const PORT_NAME_IS_NOT_UNDER_NAMING_CONVENTION: MessageType =
     message_type("IST0118", "PortNameIsNotUnderNamingConvention", Level::Info);
+pub const NO_MATCHING_WORKLOADS_FOUND: MessageType =
+    message_type("IST0127", "NoMatchingWorkloadsFound", Level::Warning);
 pub const VIRTUAL_SERVICE_HOST_NOT_FOUND_IN_GATEWAY: MessageType = message_type(
     "IST0132",
     "VirtualServiceHostNotFoundInGateway",
@@ -101,18 +104,25 @@ pub const VALIDATION_WARNING: MessageType =
     message_type("WEFT0004", "ValidationWarning", Level::Warning);
 pub const MERGED_DESTINATION_RULES: MessageType =
     message_type("WEFT0005", "MergedDestinationRules", Level::Warning);
+pub const PRINCIPAL_WITHOUT_TRUST_DOMAIN: MessageType =
+    message_type("WEFT0006", "PrincipalWithoutTrustDomain", Level::Warning);
+pub const MTLS_DISABLED_FOR_STRICT_DESTINATION: MessageType =
+    message_type("WEFT0007", "MtlsDisabledForStrictDestination", Level::Error);
 
 /// Every message `weft analyze` can report.
-pub const MESSAGE_TYPES: [MessageType; 9] = [
+pub const MESSAGE_TYPES: [MessageType; 12] = [
     REFERENCED_RESOURCE_NOT_FOUND,
     SCHEMA_VALIDATION_ERROR,
     CONFLICTING_MESH_GATEWAY_VIRTUAL_SERVICE_HOSTS,
     PORT_NAME_IS_NOT_UNDER_NAMING_CONVENTION,
+    NO_MATCHING_WORKLOADS_FOUND,
     VIRTUAL_SERVICE_HOST_NOT_FOUND_IN_GATEWAY,
     DESTINATION_RULE_SUBSET_NOT_SELECT_PODS,
     ROUTE_WEIGHTS_NOT_100,
     SHADOWED_ROUTE,
     REDEFINED_RESOURCE,
+    PRINCIPAL_WITHOUT_TRUST_DOMAIN,
+    MTLS_DISABLED_FOR_STRICT_DESTINATION,
 ];
 
 /// `Kind namespace/name`, the resource a message is about.
@@ -313,7 +323,15 @@ impl Report {
 type Analyzer = fn(&mesh::Mesh<'_>, &mut Report);
 
 /// Every analyzer. The order does not matter: the report is sorted.
-const ANALYZERS: [(&str, Analyzer); 11] = [
+const ANALYZERS: [(&str, Analyzer); 13] = [
+    (
+        "authorization policies (IST0101, IST0127, WEFT0006)",
+        security::authorization_policies,
+    ),
+    (
+        "TLS off towards STRICT workloads (WEFT0007)",
+        security::mtls_conflicts,
+    ),
     ("merged destination rules (WEFT0005)", subsets::merged),
     ("schema validation (IST0106)", diagnostics::schema_errors),
     ("port names (IST0118)", diagnostics::port_names),
