@@ -918,6 +918,10 @@ async fn istio_bookinfo_tasks_on_weft_demo() {
         r#"sum(rate(istio_requests_total{reporter="destination",destination_app="ratings"}[1m])) > 0"#,
         r#"sum(rate(istio_tcp_received_bytes_total{reporter="source",source_workload="sleep"}[1m])) > 0"#,
         r#"sum(rate(istio_tcp_sent_bytes_total{reporter="destination",destination_workload="tcp-echo-v1"}[1m])) > 0"#,
+        // legacy's curl, outside the mesh: plaintext requests and TCP.
+        r#"sum(rate(istio_requests_total{reporter="destination",destination_workload="details-v1",connection_security_policy="none"}[1m])) > 0"#,
+        r#"sum(rate(istio_tcp_received_bytes_total{reporter="destination",destination_workload="tcp-echo-v1",connection_security_policy="none"}[1m])) > 0"#,
+        r#"sum(rate(istio_tcp_sent_bytes_total{reporter="destination",destination_workload="tcp-echo-v1",connection_security_policy="none"}[1m])) > 0"#,
     ] {
         demo.wait_for_series(query).await;
     }
