@@ -388,7 +388,10 @@ fn load_value(value: Value, origin: &Origin, loaded: &mut Loaded) {
                 "use apiVersion: v1".into()
             } else if kind == Kind::Telemetry {
                 "use telemetry.istio.io/v1 or v1alpha1".into()
-            } else if matches!(kind, Kind::PeerAuthentication | Kind::AuthorizationPolicy) {
+            } else if matches!(
+                kind,
+                Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::RequestAuthentication
+            ) {
                 "use security.istio.io/v1 or v1beta1".into()
             } else {
                 "use networking.istio.io/v1, v1beta1 or v1alpha3".into()
@@ -442,6 +445,7 @@ fn load_value(value: Value, origin: &Origin, loaded: &mut Loaded) {
         Kind::Telemetry => typed(spec_value, Spec::Telemetry),
         Kind::PeerAuthentication => typed(spec_value, Spec::PeerAuthentication),
         Kind::AuthorizationPolicy => typed(spec_value, Spec::AuthorizationPolicy),
+        Kind::RequestAuthentication => typed(spec_value, Spec::RequestAuthentication),
         Kind::ConfigMap => unreachable!("ConfigMaps are read by load_mesh_config"),
     };
     let (spec, unknown) = match parsed {

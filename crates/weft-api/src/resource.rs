@@ -18,12 +18,13 @@ pub enum Kind {
     Telemetry,
     PeerAuthentication,
     AuthorizationPolicy,
+    RequestAuthentication,
     /// The `istio` ConfigMap of the root namespace: its `mesh` key is the MeshConfig.
     ConfigMap,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::ServiceEntry,
@@ -34,6 +35,7 @@ impl Kind {
         Kind::Telemetry,
         Kind::PeerAuthentication,
         Kind::AuthorizationPolicy,
+        Kind::RequestAuthentication,
         Kind::ConfigMap,
     ];
 
@@ -49,6 +51,7 @@ impl Kind {
             Kind::Telemetry => "Telemetry",
             Kind::PeerAuthentication => "PeerAuthentication",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::RequestAuthentication => "RequestAuthentication",
             Kind::ConfigMap => "ConfigMap",
         }
     }
@@ -61,10 +64,12 @@ impl Kind {
                 api_version,
                 "telemetry.istio.io/v1" | "telemetry.istio.io/v1alpha1"
             ),
-            Kind::PeerAuthentication | Kind::AuthorizationPolicy => matches!(
-                api_version,
-                "security.istio.io/v1" | "security.istio.io/v1beta1"
-            ),
+            Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::RequestAuthentication => {
+                matches!(
+                    api_version,
+                    "security.istio.io/v1" | "security.istio.io/v1beta1"
+                )
+            }
             _ => matches!(
                 api_version,
                 "networking.istio.io/v1"
@@ -101,6 +106,7 @@ pub enum Spec {
     Telemetry(Telemetry),
     PeerAuthentication(PeerAuthentication),
     AuthorizationPolicy(AuthorizationPolicy),
+    RequestAuthentication(RequestAuthentication),
     MeshConfig(MeshConfig),
 }
 

@@ -166,6 +166,16 @@ fn istio_rejects_these_peer_authentications() {
 }
 
 #[test]
+fn istio_accepts_these_request_authentications() {
+    check_valid("validation/reqauth-valid.yaml");
+}
+
+#[test]
+fn istio_rejects_these_request_authentications() {
+    check_invalid("validation/reqauth-invalid.yaml");
+}
+
+#[test]
 fn istio_accepts_these_authorization_policies() {
     check_valid("validation/authz-valid.yaml");
 }

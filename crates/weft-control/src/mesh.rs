@@ -390,7 +390,7 @@ fn xds_types(changed: &[Key]) -> Vec<&'static str> {
             // Inbound listeners and, for callers, the clusters' TLS.
             Kind::PeerAuthentication => &["cds", "lds"][..],
             // The RBAC filters of the inbound listeners.
-            Kind::AuthorizationPolicy => &["lds"][..],
+            Kind::AuthorizationPolicy | Kind::RequestAuthentication => &["lds"][..],
         });
     }
     types.into_iter().collect()

@@ -153,7 +153,10 @@ impl View {
                 selecting.is_empty() || selecting.iter().any(|s| self.services.contains(s))
             }
             // Policies apply to workloads of their own namespace, or mesh-wide from the root.
-            Spec::Sidecar(_) | Spec::Telemetry(_) | Spec::AuthorizationPolicy(_) => {
+            Spec::Sidecar(_)
+            | Spec::Telemetry(_)
+            | Spec::AuthorizationPolicy(_)
+            | Spec::RequestAuthentication(_) => {
                 r.namespace() == self.key.namespace || r.namespace() == scope::ROOT_NAMESPACE
             }
             // Every namespace's: a client reads the destination's to know whether it takes

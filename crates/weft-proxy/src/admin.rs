@@ -90,6 +90,7 @@ async fn scrape_app(app: &AppMetrics) -> Result<String, String> {
     let response = crate::http::oneshot::send(
         &host,
         app.addr.port(),
+        None,
         request,
         APP_METRICS_LIMIT,
         APP_METRICS_TIMEOUT,

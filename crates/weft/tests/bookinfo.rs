@@ -731,6 +731,54 @@ fn collect_exprs(v: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// The issuer of Istio's "Authentication Policy" task, made by the test: an ES256 key, its
+/// JWKS, and the tokens it signs.
+struct TestIssuer {
+    pair: ring::signature::EcdsaKeyPair,
+    jwks: String,
+}
+
+impl TestIssuer {
+    const NAME: &'static str = "testing@secure.istio.io";
+
+    fn new() -> TestIssuer {
+        use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        let point = pair.public_key().as_ref();
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "alg": "ES256", "kid": "test",
+            "x": b64url(&point[1..33]), "y": b64url(&point[33..65]),
+        }]})
+        .to_string();
+        TestIssuer { pair, jwks }
+    }
+
+    /// A token for the task's subject, valid for an hour.
+    fn token(&self) -> String {
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600;
+        let header = b64url(br#"{"alg":"ES256","typ":"JWT","kid":"test"}"#);
+        let claims = serde_json::json!({"iss": Self::NAME, "sub": Self::NAME, "exp": exp});
+        let signed = format!("{header}.{}", b64url(claims.to_string().as_bytes()));
+        let signature = self
+            .pair
+            .sign(&ring::rand::SystemRandom::new(), signed.as_bytes())
+            .unwrap();
+        format!("{signed}.{}", b64url(signature.as_ref()))
+    }
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
 /// Why an expression of Istio's dashboards may return nothing on the demo: every hop between
 /// the demo's sidecars is mutual TLS, and legacy's curl (outside the mesh) fills those for
 /// plaintext callers, but none selects plaintext *destinations* of a sidecar's calls
@@ -1378,6 +1426,60 @@ async fn istio_bookinfo_tasks_on_weft_demo() {
         back.is_some(),
         "curl never got back in once STRICT was deleted"
     );
+
+    // Authentication Policy (end-user JWTs) at the ingress gateway, with a test issuer.
+    let issuer = TestIssuer::new();
+    let policies = tempfile::tempdir().unwrap();
+    let jwt = policies.path().join("jwt-example.yaml");
+    std::fs::write(
+        &jwt,
+        format!(
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata:\n  name: jwt-example\n  namespace: istio-system\nspec:\n  selector:\n    matchLabels:\n      istio: ingressgateway\n  jwtRules:\n  - issuer: \"{}\"\n    jwks: '{}'\n",
+            TestIssuer::NAME,
+            issuer.jwks
+        ),
+    )
+    .unwrap();
+    demo.apply(&jwt).await;
+    let gateway: SocketAddr = GATEWAY.parse().unwrap();
+    let status = |token: Option<String>| {
+        let client = &demo.client;
+        async move {
+            let auth = token.map(|t| format!("Bearer {t}"));
+            let headers: Vec<(&str, &str)> =
+                auth.iter().map(|a| ("authorization", a.as_str())).collect();
+            let a = send(client, "GET", gateway, GATEWAY, "/productpage", &headers)
+                .await
+                .unwrap();
+            (a.status.as_u16(), a.text())
+        }
+    };
+    assert_eq!(
+        status(Some("deadbeef".into())).await,
+        (
+            401,
+            "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections"
+                .into()
+        )
+    );
+    assert_eq!(status(None).await.0, 200, "no token is let through");
+    assert_eq!(status(Some(issuer.token())).await.0, 200);
+    let require = policies.path().join("frontend-ingress.yaml");
+    std::fs::write(
+        &require,
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: frontend-ingress\n  namespace: istio-system\nspec:\n  selector:\n    matchLabels:\n      istio: ingressgateway\n  action: DENY\n  rules:\n  - from:\n    - source:\n        notRequestPrincipals: [\"*\"]\n",
+    )
+    .unwrap();
+    demo.apply(&require).await;
+    assert_eq!(status(None).await, (403, "RBAC: access denied".into()));
+    assert_eq!(status(Some(issuer.token())).await.0, 200);
+    for file in [&require, &jwt] {
+        let (ok, _, err) = demo
+            .weft(&["delete", "-f", &file.display().to_string()])
+            .await;
+        assert!(ok.success(), "{err}");
+    }
+    eprintln!("Authentication Policy: 401 for a bad token, 200 without one, 403 without one once required, 200 with the issuer's");
 
     // weft down stops the demo, which exits cleanly.
     let (status, _, err) = demo.weft(&["down"]).await;

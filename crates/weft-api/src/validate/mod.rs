@@ -67,6 +67,9 @@ pub fn validate(resource: &Resource) -> Vec<FieldIssue> {
         Spec::Service(svc) => service::validate(&mut report, svc, namespace),
         Spec::Telemetry(t) => telemetry::validate_telemetry(&mut report, t),
         Spec::PeerAuthentication(pa) => security::validate_peer_authentication(&mut report, pa),
+        Spec::RequestAuthentication(ra) => {
+            security::validate_request_authentication(&mut report, ra)
+        }
         Spec::AuthorizationPolicy(ap) => {
             security::validate_authorization_policy(&mut report, ap, namespace)
         }

@@ -1,10 +1,12 @@
-//! `security.istio.io` kinds: PeerAuthentication and AuthorizationPolicy.
+//! `security.istio.io` kinds: PeerAuthentication, AuthorizationPolicy and
+//! RequestAuthentication.
 
-use super::common::{invalid, one_of, port, workload_selector, Path, Report};
+use super::common::{invalid, min_duration, one_of, port, workload_selector, Path, Report};
 use super::names::{ip_or_cidr, is_dns1123_label, is_dns1123_subdomain};
+use crate::types::telemetry::PolicyTargetReference;
 use crate::types::{
-    AuthorizationPolicy, AuthzAction, Condition, ConditionKey, MtlsMode, Operation, PathPattern,
-    PeerAuthentication, PeerMtls, Source,
+    AuthorizationPolicy, AuthzAction, Condition, ConditionKey, JwtRule, MtlsMode, Operation,
+    PathPattern, PeerAuthentication, PeerMtls, RequestAuthentication, Source,
 };
 
 pub fn validate_peer_authentication(r: &mut Report, pa: &PeerAuthentication) {
@@ -63,12 +65,12 @@ pub fn validate_authorization_policy(r: &mut Report, ap: &AuthorizationPolicy, n
             &selector.match_labels,
         );
     }
-    let targets = usize::from(ap.selector.is_some())
-        + usize::from(ap.target_ref.is_some())
-        + usize::from(!ap.target_refs.is_empty());
-    if targets > 1 {
-        r.error(&spec, "only one of targetRefs or selector can be set");
-    }
+    targets(
+        r,
+        ap.selector.is_some(),
+        ap.target_ref.as_ref(),
+        &ap.target_refs,
+    );
     if ap.target_ref.is_some() || !ap.target_refs.is_empty() {
         r.warning(
             &spec.field(if ap.target_ref.is_some() {
@@ -296,6 +298,194 @@ fn condition(r: &mut Report, path: &Path, c: &Condition) {
         r.warning(
             &path.field("key"),
             "experimental.envoy.filters keys read Envoy's dynamic metadata, which Weft has none of: the condition never holds",
+        );
+    }
+}
+
+/// `selector` or `targetRef(s)`, as the security and telemetry CRDs check them.
+pub fn targets(
+    r: &mut Report,
+    selector: bool,
+    target_ref: Option<&PolicyTargetReference>,
+    target_refs: &[PolicyTargetReference],
+) {
+    let spec = Path::spec();
+    if usize::from(selector)
+        + usize::from(target_ref.is_some())
+        + usize::from(!target_refs.is_empty())
+        > 1
+    {
+        r.error(&spec, "only one of targetRefs or selector can be set");
+    }
+    let group =
+        regex::Regex::new(r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+            .expect("constant pattern");
+    let kind =
+        regex::Regex::new(r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$").expect("constant pattern");
+    let refs = target_ref
+        .map(|t| (spec.field("targetRef"), t))
+        .into_iter()
+        .chain(
+            target_refs
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (spec.field("targetRefs").index(i), t)),
+        );
+    for (path, t) in refs {
+        if t.name.is_empty() {
+            r.required(&path.field("name"));
+        }
+        if !t.namespace.is_empty() {
+            r.error(
+                &path.field("namespace"),
+                "cross namespace referencing is not currently supported",
+            );
+        }
+        if !group.is_match(&t.group) {
+            r.error(
+                &path.field("group"),
+                format!(
+                    "{} in body should match '{}'",
+                    path.field("group"),
+                    group.as_str()
+                ),
+            );
+        }
+        if !kind.is_match(&t.kind) {
+            r.error(
+                &path.field("kind"),
+                format!(
+                    "{} in body should match '{}'",
+                    path.field("kind"),
+                    kind.as_str()
+                ),
+            );
+        }
+    }
+}
+
+pub fn validate_request_authentication(r: &mut Report, ra: &RequestAuthentication) {
+    let spec = Path::spec();
+    if let Some(selector) = &ra.selector {
+        workload_selector(
+            r,
+            &spec.field("selector").field("matchLabels"),
+            &selector.match_labels,
+        );
+    }
+    targets(
+        r,
+        ra.selector.is_some(),
+        ra.target_ref.as_ref(),
+        &ra.target_refs,
+    );
+    for (i, rule) in ra.jwt_rules.iter().enumerate() {
+        let at = spec.field("jwtRules").index(i);
+        let Some(rule) = rule else {
+            r.error(&at, format!("{at} in body must be of type object"));
+            continue;
+        };
+        jwt_rule(r, &at, rule);
+    }
+}
+
+fn non_empty_items(r: &mut Report, path: &Path, list: &[String]) {
+    for (i, item) in list.iter().enumerate() {
+        if item.is_empty() {
+            let at = path.index(i);
+            r.error(&at, format!("{at} in body should be at least 1 chars long"));
+        }
+    }
+}
+
+fn jwt_rule(r: &mut Report, at: &Path, rule: &JwtRule) {
+    if rule.issuer.is_empty() {
+        r.error(&at.field("issuer"), "issuer must be set");
+    }
+    non_empty_items(r, &at.field("audiences"), &rule.audiences);
+    non_empty_items(r, &at.field("fromParams"), &rule.from_params);
+    non_empty_items(r, &at.field("fromCookies"), &rule.from_cookies);
+    non_empty_items(
+        r,
+        &at.field("spaceDelimitedClaims"),
+        &rule.space_delimited_claims,
+    );
+    if rule.jwks.is_some() && rule.jwks_uri.is_some() {
+        r.error(at, "only one of jwks or jwksUri can be set");
+    }
+    if let Some(uri) = &rule.jwks_uri {
+        let scheme = uri.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        if !matches!(scheme.as_deref(), Some("http" | "https")) || uri.contains(char::is_whitespace)
+        {
+            r.error(
+                &at.field("jwksUri"),
+                invalid(uri, "url must have scheme http:// or https://"),
+            );
+        }
+    }
+    if let Some(jwks) = &rule.jwks {
+        if serde_json::from_str::<serde_json::Value>(jwks).map_or(true, |v| !v["keys"].is_array()) {
+            r.error(
+                &at.field("jwks"),
+                "must be a JSON Web Key Set: {\"keys\": [...]}",
+            );
+        }
+    }
+    for (i, h) in rule.from_headers.iter().enumerate() {
+        let path = at.field("fromHeaders").index(i).field("name");
+        match h.name.as_deref() {
+            None => {
+                r.required(&path);
+            }
+            Some("") => {
+                r.error(
+                    &path,
+                    format!("{path} in body should be at least 1 chars long"),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    let header = regex::Regex::new(r"^[-_A-Za-z0-9]+$").expect("constant pattern");
+    for (i, c) in rule.output_claim_to_headers.iter().enumerate() {
+        let path = at.field("outputClaimToHeaders").index(i);
+        let Some(c) = c else {
+            r.error(&path, format!("{path} in body must be of type object"));
+            continue;
+        };
+        if c.claim.is_empty() {
+            let p = path.field("claim");
+            r.error(&p, format!("{p} in body should be at least 1 chars long"));
+        }
+        let p = path.field("header");
+        if c.header.is_empty() {
+            r.error(&p, format!("{p} in body should be at least 1 chars long"));
+        } else if !header.is_match(&c.header) {
+            r.error(&p, format!("{p} in body should match '^[-_A-Za-z0-9]+$'"));
+        }
+    }
+    if let Some(timeout) = &rule.timeout {
+        match crate::types::Duration::parse(timeout) {
+            Ok(d) => {
+                min_duration(r, &at.field("timeout"), d);
+            }
+            Err(e) => {
+                r.error(
+                    &at.field("timeout"),
+                    invalid(
+                        timeout,
+                        format!("must be a valid duration greater than 1ms ({e})"),
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(presence) = &rule.presence {
+        one_of(
+            r,
+            &at.field("presence"),
+            presence,
+            &["OPTIONAL", "REQUIRED"],
         );
     }
 }

@@ -9,12 +9,12 @@ use std::collections::BTreeSet;
 
 pub fn validate_telemetry(r: &mut Report, t: &Telemetry) {
     let spec = Path::spec();
-    let targets = usize::from(t.selector.is_some())
-        + usize::from(t.target_ref.is_some())
-        + usize::from(!t.target_refs.is_empty());
-    if targets > 1 {
-        r.error(&spec, "only one of targetRefs or selector can be set");
-    }
+    super::security::targets(
+        r,
+        t.selector.is_some(),
+        t.target_ref.as_ref(),
+        &t.target_refs,
+    );
     for (i, tracing) in t.tracing.iter().enumerate() {
         let path = spec.field("tracing").index(i);
         if let Some(p) = tracing.random_sampling_percentage {

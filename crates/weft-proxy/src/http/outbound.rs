@@ -117,7 +117,8 @@ pub async fn handle(
     let result = if let Err(e) = edge {
         close = e.closes_connection() && parts.version != Version::HTTP_2;
         Err(e.reply())
-    } else if let Err(denied) = authorize(&snapshot, &conn, shared.inbound_target, &parts) {
+    } else if let Err(denied) = authorize(&snapshot, &conn, shared.inbound_target, &mut parts).await
+    {
         Err(denied)
     } else {
         match conn.direction {
@@ -243,14 +244,35 @@ pub async fn handle(
 }
 
 /// The authorize step, for requests to this workload (inbound) or through this gateway:
-/// its AuthorizationPolicies, as Envoy's RBAC filter answers a denial.
-fn authorize(
+/// its RequestAuthentications (a bad token is 401, as Envoy's jwt_authn answers), then its
+/// AuthorizationPolicies (403, as Envoy's RBAC filter answers).
+async fn authorize(
     snapshot: &Snapshot,
     conn: &ConnInfo,
     inbound_target: Option<SocketAddr>,
-    parts: &Parts,
+    parts: &mut Parts,
 ) -> Result<(), LocalReply> {
-    if conn.direction == Direction::Outbound || snapshot.authz.is_empty() {
+    if conn.direction == Direction::Outbound {
+        return Ok(());
+    }
+    let verified = if snapshot.request_authn.is_empty() {
+        None
+    } else {
+        snapshot
+            .request_authn
+            .authenticate(parts)
+            .await
+            .map_err(|rejected| {
+                LocalReply::new(
+                    StatusCode::UNAUTHORIZED,
+                    Default::default(),
+                    rejected.details(),
+                    rejected.message,
+                )
+                .hint(rejected.hint)
+            })?
+    };
+    if snapshot.authz.is_empty() {
         return Ok(());
     }
     let destination = match conn.direction {
@@ -263,6 +285,7 @@ fn authorize(
         host: authority(parts),
         path: parts.uri.path(),
         headers: &parts.headers,
+        auth: verified.as_ref(),
     });
     snapshot.authz.check(&subject).map_err(|denied| {
         LocalReply::new(

@@ -9,6 +9,7 @@ use super::registry::{Registry, ServiceInfo};
 use super::route::*;
 use super::{L4Route, L4Routes, RouteConfig, Snapshot, TlsRoute, VirtualHost};
 use crate::security::authz::Authz;
+use crate::security::jwt::RequestAuthn;
 use crate::upstream::config::{
     effective_policy, effective_tls, EndpointConfig, MeshPeer, OriginateTls, UpstreamTls,
     TLS_MODE_LABEL,
@@ -172,6 +173,7 @@ pub fn compile_within(
         telemetry,
         inbound_mtls,
         authz: Authz::compile(&in_scope, &workload.namespace, &workload.labels),
+        request_authn: RequestAuthn::compile(&in_scope, &workload.namespace, &workload.labels),
         server,
     })
 }

@@ -9,6 +9,7 @@ pub mod registry;
 pub mod route;
 
 use crate::security::authz::Authz;
+use crate::security::jwt::RequestAuthn;
 use crate::telemetry::policy::TelemetryPolicy;
 use crate::upstream::Cluster;
 use crate::workload::Workload;
@@ -46,6 +47,8 @@ pub struct Snapshot {
     pub inbound_mtls: EffectiveMtls,
     /// The AuthorizationPolicies that apply to this workload.
     pub authz: Authz,
+    /// The RequestAuthentications that apply to this workload.
+    pub request_authn: RequestAuthn,
     /// MeshConfig's `proxyHeaders.server`: `None` when it says nothing (the proxy's own
     /// setting holds), `Some(None)` when disabled.
     pub server: Option<Option<crate::ServerNames>>,
@@ -67,6 +70,7 @@ impl Snapshot {
             telemetry: TelemetryPolicy::default(),
             inbound_mtls: EffectiveMtls::default(),
             authz: Authz::default(),
+            request_authn: RequestAuthn::default(),
             server: None,
         }
     }

@@ -6,6 +6,7 @@
 //! first; Weft cannot call an external authorizer yet, so a request a CUSTOM policy
 //! matches is denied rather than let through.
 
+use crate::security::jwt::Verified;
 use crate::transport::conn::ConnInfo;
 use http::HeaderMap;
 use ipnet::IpNet;
@@ -54,6 +55,8 @@ pub struct HttpSubject<'a> {
     /// Without the query.
     pub path: &'a str,
     pub headers: &'a HeaderMap,
+    /// What a RequestAuthentication verified of the request's token.
+    pub auth: Option<&'a Verified>,
 }
 
 impl<'a> Subject<'a> {
@@ -393,6 +396,7 @@ impl Check {
             _ => false,
         };
         let http = s.http.as_ref();
+        let auth = http.and_then(|h| h.auth);
         match &self.attr {
             Attr::Principal | Attr::Condition(ConditionKey::SourcePrincipal) => text(s.principal),
             Attr::Namespace | Attr::Condition(ConditionKey::SourceNamespace) => {
@@ -401,14 +405,22 @@ impl Check {
             Attr::TrustDomain | Attr::Condition(ConditionKey::SourceTrustDomain) => {
                 text(s.principal.and_then(|p| p.split('/').next()))
             }
-            // Without a RequestAuthentication there is no request principal.
-            Attr::RequestPrincipal
-            | Attr::Condition(
-                ConditionKey::RequestAuthPrincipal
-                | ConditionKey::RequestAuthAudiences
-                | ConditionKey::RequestAuthPresenter
-                | ConditionKey::RequestAuthClaims(_),
-            ) => false,
+            // Without a verified token there is no request principal.
+            Attr::RequestPrincipal | Attr::Condition(ConditionKey::RequestAuthPrincipal) => {
+                text(auth.map(|a| a.principal.as_str()))
+            }
+            Attr::Condition(ConditionKey::RequestAuthAudiences) => {
+                auth.is_some_and(|a| a.audiences.iter().any(|aud| text(Some(aud.as_str()))))
+            }
+            Attr::Condition(ConditionKey::RequestAuthPresenter) => {
+                text(auth.and_then(|a| a.presenter.as_deref()))
+            }
+            Attr::Condition(ConditionKey::RequestAuthClaims(path)) => auth.is_some_and(|a| {
+                let claim = path.iter().fold(&a.claims, |v, key| &v[key.as_str()]);
+                claim_values(claim, path.last().map(String::as_str))
+                    .iter()
+                    .any(|v| text(Some(v.as_ref())))
+            }),
             // Sidecars trust no forwarding header: the remote address is the peer's.
             Attr::SourceIp
             | Attr::RemoteIp
@@ -442,6 +454,28 @@ impl Check {
             },
             Attr::Condition(ConditionKey::Experimental(_)) | Attr::Never => false,
         }
+    }
+}
+
+/// A claim's values as Istio matches them: a string (each word of `scope` and `permission`,
+/// which OAuth writes space-delimited), each string of a list, a number or boolean as text.
+fn claim_values<'v>(
+    claim: &'v serde_json::Value,
+    name: Option<&str>,
+) -> Vec<std::borrow::Cow<'v, str>> {
+    use serde_json::Value;
+    match claim {
+        Value::String(s) if matches!(name, Some("scope" | "permission")) => {
+            s.split(' ').map(std::borrow::Cow::Borrowed).collect()
+        }
+        Value::String(s) => vec![std::borrow::Cow::Borrowed(s.as_str())],
+        Value::Array(list) => list
+            .iter()
+            .filter_map(|v| v.as_str().map(std::borrow::Cow::Borrowed))
+            .collect(),
+        Value::Number(n) => vec![std::borrow::Cow::Owned(n.to_string())],
+        Value::Bool(b) => vec![std::borrow::Cow::Owned(b.to_string())],
+        _ => Vec::new(),
     }
 }
 

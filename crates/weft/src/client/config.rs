@@ -145,7 +145,11 @@ fn tables(resources: &[Resource], all_namespaces: bool) -> String {
             Kind::Service => &["TYPE", "CLUSTER-IP", "PORT(S)"],
             Kind::PeerAuthentication => &["MODE"],
             Kind::AuthorizationPolicy => &["ACTION"],
-            Kind::Gateway | Kind::Sidecar | Kind::Telemetry | Kind::ConfigMap => &[],
+            Kind::Gateway
+            | Kind::Sidecar
+            | Kind::Telemetry
+            | Kind::RequestAuthentication
+            | Kind::ConfigMap => &[],
         };
         let mut header = Vec::new();
         if all_namespaces {
@@ -202,9 +206,11 @@ fn columns(r: &Resource) -> Vec<String> {
                 .unwrap_or_default()]
         }
         Spec::AuthorizationPolicy(ap) => vec![ap.action.clone().unwrap_or_default()],
-        Spec::Gateway(_) | Spec::Sidecar(_) | Spec::Telemetry(_) | Spec::MeshConfig(_) => {
-            Vec::new()
-        }
+        Spec::Gateway(_)
+        | Spec::Sidecar(_)
+        | Spec::Telemetry(_)
+        | Spec::RequestAuthentication(_)
+        | Spec::MeshConfig(_) => Vec::new(),
     }
 }
 
@@ -253,6 +259,7 @@ fn qualified(kind: &str) -> String {
         "Telemetry" => "telemetry.telemetry.istio.io".into(),
         "PeerAuthentication" => "peerauthentication.security.istio.io".into(),
         "AuthorizationPolicy" => "authorizationpolicy.security.istio.io".into(),
+        "RequestAuthentication" => "requestauthentication.security.istio.io".into(),
         k => format!("{}.networking.istio.io", k.to_ascii_lowercase()),
     }
 }

@@ -94,10 +94,11 @@ pub fn parse_kind(text: &str) -> Result<Kind, String> {
         "telemetry" | "telemetries" => Kind::Telemetry,
         "peerauthentication" | "peerauthentications" | "pa" => Kind::PeerAuthentication,
         "authorizationpolicy" | "authorizationpolicies" | "ap" => Kind::AuthorizationPolicy,
+        "requestauthentication" | "requestauthentications" | "ra" => Kind::RequestAuthentication,
         "configmap" | "configmaps" | "cm" => Kind::ConfigMap,
         _ => {
             return Err(format!(
-                "unknown kind {text:?}: use one of virtualservices (vs), destinationrules (dr), serviceentries (se), workloadentries (we), gateways (gw), sidecars, services (svc), telemetries, peerauthentications (pa), authorizationpolicies (ap), configmaps (cm: the mesh config)"
+                "unknown kind {text:?}: use one of virtualservices (vs), destinationrules (dr), serviceentries (se), workloadentries (we), gateways (gw), sidecars, services (svc), telemetries, peerauthentications (pa), authorizationpolicies (ap), requestauthentications (ra), configmaps (cm: the mesh config)"
             ))
         }
     };

@@ -145,6 +145,7 @@ async fn send(collector: &Collector, spans: Vec<Span>, stats: &Stats) {
             oneshot::send(
                 &collector.host,
                 collector.port,
+                None,
                 request,
                 64 << 10,
                 SEND_TIMEOUT,
