@@ -225,14 +225,16 @@ async fn wait_for_interface(spec: &PodSpec) -> Result<(), PodError> {
     })
 }
 
+/// One rule of the pod's nat table (`-w`: waits for the xtables lock).
+fn nat(args: &[&str]) -> Result<(), SysError> {
+    let mut all = vec!["-w", "-t", "nat"];
+    all.extend_from_slice(args);
+    run("iptables", &all).map(drop)
+}
+
 /// istio-init's rules: inbound TCP to 15006 but for the proxy's own ports; outbound TCP to
 /// 15001 but for the proxy's own (marked) connections, loopback and the control plane.
 fn capture(control_plane_host: &str) -> Result<(), SysError> {
-    let nat = |args: &[&str]| {
-        let mut all = vec!["-w", "-t", "nat"];
-        all.extend_from_slice(args);
-        run("iptables", &all).map(drop)
-    };
     nat(&["-N", "ISTIO_INBOUND"])?;
     nat(&["-A", "PREROUTING", "-p", "tcp", "-j", "ISTIO_INBOUND"])?;
     for port in INBOUND_EXEMPT {
@@ -288,11 +290,6 @@ fn capture(control_plane_host: &str) -> Result<(), SysError> {
 /// clusterIP and port is DNATed to one of its pods, chosen at random with equal chances
 /// (each rule takes 1/n of what the rules before it left).
 fn kube_proxy(routes: &[crate::plan::ServiceRoute]) -> Result<(), SysError> {
-    let nat = |args: &[&str]| {
-        let mut all = vec!["-w", "-t", "nat"];
-        all.extend_from_slice(args);
-        run("iptables", &all).map(drop)
-    };
     nat(&["-N", "KUBE-SERVICES"])?;
     nat(&["-A", "OUTPUT", "-p", "tcp", "-j", "KUBE-SERVICES"])?;
     for route in routes {

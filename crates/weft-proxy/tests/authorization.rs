@@ -15,15 +15,6 @@ fn policy(namespace: &str, name: &str, spec: &str) -> String {
     )
 }
 
-fn hint(answer: &support::Answer) -> String {
-    answer
-        .headers
-        .get("x-weft-error")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// productpage → reviews over mTLS, reviews' sidecar holding `policies`.
 async fn under(policies: &str) -> (Backend, Sidecar, Sidecar, tempfile::TempDir) {
     let (dir, ca) = ca();
@@ -42,11 +33,11 @@ async fn allow_nothing_answers_istios_403() {
     assert_eq!(answer.status, 403);
     assert_eq!(answer.text(), "RBAC: access denied");
     assert!(
-        hint(&answer).contains(
+        answer.hint().contains(
             "no ALLOW policy matches; this workload has AuthorizationPolicy default/allow-nothing"
         ),
         "{}",
-        hint(&answer)
+        answer.hint()
     );
     let inbound = server.next_log().await;
     assert_eq!(inbound.status, 403);
@@ -118,7 +109,7 @@ async fn deny_comes_before_allow() {
     let denied = http.get("reviews:9080", "/", &[("x-evil", "yessir")]).await;
     assert_eq!(denied.status, 403);
     assert_eq!(
-        hint(&denied),
+        denied.hint(),
         "denied by AuthorizationPolicy default/deny-evil (rule 0)"
     );
     assert_eq!(
@@ -204,7 +195,7 @@ async fn custom_fails_closed_until_an_external_authorizer_can_be_called() {
     assert_eq!(http.get("reviews:9080", "/", &[]).await.status, 200);
     let denied = http.get("reviews:9080", "/admin/x", &[]).await;
     assert_eq!(denied.status, 403);
-    assert!(hint(&denied).contains("my-ext-authz"), "{}", hint(&denied));
+    assert!(denied.hint().contains("my-ext-authz"), "{}", denied.hint());
 }
 
 /// Sends a line through the client sidecar's CONNECT tunnel to reviews (TCP); whether it

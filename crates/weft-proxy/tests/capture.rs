@@ -18,24 +18,12 @@ fn apps_plain_connect_reaches_the_proxy_with_its_original_destination() {
     if std::env::var_os(CHILD).is_some() {
         return inside_namespace();
     }
-    let exe = std::env::current_exe().unwrap();
-    let output = Command::new("unshare")
-        .args(["--user", "--map-root-user", "--net", "--"])
-        .arg(exe)
-        .args([
-            "--exact",
-            "apps_plain_connect_reaches_the_proxy_with_its_original_destination",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
-        .output()
-        .expect("`unshare` (util-linux) must be installed to test transparent capture");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.contains("1 passed"),
-        "the capture test failed inside its namespace (it needs unprivileged user namespaces and iptables):\n{stdout}\n{stderr}"
+    in_namespaces(
+        "apps_plain_connect_reaches_the_proxy_with_its_original_destination",
+        &["--net"],
+        CHILD,
+        &[],
+        "unprivileged user namespaces and iptables",
     );
 }
 

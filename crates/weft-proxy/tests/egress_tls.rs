@@ -32,26 +32,15 @@ fn tls_origination_as_in_istios_egress_task() {
     let ca = Ca::load_or_create(dir.path(), "cluster.local").unwrap();
     let bundle = dir.path().join("system-ca.pem");
     std::fs::write(&bundle, ca.root_pem()).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let output = Command::new("unshare")
-        .args(["--user", "--map-root-user", "--net", "--mount", "--"])
-        .arg(exe)
-        .args([
-            "--exact",
-            "tls_origination_as_in_istios_egress_task",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
-        .env(CA_FILE, dir.path())
-        .env("SSL_CERT_FILE", &bundle)
-        .output()
-        .expect("`unshare` (util-linux) must be installed for the egress TLS test");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.contains("1 passed"),
-        "the egress TLS test failed inside its namespace (it needs unprivileged user namespaces and mount):\n{stdout}\n{stderr}"
+    in_namespaces(
+        "tls_origination_as_in_istios_egress_task",
+        &["--net", "--mount"],
+        CHILD,
+        &[
+            (CA_FILE, dir.path().as_os_str()),
+            ("SSL_CERT_FILE", bundle.as_os_str()),
+        ],
+        "unprivileged user namespaces and mount",
     );
 }
 
@@ -178,15 +167,6 @@ fn with_tls(tls: &str) -> String {
     original.replace(marker, tls)
 }
 
-fn hint(answer: &Answer) -> String {
-    answer
-        .headers
-        .get("x-weft-error")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
-}
-
 fn inside_namespace() {
     run("ip", &["link", "set", "lo", "up"]);
     let dir = PathBuf::from(std::env::var_os(CA_FILE).unwrap());
@@ -209,7 +189,7 @@ fn inside_namespace() {
 
             // SIMPLE, as Istio's sample writes it: the system's bundle, the SNI the host.
             let answer = http.get(&format!("{HOST}:80"), "/", &[]).await;
-            assert_eq!(answer.status, 200, "{} {}", answer.text(), hint(&answer));
+            assert_eq!(answer.status, 200, "{} {}", answer.text(), answer.hint());
             assert_eq!(answer.text(), "served over TLS");
             let got = seen.recv().await.unwrap();
             assert_eq!(got.sni.as_deref(), Some(HOST));
@@ -235,7 +215,7 @@ fn inside_namespace() {
             let answer = http.get(&format!("{HOST}:80"), "/", &[]).await;
             assert_eq!(answer.status, 503);
             // Both roots are named alike, so the chain fails on its signature.
-            assert!(hint(&answer).contains("invalid peer certificate: BadSignature"), "{}", hint(&answer));
+            assert!(answer.hint().contains("invalid peer certificate: BadSignature"), "{}", answer.hint());
 
             // subjectAltNames the certificate does not have: refused; insecureSkipVerify
             // takes it anyway.
@@ -250,9 +230,9 @@ fn inside_namespace() {
             let answer = http.get(&format!("{HOST}:80"), "/", &[]).await;
             assert_eq!(answer.status, 503);
             assert!(
-                hint(&answer).contains("certificate not valid for name \"storage.googleapis.com\""),
+                answer.hint().contains("certificate not valid for name \"storage.googleapis.com\""),
                 "{}",
-                hint(&answer)
+                answer.hint()
             );
             proxy
                 .reconfigure(&with_tls(
@@ -260,7 +240,7 @@ fn inside_namespace() {
                 ))
                 .await;
             let answer = http.get(&format!("{HOST}:80"), "/", &[]).await;
-            assert_eq!(answer.status, 200, "{}", hint(&answer));
+            assert_eq!(answer.status, 200, "{}", answer.hint());
             assert_eq!(seen.recv().await.unwrap().sni.as_deref(), Some("api.example"));
             server.abort();
             let _ = server.await;
@@ -286,7 +266,7 @@ fn inside_namespace() {
                 )))
                 .await;
             let answer = http.get(&format!("{HOST}:80"), "/", &[]).await;
-            assert_eq!(answer.status, 200, "{}", hint(&answer));
+            assert_eq!(answer.status, 200, "{}", answer.hint());
             assert!(seen.recv().await.unwrap().client_certificate);
 
             // A missing file is named in the 503's reason.
@@ -298,9 +278,9 @@ fn inside_namespace() {
             let answer = http.get(&format!("{HOST}:80"), "/", &[]).await;
             assert_eq!(answer.status, 503);
             assert!(
-                hint(&answer).contains("cannot read clientCertificate /nonexistent/cert.pem"),
+                answer.hint().contains("cannot read clientCertificate /nonexistent/cert.pem"),
                 "{}",
-                hint(&answer)
+                answer.hint()
             );
         });
 }

@@ -186,11 +186,11 @@ async fn a_server_that_is_not_the_destinations_identity_is_refused() {
     let answer = http.get("reviews:9080", "/", &[]).await;
     assert_eq!(answer.status, 503);
     assert!(
-        hint(&answer).contains(
+        answer.hint().contains(
             "spiffe://cluster.local/ns/default/sa/bookinfo-ratings, which this destination does not accept"
         ),
         "{}",
-        hint(&answer)
+        answer.hint()
     );
     assert_eq!(app.hits(), 0);
 }
@@ -233,9 +233,11 @@ async fn certificates_from_another_root_are_refused_both_ways() {
         .await;
     assert_eq!(answer.status, 503);
     assert!(
-        hint(&answer).contains("invalid peer certificate: BadSignature"),
+        answer
+            .hint()
+            .contains("invalid peer certificate: BadSignature"),
         "{}",
-        hint(&answer)
+        answer.hint()
     );
     assert_eq!(app.hits(), 0);
 }
@@ -272,7 +274,7 @@ async fn an_expired_certificate_is_refused() {
         .get("reviews:9080", "/", &[])
         .await;
     assert_eq!(answer.status, 503);
-    assert!(hint(&answer).contains("Expired"), "{}", hint(&answer));
+    assert!(answer.hint().contains("Expired"), "{}", answer.hint());
     assert_eq!(app.hits(), 0);
     // The server learns why from the client's alert.
     until_logged("inbound mTLS handshake failed: received fatal alert: CertificateExpired").await;
@@ -287,14 +289,6 @@ async fn an_expired_certificate_is_refused() {
 }
 
 /// What the proxy's 503 says about why, for a human.
-fn hint(answer: &support::Answer) -> String {
-    answer
-        .headers
-        .get("x-weft-error")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_refuses_plaintext_and_serves_sidecars() {
@@ -423,9 +417,11 @@ async fn a_destination_rule_decides_over_auto_mtls() {
         .await;
     assert_eq!(answer.status, 503);
     assert!(
-        hint(&answer).contains("bookinfo-reviews, which this destination does not accept"),
+        answer
+            .hint()
+            .contains("bookinfo-reviews, which this destination does not accept"),
         "{}",
-        hint(&answer)
+        answer.hint()
     );
 
     // DISABLE: plaintext even to an endpoint with a sidecar.

@@ -65,13 +65,17 @@ impl PeerMtls {
     }
 }
 
+/// Istio treats a selector without labels as none: the policy is namespace-wide.
+fn selecting(selector: &Option<LabelSelector>) -> Option<&BTreeMap<String, String>> {
+    selector
+        .as_ref()
+        .map(|s| &s.match_labels)
+        .filter(|l| !l.is_empty())
+}
+
 impl PeerAuthentication {
-    /// Istio treats a selector without labels as none: the policy is namespace-wide.
     pub fn selector_labels(&self) -> Option<&BTreeMap<String, String>> {
-        self.selector
-            .as_ref()
-            .map(|s| &s.match_labels)
-            .filter(|l| !l.is_empty())
+        selecting(&self.selector)
     }
 }
 
@@ -221,12 +225,8 @@ impl AuthorizationPolicy {
         AuthzAction::parse(self.action.as_deref())
     }
 
-    /// As PeerAuthentication's: a selector without labels selects the whole namespace.
     pub fn selector_labels(&self) -> Option<&BTreeMap<String, String>> {
-        self.selector
-            .as_ref()
-            .map(|s| &s.match_labels)
-            .filter(|l| !l.is_empty())
+        selecting(&self.selector)
     }
 }
 
@@ -547,9 +547,6 @@ impl RequestAuthentication {
     }
 
     pub fn selector_labels(&self) -> Option<&BTreeMap<String, String>> {
-        self.selector
-            .as_ref()
-            .map(|s| &s.match_labels)
-            .filter(|l| !l.is_empty())
+        selecting(&self.selector)
     }
 }

@@ -11,9 +11,8 @@ use crate::transport::conn::ConnInfo;
 use http::HeaderMap;
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
-use weft_api::scope::ROOT_NAMESPACE;
 use weft_api::types::{
-    labels_match, AuthorizationPolicy, AuthzAction, AuthzRule, ConditionKey, PathPattern, Pattern,
+    AuthorizationPolicy, AuthzAction, AuthzRule, ConditionKey, PathPattern, Pattern,
 };
 use weft_api::{Resource, Spec};
 
@@ -104,11 +103,8 @@ impl Authz {
             let Spec::AuthorizationPolicy(ap) = &r.spec else {
                 continue;
             };
-            let applies = (r.namespace() == namespace || r.namespace() == ROOT_NAMESPACE)
-                && ap.target_ref.is_none()
-                && ap.target_refs.is_empty()
-                && ap.selector_labels().is_none_or(|s| labels_match(s, labels));
-            if !applies {
+            let target_refs = ap.target_ref.is_some() || !ap.target_refs.is_empty();
+            if !super::applies(r, ap.selector_labels(), target_refs, namespace, labels) {
                 continue;
             }
             let Some(action) = ap.action() else {
@@ -215,20 +211,6 @@ impl Rule {
             .iter()
             .filter_map(|f| f.source.as_ref())
             .map(|s| {
-                let mut checks = Vec::new();
-                let mut add = |attr: Attr, values: &[String], negated: bool| {
-                    if !values.is_empty() {
-                        checks.push(Check::new(attr, values, negated));
-                    }
-                };
-                add(Attr::Principal, &s.principals, false);
-                add(Attr::Principal, &s.not_principals, true);
-                add(Attr::RequestPrincipal, &s.request_principals, false);
-                add(Attr::RequestPrincipal, &s.not_request_principals, true);
-                add(Attr::Namespace, &s.namespaces, false);
-                add(Attr::Namespace, &s.not_namespaces, true);
-                add(Attr::TrustDomain, &s.trust_domains, false);
-                add(Attr::TrustDomain, &s.not_trust_domains, true);
                 let accounts = |list: &[String]| -> Vec<String> {
                     list.iter()
                         .map(|sa| {
@@ -237,13 +219,22 @@ impl Rule {
                         })
                         .collect()
                 };
-                add(Attr::Principal, &accounts(&s.service_accounts), false);
-                add(Attr::Principal, &accounts(&s.not_service_accounts), true);
-                add(Attr::SourceIp, &s.ip_blocks, false);
-                add(Attr::SourceIp, &s.not_ip_blocks, true);
-                add(Attr::RemoteIp, &s.remote_ip_blocks, false);
-                add(Attr::RemoteIp, &s.not_remote_ip_blocks, true);
-                checks
+                checks([
+                    (Attr::Principal, &s.principals[..], false),
+                    (Attr::Principal, &s.not_principals, true),
+                    (Attr::RequestPrincipal, &s.request_principals, false),
+                    (Attr::RequestPrincipal, &s.not_request_principals, true),
+                    (Attr::Namespace, &s.namespaces, false),
+                    (Attr::Namespace, &s.not_namespaces, true),
+                    (Attr::TrustDomain, &s.trust_domains, false),
+                    (Attr::TrustDomain, &s.not_trust_domains, true),
+                    (Attr::Principal, &accounts(&s.service_accounts), false),
+                    (Attr::Principal, &accounts(&s.not_service_accounts), true),
+                    (Attr::SourceIp, &s.ip_blocks, false),
+                    (Attr::SourceIp, &s.not_ip_blocks, true),
+                    (Attr::RemoteIp, &s.remote_ip_blocks, false),
+                    (Attr::RemoteIp, &s.not_remote_ip_blocks, true),
+                ])
             })
             .collect();
         let to = rule
@@ -251,21 +242,16 @@ impl Rule {
             .iter()
             .filter_map(|t| t.operation.as_ref())
             .map(|o| {
-                let mut checks = Vec::new();
-                let mut add = |attr: Attr, values: &[String], negated: bool| {
-                    if !values.is_empty() {
-                        checks.push(Check::new(attr, values, negated));
-                    }
-                };
-                add(Attr::Host, &o.hosts, false);
-                add(Attr::Host, &o.not_hosts, true);
-                add(Attr::DestinationPort, &o.ports, false);
-                add(Attr::DestinationPort, &o.not_ports, true);
-                add(Attr::Method, &o.methods, false);
-                add(Attr::Method, &o.not_methods, true);
-                add(Attr::Path, &o.paths, false);
-                add(Attr::Path, &o.not_paths, true);
-                checks
+                checks([
+                    (Attr::Host, &o.hosts[..], false),
+                    (Attr::Host, &o.not_hosts, true),
+                    (Attr::DestinationPort, &o.ports, false),
+                    (Attr::DestinationPort, &o.not_ports, true),
+                    (Attr::Method, &o.methods, false),
+                    (Attr::Method, &o.not_methods, true),
+                    (Attr::Path, &o.paths, false),
+                    (Attr::Path, &o.not_paths, true),
+                ])
             })
             .collect();
         let mut when = Vec::new();
@@ -293,6 +279,15 @@ impl Rule {
             && (self.to.is_empty() || self.to.iter().any(|t| all(t)))
             && all(&self.when)
     }
+}
+
+/// The checks for the fields a source or operation sets: (what, values, negated).
+fn checks<const N: usize>(fields: [(Attr, &[String], bool); N]) -> Vec<Check> {
+    fields
+        .into_iter()
+        .filter(|(_, values, _)| !values.is_empty())
+        .map(|(attr, values, negated)| Check::new(attr, values, negated))
+        .collect()
 }
 
 /// What a check reads.

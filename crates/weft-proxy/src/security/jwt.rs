@@ -19,8 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::time::Instant;
-use weft_api::scope::ROOT_NAMESPACE;
-use weft_api::types::{labels_match, JwtRule};
+use weft_api::types::JwtRule;
 use weft_api::{Resource, Spec};
 
 /// Envoy's default `clock_skew_seconds`.
@@ -122,11 +121,8 @@ impl RequestAuthn {
             let Spec::RequestAuthentication(ra) = &r.spec else {
                 continue;
             };
-            let applies = (r.namespace() == namespace || r.namespace() == ROOT_NAMESPACE)
-                && ra.target_ref.is_none()
-                && ra.target_refs.is_empty()
-                && ra.selector_labels().is_none_or(|s| labels_match(s, labels));
-            if applies {
+            let target_refs = ra.target_ref.is_some() || !ra.target_refs.is_empty();
+            if super::applies(r, ra.selector_labels(), target_refs, namespace, labels) {
                 rules.extend(ra.rules().map(Rule::compile));
             }
         }

@@ -313,6 +313,15 @@ impl Answer {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+
+    /// The proxy's `x-weft-error` hint, or "" without one.
+    pub fn hint(&self) -> String {
+        self.headers
+            .get("x-weft-error")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    }
 }
 
 impl HttpClient {
@@ -513,4 +522,37 @@ pub async fn tcp_echo(ip: &str) -> SocketAddr {
         }
     });
     addr
+}
+
+/// Runs test `name` of this test binary again inside fresh namespaces (`unshare` with
+/// `namespaces`, as a user namespace's root), with `CHILD` set in its environment and
+/// `env` added; fails the calling test, saying what it `needs`, unless the child passed.
+pub fn in_namespaces(
+    name: &str,
+    namespaces: &[&str],
+    child: &str,
+    env: &[(&str, &std::ffi::OsStr)],
+    needs: &str,
+) {
+    let exe = std::env::current_exe().unwrap();
+    let mut command = std::process::Command::new("unshare");
+    command
+        .args(["--user", "--map-root-user"])
+        .args(namespaces)
+        .arg("--")
+        .arg(exe)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(child, "1");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = command
+        .output()
+        .expect("`unshare` (util-linux) must be installed for the namespace tests");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "{name} failed inside its namespace (it needs {needs}):\n{stdout}\n{stderr}"
+    );
 }
