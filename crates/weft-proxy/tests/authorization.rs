@@ -201,15 +201,7 @@ async fn custom_fails_closed_until_an_external_authorizer_can_be_called() {
 /// Sends a line through the client sidecar's CONNECT tunnel to reviews (TCP); whether it
 /// came back.
 async fn echoes(client: &Sidecar) -> bool {
-    let mut s = tokio::net::TcpStream::connect(client.proxy.outbound_addr)
-        .await
-        .unwrap();
-    s.write_all(b"CONNECT reviews:9080 HTTP/1.1\r\nHost: reviews:9080\r\n\r\n")
-        .await
-        .unwrap();
-    let mut head = vec![0u8; 256];
-    let n = s.read(&mut head).await.unwrap();
-    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
+    let mut s = tunnel_to_reviews(client).await;
     if s.write_all(b"ping").await.is_err() {
         return false;
     }

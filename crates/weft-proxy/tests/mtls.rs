@@ -139,19 +139,7 @@ async fn tcp_between_sidecars_is_mtls_too() {
     let app = support::tcp_echo("127.0.0.1").await;
     let (client, mut server) = signed_pair(&ca, "bookinfo-reviews", app, true, "tcp").await;
     // CONNECT through the client sidecar, as an explicit-proxy TCP client.
-    let mut s = tokio::net::TcpStream::connect(client.proxy.outbound_addr)
-        .await
-        .unwrap();
-    s.write_all(b"CONNECT reviews:9080 HTTP/1.1\r\nHost: reviews:9080\r\n\r\n")
-        .await
-        .unwrap();
-    let mut head = vec![0u8; 256];
-    let n = s.read(&mut head).await.unwrap();
-    assert!(
-        String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&head[..n])
-    );
+    let mut s = tunnel_to_reviews(&client).await;
     s.write_all(b"ping over mtls").await.unwrap();
     let mut back = [0u8; 14];
     s.read_exact(&mut back).await.unwrap();

@@ -183,3 +183,22 @@ pub async fn plaintext_request(inbound: SocketAddr) -> Result<String, std::io::E
             .to_string()),
     }
 }
+
+/// A CONNECT tunnel through `client`'s outbound port to reviews:9080, as an explicit-proxy
+/// TCP client opens one; the proxy's answer must be 200.
+pub async fn tunnel_to_reviews(client: &Sidecar) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(client.proxy.outbound_addr)
+        .await
+        .unwrap();
+    s.write_all(b"CONNECT reviews:9080 HTTP/1.1\r\nHost: reviews:9080\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = vec![0u8; 256];
+    let n = s.read(&mut head).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    s
+}
