@@ -874,8 +874,7 @@ async fn istio_bookinfo_tasks_on_weft_demo() {
 
     // The summary says where the traces are.
     let summary = poll_until(DEADLINE, || {
-        let err = demo.weft.stderr();
-        std::future::ready(err.contains("mesh up").then_some(err))
+        std::future::ready(up_summary(demo.weft.stderr()))
     })
     .await
     .unwrap_or_default();

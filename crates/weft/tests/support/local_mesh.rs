@@ -77,8 +77,7 @@ impl Up {
     /// Waits until `weft up` has printed its summary (stderr), and returns it.
     pub async fn summary(&self) -> String {
         poll_until(Duration::from_secs(60), || {
-            let err = self.weft.stderr();
-            std::future::ready(err.contains("mesh up").then_some(err))
+            std::future::ready(up_summary(self.weft.stderr()))
         })
         .await
         .unwrap_or_else(|| panic!("weft up printed no summary\n{}", self.weft.output()))

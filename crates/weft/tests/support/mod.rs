@@ -27,6 +27,12 @@ pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 pub const DEADLINE: Duration = Duration::from_secs(10);
 pub const POLL: Duration = Duration::from_millis(50);
 
+/// `weft up`'s stderr once its whole summary is printed: the last line marks the end,
+/// so a half-written summary never reaches an assertion.
+pub fn up_summary(stderr: String) -> Option<String> {
+    (stderr.contains("mesh up") && stderr.contains("weft down stops everything")).then_some(stderr)
+}
+
 /// Polls `check` until it yields a value or `timeout` passes.
 pub async fn poll_until<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
 where
