@@ -18,5 +18,5 @@ pub mod validate;
 pub use load::{
     load_mesh_config, load_path, load_str, split_documents, Diagnostic, LoadError, Loaded,
 };
-pub use resource::{Kind, Origin, Resource, Spec};
+pub use resource::{Kind, Origin, Redacted, Resource, Spec};
 pub use validate::Severity;

@@ -384,23 +384,30 @@ fn load_value(value: Value, origin: &Origin, loaded: &mut Loaded) {
             Some(display),
             "apiVersion",
             format!("{kind} is not served at apiVersion {api_version:?}"),
-            Some(if matches!(kind, Kind::Service | Kind::ConfigMap) {
-                "use apiVersion: v1".into()
-            } else if kind == Kind::Telemetry {
-                "use telemetry.istio.io/v1 or v1alpha1".into()
-            } else if matches!(
-                kind,
-                Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::RequestAuthentication
-            ) {
-                "use security.istio.io/v1 or v1beta1".into()
-            } else {
-                "use networking.istio.io/v1, v1beta1 or v1alpha3".into()
-            }),
+            Some(
+                if matches!(kind, Kind::Service | Kind::ConfigMap | Kind::Secret) {
+                    "use apiVersion: v1".into()
+                } else if kind == Kind::Telemetry {
+                    "use telemetry.istio.io/v1 or v1alpha1".into()
+                } else if matches!(
+                    kind,
+                    Kind::PeerAuthentication
+                        | Kind::AuthorizationPolicy
+                        | Kind::RequestAuthentication
+                ) {
+                    "use security.istio.io/v1 or v1beta1".into()
+                } else {
+                    "use networking.istio.io/v1, v1beta1 or v1alpha3".into()
+                },
+            ),
         ));
         return;
     }
     if kind == Kind::ConfigMap {
         return load_mesh_config_map(object, metadata, api_version, display, origin, loaded);
+    }
+    if kind == Kind::Secret {
+        return load_secret(object, metadata, api_version, display, origin, loaded);
     }
     if metadata.name.is_empty() {
         loaded.diagnostics.push(error(
@@ -446,7 +453,7 @@ fn load_value(value: Value, origin: &Origin, loaded: &mut Loaded) {
         Kind::PeerAuthentication => typed(spec_value, Spec::PeerAuthentication),
         Kind::AuthorizationPolicy => typed(spec_value, Spec::AuthorizationPolicy),
         Kind::RequestAuthentication => typed(spec_value, Spec::RequestAuthentication),
-        Kind::ConfigMap => unreachable!("ConfigMaps are read by load_mesh_config"),
+        Kind::ConfigMap | Kind::Secret => unreachable!("loaded by their own functions above"),
     };
     let (spec, unknown) = match parsed {
         Ok(ok) => ok,
@@ -501,6 +508,98 @@ pub fn validation_diagnostics(resource: &Resource) -> Vec<Diagnostic> {
             hint: issue.hint,
         })
         .collect()
+}
+
+/// A Secret as the API server takes it: `data` in base64, `stringData` as text and merged
+/// over it, `type` defaulting to `Opaque`; a field Secrets lack is an error.
+fn load_secret(
+    mut object: serde_json::Map<String, Value>,
+    metadata: ObjectMeta,
+    api_version: String,
+    display: String,
+    origin: &Origin,
+    loaded: &mut Loaded,
+) {
+    use base64::Engine;
+    let mut errors = Vec::new();
+    let mut error = |path: String, message: String, hint: Option<&str>| {
+        errors.push(Diagnostic {
+            severity: Severity::Error,
+            origin: origin.clone(),
+            resource: Some(display.clone()),
+            path,
+            message,
+            hint: hint.map(str::to_string),
+        })
+    };
+    let mut secret = crate::types::Secret {
+        type_: "Opaque".into(),
+        data: Default::default(),
+    };
+    for (key, value) in std::mem::take(&mut object) {
+        match (key.as_str(), value) {
+            ("apiVersion" | "kind" | "immutable" | "status", _) | (_, Value::Null) => {}
+            ("type", Value::String(t)) => secret.type_ = t,
+            (field @ ("data" | "stringData"), Value::Object(entries)) => {
+                for (name, v) in entries {
+                    let path = format!("{field}.{name}");
+                    let bytes = match (field, v) {
+                        ("data", Value::String(b64)) => {
+                            match base64::engine::general_purpose::STANDARD.decode(b64.trim()) {
+                                Ok(bytes) => bytes,
+                                Err(e) => {
+                                    error(
+                                        path,
+                                        format!("not base64: {e}"),
+                                        Some("data values are base64; put text under stringData"),
+                                    );
+                                    continue;
+                                }
+                            }
+                        }
+                        (_, Value::String(text)) => text.into_bytes(),
+                        _ => {
+                            error(path, "must be a string".into(), None);
+                            continue;
+                        }
+                    };
+                    if field == "data" && secret.data.contains_key(&name) {
+                        continue;
+                    }
+                    secret.data.insert(name, bytes);
+                }
+            }
+            (field, _) => error(
+                field.to_string(),
+                "unknown field, or not of its type".into(),
+                Some("a Secret has type, data (base64) and stringData (text)"),
+            ),
+        }
+    }
+    if secret.type_ == crate::types::secret::TLS_TYPE {
+        for key in ["tls.crt", "tls.key"] {
+            if !secret.data.contains_key(key) {
+                error(
+                    format!("data[{key}]"),
+                    "Required value".into(),
+                    Some("a kubernetes.io/tls Secret holds tls.crt and tls.key (kubectl create secret tls NAME --cert=FILE --key=FILE)"),
+                );
+            }
+        }
+    }
+    let resource = Resource {
+        api_version,
+        kind: Kind::Secret,
+        metadata,
+        spec: Spec::Secret(secret),
+        origin: origin.clone(),
+    };
+    errors.extend(validation_diagnostics(&resource));
+    let rejected = errors.iter().any(|d| d.severity == Severity::Error);
+    loaded.diagnostics.extend(errors);
+    if !rejected {
+        loaded.resources.push(resource);
+    }
 }
 
 /// The `istio` ConfigMap of the root namespace, whose `mesh` key is the MeshConfig as YAML;

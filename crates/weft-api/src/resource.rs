@@ -21,10 +21,12 @@ pub enum Kind {
     RequestAuthentication,
     /// The `istio` ConfigMap of the root namespace: its `mesh` key is the MeshConfig.
     ConfigMap,
+    /// A Gateway server's `credentialName`.
+    Secret,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::ServiceEntry,
@@ -37,6 +39,7 @@ impl Kind {
         Kind::AuthorizationPolicy,
         Kind::RequestAuthentication,
         Kind::ConfigMap,
+        Kind::Secret,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,13 +56,14 @@ impl Kind {
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::RequestAuthentication => "RequestAuthentication",
             Kind::ConfigMap => "ConfigMap",
+            Kind::Secret => "Secret",
         }
     }
 
     /// The API group versions this kind is accepted under.
     pub fn accepts_api_version(self, api_version: &str) -> bool {
         match self {
-            Kind::Service | Kind::ConfigMap => api_version == "v1",
+            Kind::Service | Kind::ConfigMap | Kind::Secret => api_version == "v1",
             Kind::Telemetry => matches!(
                 api_version,
                 "telemetry.istio.io/v1" | "telemetry.istio.io/v1alpha1"
@@ -108,6 +112,8 @@ pub enum Spec {
     AuthorizationPolicy(AuthorizationPolicy),
     RequestAuthentication(RequestAuthentication),
     MeshConfig(MeshConfig),
+    #[serde(skip)]
+    Secret(Secret),
 }
 
 /// Where a document came from, for error messages.
@@ -141,7 +147,8 @@ pub struct Resource {
     pub origin: Origin,
 }
 
-/// As kubectl prints it: `spec`, or for the mesh ConfigMap `data.mesh` as a YAML string.
+/// As kubectl prints it: `spec`, or for the mesh ConfigMap `data.mesh` as a YAML string, or
+/// for a Secret its `type` and base64 `data`.
 impl Serialize for Resource {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::{Error, SerializeStruct};
@@ -159,8 +166,48 @@ impl Serialize for Resource {
                         .collect::<std::collections::BTreeMap<_, _>>(),
                 )?;
             }
+            Spec::Secret(secret) => {
+                use base64::Engine;
+                out.serialize_field("type", &secret.type_)?;
+                let data: std::collections::BTreeMap<&str, String> = secret
+                    .data
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.as_str(),
+                            base64::engine::general_purpose::STANDARD.encode(v),
+                        )
+                    })
+                    .collect();
+                out.serialize_field("data", &data)?;
+            }
             spec => out.serialize_field("spec", spec)?,
         }
+        out.end()
+    }
+}
+
+/// A resource as a proxy's `config_dump` or the dashboard shows it: a Secret's values are
+/// `[redacted]`, as Envoy's config dump shows secrets; everything else as kubectl prints it.
+pub struct Redacted<'a>(pub &'a Resource);
+
+impl Serialize for Redacted<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let Spec::Secret(secret) = &self.0.spec else {
+            return self.0.serialize(serializer);
+        };
+        let mut out = serializer.serialize_struct("Resource", 5)?;
+        out.serialize_field("apiVersion", &self.0.api_version)?;
+        out.serialize_field("kind", &self.0.kind)?;
+        out.serialize_field("metadata", &self.0.metadata)?;
+        out.serialize_field("type", &secret.type_)?;
+        let data: std::collections::BTreeMap<&str, &str> = secret
+            .data
+            .keys()
+            .map(|k| (k.as_str(), "[redacted]"))
+            .collect();
+        out.serialize_field("data", &data)?;
         out.end()
     }
 }

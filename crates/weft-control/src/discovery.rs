@@ -163,7 +163,7 @@ impl Session {
     }
 
     async fn send_first(&mut self, sub: &mut Subscription) -> bool {
-        let first = std::mem::take(&mut sub.first);
+        let first = self.withhold_secrets(std::mem::take(&mut sub.first));
         self.sent = first.version.clone();
         self.tx.send(Ok(first)).await.is_ok()
     }
@@ -171,7 +171,20 @@ impl Session {
     async fn send(&mut self, stream: u64, update: Update) -> bool {
         self.state.mesh().sent(&self.id, stream, &update.version);
         self.sent = update.version.clone();
+        let update = self.withhold_secrets(update);
         self.tx.send(Ok(update)).await.is_ok()
+    }
+
+    /// Secrets go only where a workload certificate proved the proxy's namespace, and so
+    /// only over TLS: a proxy on the plaintext port merely claims its namespace.
+    fn withhold_secrets(&self, mut update: Update) -> Update {
+        if !self.certified {
+            let secret = weft_api::Kind::Secret.name();
+            update
+                .resources
+                .retain(|r| r.key.as_ref().is_none_or(|k| k.kind != secret));
+        }
+        update
     }
 
     async fn resync(&mut self, stream: u64, sub: &mut Subscription) -> bool {

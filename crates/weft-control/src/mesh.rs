@@ -391,6 +391,8 @@ fn xds_types(changed: &[Key]) -> Vec<&'static str> {
             Kind::PeerAuthentication => &["cds", "lds"][..],
             // The RBAC filters of the inbound listeners.
             Kind::AuthorizationPolicy | Kind::RequestAuthentication => &["lds"][..],
+            // Gateways' certificates go by SDS.
+            Kind::Secret => &["sds"][..],
         });
     }
     types.into_iter().collect()

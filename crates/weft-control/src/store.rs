@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use weft_api::{split_documents, Resource};
 use weft_discovery::wire::Key;
@@ -295,7 +296,14 @@ fn replace_file(file: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         path: temp.clone(),
         source,
     };
-    let mut f = fs::File::create(&temp).map_err(|e| io("create", e))?;
+    // Owner-only: an applied Secret holds a gateway's private key.
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temp)
+        .map_err(|e| io("create", e))?;
     f.write_all(bytes).map_err(|e| io("write", e))?;
     f.sync_all().map_err(|e| io("fsync", e))?;
     drop(f);

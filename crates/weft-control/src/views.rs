@@ -162,6 +162,9 @@ impl View {
             // Every namespace's: a client reads the destination's to know whether it takes
             // mTLS (a DISABLE policy there means plaintext).
             Spec::Gateway(_) | Spec::MeshConfig(_) | Spec::PeerAuthentication(_) => true,
+            // Istio's SDS gives a proxy the secrets of its own namespace only (and the
+            // discovery stream only to a proxy whose certificate proves that namespace).
+            Spec::Secret(_) => r.namespace() == self.key.namespace,
         }
     }
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use weft_api::analyze::{self, Input, Level};
-use weft_api::Resource;
+use weft_api::{Redacted, Resource};
 use weft_control::collector::{self, Collector};
 use weft_control::config::ConfigState;
 use weft_discovery::credentials::Token;
@@ -414,7 +414,7 @@ fn config(ctx: &Context) -> Value {
         .iter()
         .map(|r| {
             let name = analyze::ResourceName::of(r);
-            let yaml = serde_norway::to_string(r.as_ref()).unwrap_or_default();
+            let yaml = serde_norway::to_string(&Redacted(r)).unwrap_or_default();
             let about: Vec<Value> = messages
                 .iter()
                 .filter(|m| m.resource.as_ref() == Some(&name))

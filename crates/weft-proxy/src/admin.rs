@@ -5,7 +5,8 @@
 
 use crate::config::ConfigStore;
 use crate::drain::Drain;
-use crate::model::{RouteConfig, Snapshot};
+use crate::model::route::WeightedClusters;
+use crate::model::{GatewayPort, RouteConfig, ServerTls, Serves, Snapshot};
 use crate::telemetry::metrics::Metrics;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -20,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use weft_api::Redacted;
 
 /// Sets the log filter (`/logging?level=debug`); the binary owns the subscriber.
 pub type SetLogLevel = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
@@ -253,9 +255,9 @@ pub fn config_dump(store: &ConfigStore) -> Value {
         "services": snapshot.registry.services,
         "clusters": clusters,
         "routes": route_tables(&snapshot.http),
-        "gatewayRoutes": route_tables(&snapshot.gateway_ports),
+        "gatewayPorts": gateway_ports(&snapshot.gateway_ports),
         "gatewayListeners": status.gateway,
-        "resources": snapshot.resources,
+        "resources": snapshot.resources.iter().map(Redacted).collect::<Vec<_>>(),
     })
 }
 
@@ -264,19 +266,73 @@ fn route_tables(tables: &HashMap<u16, RouteConfig>) -> Vec<Value> {
     ports.sort_by_key(|r| r.port);
     ports
         .iter()
-        .map(|table| {
-            json!({
-                "name": table.port.to_string(),
-                "virtualHosts": table.vhosts.iter().map(|v| json!({
-                    "name": v.name,
-                    "domains": v.domains,
-                    "virtualService": v.virtual_service,
-                    "routes": v.routes.iter().map(|r| json!({
-                        "name": r.name,
-                        "matches": r.matches.len(),
-                    })).collect::<Vec<_>>(),
-                })).collect::<Vec<_>>(),
-            })
+        .map(|table| route_table(&table.port.to_string(), table))
+        .collect()
+}
+
+fn route_table(name: &str, table: &RouteConfig) -> Value {
+    json!({
+        "name": name,
+        "virtualHosts": table.vhosts.iter().map(|v| json!({
+            "name": v.name,
+            "domains": v.domains,
+            "virtualService": v.virtual_service,
+            "requireTls": v.require_tls,
+            "routes": v.routes.iter().map(|r| json!({
+                "name": r.name,
+                "matches": r.matches.len(),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Each gateway port's servers: their TLS (the credential's origin, never its bytes, or
+/// why it is unavailable) and what follows it.
+fn gateway_ports(ports: &HashMap<u16, GatewayPort>) -> Vec<Value> {
+    let mut numbers: Vec<&u16> = ports.keys().collect();
+    numbers.sort();
+    let clusters = |c: Option<&WeightedClusters>| {
+        c.map(|c| {
+            c.clusters
+                .iter()
+                .map(|w| w.cluster.config.name.clone())
+                .collect::<Vec<_>>()
+        })
+    };
+    numbers
+        .into_iter()
+        .map(|&port| match &ports[&port] {
+            GatewayPort::Http(table) => json!({
+                "port": port,
+                "protocol": "HTTP",
+                "routes": route_table(&format!("http.{port}"), table),
+            }),
+            GatewayPort::Tcp(route) => json!({
+                "port": port,
+                "protocol": "TCP",
+                "clusters": clusters(route.as_ref()),
+            }),
+            GatewayPort::Tls(servers) => json!({
+                "port": port,
+                "protocol": "TLS",
+                "servers": servers.iter().map(|s| {
+                    let tls = match &s.tls {
+                        ServerTls::Passthrough => json!({"mode": "PASSTHROUGH"}),
+                        ServerTls::Mesh => json!({"mode": "ISTIO_MUTUAL"}),
+                        ServerTls::Terminate { mode, credential, .. } => json!({"mode": mode, "credential": credential}),
+                        ServerTls::Unavailable(why) => json!({"error": why}),
+                    };
+                    let serves = match &s.serves {
+                        Serves::Http(table) => json!({"routes": route_table(&s.name, table)}),
+                        Serves::Tcp(route) => json!({"clusters": clusters(route.as_ref())}),
+                        Serves::Tls(routes) => json!({"sniRoutes": routes.iter().map(|r| json!({
+                            "sniHosts": r.sni_hosts,
+                            "clusters": clusters(Some(&r.clusters)),
+                        })).collect::<Vec<_>>()}),
+                    };
+                    json!({"name": s.name, "gateway": s.gateway, "hosts": s.hosts, "tls": tls, "serves": serves})
+                }).collect::<Vec<_>>(),
+            }),
         })
         .collect()
 }

@@ -1,10 +1,11 @@
 //! Accepting connections on the capture ports and deciding, per connection, how to handle
-//! it: by the destination port's declared protocol, else by sniffing. Gateway ports serve
-//! HTTP only. Listeners bind with the system's accept-queue limit.
+//! it: by the destination port's declared protocol, else by sniffing; on a gateway port, by
+//! what its Gateway servers declare. Listeners bind with the system's accept-queue limit.
 
 use crate::http::handle;
 use crate::model::protocol::Protocol;
-use crate::model::Snapshot;
+use crate::model::route::WeightedClusters;
+use crate::model::{GatewayPort, ServerTls, Serves, Snapshot};
 use crate::security::authz::Subject;
 use crate::tcp::{self, L4Target};
 use crate::transport::conn::{ConnInfo, Direction};
@@ -97,18 +98,157 @@ async fn connection(
         return;
     };
     if direction == Direction::Gateway {
-        // Callers address the gateway itself (no original destination) and its servers
-        // declare HTTP; hyper tells HTTP/1.1 from h2c by the preface.
-        let conn = Arc::new(ConnInfo {
-            direction,
-            remote,
-            local,
-            original_dst: None,
-            mtls: None,
-        });
-        return serve_http(shared, stream, conn).await;
+        return Box::pin(gateway(shared, stream, remote, local)).await;
     }
     captured(shared, stream, remote, local, direction).await;
+}
+
+/// What a gateway does with a connection, decided from the config in force when it came.
+enum GatewayPlan {
+    Http,
+    Tcp(L4Target),
+    Terminate {
+        config: Arc<rustls::ServerConfig>,
+        server: Arc<str>,
+        then: Option<L4Target>,
+    },
+    Mesh {
+        server: Arc<str>,
+        then: Option<L4Target>,
+    },
+    Refuse(String),
+}
+
+/// A connection on a Gateway server's port. Callers address the gateway itself (no
+/// original destination); a TLS port reads the ClientHello to pick the server by SNI.
+async fn gateway(shared: Arc<Shared>, stream: TcpStream, remote: SocketAddr, local: SocketAddr) {
+    let mut conn = ConnInfo {
+        direction: Direction::Gateway,
+        remote,
+        local,
+        original_dst: None,
+        mtls: None,
+        terminated_by: None,
+    };
+    let cluster = |c: &WeightedClusters| L4Target::Cluster(c.pick().cluster.clone());
+    // As read_client_hello leaves a TLS port's stream, so every plan gets one type.
+    let plain = |s| Prefixed::new(Bytes::new(), Prefixed::new(Bytes::new(), s));
+    let snapshot = shared.config.current();
+    let (plan, io) = match snapshot.gateway_ports.get(&local.port()) {
+        // hyper tells HTTP/1.1 from h2c by the preface.
+        None | Some(GatewayPort::Http(_)) => (GatewayPlan::Http, plain(stream)),
+        Some(GatewayPort::Tcp(route)) => (
+            route.as_ref().map_or_else(
+                || GatewayPlan::Refuse("no VirtualService binds a tcp route to the port".into()),
+                |c| GatewayPlan::Tcp(cluster(c)),
+            ),
+            plain(stream),
+        ),
+        Some(port @ GatewayPort::Tls(_)) => {
+            let Some((hello, io)) = read_client_hello(Prefixed::new(Bytes::new(), stream)).await
+            else {
+                return;
+            };
+            let sni = hello.server_name.as_deref();
+            let then = |serves: &Serves| match serves {
+                Serves::Tcp(Some(c)) => Some(cluster(c)),
+                _ => None,
+            };
+            let plan = match port.server_for(sni) {
+                None => GatewayPlan::Refuse(format!(
+                    "no server on the port takes server name {}",
+                    sni.unwrap_or("(none)")
+                )),
+                Some(server) => match (&server.tls, &server.serves) {
+                    (ServerTls::Passthrough, Serves::Tls(routes)) => {
+                        match routes
+                            .iter()
+                            .find(|r| sni.is_some_and(|sni| r.matches(sni, None)))
+                        {
+                            Some(r) => GatewayPlan::Tcp(cluster(&r.clusters)),
+                            None => GatewayPlan::Refuse(format!(
+                                "no tls route bound to {} matches server name {}",
+                                server.gateway,
+                                sni.unwrap_or("(none)")
+                            )),
+                        }
+                    }
+                    (ServerTls::Terminate { config, .. }, serves) => GatewayPlan::Terminate {
+                        config: config.clone(),
+                        server: server.name.clone(),
+                        then: then(serves),
+                    },
+                    (ServerTls::Mesh, serves) => GatewayPlan::Mesh {
+                        server: server.name.clone(),
+                        then: then(serves),
+                    },
+                    (ServerTls::Unavailable(why), _) => GatewayPlan::Refuse(why.clone()),
+                    (ServerTls::Passthrough, _) => {
+                        GatewayPlan::Refuse("passthrough carries no routes".into())
+                    }
+                },
+            };
+            (plan, io)
+        }
+    };
+    drop(snapshot);
+    match plan {
+        GatewayPlan::Http => serve_http(shared, io, Arc::new(conn)).await,
+        GatewayPlan::Tcp(target) => tcp::proxy(&shared, io, target, &conn).await,
+        GatewayPlan::Refuse(why) => {
+            tracing::debug!(%remote, port = local.port(), "gateway connection refused: {why}");
+        }
+        GatewayPlan::Terminate {
+            config,
+            server,
+            then,
+        } => {
+            let tls = match crate::transport::tls::terminate(config, io).await {
+                Ok(tls) => tls,
+                Err(e) if e.to_string().contains("UnsupportedCertVersion") => {
+                    tracing::warn!(%remote, %server, "gateway TLS handshake failed: the client's certificate is X.509 v1, which is not checked; re-issue it with extensions (openssl x509 -req … -extfile with extendedKeyUsage = clientAuth)");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(%remote, %server, "gateway TLS handshake failed: {e}");
+                    return;
+                }
+            };
+            conn.terminated_by = Some(server);
+            after_termination(shared, tls, conn, then).await;
+        }
+        GatewayPlan::Mesh { server, then } => {
+            let Some(mesh) = shared.tls.clone() else {
+                tracing::warn!(%server, "ISTIO_MUTUAL needs the proxy's mesh certificate, which it has none of");
+                return;
+            };
+            let (tls, peer) = match mesh.accept(io).await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::debug!(%remote, %server, "gateway mTLS handshake failed: {e}");
+                    return;
+                }
+            };
+            conn.terminated_by = Some(server);
+            conn.mtls = Some(peer);
+            after_termination(shared, tls, conn, then).await;
+        }
+    }
+}
+
+/// A terminated gateway connection: HTTP by the server's routes, or TCP to its route.
+async fn after_termination<S>(
+    shared: Arc<Shared>,
+    io: S,
+    conn: ConnInfo,
+    tcp_target: Option<L4Target>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match tcp_target {
+        Some(target) => tcp::proxy(&shared, io, target, &conn).await,
+        None => serve_http(shared, io, Arc::new(conn)).await,
+    }
 }
 
 /// A connection on the outbound or inbound capture port.
@@ -165,6 +305,7 @@ async fn captured(
         local,
         original_dst,
         mtls: None,
+        terminated_by: None,
     };
     let io = Prefixed::new(prefix, stream);
     match detected {

@@ -389,6 +389,8 @@ fn bookinfo_gateway_sample_compiles_unchanged() {
         "one HTTP server on 8080"
     );
     let vhost = ingress.gateway_ports[&8080]
+        .http_routes(None)
+        .expect("a plaintext HTTP port")
         .find("bookinfo.example.com:8080")
         .expect("hosts \"*\" serve any Host");
     assert_eq!(

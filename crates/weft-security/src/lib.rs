@@ -9,6 +9,7 @@ pub mod credential;
 pub mod origination;
 pub mod secret_file;
 pub mod spiffe;
+pub mod termination;
 pub mod tls;
 pub mod workload;
 

@@ -44,6 +44,9 @@ enum Command {
     Get(client::config::GetArgs),
     /// Delete config from the control plane.
     Delete(client::config::DeleteArgs),
+    /// Create a Secret for a Gateway's credentialName, as kubectl create secret does.
+    #[command(subcommand)]
+    Create(client::create::CreateCommand),
     /// Each connected proxy's config version and whether it is in sync.
     ProxyStatus(client::status::StatusArgs),
     /// One proxy's routes, clusters, endpoints or listeners.
@@ -263,6 +266,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Apply(args) => client_run(client::config::apply(&cli.target, args)),
         Command::Get(args) => client_run(client::config::get(&cli.target, args)),
         Command::Delete(args) => client_run(client::config::delete(&cli.target, args)),
+        Command::Create(command) => client_run(client::create::run(&cli.target, command)),
         Command::ProxyStatus(args) => client_run(client::status::proxy_status(&cli.target, args)),
         Command::ProxyConfig(args) => client_run(client::proxy_config::run(&cli.target, args)),
         Command::Describe(args) => client_run(client::describe::run(&cli.target, args)),

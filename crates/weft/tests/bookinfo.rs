@@ -1480,6 +1480,207 @@ async fn istio_bookinfo_tasks_on_weft_demo() {
     }
     eprintln!("Authentication Policy: 401 for a bad token, 200 without one, 403 without one once required, 200 with the issuer's");
 
+    // Secure Gateways, with Bookinfo in httpbin's place: certificates made with openssl as
+    // Istio's task makes them, Secrets made with weft create secret, and curl over HTTPS to
+    // the gateway's 8443; then MUTUAL, which wants the client's certificate.
+    let certs = tempfile::tempdir().unwrap();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(certs.path())
+            .output()
+            .expect("openssl (Debian's openssl package) makes the task's certificates");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-sha256",
+        "-nodes",
+        "-days",
+        "365",
+        "-newkey",
+        "rsa:2048",
+        "-subj",
+        "/O=example Inc./CN=example.com",
+        "-keyout",
+        "example.com.key",
+        "-out",
+        "example.com.crt",
+    ]);
+    // rustls checks client certificates with webpki, which takes X.509 v3 only; OpenSSL
+    // before 3.2 makes v1 from `x509 -req` without extensions, so the client's gets one.
+    std::fs::write(
+        certs.path().join("client.ext"),
+        "extendedKeyUsage = clientAuth\n",
+    )
+    .unwrap();
+    for (serial, name) in ["bookinfo.example.com", "client.example.com"]
+        .iter()
+        .enumerate()
+    {
+        let (csr, key, crt) = (
+            format!("{name}.csr"),
+            format!("{name}.key"),
+            format!("{name}.crt"),
+        );
+        openssl(&[
+            "req",
+            "-out",
+            &csr,
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-subj",
+            &format!("/CN={name}/O={name} organization"),
+        ]);
+        let mut sign = vec![
+            "x509",
+            "-req",
+            "-sha256",
+            "-days",
+            "365",
+            "-CA",
+            "example.com.crt",
+            "-CAkey",
+            "example.com.key",
+        ];
+        let serial = serial.to_string();
+        sign.extend(["-set_serial", &serial, "-in", &csr, "-out", &crt]);
+        if name.starts_with("client") {
+            sign.extend(["-extfile", "client.ext"]);
+        }
+        openssl(&sign);
+    }
+    let cert = |f: &str| certs.path().join(f).display().to_string();
+    let curl = |client: bool| {
+        let mut args = vec![
+            "-sS".to_string(),
+            "-m".into(),
+            "5".into(),
+            "-o".into(),
+            "/dev/null".into(),
+            "-w".into(),
+            "%{http_code}".into(),
+            "--resolve".into(),
+            "bookinfo.example.com:8443:127.0.0.1".into(),
+            "--cacert".into(),
+            cert("example.com.crt"),
+        ];
+        if client {
+            args.extend([
+                "--cert".into(),
+                cert("client.example.com.crt"),
+                "--key".into(),
+                cert("client.example.com.key"),
+            ]);
+        }
+        args.push("https://bookinfo.example.com:8443/productpage".into());
+        let out = std::process::Command::new("curl")
+            .args(&args)
+            .output()
+            .expect("curl (Debian's curl package) calls the gateway as Istio's task does");
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let weft_ok = |args: Vec<String>| {
+        let demo = &demo;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (status, out, err) = demo.weft(&args).await;
+            assert!(status.success(), "weft {args:?}: {out}{err}");
+            out
+        }
+    };
+    let created = weft_ok(vec![
+        "create".into(),
+        "secret".into(),
+        "tls".into(),
+        "bookinfo-credential".into(),
+        "-n".into(),
+        "istio-system".into(),
+        "--key".into(),
+        cert("bookinfo.example.com.key"),
+        "--cert".into(),
+        cert("bookinfo.example.com.crt"),
+    ])
+    .await;
+    assert_eq!(created.trim(), "secret/bookinfo-credential created");
+    let secure =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/bookinfo/secure-gateway");
+    demo.apply(&secure.join("gateway.yaml")).await;
+    let answered = poll_until(Duration::from_secs(20), || {
+        std::future::ready((curl(false).0 == "200").then_some(()))
+    })
+    .await;
+    if answered.is_none() {
+        let (_, log, _) = demo
+            .weft(&[
+                "logs",
+                "istio-ingressgateway",
+                "-n",
+                "istio-system",
+                "--proxy",
+            ])
+            .await;
+        panic!("HTTPS on 8443 never answered 200: {:?}\n{log}", curl(false));
+    }
+    weft_ok(vec![
+        "delete".into(),
+        "secret".into(),
+        "bookinfo-credential".into(),
+        "-n".into(),
+        "istio-system".into(),
+    ])
+    .await;
+    weft_ok(vec![
+        "create".into(),
+        "secret".into(),
+        "generic".into(),
+        "bookinfo-credential".into(),
+        "-n".into(),
+        "istio-system".into(),
+        format!("--from-file=tls.key={}", cert("bookinfo.example.com.key")),
+        format!("--from-file=tls.crt={}", cert("bookinfo.example.com.crt")),
+        format!("--from-file=ca.crt={}", cert("example.com.crt")),
+    ])
+    .await;
+    demo.apply(&secure.join("gateway-mutual.yaml")).await;
+    let refused = poll_until(Duration::from_secs(20), || {
+        std::future::ready((curl(false).0 != "200").then_some(()))
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "MUTUAL still answers a client without a certificate"
+    );
+    let (code, err) = curl(false);
+    assert_eq!(code, "000", "{err}");
+    assert_eq!(curl(true).0, "200", "{:?}", curl(true));
+    demo.weft(&[
+        "delete",
+        "-f",
+        &secure.join("gateway.yaml").display().to_string(),
+    ])
+    .await;
+    weft_ok(vec![
+        "delete".into(),
+        "secret".into(),
+        "bookinfo-credential".into(),
+        "-n".into(),
+        "istio-system".into(),
+    ])
+    .await;
+    eprintln!("Secure Gateways: HTTPS with the Secret's certificate; MUTUAL refuses a client without one ({}) and serves one with it", err.trim());
+
     // weft down stops the demo, which exits cleanly.
     let (status, _, err) = demo.weft(&["down"]).await;
     assert!(status.success(), "{err}");

@@ -289,3 +289,58 @@ fn a_mesh_config_file_is_the_mesh_key_or_the_config_map() {
     assert_eq!(e.path, "data.mesh.defaultConfig.tracing.sampling");
     assert!(e.to_string().starts_with("error: mesh: "), "{e}");
 }
+
+#[test]
+fn secrets_load_as_the_api_server_takes_them_and_never_print_their_bytes() {
+    // `kubectl create secret tls` writes base64 data; stringData is text and wins.
+    let yaml = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: httpbin-credential, namespace: istio-system}
+type: kubernetes.io/tls
+data:
+  tls.crt: Q0VSVA==
+  tls.key: S0VZ
+stringData:
+  ca.crt: ROOT
+"#;
+    let loaded = load(yaml);
+    assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+    let Spec::Secret(secret) = &loaded.resources[0].spec else {
+        panic!("{:?}", loaded.resources)
+    };
+    let credential = secret.tls_credential();
+    assert_eq!(credential.certificate, Some(&b"CERT"[..]));
+    assert_eq!(credential.key, Some(&b"KEY"[..]));
+    assert_eq!(credential.ca, Some(&b"ROOT"[..]));
+    let debug = format!("{:?}", loaded.resources[0]);
+    assert!(
+        !debug.contains("KEY\"") && debug.contains("<3 bytes>"),
+        "{debug}"
+    );
+    // Over the wire as kubectl prints it, and back the same.
+    let json = serde_json::to_string(&loaded.resources[0]).unwrap();
+    assert!(json.contains(r#""data":{"ca.crt":"Uk9PVA==""#), "{json}");
+    assert_eq!(load(&json).resources[0].spec, loaded.resources[0].spec);
+
+    // Mistakes name their field.
+    let e = load(&yaml.replace("S0VZ", "not base64!"))
+        .errors()
+        .next()
+        .cloned()
+        .expect("refused");
+    assert_eq!(e.path, "data.tls.key");
+    assert!(e.message.contains("not base64"), "{e}");
+    let e = load(&yaml.replace("  tls.key: S0VZ\n", ""))
+        .errors()
+        .next()
+        .cloned()
+        .expect("refused");
+    assert_eq!(e.path, "data[tls.key]");
+    let e = load(&yaml.replace("type:", "kind2:"))
+        .errors()
+        .next()
+        .cloned()
+        .expect("refused");
+    assert_eq!(e.path, "kind2");
+}

@@ -346,13 +346,40 @@ async fn gateway(
     let Some(vhost) = snapshot
         .gateway_ports
         .get(&port)
+        .and_then(|p| p.http_routes(conn.terminated_by.as_deref()))
         .and_then(|table| table.find(&authority))
     else {
         return Err(LocalReply::no_route().hint(format!(
             "no VirtualService bound to a Gateway server on port {port} has host {authority}"
         )));
     };
+    if vhost.require_tls && conn.terminated_by.is_none() {
+        return Ok(https_redirect(&authority, &parts));
+    }
     by_virtual_host(vhost, port, &authority, conn, parts, body, x).await
+}
+
+/// The downstream's scheme, as Envoy sets `x-forwarded-proto` at the edge: https where a
+/// Gateway server terminated TLS.
+fn scheme(conn: &ConnInfo) -> &'static str {
+    if conn.terminated_by.is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// `tls.httpsRedirect`, as Envoy's `require_tls: ALL` answers: 301 to the same host and
+/// path over https (a default `:80` dropped).
+fn https_redirect(authority: &str, parts: &Parts) -> Response<ResponseBody> {
+    let host = authority.strip_suffix(":80").unwrap_or(authority);
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    if let Ok(location) = HeaderValue::try_from(format!("https://{host}{path}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
 }
 
 /// The first route of `vhost` that matches, then CORS, faults, redirects, direct responses
@@ -370,7 +397,7 @@ async fn by_virtual_host(
     let view = RequestView::new(
         &parts.method,
         parts.uri.path_and_query().map_or("/", |p| p.as_str()),
-        parts.uri.scheme_str().unwrap_or("http"),
+        parts.uri.scheme_str().unwrap_or(scheme(conn)),
         authority,
         &parts.headers,
         port,
@@ -469,7 +496,7 @@ async fn by_virtual_host(
     x.upgrade = take_upgrade(&mut parts);
     parts
         .headers
-        .insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        .insert("x-forwarded-proto", HeaderValue::from_static(scheme(conn)));
     let (hash, set_cookie) = hash_for(&chosen.cluster.config.lb, &parts, conn);
     let timeout = header_ms(&parts, "x-envoy-upstream-rq-timeout-ms").or(route.timeout);
     let per_try_timeout =

@@ -124,11 +124,12 @@ pub fn compile_within(
                     domains: domains(svc, port.number, &workload.namespace),
                     routes,
                     virtual_service: vs_name,
+                    require_tls: false,
                 });
             }
             if !port.protocol.is_http() {
                 let routes = match bound {
-                    Some((r, vs)) => c.tcp_routes(r, vs, svc, port.number)?,
+                    Some((r, vs)) => c.tcp_routes(r, vs, port.number, Binding::Mesh)?,
                     None => Vec::new(),
                 };
                 let default = c.cluster(&svc.hostname, port.number, None);
@@ -151,14 +152,16 @@ pub fn compile_within(
         }
     }
     for (r, vs) in &virtual_services {
-        c.tls_routes(r, vs, &mut tls)?;
+        for (port, route) in c.tls_routes(r, vs, Binding::Mesh)? {
+            tls.entry(port).or_default().push(route);
+        }
     }
     // VirtualService tls routes take precedence over the per-service defaults.
     for routes in tls.values_mut() {
         routes
             .sort_by_key(|r| r.sni_hosts.len() == 1 && registry.by_host(&r.sni_hosts[0]).is_some());
     }
-    let gateway_ports = gateway::route_tables(&mut c, &in_scope, &workload.labels)?;
+    let gateway_ports = gateway::ports(&mut c, &in_scope, &workload.labels, &workload.namespace)?;
     Ok(Snapshot {
         version,
         workload: workload.clone(),
@@ -427,14 +430,13 @@ impl<'a> Compiler<'a> {
         )
     }
 
-    fn tcp_routes(
+    pub(super) fn tcp_routes(
         &mut self,
         r: &Resource,
         vs: &types::VirtualService,
-        svc: &ServiceInfo,
         port: u16,
+        binding: Binding<'_>,
     ) -> Result<Vec<L4Route>, String> {
-        let _ = svc;
         let mut out = Vec::new();
         for t in &vs.tcp {
             let clusters = self.weighted(r, &t.route, port);
@@ -446,7 +448,7 @@ impl<'a> Compiler<'a> {
                 .iter()
                 .filter(|m| {
                     self.applies(
-                        Binding::Mesh,
+                        binding,
                         r,
                         &m.source_labels,
                         m.source_namespace.as_ref(),
@@ -476,16 +478,18 @@ impl<'a> Compiler<'a> {
         Ok(out)
     }
 
-    fn tls_routes(
+    /// A VirtualService's `tls` routes, with the port each is for (443 unless matched).
+    pub(super) fn tls_routes(
         &mut self,
         r: &Resource,
         vs: &types::VirtualService,
-        tls: &mut HashMap<u16, Vec<TlsRoute>>,
-    ) -> Result<(), String> {
+        binding: Binding<'_>,
+    ) -> Result<Vec<(u16, TlsRoute)>, String> {
+        let mut out = Vec::new();
         for t in &vs.tls {
             for m in &t.matches {
                 if !self.applies(
-                    Binding::Mesh,
+                    binding,
                     r,
                     &m.source_labels,
                     m.source_namespace.as_ref(),
@@ -503,10 +507,10 @@ impl<'a> Compiler<'a> {
                     destination_subnets: subnets(&m.destination_subnets)?,
                     clusters,
                 };
-                tls.entry(port).or_default().push(route);
+                out.push((port, route));
             }
         }
-        Ok(())
+        Ok(out)
     }
 
     /// The cluster for a route destination: its host resolved against the VirtualService's

@@ -1,15 +1,20 @@
 //! Istio's `Gateway` for a gateway proxy. The Gateways whose `selector` matches the proxy's
-//! labels (in any namespace) declare ports; each HTTP server's port gets a route table of
-//! virtual hosts from the VirtualServices bound to that Gateway by `gateways:`, with routes
-//! compiled exactly as for sidecars and to the same clusters.
+//! labels (in any namespace) declare ports. A plaintext HTTP port gets one route table of
+//! virtual hosts from the VirtualServices bound to its servers by `gateways:` (routes
+//! compiled exactly as for sidecars, to the same clusters); an HTTPS or TLS port gets its
+//! servers, chosen by SNI, each with its TLS (terminated with the credential it names, or
+//! passed through) and what follows it: its own route table, a TCP route or SNI routes; a
+//! TCP port gets the first bound `tcp` route.
 
 use super::compile::Compiler;
 use super::protocol::Protocol;
-use super::route::Route;
-use super::{RouteConfig, VirtualHost};
+use super::route::{Route, WeightedClusters};
+use super::{GatewayPort, GatewayServer, RouteConfig, ServerTls, Serves, TlsRoute, VirtualHost};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use weft_api::types;
 use weft_api::{host, Resource, Spec};
+use weft_security::termination;
 
 /// Who a VirtualService's routes are compiled for: the sidecars (`mesh`) or one Gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,20 +47,22 @@ impl Binding<'_> {
     }
 }
 
-/// Route tables by port for the HTTP servers of the Gateways that select `labels`.
-pub(super) fn route_tables(
+/// What each port of the Gateways that select `labels` serves, in Istio's order: servers
+/// of earlier Gateways and earlier in a Gateway first.
+pub(super) fn ports(
     c: &mut Compiler<'_>,
     resources: &[Resource],
     labels: &BTreeMap<String, String>,
-) -> Result<HashMap<u16, RouteConfig>, String> {
+    namespace: &str,
+) -> Result<HashMap<u16, GatewayPort>, String> {
     let virtual_services: Vec<(&Resource, &types::VirtualService)> = resources
         .iter()
         .filter_map(|r| match &r.spec {
-            Spec::VirtualService(vs) if !vs.http.is_empty() => Some((r, vs)),
+            Spec::VirtualService(vs) => Some((r, vs)),
             _ => None,
         })
         .collect();
-    let mut ports: HashMap<u16, PortHosts> = HashMap::new();
+    let mut ports: HashMap<u16, Building> = HashMap::new();
     for gw in resources {
         let Spec::Gateway(spec) = &gw.spec else {
             continue;
@@ -68,65 +75,402 @@ pub(super) fn route_tables(
             name: gw.name(),
         };
         for (i, server) in spec.servers.iter().enumerate() {
-            let Some(port) = http_port(gw, i, server) else {
+            let Some(kind) = server_kind(gw, i, server) else {
                 continue;
             };
-            // A server without bound VirtualServices still listens, answering 404 NR.
-            let hosts = ports.entry(port).or_default();
-            for (r, vs) in &virtual_services {
-                if !binding.binds(&vs.gateways, r.namespace()) {
-                    continue;
+            let port = kind.port;
+            let building = ports.entry(port).or_insert_with(|| Building::new(&kind));
+            if !building.takes(&kind) {
+                warn_skipped(gw, i, port, "another server on the port has a different protocol, and Istio keeps the first");
+                continue;
+            }
+            // The VirtualServices bound to this server, with the hosts they share with it.
+            let bound: Vec<(&Resource, &types::VirtualService, Vec<String>)> = virtual_services
+                .iter()
+                .filter(|(r, vs)| binding.binds(&vs.gateways, r.namespace()))
+                .map(|(r, vs)| {
+                    let vs_hosts: Vec<String> = vs
+                        .hosts
+                        .iter()
+                        .map(|h| host::fqdn(h, r.namespace()))
+                        .collect();
+                    let shared = intersection(
+                        &server_hosts(server, gw.namespace(), r.namespace()),
+                        &vs_hosts,
+                    );
+                    (*r, *vs, shared)
+                })
+                .filter(|(_, _, shared)| !shared.is_empty())
+                .collect();
+            match (&mut *building, kind.carries) {
+                (Building::Http(hosts), Carries::Http) => {
+                    http_hosts(c, hosts, &bound, port, binding)?;
+                    if kind.https_redirect {
+                        hosts.require_tls(server, port);
+                    }
                 }
-                let vs_hosts: Vec<String> = vs
-                    .hosts
-                    .iter()
-                    .map(|h| host::fqdn(h, r.namespace()))
-                    .collect();
-                let server_hosts = server_hosts(server, gw.namespace(), r.namespace());
-                for hostname in intersection(&server_hosts, &vs_hosts) {
-                    // Compiled per host: routes are not shared between virtual hosts.
-                    let routes = c.http_routes(r, vs, &hostname, port, binding)?;
-                    hosts.add(hostname, port, r.display_name(), routes);
+                (Building::Tcp(first), Carries::Tcp) => {
+                    if first.is_none() {
+                        *first = Some(tcp_route(c, &bound, port, binding)?);
+                    }
                 }
+                (Building::Tls(servers), carries) => {
+                    let serves = match carries {
+                        Carries::Http => {
+                            let mut hosts = PortHosts::default();
+                            http_hosts(c, &mut hosts, &bound, port, binding)?;
+                            Serves::Http(hosts.table(port))
+                        }
+                        Carries::Tcp => Serves::Tcp(tcp_route(c, &bound, port, binding)?),
+                        Carries::Tls => Serves::Tls(tls_routes(c, &bound, port, binding)?),
+                    };
+                    let name = server_name(gw, server, port);
+                    servers.push(GatewayServer {
+                        tls: server_tls(resources, namespace, gw, i, server, &kind.tls_mode),
+                        name: name.into(),
+                        hosts: server
+                            .hosts
+                            .iter()
+                            .map(|h| h.rsplit('/').next().unwrap_or(h).to_ascii_lowercase())
+                            .collect(),
+                        serves,
+                        gateway: gw.display_name(),
+                    });
+                }
+                _ => unreachable!("Building::takes checked the kinds"),
             }
         }
     }
     Ok(ports
         .into_iter()
-        .map(|(port, hosts)| {
-            let mut table = RouteConfig {
-                port,
-                ..Default::default()
-            };
-            hosts.vhosts.into_iter().for_each(|v| table.add(v));
-            (port, table)
-        })
+        .map(|(port, building)| (port, building.finish(port)))
         .collect())
 }
 
-/// The port of a server Weft's gateway serves (HTTP, HTTP2, GRPC); other servers are
-/// skipped, saying so.
-fn http_port(gw: &Resource, index: usize, server: &types::Server) -> Option<u16> {
+/// A port while its servers are added.
+enum Building {
+    Http(PortHosts),
+    Tcp(Option<Option<WeightedClusters>>),
+    Tls(Vec<GatewayServer>),
+}
+
+impl Building {
+    fn new(kind: &ServerKind) -> Building {
+        match (kind.tls, kind.carries) {
+            (true, _) => Building::Tls(Vec::new()),
+            (false, Carries::Tcp) => Building::Tcp(None),
+            (false, _) => Building::Http(PortHosts::default()),
+        }
+    }
+
+    fn takes(&self, kind: &ServerKind) -> bool {
+        matches!(
+            (self, kind.tls, kind.carries),
+            (Building::Tls(_), true, _)
+                | (Building::Tcp(_), false, Carries::Tcp)
+                | (Building::Http(_), false, Carries::Http)
+        )
+    }
+
+    fn finish(self, port: u16) -> GatewayPort {
+        match self {
+            Building::Http(hosts) => GatewayPort::Http(hosts.table(port)),
+            Building::Tcp(route) => GatewayPort::Tcp(route.flatten()),
+            Building::Tls(servers) => GatewayPort::Tls(servers),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Carries {
+    Http,
+    Tcp,
+    /// TLS passed through, routed by SNI.
+    Tls,
+}
+
+/// What a server's protocol and TLS mode make of its port.
+struct ServerKind {
+    port: u16,
+    /// The connection starts with TLS (HTTPS and TLS servers).
+    tls: bool,
+    carries: Carries,
+    tls_mode: String,
+    https_redirect: bool,
+}
+
+/// How a server is served, or `None` (saying why) for one Weft does not serve.
+fn server_kind(gw: &Resource, index: usize, server: &types::Server) -> Option<ServerKind> {
     let port = server.port.as_ref()?;
-    let skip = |why: &str| {
-        tracing::warn!(
-            "{}: spec.servers[{index}] (port {}): {why}; no listener is opened for it",
-            gw.display_name(),
-            port.number
-        );
-        None
+    let number = u16::try_from(port.number).ok().filter(|&n| n != 0)?;
+    let tls = server.tls.as_ref();
+    let tls_mode = tls
+        .and_then(|t| t.mode.clone())
+        .unwrap_or_else(|| "PASSTHROUGH".into());
+    let protocol = Protocol::from_name(&port.protocol);
+    let (starts_tls, carries) = match protocol {
+        p if p.is_http() => (false, Carries::Http),
+        Protocol::Tcp => (false, Carries::Tcp),
+        Protocol::Tls => {
+            let https = port.protocol.eq_ignore_ascii_case("https");
+            match tls_mode.as_str() {
+                "PASSTHROUGH" => (true, Carries::Tls),
+                "SIMPLE" | "MUTUAL" | "OPTIONAL_MUTUAL" | "ISTIO_MUTUAL" if https => {
+                    (true, Carries::Http)
+                }
+                "SIMPLE" | "MUTUAL" | "OPTIONAL_MUTUAL" | "ISTIO_MUTUAL" => (true, Carries::Tcp),
+                other => {
+                    warn_skipped(gw, index, number, &format!("tls.mode {other} is not served by Weft's gateway (PASSTHROUGH, SIMPLE, MUTUAL, OPTIONAL_MUTUAL and ISTIO_MUTUAL are)"));
+                    return None;
+                }
+            }
+        }
+        _ => {
+            warn_skipped(gw, index, number, &format!("protocol {} is not one Weft's gateway serves (HTTP, HTTP2, GRPC, HTTPS, TLS, TCP)", port.protocol));
+            return None;
+        }
     };
-    if !Protocol::from_name(&port.protocol).is_http() {
-        return skip(&format!(
-            "protocol {} is not served by Weft's gateway yet (HTTP, HTTP2 and GRPC are)",
-            port.protocol
-        ));
+    Some(ServerKind {
+        port: number,
+        tls: starts_tls,
+        carries,
+        tls_mode,
+        https_redirect: !starts_tls && tls.and_then(|t| t.https_redirect) == Some(true),
+    })
+}
+
+fn warn_skipped(gw: &Resource, index: usize, port: u16, why: &str) {
+    tracing::warn!(
+        "{}: spec.servers[{index}] (port {port}): {why}; the server is not served",
+        gw.display_name()
+    );
+}
+
+/// Istio's route-table name for an HTTPS server: `https.PORT.PORT_NAME.GATEWAY.NAMESPACE`.
+fn server_name(gw: &Resource, server: &types::Server, port: u16) -> String {
+    let port_name = server.port.as_ref().map_or("", |p| p.name.as_str());
+    let scheme = match server
+        .port
+        .as_ref()
+        .map(|p| p.protocol.to_ascii_lowercase())
+    {
+        Some(p) if p == "https" => "https",
+        _ => "tls",
+    };
+    format!(
+        "{scheme}.{port}.{port_name}.{}.{}",
+        gw.name(),
+        gw.namespace()
+    )
+}
+
+/// The virtual hosts of bound VirtualServices' `http` routes, added to `hosts`.
+fn http_hosts(
+    c: &mut Compiler<'_>,
+    hosts: &mut PortHosts,
+    bound: &[(&Resource, &types::VirtualService, Vec<String>)],
+    port: u16,
+    binding: Binding<'_>,
+) -> Result<(), String> {
+    for (r, vs, shared) in bound {
+        if vs.http.is_empty() {
+            continue;
+        }
+        for hostname in shared {
+            // Compiled per host: routes are not shared between virtual hosts.
+            let routes = c.http_routes(r, vs, hostname, port, binding)?;
+            hosts.add(hostname.clone(), port, Some(r.display_name()), routes);
+        }
     }
-    if server.tls.as_ref().and_then(|t| t.https_redirect) == Some(true) {
-        // Serving plain HTTP instead of redirecting would defeat the point of the setting.
-        return skip("tls.httpsRedirect is not implemented");
+    Ok(())
+}
+
+/// The first `tcp` route of the bound VirtualServices that applies on `port`.
+fn tcp_route(
+    c: &mut Compiler<'_>,
+    bound: &[(&Resource, &types::VirtualService, Vec<String>)],
+    port: u16,
+    binding: Binding<'_>,
+) -> Result<Option<WeightedClusters>, String> {
+    for (r, vs, _) in bound {
+        let routes = c.tcp_routes(r, vs, port, binding)?;
+        if let Some(route) = routes
+            .into_iter()
+            .find(|t| t.port.is_none_or(|p| p == port))
+        {
+            return Ok(Some(route.clusters));
+        }
     }
-    u16::try_from(port.number).ok().filter(|&n| n != 0)
+    Ok(None)
+}
+
+/// The bound VirtualServices' `tls` routes that apply on `port`, each limited to the SNI
+/// names the server shares with its VirtualService.
+fn tls_routes(
+    c: &mut Compiler<'_>,
+    bound: &[(&Resource, &types::VirtualService, Vec<String>)],
+    port: u16,
+    binding: Binding<'_>,
+) -> Result<Vec<TlsRoute>, String> {
+    let mut out = Vec::new();
+    for (r, vs, _) in bound {
+        for (route_port, route) in c.tls_routes(r, vs, binding)? {
+            let unmatched_port = vs
+                .tls
+                .iter()
+                .all(|t| t.matches.iter().all(|m| m.port.is_none()));
+            if route_port == port || unmatched_port {
+                out.push(route);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A server's TLS: its credential from the Secret `credentialName` names in the proxy's
+/// namespace (and `NAME-cacert` for the CA, as Istio reads it), else the files named.
+fn server_tls(
+    resources: &[Resource],
+    namespace: &str,
+    gw: &Resource,
+    index: usize,
+    server: &types::Server,
+    mode: &str,
+) -> ServerTls {
+    let settings = server.tls.clone().unwrap_or_default();
+    match mode {
+        "PASSTHROUGH" => return ServerTls::Passthrough,
+        "ISTIO_MUTUAL" => return ServerTls::Mesh,
+        _ => {}
+    }
+    let at = format!("{}: spec.servers[{index}].tls", gw.display_name());
+    let credential = match credential(resources, namespace, &settings) {
+        Ok(credential) => credential,
+        Err(why) => {
+            tracing::warn!("{at}: {why}; its handshakes are refused until the credential is there");
+            return ServerTls::Unavailable(why);
+        }
+    };
+    let clients = match (mode, &credential.ca) {
+        ("SIMPLE", _) => termination::Clients::Anonymous,
+        (_, Some(ca)) => termination::Clients::Verified {
+            ca_pem: ca.clone(),
+            subject_alt_names: settings.subject_alt_names.clone(),
+            required: mode == "MUTUAL",
+        },
+        (_, None) => {
+            let why = format!("{mode} needs the CA that client certificates chain to: ca.crt in the Secret, a Secret named {}-cacert, or caCertificates", settings.credential_name.as_deref().unwrap_or("NAME"));
+            tracing::warn!("{at}: {why}");
+            return ServerTls::Unavailable(why);
+        }
+    };
+    let config = termination::server_config(&termination::Termination {
+        chain_pem: &credential.chain,
+        key_pem: &credential.key,
+        clients,
+        min_version: settings.min_protocol_version.as_deref(),
+        max_version: settings.max_protocol_version.as_deref(),
+        alpn: &[b"h2", b"http/1.1"],
+    });
+    match config {
+        Ok(config) => ServerTls::Terminate {
+            config: Arc::new(config),
+            mode: mode.to_string(),
+            credential: credential.from,
+        },
+        Err(e) => {
+            let why = format!("{} ({})", e, credential.from);
+            tracing::warn!("{at}: {why}");
+            ServerTls::Unavailable(why)
+        }
+    }
+}
+
+/// A server's certificate, key and client CA, all PEM, and where they came from.
+struct Credential {
+    chain: String,
+    key: String,
+    ca: Option<String>,
+    from: String,
+}
+
+/// The credential of a server's `tls`: the Secret `credentialName` names in the proxy's
+/// own `namespace` (as Istio's SDS reads only those), its CA from the same Secret or
+/// `NAME-cacert`; else the files `serverCertificate`, `privateKey` and `caCertificates`.
+fn credential(
+    resources: &[Resource],
+    namespace: &str,
+    tls: &types::ServerTlsSettings,
+) -> Result<Credential, String> {
+    let text = |bytes: &[u8], what: &str, from: &str| {
+        String::from_utf8(bytes.to_vec()).map_err(|_| format!("{what} in {from} is not PEM text"))
+    };
+    if let Some(name) = tls.credential_name.as_deref().filter(|n| !n.is_empty()) {
+        let name = name.strip_prefix("kubernetes://").unwrap_or(name);
+        let secret = |name: &str| {
+            resources.iter().find_map(|r| match &r.spec {
+                Spec::Secret(s) if r.name() == name && r.namespace() == namespace => Some(s),
+                _ => None,
+            })
+        };
+        let from = format!("Secret {namespace}/{name}");
+        let Some(found) = secret(name) else {
+            return Err(format!("credentialName {name:?}: no {from} (weft create secret tls {name} -n {namespace} --cert FILE --key FILE)"));
+        };
+        let parts = found.tls_credential();
+        let (Some(cert), Some(key)) = (parts.certificate, parts.key) else {
+            return Err(format!(
+                "{from} has no tls.crt and tls.key (nor cert and key)"
+            ));
+        };
+        let ca_name = tls
+            .ca_cert_credential_name
+            .clone()
+            .unwrap_or_else(|| format!("{name}-cacert"));
+        let ca = match parts.ca {
+            Some(ca) => Some(text(ca, "ca.crt", &from)?),
+            None => match secret(&ca_name).and_then(|s| s.tls_credential().ca) {
+                Some(ca) => Some(text(
+                    ca,
+                    "cacert",
+                    &format!("Secret {namespace}/{ca_name}"),
+                )?),
+                None => None,
+            },
+        };
+        return Ok(Credential {
+            chain: text(cert, "tls.crt", &from)?,
+            key: text(key, "tls.key", &from)?,
+            ca,
+            from,
+        });
+    }
+    let read = |path: &Option<String>, field: &str| -> Result<Option<String>, String> {
+        match path.as_deref().filter(|p| !p.is_empty()) {
+            None => Ok(None),
+            Some(path) => std::fs::read_to_string(path)
+                .map(Some)
+                .map_err(|e| format!("{field} {path}: {e}")),
+        }
+    };
+    let (Some(chain), Some(key)) = (
+        read(&tls.server_certificate, "serverCertificate")?,
+        read(&tls.private_key, "privateKey")?,
+    ) else {
+        return Err(
+            "no credential: set credentialName, or serverCertificate and privateKey".into(),
+        );
+    };
+    Ok(Credential {
+        chain,
+        key,
+        ca: read(&tls.ca_certificates, "caCertificates")?,
+        from: format!(
+            "files {} and {}",
+            tls.server_certificate.as_deref().unwrap_or_default(),
+            tls.private_key.as_deref().unwrap_or_default()
+        ),
+    })
 }
 
 /// The server's hosts a VirtualService in `vs_namespace` may bind: `ns/host` only in that
@@ -180,7 +524,29 @@ struct PortHosts {
 }
 
 impl PortHosts {
-    fn add(&mut self, hostname: String, port: u16, vs: String, routes: Vec<Route>) {
+    fn table(self, port: u16) -> RouteConfig {
+        let mut table = RouteConfig {
+            port,
+            ..Default::default()
+        };
+        self.vhosts.into_iter().for_each(|v| table.add(v));
+        table
+    }
+
+    /// `tls.httpsRedirect`: the server's hosts answer plaintext with a redirect, with or
+    /// without a VirtualService bound (as Istio builds a virtual host for each).
+    fn require_tls(&mut self, server: &types::Server, port: u16) {
+        for h in &server.hosts {
+            let hostname = h.rsplit('/').next().unwrap_or(h).to_ascii_lowercase();
+            if !self.by_domain.contains_key(&hostname) {
+                self.add(hostname.clone(), port, None, Vec::new());
+            }
+            let i = self.by_domain[&hostname];
+            self.vhosts[i].require_tls = true;
+        }
+    }
+
+    fn add(&mut self, hostname: String, port: u16, vs: Option<String>, routes: Vec<Route>) {
         match self.by_domain.get(&hostname) {
             Some(&i) => self.vhosts[i].routes.extend(routes),
             None => {
@@ -189,7 +555,8 @@ impl PortHosts {
                     name: format!("{hostname}:{port}"),
                     domains: vec![hostname],
                     routes,
-                    virtual_service: Some(vs),
+                    virtual_service: vs,
+                    require_tls: false,
                 });
             }
         }

@@ -36,9 +36,9 @@ pub struct Snapshot {
     pub tcp: HashMap<(String, u16), L4Routes>,
     /// TLS routes by port, chosen by SNI.
     pub tls: HashMap<u16, Vec<TlsRoute>>,
-    /// HTTP route tables by the port of each Gateway server that selects this workload;
-    /// a gateway proxy listens on these ports.
-    pub gateway_ports: HashMap<u16, RouteConfig>,
+    /// What each port of the Gateway servers that select this workload serves; a gateway
+    /// proxy listens on these ports.
+    pub gateway_ports: HashMap<u16, GatewayPort>,
     pub clusters: BTreeMap<String, Arc<Cluster>>,
     pub resources: Vec<Resource>,
     /// Access logs and tracing for this workload, from MeshConfig and Telemetry.
@@ -163,6 +163,8 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
     /// `VirtualService ns/name` whose routes these are, if any.
     pub virtual_service: Option<String>,
+    /// A Gateway server's `tls.httpsRedirect`: plaintext requests get a 301 to https.
+    pub require_tls: bool,
 }
 
 impl VirtualHost {
@@ -173,6 +175,111 @@ impl VirtualHost {
             .iter()
             .find_map(|r| r.find_match(req).map(|m| (r, m)))
     }
+}
+
+/// One port of a gateway's Gateway servers (Envoy's listener and its filter chains). The
+/// first server on a port decides whether it is plaintext HTTP, plaintext TCP or TLS; a
+/// later server of another kind is skipped, saying so.
+pub enum GatewayPort {
+    /// HTTP, HTTP2 and GRPC servers, their virtual hosts merged (Istio's `http.PORT`).
+    Http(RouteConfig),
+    /// TCP servers: the bound VirtualServices' first `tcp` route, if any.
+    Tcp(Option<WeightedClusters>),
+    /// HTTPS and TLS servers, chosen by the ClientHello's server name.
+    Tls(Vec<GatewayServer>),
+}
+
+impl GatewayPort {
+    /// The server of a TLS port for a ClientHello's `sni`: an exact host first, then the
+    /// longest wildcard, then `*` (which also takes a ClientHello without SNI).
+    pub fn server_for(&self, sni: Option<&str>) -> Option<&GatewayServer> {
+        let GatewayPort::Tls(servers) = self else {
+            return None;
+        };
+        let sni = sni.map(str::to_ascii_lowercase);
+        let score = |server: &GatewayServer| {
+            server
+                .hosts
+                .iter()
+                .filter_map(|h| match (h.as_str(), sni.as_deref()) {
+                    ("*", _) => Some(0),
+                    (h, Some(sni)) if h == sni => Some(usize::MAX),
+                    (h, Some(sni))
+                        if h.starts_with('*') && weft_api::host::wildcard_matches(h, sni) =>
+                    {
+                        Some(h.len())
+                    }
+                    _ => None,
+                })
+                .max()
+        };
+        servers
+            .iter()
+            .filter_map(|s| score(s).map(|n| (n, s)))
+            .fold(
+                None,
+                |best: Option<(usize, &GatewayServer)>, (n, s)| match best {
+                    Some((m, _)) if m >= n => best,
+                    _ => Some((n, s)),
+                },
+            )
+            .map(|(_, s)| s)
+    }
+
+    /// The HTTP routes for a connection the gateway took, by the server whose TLS it
+    /// terminated (none: plaintext).
+    pub fn http_routes(&self, server: Option<&str>) -> Option<&RouteConfig> {
+        match (self, server) {
+            (GatewayPort::Http(table), None) => Some(table),
+            (GatewayPort::Tls(servers), Some(name)) => servers
+                .iter()
+                .find(|s| &*s.name == name)
+                .and_then(|s| match &s.serves {
+                    Serves::Http(table) => Some(table),
+                    _ => None,
+                }),
+            _ => None,
+        }
+    }
+}
+
+/// An HTTPS or TLS Gateway server.
+pub struct GatewayServer {
+    /// Istio's name for its route table, `https.443.NAME.GATEWAY.NAMESPACE`.
+    pub name: Arc<str>,
+    /// The server names it takes, lower case: exact, `*.suffix` or `*`.
+    pub hosts: Vec<String>,
+    pub tls: ServerTls,
+    pub serves: Serves,
+    /// `Gateway ns/name`, for logs and the config dump.
+    pub gateway: String,
+}
+
+/// What a server does with a connection's TLS.
+pub enum ServerTls {
+    /// `PASSTHROUGH`: routed by SNI as it came.
+    Passthrough,
+    /// `SIMPLE`, `MUTUAL`, `OPTIONAL_MUTUAL`: terminated with this server config.
+    Terminate {
+        config: Arc<rustls::ServerConfig>,
+        /// `SIMPLE`, `MUTUAL`…, and where the credential came from.
+        mode: String,
+        credential: String,
+    },
+    /// `ISTIO_MUTUAL`: terminated with the proxy's mesh certificate.
+    Mesh,
+    /// The credential cannot be had (a Secret missing or not PEM): handshakes are refused,
+    /// and this says why.
+    Unavailable(String),
+}
+
+/// What a server carries once its TLS is handled.
+pub enum Serves {
+    Http(RouteConfig),
+    /// Terminated TLS carrying TCP: the first `tcp` route bound.
+    Tcp(Option<WeightedClusters>),
+    /// Passthrough: the bound `tls` routes, by SNI.
+    Tls(Vec<TlsRoute>),
 }
 
 /// TCP routes for one service port; an empty list means the service's own cluster.

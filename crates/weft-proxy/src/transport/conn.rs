@@ -3,6 +3,7 @@
 
 use super::tls::MtlsPeer;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -22,4 +23,6 @@ pub struct ConnInfo {
     pub original_dst: Option<SocketAddr>,
     /// The caller's sidecar, when the connection is Istio's mTLS.
     pub mtls: Option<MtlsPeer>,
+    /// The Gateway server (its route table's name) that terminated the connection's TLS.
+    pub terminated_by: Option<Arc<str>>,
 }

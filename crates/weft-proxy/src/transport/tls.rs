@@ -171,6 +171,16 @@ impl MeshTls {
     }
 }
 
+/// Terminates TLS for a Gateway server with its config, within the handshake timeout.
+pub async fn terminate<S>(config: Arc<ServerConfig>, io: S) -> io::Result<server::TlsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(config).accept(io))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+}
+
 /// A DestinationRule's `SIMPLE` or `MUTUAL` settings, with the files they name.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct OriginateTls {

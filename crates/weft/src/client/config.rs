@@ -72,8 +72,16 @@ fn read_documents(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
 }
 
 pub async fn apply(target: &Target, args: ApplyArgs) -> anyhow::Result<()> {
+    apply_documents(target, read_documents(&args.filename)?).await
+}
+
+/// Applies `(source, documents)` pairs, printing what each did as kubectl does.
+pub async fn apply_documents(
+    target: &Target,
+    sources: Vec<(String, String)>,
+) -> anyhow::Result<()> {
     let mut client = target.connect().await?;
-    for (source, documents) in read_documents(&args.filename)? {
+    for (source, documents) in sources {
         let response = client
             .apply(ApplyRequest { source, documents })
             .await
@@ -145,6 +153,7 @@ fn tables(resources: &[Resource], all_namespaces: bool) -> String {
             Kind::Service => &["TYPE", "CLUSTER-IP", "PORT(S)"],
             Kind::PeerAuthentication => &["MODE"],
             Kind::AuthorizationPolicy => &["ACTION"],
+            Kind::Secret => &["TYPE", "DATA"],
             Kind::Gateway
             | Kind::Sidecar
             | Kind::Telemetry
@@ -206,6 +215,7 @@ fn columns(r: &Resource) -> Vec<String> {
                 .unwrap_or_default()]
         }
         Spec::AuthorizationPolicy(ap) => vec![ap.action.clone().unwrap_or_default()],
+        Spec::Secret(s) => vec![s.type_.clone(), s.data.len().to_string()],
         Spec::Gateway(_)
         | Spec::Sidecar(_)
         | Spec::Telemetry(_)
@@ -256,6 +266,7 @@ fn qualified(kind: &str) -> String {
     match kind {
         "Service" => "service".into(),
         "ConfigMap" => "configmap".into(),
+        "Secret" => "secret".into(),
         "Telemetry" => "telemetry.telemetry.istio.io".into(),
         "PeerAuthentication" => "peerauthentication.security.istio.io".into(),
         "AuthorizationPolicy" => "authorizationpolicy.security.istio.io".into(),

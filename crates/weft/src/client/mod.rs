@@ -2,6 +2,7 @@
 //! proxy-config, describe, version.
 
 pub mod config;
+pub mod create;
 pub mod describe;
 pub mod proxy_config;
 pub mod status;
@@ -96,9 +97,10 @@ pub fn parse_kind(text: &str) -> Result<Kind, String> {
         "authorizationpolicy" | "authorizationpolicies" | "ap" => Kind::AuthorizationPolicy,
         "requestauthentication" | "requestauthentications" | "ra" => Kind::RequestAuthentication,
         "configmap" | "configmaps" | "cm" => Kind::ConfigMap,
+        "secret" | "secrets" => Kind::Secret,
         _ => {
             return Err(format!(
-                "unknown kind {text:?}: use one of virtualservices (vs), destinationrules (dr), serviceentries (se), workloadentries (we), gateways (gw), sidecars, services (svc), telemetries, peerauthentications (pa), authorizationpolicies (ap), requestauthentications (ra), configmaps (cm: the mesh config)"
+                "unknown kind {text:?}: use one of virtualservices (vs), destinationrules (dr), serviceentries (se), workloadentries (we), gateways (gw), sidecars, services (svc), telemetries, peerauthentications (pa), authorizationpolicies (ap), requestauthentications (ra), configmaps (cm: the mesh config), secrets (a Gateway's credentialName)"
             ))
         }
     };
