@@ -1,10 +1,12 @@
-//! AuthorizationPolicy on real sidecars over real mTLS: Istio's evaluation order (CUSTOM,
+//! AuthorizationPolicy on real sidecars over real mTLS: Istio's evaluation order (CUSTOM
+//! asking a real HTTP authorizer as in Istio's "External authorization" task,
 //! DENY, ALLOW), its 403 `RBAC: access denied`, each kind of field (principals, namespaces,
 //! service accounts, IP blocks, hosts, ports, methods, paths, `when` conditions) with its
 //! `not` form, and TCP connections closed when denied.
 
 mod support;
 
+use std::sync::{Arc, Mutex};
 use support::mesh::*;
 use support::{wait_for, Backend, HttpClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -183,19 +185,172 @@ async fn namespaces_accounts_ip_blocks_and_their_not_forms() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn custom_fails_closed_until_an_external_authorizer_can_be_called() {
-    let (_app, client, _server, _dir) = under(&policy(
+/// Istio's ext-authz sample, as its HTTP server answers: `x-ext-authz: allow` gets 200 and
+/// `x-ext-authz-check-result: allowed`, anything else 403 with the sample's words. What it
+/// was asked is kept.
+async fn ext_authz_sample() -> (std::net::SocketAddr, Arc<Mutex<Vec<http::request::Parts>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.3:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| {
+                        let seen = seen.clone();
+                        async move {
+                            let (parts, _) = req.into_parts();
+                            let allow = parts
+                                .headers
+                                .get("x-ext-authz")
+                                .is_some_and(|v| v == "allow");
+                            seen.lock().unwrap().push(parts);
+                            let response = if allow {
+                                http::Response::builder()
+                                    .header("x-ext-authz-check-result", "allowed")
+                                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                            } else {
+                                http::Response::builder()
+                                .status(403)
+                                .header("x-ext-authz-check-result", "denied")
+                                .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                                    b"denied by ext_authz for not found header `x-ext-authz: allow` in the request",
+                                )))
+                            };
+                            Ok::<_, std::convert::Infallible>(response.unwrap())
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, asked)
+}
+
+/// The ext-authz service at `addr`, MeshConfig naming it as Istio's task does (with
+/// `provider` settings added), and the task's CUSTOM policy on reviews' `/headers`.
+fn ext_authz_config(addr: std::net::SocketAddr, provider: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: ext-authz, namespace: foo}}\nspec:\n  selector: {{app: ext-authz}}\n  ports:\n  - {{name: http, port: 8000}}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: ext-authz, namespace: foo}}\nspec:\n  address: {ip}\n  labels: {{app: ext-authz}}\n  ports: {{http: {port}}}\n---\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\ndata:\n  mesh: |\n    extensionProviders:\n    - name: sample-ext-authz-http\n      envoyExtAuthzHttp:\n        service: ext-authz.foo.svc.cluster.local\n        port: \"8000\"\n        includeRequestHeadersInCheck: [x-ext-authz]\n{provider}    - name: sample-ext-authz-grpc\n      envoyExtAuthzGrpc: {{service: ext-authz.foo.svc.cluster.local, port: \"9000\"}}\n---\n",
+        ip = addr.ip(),
+        port = addr.port()
+    ) + &policy(
         "default",
-        "ext",
-        "  action: CUSTOM\n  provider:\n    name: my-ext-authz\n  rules:\n  - to:\n    - operation:\n        paths: [/admin/*]",
+        "ext-authz",
+        "  action: CUSTOM\n  provider:\n    name: sample-ext-authz-http\n  rules:\n  - to:\n    - operation:\n        paths: [/headers]",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_asks_the_external_authorizer_as_in_istios_task() {
+    let (authorizer, asked) = ext_authz_sample().await;
+    let (app, client, _server, _dir) = under(&ext_authz_config(authorizer, "")).await;
+    let http = HttpClient::new(client.proxy.outbound_addr);
+
+    // Istio's task: `x-ext-authz: deny` is denied with the authorizer's own answer.
+    let denied = http
+        .get(
+            "reviews:9080",
+            "/headers",
+            &[("x-ext-authz", "deny"), ("cookie", "secret")],
+        )
+        .await;
+    assert_eq!(denied.status, 403);
+    assert_eq!(
+        denied.text(),
+        "denied by ext_authz for not found header `x-ext-authz: allow` in the request"
+    );
+    assert_eq!(denied.headers["x-ext-authz-check-result"], "denied");
+    assert_eq!(app.hits(), 0);
+    // The check carried the method, path, Host and the header named, nothing else.
+    let check = asked
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("the authorizer was asked");
+    assert_eq!(
+        (check.method.as_str(), check.uri.path()),
+        ("GET", "/headers")
+    );
+    assert_eq!(check.headers["x-ext-authz"], "deny");
+    assert!(
+        check.headers["host"]
+            .to_str()
+            .unwrap()
+            .starts_with("reviews"),
+        "{check:?}"
+    );
+    assert!(!check.headers.contains_key("cookie"), "{check:?}");
+
+    let allowed = http
+        .get("reviews:9080", "/headers", &[("x-ext-authz", "allow")])
+        .await;
+    assert_eq!(allowed.status, 200);
+    assert_eq!(app.hits(), 1);
+    // Paths no CUSTOM rule matches are not asked about.
+    let before = asked.lock().unwrap().len();
+    assert_eq!(
+        http.get("reviews:9080", "/ip", &[("x-ext-authz", "deny")])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(asked.lock().unwrap().len(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authorizer_that_cannot_answer_denies_unless_fail_open() {
+    // Nothing listens there.
+    let gone: std::net::SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (_app, client, mut server, _dir) = under(&ext_authz_config(gone, "")).await;
+    let http = HttpClient::new(client.proxy.outbound_addr);
+    let denied = http.get("reviews:9080", "/headers", &[]).await;
+    assert_eq!(denied.status, 403);
+    assert!(
+        denied.hint().contains("sample-ext-authz-http\" failed"),
+        "{}",
+        denied.hint()
+    );
+    let log = server.next_log().await;
+    assert_eq!(
+        (&*log.details, log.flags.to_string()),
+        ("ext_authz_error", "UAEX".to_string())
+    );
+
+    let (_app, client, _server, _dir) = under(&ext_authz_config(
+        gone,
+        "        failOpen: true\n        statusOnError: \"503\"\n",
     ))
     .await;
     let http = HttpClient::new(client.proxy.outbound_addr);
-    assert_eq!(http.get("reviews:9080", "/", &[]).await.status, 200);
-    let denied = http.get("reviews:9080", "/admin/x", &[]).await;
+    assert_eq!(http.get("reviews:9080", "/headers", &[]).await.status, 200);
+
+    // A gRPC provider is not called: denied, saying why.
+    let grpc = ext_authz_config(gone, "").replace(
+        "name: sample-ext-authz-http\n  rules",
+        "name: sample-ext-authz-grpc\n  rules",
+    );
+    let (_app, client, _server, _dir) = under(&grpc).await;
+    let denied = HttpClient::new(client.proxy.outbound_addr)
+        .get("reviews:9080", "/headers", &[])
+        .await;
     assert_eq!(denied.status, 403);
-    assert!(denied.hint().contains("my-ext-authz"), "{}", denied.hint());
+    assert!(
+        denied.hint().contains("envoyExtAuthzGrpc"),
+        "{}",
+        denied.hint()
+    );
 }
 
 /// Sends a line through the client sidecar's CONNECT tunnel to reviews (TCP); whether it

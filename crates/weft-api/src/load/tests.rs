@@ -344,3 +344,47 @@ stringData:
         .expect("refused");
     assert_eq!(e.path, "kind2");
 }
+
+#[test]
+fn ext_authz_providers_load_as_istios_task_writes_them() {
+    let mesh = |provider: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\ndata:\n  mesh: |\n    extensionProviders:\n    - name: sample-ext-authz-http\n      envoyExtAuthzHttp:\n{provider}")
+    };
+    let task = mesh("        service: ext-authz.foo.svc.cluster.local\n        port: \"8000\"\n        includeRequestHeadersInCheck: [x-ext-authz]\n");
+    let loaded = load(&task);
+    assert!(
+        !loaded.has_errors() && loaded.diagnostics.is_empty(),
+        "{:?}",
+        loaded.diagnostics
+    );
+    let Spec::MeshConfig(m) = &loaded.resources[0].spec else {
+        panic!()
+    };
+    let http = m
+        .provider("sample-ext-authz-http")
+        .unwrap()
+        .envoy_ext_authz_http
+        .as_ref()
+        .unwrap();
+    assert_eq!(http.port.number(), Some(8000));
+    let e = load(&mesh(
+        "        service: ext-authz.foo.svc.cluster.local\n        port: \"http\"\n",
+    ))
+    .errors()
+    .next()
+    .cloned()
+    .expect("refused");
+    assert_eq!(
+        e.path,
+        "data.mesh.extensionProviders[0].envoyExtAuthzHttp.port"
+    );
+    let e = load(&mesh("        port: 8000\n"))
+        .errors()
+        .next()
+        .cloned()
+        .expect("refused");
+    assert_eq!(
+        e.path,
+        "data.mesh.extensionProviders[0].envoyExtAuthzHttp.service"
+    );
+}

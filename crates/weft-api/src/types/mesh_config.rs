@@ -128,6 +128,72 @@ pub struct ExtensionProvider {
     pub envoy_file_access_log: Option<FileAccessLogProvider>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envoy_ext_authz_http: Option<ExtAuthzHttpProvider>,
+    /// Loaded so that a mesh config with it applies; a CUSTOM policy naming it fails
+    /// closed, as Weft does not speak Envoy's gRPC authorization API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envoy_ext_authz_grpc: Option<serde_json::Value>,
+}
+
+/// `envoyExtAuthzHttp`: an HTTP service that decides CUSTOM AuthorizationPolicies.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtAuthzHttpProvider {
+    /// `ext-authz.foo.svc.cluster.local`, or `foo/ext-authz.foo.svc.cluster.local`.
+    #[serde(default)]
+    pub service: String,
+    /// A number, or a string of one (Istio's task writes `"8000"`).
+    #[serde(default)]
+    pub port: PortValue,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<super::Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_open: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_on_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_request_headers_in_check: Vec<String>,
+    /// Istio's older name for `includeRequestHeadersInCheck`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_headers_in_check: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub include_additional_headers_in_check: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_request_body_in_check: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_to_upstream_on_allow: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_to_downstream_on_allow: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_to_downstream_on_deny: Vec<String>,
+}
+
+/// A port as proto3 JSON takes a uint32: a number or a string of digits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PortValue {
+    Number(u32),
+    Text(String),
+}
+
+impl Default for PortValue {
+    fn default() -> Self {
+        PortValue::Number(0)
+    }
+}
+
+impl PortValue {
+    /// The port, if it is one.
+    pub fn number(&self) -> Option<u16> {
+        match self {
+            PortValue::Number(n) => u16::try_from(*n).ok(),
+            PortValue::Text(t) => t.trim().parse().ok(),
+        }
+        .filter(|&n| n != 0)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -295,12 +295,47 @@ fn extension_provider(r: &mut Report, path: &Path, p: &ExtensionProvider) {
     let kinds = usize::from(p.zipkin.is_some())
         + usize::from(p.opentelemetry.is_some())
         + usize::from(p.envoy_file_access_log.is_some())
-        + usize::from(p.prometheus.is_some());
+        + usize::from(p.prometheus.is_some())
+        + usize::from(p.envoy_ext_authz_http.is_some())
+        + usize::from(p.envoy_ext_authz_grpc.is_some());
     if kinds != 1 {
         r.error(
             path,
-            "a provider needs exactly one of zipkin, opentelemetry, envoyFileAccessLog, prometheus",
+            "a provider needs exactly one of zipkin, opentelemetry, envoyFileAccessLog, prometheus, envoyExtAuthzHttp, envoyExtAuthzGrpc",
         );
+    }
+    if let Some(http) = &p.envoy_ext_authz_http {
+        let path = path.field("envoyExtAuthzHttp");
+        if http.service.is_empty() {
+            r.required(&path.field("service"));
+        }
+        if http.port.number().is_none() {
+            r.error(
+                &path.field("port"),
+                format!("port must be 1-65535, not {:?}", http.port),
+            )
+            .with_hint("the authorizer's service port, e.g. port: 8000");
+        }
+        if let Some(status) = &http.status_on_error {
+            if !status.parse::<u16>().is_ok_and(|s| (200..600).contains(&s)) {
+                r.error(
+                    &path.field("statusOnError"),
+                    format!("{status:?} is not an HTTP status"),
+                );
+            }
+        }
+        if http.include_request_body_in_check.is_some() {
+            r.warning(
+                &path.field("includeRequestBodyInCheck"),
+                "Weft sends the check without the request body",
+            );
+        }
+        if !http.headers_to_downstream_on_allow.is_empty() {
+            r.warning(
+                &path.field("headersToDownstreamOnAllow"),
+                "Weft does not copy the authorizer's headers onto an allowed response",
+            );
+        }
     }
     let service = |r: &mut Report, path: &Path, service: &str, number: u16| {
         if service.is_empty() {

@@ -15,6 +15,8 @@ pub struct LocalReply {
     pub details: Cow<'static, str>,
     pub body: String,
     pub hint: Option<String>,
+    /// Headers to answer with besides the hint: an external authorizer's denial's.
+    pub headers: Vec<(http::HeaderName, HeaderValue)>,
 }
 
 impl LocalReply {
@@ -30,6 +32,7 @@ impl LocalReply {
             details: details.into(),
             body: body.into(),
             hint: None,
+            headers: Vec::new(),
         }
     }
 
@@ -100,6 +103,9 @@ impl LocalReply {
         {
             builder = builder.header("x-weft-error", hint);
         }
+        for (name, value) in self.headers {
+            builder = builder.header(name, value);
+        }
         if grpc {
             let message: &str = if self.body.is_empty() {
                 &self.details
@@ -118,7 +124,10 @@ impl LocalReply {
                 .expect("valid local reply");
         }
         let body = self.body;
-        if !body.is_empty() {
+        let typed = builder
+            .headers_ref()
+            .is_some_and(|h| h.contains_key(http::header::CONTENT_TYPE));
+        if !body.is_empty() && !typed {
             builder = builder.header("content-type", "text/plain");
         }
         builder

@@ -12,7 +12,9 @@ use super::tunnel;
 use crate::model::matcher::{query_value, RequestView};
 use crate::model::route::{roll, Action, Cors, FaultAbort, RetryPolicy, Route, RouteId};
 use crate::model::{Snapshot, VirtualHost};
-use crate::security::authz::{HttpSubject, Subject};
+use crate::security::authz::{Denied, HttpSubject, Subject};
+use crate::security::ext_authz::{Decision, Provider};
+use crate::security::jwt::Verified;
 use crate::telemetry::access_log::{Entry, Flags};
 use crate::telemetry::peer;
 use crate::telemetry::trace::span::SpanKind;
@@ -117,8 +119,7 @@ pub async fn handle(
     let result = if let Err(e) = edge {
         close = e.closes_connection() && parts.version != Version::HTTP_2;
         Err(e.reply())
-    } else if let Err(denied) = authorize(&snapshot, &conn, shared.inbound_target, &mut parts).await
-    {
+    } else if let Err(denied) = authorize(&shared, &snapshot, &conn, &mut parts).await {
         Err(denied)
     } else {
         match conn.direction {
@@ -247,9 +248,9 @@ pub async fn handle(
 /// its RequestAuthentications (a bad token is 401, as Envoy's jwt_authn answers), then its
 /// AuthorizationPolicies (403, as Envoy's RBAC filter answers).
 async fn authorize(
+    shared: &Shared,
     snapshot: &Snapshot,
     conn: &ConnInfo,
-    inbound_target: Option<SocketAddr>,
     parts: &mut Parts,
 ) -> Result<(), LocalReply> {
     if conn.direction == Direction::Outbound {
@@ -276,18 +277,13 @@ async fn authorize(
         return Ok(());
     }
     let destination = match conn.direction {
-        Direction::Inbound => conn.original_dst.or(inbound_target).unwrap_or(conn.local),
+        Direction::Inbound => conn
+            .original_dst
+            .or(shared.inbound_target)
+            .unwrap_or(conn.local),
         _ => conn.local,
     };
-    let mut subject = Subject::connection(conn, destination, None);
-    subject.http = Some(HttpSubject {
-        method: parts.method.as_str(),
-        host: authority(parts),
-        path: parts.uri.path(),
-        headers: &parts.headers,
-        auth: verified.as_ref(),
-    });
-    snapshot.authz.check(&subject).map_err(|denied| {
+    let rbac_denied = |denied: Denied| {
         LocalReply::new(
             StatusCode::FORBIDDEN,
             Default::default(),
@@ -295,7 +291,57 @@ async fn authorize(
             "RBAC: access denied",
         )
         .hint(denied.hint)
-    })
+    };
+    // CUSTOM first: the external authorizer, whose allow may add headers the later
+    // policies then see.
+    let custom = match snapshot.authz.custom_provider(&http_subject(
+        conn,
+        destination,
+        parts,
+        verified.as_ref(),
+    )) {
+        None => None,
+        Some(Err(denied)) => return Err(rbac_denied(denied)),
+        Some(Ok(Provider::Unusable(why))) => {
+            return Err(
+                LocalReply::new(StatusCode::FORBIDDEN, Flags::UAEX, "ext_authz_error", "")
+                    .hint(format!("a CUSTOM policy's provider cannot be asked: {why}")),
+            )
+        }
+        Some(Ok(Provider::Http(p))) => Some(p.clone()),
+    };
+    if let Some(provider) = custom {
+        match provider.check(shared.tls.as_deref(), parts).await {
+            Decision::Allow(headers) => {
+                for (name, value) in headers {
+                    parts.headers.insert(name, value);
+                }
+            }
+            Decision::Deny(reply) => return Err(reply),
+        }
+    }
+    snapshot
+        .authz
+        .check_rbac(&http_subject(conn, destination, parts, verified.as_ref()))
+        .map_err(rbac_denied)
+}
+
+/// A request as AuthorizationPolicy reads it.
+fn http_subject<'a>(
+    conn: &'a ConnInfo,
+    destination: SocketAddr,
+    parts: &'a Parts,
+    auth: Option<&'a Verified>,
+) -> Subject<'a> {
+    let mut subject = Subject::connection(conn, destination, None);
+    subject.http = Some(HttpSubject {
+        method: parts.method.as_str(),
+        host: authority(parts),
+        path: parts.uri.path(),
+        headers: &parts.headers,
+        auth,
+    });
+    subject
 }
 
 /// The inbound span's name, as Istio's inbound listener decorates it: the service the

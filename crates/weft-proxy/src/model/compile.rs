@@ -9,6 +9,7 @@ use super::registry::{Registry, ServiceInfo};
 use super::route::*;
 use super::{L4Route, L4Routes, RouteConfig, Snapshot, TlsRoute, VirtualHost};
 use crate::security::authz::Authz;
+use crate::security::ext_authz::Provider;
 use crate::security::jwt::RequestAuthn;
 use crate::upstream::config::{
     effective_policy, effective_tls, EndpointConfig, MeshPeer, OriginateTls, UpstreamTls,
@@ -161,6 +162,12 @@ pub fn compile_within(
         routes
             .sort_by_key(|r| r.sni_hosts.len() == 1 && registry.by_host(&r.sni_hosts[0]).is_some());
     }
+    let mut authz = Authz::compile(&in_scope, &workload.namespace, &workload.labels);
+    let mesh = scope::mesh_config(&in_scope);
+    for name in authz.provider_names() {
+        let provider = Provider::resolve(&name, mesh, |host, port| c.cluster(host, port, None));
+        authz.resolve(name, provider);
+    }
     let gateway_ports = gateway::ports(&mut c, &in_scope, &workload.labels, &workload.namespace)?;
     Ok(Snapshot {
         version,
@@ -175,7 +182,7 @@ pub fn compile_within(
         resources,
         telemetry,
         inbound_mtls,
-        authz: Authz::compile(&in_scope, &workload.namespace, &workload.labels),
+        authz,
         request_authn: RequestAuthn::compile(&in_scope, &workload.namespace, &workload.labels),
         server,
     })

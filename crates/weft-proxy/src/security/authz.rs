@@ -2,10 +2,11 @@
 //! that apply to it (its namespace's, selecting it or not, and the root namespace's), each
 //! rule's values parsed into patterns and CIDRs. A request or TCP connection is then
 //! decided as Istio's RBAC filters decide it: a matching DENY policy denies; with any ALLOW
-//! policy, one must match; AUDIT decides nothing. CUSTOM (external authorization) comes
-//! first; Weft cannot call an external authorizer yet, so a request a CUSTOM policy
-//! matches is denied rather than let through.
+//! policy, one must match; AUDIT decides nothing. CUSTOM comes first: a request a CUSTOM
+//! policy matches is asked of its provider (`ext_authz.rs`); a TCP connection one matches,
+//! or a request whose provider cannot be called, is denied rather than let through.
 
+use crate::security::ext_authz::Provider;
 use crate::security::jwt::Verified;
 use crate::transport::conn::ConnInfo;
 use http::HeaderMap;
@@ -22,6 +23,8 @@ pub struct Authz {
     custom: Vec<Policy>,
     deny: Vec<Policy>,
     allow: Vec<Policy>,
+    /// What the CUSTOM policies' `provider.name`s resolved to.
+    providers: std::collections::BTreeMap<String, Provider>,
 }
 
 #[derive(Debug)]
@@ -126,21 +129,56 @@ impl Authz {
         self.custom.is_empty() && self.deny.is_empty() && self.allow.is_empty()
     }
 
-    /// Istio's order: a matching DENY policy denies; then, if there is any ALLOW policy,
-    /// one of them must match.
+    /// The provider names the CUSTOM policies give, for [`Authz::resolve`].
+    pub fn provider_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .custom
+            .iter()
+            .filter_map(|p| p.provider.clone())
+            .collect();
+        names.dedup();
+        names
+    }
+
+    pub fn resolve(&mut self, name: String, provider: Provider) {
+        self.providers.insert(name, provider);
+    }
+
+    /// The provider of the first CUSTOM policy that matches a request, or why it cannot
+    /// be asked.
+    pub fn custom_provider(&self, subject: &Subject<'_>) -> Option<Result<&Provider, Denied>> {
+        let policy = self
+            .custom
+            .iter()
+            .find(|p| p.matching_rule(subject).is_some())?;
+        let name = policy.provider.as_deref().unwrap_or_default();
+        Some(self.providers.get(name).ok_or_else(|| Denied {
+            details: "ext_authz_error".into(),
+            hint: format!("{} names no provider", policy.resource),
+        }))
+    }
+
+    /// A TCP connection: CUSTOM providers check HTTP only, so one a CUSTOM policy matches
+    /// is denied; then DENY and ALLOW as for requests.
     pub fn check(&self, subject: &Subject<'_>) -> Result<(), Denied> {
-        for policy in &self.custom {
-            if policy.matching_rule(subject).is_some() {
-                return Err(Denied {
-                    details: "ext_authz_error".into(),
-                    hint: format!(
-                        "{} asks the external authorizer {:?}, which Weft cannot call yet; denied rather than let through",
-                        policy.resource,
-                        policy.provider.as_deref().unwrap_or_default()
-                    ),
-                });
-            }
+        if let Some(provider) = self.custom_provider(subject) {
+            let name = match provider {
+                Ok(Provider::Http(p)) => p.name.as_str(),
+                _ => "",
+            };
+            return Err(Denied {
+                details: "ext_authz_error".into(),
+                hint: format!(
+                    "a CUSTOM policy asks the HTTP authorizer {name:?} about a TCP connection, which it cannot check; denied rather than let through"
+                ),
+            });
         }
+        self.check_rbac(subject)
+    }
+
+    /// Istio's order after CUSTOM: a matching DENY policy denies; then, if there is any
+    /// ALLOW policy, one of them must match.
+    pub fn check_rbac(&self, subject: &Subject<'_>) -> Result<(), Denied> {
         for policy in &self.deny {
             if let Some(rule) = policy.matching_rule(subject) {
                 return Err(Denied {

@@ -3,6 +3,7 @@
 //! connection.
 
 pub mod authz;
+pub mod ext_authz;
 pub mod jwt;
 
 use std::collections::BTreeMap;

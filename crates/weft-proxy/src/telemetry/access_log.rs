@@ -27,8 +27,10 @@ impl Flags {
     pub const DI: Flags = Flags(1 << 8);
     pub const UC: Flags = Flags(1 << 9);
     pub const NC: Flags = Flags(1 << 10);
+    /// Denied by the external authorizer (CUSTOM AuthorizationPolicy).
+    pub const UAEX: Flags = Flags(1 << 11);
 
-    const NAMES: [(Flags, &'static str); 11] = [
+    const NAMES: [(Flags, &'static str); 12] = [
         (Flags::UH, "UH"),
         (Flags::UF, "UF"),
         (Flags::UO, "UO"),
@@ -40,6 +42,7 @@ impl Flags {
         (Flags::DI, "DI"),
         (Flags::UC, "UC"),
         (Flags::NC, "NC"),
+        (Flags::UAEX, "UAEX"),
     ];
 
     pub fn contains(self, other: Flags) -> bool {
@@ -53,7 +56,7 @@ impl Flags {
     /// The flags as Envoy's `response.flags` attribute numbers them (its `ResponseFlag`
     /// bits), for CEL expressions written against Envoy.
     pub fn envoy_bits(self) -> u64 {
-        const ENVOY: [(Flags, u64); 11] = [
+        const ENVOY: [(Flags, u64); 12] = [
             (Flags::UH, 0x2),
             (Flags::UT, 0x4),
             (Flags::UF, 0x20),
@@ -65,6 +68,7 @@ impl Flags {
             (Flags::DC, 0x4000),
             (Flags::URX, 0x8000),
             (Flags::NC, 0x100_0000),
+            (Flags::UAEX, 0x1000),
         ];
         ENVOY
             .iter()
