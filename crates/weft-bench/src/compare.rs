@@ -85,20 +85,21 @@ pub enum CompareError {
     Load(#[from] load::LoadError),
     #[error(transparent)]
     Proc(#[from] procfs::ProcError),
+    #[error("the mTLS pairs did not use mTLS: {0}")]
+    NotMtls(String),
 }
 
 fn variants(t: &Topology) -> Vec<(&'static str, SocketAddr, Vec<&Process>)> {
-    let mut v = vec![
-        (
-            "direct",
-            topology::UPSTREAM.parse().expect("valid address"),
-            Vec::new(),
-        ),
-        ("weft", t.weft_entry, t.weft.iter().collect()),
-    ];
-    if let Some(envoy) = &t.envoy {
-        v.push(("envoy", t.envoy_entry, envoy.iter().collect()));
-    }
+    let mut v = vec![(
+        "direct",
+        topology::UPSTREAM.parse().expect("valid address"),
+        Vec::new(),
+    )];
+    v.extend(
+        t.pairs
+            .iter()
+            .map(|p| (p.variant, p.entry, p.proxies.iter().collect())),
+    );
     v
 }
 
@@ -169,8 +170,9 @@ pub async fn run(opts: &Options) -> Result<Results, CompareError> {
             });
         }
     }
+    topology::check_mtls(&t).await?;
     let mut peak_rss_mib = Vec::new();
-    for p in t.weft.iter().chain(t.envoy.iter().flatten()) {
+    for p in t.pairs.iter().flat_map(|pair| &pair.proxies) {
         peak_rss_mib.push((p.name, procfs::peak_rss_mib(p.pid())?));
     }
     Ok(Results {

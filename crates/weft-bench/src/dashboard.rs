@@ -19,7 +19,6 @@ use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -374,30 +373,9 @@ async fn slowest_of_five(path: &str) -> Result<f64, BenchError> {
 
 /// The body of `GET path` on the dashboard; anything but a 200 is an error.
 async fn get(dashboard: &str, path: &str) -> Result<Vec<u8>, BenchError> {
-    let failed = |why: String| BenchError::Options(format!("GET {path} on {dashboard}: {why}"));
-    let mut stream = tokio::net::TcpStream::connect(dashboard)
+    crate::plain_get(dashboard, path)
         .await
-        .map_err(|e| failed(e.to_string()))?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {dashboard}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    let mut answer = Vec::new();
-    stream
-        .read_to_end(&mut answer)
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    let head_end = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| failed("no HTTP answer".into()))?;
-    if !answer.starts_with(b"HTTP/1.1 200") {
-        return Err(failed(
-            String::from_utf8_lossy(&answer[..head_end]).into_owned(),
-        ));
-    }
-    Ok(answer.split_off(head_end + 4))
+        .map_err(BenchError::Options)
 }
 
 /// The results as a page of bench/results.

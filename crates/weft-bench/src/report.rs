@@ -28,6 +28,21 @@ fn cpu_cell(m: &Measurement) -> String {
     format!("{} = {:.1}", each.join(" + "), cpu_per_1000(m))
 }
 
+/// Every variant, in table order.
+const VARIANTS: [&str; 5] = ["direct", "weft", "envoy", "weft-mtls", "envoy-mtls"];
+
+/// The peak RSS of a variant's proxies (`weft` → `weft-client`, `weft-server`), the larger.
+fn rss(r: &Results, variant: &str) -> f64 {
+    r.peak_rss_mib
+        .iter()
+        .filter(|(n, _)| {
+            n.strip_prefix(variant)
+                .is_some_and(|side| matches!(side, "-client" | "-server"))
+        })
+        .map(|(_, m)| *m)
+        .fold(0.0, f64::max)
+}
+
 fn ratio(weft: f64, envoy: f64) -> String {
     if envoy > 0.0 {
         format!("{:.2}×", weft / envoy)
@@ -56,7 +71,7 @@ pub fn markdown(r: &Results, rate: u32) -> String {
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         );
         let direct = find(r, w.name, "direct");
-        for variant in ["direct", "weft", "envoy"] {
+        for variant in VARIANTS {
             let Some(m) = find(r, w.name, variant) else {
                 continue;
             };
@@ -82,22 +97,27 @@ pub fn markdown(r: &Results, rate: u32) -> String {
                 o.errors
             );
         }
-        if let (Some(d), Some(weft), Some(envoy)) =
-            (direct, find(r, w.name, "weft"), find(r, w.name, "envoy"))
-        {
-            let add =
-                |m: &Measurement| (m.outcome.p99_us as f64 - d.outcome.p99_us as f64).max(1.0);
-            let _ = writeln!(
-                md,
-                "\nWeft/Envoy: added p99 {}, CPU per request {}, throughput {}.\n",
-                ratio(add(weft), add(envoy)),
-                ratio(cpu_per_1000(weft), cpu_per_1000(envoy)),
-                ratio(weft.outcome.throughput, envoy.outcome.throughput)
-            );
-        } else {
-            md.push('\n');
+        md.push('\n');
+        for (label, weft, envoy) in [
+            ("Weft/Envoy", "weft", "envoy"),
+            ("With mTLS, Weft/Envoy", "weft-mtls", "envoy-mtls"),
+        ] {
+            if let (Some(d), Some(weft), Some(envoy)) =
+                (direct, find(r, w.name, weft), find(r, w.name, envoy))
+            {
+                let add =
+                    |m: &Measurement| (m.outcome.p99_us as f64 - d.outcome.p99_us as f64).max(1.0);
+                let _ = writeln!(
+                    md,
+                    "{label}: added p99 {}, CPU per request {}, throughput {}.\n",
+                    ratio(add(weft), add(envoy)),
+                    ratio(cpu_per_1000(weft), cpu_per_1000(envoy)),
+                    ratio(weft.outcome.throughput, envoy.outcome.throughput)
+                );
+            }
         }
     }
+    md.push_str(&tls_cost(r, rate));
     let _ = writeln!(md, "## Peak RSS\n\n| process | MiB |\n| --- | ---: |");
     for (name, mib) in &r.peak_rss_mib {
         let _ = writeln!(md, "| {name} | {mib:.1} |");
@@ -107,23 +127,62 @@ pub fn markdown(r: &Results, rate: u32) -> String {
     md
 }
 
-/// The goals, each with what this run measured.
+/// What mTLS between the hops adds to each proxy's pair: CPU per 1,000 requests, added
+/// p99 and peak RSS, mTLS run minus plaintext run.
+fn tls_cost(r: &Results, rate: u32) -> String {
+    let mut md = String::from("## What mTLS costs\n\n| workload | proxy | CPU ms / 1,000 req, pair | added p99 µs | throughput |\n| --- | --- | ---: | ---: | ---: |\n");
+    let mut any = false;
+    for w in workloads(rate) {
+        for proxy in ["weft", "envoy"] {
+            let mtls = format!("{proxy}-mtls");
+            let (Some(plain), Some(secure)) = (find(r, w.name, proxy), find(r, w.name, &mtls))
+            else {
+                continue;
+            };
+            any = true;
+            let _ = writeln!(
+                md,
+                "| {} | {proxy} | {:+.1} ({:.1} → {:.1}) | {:+} | {:.0} → {:.0} |",
+                w.name,
+                cpu_per_1000(secure) - cpu_per_1000(plain),
+                cpu_per_1000(plain),
+                cpu_per_1000(secure),
+                secure.outcome.p99_us as i64 - plain.outcome.p99_us as i64,
+                plain.outcome.throughput,
+                secure.outcome.throughput
+            );
+        }
+    }
+    for proxy in ["weft", "envoy"] {
+        let (plain, secure) = (rss(r, proxy), rss(r, &format!("{proxy}-mtls")));
+        if plain > 0.0 && secure > 0.0 {
+            let _ = writeln!(md, "\nPeak RSS per {proxy} proxy: {plain:.1} MiB plaintext, {secure:.1} MiB with mTLS ({:+.1} MiB).", secure - plain);
+        }
+    }
+    if !any {
+        return String::new();
+    }
+    md.push('\n');
+    md
+}
+
+/// The goals, each with what this run measured: with mTLS between the hops when
+/// the run has it, as the goals are stated.
 fn goals(r: &Results, rate: u32) -> String {
     let w = workloads(rate);
     let (open, saturation) = (w[0].name, w[1].name);
-    let rss = |prefix: &str| {
-        r.peak_rss_mib
-            .iter()
-            .filter(|(n, _)| n.starts_with(prefix))
-            .map(|(_, m)| *m)
-            .fold(0.0, f64::max)
+    let (weft_variant, envoy_variant, how) = if find(r, open, "envoy-mtls").is_some() {
+        ("weft-mtls", "envoy-mtls", "with mTLS")
+    } else {
+        ("weft", "envoy", "plaintext")
     };
-    let mut md =
-        String::from("## Goals\n\n| goal | target | measured Weft/Envoy |\n| --- | --- | ---: |\n");
+    let mut md = format!(
+        "## Goals ({how})\n\n| goal | target | measured Weft/Envoy |\n| --- | --- | ---: |\n"
+    );
     let (Some(d), Some(weft), Some(envoy)) = (
         find(r, open, "direct"),
-        find(r, open, "weft"),
-        find(r, open, "envoy"),
+        find(r, open, weft_variant),
+        find(r, open, envoy_variant),
     ) else {
         md.push_str("| (Envoy not run) | | |\n");
         return md;
@@ -142,9 +201,12 @@ fn goals(r: &Results, rate: u32) -> String {
     let _ = writeln!(
         md,
         "| peak RSS per proxy | ≤ 0.25× | {} |",
-        ratio(rss("weft"), rss("envoy"))
+        ratio(rss(r, weft_variant), rss(r, envoy_variant))
     );
-    if let (Some(ws), Some(es)) = (find(r, saturation, "weft"), find(r, saturation, "envoy")) {
+    if let (Some(ws), Some(es)) = (
+        find(r, saturation, weft_variant),
+        find(r, saturation, envoy_variant),
+    ) {
         let _ = writeln!(
             md,
             "| max throughput, two hops ({saturation}) | ≥ 1.5× | {} |",
@@ -169,6 +231,8 @@ pub fn svg(r: &Results, rate: u32) -> String {
         ("direct", "#888888"),
         ("weft", "#1f77b4"),
         ("envoy", "#ff7f0e"),
+        ("weft-mtls", "#2ca02c"),
+        ("envoy-mtls", "#d62728"),
     ];
     for (i, w) in ws.iter().enumerate() {
         let x0 = margin + i as f64 * (panel_w + margin);
@@ -305,12 +369,19 @@ mod tests {
             measurements.push(measurement(w.name, "direct", 200, 0.0, 100_000.0));
             measurements.push(measurement(w.name, "weft", 400, 10.0, 30_000.0));
             measurements.push(measurement(w.name, "envoy", 600, 40.0, 10_000.0));
+            measurements.push(measurement(w.name, "weft-mtls", 500, 15.0, 25_000.0));
+            measurements.push(measurement(w.name, "envoy-mtls", 800, 50.0, 8_000.0));
         }
         let r = Results {
             workers: 2,
             duration_seconds: 1.0,
             measurements,
-            peak_rss_mib: vec![("weft-client", 16.0), ("envoy-client", 64.0)],
+            peak_rss_mib: vec![
+                ("weft-client", 16.0),
+                ("envoy-client", 64.0),
+                ("weft-mtls-client", 18.0),
+                ("envoy-mtls-client", 72.0),
+            ],
             envoy: Some("envoy".into()),
         };
         let md = markdown(&r, 1000);
@@ -320,10 +391,30 @@ mod tests {
             "{md}"
         );
         assert!(
+            md.contains(
+                "With mTLS, Weft/Envoy: added p99 0.50×, CPU per request 0.30×, throughput 3.12×."
+            ),
+            "{md}"
+        );
+        // The goals are read with mTLS, as they are stated.
+        assert!(md.contains("## Goals (with mTLS)"), "{md}");
+        assert!(
             md.contains("| peak RSS per proxy | ≤ 0.25× | 0.25× |"),
             "{md}"
         );
+        assert!(
+            md.contains(
+                "| http1-1kib-open-loop | weft | +10.0 (20.0 → 30.0) | +100 | 30000 → 25000 |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "Peak RSS per weft proxy: 16.0 MiB plaintext, 18.0 MiB with mTLS (+2.0 MiB)."
+            ),
+            "{md}"
+        );
         let svg = svg(&r, 1000);
-        assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 9);
+        assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 15);
     }
 }

@@ -46,6 +46,11 @@ pub struct ProxyArgs {
     /// 15012's TLS with it.
     #[arg(long, env = "WEFT_CREDENTIAL_FILE", requires_all = ["control_plane", "root_cert"])]
     credential_file: Option<PathBuf>,
+    /// Istio's file-mounted certificates instead of the CA: DIR/cert-chain.pem, key.pem and
+    /// root-cert.pem (as Istio mounts them in /etc/certs). The identity is the chain's SPIFFE
+    /// ID; nothing renews it.
+    #[arg(long, value_name = "DIR", conflicts_with = "credential_file")]
+    certs: Option<PathBuf>,
     /// The mesh's root certificate (Istio mounts it as `root-cert.pem`): 15012 must chain
     /// to it.
     #[arg(long, env = "WEFT_ROOT_CERT", requires = "credential_file")]
@@ -203,7 +208,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?
         .into_iter()
         .collect();
-    if args.credential_file.is_some() && !args.gateway {
+    if (args.credential_file.is_some() || args.certs.is_some()) && !args.gateway {
         // As Istio's injector labels a pod with a sidecar: callers may take mTLS to it.
         labels
             .entry(weft_proxy::upstream::config::TLS_MODE_LABEL.into())
@@ -326,7 +331,11 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         // action (exit at once) but a drain.
         let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
         let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
-        opts.certificates = ca.map(CaClient::start);
+        opts.certificates = match (ca, &args.certs) {
+            (Some(ca), _) => Some(ca.start()),
+            (None, Some(dir)) => Some(mounted_certificates(dir)?),
+            (None, None) => None,
+        };
         let certificates = opts.certificates.clone();
         let proxy = Proxy::start(opts).await?;
         if let Source::ControlPlane(stream) = &mut source {
@@ -393,6 +402,31 @@ enum Source {
 
 /// Where the proxy's certificate comes from: the credential and root files, and the CA at
 /// `ca_address` or the control plane's host on 15012.
+/// Istio's file-mounted certificates in `dir`, for the identity their chain names.
+fn mounted_certificates(dir: &Path) -> anyhow::Result<weft_proxy::identity::Certificates> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).with_context(|| format!("--certs: {}", path.display()))
+    };
+    let (chain, key, root) = (
+        read("cert-chain.pem")?,
+        read("key.pem")?,
+        read("root-cert.pem")?,
+    );
+    let leaf = weft_security::cert::chain_der(&chain)
+        .ok()
+        .and_then(|c| {
+            c.first()
+                .and_then(|d| weft_security::cert::CertInfo::of_der(d).ok())
+        })
+        .context("--certs: cert-chain.pem holds no certificate")?;
+    let identity = leaf.identity().context(
+        "--certs: cert-chain.pem's leaf names no SPIFFE ID (spiffe://TRUST_DOMAIN/ns/NS/sa/SA)",
+    )?;
+    weft_proxy::identity::Certificates::fixed(&chain, &key, &root, identity)
+        .context("--certs: the certificate, its key or the root")
+}
+
 fn ca_client(
     credential_file: &Path,
     root_cert: Option<&Path>,
