@@ -173,6 +173,19 @@ async fn tokens_are_verified_and_bad_ones_refused_with_envoys_words() {
         refused(issuer.token(claims(json!({"exp": now() - 3600})))).await,
         (401, "Jwt is expired".into())
     );
+    // Envoy's challenge names the request's URL as the realm.
+    let challenged = http
+        .get(
+            "reviews:9080",
+            "/reviews/1",
+            &[("authorization", "Bearer deadbeef")],
+        )
+        .await;
+    assert_eq!(
+        challenged.headers["www-authenticate"],
+        "Bearer realm=\"http://reviews:9080/reviews/1\", error=\"invalid_token\""
+    );
+    let _ = server.next_log().await;
     assert_eq!(
         refused(Issuer::new("test").token(claims(json!({})))).await,
         (401, "Jwt verification fails".into())

@@ -264,13 +264,24 @@ async fn authorize(
             .authenticate(parts)
             .await
             .map_err(|rejected| {
-                LocalReply::new(
+                let mut reply = LocalReply::new(
                     StatusCode::UNAUTHORIZED,
                     Default::default(),
                     rejected.details(),
                     rejected.message,
                 )
-                .hint(rejected.hint)
+                .hint(rejected.hint);
+                // As Envoy's jwt_authn answers (RFC 6750): the realm is the request's URL.
+                let realm = format!(
+                    "Bearer realm=\"{}://{}{}\", error=\"invalid_token\"",
+                    scheme(conn),
+                    authority(parts),
+                    parts.uri.path()
+                );
+                if let Ok(value) = HeaderValue::try_from(realm) {
+                    reply.headers.push((header::WWW_AUTHENTICATE, value));
+                }
+                reply
             })?
     };
     if snapshot.authz.is_empty() {
