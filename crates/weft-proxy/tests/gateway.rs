@@ -91,15 +91,6 @@ async fn start_gateway(yaml: &str) -> TestProxy {
     TestProxy::start_with(yaml, setup).await
 }
 
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn refused(addr: SocketAddr) -> bool {
     TcpStream::connect(addr)
         .await

@@ -100,14 +100,6 @@ async fn start_gateway(yaml: &str) -> TestProxy {
     .await
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The client side: trusts `root`, shows `client` if given.
 fn client_config(root: &str, client: Option<&(String, String)>) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();

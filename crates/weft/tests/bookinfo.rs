@@ -639,7 +639,8 @@ impl Demo {
         }
     }
 
-    async fn gateway_pages_served(&self) -> usize {
+    /// The ingress gateway's sidecar log.
+    async fn gateway_log(&self) -> String {
         let (status, log, err) = self
             .weft(&[
                 "logs",
@@ -650,7 +651,13 @@ impl Demo {
             ])
             .await;
         assert!(status.success(), "weft logs: {err}");
-        log.lines()
+        log
+    }
+
+    async fn gateway_pages_served(&self) -> usize {
+        self.gateway_log()
+            .await
+            .lines()
             .filter(|l| l.contains("\"GET /productpage HTTP/1.1\" 200"))
             .count()
     }
@@ -1622,15 +1629,7 @@ async fn istio_bookinfo_tasks_on_weft_demo() {
     })
     .await;
     if answered.is_none() {
-        let (_, log, _) = demo
-            .weft(&[
-                "logs",
-                "istio-ingressgateway",
-                "-n",
-                "istio-system",
-                "--proxy",
-            ])
-            .await;
+        let log = demo.gateway_log().await;
         panic!("HTTPS on 8443 never answered 200: {:?}\n{log}", curl(false));
     }
     weft_ok(vec![

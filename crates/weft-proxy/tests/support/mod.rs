@@ -25,6 +25,15 @@ use weft_proxy::{Proxy, ProxyOptions};
 /// How a backend answers the n-th request (0-based).
 pub type Behaviour = Arc<dyn Fn(usize) -> (u16, Option<Duration>) + Send + Sync>;
 
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn ok() -> Behaviour {
     Arc::new(|_| (200, None))
 }
