@@ -2,8 +2,8 @@
 //! smoke tests (what httpbin and helloworld are to Istio's samples). `?delay_ms=N` makes it
 //! answer N ms late, as httpbin's `/delay`.
 //!
-//! `weft probe` (hidden): what the end-to-end tests run in pods in place of curl and a TCP
-//! server, so that they need nothing but this binary.
+//! `weft probe` (hidden): what the end-to-end tests run in pods in place of curl, a TCP
+//! server and Istio's ext-authz sample, so that they need nothing but this binary.
 
 use bytes::Bytes;
 use http::{Request, Response, Uri};
@@ -82,6 +82,47 @@ pub enum Probe {
         #[arg(long, required = true)]
         listen: Vec<SocketAddr>,
     },
+    /// Istio's ext-authz sample's HTTP check: a request with `x-ext-authz: allow` gets 200
+    /// and `x-ext-authz-check-result: allowed`, any other 403 with the sample's words.
+    ExtAuthz {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+}
+
+/// The sample's answer when the header is missing or says anything but `allow`.
+const EXT_AUTHZ_DENIED: &str =
+    "denied by ext_authz for not found header `x-ext-authz: allow` in the request";
+
+async fn ext_authz(listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let service = service_fn(|req: Request<Incoming>| async move {
+                let allowed = req
+                    .headers()
+                    .get("x-ext-authz")
+                    .is_some_and(|v| v == "allow");
+                let (status, result, body) = if allowed {
+                    (200, "allowed", "")
+                } else {
+                    (403, "denied", EXT_AUTHZ_DENIED)
+                };
+                Ok::<_, std::convert::Infallible>(
+                    Response::builder()
+                        .status(status)
+                        .header("x-ext-authz-check-result", result)
+                        .body(Full::new(Bytes::from_static(body.as_bytes())))
+                        .expect("valid response"),
+                )
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 pub async fn probe(command: Probe) -> anyhow::Result<()> {
@@ -107,6 +148,13 @@ pub async fn probe(command: Probe) -> anyhow::Result<()> {
                 tasks.push(tokio::spawn(echo_tcp(listener)));
             }
             tasks
+        }
+        Probe::ExtAuthz { listen } => {
+            let listener = TcpListener::bind(listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+            eprintln!("weft probe ext-authz listening on {listen}");
+            vec![tokio::spawn(ext_authz(listener))]
         }
     };
     for t in tasks {

@@ -50,10 +50,10 @@ const GRAFANA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../../shared/istio-samples/grafana"
 );
-/// Bookinfo's six pods and the ingress gateway.
-const PODS: usize = 10;
+/// Bookinfo's six pods, the ingress gateway, tcp-echo, sleep, ext-authz and legacy's curl.
+const PODS: usize = 11;
 /// Every pod but legacy's curl, which runs outside the mesh.
-const PROXIES: usize = 9;
+const PROXIES: usize = 10;
 const REVIEWS_UNAVAILABLE: &str = "Sorry, product reviews are currently unavailable for this book.";
 const RATINGS_UNAVAILABLE: &str = "Ratings service is currently unavailable";
 
@@ -1679,6 +1679,48 @@ async fn istio_bookinfo_tasks_on_weft_demo() {
     ])
     .await;
     eprintln!("Secure Gateways: HTTPS with the Secret's certificate; MUTUAL refuses a client without one ({}) and serves one with it", err.trim());
+
+    // External authorization: the ext-authz sample, MeshConfig's sample-ext-authz-http,
+    // decides productpage's product API once the CUSTOM policy applies.
+    let ext_authz = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/bookinfo/ext-authz/ext-authz.yaml");
+    demo.apply(&ext_authz).await;
+    let products = |decision: &'static str| {
+        let client = &demo.client;
+        async move {
+            let a = send(
+                client,
+                "GET",
+                gateway,
+                GATEWAY,
+                "/api/v1/products",
+                &[("x-ext-authz", decision)],
+            )
+            .await
+            .unwrap();
+            (a.status.as_u16(), a.text())
+        }
+    };
+    assert_eq!(
+        products("deny").await,
+        (
+            403,
+            "denied by ext_authz for not found header `x-ext-authz: allow` in the request".into()
+        )
+    );
+    assert_eq!(products("allow").await.0, 200);
+    // The page itself is not asked about.
+    assert_eq!(demo.must_page(None).await.status, 200);
+    let (ok, _, err) = demo
+        .weft(&["delete", "-f", &ext_authz.display().to_string()])
+        .await;
+    assert!(ok.success(), "{err}");
+    let lifted = poll_until(Duration::from_secs(20), || async {
+        (products("deny").await.0 == 200).then_some(())
+    })
+    .await;
+    assert!(lifted.is_some(), "deleting the policy never lifted it");
+    eprintln!("External authorization: the ext-authz sample denies x-ext-authz: deny with its words and lets allow through");
 
     // weft down stops the demo, which exits cleanly.
     let (status, _, err) = demo.weft(&["down"]).await;
