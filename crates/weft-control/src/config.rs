@@ -399,8 +399,9 @@ fn analysis_input(mesh: &Mesh, incoming: &BTreeMap<Key, Resource>) -> Vec<Arc<Re
 
 /// Analyzer messages about `incoming`, judged together with everything else: those that
 /// block the apply, and the rest. Findings that depend on what exists yet never block:
-/// IST0173 (a subset selects no workloads: which proxies happen to be connected) and an
-/// AuthorizationPolicy's IST0101 (a namespace nothing lives in yet).
+/// IST0173 (a subset selects no workloads: which proxies happen to be connected), IST0161
+/// (a Gateway's Secret, which may come after it) and an AuthorizationPolicy's IST0101 (a
+/// namespace nothing lives in yet).
 fn analysis_of(
     others: Vec<Arc<Resource>>,
     incoming: &BTreeMap<Key, Resource>,
@@ -425,7 +426,9 @@ fn analysis_of(
                 .resource
                 .as_ref()
                 .is_some_and(|r| r.kind == Kind::AuthorizationPolicy.name());
-            m.level() == Level::Error && m.code() != "IST0173" && !(m.code() == "IST0101" && policy)
+            m.level() == Level::Error
+                && !matches!(m.code(), "IST0173" | "IST0161")
+                && !(m.code() == "IST0101" && policy)
         });
     let text = |ms: Vec<analyze::Message>| ms.iter().map(ToString::to_string).collect();
     (text(blocking), text(other))

@@ -108,9 +108,11 @@ pub const PRINCIPAL_WITHOUT_TRUST_DOMAIN: MessageType =
     message_type("WEFT0006", "PrincipalWithoutTrustDomain", Level::Warning);
 pub const MTLS_DISABLED_FOR_STRICT_DESTINATION: MessageType =
     message_type("WEFT0007", "MtlsDisabledForStrictDestination", Level::Error);
+pub const INVALID_GATEWAY_CREDENTIAL: MessageType =
+    message_type("IST0161", "InvalidGatewayCredential", Level::Error);
 
 /// Every message `weft analyze` can report.
-pub const MESSAGE_TYPES: [MessageType; 12] = [
+pub const MESSAGE_TYPES: [MessageType; 13] = [
     REFERENCED_RESOURCE_NOT_FOUND,
     SCHEMA_VALIDATION_ERROR,
     CONFLICTING_MESH_GATEWAY_VIRTUAL_SERVICE_HOSTS,
@@ -123,6 +125,7 @@ pub const MESSAGE_TYPES: [MessageType; 12] = [
     REDEFINED_RESOURCE,
     PRINCIPAL_WITHOUT_TRUST_DOMAIN,
     MTLS_DISABLED_FOR_STRICT_DESTINATION,
+    INVALID_GATEWAY_CREDENTIAL,
 ];
 
 /// `Kind namespace/name`, the resource a message is about.
@@ -323,7 +326,7 @@ impl Report {
 type Analyzer = fn(&mesh::Mesh<'_>, &mut Report);
 
 /// Every analyzer. The order does not matter: the report is sorted.
-const ANALYZERS: [(&str, Analyzer); 13] = [
+const ANALYZERS: [(&str, Analyzer); 14] = [
     (
         "authorization policies (IST0101, IST0127, WEFT0006)",
         security::authorization_policies,
@@ -331,6 +334,10 @@ const ANALYZERS: [(&str, Analyzer); 13] = [
     (
         "TLS off towards STRICT workloads (WEFT0007)",
         security::mtls_conflicts,
+    ),
+    (
+        "gateway credentials (IST0161)",
+        security::gateway_credentials,
     ),
     ("merged destination rules (WEFT0005)", subsets::merged),
     ("schema validation (IST0106)", diagnostics::schema_errors),

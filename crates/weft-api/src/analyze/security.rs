@@ -1,15 +1,16 @@
 //! The security kinds: an AuthorizationPolicy's namespaces that nothing lives in (IST0101),
 //! its selector matching no workload (IST0127), principals written without their trust
 //! domain (WEFT0006); and a DestinationRule that turns TLS off towards workloads whose
-//! PeerAuthentication is STRICT (WEFT0007), whose requests would then be reset.
+//! PeerAuthentication is STRICT (WEFT0007), whose requests would then be reset; a Gateway
+//! server whose `credentialName` names no usable Secret where its gateway runs (IST0161).
 //!
 //! As in `subsets.rs`, when the input declares no workload at all, nothing is said about
 //! which workloads or namespaces exist.
 
 use super::mesh::Mesh;
 use super::{
-    Report, MTLS_DISABLED_FOR_STRICT_DESTINATION, NO_MATCHING_WORKLOADS_FOUND,
-    PRINCIPAL_WITHOUT_TRUST_DOMAIN, REFERENCED_RESOURCE_NOT_FOUND,
+    Report, INVALID_GATEWAY_CREDENTIAL, MTLS_DISABLED_FOR_STRICT_DESTINATION,
+    NO_MATCHING_WORKLOADS_FOUND, PRINCIPAL_WITHOUT_TRUST_DOMAIN, REFERENCED_RESOURCE_NOT_FOUND,
 };
 use crate::peer_authentication;
 use crate::resource::Spec;
@@ -93,6 +94,75 @@ pub(crate) fn authorization_policies(mesh: &Mesh<'_>, report: &mut Report) {
             }
         }
     }
+}
+
+/// A Gateway server that terminates TLS with `credentialName`: a gateway workload it selects
+/// must find a Secret of that name in its own namespace (as Istio's SDS reads it) holding
+/// a certificate and key in PEM.
+pub(crate) fn gateway_credentials(mesh: &Mesh<'_>, report: &mut Report) {
+    for r in &mesh.resources {
+        let Spec::Gateway(gw) = &r.spec else {
+            continue;
+        };
+        let namespaces: BTreeSet<&str> = mesh
+            .workloads
+            .iter()
+            .filter(|w| labels_match(&gw.selector, w.labels))
+            .map(|w| w.namespace)
+            .collect();
+        for (i, server) in gw.servers.iter().enumerate() {
+            let Some(tls) = &server.tls else { continue };
+            let mode = tls.mode.as_deref().unwrap_or("PASSTHROUGH");
+            let Some(name) = tls
+                .credential_name
+                .as_deref()
+                .filter(|n| !n.is_empty() && !matches!(mode, "PASSTHROUGH" | "ISTIO_MUTUAL"))
+            else {
+                continue;
+            };
+            let name = name.strip_prefix("kubernetes://").unwrap_or(name);
+            for ns in &namespaces {
+                let secret = mesh.resources.iter().find_map(|s| match &s.spec {
+                    Spec::Secret(secret) if s.name() == name && s.namespace() == *ns => {
+                        Some(secret)
+                    }
+                    _ => None,
+                });
+                let problem = match secret.map(|s| s.tls_credential()) {
+                    None => format!("no Secret {ns}/{name} (weft create secret tls {name} -n {ns} --cert FILE --key FILE)"),
+                    Some(c) if !pem(c.certificate, "CERTIFICATE") => {
+                        format!("Secret {ns}/{name} holds no PEM certificate in tls.crt (or cert)")
+                    }
+                    Some(c) if !pem(c.key, "PRIVATE KEY") => {
+                        format!("Secret {ns}/{name} holds no PEM private key in tls.key (or key)")
+                    }
+                    Some(_) => continue,
+                };
+                report.add_at(
+                    INVALID_GATEWAY_CREDENTIAL,
+                    r,
+                    format!("spec.servers[{i}].tls.credentialName"),
+                    format!(
+                        "The credential referenced by the Gateway {} in namespace {} is invalid: {problem}",
+                        r.name(),
+                        r.namespace()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Whether `bytes` hold a PEM block whose label ends with `label`.
+fn pem(bytes: Option<&[u8]>, label: &str) -> bool {
+    let Some(text) = bytes.and_then(|b| std::str::from_utf8(b).ok()) else {
+        return false;
+    };
+    text.lines().any(|l| {
+        l.strip_prefix("-----BEGIN ")
+            .and_then(|rest| rest.strip_suffix("-----"))
+            .is_some_and(|l| l.ends_with(label))
+    })
 }
 
 /// A DestinationRule whose `tls` is DISABLE (for the whole host or one port) towards a
@@ -234,5 +304,32 @@ mod tests {
             ),
         ]);
         assert_eq!(lines_with(&yaml, "WEFT0007"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_gateway_credential_must_be_a_secret_where_the_gateway_runs() {
+        let ingress = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: istio-ingressgateway\n  namespace: istio-system\nspec:\n  template:\n    metadata:\n      labels: {istio: ingressgateway}\n    spec:\n      containers: [{name: istio-proxy, image: proxy}]\n";
+        let gateway = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: mygateway\n  namespace: istio-system\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [httpbin.example.com]\n    tls: {mode: SIMPLE, credentialName: httpbin-credential}\n";
+        let secret = |crt: &str| {
+            format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: httpbin-credential\n  namespace: istio-system\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: \"{crt}\"\n  tls.key: \"-----BEGIN PRIVATE KEY-----\\nMC4=\\n-----END PRIVATE KEY-----\"\n")
+        };
+        assert_eq!(
+            lines_with(&docs(&[ingress, gateway]), "IST0161"),
+            ["Error [IST0161] (Gateway istio-system/mygateway) The credential referenced by the Gateway mygateway in namespace istio-system is invalid: no Secret istio-system/httpbin-credential (weft create secret tls httpbin-credential -n istio-system --cert FILE --key FILE)"]
+        );
+        assert_eq!(
+            lines_with(&docs(&[ingress, gateway, &secret("not pem")]), "IST0161"),
+            ["Error [IST0161] (Gateway istio-system/mygateway) The credential referenced by the Gateway mygateway in namespace istio-system is invalid: Secret istio-system/httpbin-credential holds no PEM certificate in tls.crt (or cert)"]
+        );
+        let good = secret("-----BEGIN CERTIFICATE-----\\nMC4=\\n-----END CERTIFICATE-----");
+        assert_eq!(
+            lines_with(&docs(&[ingress, gateway, &good]), "IST0161"),
+            Vec::<String>::new()
+        );
+        // Nothing is said when no gateway workload is known.
+        assert_eq!(
+            lines_with(&docs(&[gateway]), "IST0161"),
+            Vec::<String>::new()
+        );
     }
 }
