@@ -110,13 +110,22 @@ enum GatewayPlan {
     Terminate {
         config: Arc<rustls::ServerConfig>,
         server: Arc<str>,
-        then: Option<L4Target>,
+        then: AfterTls,
     },
     Mesh {
         server: Arc<str>,
-        then: Option<L4Target>,
+        then: AfterTls,
     },
     Refuse(String),
+}
+
+/// What a terminated connection carries.
+enum AfterTls {
+    /// HTTPS: the server's route table.
+    Http,
+    Tcp(L4Target),
+    /// A TLS server no `tcp` route is bound to.
+    Close,
 }
 
 /// A connection on a Gateway server's port. Callers address the gateway itself (no
@@ -151,8 +160,9 @@ async fn gateway(shared: Arc<Shared>, stream: TcpStream, remote: SocketAddr, loc
             };
             let sni = hello.server_name.as_deref();
             let then = |serves: &Serves| match serves {
-                Serves::Tcp(Some(c)) => Some(cluster(c)),
-                _ => None,
+                Serves::Http(_) => AfterTls::Http,
+                Serves::Tcp(Some(c)) => AfterTls::Tcp(cluster(c)),
+                Serves::Tcp(None) | Serves::Tls(_) => AfterTls::Close,
             };
             let plan = match port.server_for(sni) {
                 None => GatewayPlan::Refuse(format!(
@@ -237,17 +247,16 @@ async fn gateway(shared: Arc<Shared>, stream: TcpStream, remote: SocketAddr, loc
 }
 
 /// A terminated gateway connection: HTTP by the server's routes, or TCP to its route.
-async fn after_termination<S>(
-    shared: Arc<Shared>,
-    io: S,
-    conn: ConnInfo,
-    tcp_target: Option<L4Target>,
-) where
+async fn after_termination<S>(shared: Arc<Shared>, io: S, conn: ConnInfo, then: AfterTls)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    match tcp_target {
-        Some(target) => tcp::proxy(&shared, io, target, &conn).await,
-        None => serve_http(shared, io, Arc::new(conn)).await,
+    match then {
+        AfterTls::Http => serve_http(shared, io, Arc::new(conn)).await,
+        AfterTls::Tcp(target) => tcp::proxy(&shared, io, target, &conn).await,
+        AfterTls::Close => {
+            tracing::debug!(remote = %conn.remote, "gateway connection closed: no tcp route is bound to its TLS server");
+        }
     }
 }
 

@@ -464,3 +464,33 @@ async fn tcp_servers_carry_bytes_to_the_bound_tcp_route() {
         .unwrap();
     assert_eq!(&buf, b"hello\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_server_terminates_then_carries_tcp_to_its_route() {
+    let pki = Pki::new();
+    let echo = tcp_echo("127.0.0.2").await;
+    let port = free_port();
+    let yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: tcp-echo}}\nspec:\n  selector: {{app: tcp-echo}}\n  ports:\n  - {{name: tcp, port: 9000}}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: tcp-echo-1}}\nspec:\n  address: {}\n  labels: {{app: tcp-echo}}\n  ports: {{tcp: {}}}\n---\n",
+        echo.ip(),
+        echo.port()
+    ) + &tls_secret("echo-credential", &pki.issue("echo.example.com"))
+        + &gateway(&format!(
+            "  - port: {{number: {port}, name: tls, protocol: TLS}}\n    hosts: [echo.example.com]\n    tls: {{mode: SIMPLE, credentialName: echo-credential}}\n"
+        ))
+        + &format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: tcp-echo}}\nspec:\n  hosts: [echo.example.com]\n  gateways: [mygateway]\n  tcp:\n  - match:\n    - port: {port}\n    route:\n    - destination: {{host: tcp-echo, port: {{number: 9000}}}}\n---\n");
+    let proxy = start_gateway(&yaml).await;
+    let addr = proxy.gateway_listeners().await.listening[&port];
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut tls = TlsConnector::from(client_config(pki.root(), None))
+        .connect(ServerName::try_from("echo.example.com").unwrap(), tcp)
+        .await
+        .expect("the gateway shows echo.example.com's certificate");
+    tls.write_all(b"hello\n").await.unwrap();
+    let mut buf = [0u8; 6];
+    tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut buf))
+        .await
+        .expect("the echo answers inside the TLS the gateway terminated")
+        .unwrap();
+    assert_eq!(&buf, b"hello\n");
+}
