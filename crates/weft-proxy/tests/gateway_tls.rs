@@ -100,6 +100,23 @@ async fn start_gateway(yaml: &str) -> TestProxy {
     .await
 }
 
+/// A gateway serving `yaml(port)`, and the port's address. A port found free can be taken
+/// before the gateway binds it (another test's connection may use it as its source port),
+/// so a port that fails to bind is replaced, saying why.
+async fn gateway_on_a_free_port(yaml: impl Fn(u16) -> String) -> (TestProxy, SocketAddr) {
+    let mut why = Vec::new();
+    for _ in 0..3 {
+        let port = free_port();
+        let proxy = start_gateway(&yaml(port)).await;
+        let listeners = proxy.gateway_listeners().await;
+        if let Some(addr) = listeners.listening.get(&port) {
+            return (proxy, *addr);
+        }
+        why.push(format!("{port}: {:?}", listeners.failed.get(&port)));
+    }
+    panic!("no gateway port could be bound: {why:?}");
+}
+
 /// The client side: trusts `root`, shows `client` if given.
 fn client_config(root: &str, client: Option<&(String, String)>) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
@@ -469,18 +486,19 @@ async fn tcp_servers_carry_bytes_to_the_bound_tcp_route() {
 async fn a_tls_server_terminates_then_carries_tcp_to_its_route() {
     let pki = Pki::new();
     let echo = tcp_echo("127.0.0.2").await;
-    let port = free_port();
-    let yaml = format!(
+    let credential = pki.issue("echo.example.com");
+    let yaml = |port: u16| {
+        format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: tcp-echo}}\nspec:\n  selector: {{app: tcp-echo}}\n  ports:\n  - {{name: tcp, port: 9000}}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: tcp-echo-1}}\nspec:\n  address: {}\n  labels: {{app: tcp-echo}}\n  ports: {{tcp: {}}}\n---\n",
         echo.ip(),
         echo.port()
-    ) + &tls_secret("echo-credential", &pki.issue("echo.example.com"))
+    ) + &tls_secret("echo-credential", &credential)
         + &gateway(&format!(
             "  - port: {{number: {port}, name: tls, protocol: TLS}}\n    hosts: [echo.example.com]\n    tls: {{mode: SIMPLE, credentialName: echo-credential}}\n"
         ))
-        + &format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: tcp-echo}}\nspec:\n  hosts: [echo.example.com]\n  gateways: [mygateway]\n  tcp:\n  - match:\n    - port: {port}\n    route:\n    - destination: {{host: tcp-echo, port: {{number: 9000}}}}\n---\n");
-    let proxy = start_gateway(&yaml).await;
-    let addr = proxy.gateway_listeners().await.listening[&port];
+        + &format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: tcp-echo}}\nspec:\n  hosts: [echo.example.com]\n  gateways: [mygateway]\n  tcp:\n  - match:\n    - port: {port}\n    route:\n    - destination: {{host: tcp-echo, port: {{number: 9000}}}}\n---\n")
+    };
+    let (_proxy, addr) = gateway_on_a_free_port(yaml).await;
     let tcp = TcpStream::connect(addr).await.unwrap();
     let mut tls = TlsConnector::from(client_config(pki.root(), None))
         .connect(ServerName::try_from("echo.example.com").unwrap(), tcp)
