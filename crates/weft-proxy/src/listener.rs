@@ -143,15 +143,16 @@ async fn gateway(shared: Arc<Shared>, stream: TcpStream, remote: SocketAddr, loc
     // As read_client_hello leaves a TLS port's stream, so every plan gets one type.
     let plain = |s| Prefixed::new(Bytes::new(), Prefixed::new(Bytes::new(), s));
     let snapshot = shared.config.current();
-    let (plan, io) = match snapshot.gateway_ports.get(&local.port()) {
+    let (plan, io, sni) = match snapshot.gateway_ports.get(&local.port()) {
         // hyper tells HTTP/1.1 from h2c by the preface.
-        None | Some(GatewayPort::Http(_)) => (GatewayPlan::Http, plain(stream)),
+        None | Some(GatewayPort::Http(_)) => (GatewayPlan::Http, plain(stream), None),
         Some(GatewayPort::Tcp(route)) => (
             route.as_ref().map_or_else(
                 || GatewayPlan::Refuse("no VirtualService binds a tcp route to the port".into()),
                 |c| GatewayPlan::Tcp(cluster(c)),
             ),
             plain(stream),
+            None,
         ),
         Some(port @ GatewayPort::Tls(_)) => {
             let Some((hello, io)) = read_client_hello(Prefixed::new(Bytes::new(), stream)).await
@@ -198,13 +199,18 @@ async fn gateway(shared: Arc<Shared>, stream: TcpStream, remote: SocketAddr, loc
                     }
                 },
             };
-            (plan, io)
+            let sni = hello.server_name.clone();
+            (plan, io, sni)
         }
     };
     drop(snapshot);
     match plan {
         GatewayPlan::Http => serve_http(shared, io, Arc::new(conn)).await,
-        GatewayPlan::Tcp(target) => tcp::proxy(&shared, io, target, &conn).await,
+        GatewayPlan::Tcp(target) => {
+            if gateway_allows(&shared, &conn, sni.as_deref()) {
+                tcp::proxy(&shared, io, target, &conn).await
+            }
+        }
         GatewayPlan::Refuse(why) => {
             tracing::debug!(%remote, port = local.port(), "gateway connection refused: {why}");
         }
@@ -246,6 +252,25 @@ async fn gateway(shared: Arc<Shared>, stream: TcpStream, remote: SocketAddr, loc
     }
 }
 
+/// Whether the gateway's AuthorizationPolicies let a TCP connection through (HTTP is
+/// checked per request); a denied one is closed, as Envoy's network RBAC filter closes it.
+fn gateway_allows(shared: &Shared, conn: &ConnInfo, sni: Option<&str>) -> bool {
+    let snapshot = shared.config.current();
+    if snapshot.authz.is_empty() {
+        return true;
+    }
+    match snapshot
+        .authz
+        .check(&Subject::connection(conn, conn.local, sni))
+    {
+        Ok(()) => true,
+        Err(denied) => {
+            tracing::debug!(remote = %conn.remote, details = %denied.details, "gateway connection denied: {}", denied.hint);
+            false
+        }
+    }
+}
+
 /// A terminated gateway connection: HTTP by the server's routes, or TCP to its route.
 async fn after_termination<S>(shared: Arc<Shared>, io: S, conn: ConnInfo, then: AfterTls)
 where
@@ -253,7 +278,11 @@ where
 {
     match then {
         AfterTls::Http => serve_http(shared, io, Arc::new(conn)).await,
-        AfterTls::Tcp(target) => tcp::proxy(&shared, io, target, &conn).await,
+        AfterTls::Tcp(target) => {
+            if gateway_allows(&shared, &conn, None) {
+                tcp::proxy(&shared, io, target, &conn).await
+            }
+        }
         AfterTls::Close => {
             tracing::debug!(remote = %conn.remote, "gateway connection closed: no tcp route is bound to its TLS server");
         }

@@ -212,11 +212,11 @@ where
         upstream_cluster: Some(target.cluster_name(direction)),
         ..Default::default()
     };
-    // Only outbound connections go to another sidecar; inbound ones go to the local app.
+    // Outbound and gateway connections go to another sidecar; inbound ones to the local app.
     let mesh = shared
         .tls
         .as_deref()
-        .filter(|_| direction == Direction::Outbound);
+        .filter(|_| direction != Direction::Inbound);
     let connected = match connect(&target, dst, mesh).await {
         Ok(c) => {
             entry.upstream_host = Some(c.host);

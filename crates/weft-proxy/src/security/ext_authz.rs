@@ -81,7 +81,12 @@ impl Provider {
         };
         // `ns/host` names the service's namespace; the host is already fully qualified.
         let host = http.service.rsplit('/').next().unwrap_or(&http.service);
-        Provider::Http(Arc::new(ExtAuthzHttp::new(name, http, cluster(host, port))))
+        let cluster = cluster(host, port);
+        // Known at compile time, so never subject to failOpen: as Istio denies all then.
+        if let Some(why) = &cluster.config.unusable {
+            return Provider::Unusable(format!("provider {name:?}: {why}"));
+        }
+        Provider::Http(Arc::new(ExtAuthzHttp::new(name, http, cluster)))
     }
 }
 
