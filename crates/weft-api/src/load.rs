@@ -403,12 +403,6 @@ fn load_value(value: Value, origin: &Origin, loaded: &mut Loaded) {
         ));
         return;
     }
-    if kind == Kind::ConfigMap {
-        return load_mesh_config_map(object, metadata, api_version, display, origin, loaded);
-    }
-    if kind == Kind::Secret {
-        return load_secret(object, metadata, api_version, display, origin, loaded);
-    }
     if metadata.name.is_empty() {
         loaded.diagnostics.push(error(
             Some(display.clone()),
@@ -416,6 +410,12 @@ fn load_value(value: Value, origin: &Origin, loaded: &mut Loaded) {
             "Required value".into(),
             Some("every resource needs metadata.name".into()),
         ));
+    }
+    if kind == Kind::ConfigMap {
+        return load_mesh_config_map(object, metadata, api_version, display, origin, loaded);
+    }
+    if kind == Kind::Secret {
+        return load_secret(object, metadata, api_version, display, origin, loaded);
     }
     // Fields outside apiVersion/kind/metadata/spec (status, Istio's test-only `_err`) are
     // warnings so a kubectl dump loads.

@@ -131,7 +131,10 @@ impl Mesh {
             return 0;
         }
         let started = Instant::now();
-        self.reassign_views(&sidecars_changed);
+        // Sidecars decide a view's scope, Gateways the Secrets it holds.
+        if !sidecars_changed.is_empty() || changed.iter().any(|k| k.kind == Kind::Gateway) {
+            self.reassign_views();
+        }
         let changed: Vec<Key> = changed.into_iter().collect();
         let mut touched = 0;
         for view in self.views.values_mut() {
@@ -154,12 +157,9 @@ impl Mesh {
         touched
     }
 
-    /// After Sidecars change, moves each proxy whose applicable Sidecar changed to its new
+    /// After Sidecars or Gateways change, moves each proxy whose view key changed to its new
     /// view; its stream resubscribes.
-    fn reassign_views(&mut self, sidecars_changed: &BTreeSet<Key>) {
-        if sidecars_changed.is_empty() {
-            return;
-        }
+    fn reassign_views(&mut self) {
         let ids: Vec<ProxyId> = self.proxies.keys().cloned().collect();
         for id in ids {
             let record = &self.proxies[&id];
@@ -184,6 +184,7 @@ impl Mesh {
         ViewKey {
             namespace: hello.namespace.clone(),
             sidecar: self.objects.sidecar_for(&hello.namespace, &labels),
+            credentials: self.objects.credentials_for(&labels),
         }
     }
 

@@ -61,6 +61,7 @@ pub struct Objects {
     services: HashMap<String, BTreeSet<Key>>,
     workload_entries: HashMap<String, BTreeSet<Key>>,
     sidecars: BTreeSet<Key>,
+    gateways: BTreeSet<Key>,
     /// Services and ServiceEntries by one pair of their selector (namespace, label, value):
     /// a WorkloadEntry's candidates are found through its own labels, not by trying every
     /// service of its namespace.
@@ -123,9 +124,11 @@ impl Objects {
                 .or_default()
                 .insert(key.clone());
         }
-        if key.kind == Kind::Sidecar {
-            self.sidecars.insert(key.clone());
-        }
+        match key.kind {
+            Kind::Sidecar => self.sidecars.insert(key.clone()),
+            Kind::Gateway => self.gateways.insert(key.clone()),
+            _ => false,
+        };
         let previous = self.map.insert(key.clone(), object);
         if key.kind == Kind::WorkloadEntry {
             let selected_by = self.find_selecting(&key);
@@ -149,6 +152,7 @@ impl Objects {
             }
         }
         self.sidecars.remove(key);
+        self.gateways.remove(key);
         self.map.remove(key)
     }
 
@@ -176,6 +180,26 @@ impl Objects {
             .filter_map(|k| self.map.get(k))
             .map(|o| o.resource.as_ref());
         scope::applicable_sidecar(sidecars, namespace, labels).map(|(r, _)| Key::of(r))
+    }
+
+    /// The Secrets of its own namespace a workload's gateway reads: those the TLS servers of
+    /// the Gateways selecting it name.
+    pub fn credentials_for(
+        &self,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> BTreeSet<String> {
+        self.gateways
+            .iter()
+            .filter_map(|k| match self.map.get(k).map(|o| &o.resource.spec) {
+                Some(Spec::Gateway(g)) if types::labels_match(&g.selector, labels) => Some(g),
+                _ => None,
+            })
+            .flat_map(|g| g.servers.iter().filter_map(|s| s.tls.as_ref()))
+            .flat_map(|tls| {
+                let credential = tls.credential().map(str::to_string);
+                credential.into_iter().chain(tls.ca_credential())
+            })
+            .collect()
     }
 
     fn unindex_selector(&mut self, key: &Key) {

@@ -3,7 +3,7 @@
 //! computed once and its updates are encoded once and broadcast to every member's stream.
 
 use crate::objects::{Object, Objects};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::broadcast;
 use weft_api::{scope, Kind, Spec};
@@ -17,6 +17,8 @@ const BACKLOG: usize = 64;
 pub struct ViewKey {
     pub namespace: String,
     pub sidecar: Option<Key>,
+    /// The Secrets of `namespace` its members' Gateways name: empty for sidecars.
+    pub credentials: BTreeSet<String>,
 }
 
 pub struct View {
@@ -162,9 +164,12 @@ impl View {
             // Every namespace's: a client reads the destination's to know whether it takes
             // mTLS (a DISABLE policy there means plaintext).
             Spec::Gateway(_) | Spec::MeshConfig(_) | Spec::PeerAuthentication(_) => true,
-            // Istio's SDS gives a proxy the secrets of its own namespace only (and the
-            // discovery stream only to a proxy whose certificate proves that namespace).
-            Spec::Secret(_) => r.namespace() == self.key.namespace,
+            // Istio's SDS gives a gateway the secrets of its own namespace only; here only
+            // those its Gateways name, and the discovery stream sends them only to a proxy
+            // whose certificate proves that namespace.
+            Spec::Secret(_) => {
+                r.namespace() == self.key.namespace && self.key.credentials.contains(r.name())
+            }
         }
     }
 

@@ -81,6 +81,14 @@ async fn first_update(
         address: address.into(),
         ..Default::default()
     };
+    first_update_of(channel, hello).await.map(drop)
+}
+
+/// `Kind namespace/name` of what the first update to a proxy saying `hello` carries.
+async fn first_update_of(
+    channel: Channel,
+    hello: Hello,
+) -> Result<std::collections::BTreeSet<String>, tonic::Status> {
     let first = ProxyMessage {
         message: Some(proxy_message::Message::Hello(hello)),
     };
@@ -91,7 +99,12 @@ async fn first_update(
         .await?
         .into_inner();
     match updates.message().await? {
-        Some(_) => Ok(()),
+        Some(u) => Ok(u
+            .resources
+            .iter()
+            .filter_map(|r| r.key.as_ref())
+            .map(|k| format!("{} {}/{}", k.kind, k.namespace, k.name))
+            .collect()),
         None => Err(tonic::Status::aborted("the stream ended")),
     }
 }
@@ -192,4 +205,105 @@ async fn a_pod_credential_buys_a_certificate_for_its_identity_only() {
     ask(channel(&again, None).await, Some(&credential), csr, 3600)
         .await
         .unwrap();
+}
+
+/// A certificate for `pod` of service account `sa` in `default`, as a client identity.
+async fn certified(cp: &ControlPlane, sa: &str, pod: &str) -> Identity {
+    let claims = PodClaims {
+        namespace: "default".into(),
+        service_account: sa.into(),
+        pod: pod.into(),
+    };
+    let credential = cp.issue_pod_credential(&claims).unwrap();
+    let key = WorkloadKey::generate().unwrap();
+    let id = weft_security::Identity::parse(&format!("spiffe://cluster.local/ns/default/sa/{sa}"))
+        .unwrap();
+    let chain = ask(
+        channel(cp, None).await,
+        Some(&credential),
+        key.csr(&id).unwrap(),
+        3600,
+    )
+    .await
+    .unwrap();
+    Identity::from_pem(chain.concat(), key.private_key_pem())
+}
+
+#[tokio::test]
+async fn secrets_reach_only_gateways_whose_gateways_name_them_and_only_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = start(dir.path()).await;
+    let secret = |name: &str| {
+        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: kubernetes.io/tls\nstringData: {{tls.crt: CERT, tls.key: KEY}}\n---\n")
+    };
+    let gateway = |credential: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: mygateway}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: 443, name: https, protocol: HTTPS}}\n    hosts: [httpbin.example.com]\n    tls: {{mode: SIMPLE, credentialName: {credential}}}\n---\n")
+    };
+    let yaml = secret("httpbin-credential") + &secret("unrelated") + &gateway("httpbin-credential");
+    cp.state.apply("test.yaml", &yaml).await.unwrap();
+    let gateway_hello = |name: &str| Hello {
+        name: name.into(),
+        namespace: "default".into(),
+        labels: [("istio".to_string(), "ingressgateway".to_string())].into(),
+        ..Default::default()
+    };
+    let gateway_id = certified(&cp, "istio-ingressgateway", "gw-0").await;
+
+    let named = first_update_of(
+        channel(&cp, Some(gateway_id.clone())).await,
+        gateway_hello("gw-0"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        named.contains("Secret default/httpbin-credential"),
+        "{named:?}"
+    );
+    assert!(!named.contains("Secret default/unrelated"), "{named:?}");
+
+    // A sidecar of the same namespace, certified, is sent no Secret.
+    let sidecar = first_update_of(
+        channel(
+            &cp,
+            Some(certified(&cp, "bookinfo-reviews", "reviews-v1-0").await),
+        )
+        .await,
+        Hello {
+            name: "reviews-v1-0".into(),
+            namespace: "default".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        sidecar.iter().all(|n| !n.starts_with("Secret ")),
+        "{sidecar:?}"
+    );
+
+    // The gateway on the plaintext port only claims its namespace: no Secret.
+    let plaintext = Endpoint::from_shared(format!("http://{}", cp.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let claimed = first_update_of(plaintext, gateway_hello("gw-1"))
+        .await
+        .unwrap();
+    assert!(
+        claimed.iter().all(|n| !n.starts_with("Secret ")),
+        "{claimed:?}"
+    );
+
+    // Once the Gateway names the other Secret, a gateway is sent that one instead.
+    let renamed = secret("httpbin-credential") + &secret("unrelated") + &gateway("unrelated");
+    cp.state.apply("test.yaml", &renamed).await.unwrap();
+    let now = first_update_of(channel(&cp, Some(gateway_id)).await, gateway_hello("gw-0"))
+        .await
+        .unwrap();
+    assert!(now.contains("Secret default/unrelated"), "{now:?}");
+    assert!(
+        !now.contains("Secret default/httpbin-credential"),
+        "{now:?}"
+    );
 }

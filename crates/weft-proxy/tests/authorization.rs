@@ -186,8 +186,9 @@ async fn namespaces_accounts_ip_blocks_and_their_not_forms() {
 }
 
 /// Istio's ext-authz sample, as its HTTP server answers: `x-ext-authz: allow` gets 200 and
-/// `x-ext-authz-check-result: allowed`, anything else 403 with the sample's words. What it
-/// was asked is kept.
+/// `x-ext-authz-check-result: allowed`, anything else 403 with the sample's words. Beyond
+/// the sample, `login` gets a 302 to a login page and `broken` a 503. What it was asked is
+/// kept.
 async fn ext_authz_sample() -> (std::net::SocketAddr, Arc<Mutex<Vec<http::request::Parts>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.3:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -202,12 +203,21 @@ async fn ext_authz_sample() -> (std::net::SocketAddr, Arc<Mutex<Vec<http::reques
                         let seen = seen.clone();
                         async move {
                             let (parts, _) = req.into_parts();
-                            let allow = parts
-                                .headers
-                                .get("x-ext-authz")
-                                .is_some_and(|v| v == "allow");
+                            let asked = parts.headers.get("x-ext-authz").cloned();
+                            let allow = asked.as_ref().is_some_and(|v| v == "allow");
                             seen.lock().unwrap().push(parts);
-                            let response = if allow {
+                            let empty = || http_body_util::Full::new(bytes::Bytes::new());
+                            let response = if asked.as_ref().is_some_and(|v| v == "login") {
+                                http::Response::builder()
+                                    .status(302)
+                                    .header("location", "https://login.example.com/")
+                                    .header("www-authenticate", "Bearer realm=\"example\"")
+                                    .header("x-ext-authz-check-result", "denied")
+                                    .header("x-internal", "not for the caller")
+                                    .body(empty())
+                            } else if asked.as_ref().is_some_and(|v| v == "broken") {
+                                http::Response::builder().status(503).body(empty())
+                            } else if allow {
                                 http::Response::builder()
                                     .header("x-ext-authz-check-result", "allowed")
                                     .body(http_body_util::Full::new(bytes::Bytes::new()))
@@ -304,6 +314,64 @@ async fn custom_asks_the_external_authorizer_as_in_istios_task() {
         200
     );
     assert_eq!(asked.lock().unwrap().len(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_authorizers_headers_and_failures_pass_as_envoy_passes_them() {
+    let (authorizer, asked) = ext_authz_sample().await;
+    let config = ext_authz_config(authorizer, "        headersToDownstreamOnAllow: [x-ext-authz-check-result]\n        headersToDownstreamOnDeny: [x-ext-authz-check*]\n")
+        .replace("includeRequestHeadersInCheck: [x-ext-authz]", "includeRequestHeadersInCheck: [x-ext-authz, x-extra-*]");
+    let (app, client, mut server, _dir) = under(&config).await;
+    let http = HttpClient::new(client.proxy.outbound_addr);
+
+    // Authorization is always sent; `x-extra-*` is a prefix.
+    let allowed = http
+        .get(
+            "reviews:9080",
+            "/headers",
+            &[
+                ("x-ext-authz", "allow"),
+                ("authorization", "Bearer t"),
+                ("x-extra-one", "1"),
+                ("cookie", "secret"),
+            ],
+        )
+        .await;
+    assert_eq!(allowed.status, 200);
+    assert_eq!(allowed.headers["x-ext-authz-check-result"], "allowed");
+    let check = asked.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(check.headers["authorization"], "Bearer t");
+    assert_eq!(check.headers["x-extra-one"], "1");
+    assert!(!check.headers.contains_key("cookie"), "{check:?}");
+    assert_eq!(app.hits(), 1);
+
+    // A redirect to log in keeps Location and WWW-Authenticate beside the listed headers.
+    let login = http
+        .get("reviews:9080", "/headers", &[("x-ext-authz", "login")])
+        .await;
+    assert_eq!(login.status, 302);
+    assert_eq!(login.headers["location"], "https://login.example.com/");
+    assert_eq!(
+        login.headers["www-authenticate"],
+        "Bearer realm=\"example\""
+    );
+    assert_eq!(login.headers["x-ext-authz-check-result"], "denied");
+    assert!(
+        !login.headers.contains_key("x-internal"),
+        "{:?}",
+        login.headers
+    );
+    assert_eq!(server.next_log().await.status, 200);
+    let log = server.next_log().await;
+    assert_eq!((log.status, &*log.details), (302, "ext_authz_denied"));
+
+    // The authorizer's own 5xx is a failure, not a decision: statusOnError.
+    let broken = http
+        .get("reviews:9080", "/headers", &[("x-ext-authz", "broken")])
+        .await;
+    assert_eq!(broken.status, 403);
+    assert!(broken.hint().contains("answered 503"), "{}", broken.hint());
+    assert_eq!(app.hits(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

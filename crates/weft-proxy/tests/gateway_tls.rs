@@ -329,6 +329,59 @@ async fn mutual_requires_a_client_certificate_from_the_secrets_ca() {
         .await,
         Ok((200, "httpbin".into()))
     );
+
+    // caCertCredentialName wins over the credential's own ca.crt.
+    let other_ca = Pki::new();
+    let separate = yaml.replace(
+        "{mode: MUTUAL, credentialName: httpbin-credential}",
+        "{mode: MUTUAL, credentialName: httpbin-credential, caCertCredentialName: client-ca}",
+    ) + &format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: client-ca}}\ndata:\n  ca.crt: {}\n---\n",
+        b64(other_ca.root())
+    );
+    assert_eq!(proxy.reconfigure(&separate).await.last_error, None);
+    let by_secret_ca = https_get(
+        addr,
+        client_config(pki.root(), Some(&client)),
+        "httpbin.example.com",
+        "/",
+    )
+    .await;
+    assert!(by_secret_ca.is_err(), "{by_secret_ca:?}");
+    assert_eq!(
+        https_get(
+            addr,
+            client_config(pki.root(), Some(&other_ca.issue("client.example.com"))),
+            "httpbin.example.com",
+            "/"
+        )
+        .await,
+        Ok((200, "httpbin".into()))
+    );
+
+    // A check Weft does not make refuses every handshake rather than letting clients in
+    // unchecked, and the config dump says why.
+    let pinned = yaml.replace(
+        "{mode: MUTUAL, credentialName: httpbin-credential}",
+        "{mode: MUTUAL, credentialName: httpbin-credential, verifyCertificateSpki: [abc]}",
+    );
+    assert_eq!(proxy.reconfigure(&pinned).await.last_error, None);
+    let unchecked = https_get(
+        addr,
+        client_config(pki.root(), Some(&client)),
+        "httpbin.example.com",
+        "/",
+    )
+    .await;
+    assert!(unchecked.is_err(), "{unchecked:?}");
+    let dump = HttpClient::new(proxy.proxy.admin_addr)
+        .get(&proxy.proxy.admin_addr.to_string(), "/config_dump", &[])
+        .await
+        .text();
+    assert!(
+        dump.contains("verifyCertificateSpki is not implemented"),
+        "{dump}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,6 +447,17 @@ async fn https_redirect_sends_plaintext_to_https() {
     let answer = client.get("other.example.com:80", "/", &[]).await;
     assert_eq!(answer.status, 301);
     assert_eq!(answer.headers["location"], "https://other.example.com/");
+
+    // Under a `*` server, the host a VirtualService names is redirected too.
+    let wildcard = yaml.replace(
+        "hosts: [httpbin.example.com, other.example.com]",
+        "hosts: ['*']",
+    );
+    assert_eq!(proxy.reconfigure(&wildcard).await.last_error, None);
+    let answer = client.get("httpbin.example.com", "/", &[]).await;
+    assert_eq!(answer.status, 301);
+    assert_eq!(answer.headers["location"], "https://httpbin.example.com/");
+    assert_eq!(httpbin.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
 /// A TLS server with its own certificate that answers one line: who it is.
@@ -457,6 +521,19 @@ async fn passthrough_routes_by_sni_to_a_server_that_keeps_its_own_certificate() 
     // Another server name has no route: the connection closes before any handshake.
     let other = tls_read(addr, pki.root(), "other.example.com").await;
     assert!(other.is_err(), "{other:?}");
+
+    // A match without a port applies on every gateway port, even beside one that names
+    // another port.
+    let portless = yaml.replace(
+        &format!("    - {{port: {port}, sniHosts: [nginx.example.com]}}\n"),
+        "    - {sniHosts: [nginx.example.com]}\n    - {port: 1, sniHosts: [nginx.example.com]}\n",
+    );
+    assert_ne!(portless, yaml);
+    assert_eq!(proxy.reconfigure(&portless).await.last_error, None);
+    assert_eq!(
+        tls_read(addr, pki.root(), "nginx.example.com").await,
+        Ok("nginx".into())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

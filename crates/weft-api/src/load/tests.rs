@@ -343,6 +343,12 @@ stringData:
         .cloned()
         .expect("refused");
     assert_eq!(e.path, "kind2");
+    let e = load(&yaml.replace("name: httpbin-credential, ", ""))
+        .errors()
+        .next()
+        .cloned()
+        .expect("refused");
+    assert_eq!(e.path, "metadata.name");
 }
 
 #[test]

@@ -85,6 +85,35 @@ pub struct ServerTlsSettings {
     pub verify_certificate_spki: Vec<String>,
 }
 
+impl ServerTlsSettings {
+    /// The Secret holding the server's certificate and key: `credentialName`, else the
+    /// first of `credentialNames`, without the `kubernetes://` prefix Istio accepts.
+    pub fn credential(&self) -> Option<&str> {
+        self.credential_name
+            .as_deref()
+            .or(self.credential_names.first().map(String::as_str))
+            .filter(|n| !n.is_empty())
+            .map(|n| n.strip_prefix("kubernetes://").unwrap_or(n))
+    }
+
+    /// The Secret that may hold the CA client certificates chain to: `caCertCredentialName`,
+    /// else Istio's `NAME-cacert` beside the credential.
+    pub fn ca_credential(&self) -> Option<String> {
+        match self
+            .ca_cert_credential_name
+            .as_deref()
+            .filter(|n| !n.is_empty())
+        {
+            Some(name) => Some(
+                name.strip_prefix("kubernetes://")
+                    .unwrap_or(name)
+                    .to_string(),
+            ),
+            None => self.credential().map(|n| format!("{n}-cacert")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Sidecar {

@@ -330,12 +330,6 @@ fn extension_provider(r: &mut Report, path: &Path, p: &ExtensionProvider) {
                 "Weft sends the check without the request body",
             );
         }
-        if !http.headers_to_downstream_on_allow.is_empty() {
-            r.warning(
-                &path.field("headersToDownstreamOnAllow"),
-                "Weft does not copy the authorizer's headers onto an allowed response",
-            );
-        }
     }
     let service = |r: &mut Report, path: &Path, service: &str, number: u16| {
         if service.is_empty() {

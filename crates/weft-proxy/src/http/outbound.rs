@@ -23,7 +23,7 @@ use crate::upstream::config::{HashKey, LbPolicy};
 use crate::upstream::lb::hash_key;
 use crate::upstream::{Cluster, ClusterConfig};
 use crate::Shared;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{request::Parts, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -116,13 +116,22 @@ pub async fn handle(
     if !inbound {
         shared.own_metadata.add(&mut parts.headers);
     }
+    let mut authorizer_headers = Vec::new();
     let result = if let Err(e) = edge {
         close = e.closes_connection() && parts.version != Version::HTTP_2;
         Err(e.reply())
-    } else if let Err(denied) = authorize(&shared, &snapshot, &conn, &mut parts).await {
-        Err(denied)
     } else {
-        match conn.direction {
+        match authorize(&shared, &snapshot, &conn, &mut parts).await {
+            Err(denied) => Err(denied),
+            Ok(headers) => {
+                authorizer_headers = headers;
+                Ok(())
+            }
+        }
+    };
+    let result = match result {
+        Err(reply) => Err(reply),
+        Ok(()) => match conn.direction {
             Direction::Gateway => gateway(&snapshot, &conn, parts, body, &mut x).await,
             _ if parts.method == Method::CONNECT => {
                 let mesh = shared.tls.as_deref();
@@ -135,7 +144,7 @@ pub async fn handle(
                 }
                 to_workload(&shared, &conn, parts, body, &mut x).await
             }
-        }
+        },
     };
     let Exchange {
         mesh_tls: _,
@@ -156,6 +165,9 @@ pub async fn handle(
             reply.into_response(grpc)
         }
     };
+    for (name, value) in authorizer_headers {
+        response.headers_mut().append(name, value);
+    }
     if close {
         response
             .headers_mut()
@@ -246,15 +258,16 @@ pub async fn handle(
 
 /// The authorize step, for requests to this workload (inbound) or through this gateway:
 /// its RequestAuthentications (a bad token is 401, as Envoy's jwt_authn answers), then its
-/// AuthorizationPolicies (403, as Envoy's RBAC filter answers).
+/// AuthorizationPolicies (403, as Envoy's RBAC filter answers). Allowed, it returns the
+/// headers an external authorizer adds to the response.
 async fn authorize(
     shared: &Shared,
     snapshot: &Snapshot,
     conn: &ConnInfo,
     parts: &mut Parts,
-) -> Result<(), LocalReply> {
+) -> Result<Vec<(HeaderName, HeaderValue)>, LocalReply> {
     if conn.direction == Direction::Outbound {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let verified = if snapshot.request_authn.is_empty() {
         None
@@ -285,7 +298,7 @@ async fn authorize(
             })?
     };
     if snapshot.authz.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let destination = match conn.direction {
         Direction::Inbound => conn
@@ -321,12 +334,17 @@ async fn authorize(
         }
         Some(Ok(Provider::Http(p))) => Some(p.clone()),
     };
+    let mut to_response = Vec::new();
     if let Some(provider) = custom {
         match provider.check(shared.tls.as_deref(), parts).await {
-            Decision::Allow(headers) => {
-                for (name, value) in headers {
+            Decision::Allow {
+                upstream,
+                downstream,
+            } => {
+                for (name, value) in upstream {
                     parts.headers.insert(name, value);
                 }
+                to_response = downstream;
             }
             Decision::Deny(reply) => return Err(reply),
         }
@@ -334,7 +352,8 @@ async fn authorize(
     snapshot
         .authz
         .check_rbac(&http_subject(conn, destination, parts, verified.as_ref()))
-        .map_err(rbac_denied)
+        .map_err(rbac_denied)?;
+    Ok(to_response)
 }
 
 /// A request as AuthorizationPolicy reads it.

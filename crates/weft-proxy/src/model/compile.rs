@@ -153,7 +153,7 @@ pub fn compile_within(
         }
     }
     for (r, vs) in &virtual_services {
-        for (port, route) in c.tls_routes(r, vs, Binding::Mesh)? {
+        for (port, route) in c.tls_routes(r, vs, Binding::Mesh, None)? {
             tls.entry(port).or_default().push(route);
         }
     }
@@ -485,16 +485,26 @@ impl<'a> Compiler<'a> {
         Ok(out)
     }
 
-    /// A VirtualService's `tls` routes, with the port each is for (443 unless matched).
+    /// A VirtualService's `tls` routes, with the port each is for. On a gateway's `port`,
+    /// only the matches for it or for no port; on sidecars, a match without a port is for
+    /// 443.
     pub(super) fn tls_routes(
         &mut self,
         r: &Resource,
         vs: &types::VirtualService,
         binding: Binding<'_>,
+        on_port: Option<u16>,
     ) -> Result<Vec<(u16, TlsRoute)>, String> {
         let mut out = Vec::new();
         for t in &vs.tls {
             for m in &t.matches {
+                let matched = m.port.and_then(|p| u16::try_from(p).ok());
+                let port = match (on_port, matched) {
+                    (Some(on), Some(p)) if p != on => continue,
+                    (_, Some(p)) => p,
+                    (Some(on), None) => on,
+                    (None, None) => 443,
+                };
                 if !self.applies(
                     binding,
                     r,
@@ -504,7 +514,6 @@ impl<'a> Compiler<'a> {
                 ) {
                     continue;
                 }
-                let port = m.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(443);
                 let clusters = self.weighted(r, &t.route, port);
                 if clusters.clusters.is_empty() {
                     continue;

@@ -106,7 +106,7 @@ pub(super) fn ports(
                 (Building::Http(hosts), Carries::Http) => {
                     http_hosts(c, hosts, &bound, port, binding)?;
                     if kind.https_redirect {
-                        hosts.require_tls(server, port);
+                        hosts.require_tls(server, &bound, port);
                     }
                 }
                 (Building::Tcp(first), Carries::Tcp) => {
@@ -314,15 +314,11 @@ fn tls_routes(
 ) -> Result<Vec<TlsRoute>, String> {
     let mut out = Vec::new();
     for (r, vs, _) in bound {
-        for (route_port, route) in c.tls_routes(r, vs, binding)? {
-            let unmatched_port = vs
-                .tls
-                .iter()
-                .all(|t| t.matches.iter().all(|m| m.port.is_none()));
-            if route_port == port || unmatched_port {
-                out.push(route);
-            }
-        }
+        out.extend(
+            c.tls_routes(r, vs, binding, Some(port))?
+                .into_iter()
+                .map(|(_, route)| route),
+        );
     }
     Ok(out)
 }
@@ -344,6 +340,11 @@ fn server_tls(
         _ => {}
     }
     let at = format!("{}: spec.servers[{index}].tls", gw.display_name());
+    if let Some(field) = unsupported_check(&settings) {
+        let why = format!("{field} is not implemented, and serving without the check it asks for would let in clients it means to refuse");
+        tracing::warn!("{at}: {why}");
+        return ServerTls::Unavailable(why);
+    }
     let credential = match credential(resources, namespace, &settings) {
         Ok(credential) => credential,
         Err(why) => {
@@ -359,7 +360,7 @@ fn server_tls(
             required: mode == "MUTUAL",
         },
         (_, None) => {
-            let why = format!("{mode} needs the CA that client certificates chain to: ca.crt in the Secret, a Secret named {}-cacert, or caCertificates", settings.credential_name.as_deref().unwrap_or("NAME"));
+            let why = format!("{mode} needs the CA that client certificates chain to: ca.crt in the Secret, a Secret named {}-cacert, or caCertificates", settings.credential().unwrap_or("NAME"));
             tracing::warn!("{at}: {why}");
             return ServerTls::Unavailable(why);
         }
@@ -386,6 +387,19 @@ fn server_tls(
     }
 }
 
+/// A client-certificate check the server asks for that Weft does not make.
+fn unsupported_check(tls: &types::ServerTlsSettings) -> Option<&'static str> {
+    if !tls.verify_certificate_spki.is_empty() {
+        Some("verifyCertificateSpki")
+    } else if !tls.verify_certificate_hash.is_empty() {
+        Some("verifyCertificateHash")
+    } else if tls.ca_crl.as_deref().is_some_and(|c| !c.is_empty()) {
+        Some("caCrl")
+    } else {
+        None
+    }
+}
+
 /// A server's certificate, key and client CA, all PEM, and where they came from.
 struct Credential {
     chain: String,
@@ -405,8 +419,7 @@ fn credential(
     let text = |bytes: &[u8], what: &str, from: &str| {
         String::from_utf8(bytes.to_vec()).map_err(|_| format!("{what} in {from} is not PEM text"))
     };
-    if let Some(name) = tls.credential_name.as_deref().filter(|n| !n.is_empty()) {
-        let name = name.strip_prefix("kubernetes://").unwrap_or(name);
+    if let Some(name) = tls.credential() {
         let secret = |name: &str| {
             resources.iter().find_map(|r| match &r.spec {
                 Spec::Secret(s) if r.name() == name && r.namespace() == namespace => Some(s),
@@ -423,20 +436,23 @@ fn credential(
                 "{from} has no tls.crt and tls.key (nor cert and key)"
             ));
         };
-        let ca_name = tls
-            .ca_cert_credential_name
-            .clone()
-            .unwrap_or_else(|| format!("{name}-cacert"));
-        let ca = match parts.ca {
-            Some(ca) => Some(text(ca, "ca.crt", &from)?),
-            None => match secret(&ca_name).and_then(|s| s.tls_credential().ca) {
-                Some(ca) => Some(text(
-                    ca,
-                    "cacert",
-                    &format!("Secret {namespace}/{ca_name}"),
-                )?),
-                None => None,
+        // caCertCredentialName wins over the credential's own ca.crt, which wins over
+        // Istio's implicit NAME-cacert.
+        let explicit_ca = tls.ca_cert_credential_name.is_some();
+        let ca_name = tls.ca_credential().unwrap_or_default();
+        let ca_from = format!("Secret {namespace}/{ca_name}");
+        let separate_ca = || secret(&ca_name).and_then(|s| s.tls_credential().ca);
+        let ca = match (explicit_ca, parts.ca) {
+            (true, _) => match separate_ca() {
+                Some(ca) => Some(text(ca, "cacert", &ca_from)?),
+                None => {
+                    return Err(format!("caCertCredentialName {ca_name:?}: no {ca_from} holding ca.crt or cacert (weft create secret generic {ca_name} -n {namespace} --from-file=ca.crt=FILE)"))
+                }
             },
+            (false, Some(ca)) => Some(text(ca, "ca.crt", &from)?),
+            (false, None) => separate_ca()
+                .map(|ca| text(ca, "cacert", &ca_from))
+                .transpose()?,
         };
         return Ok(Credential {
             chain: text(cert, "tls.crt", &from)?,
@@ -533,11 +549,23 @@ impl PortHosts {
         table
     }
 
-    /// `tls.httpsRedirect`: the server's hosts answer plaintext with a redirect, with or
-    /// without a VirtualService bound (as Istio builds a virtual host for each).
-    fn require_tls(&mut self, server: &types::Server, port: u16) {
-        for h in &server.hosts {
-            let hostname = h.rsplit('/').next().unwrap_or(h).to_ascii_lowercase();
+    /// `tls.httpsRedirect`: the server's hosts, and the names its VirtualServices share
+    /// with them (`bookinfo.com` under a `*` server), answer plaintext with a redirect, with
+    /// or without a VirtualService bound (as Istio builds a virtual host for each).
+    fn require_tls(
+        &mut self,
+        server: &types::Server,
+        bound: &[(&Resource, &types::VirtualService, Vec<String>)],
+        port: u16,
+    ) {
+        let server_hosts = server
+            .hosts
+            .iter()
+            .map(|h| h.rsplit('/').next().unwrap_or(h).to_ascii_lowercase());
+        let shared = bound
+            .iter()
+            .flat_map(|(_, _, shared)| shared.iter().cloned());
+        for hostname in server_hosts.chain(shared) {
             if !self.by_domain.contains_key(&hostname) {
                 self.add(hostname.clone(), port, None, Vec::new());
             }

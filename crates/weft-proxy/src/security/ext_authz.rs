@@ -1,10 +1,12 @@
 //! CUSTOM AuthorizationPolicy's external authorizer, as Envoy's HTTP `ext_authz` filter
 //! calls MeshConfig's `envoyExtAuthzHttp` provider: the request's method and path (after
-//! `pathPrefix`), Host and the headers `includeRequestHeadersInCheck` names, with no body,
-//! sent to the provider's service through its cluster (mTLS to a sidecar, as for any mesh
-//! call). A 200 allows, copying `headersToUpstreamOnAllow` onto the request; any other
-//! answer is the caller's response (`headersToDownstreamOnDeny`, else all its headers); no
-//! answer is `statusOnError` (403) unless `failOpen`.
+//! `pathPrefix`), Host, Authorization and the headers `includeRequestHeadersInCheck` names,
+//! with no body, sent to the provider's service through its cluster (mTLS to a sidecar, as
+//! for any mesh call). A 200 allows, copying `headersToUpstreamOnAllow` onto the request and
+//! `headersToDownstreamOnAllow` onto its response; a 5xx or no answer is `statusOnError`
+//! (403) unless `failOpen`; any other answer is the caller's response
+//! (`headersToDownstreamOnDeny` with Location and WWW-Authenticate, else all its headers).
+//! Header lists take Istio's exact, `prefix*` and `*suffix` names.
 
 use crate::http::body::RequestBody;
 use crate::http::local_reply::LocalReply;
@@ -41,16 +43,77 @@ pub struct ExtAuthzHttp {
     timeout: Duration,
     fail_open: bool,
     status_on_error: StatusCode,
-    include: Vec<HeaderName>,
+    include: Vec<HeaderPattern>,
     additional: Vec<(HeaderName, HeaderValue)>,
-    to_upstream: Vec<HeaderName>,
-    to_downstream_on_deny: Vec<HeaderName>,
+    to_upstream: Vec<HeaderPattern>,
+    to_downstream_on_allow: Vec<HeaderPattern>,
+    to_downstream_on_deny: Vec<HeaderPattern>,
+}
+
+/// A header name as Istio's provider lists take it: exact, `prefix*` or `*suffix`.
+#[derive(Debug)]
+enum HeaderPattern {
+    Exact(HeaderName),
+    Prefix(String),
+    Suffix(String),
+}
+
+impl HeaderPattern {
+    fn parse(name: &str) -> Option<HeaderPattern> {
+        let name = name.to_ascii_lowercase();
+        if let Some(suffix) = name.strip_prefix('*') {
+            Some(HeaderPattern::Suffix(suffix.to_string()))
+        } else if let Some(prefix) = name.strip_suffix('*') {
+            Some(HeaderPattern::Prefix(prefix.to_string()))
+        } else {
+            HeaderName::try_from(name).ok().map(HeaderPattern::Exact)
+        }
+    }
+
+    fn matches(&self, name: &HeaderName) -> bool {
+        match self {
+            HeaderPattern::Exact(exact) => exact == name,
+            HeaderPattern::Prefix(prefix) => name.as_str().starts_with(prefix.as_str()),
+            HeaderPattern::Suffix(suffix) => name.as_str().ends_with(suffix.as_str()),
+        }
+    }
+}
+
+fn patterns(names: &[String]) -> Vec<HeaderPattern> {
+    names
+        .iter()
+        .filter_map(|n| HeaderPattern::parse(n))
+        .collect()
+}
+
+fn any_matches(patterns: &[HeaderPattern], name: &HeaderName) -> bool {
+    patterns.iter().any(|p| p.matches(name))
+}
+
+/// The headers of `from` that `patterns` name.
+fn picked(from: &HeaderMap, patterns: &[HeaderPattern]) -> Vec<(HeaderName, HeaderValue)> {
+    from.iter()
+        .filter(|(n, _)| any_matches(patterns, n))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect()
+}
+
+/// Headers that describe a message's framing, never copied between messages.
+fn framing(name: &HeaderName) -> bool {
+    matches!(
+        *name,
+        header::HOST | header::CONTENT_LENGTH | header::TRANSFER_ENCODING | header::CONNECTION
+    )
 }
 
 /// What the authorizer decided.
 pub enum Decision {
-    /// Headers to set on the request before it goes on.
-    Allow(Vec<(HeaderName, HeaderValue)>),
+    Allow {
+        /// Set on the request before it goes on.
+        upstream: Vec<(HeaderName, HeaderValue)>,
+        /// Added to the response the caller gets.
+        downstream: Vec<(HeaderName, HeaderValue)>,
+    },
     Deny(LocalReply),
 }
 
@@ -90,17 +153,10 @@ impl Provider {
     }
 }
 
-fn header_names(names: &[String]) -> Vec<HeaderName> {
-    names
-        .iter()
-        .filter_map(|n| HeaderName::try_from(n.to_ascii_lowercase()).ok())
-        .collect()
-}
-
 impl ExtAuthzHttp {
     fn new(name: &str, p: &ExtAuthzHttpProvider, cluster: Arc<Cluster>) -> ExtAuthzHttp {
-        let mut include = header_names(&p.include_request_headers_in_check);
-        include.extend(header_names(&p.include_headers_in_check));
+        let mut include = patterns(&p.include_request_headers_in_check);
+        include.extend(patterns(&p.include_headers_in_check));
         ExtAuthzHttp {
             name: name.to_string(),
             cluster,
@@ -124,8 +180,9 @@ impl ExtAuthzHttp {
                     ))
                 })
                 .collect(),
-            to_upstream: header_names(&p.headers_to_upstream_on_allow),
-            to_downstream_on_deny: header_names(&p.headers_to_downstream_on_deny),
+            to_upstream: patterns(&p.headers_to_upstream_on_allow),
+            to_downstream_on_allow: patterns(&p.headers_to_downstream_on_allow),
+            to_downstream_on_deny: patterns(&p.headers_to_downstream_on_deny),
         }
     }
 
@@ -139,12 +196,14 @@ impl ExtAuthzHttp {
         };
         let (head, body) = response;
         if head.status == StatusCode::OK {
-            let set = self
-                .to_upstream
-                .iter()
-                .filter_map(|n| head.headers.get(n).map(|v| (n.clone(), v.clone())))
-                .collect();
-            return Decision::Allow(set);
+            return Decision::Allow {
+                upstream: picked(&head.headers, &self.to_upstream),
+                downstream: picked(&head.headers, &self.to_downstream_on_allow),
+            };
+        }
+        // Envoy counts an authorizer's own failure as an error, not as its decision.
+        if head.status.is_server_error() {
+            return self.failed(format!("it answered {}", head.status));
         }
         let mut reply = LocalReply::new(
             head.status,
@@ -158,15 +217,11 @@ impl ExtAuthzHttp {
             .iter()
             .filter(|(n, _)| {
                 if self.to_downstream_on_deny.is_empty() {
-                    !matches!(
-                        *n,
-                        &header::HOST
-                            | &header::CONTENT_LENGTH
-                            | &header::TRANSFER_ENCODING
-                            | &header::CONNECTION
-                    )
+                    !framing(n)
                 } else {
-                    self.to_downstream_on_deny.contains(n)
+                    // As Envoy adds them to any list: a denial may be a redirect to log in.
+                    matches!(*n, &header::LOCATION | &header::WWW_AUTHENTICATE)
+                        || any_matches(&self.to_downstream_on_deny, n)
                 }
             })
             .map(|(n, v)| (n.clone(), v.clone()))
@@ -177,7 +232,10 @@ impl ExtAuthzHttp {
     fn failed(&self, why: String) -> Decision {
         if self.fail_open {
             tracing::debug!(provider = %self.name, "external authorizer failed, failOpen lets the request through: {why}");
-            return Decision::Allow(Vec::new());
+            return Decision::Allow {
+                upstream: Vec::new(),
+                downstream: Vec::new(),
+            };
         }
         Decision::Deny(
             LocalReply::new(self.status_on_error, Flags::UAEX, "ext_authz_error", "").hint(
@@ -210,7 +268,13 @@ impl ExtAuthzHttp {
             .body(())
             .map_err(|e| format!("cannot form the check request: {e}"))?;
         let headers = check.headers_mut();
-        copy(&parts.headers, headers, &[header::HOST]);
+        // Envoy always sends Host and Authorization, and whatever the provider names.
+        for (name, value) in &parts.headers {
+            let always = matches!(*name, header::HOST | header::AUTHORIZATION);
+            if always || (!framing(name) && any_matches(&self.include, name)) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
         if !headers.contains_key(header::HOST) {
             if let Some(authority) = parts.uri.authority() {
                 if let Ok(host) = HeaderValue::try_from(authority.as_str()) {
@@ -218,7 +282,6 @@ impl ExtAuthzHttp {
                 }
             }
         }
-        copy(&parts.headers, headers, &self.include);
         for (name, value) in &self.additional {
             headers.insert(name.clone(), value.clone());
         }
@@ -243,13 +306,5 @@ impl ExtAuthzHttp {
             .map_err(|e| format!("reading the answer: {e}"))?
             .to_bytes();
         Ok((head, body))
-    }
-}
-
-fn copy(from: &HeaderMap, to: &mut HeaderMap, names: &[HeaderName]) {
-    for name in names {
-        for value in from.get_all(name) {
-            to.append(name.clone(), value.clone());
-        }
     }
 }
