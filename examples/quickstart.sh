@@ -9,7 +9,7 @@ weft=target/release/weft
 state=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$state"' EXIT
-export WEFT_CONTROL_PLANE=127.0.0.1:15010
+export WEFT_CONTROL_PLANE=http://127.0.0.1:15010
 wait_for() { # URL: poll until it answers 200
   for _ in $(seq 100); do curl -fs "$1" >/dev/null && return; sleep 0.1; done
   echo "$1 did not answer" >&2; exit 1

@@ -28,14 +28,14 @@ async fn every_proxy_syncs_and_each_change_reaches_exactly_its_namespace() {
     };
     let config = mesh_gen::generate(&opts.mesh).unwrap();
     let cp = ControlPlane::start(ControlOptions {
-        grpc: "127.0.0.42:0".parse().unwrap(),
+        grpc: Some("127.0.0.42:0".parse().unwrap()),
         monitoring: "127.0.0.42:0".parse().unwrap(),
         state_file: None,
         ..ControlOptions::new(config.path().to_path_buf())
     })
     .await
     .unwrap();
-    let r = control_plane::measure(&opts, cp.grpc_addr, &cp.admin_token, None)
+    let r = control_plane::measure(&opts, cp.grpc_addr.unwrap(), &cp.admin_token, None)
         .await
         .unwrap();
 

@@ -2,14 +2,19 @@
 //! versions.
 
 use crate::config::{ConfigError, ConfigState};
+use crate::StartError;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use weft_discovery::admin::admin_server::Admin;
 use weft_discovery::admin::*;
+use weft_discovery::credentials::AdminCredential;
 use weft_discovery::credentials::{Token, AUTHORIZATION};
 use weft_discovery::wire::{self, Key};
+use weft_security::ca::{admin_uri, Ca, ADMIN_TTL};
+use weft_security::cert::chain_der;
+use weft_security::cert::CertInfo;
 
 pub struct AdminService {
     pub state: Arc<ConfigState>,
@@ -17,11 +22,14 @@ pub struct AdminService {
     pub root_cert: String,
 }
 
-/// Lets through only calls that carry the admin token.
+/// Lets through only calls from the admin identity's certificate (on the TLS port, whose
+/// handshake checked it chains to the mesh root) or carrying the admin token.
 #[derive(Clone)]
 pub struct Authenticate {
     pub token: Token,
     pub kept_in: PathBuf,
+    /// `spiffe://TRUST-DOMAIN/weft/admin`.
+    pub admin_uri: String,
 }
 
 impl tonic::service::Interceptor for Authenticate {
@@ -30,8 +38,21 @@ impl tonic::service::Interceptor for Authenticate {
             .metadata()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
+        let certified = req
+            .peer_certs()
+            .and_then(|certs| certs.first().and_then(|c| CertInfo::of_der(c).ok()));
+        if let Some(cert) = &certified {
+            if cert.uri_sans == [self.admin_uri.as_str()] {
+                return Ok(req);
+            }
+        }
         match presented {
             Some(header) if self.token.authorizes(header) => Ok(req),
+            None if certified.is_some() => Err(Status::permission_denied(format!(
+                "the certificate presented is for {}, not the admin identity {}: the CLI's is the control plane's .weft/admin.pem (published under $WEFT_HOME/credentials for this user's CLI; elsewhere pass --admin-cert FILE)",
+                certified.map_or_else(String::new, |c| c.uri_sans.join(", ")),
+                self.admin_uri
+            ))),
             Some(_) => Err(Status::unauthenticated(format!(
                 "the admin token presented is not this control plane's: its token is in {} on the control plane's machine (readable by its user only); pass it with --token-file or WEFT_TOKEN",
                 self.kept_in.display()
@@ -42,6 +63,34 @@ impl tonic::service::Interceptor for Authenticate {
             ))),
         }
     }
+}
+
+/// The admin identity's credential kept in `path`, issued afresh when there is none, when
+/// less than half its life is left, or when it no longer chains to `ca`'s root.
+pub fn admin_credential(ca: &Ca, path: &Path) -> Result<AdminCredential, StartError> {
+    let uri = admin_uri(ca.trust_domain());
+    let usable = |c: &AdminCredential| {
+        let leaf = chain_der(c.pem())
+            .ok()
+            .and_then(|chain| chain.first().and_then(|d| CertInfo::of_der(d).ok()));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        c.root_pem() == Some(ca.root_pem().trim_end())
+            && leaf.is_some_and(|l| {
+                l.uri_sans == [uri.as_str()] && l.not_after - now > ADMIN_TTL.as_secs() as i64 / 2
+            })
+    };
+    if let Ok(kept) = AdminCredential::read(path) {
+        if usable(&kept) {
+            return Ok(kept);
+        }
+    }
+    let (chain, key) = ca.admin_client(ADMIN_TTL)?;
+    let credential = AdminCredential::new(&chain, &key);
+    credential.write(path)?;
+    tracing::info!(file = %path.display(), "issued the admin identity's certificate");
+    Ok(credential)
 }
 
 impl From<ConfigError> for Status {

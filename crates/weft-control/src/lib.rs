@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use weft_discovery::admin::admin_server::AdminServer;
 use weft_discovery::ca::istio_certificate_service_server::IstioCertificateServiceServer;
-use weft_discovery::credentials::{self, CredentialError, Token};
+use weft_discovery::credentials::{self, AdminCredential, CredentialError, Token};
 use weft_discovery::discovery::discovery_server::DiscoveryServer;
 use weft_security::ca::{Ca, CaError, PluggedFiles};
 use weft_security::credential::{self as pod_credential, Issuer, PodClaims};
@@ -39,8 +39,10 @@ pub struct ControlOptions {
     /// A MeshConfig file (istiod's `--meshConfig`), served as ConfigMap istio-system/istio
     /// beneath one applied to the directory.
     pub mesh_config: Option<PathBuf>,
-    /// The discovery stream and the admin API (istiod's 15010).
-    pub grpc: SocketAddr,
+    /// Plaintext discovery and admin (istiod's 15010), an opt-in for tests: a proxy there
+    /// only claims who it is, so it registers its workload only with the join token and is
+    /// never sent Secrets. `None` (the default): not served.
+    pub grpc: Option<SocketAddr>,
     /// The certificate service, discovery and admin over TLS (istiod's 15012); `None` (the
     /// default here; `weft control` serves 15012): not served.
     pub grpc_tls: Option<SocketAddr>,
@@ -64,11 +66,15 @@ pub struct ControlOptions {
     pub state_file: Option<PathBuf>,
     /// The admin token every admin API call must carry (made at first start).
     pub admin_token_file: PathBuf,
+    /// Where the admin identity's credential (certificate chain and key) is kept, for the
+    /// CLI to present on the TLS port.
+    pub admin_credential_file: PathBuf,
     /// The join token a proxy's Hello must carry to register its workload (made at first
     /// start; the platform hands it to its pods).
     pub join_token_file: PathBuf,
-    /// Publish the admin token for this user's CLIs (`$WEFT_HOME/credentials`) once the
-    /// ports are bound and before anything is served, and withdraw it when stopped.
+    /// Publish the admin token, and the admin credential for the TLS port, for this user's
+    /// CLIs (`$WEFT_HOME/credentials`) once the ports are bound and before anything is
+    /// served, and withdraw them when stopped.
     pub publish_admin_token: bool,
 }
 
@@ -93,16 +99,35 @@ impl ControlOptions {
             max_cert_ttl: weft_security::ca::WORKLOAD_TTL,
             pod_credential_key_file: state.join("pod-credential.key"),
             admin_token_file: credentials::admin_token_file(&config_dir),
+            admin_credential_file: credentials::admin_credential_file(&config_dir),
             join_token_file: credentials::join_token_file(&config_dir),
             publish_admin_token: false,
             config_dir,
             mesh_config: None,
-            grpc: ([0, 0, 0, 0], weft_discovery::CONTROL_PORT).into(),
+            grpc: None,
             monitoring: ([0, 0, 0, 0], weft_discovery::MONITORING_PORT).into(),
             zipkin: None,
             trace_limits: collector::Limits::default(),
             endpoint_grace: Duration::from_secs(30),
         }
+    }
+}
+
+impl ControlOptions {
+    fn load_ca(&self) -> Result<Ca, CaError> {
+        match &self.ca {
+            CaSource::SelfSigned(dir) => Ca::load_or_create(dir, &self.trust_domain),
+            CaSource::Plugged(dir) => {
+                Ca::plugged(&PluggedFiles { dir: dir.clone() }, &self.trust_domain)
+            }
+        }
+    }
+
+    /// The admin identity's credential the control plane will take, made ahead of its
+    /// start (the CA's root too, at a first start), as `weft up` does to publish it before
+    /// the mesh runs.
+    pub fn admin_credential(&self) -> Result<AdminCredential, StartError> {
+        admin::admin_credential(&self.load_ca()?, &self.admin_credential_file)
     }
 }
 
@@ -139,7 +164,8 @@ fn hint(e: &std::io::Error) -> &'static str {
 
 /// A running control plane. Dropping it stops it.
 pub struct ControlPlane {
-    pub grpc_addr: SocketAddr,
+    /// The plaintext port, when asked for.
+    pub grpc_addr: Option<SocketAddr>,
     /// The TLS port (certificates, discovery, admin), when served.
     pub grpc_tls_addr: Option<SocketAddr>,
     pub ca: Arc<Ca>,
@@ -151,6 +177,10 @@ pub struct ControlPlane {
     /// What the CLI must present (kept in `admin_token_file`).
     pub admin_token: Token,
     pub admin_token_file: PathBuf,
+    /// The admin identity's credential, when the TLS port is served.
+    pub admin_credential: Option<AdminCredential>,
+    pub admin_credential_file: PathBuf,
+    published_admin: Option<SocketAddr>,
     /// What a proxy must present to register its workload (kept in `join_token_file`).
     pub join_token: Token,
     pub join_token_file: PathBuf,
@@ -182,14 +212,12 @@ impl ControlPlane {
                 .await
                 .map_err(|source| StartError::Bind { what, addr, source })
         };
-        let ca = Arc::new(match &opts.ca {
-            CaSource::SelfSigned(dir) => Ca::load_or_create(dir, &opts.trust_domain)?,
-            CaSource::Plugged(dir) => {
-                Ca::plugged(&PluggedFiles { dir: dir.clone() }, &opts.trust_domain)?
-            }
-        });
+        let ca = Arc::new(opts.load_ca()?);
         let pod_credentials = Arc::new(Issuer::load_or_create(&opts.pod_credential_key_file)?);
-        let grpc = bind("the discovery stream", opts.grpc).await?;
+        let grpc = match opts.grpc {
+            Some(addr) => Some(bind("plaintext discovery", addr).await?),
+            None => None,
+        };
         let grpc_tls = match opts.grpc_tls {
             Some(addr) => Some(bind("certificates and discovery over TLS", addr).await?),
             None => None,
@@ -201,14 +229,27 @@ impl ControlPlane {
             None => None,
         };
         let zipkin_addr = zipkin.as_ref().map(|l| l.local_addr().expect("bound"));
-        let grpc_addr = grpc.local_addr().expect("bound");
+        let grpc_addr = grpc.as_ref().map(|l| l.local_addr().expect("bound"));
         let monitoring_addr = monitoring.local_addr().expect("bound");
-        let published = if opts.publish_admin_token {
-            let local = credentials::local_address(grpc_addr);
-            credentials::publish(local, &admin_token)?;
-            Some(local)
-        } else {
-            None
+        let admin_credential = match grpc_tls_addr {
+            Some(_) => Some(admin::admin_credential(&ca, &opts.admin_credential_file)?),
+            None => None,
+        };
+        let published = match (opts.publish_admin_token, grpc_addr) {
+            (true, Some(addr)) => {
+                let local = credentials::local_address(addr);
+                credentials::publish(local, &admin_token)?;
+                Some(local)
+            }
+            _ => None,
+        };
+        let published_admin = match (opts.publish_admin_token, grpc_tls_addr, &admin_credential) {
+            (true, Some(addr), Some(credential)) => {
+                let local = credentials::local_address(addr);
+                credentials::publish_admin(local, credential)?;
+                Some(local)
+            }
+            _ => None,
         };
         let metrics = Arc::new(Metrics::default());
         let registrations = Registrations::new(opts.state_file.clone(), opts.endpoint_grace);
@@ -234,24 +275,12 @@ impl ControlPlane {
                 admin::Authenticate {
                     token: admin_token.clone(),
                     kept_in: opts.admin_token_file.clone(),
+                    admin_uri: weft_security::ca::admin_uri(ca.trust_domain()),
                 },
             )
         };
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
-        let (plain_discovery, plain_admin) = (discovery(false), admin());
         let collector = Arc::new(collector::Collector::new(opts.trace_limits));
         let mut tasks = vec![
-            tokio::spawn(async move {
-                let served = tonic::transport::Server::builder()
-                    .http2_keepalive_interval(Some(Duration::from_secs(10)))
-                    .add_service(DiscoveryServer::new(plain_discovery))
-                    .add_service(plain_admin)
-                    .serve_with_incoming(incoming)
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!("discovery server stopped: {e}");
-                }
-            }),
             tokio::spawn(metrics::serve(monitoring, metrics, state.clone())),
             tokio::spawn(state.clone().persist_registrations()),
             tokio::spawn(async move {
@@ -266,6 +295,21 @@ impl ControlPlane {
                 }
             }),
         ];
+        if let Some(listener) = grpc {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let (plain_discovery, plain_admin) = (discovery(false), admin());
+            tasks.push(tokio::spawn(async move {
+                let served = tonic::transport::Server::builder()
+                    .http2_keepalive_interval(Some(Duration::from_secs(10)))
+                    .add_service(DiscoveryServer::new(plain_discovery))
+                    .add_service(plain_admin)
+                    .serve_with_incoming(incoming)
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!("discovery server stopped: {e}");
+                }
+            }));
+        }
         if let Some(listener) = zipkin {
             tasks.push(tokio::spawn(collector::serve(listener, collector.clone())));
         }
@@ -305,6 +349,9 @@ impl ControlPlane {
             state,
             admin_token,
             admin_token_file: opts.admin_token_file,
+            admin_credential,
+            admin_credential_file: opts.admin_credential_file,
+            published_admin,
             join_token,
             join_token_file: opts.join_token_file,
             published,
@@ -347,6 +394,9 @@ impl Drop for ControlPlane {
         }
         if let Some(addr) = self.published {
             credentials::unpublish(addr, &self.admin_token);
+        }
+        if let (Some(addr), Some(credential)) = (self.published_admin, &self.admin_credential) {
+            credentials::unpublish_admin(addr, credential);
         }
     }
 }

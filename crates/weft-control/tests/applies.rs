@@ -8,7 +8,7 @@ use weft_control::{ControlOptions, ControlPlane};
 async fn concurrent_applies_all_land_and_every_file_stays_whole() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = ControlOptions::new(dir.path().to_path_buf());
-    opts.grpc = "127.0.0.1:0".parse().unwrap();
+    opts.grpc = Some("127.0.0.1:0".parse().unwrap());
     opts.monitoring = "127.0.0.1:0".parse().unwrap();
     opts.endpoint_grace = Duration::from_secs(30);
     let cp = ControlPlane::start(opts).await.unwrap();
@@ -44,7 +44,7 @@ async fn futures_join<T>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>
 async fn analysis_before_an_apply_sees_services_in_the_namespaces_it_names() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = ControlOptions::new(dir.path().to_path_buf());
-    opts.grpc = "127.0.0.1:0".parse().unwrap();
+    opts.grpc = Some("127.0.0.1:0".parse().unwrap());
     opts.monitoring = "127.0.0.1:0".parse().unwrap();
     let cp = ControlPlane::start(opts).await.unwrap();
     let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: shop}\nspec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: shop}\nspec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}]}\n";
@@ -77,10 +77,10 @@ async fn admin_calls_without_the_admin_token_are_unauthenticated() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut opts = ControlOptions::new(dir.path().to_path_buf());
-    opts.grpc = "127.0.0.1:0".parse().unwrap();
+    opts.grpc = Some("127.0.0.1:0".parse().unwrap());
     opts.monitoring = "127.0.0.1:0".parse().unwrap();
     let cp = ControlPlane::start(opts).await.unwrap();
-    let channel = Channel::from_shared(format!("http://{}", cp.grpc_addr))
+    let channel = Channel::from_shared(format!("http://{}", cp.grpc_addr.unwrap()))
         .unwrap()
         .connect()
         .await
@@ -129,7 +129,7 @@ async fn a_mesh_config_file_is_served_watched_and_overridden_by_an_applied_one()
     let mesh_file = dir.path().join("mesh");
     std::fs::write(&mesh_file, "defaultConfig: {tracing: {sampling: 10}}\n").unwrap();
     let mut opts = ControlOptions::new(config);
-    opts.grpc = "127.0.0.1:0".parse().unwrap();
+    opts.grpc = Some("127.0.0.1:0".parse().unwrap());
     opts.monitoring = "127.0.0.1:0".parse().unwrap();
     opts.mesh_config = Some(mesh_file.clone());
     let cp = ControlPlane::start(opts).await.unwrap();

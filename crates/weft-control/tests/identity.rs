@@ -14,7 +14,7 @@ use weft_security::workload::WorkloadKey;
 
 async fn start(dir: &std::path::Path) -> ControlPlane {
     let mut opts = ControlOptions::new(dir.to_path_buf());
-    opts.grpc = "127.0.0.1:0".parse().unwrap();
+    opts.grpc = Some("127.0.0.1:0".parse().unwrap());
     opts.monitoring = "127.0.0.1:0".parse().unwrap();
     opts.grpc_tls = Some("127.0.0.1:0".parse().unwrap());
     ControlPlane::start(opts).await.unwrap()
@@ -282,7 +282,7 @@ async fn secrets_reach_only_gateways_whose_gateways_name_them_and_only_over_tls(
     );
 
     // The gateway on the plaintext port only claims its namespace: no Secret.
-    let plaintext = Endpoint::from_shared(format!("http://{}", cp.grpc_addr))
+    let plaintext = Endpoint::from_shared(format!("http://{}", cp.grpc_addr.unwrap()))
         .unwrap()
         .connect()
         .await
@@ -306,4 +306,57 @@ async fn secrets_reach_only_gateways_whose_gateways_name_them_and_only_over_tls(
         !now.contains("Secret default/httpbin-credential"),
         "{now:?}"
     );
+}
+
+async fn version(channel: Channel) -> Result<(), tonic::Status> {
+    weft_discovery::admin::admin_client::AdminClient::new(channel)
+        .version(weft_discovery::admin::VersionRequest::default())
+        .await
+        .map(drop)
+}
+
+#[tokio::test]
+async fn the_admin_api_on_15012_takes_the_admin_identitys_certificate_and_no_workloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = start(dir.path()).await;
+    let file = dir.path().join(".weft/admin.pem");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the admin credential is readable by others"
+    );
+    let credential = weft_discovery::credentials::AdminCredential::read(&file).unwrap();
+    assert_eq!(credential.root_pem(), Some(cp.ca.root_pem().trim_end()));
+    let admin = Identity::from_pem(credential.pem(), credential.pem());
+    let leaf = leaf(&[credential.pem().to_string()]);
+    assert_eq!(leaf.uri_sans, ["spiffe://cluster.local/weft/admin"]);
+    // It authenticates a client only: it cannot serve as the control plane or a sidecar.
+    assert!(leaf.identity().is_none());
+
+    version(channel(&cp, Some(admin)).await).await.unwrap();
+    let anonymous = version(channel(&cp, None).await).await.unwrap_err();
+    assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+    // A workload's certificate, however valid, is not the admin's.
+    let workload = certified(&cp, "bookinfo-reviews", "reviews-v1-0").await;
+    let refused = version(channel(&cp, Some(workload)).await)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert!(
+        refused
+            .message()
+            .contains("ns/default/sa/bookinfo-reviews, not the admin identity"),
+        "{refused:?}"
+    );
+
+    // A restart keeps the credential the CLI already holds.
+    drop(cp);
+    let again = start(dir.path()).await;
+    let kept = weft_discovery::credentials::AdminCredential::read(&file).unwrap();
+    assert_eq!(kept.pem(), credential.pem());
+    version(channel(&again, Some(Identity::from_pem(kept.pem(), kept.pem()))).await)
+        .await
+        .unwrap();
 }

@@ -16,7 +16,7 @@ const DEADLINE: Duration = Duration::from_secs(10);
 async fn control(grace: Duration) -> (ControlPlane, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = ControlOptions::new(dir.path().to_path_buf());
-    opts.grpc = "127.0.0.1:0".parse().unwrap();
+    opts.grpc = Some("127.0.0.1:0".parse().unwrap());
     opts.monitoring = "127.0.0.1:0".parse().unwrap();
     opts.endpoint_grace = grace;
     (ControlPlane::start(opts).await.unwrap(), dir)
@@ -34,7 +34,7 @@ struct Sim {
 
 impl Sim {
     async fn connect(cp: &ControlPlane, hello: Hello) -> Sim {
-        let mut client = DiscoveryClient::connect(format!("http://{}", cp.grpc_addr))
+        let mut client = DiscoveryClient::connect(format!("http://{}", cp.grpc_addr.unwrap()))
             .await
             .unwrap();
         let (tx, rx) = mpsc::channel(8);
@@ -395,7 +395,7 @@ async fn a_restarted_control_plane_remembers_announced_workloads_until_their_gra
     let dir = tempfile::tempdir().unwrap();
     let start = |grace: Duration| {
         let mut opts = ControlOptions::new(dir.path().to_path_buf());
-        opts.grpc = "127.0.0.1:0".parse().unwrap();
+        opts.grpc = Some("127.0.0.1:0".parse().unwrap());
         opts.monitoring = "127.0.0.1:0".parse().unwrap();
         opts.endpoint_grace = grace;
         ControlPlane::start(opts)

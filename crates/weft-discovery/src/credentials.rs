@@ -13,6 +13,12 @@ pub fn admin_token_file(config_dir: &Path) -> PathBuf {
     config_dir.join(".weft").join("admin.token")
 }
 
+/// Where a control plane keeps the admin identity's credential: its certificate chain
+/// (ending in the mesh root) and its key, one PEM file.
+pub fn admin_credential_file(config_dir: &Path) -> PathBuf {
+    config_dir.join(".weft").join("admin.pem")
+}
+
 /// Where a control plane keeps the mesh's join token.
 pub fn join_token_file(config_dir: &Path) -> PathBuf {
     config_dir.join(".weft").join("join.token")
@@ -36,6 +42,8 @@ pub enum CredentialError {
     File(#[from] FileError),
     #[error("{} does not hold a Weft token (64 hex digits); remove it and restart weft control to make a new one", path.display())]
     Malformed { path: PathBuf },
+    #[error("{} is not an admin credential (certificates and a private key, PEM); it is the control plane's .weft/admin.pem", path.display())]
+    NotAdminCredential { path: PathBuf },
     #[error("the system's random source failed: {0}")]
     Random(getrandom::Error),
 }
@@ -190,6 +198,99 @@ pub fn published_token(addr: &str) -> Option<Token> {
     Token::read(&published_path(addr)?).ok()
 }
 
+/// The admin identity's credential: a PEM file of its certificate chain, which ends in the
+/// mesh root the control plane's own certificate chains to, and its key.
+#[derive(Clone)]
+pub struct AdminCredential(String);
+
+impl std::fmt::Debug for AdminCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminCredential(…)")
+    }
+}
+
+const CERT_END: &str = "-----END CERTIFICATE-----";
+const CERT_BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+
+impl AdminCredential {
+    pub fn new(chain: &[String], key_pem: &str) -> AdminCredential {
+        let mut pem = chain.concat();
+        pem.push_str(key_pem);
+        AdminCredential(pem)
+    }
+
+    pub fn read(path: &Path) -> Result<AdminCredential, CredentialError> {
+        let text = fs::read_to_string(path).map_err(|source| CredentialError::Io {
+            action: "read",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let credential = AdminCredential(text);
+        match (
+            credential.root_pem(),
+            credential.0.contains("PRIVATE KEY-----"),
+        ) {
+            (Some(_), true) => Ok(credential),
+            _ => Err(CredentialError::NotAdminCredential {
+                path: path.to_path_buf(),
+            }),
+        }
+    }
+
+    /// The certificate chain and key, PEM.
+    pub fn pem(&self) -> &str {
+        &self.0
+    }
+
+    /// The chain's last certificate: the root to trust the control plane by.
+    pub fn root_pem(&self) -> Option<&str> {
+        let end = self.0.rfind(CERT_END)? + CERT_END.len();
+        let begin = self.0[..end].rfind(CERT_BEGIN)?;
+        Some(&self.0[begin..end])
+    }
+
+    pub fn write(&self, path: &Path) -> Result<(), CredentialError> {
+        write_secret(path, self.0.as_bytes())
+    }
+}
+
+/// Where the admin credential of the control plane a CLI reaches at `addr` over TLS is
+/// published.
+pub fn published_admin_path(addr: &str) -> Option<PathBuf> {
+    let token = published_path(addr)?;
+    let mut name = token.file_name()?.to_os_string();
+    name.push(".pem");
+    Some(token.with_file_name(name))
+}
+
+/// Publishes the admin credential for CLIs of this user reaching the control plane's TLS
+/// port at `addr`.
+pub fn publish_admin(
+    addr: SocketAddr,
+    credential: &AdminCredential,
+) -> Result<PathBuf, CredentialError> {
+    let path = published_admin_path(&addr.to_string()).ok_or_else(no_home)?;
+    credential.write(&path)?;
+    Ok(path)
+}
+
+/// Withdraws a published admin credential, unless another control plane has replaced it.
+pub fn unpublish_admin(addr: SocketAddr, credential: &AdminCredential) {
+    if let Some(path) = published_admin_path(&addr.to_string()) {
+        if AdminCredential::read(&path).is_ok_and(|c| c.0 == credential.0) {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+fn no_home() -> CredentialError {
+    CredentialError::Io {
+        action: "find a home directory for",
+        path: PathBuf::from("$WEFT_HOME"),
+        source: std::io::Error::other("neither WEFT_HOME nor HOME is set"),
+    }
+}
+
 /// The address a CLI on this machine uses for a control plane bound to `bound`: the
 /// loopback address when it listens on every address.
 pub fn local_address(bound: SocketAddr) -> SocketAddr {
@@ -204,11 +305,7 @@ pub fn local_address(bound: SocketAddr) -> SocketAddr {
 
 /// Publishes the admin token of the control plane reached at `addr` for CLIs of this user.
 pub fn publish(addr: SocketAddr, token: &Token) -> Result<PathBuf, CredentialError> {
-    let path = published_path(&addr.to_string()).ok_or_else(|| CredentialError::Io {
-        action: "find a home directory for",
-        path: PathBuf::from("$WEFT_HOME"),
-        source: std::io::Error::other("neither WEFT_HOME nor HOME is set"),
-    })?;
+    let path = published_path(&addr.to_string()).ok_or_else(no_home)?;
     write_secret(&path, token.as_str().as_bytes())?;
     Ok(path)
 }

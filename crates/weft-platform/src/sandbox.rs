@@ -58,12 +58,12 @@ pub async fn run_sandbox(opts: SandboxOptions) -> Result<(), PlatformError> {
     run("ip", &["addr", "add", &bridge, "dev", BRIDGE])?;
     run("ip", &["link", "set", BRIDGE, "up"])?;
 
-    let control_addr = SocketAddr::from((plan.bridge_ip, weft_discovery::CONTROL_PORT));
+    // Only 15012: pods and the host's CLI both come with certificates.
+    let control_addr = SocketAddr::from((plan.bridge_ip, weft_discovery::SECURE_CONTROL_PORT));
     let control = ControlPlane::start(ControlOptions {
-        grpc: control_addr,
         monitoring: (plan.bridge_ip, weft_discovery::MONITORING_PORT).into(),
         zipkin: Some((plan.bridge_ip, weft_control::collector::ZIPKIN_PORT).into()),
-        grpc_tls: Some((plan.bridge_ip, weft_discovery::SECURE_CONTROL_PORT).into()),
+        grpc_tls: Some(control_addr),
         ..ControlOptions::new(opts.state.config())
     })
     .await?;

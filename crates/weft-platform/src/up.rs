@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::process::Command;
 use weft_control::ControlOptions;
-use weft_discovery::credentials::{self, Token};
+use weft_discovery::credentials::{self, AdminCredential};
 
 pub struct UpOptions {
     pub mesh_file: PathBuf,
@@ -123,7 +123,7 @@ pub async fn up(opts: UpOptions) -> Result<(), PlatformError> {
     if opts.fresh {
         forget_applied_config(&opts.state)?;
     }
-    let token = publish_admin_token(&opts);
+    let admin = publish_admin_credential(&opts);
     let log = std::fs::File::create(opts.state.logs().join("sandbox.log")).map_err(|source| {
         PlatformError::Io {
             what: "creating the sandbox log",
@@ -189,8 +189,8 @@ pub async fn up(opts: UpOptions) -> Result<(), PlatformError> {
         stop_sandbox(&mut sandbox).await;
     }
     let _ = sandbox.kill().await;
-    if let Some(token) = token {
-        credentials::unpublish(opts.control_plane, &token);
+    if let Some(admin) = admin {
+        credentials::unpublish_admin(opts.control_plane, &admin);
     }
     let _ = std::fs::remove_file(opts.state.pid_file());
     let _ = std::fs::remove_file(opts.state.status_file());
@@ -306,22 +306,29 @@ fn forget_applied_config(state: &StateDir) -> Result<(), PlatformError> {
     Ok(())
 }
 
-/// Makes the sandbox's control plane's admin token (or takes the one a previous run made)
-/// and publishes it for this user's CLIs at the host address before the mesh starts, so
-/// `weft apply` works from the moment the control plane answers.
-fn publish_admin_token(opts: &UpOptions) -> Option<Token> {
-    let file = credentials::admin_token_file(&opts.state.config());
-    let published = Token::load_or_create(&file).and_then(|t| {
-        let path = credentials::publish(opts.control_plane, &t)?;
-        Ok((t, path))
-    });
+/// Makes the sandbox's control plane's admin credential (or takes the one a previous run
+/// made) and publishes it for this user's CLIs at the host address before the mesh starts,
+/// so `weft apply` works from the moment the control plane answers.
+fn publish_admin_credential(opts: &UpOptions) -> Option<AdminCredential> {
+    let control = ControlOptions::new(opts.state.config());
+    let published = control
+        .admin_credential()
+        .map_err(|e| e.to_string())
+        .and_then(|credential| {
+            let path = credentials::publish_admin(opts.control_plane, &credential)
+                .map_err(|e| e.to_string())?;
+            Ok((credential, path))
+        });
     match published {
-        Ok((token, path)) => {
-            tracing::debug!(published = %path.display(), "admin token published");
-            Some(token)
+        Ok((credential, path)) => {
+            tracing::debug!(published = %path.display(), "admin credential published");
+            Some(credential)
         }
         Err(e) => {
-            eprintln!("the CLI will need --token-file {}: {e}", file.display());
+            eprintln!(
+                "the CLI will need --admin-cert {}: {e}",
+                control.admin_credential_file.display()
+            );
             None
         }
     }

@@ -20,7 +20,7 @@ use weft_security::Identity;
 
 async fn control_plane(dir: &std::path::Path) -> ControlPlane {
     let mut opts = ControlOptions::new(dir.to_path_buf());
-    opts.grpc = "127.0.0.1:0".parse().unwrap();
+    opts.grpc = Some("127.0.0.1:0".parse().unwrap());
     opts.monitoring = "127.0.0.1:0".parse().unwrap();
     opts.grpc_tls = Some("127.0.0.1:0".parse().unwrap());
     ControlPlane::start(opts).await.unwrap()

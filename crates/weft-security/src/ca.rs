@@ -15,6 +15,15 @@ use time::OffsetDateTime;
 
 /// Istio's workload certificate lifetime (`DEFAULT_WORKLOAD_CERT_TTL`).
 pub const WORKLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long the admin identity's certificate lasts: the control plane makes a new one when
+/// less than half of it is left.
+pub const ADMIN_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// The admin identity, `spiffe://TRUST-DOMAIN/weft/admin`: outside the `ns/NS/sa/SA` form
+/// every workload identity has.
+pub fn admin_uri(trust_domain: &str) -> String {
+    format!("spiffe://{trust_domain}/weft/admin")
+}
 /// Istio's self-signed root lives ten years.
 const ROOT_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Clocks between machines drift; a certificate is valid from a minute before it was made.
@@ -216,6 +225,23 @@ impl Ca {
         self.issue(&csr.public_key, vec![SanType::URI(uri)], ttl)
     }
 
+    /// The admin identity's client certificate, on a key made here: the `weft` CLI's way
+    /// into the control plane's admin API. Its URI ([`admin_uri`]) is no workload identity,
+    /// and [`Ca::sign`] signs only workload identities, so no pod can be issued it; it
+    /// serves no TLS server.
+    pub fn admin_client(&self, ttl: Duration) -> Result<(Vec<String>, String), CaError> {
+        let key = KeyPair::generate().map_err(CaError::Sign)?;
+        let uri = rcgen::string::Ia5String::try_from(admin_uri(&self.trust_domain))
+            .map_err(CaError::Sign)?;
+        let chain = self.issue_for(
+            &key,
+            vec![SanType::URI(uri)],
+            ttl,
+            vec![ExtendedKeyUsagePurpose::ClientAuth],
+        )?;
+        Ok((chain, key.serialize_pem()))
+    }
+
     /// A serving certificate for the control plane itself, on a key made here.
     pub fn serving(
         &self,
@@ -241,6 +267,20 @@ impl Ca {
         names: Vec<SanType>,
         ttl: Duration,
     ) -> Result<Vec<String>, CaError> {
+        let usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        self.issue_for(public_key, names, ttl, usages)
+    }
+
+    fn issue_for(
+        &self,
+        public_key: &impl rcgen::PublicKeyData,
+        names: Vec<SanType>,
+        ttl: Duration,
+        extended_key_usages: Vec<ExtendedKeyUsagePurpose>,
+    ) -> Result<Vec<String>, CaError> {
         let mut params = CertificateParams::default();
         // Istio leaves the subject empty; the SAN is then critical (RFC 5280).
         params.distinguished_name = DistinguishedName::new();
@@ -249,10 +289,7 @@ impl Ca {
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = extended_key_usages;
         params.use_authority_key_identifier_extension = true;
         let now = OffsetDateTime::now_utc();
         params.not_before = now - offset(BACKDATE)?;

@@ -19,15 +19,17 @@ pub struct ControlArgs {
     /// the config directory wins over it.
     #[arg(long, value_name = "FILE")]
     mesh_config: Option<PathBuf>,
-    /// The discovery stream and admin API.
-    #[arg(long, default_value = "0.0.0.0:15010")]
-    grpc: SocketAddr,
+    /// Also serve discovery and the admin API in plaintext here (istiod's 15010), for tests:
+    /// a proxy there only claims who it is, so it registers its workload only with the join
+    /// token and is never sent Secrets. Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    grpc: Option<SocketAddr>,
     /// The certificate service (a pod's credential buys a certificate for its identity),
     /// discovery and the admin API over TLS, as istiod's 15012.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:15012")]
     grpc_tls: SocketAddr,
-    /// Serve no TLS port (plaintext tests only).
-    #[arg(long)]
+    /// Serve no TLS port (plaintext tests only; needs --grpc).
+    #[arg(long, requires = "grpc")]
     no_grpc_tls: bool,
     /// Sign with this plugged-in CA rather than the root kept in the config directory's
     /// `.weft/ca`: a directory of `ca-cert.pem`, `ca-key.pem`, `root-cert.pem` and
@@ -134,7 +136,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
             ),
         };
         tracing::info!(
-            grpc = %control.grpc_addr, grpc_tls = ?control.grpc_tls_addr, monitoring = %control.monitoring_addr,
+            grpc = ?control.grpc_addr, grpc_tls = ?control.grpc_tls_addr, monitoring = %control.monitoring_addr,
             zipkin = ?control.zipkin_addr, dashboard = ?dashboard.as_ref().map(|d| d.addr),
             config = %args.config_dir.display(), objects = control.state.mesh().objects().len(),
             "weft control listening"
@@ -142,13 +144,20 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         if let Some(local) = control.published {
             tracing::info!(
                 token = %control.admin_token_file.display(),
-                "the admin API needs the admin token; this user's CLIs at {local} find it"
+                "the plaintext admin API needs the admin token; this user's CLIs at http://{local} find it"
+            );
+        }
+        if let Some(tls) = control.grpc_tls_addr {
+            tracing::info!(
+                credential = %control.admin_credential_file.display(),
+                "the admin API takes the admin identity's certificate; this user's CLIs at {} find it",
+                weft_discovery::credentials::local_address(tls)
             );
         }
         tracing::info!(join_token = %control.join_token_file.display(),
             "proxies register their workloads with the join token (weft proxy --join-token-file)");
         stop.recv().await;
-        tracing::info!("stopping: the published admin token is withdrawn");
+        tracing::info!("stopping: the published admin credentials are withdrawn");
         Ok(())
     })
 }

@@ -19,7 +19,7 @@ const GATEWAY: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
 
 /// `weft up` and the CLI's defaults: the printed commands need no flags when these hold.
-const DEFAULT_CONTROL_PLANE: &str = "127.0.0.1:15010";
+const DEFAULT_CONTROL_PLANE: &str = "127.0.0.1:15012";
 
 /// How long the pods and the page get before the demo says where to look instead.
 const READY_WITHIN: Duration = Duration::from_secs(90);
@@ -52,7 +52,7 @@ pub struct DemoArgs {
 
 pub fn run(args: DemoArgs, control_plane: &str) -> anyhow::Result<()> {
     let control_plane: SocketAddr = control_plane
-        .trim_start_matches("http://")
+        .trim_start_matches("https://")
         .parse()
         .with_context(|| {
             format!("--control-plane {control_plane:?}: weft demo needs an IP:port to listen on")

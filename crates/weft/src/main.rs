@@ -36,7 +36,7 @@ struct Cli {
 enum Command {
     /// Run the sidecar proxy beside a workload.
     Proxy(Box<proxy::ProxyArgs>),
-    /// Run the control plane: config store, service registry, CA, discovery (15010, 15012).
+    /// Run the control plane: config store, service registry, CA, discovery and admin (15012).
     Control(Box<control::ControlArgs>),
     /// Validate config and apply it to the control plane.
     Apply(client::config::ApplyArgs),

@@ -145,7 +145,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 pub fn run_up(args: UpArgs, control_plane: &str) -> anyhow::Result<()> {
     let control_plane = control_plane
-        .trim_start_matches("http://")
+        .trim_start_matches("https://")
         .parse()
         .with_context(|| {
             format!("--control-plane {control_plane:?}: weft up needs an IP:port to listen on")

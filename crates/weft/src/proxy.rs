@@ -29,7 +29,8 @@ pub struct ProxyArgs {
         conflicts_with = "control_plane"
     )]
     config: Option<PathBuf>,
-    /// The control plane to follow (`http://HOST:15010`).
+    /// The control plane to follow: `https://HOST:15012` with --credential-file and the
+    /// mesh root, or a plaintext `HOST:15010` a control plane serves when asked (--grpc).
     #[arg(long, env = "WEFT_CONTROL_PLANE")]
     control_plane: Option<String>,
     /// The workload's IP, announced to the control plane so services that select the

@@ -80,7 +80,7 @@ async fn answers_ok(weft: &mut Weft, addr: SocketAddr, path: &str) -> bool {
 /// Runs a CLI verb against the control plane. Generous: some tests apply thousands of
 /// objects, each fsynced, on a machine that may be busy.
 async fn cli(control: SocketAddr, args: &[&str]) -> (ExitStatus, String, String) {
-    let mut all = vec!["--control-plane".to_string(), control.to_string()];
+    let mut all = vec!["--control-plane".to_string(), format!("http://{control}")];
     all.extend(args.iter().map(|a| a.to_string()));
     run_weft_within(&all, Duration::from_secs(60)).await
 }
@@ -490,7 +490,7 @@ async fn a_control_plane_killed_mid_apply_leaves_the_config_directory_intact() {
     std::fs::write(&v2, workload_entries(N, "v2")).unwrap();
     let mut applying = Weft::spawn(&[
         "--control-plane".into(),
-        control.grpc.to_string(),
+        format!("http://{}", control.grpc),
         "apply".into(),
         "-f".into(),
         v2.display().to_string(),
@@ -581,7 +581,13 @@ async fn the_cli_applies_gets_and_deletes_and_refuses_bad_or_stale_updates() {
 
     // From standard input, as kubectl takes it.
     let mut stdin_apply = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(["--control-plane", &cp.to_string(), "apply", "-f", "-"])
+        .args([
+            "--control-plane",
+            &format!("http://{cp}"),
+            "apply",
+            "-f",
+            "-",
+        ])
         .env("WEFT_HOME", test_home())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -736,13 +742,13 @@ async fn a_connection_made_before_the_first_config_waits_for_it_and_is_routed() 
 }
 
 /// The CLI run as another user of the machine would: no published credentials.
-async fn cli_elsewhere(control: SocketAddr, args: &[&str]) -> (ExitStatus, String, String) {
+async fn cli_elsewhere(control: String, args: &[&str]) -> (ExitStatus, String, String) {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let out = tokio::task::spawn_blocking(move || {
         let home = tempfile::tempdir().unwrap();
         std::process::Command::new(WEFT)
             .arg("--control-plane")
-            .arg(control.to_string())
+            .arg(control)
             .args(&args)
             .env("WEFT_HOME", home.path())
             .env_remove("WEFT_TOKEN")
@@ -779,7 +785,7 @@ async fn changing_the_mesh_needs_the_admin_token_which_the_local_cli_finds_by_it
         vec!["delete", "svc", "reviews"],
         vec!["get", "svc"],
     ] {
-        let (status, _, err) = cli_elsewhere(cp, &args).await;
+        let (status, _, err) = cli_elsewhere(format!("http://{cp}"), &args).await;
         assert!(!status.success(), "{args:?} went through without a token");
         assert!(
             err.contains("needs its admin token")
@@ -787,7 +793,11 @@ async fn changing_the_mesh_needs_the_admin_token_which_the_local_cli_finds_by_it
             "{args:?}: {err}"
         );
     }
-    let (status, _, err) = cli_elsewhere(cp, &["--token", "0123abcd", "apply", "-f", &vs]).await;
+    let (status, _, err) = cli_elsewhere(
+        format!("http://{cp}"),
+        &["--token", "0123abcd", "apply", "-f", &vs],
+    )
+    .await;
     assert!(!status.success());
     assert!(err.contains("is not this control plane's"), "{err}");
     assert!(stored_files(store.path()).is_empty());
@@ -798,8 +808,11 @@ async fn changing_the_mesh_needs_the_admin_token_which_the_local_cli_finds_by_it
     assert!(out.contains("reviews created"), "{out}");
     assert_eq!(stored_files(store.path()).len(), 1);
     let token = token_file.display().to_string();
-    let (status, out, err) =
-        cli_elsewhere(cp, &["--token-file", &token, "delete", "svc", "reviews"]).await;
+    let (status, out, err) = cli_elsewhere(
+        format!("http://{cp}"),
+        &["--token-file", &token, "delete", "svc", "reviews"],
+    )
+    .await;
     assert!(status.success(), "{err}");
     assert!(out.contains("deleted"), "{out}");
 
@@ -808,6 +821,63 @@ async fn changing_the_mesh_needs_the_admin_token_which_the_local_cli_finds_by_it
     drop(control);
     let _control = Control::start(store.path(), free_addrs::<2>()).await;
     assert_eq!(std::fs::read_to_string(&token_file).unwrap(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reaches_the_tls_port_with_the_admin_identity_it_finds_by_itself() {
+    let store = tempfile::tempdir().unwrap();
+    let [tls, monitoring] = free_addrs::<2>();
+    // No --grpc: only the TLS port serves discovery and the admin API.
+    let mut weft = Weft::spawn(
+        &[
+            "control",
+            "--config-dir",
+            &store.path().display().to_string(),
+            "--grpc-tls",
+            &tls.to_string(),
+            "--monitoring",
+            &monitoring.to_string(),
+            "--no-dashboard",
+        ]
+        .map(String::from),
+    );
+    assert!(
+        answers_ok(&mut weft, monitoring, "/ready").await,
+        "{}",
+        weft.output()
+    );
+    let files = tempfile::tempdir().unwrap();
+    let svc = files.path().join("svc.yaml");
+    std::fs::write(&svc, "apiVersion: v1\nkind: Service\nmetadata: {name: reviews}\nspec: {ports: [{name: http, port: 9080}]}\n").unwrap();
+    let svc = svc.display().to_string();
+
+    // The same user's CLI: a bare address is the TLS port, the credential is published.
+    let (status, out, err) = run_weft(&[
+        "--control-plane".into(),
+        tls.to_string(),
+        "apply".into(),
+        "-f".into(),
+        svc.clone(),
+    ])
+    .await;
+    assert!(status.success(), "{err}");
+    assert!(out.contains("reviews created"), "{out}");
+
+    // Elsewhere: no credential, saying where it is; a copy of the file works.
+    let (status, _, err) = cli_elsewhere(tls.to_string(), &["get", "svc"]).await;
+    assert!(!status.success());
+    assert!(
+        err.contains("no admin credential") && err.contains("--admin-cert"),
+        "{err}"
+    );
+    let credential = store.path().join(".weft/admin.pem").display().to_string();
+    let (status, out, err) = cli_elsewhere(
+        tls.to_string(),
+        &["--admin-cert", &credential, "get", "svc"],
+    )
+    .await;
+    assert!(status.success(), "{err}");
+    assert!(out.contains("reviews"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

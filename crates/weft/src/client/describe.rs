@@ -351,6 +351,7 @@ spec: {egress: [{hosts: ["./*", "istio-system/*"]}]}
             control_plane: "http://127.0.0.1:1".into(),
             token: None,
             token_file: None,
+            admin_cert: None,
         };
         let args = DescribeArgs {
             what: "pod".into(),
