@@ -55,9 +55,7 @@ impl admin::ProxyStatus {
 /// `proto/weft/discovery/v1/discovery.proto`.
 pub use generated::weft::discovery::v1 as discovery;
 
-/// The control plane's gRPC port, as istiod's.
-pub const CONTROL_PORT: u16 = 15010;
-/// The control plane's TLS port (certificates and discovery), as istiod's.
+/// The control plane's TLS port (certificates, discovery and admin), as istiod's.
 pub const SECURE_CONTROL_PORT: u16 = 15012;
 /// The name the control plane's serving certificate carries and proxies check, wherever they
 /// reach it, as istiod's `istiod.istio-system.svc`.

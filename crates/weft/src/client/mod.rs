@@ -93,7 +93,7 @@ impl Target {
             let credential = match self.admin_credential() {
                 Ok(credential) => credential,
                 // Nothing there is the likelier mistake: say that first.
-                Err(missing) => return Err(self.unreachable(&endpoint).await.unwrap_or(missing)),
+                Err(missing) => return Err(unreachable(&endpoint).await.unwrap_or(missing)),
             };
             let root = credential
                 .root_pem()
@@ -125,19 +125,17 @@ fn cannot_reach(endpoint: &str) -> String {
     format!("cannot reach the control plane at {endpoint}: start it with `weft control`, or point --control-plane / WEFT_CONTROL_PLANE at it (http://HOST:PORT for one serving plaintext --grpc)")
 }
 
-impl Target {
-    /// Why nothing answers at `endpoint`, if nothing does.
-    async fn unreachable(&self, endpoint: &str) -> Option<anyhow::Error> {
-        let addr = endpoint.split_once("://").map_or(endpoint, |(_, a)| a);
-        let addr = addr.trim_end_matches('/');
-        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
-            Ok(Ok(_)) => None,
-            Ok(Err(e)) => Some(anyhow::Error::new(e).context(cannot_reach(endpoint))),
-            Err(_) => Some(anyhow::anyhow!(
-                "{}: no answer within {CONNECT_TIMEOUT:?}",
-                cannot_reach(endpoint)
-            )),
-        }
+/// Why nothing answers at `endpoint`, if nothing does.
+async fn unreachable(endpoint: &str) -> Option<anyhow::Error> {
+    let addr = endpoint.split_once("://").map_or(endpoint, |(_, a)| a);
+    let addr = addr.trim_end_matches('/');
+    match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(anyhow::Error::new(e).context(cannot_reach(endpoint))),
+        Err(_) => Some(anyhow::anyhow!(
+            "{}: no answer within {CONNECT_TIMEOUT:?}",
+            cannot_reach(endpoint)
+        )),
     }
 }
 
