@@ -66,8 +66,10 @@ async fn header_match_sends_jason_to_v2_and_everyone_else_to_v1() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn weights_split_90_10_within_3_points() {
+    // One runtime thread and a fixed seed make the proxy's draws repeat run to run.
+    fastrand::seed(12);
     let b = reviews(&["v1", "v2"]).await;
     let vs = &reviews_routes(
         "  - route:
@@ -693,8 +695,10 @@ async fn without_headers_test_an_absent_header_as_empty() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn each_of_several_mirrors_gets_its_own_share() {
+    // One runtime thread and a fixed seed make the proxy's draws repeat run to run.
+    fastrand::seed(12);
     let b = reviews(&["v1"]).await;
     let all = Backend::start("127.0.0.10", "all", ok()).await;
     let half = Backend::start("127.0.0.11", "half", ok()).await;
