@@ -107,7 +107,8 @@ pub fn merge<'a>(resources: impl IntoIterator<Item = &'a Resource>) -> Vec<Merge
 }
 
 /// The merged rules that apply to `hostname` for a caller in `namespace`, the one in force
-/// first.
+/// first. Leave out beforehand the rules whose `workloadSelector` does not select the caller
+/// ([`DestinationRule::selects`]).
 pub fn applicable<'m, 'a>(
     merged: &'m [MergedRule<'a>],
     hostname: &str,
@@ -120,10 +121,13 @@ pub fn applicable<'m, 'a>(
                 || (m.host.starts_with('*') && host::wildcard_matches(&m.host, hostname))
         })
         .collect();
+    // A rule with a workloadSelector (the caller has kept only those selecting it) wins
+    // over its namespace's rule without one.
     found.sort_by_key(|m| {
         (
             m.host != hostname,
             m.namespace != namespace,
+            m.rule.workload_selector.is_none(),
             std::cmp::Reverse(m.host.len()),
         )
     });

@@ -131,8 +131,11 @@ impl Mesh {
             return 0;
         }
         let started = Instant::now();
-        // Sidecars decide a view's scope, Gateways the Secrets it holds.
-        if !sidecars_changed.is_empty() || changed.iter().any(|k| k.kind == Kind::Gateway) {
+        // Sidecars decide a view's scope; Gateways and DestinationRules the Secrets it holds.
+        let credentials_changed = changed
+            .iter()
+            .any(|k| matches!(k.kind, Kind::Gateway | Kind::DestinationRule));
+        if !sidecars_changed.is_empty() || credentials_changed {
             self.reassign_views();
         }
         let changed: Vec<Key> = changed.into_iter().collect();
@@ -157,7 +160,7 @@ impl Mesh {
         touched
     }
 
-    /// After Sidecars or Gateways change, moves each proxy whose view key changed to its new
+    /// After Sidecars, Gateways or DestinationRules change, moves each proxy whose view key changed to its new
     /// view; its stream resubscribes.
     fn reassign_views(&mut self) {
         let ids: Vec<ProxyId> = self.proxies.keys().cloned().collect();
@@ -184,7 +187,7 @@ impl Mesh {
         ViewKey {
             namespace: hello.namespace.clone(),
             sidecar: self.objects.sidecar_for(&hello.namespace, &labels),
-            credentials: self.objects.credentials_for(&labels),
+            credentials: self.objects.credentials_for(&hello.namespace, &labels),
         }
     }
 

@@ -62,6 +62,8 @@ pub struct Objects {
     workload_entries: HashMap<String, BTreeSet<Key>>,
     sidecars: BTreeSet<Key>,
     gateways: BTreeSet<Key>,
+    /// DestinationRules that name a `credentialName`.
+    credential_rules: BTreeSet<Key>,
     /// Services and ServiceEntries by one pair of their selector (namespace, label, value):
     /// a WorkloadEntry's candidates are found through its own labels, not by trying every
     /// service of its namespace.
@@ -127,6 +129,12 @@ impl Objects {
         match key.kind {
             Kind::Sidecar => self.sidecars.insert(key.clone()),
             Kind::Gateway => self.gateways.insert(key.clone()),
+            Kind::DestinationRule => match &object.resource.spec {
+                Spec::DestinationRule(dr) if dr.credentials().next().is_some() => {
+                    self.credential_rules.insert(key.clone())
+                }
+                _ => self.credential_rules.remove(&key),
+            },
             _ => false,
         };
         let previous = self.map.insert(key.clone(), object);
@@ -153,6 +161,7 @@ impl Objects {
         }
         self.sidecars.remove(key);
         self.gateways.remove(key);
+        self.credential_rules.remove(key);
         self.map.remove(key)
     }
 
@@ -182,24 +191,50 @@ impl Objects {
         scope::applicable_sidecar(sidecars, namespace, labels).map(|(r, _)| Key::of(r))
     }
 
-    /// The Secrets of its own namespace a workload's gateway reads: those the TLS servers of
-    /// the Gateways selecting it name.
+    /// The Secrets of its own namespace a workload reads: those the TLS servers of the
+    /// Gateways selecting it name, and the `credentialName`s of DestinationRules, as Istio
+    /// reads them: a gateway's from every rule, a sidecar's only from rules whose
+    /// `workloadSelector` selects it.
     pub fn credentials_for(
         &self,
+        namespace: &str,
         labels: &std::collections::BTreeMap<String, String>,
     ) -> BTreeSet<String> {
-        self.gateways
-            .iter()
-            .filter_map(|k| match self.map.get(k).map(|o| &o.resource.spec) {
-                Some(Spec::Gateway(g)) if types::labels_match(&g.selector, labels) => Some(g),
-                _ => None,
-            })
-            .flat_map(|g| g.servers.iter().filter_map(|s| s.tls.as_ref()))
-            .flat_map(|tls| {
-                let credential = tls.credential().map(str::to_string);
-                credential.into_iter().chain(tls.ca_credential())
-            })
-            .collect()
+        let mut gateway = false;
+        let mut names = BTreeSet::new();
+        for (_, spec) in self.specs(&self.gateways) {
+            let Spec::Gateway(g) = spec else { continue };
+            if !types::labels_match(&g.selector, labels) {
+                continue;
+            }
+            gateway = true;
+            for tls in g.servers.iter().filter_map(|s| s.tls.as_ref()) {
+                names.extend(tls.credential().map(str::to_string));
+                names.extend(tls.ca_credential());
+            }
+        }
+        for (key, spec) in self.specs(&self.credential_rules) {
+            let Spec::DestinationRule(dr) = spec else {
+                continue;
+            };
+            let read = if dr.workload_selector.is_some() {
+                dr.selects(&key.namespace, namespace, labels)
+            } else {
+                gateway
+            };
+            if read {
+                for name in dr.credentials() {
+                    names.insert(name.to_string());
+                    names.insert(format!("{name}-cacert"));
+                }
+            }
+        }
+        names
+    }
+
+    fn specs<'s>(&'s self, keys: &'s BTreeSet<Key>) -> impl Iterator<Item = (&'s Key, &'s Spec)> {
+        keys.iter()
+            .filter_map(|k| self.map.get(k).map(|o| (k, &o.resource.spec)))
     }
 
     fn unindex_selector(&mut self, key: &Key) {

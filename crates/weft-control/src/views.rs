@@ -17,7 +17,7 @@ const BACKLOG: usize = 64;
 pub struct ViewKey {
     pub namespace: String,
     pub sidecar: Option<Key>,
-    /// The Secrets of `namespace` its members' Gateways name: empty for sidecars.
+    /// The Secrets of `namespace` its members read (`Objects::credentials_for`).
     pub credentials: BTreeSet<String>,
 }
 

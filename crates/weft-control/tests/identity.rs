@@ -308,6 +308,44 @@ async fn secrets_reach_only_gateways_whose_gateways_name_them_and_only_over_tls(
     );
 }
 
+#[tokio::test]
+async fn a_destination_rules_credential_reaches_the_sidecars_its_workload_selector_picks() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = start(dir.path()).await;
+    // Istio's "Egress TLS origination" task: the client's Secret, and a rule for its pods.
+    let yaml = "apiVersion: v1\nkind: Secret\nmetadata: {name: client-credential}\nstringData: {tls.crt: CERT, tls.key: KEY, ca.crt: CA}\n---\n\
+apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: originate-mtls-for-nginx}\nspec:\n  workloadSelector: {matchLabels: {app: curl}}\n  host: my-nginx.mesh-external.svc.cluster.local\n  trafficPolicy:\n    portLevelSettings:\n    - port: {number: 80}\n      tls: {mode: MUTUAL, credentialName: client-credential, sni: my-nginx.mesh-external.svc.cluster.local}\n";
+    cp.state.apply("test.yaml", yaml).await.unwrap();
+    let sidecar = |app: &str| Hello {
+        name: format!("{app}-0"),
+        namespace: "default".into(),
+        labels: [("app".to_string(), app.to_string())].into(),
+        ..Default::default()
+    };
+    let curl = first_update_of(
+        channel(&cp, Some(certified(&cp, "curl", "curl-0").await)).await,
+        sidecar("curl"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        curl.contains("Secret default/client-credential"),
+        "{curl:?}"
+    );
+    // Another pod of the namespace is not the rule's.
+    let other = first_update_of(
+        channel(
+            &cp,
+            Some(certified(&cp, "bookinfo-reviews", "reviews-0").await),
+        )
+        .await,
+        sidecar("reviews"),
+    )
+    .await
+    .unwrap();
+    assert!(other.iter().all(|n| !n.starts_with("Secret ")), "{other:?}");
+}
+
 async fn version(channel: Channel) -> Result<(), tonic::Status> {
     weft_discovery::admin::admin_client::AdminClient::new(channel)
         .version(weft_discovery::admin::VersionRequest::default())

@@ -5,8 +5,8 @@
 //! HTTPS server the test runs on 127.0.0.1:443 with a certificate from its own CA, which
 //! `SSL_CERT_FILE` makes the system's bundle (what `SIMPLE` without `caCertificates`
 //! trusts, as in Istio). Then the DestinationRule's other settings: a CA that did not sign
-//! the server, `subjectAltNames`, `insecureSkipVerify`, `MUTUAL` with a client certificate,
-//! and `ISTIO_MUTUAL`/`DISABLE` beside auto mTLS are in `mtls.rs`.
+//! the server, `subjectAltNames`, `insecureSkipVerify`, `MUTUAL` with a client certificate
+//! from files and from a `credentialName` Secret, and `ISTIO_MUTUAL`/`DISABLE` beside auto mTLS are in `mtls.rs`.
 
 mod support;
 
@@ -251,7 +251,7 @@ fn inside_namespace() {
                 .unwrap();
             let (cert_file, key_file) = (dir.join("client.pem"), dir.join("client-key.pem"));
             std::fs::write(&cert_file, &chain[0]).unwrap();
-            std::fs::write(&key_file, key).unwrap();
+            std::fs::write(&key_file, &key).unwrap();
             let mut client_roots = rustls::RootCertStore::empty();
             for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca.root_pem().as_bytes()) {
                 client_roots.add(c.unwrap()).unwrap();
@@ -268,6 +268,50 @@ fn inside_namespace() {
             let answer = http.get(&format!("{HOST}:80"), "/", &[]).await;
             assert_eq!(answer.status, 200, "{}", answer.hint());
             assert!(seen.recv().await.unwrap().client_certificate);
+
+            // credentialName, as the task's mutual TLS origination names it: a Secret of the
+            // proxy's namespace, read because the rule's workloadSelector picks the proxy.
+            let pem = |text: &str| text.replace('\n', "\\n");
+            let secret = format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: client-credential}}\nstringData:\n  tls.crt: \"{}\"\n  tls.key: \"{}\"\n  ca.crt: \"{}\"\n---\n",
+                pem(&chain[0]),
+                pem(&key),
+                pem(ca.root_pem())
+            );
+            let by_secret = |selector: &str| {
+                secret.clone()
+                    + &with_tls("      tls:\n        mode: MUTUAL\n        credentialName: client-credential\n")
+                        .replace(
+                            "spec:\n  host: www.googleapis.com\n",
+                            &format!("spec:\n{selector}  host: www.googleapis.com\n"),
+                        )
+            };
+            let status = proxy
+                .reconfigure(&by_secret("  workloadSelector:\n    matchLabels: {app: productpage}\n"))
+                .await;
+            assert_eq!(status.last_error, None);
+            let answer = http.get(&format!("{HOST}:80"), "/", &[]).await;
+            assert_eq!(answer.status, 200, "{}", answer.hint());
+            assert!(seen.recv().await.unwrap().client_certificate);
+            // Without a workloadSelector a sidecar keeps to the files, as Istio's does: this
+            // rule names none, so no client certificate, which the server refuses.
+            proxy.reconfigure(&by_secret("")).await;
+            let answer = http.get(&format!("{HOST}:80"), "/", &[]).await;
+            assert_eq!(answer.status, 503, "{}", answer.hint());
+            // A selected rule naming a Secret that is not there says which and how to make it.
+            proxy
+                .reconfigure(
+                    &by_secret("  workloadSelector:\n    matchLabels: {app: productpage}\n")
+                        .replace("name: client-credential}", "name: other}"),
+                )
+                .await;
+            let answer = http.get(&format!("{HOST}:80"), "/", &[]).await;
+            assert_eq!(answer.status, 503);
+            assert!(
+                answer.hint().contains("no Secret default/client-credential (weft create secret generic client-credential -n default"),
+                "{}",
+                answer.hint()
+            );
 
             // A missing file is named in the 503's reason.
             proxy

@@ -736,3 +736,30 @@ async fn each_of_several_mirrors_gets_its_own_share() {
     let seen = all.seen.lock().unwrap().last().cloned().unwrap();
     assert_eq!(seen.headers["host"], "reviews-shadow:9080");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_rule_with_a_workload_selector_applies_to_the_pods_it_selects() {
+    let b = reviews(&["v1", "v2"]).await;
+    // Subset `chosen` is v1 for the namespace, v2 for productpage's pods.
+    let rule = |name: &str, version: &str, selector: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: {name}\nspec:\n{selector}  host: reviews\n  subsets:\n  - name: chosen\n    labels:\n      version: {version}\n---\n")
+    };
+    let pairs: Vec<(&str, &Backend)> = ["v1", "v2"].into_iter().zip(b.iter()).collect();
+    let config = |selector_app: &str| {
+        service_yaml("reviews", 9080, &pairs)
+            + &rule("namespace-wide", "v1", "")
+            + &rule(
+                "productpage-only",
+                "v2",
+                &format!("  workloadSelector:\n    matchLabels:\n      app: {selector_app}\n"),
+            )
+            + &reviews_routes("  - route:\n    - destination: {host: reviews, subset: chosen}\n")
+    };
+    let proxy = TestProxy::start(&config("productpage")).await;
+    let c = proxy.client();
+    assert_eq!(c.get("reviews:9080", "/", &[]).await.served_by(), "v2");
+    // A selector that picks other pods leaves this one to the namespace's rule.
+    let status = proxy.reconfigure(&config("ratings")).await;
+    assert_eq!(status.last_error, None);
+    assert_eq!(c.get("reviews:9080", "/", &[]).await.served_by(), "v1");
+}

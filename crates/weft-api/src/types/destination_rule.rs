@@ -243,3 +243,49 @@ pub struct ClientTlsSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_crl: Option<String>,
 }
+
+impl ClientTlsSettings {
+    /// The Secret holding the client's credential: `credentialName`, without Istio's
+    /// optional `kubernetes://` prefix.
+    pub fn credential(&self) -> Option<&str> {
+        self.credential_name
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .map(|n| n.strip_prefix("kubernetes://").unwrap_or(n))
+    }
+}
+
+impl DestinationRule {
+    /// Whether the rule applies to a workload of `namespace` with `labels`, the rule being in
+    /// `rule_namespace`: a `workloadSelector` picks workloads of its own namespace only.
+    pub fn selects(
+        &self,
+        rule_namespace: &str,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> bool {
+        self.workload_selector.as_ref().is_none_or(|s| {
+            rule_namespace == namespace && super::labels_match(&s.match_labels, labels)
+        })
+    }
+
+    /// Every `tls` of the rule: the top level's, each port's and each subset's.
+    pub fn tls_settings(&self) -> impl Iterator<Item = &ClientTlsSettings> {
+        let policies = self.traffic_policy.iter().chain(
+            self.subsets
+                .iter()
+                .filter_map(|s| s.traffic_policy.as_ref()),
+        );
+        policies.flat_map(|p| {
+            p.tls
+                .iter()
+                .chain(p.port_level_settings.iter().filter_map(|l| l.tls.as_ref()))
+        })
+    }
+
+    /// The Secrets the rule's `credentialName`s name.
+    pub fn credentials(&self) -> impl Iterator<Item = &str> {
+        self.tls_settings()
+            .filter_map(ClientTlsSettings::credential)
+    }
+}

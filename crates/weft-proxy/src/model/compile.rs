@@ -7,13 +7,14 @@ use super::matcher::{RequestMatch, DEFAULT_REGEX_SIZE_LIMIT};
 use super::protocol::Protocol;
 use super::registry::{Registry, ServiceInfo};
 use super::route::*;
+use super::secrets::Secrets;
 use super::{L4Route, L4Routes, RouteConfig, Snapshot, TlsRoute, VirtualHost};
 use crate::security::authz::Authz;
 use crate::security::ext_authz::Provider;
 use crate::security::jwt::RequestAuthn;
 use crate::upstream::config::{
-    effective_policy, effective_tls, EndpointConfig, MeshPeer, OriginateTls, UpstreamTls,
-    TLS_MODE_LABEL,
+    effective_policy, effective_tls, EndpointConfig, MeshPeer, OriginateTls, SecretTls,
+    UpstreamTls, TLS_MODE_LABEL,
 };
 use crate::upstream::{Cluster, ClusterConfig};
 use crate::workload::Workload;
@@ -79,7 +80,19 @@ pub fn compile_within(
         registry: &registry,
         workload,
         previous,
-        destination_rules: destination_rules::merge(&in_scope),
+        destination_rules: destination_rules::merge(in_scope.iter().filter(|r| match &r.spec {
+            Spec::DestinationRule(dr) => {
+                dr.selects(r.namespace(), &workload.namespace, &workload.labels)
+            }
+            _ => false,
+        })),
+        secrets: Secrets {
+            resources: &in_scope,
+            namespace: &workload.namespace,
+        },
+        gateway: in_scope.iter().any(|r| {
+            matches!(&r.spec, Spec::Gateway(g) if types::labels_match(&g.selector, &workload.labels))
+        }),
         clusters: BTreeMap::new(),
         regex_size_limit,
         auto_mtls: scope::mesh_config(&in_scope)
@@ -259,6 +272,11 @@ pub(super) struct Compiler<'a> {
     trust_domain: String,
     /// Every namespace's, for whether a destination endpoint takes mTLS.
     peer_authentications: &'a [&'a Resource],
+    /// The proxy's own namespace's, which `credentialName`s name.
+    secrets: Secrets<'a>,
+    /// Whether Gateways select this proxy, which makes it read a DestinationRule's
+    /// `credentialName` even without a `workloadSelector`.
+    gateway: bool,
 }
 
 impl<'a> Compiler<'a> {
@@ -671,11 +689,6 @@ impl<'a> Compiler<'a> {
         Ok(match mode {
             "ISTIO_MUTUAL" => UpstreamTls::IstioMutual(mesh_peer(Some(settings))),
             "SIMPLE" | "MUTUAL" => {
-                if settings.credential_name.is_some() {
-                    return Err(format!(
-                        "{hostname}: DestinationRule tls.credentialName is not supported on sidecars; name the files with caCertificates, clientCertificate and privateKey"
-                    ));
-                }
                 let path = |p: &Option<String>| {
                     p.as_deref()
                         .filter(|p| !p.is_empty())
@@ -693,11 +706,56 @@ impl<'a> Compiler<'a> {
                         ("MUTUAL", Some(cert), Some(key)) => Some((cert, key)),
                         _ => None,
                     },
+                    credential: self.client_credential(hostname, mode, settings)?,
                     insecure_skip_verify: settings.insecure_skip_verify == Some(true),
                 })
             }
             _ => UpstreamTls::Plaintext,
         })
+    }
+
+    /// `credentialName`'s Secret, which Istio reads on gateways, and on sidecars only when
+    /// the rule has a `workloadSelector` (without one, a sidecar keeps to the files).
+    fn client_credential(
+        &self,
+        hostname: &str,
+        mode: &str,
+        settings: &types::ClientTlsSettings,
+    ) -> Result<Option<SecretTls>, String> {
+        let Some(name) = settings.credential() else {
+            return Ok(None);
+        };
+        let selected = self
+            .merged_rule(hostname)
+            .is_some_and(|m| m.rule.workload_selector.is_some());
+        if !self.gateway && !selected {
+            return Ok(None);
+        }
+        let namespace = self.secrets.namespace;
+        let found = self
+            .secrets
+            .credential(
+                name,
+                &format!("{name}-cacert"),
+                false,
+                &format!("weft create secret generic {name} -n {namespace} --from-file=tls.crt=FILE --from-file=tls.key=FILE --from-file=ca.crt=FILE"),
+            )
+            .map_err(|why| format!("{hostname}: DestinationRule tls.{why}"))?;
+        let client = match (mode, found.chain, found.key) {
+            ("MUTUAL", Some(chain), Some(key)) => Some((chain, key)),
+            ("MUTUAL", _, _) => {
+                return Err(format!(
+                    "{hostname}: DestinationRule tls.credentialName: {} has no tls.crt and tls.key (nor cert and key) for MUTUAL to present",
+                    found.from
+                ))
+            }
+            _ => None,
+        };
+        Ok(Some(SecretTls {
+            from: found.from,
+            ca_pem: found.ca,
+            client,
+        }))
     }
 }
 

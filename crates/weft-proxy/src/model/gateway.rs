@@ -416,49 +416,28 @@ fn credential(
     namespace: &str,
     tls: &types::ServerTlsSettings,
 ) -> Result<Credential, String> {
-    let text = |bytes: &[u8], what: &str, from: &str| {
-        String::from_utf8(bytes.to_vec()).map_err(|_| format!("{what} in {from} is not PEM text"))
-    };
     if let Some(name) = tls.credential() {
-        let secret = |name: &str| {
-            resources.iter().find_map(|r| match &r.spec {
-                Spec::Secret(s) if r.name() == name && r.namespace() == namespace => Some(s),
-                _ => None,
-            })
+        let secrets = super::secrets::Secrets {
+            resources,
+            namespace,
         };
-        let from = format!("Secret {namespace}/{name}");
-        let Some(found) = secret(name) else {
-            return Err(format!("credentialName {name:?}: no {from} (weft create secret tls {name} -n {namespace} --cert FILE --key FILE)"));
-        };
-        let parts = found.tls_credential();
-        let (Some(cert), Some(key)) = (parts.certificate, parts.key) else {
+        let found = secrets.credential(
+            name,
+            &tls.ca_credential().unwrap_or_default(),
+            tls.ca_cert_credential_name.is_some(),
+            &format!("weft create secret tls {name} -n {namespace} --cert FILE --key FILE"),
+        )?;
+        let (Some(chain), Some(key)) = (found.chain, found.key) else {
             return Err(format!(
-                "{from} has no tls.crt and tls.key (nor cert and key)"
+                "{} has no tls.crt and tls.key (nor cert and key)",
+                found.from
             ));
         };
-        // caCertCredentialName wins over the credential's own ca.crt, which wins over
-        // Istio's implicit NAME-cacert.
-        let explicit_ca = tls.ca_cert_credential_name.is_some();
-        let ca_name = tls.ca_credential().unwrap_or_default();
-        let ca_from = format!("Secret {namespace}/{ca_name}");
-        let separate_ca = || secret(&ca_name).and_then(|s| s.tls_credential().ca);
-        let ca = match (explicit_ca, parts.ca) {
-            (true, _) => match separate_ca() {
-                Some(ca) => Some(text(ca, "cacert", &ca_from)?),
-                None => {
-                    return Err(format!("caCertCredentialName {ca_name:?}: no {ca_from} holding ca.crt or cacert (weft create secret generic {ca_name} -n {namespace} --from-file=ca.crt=FILE)"))
-                }
-            },
-            (false, Some(ca)) => Some(text(ca, "ca.crt", &from)?),
-            (false, None) => separate_ca()
-                .map(|ca| text(ca, "cacert", &ca_from))
-                .transpose()?,
-        };
         return Ok(Credential {
-            chain: text(cert, "tls.crt", &from)?,
-            key: text(key, "tls.key", &from)?,
-            ca,
-            from,
+            chain,
+            key,
+            ca: found.ca,
+            from: found.from,
         });
     }
     let read = |path: &Option<String>, field: &str| -> Result<Option<String>, String> {

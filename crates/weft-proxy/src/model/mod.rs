@@ -7,6 +7,7 @@ pub mod matcher;
 pub mod protocol;
 pub mod registry;
 pub mod route;
+mod secrets;
 
 use crate::security::authz::Authz;
 use crate::security::jwt::RequestAuthn;

@@ -477,6 +477,7 @@ impl RemoteJwks {
                 subject_alt_names: Vec::new(),
                 ca_certificates: None,
                 client_certificate: None,
+                credential: None,
                 insecure_skip_verify: false,
             };
             Some(Origination::external(&settings, Alpn::Http1).map_err(|e| e.to_string())?)

@@ -192,7 +192,33 @@ pub struct OriginateTls {
     pub ca_certificates: Option<std::path::PathBuf>,
     /// `MUTUAL`: `clientCertificate` and `privateKey`.
     pub client_certificate: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// `credentialName`'s Secret, in place of the files.
+    pub credential: Option<SecretTls>,
     pub insecure_skip_verify: bool,
+}
+
+/// What a DestinationRule's `credentialName` Secret holds for the client.
+#[derive(Clone, PartialEq, serde::Serialize)]
+pub struct SecretTls {
+    /// `Secret ns/name`.
+    pub from: String,
+    /// The CA the server's certificate must chain to; `None`: the system's CA bundle.
+    #[serde(skip)]
+    pub ca_pem: Option<String>,
+    /// `MUTUAL`: the client's chain and key.
+    #[serde(skip)]
+    pub client: Option<(String, String)>,
+}
+
+/// Never the key: a cluster's Debug output may reach a log.
+impl std::fmt::Debug for SecretTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretTls")
+            .field("from", &self.from)
+            .field("ca", &self.ca_pem.is_some())
+            .field("client", &self.client.is_some())
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -239,8 +265,13 @@ impl Origination {
         let check = if settings.insecure_skip_verify {
             ServerCheck::Skip
         } else {
-            let roots = match &settings.ca_certificates {
-                Some(path) => origination::roots_from_pem(&read("caCertificates", path)?)?,
+            let ca_pem = match (&settings.credential, &settings.ca_certificates) {
+                (Some(secret), _) => secret.ca_pem.clone(),
+                (None, Some(path)) => Some(read("caCertificates", path)?),
+                (None, None) => None,
+            };
+            let roots = match ca_pem {
+                Some(pem) => origination::roots_from_pem(&pem)?,
                 None => origination::system_roots()?,
             };
             ServerCheck::Verify {
@@ -248,12 +279,16 @@ impl Origination {
                 names: settings.subject_alt_names.clone(),
             }
         };
-        let client = match &settings.client_certificate {
-            Some((cert, key)) => Some(ClientCertificate {
+        let client = match (&settings.credential, &settings.client_certificate) {
+            (Some(secret), _) => secret
+                .client
+                .clone()
+                .map(|(chain_pem, key_pem)| ClientCertificate { chain_pem, key_pem }),
+            (None, Some((cert, key))) => Some(ClientCertificate {
                 chain_pem: read("clientCertificate", cert)?,
                 key_pem: read("privateKey", key)?,
             }),
-            None => None,
+            (None, None) => None,
         };
         let config = origination::client_config(check, client.as_ref(), alpn.external_offer())?;
         let sni = ServerName::try_from(settings.sni.clone())

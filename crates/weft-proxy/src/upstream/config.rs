@@ -3,7 +3,7 @@
 
 use crate::model::protocol::Protocol;
 use crate::model::registry::Discovery;
-pub use crate::transport::tls::OriginateTls;
+pub use crate::transport::tls::{OriginateTls, SecretTls};
 use http::HeaderName;
 use serde::Serialize;
 use std::collections::BTreeMap;

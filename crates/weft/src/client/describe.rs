@@ -78,9 +78,11 @@ pub fn describe_service(
     let Some((service, declared)) = found else {
         bail!("service {name:?} not found in namespace {namespace:?} (weft get svc -A lists services)");
     };
+    // A rule with a workloadSelector is some pods' only, not the service's.
     let visible: Vec<&Resource> = resources
         .iter()
         .filter(|r| scope::exported_to(r, namespace))
+        .filter(|r| !matches!(&r.spec, Spec::DestinationRule(dr) if dr.workload_selector.is_some()))
         .collect();
     let merged = weft_api::destination_rules::merge(visible);
     let rules = weft_api::destination_rules::applicable(&merged, &hostname, namespace);
