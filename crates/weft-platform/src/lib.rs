@@ -10,6 +10,7 @@ pub mod forward;
 pub mod mesh;
 pub mod plan;
 pub mod pod;
+pub mod public_ca;
 pub mod sandbox;
 pub mod state;
 pub mod stop;
@@ -34,6 +35,8 @@ pub enum PlatformError {
     Control(#[from] weft_control::StartError),
     #[error(transparent)]
     Dashboard(#[from] weft_dashboard::DashboardError),
+    #[error(transparent)]
+    PublicCa(#[from] public_ca::PublicCaError),
     #[error("the mesh file's config was refused: {0}")]
     Config(#[from] weft_control::config::ConfigError),
     #[error("{what}: {source}")]

@@ -59,6 +59,11 @@ pub struct WorkloadSpec {
     /// with several A records.
     #[serde(default)]
     pub hostnames: Vec<String>,
+    /// With `hostnames`: a certificate for them from the platform's public CA, its stand-in
+    /// for the internet's CAs, which every pod trusts; the app finds it at `$TLS_CERT_FILE`
+    /// and `$TLS_KEY_FILE`.
+    #[serde(default)]
+    pub public_certificate: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -285,6 +290,12 @@ fn workload(value: serde_json::Value) -> Result<Workload, String> {
             &format!("{bad:?} is not a lower-case DNS name outside cluster.local (say api.external.test)"),
         ));
     }
+    if spec.public_certificate && spec.hostnames.is_empty() {
+        return Err(at(
+            "publicCertificate",
+            "certifies the workload's hostnames, and it has none: add `hostnames`",
+        ));
+    }
     if spec.replicas == 0 {
         return Err(at("replicas", "must be at least 1"));
     }
@@ -451,6 +462,24 @@ spec:
         assert_eq!(api.hostnames, ["api.external.test"]);
         let mesh = parse(MESH, Path::new("mesh.yaml")).unwrap();
         assert!(mesh.workloads.iter().all(|w| w.spec.sidecar));
+    }
+
+    #[test]
+    fn a_public_certificate_is_for_hostnames() {
+        let with = EXTERNAL.replace(
+            "  ports: [8080]",
+            "  ports: [8080]\n  publicCertificate: true",
+        );
+        let mesh = parse(&with, Path::new("mesh.yaml")).unwrap();
+        assert!(mesh.workloads[0].spec.public_certificate);
+        let without = with.replace("  hostnames: [api.external.test]\n", "");
+        let err = parse(&without, Path::new("mesh.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("spec.publicCertificate: certifies the workload's hostnames"),
+            "{err}"
+        );
     }
 
     #[test]

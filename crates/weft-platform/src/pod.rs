@@ -131,6 +131,20 @@ pub async fn run_pod(spec: PodSpec) -> Result<(), PodError> {
         &["--bind", &hosts.display().to_string(), "/etc/hosts"],
     )
     .map_err(sys)?;
+    // The pod's machine trusts the public CA, for programs (curl) that read the system's
+    // bundle by its path rather than by SSL_CERT_FILE.
+    let bundle = crate::public_ca::bundle_file(&spec.state());
+    if std::path::Path::new(crate::public_ca::SYSTEM_BUNDLE).is_file() && bundle.is_file() {
+        run(
+            "mount",
+            &[
+                "--bind",
+                &bundle.display().to_string(),
+                crate::public_ca::SYSTEM_BUNDLE,
+            ],
+        )
+        .map_err(sys)?;
+    }
     if spec.sidecar && !spec.gateway {
         capture(&gateway).map_err(sys)?;
     }

@@ -111,9 +111,10 @@ pub async fn run_sandbox(opts: SandboxOptions) -> Result<(), PlatformError> {
         what: "writing the mesh's root certificate",
         source,
     })?;
+    let public_ca = crate::public_ca::PublicCa::prepare(&opts.state)?;
     let mut pods: Vec<(Child, PodSpec)> = Vec::new();
     for (index, pod) in plan.pods.iter().enumerate() {
-        let spec = pod_spec(&opts, &plan, pod, &control)?;
+        let spec = pod_spec(&opts, &plan, pod, &control, &public_ca)?;
         for port in pod.workload.spec.gateway.iter().flat_map(|g| &g.host_ports) {
             let socket = opts.state.root.join(gateway_socket(*port));
             forwarders.push(unix_to_tcp(socket, (pod.ip, *port).into()).map_err(io)?);
@@ -177,8 +178,15 @@ fn pod_spec(
     plan: &Plan,
     pod: &plan::Pod,
     control: &ControlPlane,
+    public_ca: &crate::public_ca::PublicCa,
 ) -> Result<PodSpec, PlatformError> {
     let spec = &pod.workload.spec;
+    let mut env = spec.env.clone();
+    if spec.public_certificate {
+        let (cert, key) = public_ca.issue(&pod.namespace, &pod.name, &spec.hostnames)?;
+        env.insert("TLS_CERT_FILE".into(), cert.display().to_string());
+        env.insert("TLS_KEY_FILE".into(), key.display().to_string());
+    }
     let credential_file = opts
         .state
         .pods()
@@ -196,7 +204,7 @@ fn pod_spec(
         labels: spec.labels.clone(),
         service_account: spec.service_account.clone(),
         command: spec.command.clone(),
-        env: spec.env.clone(),
+        env,
         gateway: spec.gateway.is_some(),
         sidecar: spec.sidecar,
         ports: spec.ports.clone(),
@@ -265,6 +273,8 @@ async fn start_pod(
         .arg(&opts.weft)
         .args(["platform", "pod", "--spec"])
         .arg(&file)
+        // Every process of the pod, sidecar and app, trusts the public CA.
+        .env("SSL_CERT_FILE", crate::public_ca::bundle_file(&opts.state))
         .stdout(log.try_clone().map_err(|source| PlatformError::Io {
             what: "opening a log",
             source,

@@ -1,6 +1,7 @@
 //! `weft echo`: a tiny HTTP/1.1 and HTTP/2 server that names itself, for examples and
 //! smoke tests (what httpbin and helloworld are to Istio's samples). `?delay_ms=N` makes it
-//! answer N ms late, as httpbin's `/delay`.
+//! answer N ms late, as httpbin's `/delay`. With a certificate it serves HTTPS too, and its
+//! plaintext port can redirect there, as a public site does.
 //!
 //! `weft probe` (hidden): what the end-to-end tests run in pods in place of curl, a TCP
 //! server and Istio's ext-authz sample, so that they need nothing but this binary.
@@ -12,48 +13,134 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use weft_security::termination::{Clients, Termination};
 
-pub async fn serve(name: String, listen: SocketAddr) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    eprintln!("weft echo {name:?} listening on {listen}");
-    let name: &'static str = Box::leak(name.into_boxed_str());
-    loop {
-        let (stream, _) = listener.accept().await?;
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| async move {
-                if let Some(delay) = delay(req.uri()) {
-                    tokio::time::sleep(delay).await;
+#[derive(clap::Args)]
+pub struct EchoArgs {
+    #[arg(long)]
+    name: String,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Answer plain HTTP with a 301 to the same URL over https, as most public sites do.
+    #[arg(long)]
+    redirect_https: bool,
+    /// Also serve HTTPS here (HTTP/1.1 and HTTP/2 by ALPN), with --cert and --key.
+    #[arg(long, requires_all = ["cert", "key"])]
+    tls_listen: Option<SocketAddr>,
+    /// The server's certificate chain (PEM); on the local platform, a Workload's
+    /// `publicCertificate`.
+    #[arg(long, env = "TLS_CERT_FILE")]
+    cert: Option<std::path::PathBuf>,
+    #[arg(long, env = "TLS_KEY_FILE")]
+    key: Option<std::path::PathBuf>,
+}
+
+pub async fn serve(args: EchoArgs) -> anyhow::Result<()> {
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+    };
+    let name: &'static str = Box::leak(args.name.into_boxed_str());
+    let tls = match (args.tls_listen, &args.cert, &args.key) {
+        (Some(addr), Some(cert), Some(key)) => {
+            let read = |p: &std::path::Path| {
+                std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+            };
+            let config = weft_security::termination::server_config(&Termination {
+                chain_pem: &read(cert)?,
+                key_pem: &read(key)?,
+                clients: Clients::Anonymous,
+                min_version: None,
+                max_version: None,
+                alpn: &[b"h2", b"http/1.1"],
+            })?;
+            Some((bind(addr).await?, TlsAcceptor::from(Arc::new(config))))
+        }
+        _ => None,
+    };
+    let plain = bind(args.listen).await?;
+    eprintln!("weft echo {name:?} listening on {}", args.listen);
+    let redirect = args.redirect_https;
+    let plaintext = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = plain.accept().await else {
+                continue;
+            };
+            tokio::spawn(answer(TokioIo::new(stream), name, redirect));
+        }
+    });
+    if let Some((listener, acceptor)) = tls {
+        eprintln!(
+            "weft echo {name:?} serving HTTPS on {}",
+            listener.local_addr()?
+        );
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(stream) = acceptor.accept(stream).await {
+                    answer(TokioIo::new(stream), name, false).await;
                 }
-                let user = req
-                    .headers()
-                    .get("end-user")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-")
-                    .to_string();
-                let body = format!(
-                    "{name} answered {} {} (end-user: {user})\n",
-                    req.method(),
-                    req.uri().path()
-                );
-                Ok::<_, std::convert::Infallible>(
-                    Response::builder()
-                        .header("x-served-by", name)
-                        .header("content-type", "text/plain")
-                        .body(Full::new(Bytes::from(body)))
-                        .expect("valid response"),
-                )
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+        }
     }
+    Ok(plaintext.await?)
+}
+
+/// Serves one connection: an answer that names this server, or the redirect to https.
+async fn answer<IO>(io: TokioIo<IO>, name: &'static str, redirect: bool)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req: Request<Incoming>| async move {
+        if redirect {
+            let host = req
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(|h| h.split(':').next().unwrap_or(h))
+                .unwrap_or(name);
+            let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            return Ok::<_, std::convert::Infallible>(
+                Response::builder()
+                    .status(http::StatusCode::MOVED_PERMANENTLY)
+                    .header(http::header::LOCATION, format!("https://{host}{target}"))
+                    .body(Full::new(Bytes::new()))
+                    .expect("valid response"),
+            );
+        }
+        if let Some(delay) = delay(req.uri()) {
+            tokio::time::sleep(delay).await;
+        }
+        let user = req
+            .headers()
+            .get("end-user")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string();
+        let body = format!(
+            "{name} answered {} {} (end-user: {user})\n",
+            req.method(),
+            req.uri().path()
+        );
+        Ok(Response::builder()
+            .header("x-served-by", name)
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from(body)))
+            .expect("valid response"))
+    });
+    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection(io, service)
+        .await;
 }
 
 fn delay(uri: &Uri) -> Option<Duration> {

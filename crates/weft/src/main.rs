@@ -8,6 +8,7 @@ mod control;
 mod dashboard;
 mod demo;
 mod echo;
+mod exec;
 mod platform;
 mod proxy;
 mod table;
@@ -63,6 +64,9 @@ enum Command {
     Status(platform::StatusArgs),
     /// A workload's logs in the local mesh (the app's, or the sidecar's with --proxy).
     Logs(platform::LogsArgs),
+    /// Run a command in a local pod, as kubectl exec does: its network (through its
+    /// sidecar), its /etc/hosts and the app's environment.
+    Exec(exec::ExecArgs),
     /// Open Weft's dashboard, or an addon's UI (prometheus, zipkin, …), as istioctl
     /// dashboard does.
     Dashboard(dashboard::DashboardArgs),
@@ -93,12 +97,7 @@ enum Command {
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Serve HTTP answers that name this server: a stand-in workload for examples.
-    Echo {
-        #[arg(long)]
-        name: String,
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-    },
+    Echo(echo::EchoArgs),
     /// Test helpers run in pods: a client that calls targets in a loop, a TCP echo server.
     #[command(subcommand, hide = true)]
     Probe(echo::Probe),
@@ -275,6 +274,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Down(args) => platform::run_down(args),
         Command::Status(args) => platform::run_status(args),
         Command::Logs(args) => platform::run_logs(args),
+        Command::Exec(args) => exec::run(args),
         Command::Demo(args) => demo::run(args, &cli.target.control_plane),
         Command::Platform(internal) => platform::run_internal(internal),
         Command::Completions { shell } => {
@@ -284,10 +284,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Analyze(args) => analyze::run(args, &cli.target),
         Command::Validate { path } => validate(&path),
         Command::Bench(bench) => run_bench(bench),
-        Command::Echo { name, listen } => tokio::runtime::Builder::new_current_thread()
+        Command::Echo(args) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
-            .block_on(echo::serve(name, listen)),
+            .block_on(echo::serve(args)),
         Command::Probe(probe) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?

@@ -19,7 +19,7 @@ pub struct StateArgs {
 }
 
 impl StateArgs {
-    fn state(&self) -> StateDir {
+    pub fn state(&self) -> StateDir {
         StateDir {
             root: self
                 .state_dir

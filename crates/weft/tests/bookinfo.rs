@@ -50,9 +50,10 @@ const GRAFANA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../../shared/istio-samples/grafana"
 );
-/// Bookinfo's six pods, the ingress gateway, tcp-echo, sleep, ext-authz and legacy's curl.
-const PODS: usize = 11;
-/// Every pod but legacy's curl, which runs outside the mesh.
+/// Bookinfo's six pods, the ingress gateway, tcp-echo, sleep, ext-authz, legacy's curl and
+/// edition.cnn.com.
+const PODS: usize = 12;
+/// Every pod but legacy's curl and edition.cnn.com, which run outside the mesh.
 const PROXIES: usize = 10;
 const REVIEWS_UNAVAILABLE: &str = "Sorry, product reviews are currently unavailable for this book.";
 const RATINGS_UNAVAILABLE: &str = "Ratings service is currently unavailable";
@@ -151,9 +152,11 @@ impl Demo {
     async fn weft(&self, args: &[&str]) -> (std::process::ExitStatus, String, String) {
         let mut all = vec!["--control-plane".to_string(), self.control.to_string()];
         all.extend(args.iter().map(|a| a.to_string()));
-        if matches!(args[0], "status" | "logs" | "down") {
-            all.push("--state-dir".into());
-            all.push(self.state.path().join("run").display().to_string());
+        if matches!(args[0], "status" | "logs" | "down" | "exec") {
+            // Before exec's `--`, after which its arguments are the command's.
+            let at = all.len() - args.len() + 1;
+            let dir = self.state.path().join("run").display().to_string();
+            all.splice(at..at, ["--state-dir".to_string(), dir]);
         }
         run_weft(&all).await
     }
@@ -1679,6 +1682,86 @@ async fn istio_bookinfo_tasks_on_weft_demo() {
     ])
     .await;
     eprintln!("Secure Gateways: HTTPS with the Secret's certificate; MUTUAL refuses a client without one ({}) and serves one with it", err.trim());
+
+    // Egress TLS Origination, run from sleep as Istio's task runs it from its curl pod
+    // (weft exec as kubectl exec): edition.cnn.com, the demo's stand-in for the site, is
+    // blocked by REGISTRY_ONLY; declared by the task's ServiceEntry, its plain HTTP is
+    // redirected by the site and curl follows to HTTPS, which passes the sidecar by SNI;
+    // with the task's DestinationRule the sidecar itself originates TLS for port 80, trusting
+    // the system's CAs (where the platform's public CA is), so plain HTTP gets 200.
+    let curl_cnn = |url: &'static str| {
+        let demo = &demo;
+        async move {
+            let (status, out, err) = demo
+                .weft(&[
+                    "exec",
+                    "sleep",
+                    "--",
+                    "curl",
+                    "-sSL",
+                    "-m",
+                    "5",
+                    "-o",
+                    "/dev/null",
+                    "-D",
+                    "-",
+                    url,
+                ])
+                .await;
+            let lines: Vec<String> = out.lines().map(|l| l.trim_end().to_string()).collect();
+            let statuses: Vec<String> = lines
+                .iter()
+                .filter(|l| l.starts_with("HTTP/"))
+                .cloned()
+                .collect();
+            (status.success(), statuses, format!("{out}{err}"))
+        }
+    };
+    const POLITICS: &str = "http://edition.cnn.com/politics";
+    let (_, statuses, out) = curl_cnn(POLITICS).await;
+    assert_eq!(statuses, ["HTTP/1.1 502 Bad Gateway"], "{out}");
+    assert!(
+        out.contains("blocked by outboundTrafficPolicy REGISTRY_ONLY"),
+        "{out}"
+    );
+    let egress = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/bookinfo/egress-tls-origination");
+    demo.apply(&egress.join("service-entry.yaml")).await;
+    let (ok, statuses, out) = curl_cnn(POLITICS).await;
+    assert!(ok, "{out}");
+    assert_eq!(
+        statuses,
+        ["HTTP/1.1 301 Moved Permanently", "HTTP/2 200"],
+        "{out}"
+    );
+    assert!(
+        out.contains("location: https://edition.cnn.com/politics"),
+        "{out}"
+    );
+    demo.apply(&egress.join("tls-origination.yaml")).await;
+    let (ok, statuses, out) = curl_cnn(POLITICS).await;
+    assert!(ok, "{out}");
+    assert_eq!(statuses, ["HTTP/1.1 200 OK"], "{out}");
+    let (ok, statuses, out) = curl_cnn("https://edition.cnn.com/politics").await;
+    assert!(ok, "{out}");
+    assert_eq!(statuses, ["HTTP/2 200"], "{out}");
+    // The sidecar saw the request in the clear and sent it to 443.
+    let (_, log, _) = demo.weft(&["logs", "sleep", "--proxy"]).await;
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"GET /politics HTTP/1.1\" 200")
+                && l.contains("\"edition.cnn.com:443\" outbound|80||edition.cnn.com")),
+        "{log}"
+    );
+    let (ok, _, err) = demo
+        .weft(&[
+            "delete",
+            "-f",
+            &egress.join("tls-origination.yaml").display().to_string(),
+        ])
+        .await;
+    assert!(ok.success(), "{err}");
+    eprintln!("Egress TLS Origination: 502 under REGISTRY_ONLY, 301 then HTTP/2 200 once declared, 200 for plain HTTP once the sidecar originates TLS");
 
     // External authorization: the ext-authz sample, MeshConfig's sample-ext-authz-http,
     // decides productpage's product API once the CUSTOM policy applies.
