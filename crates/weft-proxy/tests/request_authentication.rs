@@ -256,6 +256,59 @@ async fn authorization_requires_the_request_principal_and_reads_claims() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn space_delimited_claims_are_matched_word_by_word() {
+    let issuer = Issuer::new("test");
+    let app = Backend::start("127.0.0.1", "reviews-v1", support::ok()).await;
+    let require = |claim: &str| {
+        format!("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: require-editor\n  namespace: default\nspec:\n  selector:\n    matchLabels:\n      app: reviews\n  rules:\n  - when:\n    - key: request.auth.claims[{claim}]\n      values: [editor]\n")
+    };
+    let token = issuer.token(claims(
+        json!({"roles": "viewer editor", "provider": {"login": {"roles": "viewer editor"}}}),
+    ));
+    let status = |yaml: String| {
+        let (app, token) = (&app, &token);
+        async move {
+            let (_server, http) = sidecar(app, &yaml).await;
+            let auth = bearer(token);
+            http.get("reviews:9080", "/", &[("authorization", &auth)])
+                .await
+                .status
+                .as_u16()
+        }
+    };
+    // Without spaceDelimitedClaims, a claim other than scope and permission is one string.
+    let plain = request_authentication(&inline(&issuer.jwks));
+    assert_eq!(status(plain.clone() + &require("roles")).await, 403);
+    let listed = request_authentication(&format!(
+        "{}\n    spaceDelimitedClaims: [roles, provider.login.roles]",
+        inline(&issuer.jwks)
+    ));
+    assert_eq!(status(listed.clone() + &require("roles")).await, 200);
+    assert_eq!(
+        status(listed + &require("provider][login][roles")).await,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_required_refuses_a_request_without_a_token() {
+    let issuer = Issuer::new("test");
+    let app = Backend::start("127.0.0.1", "reviews-v1", support::ok()).await;
+    let yaml = request_authentication(&format!("{}\n    presence: REQUIRED", inline(&issuer.jwks)));
+    let (_server, http) = sidecar(&app, &yaml).await;
+    let missing = http.get("reviews:9080", "/", &[]).await;
+    assert_eq!(
+        (missing.status.as_u16(), missing.text()),
+        (401, "Jwt is missing".into())
+    );
+    let auth = bearer(&issuer.token(claims(json!({}))));
+    let with = http
+        .get("reviews:9080", "/", &[("authorization", &auth)])
+        .await;
+    assert_eq!(with.status.as_u16(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_from_a_jwks_uri_and_istios_token_locations_and_headers() {
     let issuer = Issuer::new("test");
     let (keys, fetched) = jwks_server(issuer.jwks.clone()).await;

@@ -450,7 +450,7 @@ impl Check {
             }
             Attr::Condition(ConditionKey::RequestAuthClaims(path)) => auth.is_some_and(|a| {
                 let claim = path.iter().fold(&a.claims, |v, key| &v[key.as_str()]);
-                claim_values(claim, path.last().map(String::as_str))
+                claim_values(claim, a.space_delimited(path))
                     .iter()
                     .any(|v| text(Some(v.as_ref())))
             }),
@@ -492,13 +492,13 @@ impl Check {
 
 /// A claim's values as Istio matches them: a string (each word of `scope` and `permission`,
 /// which OAuth writes space-delimited), each string of a list, a number or boolean as text.
-fn claim_values<'v>(
-    claim: &'v serde_json::Value,
-    name: Option<&str>,
-) -> Vec<std::borrow::Cow<'v, str>> {
+fn claim_values(
+    claim: &serde_json::Value,
+    space_delimited: bool,
+) -> Vec<std::borrow::Cow<'_, str>> {
     use serde_json::Value;
     match claim {
-        Value::String(s) if matches!(name, Some("scope" | "permission")) => {
+        Value::String(s) if space_delimited => {
             s.split(' ').map(std::borrow::Cow::Borrowed).collect()
         }
         Value::String(s) => vec![std::borrow::Cow::Borrowed(s.as_str())],

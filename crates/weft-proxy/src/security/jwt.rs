@@ -53,6 +53,9 @@ struct Rule {
     forward: bool,
     payload_header: Option<HeaderName>,
     claim_headers: Vec<(HeaderName, String)>,
+    space_delimited: Arc<[String]>,
+    /// `presence: REQUIRED`: a request must carry a token.
+    required: bool,
 }
 
 enum Keys {
@@ -82,6 +85,22 @@ pub struct Verified {
     /// `azp`.
     pub presenter: Option<String>,
     pub claims: Value,
+    /// `spaceDelimitedClaims`: claims (dotted paths) whose string value is a list of words.
+    pub space_delimited: Arc<[String]>,
+}
+
+impl Verified {
+    /// Whether the claim at `path` is matched word by word: Istio's `scope` and
+    /// `permission`, and the rule's `spaceDelimitedClaims`.
+    pub fn space_delimited(&self, path: &[String]) -> bool {
+        matches!(
+            path.last().map(String::as_str),
+            Some("scope" | "permission")
+        ) || self
+            .space_delimited
+            .iter()
+            .any(|c| c.split('.').eq(path.iter().map(String::as_str)))
+    }
 }
 
 /// A refused token: Envoy's body for it, and its response code details.
@@ -142,7 +161,17 @@ impl RequestAuthn {
             .filter_map(|rule| rule.find(parts).map(|(at, token)| (rule, at, token)))
             .collect();
         let Some((_, _, first)) = found.first() else {
-            return Ok(None);
+            // Envoy's `requires_any` keeps `allow_missing` only while no rule is REQUIRED.
+            return match self.rules.iter().find(|r| r.required) {
+                Some(rule) => Err(Rejected::new(
+                    "Jwt is missing",
+                    format!(
+                        "the jwtRules entry for {:?} has presence REQUIRED and the request carries no token",
+                        rule.issuer
+                    ),
+                )),
+                None => Ok(None),
+            };
         };
         let issuer = unverified_issuer(first).ok_or_else(|| {
             Rejected::new(
@@ -233,6 +262,8 @@ impl Rule {
                     ))
                 })
                 .collect(),
+            space_delimited: rule.space_delimited_claims.clone().into(),
+            required: rule.presence.as_deref() == Some("REQUIRED"),
         }
     }
 
@@ -353,6 +384,7 @@ impl Rule {
             audiences,
             presenter: claims["azp"].as_str().map(str::to_string),
             claims,
+            space_delimited: self.space_delimited.clone(),
         })
     }
 
