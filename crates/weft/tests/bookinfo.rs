@@ -1660,6 +1660,31 @@ async fn istio_bookinfo_tasks_on_weft_demo() {
         std::future::ready((curl(false).0 != "200").then_some(()))
     })
     .await;
+    // The gateway holds the Secret's certificate and CA, named as Istio's SDS names them.
+    let (_, held, _) = demo
+        .weft(&[
+            "proxy-config",
+            "secret",
+            "istio-ingressgateway-0.istio-system",
+            "-o",
+            "json",
+        ])
+        .await;
+    let held: Vec<Value> = serde_json::from_str(&held).unwrap_or_default();
+    let names: Vec<&str> = held
+        .iter()
+        .filter_map(|r| r["resourceName"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "default",
+            "kubernetes://bookinfo-credential",
+            "kubernetes://bookinfo-credential-cacert",
+            "ROOTCA"
+        ],
+        "{held:?}"
+    );
     assert!(
         refused.is_some(),
         "MUTUAL still answers a client without a certificate"

@@ -48,10 +48,20 @@ pub async fn run(target: &Target, args: ProxyConfigArgs) -> anyhow::Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
+    let resources = decode_all(&response.resources)
+        .with_context(|| format!("the config sent to {} cannot be read", args.proxy))?;
     if args.section == Section::Secret {
+        let sent: Vec<(&str, &weft_api::types::Secret)> = resources
+            .iter()
+            .filter_map(|r| match &r.spec {
+                weft_api::Spec::Secret(s) => Some((r.name(), s)),
+                _ => None,
+            })
+            .collect();
         let rows = secrets::secret_rows(
             &response.certificate_chain,
             &response.root_cert,
+            &sent,
             std::time::SystemTime::now(),
         )
         .with_context(|| format!("the certificate {} holds cannot be read", args.proxy))?;
@@ -63,8 +73,6 @@ pub async fn run(target: &Target, args: ProxyConfigArgs) -> anyhow::Result<()> {
         }
         return table::print(args.output, &rows, || secrets::secret_table(&rows));
     }
-    let resources = decode_all(&response.resources)
-        .with_context(|| format!("the config sent to {} cannot be read", args.proxy))?;
     let snapshot = compile_for(&args.proxy, response.identity, resources)?;
     match args.section {
         Section::Clusters => {

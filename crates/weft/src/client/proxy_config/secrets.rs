@@ -1,16 +1,17 @@
-//! `proxy-config secret`: the certificate a proxy says it holds and the root it trusts, in
-//! istioctl's columns.
+//! `proxy-config secret`: the certificate a proxy says it holds, the root it trusts and the
+//! Secrets it was sent for `credentialName`s, in istioctl's columns.
 
 use crate::table;
 use serde::Serialize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use weft_api::types::timestamp::{rfc3339, Fraction};
+use weft_api::types::Secret;
 use weft_security::cert::{chain_der, CertInfo};
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretRow {
-    resource_name: &'static str,
+    resource_name: String,
     #[serde(rename = "type")]
     kind: &'static str,
     status: &'static str,
@@ -22,12 +23,7 @@ pub struct SecretRow {
     uri_sans: Vec<String>,
 }
 
-fn row(
-    name: &'static str,
-    kind: &'static str,
-    pem: &str,
-    now: SystemTime,
-) -> anyhow::Result<SecretRow> {
+fn row(name: String, kind: &'static str, pem: &str, now: SystemTime) -> anyhow::Result<SecretRow> {
     let der = chain_der(pem)?;
     let info = CertInfo::of_der(&der[0])?;
     let at = |secs: i64| UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64);
@@ -43,15 +39,42 @@ fn row(
     })
 }
 
-/// `default` (the workload's chain, when the proxy holds one) and `ROOTCA`, as Istio names
-/// them in Envoy's secrets.
-pub fn secret_rows(chain: &str, root: &str, now: SystemTime) -> anyhow::Result<Vec<SecretRow>> {
+/// `default` (the workload's chain, when the proxy holds one), each Secret's as Istio's SDS
+/// names them (`kubernetes://NAME`, its CA `kubernetes://NAME-cacert`), and `ROOTCA`. A
+/// Secret that is not PEM is left out with a warning: the proxy refuses it too.
+pub fn secret_rows(
+    chain: &str,
+    root: &str,
+    secrets: &[(&str, &Secret)],
+    now: SystemTime,
+) -> anyhow::Result<Vec<SecretRow>> {
     let mut rows = Vec::new();
     if !chain.is_empty() {
-        rows.push(row("default", "Cert Chain", chain, now)?);
+        rows.push(row("default".into(), "Cert Chain", chain, now)?);
+    }
+    for (name, secret) in secrets {
+        let parts = secret.tls_credential();
+        let ca_name = match name.strip_suffix("-cacert") {
+            Some(_) if parts.certificate.is_none() => name.to_string(),
+            _ => format!("{name}-cacert"),
+        };
+        for (resource, kind, pem) in [
+            (name.to_string(), "Cert Chain", parts.certificate),
+            (ca_name, "CA", parts.ca),
+        ] {
+            let Some(pem) = pem else { continue };
+            let resource = format!("kubernetes://{resource}");
+            match std::str::from_utf8(pem)
+                .map_err(anyhow::Error::from)
+                .and_then(|pem| row(resource.clone(), kind, pem, now))
+            {
+                Ok(r) => rows.push(r),
+                Err(e) => eprintln!("warning: {resource}: not a PEM certificate: {e}"),
+            }
+        }
     }
     if !root.is_empty() {
-        rows.push(row("ROOTCA", "CA", root, now)?);
+        rows.push(row("ROOTCA".into(), "CA", root, now)?);
     }
     Ok(rows)
 }
@@ -61,7 +84,7 @@ pub fn secret_table(rows: &[SecretRow]) -> String {
         .iter()
         .map(|r| {
             vec![
-                r.resource_name.to_string(),
+                r.resource_name.clone(),
                 r.kind.to_string(),
                 r.status.to_string(),
                 r.valid_cert.to_string(),
@@ -93,6 +116,48 @@ mod tests {
     use weft_security::Identity;
 
     #[test]
+    fn secrets_list_as_istios_sds_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(dir.path(), "cluster.local").unwrap();
+        let (chain, _) = ca
+            .serving(&["bookinfo.example.com"], Duration::from_secs(3600))
+            .unwrap();
+        let secret = |data: &[(&str, &str)]| Secret {
+            data: data
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            ..Secret::default()
+        };
+        let both = secret(&[("tls.crt", &chain[0]), ("ca.crt", ca.root_pem())]);
+        let ca_only = secret(&[("cacert", ca.root_pem())]);
+        let broken = secret(&[("tls.crt", "not PEM")]);
+        let rows = secret_rows(
+            "",
+            "",
+            &[
+                ("gw", &both),
+                ("other-cacert", &ca_only),
+                ("broken", &broken),
+            ],
+            SystemTime::now(),
+        )
+        .unwrap();
+        let names: Vec<(&str, &str)> = rows
+            .iter()
+            .map(|r| (r.resource_name.as_str(), r.kind))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("kubernetes://gw", "Cert Chain"),
+                ("kubernetes://gw-cacert", "CA"),
+                ("kubernetes://other-cacert", "CA")
+            ]
+        );
+    }
+
+    #[test]
     fn a_held_chain_and_the_root_list_as_istioctl_lists_them() {
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::load_or_create(dir.path(), "cluster.local").unwrap();
@@ -101,7 +166,7 @@ mod tests {
         let chain = ca
             .sign(&key.csr(&id).unwrap(), &id, Duration::from_secs(3600))
             .unwrap();
-        let rows = secret_rows(&chain[0], ca.root_pem(), SystemTime::now()).unwrap();
+        let rows = secret_rows(&chain[0], ca.root_pem(), &[], SystemTime::now()).unwrap();
         let table = secret_table(&rows);
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].starts_with("RESOURCE NAME"), "{table}");
@@ -120,9 +185,9 @@ mod tests {
         assert!(rows[0].not_after.ends_with('Z'));
         // An hour and a minute later (the CA backdates a minute), the certificate is not valid.
         let later = SystemTime::now() + Duration::from_secs(3700);
-        assert!(!secret_rows(&chain[0], ca.root_pem(), later).unwrap()[0].valid_cert);
+        assert!(!secret_rows(&chain[0], ca.root_pem(), &[], later).unwrap()[0].valid_cert);
         assert!(
-            secret_rows("", ca.root_pem(), SystemTime::now())
+            secret_rows("", ca.root_pem(), &[], SystemTime::now())
                 .unwrap()
                 .len()
                 == 1
