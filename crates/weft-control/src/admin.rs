@@ -93,6 +93,42 @@ pub fn admin_credential(ca: &Ca, path: &Path) -> Result<AdminCredential, StartEr
     Ok(credential)
 }
 
+/// Keeps the admin credential usable while the control plane runs: every `every`, issues it
+/// afresh once less than half its life is left, and publishes the new one where the old one
+/// was published.
+pub async fn keep_admin_credential(
+    ca: Arc<Ca>,
+    path: PathBuf,
+    every: std::time::Duration,
+    published: Option<std::net::SocketAddr>,
+    held: Arc<parking_lot::Mutex<Option<AdminCredential>>>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is now, and the credential was just checked at start.
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let renewed = match admin_credential(&ca, &path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("cannot renew the admin identity's certificate: {e}");
+                continue;
+            }
+        };
+        let mut held = held.lock();
+        if held.as_ref().map(AdminCredential::pem) == Some(renewed.pem()) {
+            continue;
+        }
+        if let Some(addr) = published {
+            if let Err(e) = weft_discovery::credentials::publish_admin(addr, &renewed) {
+                tracing::warn!("cannot publish the renewed admin credential: {e}");
+            }
+        }
+        *held = Some(renewed);
+    }
+}
+
 impl From<ConfigError> for Status {
     fn from(e: ConfigError) -> Status {
         match &e {

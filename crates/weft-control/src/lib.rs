@@ -69,6 +69,9 @@ pub struct ControlOptions {
     /// Where the admin identity's credential (certificate chain and key) is kept, for the
     /// CLI to present on the TLS port.
     pub admin_credential_file: PathBuf,
+    /// How often the admin credential's remaining life is checked while running: it is
+    /// issued afresh (and published again) with less than half its life left.
+    pub admin_renewal_check: Duration,
     /// The join token a proxy's Hello must carry to register its workload (made at first
     /// start; the platform hands it to its pods).
     pub join_token_file: PathBuf,
@@ -100,6 +103,7 @@ impl ControlOptions {
             pod_credential_key_file: state.join("pod-credential.key"),
             admin_token_file: credentials::admin_token_file(&config_dir),
             admin_credential_file: credentials::admin_credential_file(&config_dir),
+            admin_renewal_check: Duration::from_secs(3600),
             join_token_file: credentials::join_token_file(&config_dir),
             publish_admin_token: false,
             config_dir,
@@ -177,8 +181,8 @@ pub struct ControlPlane {
     /// What the CLI must present (kept in `admin_token_file`).
     pub admin_token: Token,
     pub admin_token_file: PathBuf,
-    /// The admin identity's credential, when the TLS port is served.
-    pub admin_credential: Option<AdminCredential>,
+    /// The admin identity's credential, when the TLS port is served; renewed while running.
+    admin_credential: Arc<parking_lot::Mutex<Option<AdminCredential>>>,
     pub admin_credential_file: PathBuf,
     published_admin: Option<SocketAddr>,
     /// What a proxy must present to register its workload (kept in `join_token_file`).
@@ -313,6 +317,16 @@ impl ControlPlane {
         if let Some(listener) = zipkin {
             tasks.push(tokio::spawn(collector::serve(listener, collector.clone())));
         }
+        let admin_credential = Arc::new(parking_lot::Mutex::new(admin_credential));
+        if grpc_tls_addr.is_some() {
+            tasks.push(tokio::spawn(admin::keep_admin_credential(
+                ca.clone(),
+                opts.admin_credential_file.clone(),
+                opts.admin_renewal_check,
+                published_admin,
+                admin_credential.clone(),
+            )));
+        }
         if let (Some(listener), Some(addr)) = (grpc_tls, grpc_tls_addr) {
             let tls = tls_config(&ca).map_err(|detail| StartError::Tls { addr, detail })?;
             let certificates = certificates::CertificateService {
@@ -395,7 +409,9 @@ impl Drop for ControlPlane {
         if let Some(addr) = self.published {
             credentials::unpublish(addr, &self.admin_token);
         }
-        if let (Some(addr), Some(credential)) = (self.published_admin, &self.admin_credential) {
+        if let (Some(addr), Some(credential)) =
+            (self.published_admin, self.admin_credential.lock().as_ref())
+        {
             credentials::unpublish_admin(addr, credential);
         }
     }

@@ -398,3 +398,37 @@ async fn the_admin_api_on_15012_takes_the_admin_identitys_certificate_and_no_wor
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn the_admin_credential_is_renewed_while_the_control_plane_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = ControlOptions::new(dir.path().to_path_buf());
+    opts.monitoring = "127.0.0.1:0".parse().unwrap();
+    opts.grpc_tls = Some("127.0.0.1:0".parse().unwrap());
+    opts.admin_renewal_check = Duration::from_millis(50);
+    let cp = ControlPlane::start(opts).await.unwrap();
+    let file = dir.path().join(".weft/admin.pem");
+    let not_after = |c: &weft_discovery::credentials::AdminCredential| {
+        CertInfo::of_der(&chain_der(c.pem()).unwrap()[0])
+            .unwrap()
+            .not_after
+    };
+    // As if the control plane had run for most of the credential's life: an hour is left.
+    let (chain, key) = cp.ca.admin_client(Duration::from_secs(3600)).unwrap();
+    let ageing = weft_discovery::credentials::AdminCredential::new(&chain, &key);
+    ageing.write(&file).unwrap();
+    let renewed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let now = weft_discovery::credentials::AdminCredential::read(&file).unwrap();
+            if not_after(&now) > not_after(&ageing) + 24 * 3600 {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the ageing admin credential was never renewed");
+    version(channel(&cp, Some(Identity::from_pem(renewed.pem(), renewed.pem()))).await)
+        .await
+        .unwrap();
+}
