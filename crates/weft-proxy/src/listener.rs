@@ -138,6 +138,7 @@ async fn gateway(shared: Arc<Shared>, stream: TcpStream, remote: SocketAddr, loc
         original_dst: None,
         mtls: None,
         terminated_by: None,
+        requested_server_name: None,
     };
     let cluster = |c: &WeightedClusters| L4Target::Cluster(c.pick().cluster.clone());
     // As read_client_hello leaves a TLS port's stream, so every plan gets one type.
@@ -200,6 +201,7 @@ async fn gateway(shared: Arc<Shared>, stream: TcpStream, remote: SocketAddr, loc
                 },
             };
             let sni = hello.server_name.clone();
+            conn.requested_server_name = sni.as_deref().map(Arc::from);
             (plan, io, sni)
         }
     };
@@ -344,6 +346,7 @@ async fn captured(
         original_dst,
         mtls: None,
         terminated_by: None,
+        requested_server_name: None,
     };
     let io = Prefixed::new(prefix, stream);
     match detected {
@@ -374,6 +377,7 @@ async fn tls<S>(
     let Some((hello, io)) = read_client_hello(io).await else {
         return;
     };
+    conn.requested_server_name = hello.server_name.as_deref().map(Arc::from);
     let (remote, original_dst) = (conn.remote, conn.original_dst);
     if conn.direction == Direction::Outbound {
         let port = original_dst.map_or(443, |d| d.port());

@@ -209,6 +209,7 @@ where
         downstream_local: dst,
         downstream_mtls: conn.mtls.is_some(),
         downstream_peer_principal: conn.mtls.as_ref().and_then(|m| m.principal.clone()),
+        requested_server_name: conn.requested_server_name.clone(),
         upstream_cluster: Some(target.cluster_name(direction)),
         ..Default::default()
     };

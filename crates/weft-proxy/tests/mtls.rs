@@ -73,6 +73,11 @@ async fn sidecars_speak_mtls_and_report_both_principals() {
         inbound.downstream_peer_principal.as_deref(),
         Some(PRODUCTPAGE)
     );
+    // Istio's SNI for the destination, as Envoy's REQUESTED_SERVER_NAME shows it.
+    assert_eq!(
+        inbound.requested_server_name.as_deref(),
+        Some("outbound_.9080_._.reviews.default.svc.cluster.local")
+    );
     let outbound = client.next_log().await;
     assert_eq!(outbound.upstream_peer_principal.as_deref(), Some(REVIEWS));
 
@@ -107,6 +112,7 @@ async fn sidecars_speak_mtls_and_report_both_principals() {
     assert_eq!(direct.get("reviews:9080", "/", &[]).await.status, 200);
     let plain = server.next_log().await;
     assert!(!plain.downstream_mtls);
+    assert_eq!(plain.requested_server_name, None);
     wait_for(
         server.proxy.stats_addr,
         "istio_requests_total",

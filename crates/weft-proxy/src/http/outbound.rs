@@ -77,6 +77,7 @@ pub async fn handle(
         downstream_remote: Some(conn.remote),
         downstream_mtls: conn.mtls.is_some(),
         downstream_peer_principal: conn.mtls.as_ref().and_then(|m| m.principal.clone()),
+        requested_server_name: conn.requested_server_name.clone(),
         bytes_received: body_hint(&body),
         ..Default::default()
     };

@@ -137,6 +137,8 @@ pub struct Entry {
     pub downstream_peer_principal: Option<Arc<str>>,
     /// The answering server's SPIFFE ID over mTLS (`UPSTREAM_PEER_URI_SAN`).
     pub upstream_peer_principal: Option<Arc<str>>,
+    /// The downstream TLS's SNI.
+    pub requested_server_name: Option<Arc<str>>,
     /// Why the TLS handshake with the upstream failed.
     pub upstream_transport_failure_reason: Option<String>,
     pub route_name: Option<String>,
@@ -271,11 +273,13 @@ impl Entry {
             Operator::UpstreamPeerUriSan => {
                 or_missing(self.upstream_peer_principal.as_deref().map(Cow::Borrowed))
             }
+            Operator::RequestedServerName => {
+                or_missing(self.requested_server_name.as_deref().map(Cow::Borrowed))
+            }
             // Not known to the proxy yet (no termination reasons, the upstream's ephemeral
-            // port and the downstream's SNI not kept): `-`, as Envoy writes an unset value.
+            // port not kept): `-`, as Envoy writes an unset value.
             Operator::ConnectionTerminationDetails
             | Operator::UpstreamLocalAddress
-            | Operator::RequestedServerName
             // Resolved to text when the format was built.
             | Operator::Hostname
             | Operator::Environment(_) => Value::Missing,

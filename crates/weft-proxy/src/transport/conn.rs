@@ -25,4 +25,6 @@ pub struct ConnInfo {
     pub mtls: Option<MtlsPeer>,
     /// The Gateway server (its route table's name) that terminated the connection's TLS.
     pub terminated_by: Option<Arc<str>>,
+    /// The SNI of the connection's TLS ClientHello (Envoy's `REQUESTED_SERVER_NAME`).
+    pub requested_server_name: Option<Arc<str>>,
 }
