@@ -186,6 +186,17 @@ fn inside_namespace() {
                 TestProxy::start(&sample("bookinfo/networking/egress-rule-google-apis.yaml"))
                     .await;
             let http = HttpClient::new(proxy.proxy.outbound_addr);
+            // The config applies, and the call gets 503 with `why` in its reason.
+            let refused = |yaml: String, why: &'static str| {
+                let (proxy, http) = (&proxy, &http);
+                async move {
+                    let status = proxy.reconfigure(&yaml).await;
+                    assert_eq!(status.last_error, None);
+                    let answer = http.get(&format!("{HOST}:80"), "/", &[]).await;
+                    assert_eq!(answer.status, 503);
+                    assert!(answer.hint().contains(why), "{}", answer.hint());
+                }
+            };
 
             // SIMPLE, as Istio's sample writes it: the system's bundle, the SNI the host.
             let answer = http.get(&format!("{HOST}:80"), "/", &[]).await;
@@ -205,35 +216,28 @@ fn inside_namespace() {
             };
             let other_root = dir.join("other-root.pem");
             std::fs::write(&other_root, other.root_pem()).unwrap();
-            let status = proxy
-                .reconfigure(&with_tls(&format!(
+            // Both roots are named alike, so the chain fails on its signature.
+            refused(
+                with_tls(&format!(
                     "      tls:\n        mode: SIMPLE\n        caCertificates: {}\n",
                     other_root.display()
-                )))
-                .await;
-            assert_eq!(status.last_error, None);
-            let answer = http.get(&format!("{HOST}:80"), "/", &[]).await;
-            assert_eq!(answer.status, 503);
-            // Both roots are named alike, so the chain fails on its signature.
-            assert!(answer.hint().contains("invalid peer certificate: BadSignature"), "{}", answer.hint());
+                )),
+                "invalid peer certificate: BadSignature",
+            )
+            .await;
 
             // subjectAltNames the certificate does not have: refused; insecureSkipVerify
             // takes it anyway.
             let root = dir.join("root.pem");
             std::fs::write(&root, ca.root_pem()).unwrap();
-            proxy
-                .reconfigure(&with_tls(&format!(
+            refused(
+                with_tls(&format!(
                     "      tls:\n        mode: SIMPLE\n        caCertificates: {}\n        subjectAltNames: [storage.googleapis.com]\n",
                     root.display()
-                )))
-                .await;
-            let answer = http.get(&format!("{HOST}:80"), "/", &[]).await;
-            assert_eq!(answer.status, 503);
-            assert!(
-                answer.hint().contains("certificate not valid for name \"storage.googleapis.com\""),
-                "{}",
-                answer.hint()
-            );
+                )),
+                "certificate not valid for name \"storage.googleapis.com\"",
+            )
+            .await;
             proxy
                 .reconfigure(&with_tls(
                     "      tls:\n        mode: SIMPLE\n        insecureSkipVerify: true\n        sni: api.example\n",
@@ -299,32 +303,20 @@ fn inside_namespace() {
             let answer = http.get(&format!("{HOST}:80"), "/", &[]).await;
             assert_eq!(answer.status, 503, "{}", answer.hint());
             // A selected rule naming a Secret that is not there says which and how to make it.
-            proxy
-                .reconfigure(
-                    &by_secret("  workloadSelector:\n    matchLabels: {app: productpage}\n")
-                        .replace("name: client-credential}", "name: other}"),
-                )
-                .await;
-            let answer = http.get(&format!("{HOST}:80"), "/", &[]).await;
-            assert_eq!(answer.status, 503);
-            assert!(
-                answer.hint().contains("no Secret default/client-credential (weft create secret generic client-credential -n default"),
-                "{}",
-                answer.hint()
-            );
+            refused(
+                by_secret("  workloadSelector:\n    matchLabels: {app: productpage}\n")
+                    .replace("name: client-credential}", "name: other}"),
+                "no Secret default/client-credential (weft create secret generic client-credential -n default",
+            )
+            .await;
 
             // A missing file is named in the 503's reason.
-            proxy
-                .reconfigure(&with_tls(
+            refused(
+                with_tls(
                     "      tls:\n        mode: MUTUAL\n        clientCertificate: /nonexistent/cert.pem\n        privateKey: /nonexistent/key.pem\n",
-                ))
-                .await;
-            let answer = http.get(&format!("{HOST}:80"), "/", &[]).await;
-            assert_eq!(answer.status, 503);
-            assert!(
-                answer.hint().contains("cannot read clientCertificate /nonexistent/cert.pem"),
-                "{}",
-                answer.hint()
-            );
+                ),
+                "cannot read clientCertificate /nonexistent/cert.pem",
+            )
+            .await;
         });
 }

@@ -22,12 +22,7 @@ pub struct ExecArgs {
 
 pub fn run(args: ExecArgs) -> anyhow::Result<()> {
     let state = args.state.state();
-    let status = state.read_status().with_context(|| {
-        format!(
-            "no mesh is up with state in {} (start one with weft up -f FILE)",
-            state.root.display()
-        )
-    })?;
+    let status = crate::platform::read_status(&state)?;
     let pod = status
         .pods
         .iter()

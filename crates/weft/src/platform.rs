@@ -175,14 +175,18 @@ pub fn run_down(args: StateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run_status(args: StatusArgs) -> anyhow::Result<()> {
-    let state = args.state.state();
-    let status = state.read_status().with_context(|| {
+/// The running mesh's status, or what to do when none is up.
+pub fn read_status(state: &StateDir) -> anyhow::Result<weft_platform::state::Status> {
+    state.read_status().with_context(|| {
         format!(
             "no mesh is up with state in {} (start one with weft up -f FILE)",
             state.root.display()
         )
-    })?;
+    })
+}
+
+pub fn run_status(args: StatusArgs) -> anyhow::Result<()> {
+    let status = read_status(&args.state.state())?;
     table::print(args.output, &status, || {
         let rows: Vec<Vec<String>> = status
             .pods
