@@ -7,6 +7,7 @@
 
 pub mod addons;
 pub mod forward;
+pub mod iptables;
 pub mod mesh;
 pub mod plan;
 pub mod pod;

@@ -64,6 +64,9 @@ enum Command {
     Status(platform::StatusArgs),
     /// A workload's logs in the local mesh (the app's, or the sidecar's with --proxy).
     Logs(platform::LogsArgs),
+    /// Write istio-init's iptables rules into this network namespace, from istio-iptables'
+    /// flags (what the injected init container runs).
+    Iptables(weft_platform::iptables::Capture),
     /// Run a command in a local pod, as kubectl exec does: its network (through its
     /// sidecar), its /etc/hosts and the app's environment.
     Exec(exec::ExecArgs),
@@ -275,6 +278,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => platform::run_status(args),
         Command::Logs(args) => platform::run_logs(args),
         Command::Exec(args) => exec::run(args),
+        Command::Iptables(capture) => Ok(capture.apply()?),
         Command::Demo(args) => demo::run(args, &cli.target.control_plane),
         Command::Platform(internal) => platform::run_internal(internal),
         Command::Completions { shell } => {
