@@ -66,6 +66,36 @@ fn first_label<'l>(labels: &'l BTreeMap<String, String>, keys: &[&str]) -> Optio
 }
 
 /// Parses `app=reviews,version=v2` into labels.
+/// Labels as Kubernetes' downward API writes them to a file: one `key="value"` a line, the
+/// value quoted as Go quotes strings.
+pub fn parse_downward_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let bad = || format!("{line:?} is not key=\"value\"");
+            let (key, quoted) = line.split_once('=').ok_or_else(bad)?;
+            let inner = quoted
+                .strip_prefix('"')
+                .and_then(|q| q.strip_suffix('"'))
+                .ok_or_else(bad)?;
+            let mut value = String::with_capacity(inner.len());
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                match (c, c == '\\') {
+                    (_, true) => match chars.next() {
+                        Some('n') => value.push('\n'),
+                        Some('t') => value.push('\t'),
+                        Some(other) => value.push(other),
+                        None => return Err(bad()),
+                    },
+                    (c, false) => value.push(c),
+                }
+            }
+            Ok((key.trim().to_string(), value))
+        })
+        .collect()
+}
+
 pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
     text.split(',')
         .map(str::trim)
@@ -79,4 +109,22 @@ pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
             )),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downward_api_labels_are_read_as_kubernetes_writes_them() {
+        let text =
+            "app=\"reviews\"\nsecurity.istio.io/tlsMode=\"istio\"\nnote=\"say \\\"hi\\\"\\n\"\n";
+        let labels = parse_downward_labels(text).unwrap();
+        assert_eq!(labels["app"], "reviews");
+        assert_eq!(labels["security.istio.io/tlsMode"], "istio");
+        assert_eq!(labels["note"], "say \"hi\"\n");
+        assert!(parse_downward_labels("app=reviews")
+            .unwrap_err()
+            .contains("key=\"value\""));
+    }
 }

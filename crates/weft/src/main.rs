@@ -14,6 +14,7 @@ mod proxy;
 mod table;
 mod top;
 
+use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 use client::Target;
 use std::net::SocketAddr;
@@ -64,6 +65,20 @@ enum Command {
     Status(platform::StatusArgs),
     /// A workload's logs in the local mesh (the app's, or the sidecar's with --proxy).
     Logs(platform::LogsArgs),
+    /// Add sidecars to the pods of Kubernetes manifests, as istioctl kube-inject does
+    /// (Pods, Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs; every other
+    /// document passes through unchanged).
+    KubeInject {
+        /// The manifests, or `-` for standard input.
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// The image whose entrypoint is weft.
+        #[arg(long)]
+        image: Option<String>,
+        /// The control plane's TLS port, as pods reach it (Istio's CA_ADDR).
+        #[arg(long, default_value = "istiod.istio-system.svc:15012")]
+        control_plane_address: String,
+    },
     /// Write istio-init's iptables rules into this network namespace, from istio-iptables'
     /// flags (what the injected init container runs).
     Iptables(weft_platform::iptables::Capture),
@@ -279,6 +294,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(args) => platform::run_logs(args),
         Command::Exec(args) => exec::run(args),
         Command::Iptables(capture) => Ok(capture.apply()?),
+        Command::KubeInject {
+            file,
+            image,
+            control_plane_address,
+        } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?
+            };
+            let defaults = weft_kube::inject::Options::default();
+            let opts = weft_kube::inject::Options {
+                image: image.unwrap_or(defaults.image),
+                control_plane: control_plane_address,
+                ..defaults
+            };
+            let out = weft_kube::inject::inject_yaml(&text, &opts)
+                .with_context(|| format!("{}", file.display()))?;
+            print!("{out}");
+            Ok(())
+        }
         Command::Demo(args) => demo::run(args, &cli.target.control_plane),
         Command::Platform(internal) => platform::run_internal(internal),
         Command::Completions { shell } => {

@@ -80,6 +80,10 @@ pub struct ProxyArgs {
     /// The workload's labels: `app=reviews,version=v2`.
     #[arg(long, env = "WEFT_LABELS", default_value = "")]
     labels: String,
+    /// The pod's labels as Kubernetes' downward API writes them (`key="value"` lines; the
+    /// injector mounts them at /etc/istio/pod/labels); --labels adds to them.
+    #[arg(long, value_name = "FILE")]
+    labels_file: Option<PathBuf>,
     #[arg(long, env = "SERVICE_ACCOUNT", default_value = "default")]
     service_account: String,
     #[arg(long, default_value = "0.0.0.0:15001")]
@@ -205,10 +209,18 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         (pod, name) if name.is_empty() => (pod.clone(), pod),
         both => both,
     };
-    let mut labels: std::collections::HashMap<String, String> = parse_labels(&args.labels)
-        .map_err(anyhow::Error::msg)?
-        .into_iter()
-        .collect();
+    let mut pod_labels = match &args.labels_file {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("--labels-file {}", file.display()))?;
+            weft_proxy::workload::parse_downward_labels(&text)
+                .map_err(|e| anyhow::anyhow!("--labels-file {}: {e}", file.display()))?
+        }
+        None => Default::default(),
+    };
+    pod_labels.extend(parse_labels(&args.labels).map_err(anyhow::Error::msg)?);
+    let mut labels: std::collections::HashMap<String, String> =
+        pod_labels.clone().into_iter().collect();
     if (args.credential_file.is_some() || args.certs.is_some()) && !args.gateway {
         // As Istio's injector labels a pod with a sidecar: callers may take mTLS to it.
         labels
@@ -237,7 +249,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         name: workload_name,
         pod,
         namespace: args.namespace,
-        labels: parse_labels(&args.labels).map_err(anyhow::Error::msg)?,
+        labels: pod_labels,
         service_account: args.service_account,
         instance_ip: args.address.clone().unwrap_or_default(),
     };

@@ -660,3 +660,42 @@ async fn mesh_config_access_log_format_shapes_each_line() {
     assert_eq!(entry["user"], "bob");
     assert_eq!(entry.as_object().unwrap().len(), 4, "{entry}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_inject_gives_bookinfo_sidecars_whose_arguments_weft_proxy_takes() {
+    let bookinfo = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/istio-samples/bookinfo/platform/bookinfo.yaml"
+    );
+    let (status, out, err) = run_weft(&["kube-inject".into(), "-f".into(), bookinfo.into()]).await;
+    assert!(status.success(), "{err}");
+    let docs: Vec<serde_json::Value> = serde_norway::Deserializer::from_str(&out)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let proxies: Vec<&serde_json::Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "Deployment")
+        .filter_map(|d| {
+            d["spec"]["template"]["spec"]["initContainers"]
+                .as_array()?
+                .iter()
+                .find(|c| c["name"] == "istio-proxy")
+        })
+        .collect();
+    assert_eq!(proxies.len(), 6, "{out}");
+    // The sidecar's arguments are weft proxy's: it gets as far as the files the pod would
+    // have mounted (its labels, its identity token).
+    let args: Vec<String> = proxies[0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    let (status, _, err) = run_weft(&args).await;
+    assert!(!status.success());
+    assert!(
+        (err.contains("/etc/istio/pod/") || err.contains("/var/run/secrets/"))
+            && !err.contains("unexpected argument"),
+        "{err}"
+    );
+}
