@@ -14,6 +14,27 @@ const TUNNEL_PORT: u16 = 15008;
 /// Where Envoy's inbound passthrough comes from (Istio's `InboundPassthroughClusterIpv4`).
 const INBOUND_PASSTHROUGH_SOURCE: &str = "127.0.0.6/32";
 
+/// The flags Istio's injection template writes with its defaults.
+pub const INJECTED: [&str; 17] = [
+    "-p",
+    "15001",
+    "-z",
+    "15006",
+    "-u",
+    "1337",
+    "-m",
+    "REDIRECT",
+    "-i",
+    "*",
+    "-x",
+    "",
+    "-b",
+    "*",
+    "-d",
+    "15090,15021,15020",
+    "--log_output_level=default:info",
+];
+
 /// istio-iptables' flags, as the injector writes them.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct Capture {
@@ -256,27 +277,6 @@ mod tests {
             .unwrap()
             .capture
     }
-
-    /// The injector's arguments (Istio's injection template with its defaults).
-    const INJECTED: [&str; 17] = [
-        "-p",
-        "15001",
-        "-z",
-        "15006",
-        "-u",
-        "1337",
-        "-m",
-        "REDIRECT",
-        "-i",
-        "*",
-        "-x",
-        "",
-        "-b",
-        "*",
-        "-d",
-        "15090,15021,15020",
-        "--log_output_level=default:info",
-    ];
 
     #[test]
     fn the_injectors_flags_give_istio_inits_rules() {

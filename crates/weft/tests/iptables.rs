@@ -7,28 +7,9 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+use weft_platform::iptables::INJECTED;
 
 const CHILD: &str = "WEFT_IPTABLES_TEST_CHILD";
-/// The injector's arguments, as Istio's injection template writes them by default.
-const INJECTED: [&str; 17] = [
-    "-p",
-    "15001",
-    "-z",
-    "15006",
-    "-u",
-    "1337",
-    "-m",
-    "REDIRECT",
-    "-i",
-    "*",
-    "-x",
-    "",
-    "-b",
-    "*",
-    "-d",
-    "15090,15021,15020",
-    "--log_output_level=default:info",
-];
 /// An address beyond the namespace's veth pair: nothing answers there, so a connection that
 /// is not captured never completes.
 const REMOTE: &str = "10.1.0.2:80";
