@@ -1,6 +1,8 @@
 //! Weft on Kubernetes. So far the sidecar injector: one [`inject::inject`] for the mutating
-//! webhook and for `weft kube-inject`, which gives a pod template Istio's injected shape with
-//! Weft's programs (`weft iptables` as istio-init, `weft proxy` as istio-proxy).
+//! webhook ([`webhook`], istiod's 15017 `/inject`) and for `weft kube-inject`, which gives a
+//! pod template Istio's injected shape with Weft's programs (`weft iptables` as istio-init,
+//! `weft proxy` as istio-proxy).
 #![forbid(unsafe_code)]
 
 pub mod inject;
+pub mod webhook;

@@ -1,0 +1,159 @@
+//! The webhook as the API server calls it: reviews of pods as a ReplicaSet creates them,
+//! answered with a patch that, applied, gives the pod `inject` gives it; and over real HTTPS.
+
+use super::*;
+
+/// A pod as a Deployment's ReplicaSet submits it: no name yet, an owner, the template hash.
+fn review_of(pod: Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "0df28fbd-5f5f-11e8-bc74-36e6bb280816",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "default",
+            "operation": "CREATE",
+            "object": pod,
+        },
+    })
+}
+
+fn details_pod() -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": "details-v1-79f774bdb9-",
+            "labels": {"app": "details", "version": "v1", "pod-template-hash": "79f774bdb9"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "details-v1-79f774bdb9", "controller": true, "uid": "x"}],
+        },
+        "spec": {
+            "serviceAccountName": "bookinfo-details",
+            "containers": [{"name": "details", "image": "docker.io/istio/examples-bookinfo-details-v1:1.20.3", "ports": [{"containerPort": 9080}]}],
+        },
+    })
+}
+
+/// JSONPatch's `add`, the only operation the webhook sends.
+fn apply(mut doc: Value, patch: &Value) -> Value {
+    for op in patch.as_array().unwrap() {
+        assert_eq!(op["op"], "add", "{op}");
+        let path = op["path"].as_str().unwrap();
+        let (parent, key) = path.rsplit_once('/').unwrap();
+        let target = doc
+            .pointer_mut(parent)
+            .unwrap_or_else(|| panic!("no {parent}"));
+        target
+            .as_object_mut()
+            .unwrap()
+            .insert(key.to_string(), op["value"].clone());
+    }
+    doc
+}
+
+fn patch_of(answer: &Value) -> Option<Value> {
+    let encoded = answer["response"]["patch"].as_str()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap();
+    Some(serde_json::from_slice(&bytes).unwrap())
+}
+
+#[test]
+fn a_deployments_pod_is_patched_into_what_inject_makes_of_it() {
+    let opts = Options::default();
+    let answer = review(review_of(details_pod()).to_string().as_bytes(), &opts).unwrap();
+    assert_eq!(answer["kind"], "AdmissionReview");
+    assert_eq!(
+        answer["response"]["uid"],
+        "0df28fbd-5f5f-11e8-bc74-36e6bb280816"
+    );
+    assert_eq!(answer["response"]["allowed"], true);
+    assert_eq!(answer["response"]["patchType"], "JSONPatch");
+    let patched = apply(details_pod(), &patch_of(&answer).unwrap());
+    let mut expected = details_pod();
+    let owner = "kubernetes://apis/apps/v1/namespaces/default/deployments/details-v1";
+    assert_eq!(
+        inject(&mut expected, "details-v1", Some(owner), &opts),
+        Outcome::Injected
+    );
+    assert_eq!(patched, expected);
+    // The Deployment's name, not the ReplicaSet's, names the workload.
+    let proxy = &patched["spec"]["initContainers"][1];
+    let args = proxy["args"].as_array().unwrap();
+    let at = args.iter().position(|a| a == "--workload-name").unwrap();
+    assert_eq!(args[at + 1], "details-v1");
+}
+
+#[test]
+fn a_pod_left_alone_is_allowed_unpatched_and_garbage_is_refused() {
+    let mut pod = details_pod();
+    pod["metadata"]["annotations"] = json!({"sidecar.istio.io/inject": "false"});
+    let answer = review(review_of(pod).to_string().as_bytes(), &Options::default()).unwrap();
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(answer["response"].get("patch").is_none(), "{answer}");
+    for garbage in [&b"not json"[..], b"{}", b"{\"request\": {\"uid\": 7}}"] {
+        assert!(review(garbage, &Options::default()).is_err());
+    }
+}
+
+#[tokio::test]
+async fn the_webhook_answers_over_https_on_inject() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let ca = weft_security::ca::Ca::load_or_create(dir, "cluster.local").unwrap();
+    let (chain, key) = ca
+        .serving(
+            &["istiod.istio-system.svc"],
+            std::time::Duration::from_secs(3600),
+        )
+        .unwrap();
+    let config =
+        weft_security::termination::server_config(&weft_security::termination::Termination {
+            chain_pem: &chain.concat(),
+            key_pem: &key,
+            clients: weft_security::termination::Clients::Anonymous,
+            min_version: None,
+            max_version: None,
+            alpn: &[b"h2", b"http/1.1"],
+        })
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(serve(
+        listener,
+        Arc::new(config),
+        Arc::new(Options::default()),
+    ));
+    let root = dir.join("root-cert.pem");
+    let body = dir.join("review.json");
+    std::fs::write(&body, review_of(details_pod()).to_string()).unwrap();
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--fail",
+            "-m",
+            "10",
+            "-H",
+            "content-type: application/json",
+        ])
+        .arg("--cacert")
+        .arg(&root)
+        .arg("--resolve")
+        .arg(format!("istiod.istio-system.svc:{port}:127.0.0.1"))
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .arg(format!("https://istiod.istio-system.svc:{port}/inject"))
+        .output()
+        .await
+        .expect("curl (Debian's curl package) calls the webhook as the API server does");
+    server.abort();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(patch_of(&answer).is_some(), "{answer}");
+}
