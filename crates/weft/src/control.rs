@@ -75,6 +75,55 @@ pub struct ControlArgs {
     /// Prometheus addon: 15).
     #[arg(long, value_name = "SECONDS", default_value_t = 15)]
     scrape_interval: u64,
+    /// Serve the sidecar injection webhook here (istiod's 15017, `POST /inject`), over TLS
+    /// with a certificate from the mesh's CA for istiod's service names.
+    #[arg(long, value_name = "ADDR")]
+    webhook: Option<SocketAddr>,
+    /// The image injected sidecars run (its entrypoint is weft).
+    #[arg(long, requires = "webhook")]
+    inject_image: Option<String>,
+}
+
+/// The names the API server calls the webhook by (the Service `istiod` in istio-system).
+const WEBHOOK_NAMES: [&str; 3] = [
+    "istiod.istio-system.svc",
+    "istiod.istio-system.svc.cluster.local",
+    "istiod",
+];
+
+/// The webhook's listener and TLS, from the mesh's CA (a year: it is made at every start).
+async fn webhook(
+    addr: SocketAddr,
+    ca: &weft_security::ca::Ca,
+    image: Option<String>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let (chain, key) = ca
+        .serving(&WEBHOOK_NAMES, Duration::from_secs(365 * 24 * 3600))
+        .context("issuing the webhook's certificate")?;
+    let tls =
+        weft_security::termination::server_config(&weft_security::termination::Termination {
+            chain_pem: &chain.concat(),
+            key_pem: &key,
+            clients: weft_security::termination::Clients::Anonymous,
+            min_version: None,
+            max_version: None,
+            alpn: &[b"h2", b"http/1.1"],
+        })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for the injection webhook"))?;
+    let defaults = weft_kube::inject::Options::default();
+    let opts = weft_kube::inject::Options {
+        image: image.unwrap_or(defaults.image),
+        trust_domain: ca.trust_domain().to_string(),
+        ..defaults
+    };
+    tracing::info!(%addr, "the injection webhook serves POST /inject");
+    Ok(tokio::spawn(weft_kube::webhook::serve(
+        listener,
+        std::sync::Arc::new(tls),
+        std::sync::Arc::new(opts),
+    )))
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -111,6 +160,10 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
             ..defaults
         })
         .await?;
+        let _webhook = match args.webhook {
+            Some(addr) => Some(webhook(addr, &control.ca, args.inject_image.clone()).await?),
+            None => None,
+        };
         let dashboard = match args.no_dashboard {
             true => None,
             false => Some(

@@ -1164,3 +1164,92 @@ async fn a_deeply_nested_document_is_refused_at_once_and_the_control_plane_keeps
     .await;
     assert_eq!(ready.map(|a| a.status.as_u16()), Ok(200));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_injection_webhook_answers_the_api_servers_review_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let [monitoring, webhook] = free_addrs::<2>();
+    let mut weft = Weft::spawn(
+        &[
+            "control",
+            "--config-dir",
+            &dir.path().display().to_string(),
+            "--monitoring",
+            &monitoring.to_string(),
+            "--grpc-tls",
+            "127.0.0.1:0",
+            "--no-dashboard",
+            "--webhook",
+            &webhook.to_string(),
+            "--inject-image",
+            "registry.example/weft:test",
+        ]
+        .map(String::from),
+    );
+    assert!(
+        answers_ok(&mut weft, monitoring, "/ready").await,
+        "{}",
+        weft.output()
+    );
+    let review = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "u1",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "namespace": "default",
+            "operation": "CREATE",
+            "object": {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "web", "labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "web"}]},
+            },
+        },
+    });
+    let body = dir.path().join("review.json");
+    std::fs::write(&body, review.to_string()).unwrap();
+    // The API server trusts the webhook by the mesh root (the caBundle).
+    let root = dir.path().join(".weft/ca/root-cert.pem");
+    let port = webhook.port();
+    let answered = poll_until(Duration::from_secs(10), || async {
+        let out = tokio::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--fail",
+                "-m",
+                "5",
+                "-H",
+                "content-type: application/json",
+            ])
+            .arg("--cacert")
+            .arg(&root)
+            .arg("--resolve")
+            .arg(format!("istiod.istio-system.svc:{port}:127.0.0.1"))
+            .arg("--data-binary")
+            .arg(format!("@{}", body.display()))
+            .arg(format!("https://istiod.istio-system.svc:{port}/inject"))
+            .output()
+            .await
+            .expect("curl (Debian's curl package) calls the webhook as the API server does");
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
+    })
+    .await
+    .unwrap_or_else(|| panic!("the webhook never answered\n{}", weft.output()));
+    assert_eq!(answered["response"]["uid"], "u1");
+    assert_eq!(answered["response"]["patchType"], "JSONPatch");
+    let patch = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        answered["response"]["patch"].as_str().unwrap(),
+    )
+    .unwrap();
+    let patch: serde_json::Value = serde_json::from_slice(&patch).unwrap();
+    let init = patch
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|op| op["path"] == "/spec/initContainers")
+        .expect("the patch adds the init containers");
+    assert_eq!(init["value"][1]["image"], "registry.example/weft:test");
+}
