@@ -117,6 +117,39 @@ fn workload_of(pod: &Value, namespace: &str) -> (String, Option<String>) {
     (name, None)
 }
 
+/// The names the API server calls the webhook by (the Service `istiod` in istio-system).
+pub const WEBHOOK_NAMES: [&str; 3] = [
+    "istiod.istio-system.svc",
+    "istiod.istio-system.svc.cluster.local",
+    "istiod",
+];
+
+/// The webhook's TLS: a certificate from the mesh's CA for [`WEBHOOK_NAMES`], which the API
+/// server trusts by the mesh root (the webhook's caBundle). A year: it is made at every
+/// start.
+pub fn tls_config(ca: &weft_security::ca::Ca) -> Result<rustls::ServerConfig, TlsError> {
+    use weft_security::termination::{server_config, Clients, Termination};
+    let (chain, key) = ca
+        .serving(
+            &WEBHOOK_NAMES,
+            std::time::Duration::from_secs(365 * 24 * 3600),
+        )
+        .map_err(|e| TlsError(e.to_string()))?;
+    server_config(&Termination {
+        chain_pem: &chain.concat(),
+        key_pem: &key,
+        clients: Clients::Anonymous,
+        min_version: None,
+        max_version: None,
+        alpn: &[b"h2", b"http/1.1"],
+    })
+    .map_err(|e| TlsError(e.to_string()))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the webhook's certificate: {0}")]
+pub struct TlsError(String);
+
 /// Serves `POST /inject` over TLS until the task is dropped.
 pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, opts: Arc<Options>) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);

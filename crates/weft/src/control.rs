@@ -84,31 +84,13 @@ pub struct ControlArgs {
     inject_image: Option<String>,
 }
 
-/// The names the API server calls the webhook by (the Service `istiod` in istio-system).
-const WEBHOOK_NAMES: [&str; 3] = [
-    "istiod.istio-system.svc",
-    "istiod.istio-system.svc.cluster.local",
-    "istiod",
-];
-
-/// The webhook's listener and TLS, from the mesh's CA (a year: it is made at every start).
+/// The injection webhook's listener, serving with a certificate from the mesh's CA.
 async fn webhook(
     addr: SocketAddr,
     ca: &weft_security::ca::Ca,
     image: Option<String>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let (chain, key) = ca
-        .serving(&WEBHOOK_NAMES, Duration::from_secs(365 * 24 * 3600))
-        .context("issuing the webhook's certificate")?;
-    let tls =
-        weft_security::termination::server_config(&weft_security::termination::Termination {
-            chain_pem: &chain.concat(),
-            key_pem: &key,
-            clients: weft_security::termination::Clients::Anonymous,
-            min_version: None,
-            max_version: None,
-            alpn: &[b"h2", b"http/1.1"],
-        })?;
+    let tls = weft_kube::webhook::tls_config(ca)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} for the injection webhook"))?;

@@ -1,5 +1,6 @@
 //! The webhook as the API server calls it: reviews of pods as a ReplicaSet creates them,
-//! answered with a patch that, applied, gives the pod `inject` gives it; and over real HTTPS.
+//! answered with a patch that, applied, gives the pod `inject` gives it (over real HTTPS, in
+//! weft's control_plane tests).
 
 use super::*;
 
@@ -96,64 +97,4 @@ fn a_pod_left_alone_is_allowed_unpatched_and_garbage_is_refused() {
     for garbage in [&b"not json"[..], b"{}", b"{\"request\": {\"uid\": 7}}"] {
         assert!(review(garbage, &Options::default()).is_err());
     }
-}
-
-#[tokio::test]
-async fn the_webhook_answers_over_https_on_inject() {
-    let dir = tempfile::tempdir().unwrap();
-    let dir = dir.path();
-    let ca = weft_security::ca::Ca::load_or_create(dir, "cluster.local").unwrap();
-    let (chain, key) = ca
-        .serving(
-            &["istiod.istio-system.svc"],
-            std::time::Duration::from_secs(3600),
-        )
-        .unwrap();
-    let config =
-        weft_security::termination::server_config(&weft_security::termination::Termination {
-            chain_pem: &chain.concat(),
-            key_pem: &key,
-            clients: weft_security::termination::Clients::Anonymous,
-            min_version: None,
-            max_version: None,
-            alpn: &[b"h2", b"http/1.1"],
-        })
-        .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = tokio::spawn(serve(
-        listener,
-        Arc::new(config),
-        Arc::new(Options::default()),
-    ));
-    let root = dir.join("root-cert.pem");
-    let body = dir.join("review.json");
-    std::fs::write(&body, review_of(details_pod()).to_string()).unwrap();
-    let out = tokio::process::Command::new("curl")
-        .args([
-            "-sS",
-            "--fail",
-            "-m",
-            "10",
-            "-H",
-            "content-type: application/json",
-        ])
-        .arg("--cacert")
-        .arg(&root)
-        .arg("--resolve")
-        .arg(format!("istiod.istio-system.svc:{port}:127.0.0.1"))
-        .arg("--data-binary")
-        .arg(format!("@{}", body.display()))
-        .arg(format!("https://istiod.istio-system.svc:{port}/inject"))
-        .output()
-        .await
-        .expect("curl (Debian's curl package) calls the webhook as the API server does");
-    server.abort();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(patch_of(&answer).is_some(), "{answer}");
 }
