@@ -157,3 +157,33 @@ pub fn expression(data: &[u8]) {
     let _ = attributes.admits(&expr);
     let _ = attributes.label(&expr);
 }
+
+/// What the API server sends the injection webhook (an AdmissionReview), and what
+/// `weft kube-inject` reads (manifests): answered or refused, never a panic; an answer names
+/// the request's uid and carries a patch that is a JSON array of `add`s.
+pub fn admission(data: &[u8]) {
+    let opts = weft_kube::inject::Options::default();
+    if let Ok(answer) = weft_kube::webhook::review(data, &opts) {
+        let request: serde_json::Value = serde_json::from_slice(data).expect("it was read");
+        assert_eq!(answer["response"]["uid"], request["request"]["uid"]);
+        if let Some(patch) = answer["response"]["patch"].as_str() {
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(patch)
+                .expect("base64");
+            let ops: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+            assert!(ops
+                .as_array()
+                .is_some_and(|o| o.iter().all(|op| op["op"] == "add")));
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(once) = weft_kube::inject::inject_yaml(text, &opts) {
+            // Injected manifests are left as they are by a second injection.
+            assert_eq!(
+                weft_kube::inject::inject_yaml(&once, &opts).ok().as_deref(),
+                Some(once.as_str())
+            );
+        }
+    }
+}

@@ -77,3 +77,8 @@ fn exposition() {
 fn expression() {
     run("expression", weft_fuzz::expression, 1024);
 }
+
+#[test]
+fn admission() {
+    run("admission", weft_fuzz::admission, 16 * 1024);
+}
