@@ -763,3 +763,20 @@ async fn a_destination_rule_with_a_workload_selector_applies_to_the_pods_it_sele
     assert_eq!(status.last_error, None);
     assert_eq!(c.get("reviews:9080", "/", &[]).await.served_by(), "v1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_service_keeps_its_hostname_from_a_service_entry() {
+    let b = reviews(&["v1", "v2"]).await;
+    // Declared first, a ServiceEntry claims the Service's hostname for another endpoint.
+    let squatter = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: squatter\nspec:\n  hosts: [reviews.default.svc.cluster.local]\n  ports: [{{number: 9080, name: http, protocol: HTTP}}]\n  resolution: STATIC\n  endpoints: [{{address: \"{}\", ports: {{http: {}}}}}]\n---\n",
+        b[1].addr.ip(),
+        b[1].addr.port()
+    );
+    let yaml = squatter + &service_yaml("reviews", 9080, &[("v1", &b[0])]);
+    let proxy = TestProxy::start(&yaml).await;
+    let c = proxy.client();
+    for _ in 0..5 {
+        assert_eq!(c.get("reviews:9080", "/", &[]).await.served_by(), "v1");
+    }
+}

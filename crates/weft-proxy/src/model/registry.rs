@@ -61,6 +61,8 @@ pub struct ServiceInfo {
     pub external: bool,
     /// `Service default/reviews` or `ServiceEntry default/httpbin`.
     pub declared_by: String,
+    /// Declared by a Kubernetes Service, which wins its hostname over ServiceEntries.
+    pub kubernetes: bool,
 }
 
 impl ServiceInfo {
@@ -135,7 +137,12 @@ impl Registry {
             unserved: HashMap::new(),
         };
         for (i, s) in registry.services.iter().enumerate() {
-            registry.by_host.entry(s.hostname.clone()).or_insert(i);
+            // The first declaration of a hostname keeps it, but a Kubernetes Service takes it
+            // from ServiceEntries, as Istio keeps one from "domain squatting" on it.
+            let held = registry.by_host.entry(s.hostname.clone()).or_insert(i);
+            if s.kubernetes && !registry.services[*held].kubernetes {
+                *held = i;
+            }
             for (j, e) in s.endpoints.iter().enumerate() {
                 registry
                     .by_endpoint
@@ -256,6 +263,7 @@ fn kube_service(r: &Resource, svc: &types::Service, selected: SelectEndpoints<'_
         discovery: Discovery::Static,
         external: false,
         declared_by: r.display_name(),
+        kubernetes: true,
     }
 }
 
@@ -327,6 +335,7 @@ fn service_entry(
                 discovery,
                 external,
                 declared_by: r.display_name(),
+                kubernetes: false,
             }
         })
         .collect()
