@@ -79,8 +79,9 @@ impl ConfigSource for WithMeshConfig {
             let dir = file.parent().unwrap_or(Path::new("/")).to_path_buf();
             let watching = weft_discovery::watch::watch_dir(&dir, |paths| {
                 // Everything is re-read, not the file alone, so that an `istio` ConfigMap of
-                // the directory keeps winning. The first report (None) is the inner watch's.
-                if paths.is_some_and(|p| p.contains(&file)) {
+                // the directory keeps winning. The first report (None) comes once this watch is
+                // in place: a re-read then catches a change made before it was.
+                if paths.is_none_or(|p| p.contains(&file)) {
                     let _ = changed.send(None);
                 }
                 std::future::ready(())
