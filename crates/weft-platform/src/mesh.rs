@@ -46,11 +46,13 @@ pub struct WorkloadSpec {
     /// and these ports of the host's 127.0.0.1 reach it.
     #[serde(default)]
     pub gateway: Option<GatewaySpec>,
-    /// `false` leaves the pod out of the mesh, as a host on the internet: its app runs alone,
-    /// with no sidecar, no capture rules and no announcement, so Services that select it get
-    /// no endpoint from it. Mesh pods reach it as Istio pods reach an external host: declared
-    /// by a ServiceEntry (under the default REGISTRY_ONLY), or under ALLOW_ANY. Ready once
-    /// every port in `ports` accepts connections (the kubelet's tcpSocket probe).
+    /// `false` leaves the pod out of the mesh, as a pod of a namespace without injection or
+    /// a host on the internet: its app runs alone, with no sidecar and no capture rules.
+    /// Ready once every port in `ports` accepts connections (the kubelet's tcpSocket probe).
+    /// While ready, a labelled one is an endpoint of the Services that select it, which mesh
+    /// clients call in plaintext; one without labels is reached as Istio pods reach an
+    /// external host: declared by a ServiceEntry (under the default REGISTRY_ONLY), or
+    /// under ALLOW_ANY.
     #[serde(default = "yes")]
     pub sidecar: bool,
     /// Names every pod resolves to this workload's pods, as public DNS names a host on the

@@ -38,7 +38,8 @@ pub struct PodSpec {
     pub env: BTreeMap<String, String>,
     /// An ingress gateway: no app, no capture, the proxy in gateway mode.
     pub gateway: bool,
-    /// `false`: outside the mesh, the app alone (no proxy, no capture, no announcement).
+    /// `false`: outside the mesh, the app alone (no proxy, no capture); the sandbox makes
+    /// it an endpoint while it is ready.
     pub sidecar: bool,
     /// What the app listens on: the readiness probe of a pod without a sidecar.
     pub ports: Vec<u16>,

@@ -19,8 +19,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::process::{Child, Command};
+use weft_control::registrations::announced_workload;
 use weft_control::{ControlOptions, ControlPlane};
 use weft_dashboard::{Dashboard, DashboardOptions};
+use weft_discovery::discovery::Hello;
+use weft_discovery::wire::Key;
 
 pub const BRIDGE: &str = "weft0";
 pub const CONTROL_SOCKET: &str = "control.sock";
@@ -122,8 +125,14 @@ pub async fn run_sandbox(opts: SandboxOptions) -> Result<(), PlatformError> {
         pods.push((start_pod(&opts, &spec, index).await?, spec));
     }
     tracing::info!(pods = pods.len(), "mesh up");
+    let mut endpoints = OutsideEndpoints::default();
     loop {
-        write_status(&opts, &control_addr, &pods, &restored).await;
+        let mut ready = Vec::with_capacity(pods.len());
+        for (_, spec) in &pods {
+            ready.push(pod_ready(spec).await);
+        }
+        endpoints.follow(&control, &pods, &ready);
+        write_status(&opts, &control_addr, &pods, &ready, &restored);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = stop.recv() => break,
@@ -343,10 +352,52 @@ fn restored(control: &ControlPlane, plan: &Plan) -> Vec<String> {
         .collect()
 }
 
-async fn write_status(
+/// Kubernetes' endpoints controller for pods outside the mesh: a labelled pod without a
+/// sidecar is an endpoint of the Services that select it while it is ready, with no
+/// `security.istio.io/tlsMode` label, so mesh clients reach it in plaintext (pods with a
+/// sidecar announce themselves).
+#[derive(Default)]
+struct OutsideEndpoints {
+    /// By pod index: whether it is announced now; absent before the first look.
+    announced: std::collections::HashMap<usize, bool>,
+}
+
+impl OutsideEndpoints {
+    fn follow(&mut self, control: &ControlPlane, pods: &[(Child, PodSpec)], ready: &[bool]) {
+        let outside = pods
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, s))| !s.sidecar && !s.labels.is_empty());
+        for (index, (_, spec)) in outside {
+            let ready = ready[index];
+            if self.announced.get(&index) == Some(&ready) {
+                continue;
+            }
+            let hello = Hello {
+                name: spec.name.clone(),
+                namespace: spec.namespace.clone(),
+                address: spec.ip.to_string(),
+                labels: spec.labels.clone().into_iter().collect(),
+                service_account: spec.service_account.clone(),
+                workload_name: spec.workload.clone(),
+                ..Hello::default()
+            };
+            if ready {
+                control.state.announce(&hello);
+            } else if let Some(workload) = announced_workload(&hello) {
+                // Also on the first look: an earlier run's entry for a pod not ready yet.
+                control.state.withdraw(Key::of(&workload));
+            }
+            self.announced.insert(index, ready);
+        }
+    }
+}
+
+fn write_status(
     opts: &SandboxOptions,
     control: &SocketAddr,
     pods: &[(Child, PodSpec)],
+    ready: &[bool],
     restored: &[String],
 ) {
     let mut status = Status {
@@ -355,7 +406,7 @@ async fn write_status(
         pods: Vec::new(),
         restored: restored.to_vec(),
     };
-    for (_, spec) in pods {
+    for ((_, spec), ready) in pods.iter().zip(ready) {
         let restarts = std::fs::read_to_string(spec.restarts_file())
             .ok()
             .and_then(|t| t.trim().parse().ok())
@@ -365,7 +416,7 @@ async fn write_status(
             namespace: spec.namespace.clone(),
             workload: spec.workload.clone(),
             ip: spec.ip.to_string(),
-            ready: pod_ready(spec).await,
+            ready: *ready,
             restarts,
         });
     }

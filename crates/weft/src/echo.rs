@@ -1,7 +1,7 @@
 //! `weft echo`: a tiny HTTP/1.1 and HTTP/2 server that names itself, for examples and
 //! smoke tests (what httpbin and helloworld are to Istio's samples). `?delay_ms=N` makes it
 //! answer N ms late, as httpbin's `/delay`. With a certificate it serves HTTPS too, and its
-//! plaintext port can redirect there, as a public site does.
+//! plaintext port can redirect there, as a public site does, or require client certificates.
 //!
 //! `weft probe` (hidden): what the end-to-end tests run in pods in place of curl, a TCP
 //! server and Istio's ext-authz sample, so that they need nothing but this binary.
@@ -39,6 +39,10 @@ pub struct EchoArgs {
     cert: Option<std::path::PathBuf>,
     #[arg(long, env = "TLS_KEY_FILE")]
     key: Option<std::path::PathBuf>,
+    /// Require HTTPS clients to present a certificate chained to these CAs (PEM), as
+    /// nginx's `ssl_verify_client on`.
+    #[arg(long, requires = "tls_listen")]
+    client_ca: Option<std::path::PathBuf>,
 }
 
 pub async fn serve(args: EchoArgs) -> anyhow::Result<()> {
@@ -53,10 +57,18 @@ pub async fn serve(args: EchoArgs) -> anyhow::Result<()> {
             let read = |p: &std::path::Path| {
                 std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
             };
+            let clients = match &args.client_ca {
+                Some(ca) => Clients::Verified {
+                    ca_pem: read(ca)?,
+                    subject_alt_names: Vec::new(),
+                    required: true,
+                },
+                None => Clients::Anonymous,
+            };
             let config = weft_security::termination::server_config(&Termination {
                 chain_pem: &read(cert)?,
                 key_pem: &read(key)?,
-                clients: Clients::Anonymous,
+                clients,
                 min_version: None,
                 max_version: None,
                 alpn: &[b"h2", b"http/1.1"],

@@ -6,13 +6,17 @@
 //! TLS by SNI, TCP by address and port), then limited by a VirtualService timeout on the
 //! external host, then ALLOW_ANY by a Sidecar for an address nothing declares.
 //!
-//! No TLS server ships in this repository: the TLS endpoint is a TCP echo server, and the
-//! client sends a real ClientHello naming the host. The sidecar routes it by SNI without
-//! terminating it, so what comes back is the client's own handshake record.
+//! There the TLS endpoint is a TCP echo server, and the client sends a real ClientHello
+//! naming the host. The sidecar routes it by SNI without terminating it, so what comes back
+//! is the client's own handshake record.
+//!
+//! Then Istio's mutual TLS origination: a sidecar presents a Secret's client certificate
+//! to an HTTPS server outside the mesh that requires one.
 
 mod support;
 
 use serde_json::Value;
+use std::path::Path;
 use std::time::Duration;
 use support::local_mesh::{all_ready, Up};
 use support::*;
@@ -321,6 +325,224 @@ async fn egress_is_blocked_by_default_then_declared_limited_and_opened() {
         logged(&log, &["/undeclared", " 200 ", " PassthroughCluster "]).is_some(),
         "{log}"
     );
+
+    let (status, _, err) = up.weft(&["down"]).await;
+    assert!(status.success(), "{err}");
+    let mut upped = up.weft;
+    assert!(upped.wait_exit(Duration::from_secs(20)).await.is_some());
+}
+
+/// Istio's "Mutual TLS origination for egress traffic": nginx in `mesh-external`, a
+/// namespace without sidecars, wants a client certificate from example.com's CA; the
+/// client's sidecar presents one from the `client-credential` Secret, as the task's
+/// DestinationRule (applied as written) selects the client by `app: sleep`. The Workload
+/// stands for the task's nginx Deployment; its certificates are files the test made with
+/// openssl, as the task makes them, where the Deployment mounts Secrets.
+fn mutual_mesh_file(certs: &Path) -> String {
+    let file = |f: &str| certs.join(f).display().to_string();
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: my-nginx, namespace: mesh-external, labels: {{run: my-nginx}}}}
+spec:
+  ports: [{{port: 443, protocol: TCP}}]
+  selector: {{run: my-nginx}}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {{name: my-nginx, namespace: mesh-external}}
+spec:
+  sidecar: false
+  labels: {{run: my-nginx}}
+  command: [weft, echo, --name, my-nginx, --tls-listen, "0.0.0.0:443", --cert, "{cert}", --key, "{key}", --client-ca, "{ca}"]
+  ports: [443]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {{name: client}}
+spec:
+  labels: {{app: sleep}}
+  serviceAccount: sleep
+  command: [weft, probe, call, "{NGINX}"]
+"#,
+        cert = file("my-nginx.mesh-external.svc.cluster.local.crt"),
+        key = file("my-nginx.mesh-external.svc.cluster.local.key"),
+        ca = file("example.com.crt"),
+    )
+}
+
+/// The task's curl: plain HTTP to nginx's TLS port, which the sidecar upgrades.
+const NGINX: &str = "http://my-nginx.mesh-external.svc.cluster.local:443/";
+
+const ORIGINATE_MTLS: &str = r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: originate-mtls-for-nginx
+spec:
+  workloadSelector:
+    matchLabels:
+      app: sleep
+  host: my-nginx.mesh-external.svc.cluster.local
+  trafficPolicy:
+    loadBalancer:
+      simple: ROUND_ROBIN
+    portLevelSettings:
+    - port:
+        number: 443
+      tls:
+        mode: MUTUAL
+        credentialName: client-credential # this must match the secret created earlier to hold client certs, and works only when DR has a workloadSelector
+        sni: my-nginx.mesh-external.svc.cluster.local # this is optional
+"#;
+
+/// example.com's CA, nginx's certificate and the client's, as the task's openssl commands
+/// make them, but each leaf with a subjectAltName: rustls verifies names in the
+/// subjectAltName only (never the CN, as browsers do) and takes X.509 v3 certificates only.
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (Debian's openssl package) makes the task's certificates");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-sha256",
+        "-nodes",
+        "-days",
+        "365",
+        "-newkey",
+        "rsa:2048",
+        "-subj",
+        "/O=example Inc./CN=example.com",
+        "-keyout",
+        "example.com.key",
+        "-out",
+        "example.com.crt",
+    ]);
+    for (serial, name) in [
+        "my-nginx.mesh-external.svc.cluster.local",
+        "client.example.com",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (csr, key, crt, ext) = (
+            format!("{name}.csr"),
+            format!("{name}.key"),
+            format!("{name}.crt"),
+            format!("{name}.ext"),
+        );
+        std::fs::write(dir.join(&ext), format!("subjectAltName = DNS:{name}\n")).unwrap();
+        openssl(&[
+            "req",
+            "-out",
+            &csr,
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-subj",
+            &format!("/CN={name}/O=some organization"),
+        ]);
+        let serial = serial.to_string();
+        openssl(&[
+            "x509",
+            "-req",
+            "-sha256",
+            "-days",
+            "365",
+            "-CA",
+            "example.com.crt",
+            "-CAkey",
+            "example.com.key",
+            "-set_serial",
+            &serial,
+            "-in",
+            &csr,
+            "-out",
+            &crt,
+            "-extfile",
+            &ext,
+        ]);
+    }
+    // The pods' processes read them whoever they run as.
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_origination_presents_the_client_credential_to_a_pod_outside_the_mesh() {
+    let certs = tempfile::tempdir().unwrap();
+    make_certificates(certs.path());
+    let up = Up::start(&mutual_mesh_file(certs.path())).await;
+    all_ready(&up, 2).await;
+
+    // nginx has no sidecar, yet its Service has it as an endpoint (without the tlsMode
+    // label): the client's sidecar sends the app's plain HTTP to its TLS port as is, which
+    // the TLS server cannot take.
+    let refused = up.attempt(0, NGINX, |a| !ok(a)).await;
+    let log = up.access_log().await;
+    assert!(
+        logged(
+            &log,
+            &[
+                "outbound|443||my-nginx.mesh-external.svc.cluster.local",
+                "\"10.44.0.3:443\""
+            ]
+        )
+        .is_some(),
+        "{refused}\n{log}"
+    );
+
+    // The task's Secret, made as kubectl create secret generic makes it, then its
+    // DestinationRule: the sidecar originates mTLS with the Secret's certificate, checking
+    // nginx's against the Secret's ca.crt.
+    let file = |f: &str| certs.path().join(f).display().to_string();
+    let (status, out, err) = up
+        .weft(&[
+            "create",
+            "secret",
+            "generic",
+            "client-credential",
+            &format!("--from-file=tls.key={}", file("client.example.com.key")),
+            &format!("--from-file=tls.crt={}", file("client.example.com.crt")),
+            &format!("--from-file=ca.crt={}", file("example.com.crt")),
+        ])
+        .await;
+    assert!(status.success(), "weft create secret: {out}{err}");
+    let since = up.apply("originate-mtls", ORIGINATE_MTLS).await;
+    let answered = up.attempt(since, NGINX, answered(200)).await;
+    assert_eq!(
+        answered["body"], "my-nginx answered GET / (end-user: -)\n",
+        "{answered}"
+    );
+    let log = up.access_log().await;
+    assert!(
+        logged(
+            &log,
+            &[
+                "\"GET / HTTP/1.1\" 200 ",
+                "outbound|443||my-nginx.mesh-external.svc.cluster.local",
+                "\"10.44.0.3:443\""
+            ]
+        )
+        .is_some(),
+        "{log}"
+    );
+    eprintln!("mutual TLS origination: refused {refused}\nanswered {answered}");
 
     let (status, _, err) = up.weft(&["down"]).await;
     assert!(status.success(), "{err}");
