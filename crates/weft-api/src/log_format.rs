@@ -97,6 +97,13 @@ pub enum Operator {
     RouteName,
     Hostname,
     Environment(String),
+    /// `DYNAMIC_METADATA(NAMESPACE:KEY)`: what a filter noted about the request. Weft notes
+    /// one thing, as Envoy's RBAC filter for Istio's AUDIT policies does:
+    /// `envoy.common:access_log_hint`.
+    DynamicMetadata {
+        namespace: String,
+        key: String,
+    },
 }
 
 /// Lower-cased header names, pseudo-headers (`:path`) included.
@@ -174,7 +181,7 @@ impl FormatError {
     pub fn hint(&self) -> String {
         let names: Vec<&str> = PLAIN.iter().map(|(n, _)| *n).collect();
         format!(
-            "use REQ(HEADER?ALTERNATIVE), RESP(HEADER), ENVIRONMENT(NAME) or one of {}; write %% for a literal %",
+            "use REQ(HEADER?ALTERNATIVE), RESP(HEADER), ENVIRONMENT(NAME), DYNAMIC_METADATA(envoy.common:access_log_hint) or one of {}; write %% for a literal %",
             names.join(", ")
         )
     }
@@ -330,6 +337,15 @@ fn operator(command: &str) -> Result<(Operator, Option<usize>), FormatError> {
         "RESP" => Operator::Response(header()?),
         "ENVIRONMENT" if !arg.is_empty() => Operator::Environment(arg.to_string()),
         "ENVIRONMENT" => return Err(bad("name a variable")),
+        "DYNAMIC_METADATA" => match arg.split_once(':') {
+            Some((namespace, key)) if !namespace.is_empty() && !key.is_empty() => {
+                Operator::DynamicMetadata {
+                    namespace: namespace.to_string(),
+                    key: key.to_string(),
+                }
+            }
+            _ => return Err(bad("write NAMESPACE:KEY, as envoy.common:access_log_hint")),
+        },
         "START_TIME" => {
             return Err(bad(
                 "Weft writes START_TIME as RFC 3339 only; drop the (...)",

@@ -139,6 +139,7 @@ async fn gateway(shared: Arc<Shared>, stream: TcpStream, remote: SocketAddr, loc
         mtls: None,
         terminated_by: None,
         requested_server_name: None,
+        access_log_hint: None,
     };
     let cluster = |c: &WeightedClusters| L4Target::Cluster(c.pick().cluster.clone());
     // As read_client_hello leaves a TLS port's stream, so every plan gets one type.
@@ -209,7 +210,8 @@ async fn gateway(shared: Arc<Shared>, stream: TcpStream, remote: SocketAddr, loc
     match plan {
         GatewayPlan::Http => serve_http(shared, io, Arc::new(conn)).await,
         GatewayPlan::Tcp(target) => {
-            if gateway_allows(&shared, &conn, sni.as_deref()) {
+            let to = conn.local;
+            if connection_allowed(&shared, &mut conn, to, sni.as_deref()) {
                 tcp::proxy(&shared, io, target, &conn).await
             }
         }
@@ -254,34 +256,42 @@ async fn gateway(shared: Arc<Shared>, stream: TcpStream, remote: SocketAddr, loc
     }
 }
 
-/// Whether the gateway's AuthorizationPolicies let a TCP connection through (HTTP is
-/// checked per request); a denied one is closed, as Envoy's network RBAC filter closes it.
-fn gateway_allows(shared: &Shared, conn: &ConnInfo, sni: Option<&str>) -> bool {
+/// Whether AuthorizationPolicies let a TCP connection to `destination` through (HTTP is
+/// checked per request), noting on it what AUDIT policies made of it; a denied one is to
+/// be closed, as Envoy's network RBAC filter closes it.
+fn connection_allowed(
+    shared: &Shared,
+    conn: &mut ConnInfo,
+    destination: SocketAddr,
+    sni: Option<&str>,
+) -> bool {
     let snapshot = shared.config.current();
     if snapshot.authz.is_empty() {
         return true;
     }
-    match snapshot
-        .authz
-        .check(&Subject::connection(conn, conn.local, sni))
-    {
+    let subject = Subject::connection(conn, destination, sni);
+    let audited = snapshot.authz.audited(&subject);
+    let verdict = snapshot.authz.check(&subject);
+    conn.access_log_hint = audited;
+    match verdict {
         Ok(()) => true,
         Err(denied) => {
-            tracing::debug!(remote = %conn.remote, details = %denied.details, "gateway connection denied: {}", denied.hint);
+            tracing::debug!(remote = %conn.remote, details = %denied.details, "connection denied: {}", denied.hint);
             false
         }
     }
 }
 
 /// A terminated gateway connection: HTTP by the server's routes, or TCP to its route.
-async fn after_termination<S>(shared: Arc<Shared>, io: S, conn: ConnInfo, then: AfterTls)
+async fn after_termination<S>(shared: Arc<Shared>, io: S, mut conn: ConnInfo, then: AfterTls)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     match then {
         AfterTls::Http => serve_http(shared, io, Arc::new(conn)).await,
         AfterTls::Tcp(target) => {
-            if gateway_allows(&shared, &conn, None) {
+            let to = conn.local;
+            if connection_allowed(&shared, &mut conn, to, None) {
                 tcp::proxy(&shared, io, target, &conn).await
             }
         }
@@ -347,6 +357,7 @@ async fn captured(
         mtls: None,
         terminated_by: None,
         requested_server_name: None,
+        access_log_hint: None,
     };
     let io = Prefixed::new(prefix, stream);
     match detected {
@@ -358,7 +369,7 @@ async fn captured(
             let target = tcp::route_tcp(&snapshot, original_dst, None);
             tcp::proxy(&shared, io, target, &conn).await;
         }
-        Detected::Tcp => to_app(&shared, io, &conn, None).await,
+        Detected::Tcp => to_app(&shared, io, conn, None).await,
     }
 }
 
@@ -395,7 +406,7 @@ async fn tls<S>(
             return;
         }
         // The app's own TLS (or, with mTLS disabled, a sidecar's): passed through to it.
-        return to_app(&shared, io, &conn, hello.server_name.as_deref()).await;
+        return to_app(&shared, io, conn, hello.server_name.as_deref()).await;
     };
     let (io, peer) = match mesh.accept(io).await {
         Ok(accepted) => accepted,
@@ -410,7 +421,7 @@ async fn tls<S>(
         return serve_http(shared, io, Arc::new(conn)).await;
     }
     // `istio`: the caller's sidecar carries TCP, which goes to the app as it came.
-    to_app(&shared, io, &conn, None).await;
+    to_app(&shared, io, conn, None).await;
 }
 
 /// An inbound connection's bytes, spliced to the local workload as they came, once its
@@ -419,20 +430,15 @@ async fn tls<S>(
 async fn to_app<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Shared,
     io: S,
-    conn: &ConnInfo,
+    mut conn: ConnInfo,
     sni: Option<&str>,
 ) {
     let Some(app) = conn.original_dst.or(shared.inbound_target) else {
         return;
     };
-    let snapshot = shared.config.current();
-    if !snapshot.authz.is_empty() {
-        if let Err(denied) = snapshot.authz.check(&Subject::connection(conn, app, sni)) {
-            tracing::debug!(remote = %conn.remote, details = %denied.details, "connection denied: {}", denied.hint);
-            return;
-        }
+    if connection_allowed(shared, &mut conn, app, sni) {
+        tcp::proxy(shared, io, L4Target::Passthrough(app), &conn).await;
     }
-    tcp::proxy(shared, io, L4Target::Passthrough(app), conn).await;
 }
 
 /// How long an inbound connection to a server-first port (MySQL, SMTP...) is watched for a

@@ -210,6 +210,7 @@ where
         downstream_mtls: conn.mtls.is_some(),
         downstream_peer_principal: conn.mtls.as_ref().and_then(|m| m.principal.clone()),
         requested_server_name: conn.requested_server_name.clone(),
+        access_log_hint: conn.access_log_hint,
         upstream_cluster: Some(target.cluster_name(direction)),
         ..Default::default()
     };

@@ -481,3 +481,64 @@ async fn tcp_connections_are_closed_when_denied() {
     );
     assert!(run(policy("default", "p", "  rules:\n  - from:\n    - source:\n        principals: [cluster.local/ns/default/sa/bookinfo-productpage]")).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_marks_what_it_matches_in_the_access_log_and_decides_nothing() {
+    let policies = policy(
+        "default",
+        "audit-reviews",
+        "  action: AUDIT\n  rules:\n  - to:\n    - operation:\n        paths: [/audited*]",
+    ) + &policy(
+        "default",
+        "deny-evil",
+        "  action: DENY\n  rules:\n  - when:\n    - key: request.headers[x-evil]\n      values: [\"1\"]",
+    );
+    let (app, client, mut server, _dir) = under(&policies).await;
+    let http = HttpClient::new(client.proxy.outbound_addr);
+    // Envoy's RBAC filter in LOG mode: `access_log_hint` says whether an AUDIT policy
+    // matched; the request goes on either way.
+    assert_eq!(http.get("reviews:9080", "/audited", &[]).await.status, 200);
+    assert_eq!(server.next_log().await.access_log_hint, Some(true));
+    assert_eq!(http.get("reviews:9080", "/plain", &[]).await.status, 200);
+    assert_eq!(server.next_log().await.access_log_hint, Some(false));
+    // AUDIT comes before DENY, as Istio orders its filters: a denied request is marked too.
+    let denied = http
+        .get("reviews:9080", "/audited/evil", &[("x-evil", "1")])
+        .await;
+    assert_eq!(denied.status, 403);
+    let entry = server.next_log().await;
+    assert_eq!((entry.status, entry.access_log_hint), (403, Some(true)));
+    assert_eq!(app.hits(), 2);
+
+    // Where no AUDIT policy applies, the hint is unset: `-` in text.
+    let (_app, client, mut server, _dir) =
+        under(&policy("default", "allow-all", "  rules:\n  - {}")).await;
+    let http = HttpClient::new(client.proxy.outbound_addr);
+    assert_eq!(http.get("reviews:9080", "/audited", &[]).await.status, 200);
+    assert_eq!(server.next_log().await.access_log_hint, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_marks_tcp_connections_it_matches() {
+    let app = support::tcp_echo("127.0.0.1").await;
+    let port = app.port();
+    let (_dir, ca) = ca();
+    let root = ca.root_pem().to_string();
+    let (client, mut server) = pair(
+        Some(certificates(&ca, "bookinfo-productpage", day(), &root)),
+        Some(certificates(&ca, "bookinfo-reviews", day(), &root)),
+        app,
+        |inbound| reviews_yaml(inbound, true, "bookinfo-reviews", "tcp"),
+        &policy(
+            "default",
+            "audit-port",
+            &format!(
+                "  action: AUDIT\n  rules:\n  - to:\n    - operation:\n        ports: [\"{port}\"]"
+            ),
+        ),
+    )
+    .await;
+    assert!(echoes(&client).await);
+    let entry = server.next_log().await;
+    assert_eq!(entry.access_log_hint, Some(true), "{entry:?}");
+}

@@ -122,7 +122,7 @@ pub async fn handle(
         close = e.closes_connection() && parts.version != Version::HTTP_2;
         Err(e.reply())
     } else {
-        match authorize(&shared, &snapshot, &conn, &mut parts).await {
+        match authorize(&shared, &snapshot, &conn, &mut parts, &mut x.entry).await {
             Err(denied) => Err(denied),
             Ok(headers) => {
                 authorizer_headers = headers;
@@ -259,13 +259,15 @@ pub async fn handle(
 
 /// The authorize step, for requests to this workload (inbound) or through this gateway:
 /// its RequestAuthentications (a bad token is 401, as Envoy's jwt_authn answers), then its
-/// AuthorizationPolicies (403, as Envoy's RBAC filter answers). Allowed, it returns the
-/// headers an external authorizer adds to the response.
+/// AuthorizationPolicies (403, as Envoy's RBAC filter answers), noting in the entry what
+/// AUDIT policies made of it. Allowed, it returns the headers an external authorizer adds
+/// to the response.
 async fn authorize(
     shared: &Shared,
     snapshot: &Snapshot,
     conn: &ConnInfo,
     parts: &mut Parts,
+    entry: &mut Entry,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, LocalReply> {
     if conn.direction == Direction::Outbound {
         return Ok(Vec::new());
@@ -350,10 +352,9 @@ async fn authorize(
             Decision::Deny(reply) => return Err(reply),
         }
     }
-    snapshot
-        .authz
-        .check_rbac(&http_subject(conn, destination, parts, verified.as_ref()))
-        .map_err(rbac_denied)?;
+    let subject = http_subject(conn, destination, parts, verified.as_ref());
+    entry.access_log_hint = snapshot.authz.audited(&subject);
+    snapshot.authz.check_rbac(&subject).map_err(rbac_denied)?;
     Ok(to_response)
 }
 

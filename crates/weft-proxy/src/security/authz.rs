@@ -2,7 +2,8 @@
 //! that apply to it (its namespace's, selecting it or not, and the root namespace's), each
 //! rule's values parsed into patterns and CIDRs. A request or TCP connection is then
 //! decided as Istio's RBAC filters decide it: a matching DENY policy denies; with any ALLOW
-//! policy, one must match; AUDIT decides nothing. CUSTOM comes first: a request a CUSTOM
+//! policy, one must match; AUDIT decides nothing but notes, before DENY, whether one
+//! matched (Envoy's `access_log_hint`, for access logs). CUSTOM comes first: a request a CUSTOM
 //! policy matches is asked of its provider (`ext_authz.rs`); a TCP connection one matches,
 //! or a request whose provider cannot be called, is denied rather than let through.
 
@@ -21,6 +22,7 @@ use weft_api::{Resource, Spec};
 #[derive(Debug, Default)]
 pub struct Authz {
     custom: Vec<Policy>,
+    audit: Vec<Policy>,
     deny: Vec<Policy>,
     allow: Vec<Policy>,
     /// What the CUSTOM policies' `provider.name`s resolved to.
@@ -117,8 +119,7 @@ impl Authz {
                 AuthzAction::Allow => &mut authz.allow,
                 AuthzAction::Deny => &mut authz.deny,
                 AuthzAction::Custom => &mut authz.custom,
-                // AUDIT decides nothing.
-                AuthzAction::Audit => continue,
+                AuthzAction::Audit => &mut authz.audit,
             };
             list.push(Policy::compile(r, ap, action));
         }
@@ -126,7 +127,20 @@ impl Authz {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.custom.is_empty() && self.deny.is_empty() && self.allow.is_empty()
+        self.custom.is_empty()
+            && self.audit.is_empty()
+            && self.deny.is_empty()
+            && self.allow.is_empty()
+    }
+
+    /// Whether an AUDIT policy matches, as Envoy's RBAC filter in LOG mode sets
+    /// `access_log_hint`; `None` when no AUDIT policy applies to the workload.
+    pub fn audited(&self, subject: &Subject<'_>) -> Option<bool> {
+        (!self.audit.is_empty()).then(|| {
+            self.audit
+                .iter()
+                .any(|p| p.matching_rule(subject).is_some())
+        })
     }
 
     /// The provider names the CUSTOM policies give, for [`Authz::resolve`].

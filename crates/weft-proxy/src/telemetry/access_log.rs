@@ -142,6 +142,9 @@ pub struct Entry {
     /// Why the TLS handshake with the upstream failed.
     pub upstream_transport_failure_reason: Option<String>,
     pub route_name: Option<String>,
+    /// Whether an AUDIT AuthorizationPolicy matched (Envoy's `envoy.common:access_log_hint`);
+    /// `None` where no AUDIT policy applies.
+    pub access_log_hint: Option<bool>,
     /// The request's headers, kept only when a Telemetry expression or a log format reads
     /// them.
     pub request_headers: Option<Arc<http::HeaderMap>>,
@@ -154,6 +157,7 @@ enum Value<'a> {
     Missing,
     Text(Cow<'a, str>),
     Number(u64),
+    Bool(bool),
 }
 
 /// Request headers the entry holds in its own fields, read without the header map.
@@ -276,6 +280,12 @@ impl Entry {
             Operator::RequestedServerName => {
                 or_missing(self.requested_server_name.as_deref().map(Cow::Borrowed))
             }
+            Operator::DynamicMetadata { namespace, key }
+                if namespace == "envoy.common" && key == "access_log_hint" =>
+            {
+                self.access_log_hint.map_or(Value::Missing, Value::Bool)
+            }
+            Operator::DynamicMetadata { .. } => Value::Missing,
             // Not known to the proxy yet (no termination reasons, the upstream's ephemeral
             // port not kept): `-`, as Envoy writes an unset value.
             Operator::ConnectionTerminationDetails
@@ -298,6 +308,9 @@ impl Entry {
                         Value::Text(t) => out.push_str(&t),
                         Value::Number(n) => {
                             let _ = write!(out, "{n}");
+                        }
+                        Value::Bool(b) => {
+                            let _ = write!(out, "{b}");
                         }
                     }
                     if let Some((at, _)) = max_len.and_then(|n| out[from..].char_indices().nth(n)) {
@@ -326,6 +339,7 @@ impl Entry {
                         Value::Missing => serde_json::Value::Null,
                         Value::Text(t) => t.into_owned().into(),
                         Value::Number(n) => n.into(),
+                        Value::Bool(b) => b.into(),
                     },
                     _ => self.text(f).into(),
                 },
@@ -443,6 +457,33 @@ mod tests {
             "outbound|9080|v2|reviews.default.svc.cluster.local"
         );
         assert!(j["user_agent"].is_null() && j["start_time"].is_null());
+    }
+
+    #[test]
+    fn the_audit_hint_is_envoys_dynamic_metadata() {
+        let format = LogFormat::parse(
+            "%DYNAMIC_METADATA(envoy.common:access_log_hint)% %DYNAMIC_METADATA(istio.mixer:x)%",
+        )
+        .unwrap();
+        let text = |hint| {
+            Entry {
+                access_log_hint: hint,
+                ..failed_to_reviews_v2()
+            }
+            .text(&format)
+        };
+        assert_eq!(text(Some(true)), "true -");
+        assert_eq!(text(Some(false)), "false -");
+        assert_eq!(text(None), "- -");
+        let json =
+            JsonFormat::parse(r#"{"audit": "%DYNAMIC_METADATA(envoy.common:access_log_hint)%"}"#)
+                .unwrap();
+        let e = Entry {
+            access_log_hint: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(e.json(&json)["audit"], true);
+        assert!(LogFormat::parse("%DYNAMIC_METADATA(envoy.common)%").is_err());
     }
 
     #[test]

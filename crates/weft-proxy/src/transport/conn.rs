@@ -27,4 +27,7 @@ pub struct ConnInfo {
     pub terminated_by: Option<Arc<str>>,
     /// The SNI of the connection's TLS ClientHello (Envoy's `REQUESTED_SERVER_NAME`).
     pub requested_server_name: Option<Arc<str>>,
+    /// Whether an AUDIT AuthorizationPolicy matched the connection, once checked as TCP
+    /// (Envoy's network RBAC `access_log_hint`).
+    pub access_log_hint: Option<bool>,
 }
