@@ -62,6 +62,9 @@ pub struct ControlOptions {
     pub trace_limits: collector::Limits,
     /// How long a disconnected proxy's workload stays an endpoint.
     pub endpoint_grace: Duration,
+    /// Whether proxies' announced workloads become endpoints; not where the source lists
+    /// the endpoints itself (a Kubernetes cluster's EndpointSlices).
+    pub announced_endpoints: bool,
     /// Where announced workloads are kept across restarts (`None`: memory only).
     pub state_file: Option<PathBuf>,
     /// The admin token every admin API call must carry (made at first start).
@@ -113,6 +116,7 @@ impl ControlOptions {
             zipkin: None,
             trace_limits: collector::Limits::default(),
             endpoint_grace: Duration::from_secs(30),
+            announced_endpoints: true,
         }
     }
 }
@@ -256,7 +260,8 @@ impl ControlPlane {
             _ => None,
         };
         let metrics = Arc::new(Metrics::default());
-        let registrations = Registrations::new(opts.state_file.clone(), opts.endpoint_grace);
+        let registrations = Registrations::new(opts.state_file.clone(), opts.endpoint_grace)
+            .announcing(opts.announced_endpoints);
         let state = Arc::new(ConfigState::new(
             Mesh::new(metrics.clone()),
             source,

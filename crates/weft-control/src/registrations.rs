@@ -24,6 +24,8 @@ pub struct Registrations {
     file: Option<PathBuf>,
     pub grace: Duration,
     changed: Notify,
+    /// Whether announcements make endpoints at all.
+    announcing: bool,
 }
 
 impl Registrations {
@@ -32,7 +34,12 @@ impl Registrations {
             file,
             grace,
             changed: Notify::new(),
+            announcing: true,
         }
+    }
+
+    pub fn announcing(self, announcing: bool) -> Registrations {
+        Registrations { announcing, ..self }
     }
 
     pub fn file(&self) -> Option<&Path> {
@@ -43,6 +50,9 @@ impl Registrations {
 impl ConfigState {
     /// Registers the workload a proxy announces as a WorkloadEntry.
     pub fn announce(&self, hello: &Hello) -> Option<Key> {
+        if !self.registrations.announcing {
+            return None;
+        }
         let r = announced_workload(hello)?;
         let key = Key::of(&r);
         self.mesh().apply(Change {
@@ -124,7 +134,8 @@ impl ConfigState {
     }
 }
 
-const WORKLOAD_NAME_LABEL: &str = "service.istio.io/workload-name";
+/// Istio's label for the workload (Deployment) an endpoint belongs to, as metrics name it.
+pub const WORKLOAD_NAME_LABEL: &str = "service.istio.io/workload-name";
 
 /// Withdraws an announced workload after the grace period, unless its proxy is back.
 pub async fn withdraw_later(state: Arc<ConfigState>, key: Key) {

@@ -26,6 +26,9 @@ pub enum StoreError {
     Invalid { file: PathBuf, errors: String },
     #[error("{key} cannot be stored: its namespace and name must be DNS-1123 names, which keep its file inside the config directory")]
     UnsafeName { key: Key },
+    /// The source is another system's (a Kubernetes cluster): change it there.
+    #[error("{key} cannot be stored here: {hint}")]
+    ReadOnly { key: Key, hint: &'static str },
 }
 
 /// A place config is read from, watched in, and written to. It is divided into partitions
@@ -61,7 +64,7 @@ pub trait ConfigSource: Send + Sync + 'static {
 }
 
 /// A file's objects, or all its errors when it has any; warnings are logged.
-pub(crate) fn checked(loaded: weft_api::Loaded, file: &Path) -> Result<Vec<Resource>, StoreError> {
+pub fn checked(loaded: weft_api::Loaded, file: &Path) -> Result<Vec<Resource>, StoreError> {
     if loaded.has_errors() {
         return Err(StoreError::Invalid {
             file: file.to_path_buf(),

@@ -4,5 +4,6 @@
 //! `weft proxy` as istio-proxy).
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod inject;
 pub mod webhook;

@@ -82,6 +82,15 @@ pub struct ControlArgs {
     /// The image injected sidecars run (its entrypoint is weft).
     #[arg(long, requires = "webhook")]
     inject_image: Option<String>,
+    /// Read config and the registry from the Kubernetes cluster, as istiod does: Services,
+    /// EndpointSlices, Pods, Namespaces and Istio's resources, watched (in a pod, with its
+    /// service account; else $KUBECONFIG or ~/.kube/config). The config directory then
+    /// holds only the control plane's state.
+    #[arg(long)]
+    kubernetes: bool,
+    /// The kubeconfig to reach the cluster with.
+    #[arg(long, value_name = "FILE", requires = "kubernetes")]
+    kubeconfig: Option<PathBuf>,
 }
 
 /// The injection webhook's listener, serving with a certificate from the mesh's CA.
@@ -125,7 +134,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         // Before starting, so a SIGTERM meanwhile still withdraws the published token.
         let mut stop = StopSignals::install().context("listening for SIGTERM and SIGINT")?;
         let defaults = ControlOptions::new(args.config_dir.clone());
-        let control = ControlPlane::start(ControlOptions {
+        let opts = ControlOptions {
             grpc: args.grpc,
             grpc_tls: (!args.no_grpc_tls).then_some(args.grpc_tls),
             ca: match &args.ca_dir {
@@ -139,9 +148,18 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
             mesh_config: args.mesh_config.clone(),
             endpoint_grace: Duration::from_secs(args.endpoint_grace),
             publish_admin_token: true,
+            // On Kubernetes, EndpointSlices say which pods serve; proxies do not.
+            announced_endpoints: !args.kubernetes,
             ..defaults
-        })
-        .await?;
+        };
+        let control = if args.kubernetes {
+            let client = weft_kube::cluster::client(args.kubeconfig.as_deref()).await?;
+            tracing::info!("waiting for the first list of each watched kind from the API server");
+            let source = weft_kube::cluster::KubeSource::start(client).await;
+            ControlPlane::start_with(opts, Box::new(source)).await?
+        } else {
+            ControlPlane::start(opts).await?
+        };
         let _webhook = match args.webhook {
             Some(addr) => Some(webhook(addr, &control.ca, args.inject_image.clone()).await?),
             None => None,

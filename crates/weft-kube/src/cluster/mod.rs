@@ -1,0 +1,7 @@
+//! The cluster as the control plane's config source, as istiod watches it: Namespaces,
+//! Services, EndpointSlices and Pods, and Istio's kinds once their CRDs exist.
+
+pub mod index;
+pub mod source;
+
+pub use source::{client, KubeError, KubeSource};

@@ -1,0 +1,301 @@
+//! `weft control --kubernetes` against a fake API server (no real one can run here; see
+//! `support/fake_apiserver.rs`), kept honest by the real `kubectl`, which applies Istio's
+//! CRDs, Bookinfo and Istio's routing files to it, lists and watches it. Real `weft proxy`
+//! processes follow the control plane: Bookinfo's Services with the pods EndpointSlices
+//! list as ready are what they route to, an EndpointSlice change reaches them, a watch that
+//! comes back after a 410 Gone relists, and a VirtualService applied with kubectl routes.
+
+mod support;
+
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use support::fake_apiserver::FakeApiServer;
+use support::*;
+
+fn samples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/istio-samples")
+}
+
+/// The real kubectl, pointed at the fake.
+struct Kubectl {
+    kubeconfig: PathBuf,
+    cache: PathBuf,
+}
+
+impl Kubectl {
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new("kubectl");
+        c.env("KUBECONFIG", &self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(&self.cache)
+            .args(args)
+            .kill_on_drop(true);
+        c
+    }
+
+    async fn run(&self, args: &[&str]) -> String {
+        let out = self
+            .command(args)
+            .output()
+            .await
+            .expect("kubectl (Debian's kubernetes-client) talks to the fake API server");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `kubectl apply --server-side`; the fake serves no OpenAPI schema, so kubectl's own
+    /// validation is off.
+    async fn apply(&self, file: &Path) -> String {
+        self.run(&[
+            "apply",
+            "--server-side",
+            "--validate=false",
+            "-f",
+            &file.display().to_string(),
+        ])
+        .await
+    }
+}
+
+/// What the kubelet and the EndpointSlice controller would write for one reviews pod: the
+/// Pod, owned by its Deployment's ReplicaSet, and an EndpointSlice listing it.
+fn reviews_pod(fake: &FakeApiServer, version: &str, backend: SocketAddr, ready: bool) {
+    let hash = "7f9c6d5b8";
+    let pod = format!("reviews-{version}-{hash}-x{version}");
+    fake.put(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": pod, "namespace": "default",
+            "labels": {"app": "reviews", "version": version, "pod-template-hash": hash},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "name": format!("reviews-{version}-{hash}"), "uid": "rs", "controller": true}]},
+        "spec": {"serviceAccountName": "bookinfo-reviews",
+            "containers": [{"name": "reviews", "image": "docker.io/istio/examples-bookinfo-reviews-v1"}]},
+        "status": {"phase": "Running", "podIP": backend.ip().to_string()},
+    }));
+    fake.put(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("reviews-{version}"), "namespace": "default",
+            "labels": {"kubernetes.io/service-name": "reviews"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": backend.port(), "protocol": "TCP"}],
+        "endpoints": [{"addresses": [backend.ip().to_string()],
+            "conditions": {"ready": ready, "serving": ready, "terminating": false},
+            "targetRef": {"kind": "Pod", "namespace": "default", "name": pod}}],
+    }));
+}
+
+/// Which backends answer `reviews:9080` through the proxy, over `n` requests.
+async fn answering(outbound: SocketAddr, n: usize) -> BTreeSet<String> {
+    let c = client();
+    let mut seen = BTreeSet::new();
+    for _ in 0..n {
+        match send(&c, "GET", outbound, "reviews:9080", "/reviews/0", &[]).await {
+            Ok(a) if a.status == 200 => {
+                seen.insert(a.served_by().to_string());
+            }
+            Ok(a) => {
+                seen.insert(format!("{} {}", a.status, a.text()));
+            }
+            Err(e) => {
+                seen.insert(e);
+            }
+        }
+    }
+    seen
+}
+
+/// Waits until exactly `wanted` answer (40 requests a round; round robin over three at most).
+async fn until_answering(outbound: SocketAddr, wanted: &[&str], what: &str) {
+    let wanted: BTreeSet<String> = wanted.iter().map(|s| s.to_string()).collect();
+    let last = std::sync::Mutex::new(BTreeSet::new());
+    let got = poll_until(Duration::from_secs(30), || async {
+        let seen = answering(outbound, 40).await;
+        let done = seen == wanted;
+        *last.lock().unwrap() = seen;
+        done.then_some(())
+    })
+    .await;
+    let last = last.into_inner().unwrap();
+    assert!(got.is_some(), "{what}: wanted {wanted:?}, last {last:?}");
+}
+
+async fn ready(weft: &mut Weft, addr: SocketAddr, path: &str) {
+    let c = client();
+    let up = poll_until(Duration::from_secs(30), || {
+        let (c, exited) = (&c, weft.exited());
+        async move {
+            if exited.is_some() {
+                return Some(false);
+            }
+            let r = send(c, "GET", addr, "localhost", path, &[]).await;
+            r.ok().filter(|a| a.status == 200).map(|_| true)
+        }
+    })
+    .await;
+    assert_eq!(up, Some(true), "{path} on {addr}:\n{}", weft.output());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weft_control_serves_the_clusters_bookinfo_to_proxies_and_follows_kubectl() {
+    let fake = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
+    let kubectl = Kubectl {
+        kubeconfig: kubeconfig.clone(),
+        cache: dir.path().join("kube-cache"),
+    };
+
+    // Istio's CRDs and Bookinfo, as a user installs them.
+    let out = kubectl
+        .apply(&samples().join("crds/crd-all.gen.yaml"))
+        .await;
+    assert!(
+        out.contains("virtualservices.networking.istio.io serverside-applied"),
+        "{out}"
+    );
+    let out = kubectl
+        .apply(&samples().join("bookinfo/platform/bookinfo.yaml"))
+        .await;
+    assert!(out.contains("service/reviews serverside-applied"), "{out}");
+    let services = kubectl.run(&["get", "services", "-o", "name"]).await;
+    for s in ["details", "productpage", "ratings", "reviews"] {
+        assert!(services.contains(&format!("service/{s}\n")), "{services}");
+    }
+    let crds = kubectl.run(&["get", "crd", "-o", "name"]).await;
+    assert!(
+        crds.contains(
+            "customresourcedefinition.apiextensions.k8s.io/destinationrules.networking.istio.io"
+        ),
+        "{crds}"
+    );
+
+    // reviews v1 ready, v2 not yet.
+    let v1 = Backend::start("127.0.0.31", "reviews-v1").await;
+    let v2 = Backend::start("127.0.0.32", "reviews-v2").await;
+    let v3 = Backend::start("127.0.0.33", "reviews-v3").await;
+    reviews_pod(&fake, "v1", v1.addr, true);
+    reviews_pod(&fake, "v2", v2.addr, false);
+
+    let [grpc, monitoring] = free_addrs::<2>();
+    let state = tempfile::tempdir().unwrap();
+    let args: Vec<String> = [
+        "control",
+        "--kubernetes",
+        "--kubeconfig",
+        &kubeconfig.display().to_string(),
+        "--config-dir",
+        &state.path().display().to_string(),
+        "--grpc",
+        &grpc.to_string(),
+        "--monitoring",
+        &monitoring.to_string(),
+        "--grpc-tls",
+        "127.0.0.1:0",
+        "--no-dashboard",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut control = Weft::spawn(&args);
+    ready(&mut control, monitoring, "/ready").await;
+    assert!(
+        control.stderr().contains("Kubernetes watches synced"),
+        "{}",
+        control.output()
+    );
+
+    // A real proxy, productpage's sidecar, following the control plane.
+    let addrs = free_addrs::<4>();
+    let [outbound, _, _, health] = addrs;
+    let mut proxy = Weft::spawn(&proxy_args(grpc, "productpage-v1", addrs));
+    ready(&mut proxy, health, "/healthz/ready").await;
+    until_answering(outbound, &["reviews-v1"], "only the ready pod serves").await;
+
+    // An EndpointSlice change reaches the proxy: v2 becomes ready.
+    reviews_pod(&fake, "v2", v2.addr, true);
+    until_answering(outbound, &["reviews-v1", "reviews-v2"], "v2 ready too").await;
+
+    // The API server forgets its history and drops every watch: the watches come back
+    // from their resourceVersion, get 410 Gone, and list again, which is how they see that
+    // v1 went and v3 came meanwhile.
+    fake.compact();
+    fake.cut_watches();
+    fake.delete(
+        "discovery.k8s.io/v1",
+        "EndpointSlice",
+        "default",
+        "reviews-v1",
+    );
+    reviews_pod(&fake, "v3", v3.addr, true);
+    until_answering(outbound, &["reviews-v2", "reviews-v3"], "after the relist").await;
+    let requests = fake.requests.lock().unwrap().clone();
+    let slices: Vec<&String> = requests
+        .iter()
+        .filter(|r| r.starts_with("GET /apis/discovery.k8s.io/v1/endpointslices?"))
+        .collect();
+    let (watches, lists): (Vec<&String>, Vec<&String>) =
+        slices.iter().partition(|r| r.contains("watch=true"));
+    assert!(
+        watches.len() >= 2 && lists.len() >= 2,
+        "a watch resumed, was gone, and a list followed: {slices:#?}"
+    );
+
+    // kubectl get -w sees what kubectl apply makes; the proxy routes by it: Istio's
+    // destination-rule-all.yaml and virtual-service-reviews-v3.yaml, unchanged.
+    let mut watch = kubectl
+        .command(&["get", "virtualservices", "-w", "-o", "name"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let networking = samples().join("bookinfo/networking");
+    kubectl
+        .apply(&networking.join("destination-rule-all.yaml"))
+        .await;
+    kubectl
+        .apply(&networking.join("virtual-service-reviews-v3.yaml"))
+        .await;
+    until_answering(outbound, &["reviews-v3"], "the VirtualService routes to v3").await;
+    let mut watched = String::new();
+    let stdout = watch.stdout.as_mut().unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 512];
+        while !watched.contains("virtualservice.networking.istio.io/reviews") {
+            let n = stdout.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            watched.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    })
+    .await;
+    assert!(seen.is_ok(), "kubectl get -w printed {watched:?}");
+    let _ = watch.kill().await;
+
+    // The control plane takes no writes of its own: the cluster is the source.
+    let vs = dir.path().join("vs.yaml");
+    std::fs::write(
+        &vs,
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: extra}\nspec:\n  hosts: [ratings]\n  http: [{route: [{destination: {host: ratings}}]}]\n",
+    )
+    .unwrap();
+    let (status, out, err) = run_weft(&[
+        "--control-plane".into(),
+        format!("http://{grpc}"),
+        "apply".into(),
+        "-f".into(),
+        vs.display().to_string(),
+    ])
+    .await;
+    assert!(!status.success(), "{out}");
+    assert!(err.contains("kubectl apply"), "{err}");
+    eprintln!("weft apply on a Kubernetes control plane: {err}");
+}
