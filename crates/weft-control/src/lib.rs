@@ -15,6 +15,7 @@ pub mod registrations;
 pub mod store;
 mod views;
 
+pub use certificates::{Review, TokenAuthority};
 use config::ConfigState;
 use mesh::Mesh;
 use metrics::Metrics;
@@ -62,6 +63,9 @@ pub struct ControlOptions {
     pub trace_limits: collector::Limits,
     /// How long a disconnected proxy's workload stays an endpoint.
     pub endpoint_grace: Duration,
+    /// Vouches for callers of the CA whose token is no pod credential (on Kubernetes, the
+    /// cluster's TokenReview of a service account token).
+    pub token_authority: Option<Arc<dyn TokenAuthority>>,
     /// Whether proxies' announced workloads become endpoints; not where the source lists
     /// the endpoints itself (a Kubernetes cluster's EndpointSlices).
     pub announced_endpoints: bool,
@@ -117,6 +121,7 @@ impl ControlOptions {
             trace_limits: collector::Limits::default(),
             endpoint_grace: Duration::from_secs(30),
             announced_endpoints: true,
+            token_authority: None,
         }
     }
 }
@@ -337,6 +342,7 @@ impl ControlPlane {
             let certificates = certificates::CertificateService {
                 ca: ca.clone(),
                 credentials: pod_credentials.clone(),
+                authority: opts.token_authority.clone(),
                 max_ttl: opts.max_cert_ttl,
             };
             let mut server = tonic::transport::Server::builder()

@@ -208,6 +208,9 @@ pub struct CaClient {
     pub root_pem: String,
     /// The pod credential the platform gave this pod.
     pub credential: String,
+    /// Where the credential is kept, read again before each request: Kubernetes rotates a
+    /// projected service account token in place. `credential` serves when it does not read.
+    pub credential_file: Option<std::path::PathBuf>,
     /// The identity the credential stands for, which the certificate must name.
     pub identity: Identity,
     /// The lifetime to ask for; `None`: the CA's default (Istio's 24 h).
@@ -285,7 +288,13 @@ impl CaClient {
             csr: key.csr(&self.identity)?,
             validity_duration: self.ttl.map_or(0, |t| t.as_secs() as i64),
         });
-        let bearer = format!("Bearer {}", self.credential);
+        let fresh = self
+            .credential_file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty());
+        let bearer = format!("Bearer {}", fresh.as_deref().unwrap_or(&self.credential));
         if let Ok(value) = bearer.parse() {
             request
                 .metadata_mut()

@@ -155,7 +155,12 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         let control = if args.kubernetes {
             let client = weft_kube::cluster::client(args.kubeconfig.as_deref()).await?;
             tracing::info!("waiting for the first list of each watched kind from the API server");
-            let source = weft_kube::cluster::KubeSource::start(client).await;
+            let source = weft_kube::cluster::KubeSource::start(client.clone()).await;
+            let reviewer = weft_kube::cluster::token_review::KubeTokenReview::new(client);
+            let opts = ControlOptions {
+                token_authority: Some(std::sync::Arc::new(reviewer)),
+                ..opts
+            };
             ControlPlane::start_with(opts, Box::new(source)).await?
         } else {
             ControlPlane::start(opts).await?

@@ -477,6 +477,7 @@ fn ca_client(
         },
         root_pem,
         credential,
+        credential_file: Some(credential_file.to_path_buf()),
         identity,
         ttl,
         backoff: Default::default(),

@@ -185,7 +185,7 @@ async fn weft_control_serves_the_clusters_bookinfo_to_proxies_and_follows_kubect
     reviews_pod(&fake, "v1", v1.addr, true);
     reviews_pod(&fake, "v2", v2.addr, false);
 
-    let [grpc, monitoring] = free_addrs::<2>();
+    let [grpc, grpc_tls, monitoring] = free_addrs::<3>();
     let state = tempfile::tempdir().unwrap();
     let args: Vec<String> = [
         "control",
@@ -199,7 +199,7 @@ async fn weft_control_serves_the_clusters_bookinfo_to_proxies_and_follows_kubect
         "--monitoring",
         &monitoring.to_string(),
         "--grpc-tls",
-        "127.0.0.1:0",
+        &grpc_tls.to_string(),
         "--no-dashboard",
     ]
     .map(String::from)
@@ -298,4 +298,90 @@ async fn weft_control_serves_the_clusters_bookinfo_to_proxies_and_follows_kubect
     assert!(!status.success(), "{out}");
     assert!(err.contains("kubectl apply"), "{err}");
     eprintln!("weft apply on a Kubernetes control plane: {err}");
+
+    // An injected sidecar proves who it is with its projected service account token,
+    // which the control plane has the cluster review: it gets its certificate and follows
+    // discovery over 15012 with it. A token for another account, or for another audience,
+    // buys nothing.
+    let root = state.path().join(".weft/ca/root-cert.pem");
+    let sidecar = |token: String, account: &str| {
+        let file = dir.path().join(format!("token-{account}-{}", token.len()));
+        std::fs::write(&file, &token).unwrap();
+        let addrs = free_addrs::<4>();
+        let mut args = proxy_args(grpc, "productpage-v1", addrs);
+        args[2] = format!("https://{grpc_tls}");
+        args.extend(
+            [
+                "--credential-file",
+                &file.display().to_string(),
+                "--root-cert",
+                &root.display().to_string(),
+                "--service-account",
+                account,
+                "--ca-address",
+                &grpc_tls.to_string(),
+            ]
+            .map(String::from),
+        );
+        (Weft::spawn(&args), addrs)
+    };
+    let token = fake.issue_token("default", "bookinfo-productpage", "istio-ca");
+    let (mut injected, [outbound, _, _, health]) = sidecar(token, "bookinfo-productpage");
+    ready(&mut injected, health, "/healthz/ready").await;
+    until_answering(
+        outbound,
+        &["reviews-v3"],
+        "over 15012 with a reviewed token",
+    )
+    .await;
+    assert!(
+        injected
+            .stderr()
+            .contains("spiffe://cluster.local/ns/default/sa/bookinfo-productpage"),
+        "{}",
+        injected.output()
+    );
+    for (token, account) in [
+        // Another account's token, for this account's identity.
+        (
+            fake.issue_token("default", "bookinfo-reviews", "istio-ca"),
+            "bookinfo-productpage",
+        ),
+        // The right account, the wrong audience.
+        (
+            fake.issue_token("default", "bookinfo-productpage", "vault"),
+            "bookinfo-productpage",
+        ),
+        ("not-a-token".to_string(), "bookinfo-productpage"),
+    ] {
+        let (refused, [_, _, _, health]) = sidecar(token.clone(), account);
+        let answered = poll_until(Duration::from_secs(3), || async {
+            send(&client(), "GET", health, "localhost", "/healthz/ready", &[])
+                .await
+                .ok()
+                .filter(|a| a.status == 200)
+        })
+        .await;
+        assert!(answered.is_none(), "{token} made a ready proxy");
+        // Refused by the CA, or, for another account's token, a certificate for that
+        // account, which the proxy will not take as its own.
+        let why = poll_until(Duration::from_secs(10), || {
+            let log = refused.stderr();
+            std::future::ready(
+                (log.contains("refused the certificate request")
+                    || log.contains("names spiffe://cluster.local/ns/default/sa/bookinfo-reviews"))
+                .then_some(log),
+            )
+        })
+        .await;
+        assert!(why.is_some(), "{token}: {}", refused.output());
+    }
+    eprintln!(
+        "refusals in the control plane's log: {}",
+        control
+            .stderr()
+            .lines()
+            .filter(|l| l.contains("refused a certificate request"))
+            .count()
+    );
 }

@@ -3,5 +3,6 @@
 
 pub mod index;
 pub mod source;
+pub mod token_review;
 
 pub use source::{client, KubeError, KubeSource};

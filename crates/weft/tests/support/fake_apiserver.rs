@@ -89,6 +89,13 @@ fn builtin() -> Vec<Type> {
             false,
         )
         .short(&["crd", "crds"]),
+        Type::new(
+            "authentication.k8s.io",
+            "v1",
+            "tokenreviews",
+            "TokenReview",
+            false,
+        ),
     ]
 }
 
@@ -109,6 +116,8 @@ struct State {
     oldest: u64,
     rv: u64,
     next_ip: u8,
+    /// Service account tokens it has issued, with the user each stands for and its audience.
+    tokens: BTreeMap<String, (String, String)>,
 }
 
 pub struct FakeApiServer {
@@ -218,6 +227,24 @@ impl FakeApiServer {
         };
         let t = server.type_of(api_version, kind).unwrap();
         server.remove(&t, namespace, name);
+    }
+
+    /// A service account token for `audience`, as the kubelet projects one into a pod; a
+    /// TokenReview then names `system:serviceaccount:NS:SA`.
+    pub fn issue_token(&self, namespace: &str, service_account: &str, audience: &str) -> String {
+        let mut s = self.state.lock().unwrap();
+        let token = format!(
+            "fake-token-{}-{namespace}-{service_account}",
+            s.tokens.len()
+        );
+        s.tokens.insert(
+            token.clone(),
+            (
+                format!("system:serviceaccount:{namespace}:{service_account}"),
+                audience.to_string(),
+            ),
+        );
+        token
     }
 
     /// Forgets the history, so a watch resuming from any resourceVersion it has seen gets
@@ -471,6 +498,12 @@ impl Server {
                 Some(o) => full(StatusCode::OK, self.typed(&t, o)),
                 None => not_found(&t, name),
             },
+            (&Method::POST, None) if t.plural == "tokenreviews" => {
+                let Ok(review) = serde_json::from_slice::<Value>(body) else {
+                    return status(StatusCode::BAD_REQUEST, "BadRequest", "not JSON".into());
+                };
+                full(StatusCode::CREATED, self.review(review))
+            }
             (&Method::POST, None) => {
                 let Ok(object) = serde_json::from_slice::<Value>(body) else {
                     return status(StatusCode::BAD_REQUEST, "BadRequest", "not JSON".into());
@@ -554,6 +587,27 @@ impl Server {
                 format!("{method} is not served here"),
             ),
         }
+    }
+
+    /// A TokenReview answered: authenticated when the token is one it issued for one of the
+    /// audiences asked about.
+    fn review(&self, mut review: Value) -> Value {
+        let token = review["spec"]["token"].as_str().unwrap_or_default();
+        let asked: Vec<&str> = review["spec"]["audiences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let known = self.state.lock().unwrap().tokens.get(token).cloned();
+        review["status"] = match known {
+            Some((user, audience)) if asked.is_empty() || asked.contains(&audience.as_str()) => {
+                json!({"authenticated": true, "user": {"username": user}, "audiences": [audience]})
+            }
+            Some(_) => json!({"authenticated": false, "error": "token audiences are invalid"}),
+            None => json!({"authenticated": false, "error": "invalid bearer token"}),
+        };
+        review
     }
 
     fn get(&self, t: &Type, namespace: &str, name: &str) -> Option<Value> {
