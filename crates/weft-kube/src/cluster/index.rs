@@ -1,10 +1,11 @@
 //! The cluster's objects as the watches deliver them, and the config they stand for, one
 //! partition per object: a Service as itself, an Istio resource as itself, and a pod that
 //! an EndpointSlice lists as ready as the WorkloadEntry Weft's registry selects by labels
-//! (the pod's labels, service account and address; the slices' port numbers by name).
+//! (the pod's labels, service account and address; the slices' port numbers by name). The
+//! `istio` ConfigMap of `istio-system` is the MeshConfig, as istiod reads it.
 //! Pure: events in, changed partitions out; the source runs the watches.
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::DynamicObject;
 use kube::runtime::watcher::Event;
@@ -70,6 +71,9 @@ pub const ISTIO_KINDS: [IstioKind; 10] = [
 
 const ROOT: &str = "kubernetes";
 const SERVICE: &str = "Service";
+const CONFIG_MAP: &str = "ConfigMap";
+/// The ConfigMap istiod reads its MeshConfig from, in the root namespace.
+pub const MESH_CONFIG_MAP: &str = "istio";
 /// A pod's partition: the WorkloadEntry it stands for while ready.
 const POD: &str = "Pod";
 /// The label an EndpointSlice names its Service by.
@@ -178,6 +182,7 @@ pub struct Index {
     slices: Store<EndpointSlice>,
     pods: Store<Pod>,
     namespaces: Store<Namespace>,
+    config_maps: Store<ConfigMap>,
     istio: BTreeMap<IstioKind, Store<DynamicObject>>,
     /// Per pod: the slices that list it as ready, with the ports each gives by name.
     ready_in: BTreeMap<ObjKey, BTreeMap<String, BTreeMap<String, u16>>>,
@@ -237,6 +242,16 @@ impl Index {
         BTreeSet::new()
     }
 
+    /// The root namespace's ConfigMaps; only `istio` is config.
+    pub fn config_maps(&mut self, event: Event<ConfigMap>) -> BTreeSet<PathBuf> {
+        self.config_maps
+            .apply(event)
+            .into_iter()
+            .filter(|((_, name), _)| name == MESH_CONFIG_MAP)
+            .map(|((ns, name), _)| partition(CONFIG_MAP, &ns, &name))
+            .collect()
+    }
+
     pub fn istio(&mut self, kind: IstioKind, event: Event<DynamicObject>) -> BTreeSet<PathBuf> {
         let store = self.istio.entry(kind).or_default();
         store
@@ -253,6 +268,7 @@ impl Index {
             && self.slices.synced
             && self.pods.synced
             && self.namespaces.synced
+            && self.config_maps.synced
             && self.istio.values().all(|s| s.synced)
     }
 
@@ -275,6 +291,13 @@ impl Index {
             .keys()
             .map(|(ns, name)| partition(SERVICE, ns, name))
             .collect();
+        all.extend(
+            self.config_maps
+                .objects
+                .keys()
+                .filter(|(_, name)| name == MESH_CONFIG_MAP)
+                .map(|(ns, name)| partition(CONFIG_MAP, ns, name)),
+        );
         for (kind, store) in &self.istio {
             all.extend(
                 store
@@ -297,6 +320,12 @@ impl Index {
         let key = (ns, name);
         match kind.as_str() {
             SERVICE => self.services.objects.get(&key).map(service_document),
+            CONFIG_MAP if key.1 == MESH_CONFIG_MAP => self.config_maps.objects.get(&key).map(|c| {
+                let mut doc = document("v1", CONFIG_MAP, &c.metadata, json!({}));
+                doc.as_object_mut().map(|o| o.remove("spec"));
+                doc["data"] = json!(c.data.clone().unwrap_or_default());
+                doc
+            }),
             POD => self.workload_entry(&key),
             _ => {
                 let (_, store) = self
@@ -580,6 +609,24 @@ mod tests {
     }
 
     #[test]
+    fn the_istio_config_map_is_the_mesh_config() {
+        let mut index = Index::default();
+        let map = |name: &str| -> ConfigMap {
+            object(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": "istio-system"},
+                "data": {"mesh": "accessLogFile: /dev/stdout\n"}}))
+        };
+        assert!(index.config_maps(Event::Apply(map("other"))).is_empty());
+        let changed = index.config_maps(Event::Apply(map("istio")));
+        assert_eq!(changed, paths(&["kubernetes/ConfigMap/istio-system/istio"]));
+        let r = load(&index, Path::new("kubernetes/ConfigMap/istio-system/istio"));
+        let weft_api::Spec::MeshConfig(mesh) = &r.spec else {
+            panic!("{r:?}")
+        };
+        assert_eq!(mesh.access_log_file.as_deref(), Some("/dev/stdout"));
+    }
+
+    #[test]
     fn a_relist_drops_what_was_deleted_while_the_watch_was_away() {
         let mut index = Index::default();
         for event in [
@@ -640,6 +687,8 @@ mod tests {
         index.pods(Event::InitDone);
         assert!(!index.synced());
         index.namespaces(Event::InitDone);
+        assert!(!index.synced());
+        index.config_maps(Event::InitDone);
         assert!(index.synced());
     }
 }
