@@ -6,4 +6,5 @@
 
 pub mod cluster;
 pub mod inject;
+pub mod manifest;
 pub mod webhook;

@@ -36,6 +36,10 @@ pub struct ControlArgs {
     /// `cert-chain.pem`, Istio's `cacerts` layout.
     #[arg(long, value_name = "DIR")]
     ca_dir: Option<PathBuf>,
+    /// Only when --ca-dir holds the files: otherwise keep to the root in `.weft/ca`, as
+    /// istiod does with an optional `cacerts` Secret.
+    #[arg(long, requires = "ca_dir")]
+    ca_dir_optional: bool,
     /// The trust domain of workload identities (`spiffe://TRUST-DOMAIN/ns/…/sa/…`).
     #[arg(long, default_value = weft_security::DEFAULT_TRUST_DOMAIN)]
     trust_domain: String,
@@ -138,8 +142,10 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
             grpc: args.grpc,
             grpc_tls: (!args.no_grpc_tls).then_some(args.grpc_tls),
             ca: match &args.ca_dir {
-                Some(dir) => CaSource::Plugged(dir.clone()),
-                None => defaults.ca.clone(),
+                Some(dir) if !args.ca_dir_optional || dir.join("ca-cert.pem").exists() => {
+                    CaSource::Plugged(dir.clone())
+                }
+                _ => defaults.ca.clone(),
             },
             trust_domain: args.trust_domain.clone(),
             max_cert_ttl: Duration::from_secs(args.max_cert_ttl.max(1)),

@@ -9,6 +9,7 @@ mod dashboard;
 mod demo;
 mod echo;
 mod exec;
+mod kube;
 mod platform;
 mod proxy;
 mod table;
@@ -79,6 +80,9 @@ enum Command {
         #[arg(long, default_value = "istiod.istio-system.svc:15012")]
         control_plane_address: String,
     },
+    /// Kubernetes manifests for Weft, as istioctl manifest does.
+    #[command(subcommand)]
+    Manifest(kube::ManifestCommand),
     /// Write istio-init's iptables rules into this network namespace, from istio-iptables'
     /// flags (what the injected init container runs).
     Iptables(weft_platform::iptables::Capture),
@@ -294,6 +298,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(args) => platform::run_logs(args),
         Command::Exec(args) => exec::run(args),
         Command::Iptables(capture) => Ok(capture.apply()?),
+        Command::Manifest(command) => kube::manifest(command),
         Command::KubeInject {
             file,
             image,

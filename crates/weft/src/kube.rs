@@ -1,0 +1,72 @@
+//! `weft manifest generate`: what a cluster needs to run Weft, as istioctl prints it, and
+//! the Helm chart of the same objects.
+
+use anyhow::Context;
+use std::path::PathBuf;
+
+#[derive(clap::Subcommand)]
+pub enum ManifestCommand {
+    /// Print every object a cluster needs, as istioctl manifest generate does: Istio's
+    /// CRDs, the istio-system Namespace, istiod's RBAC, Deployment and Service, the
+    /// injection webhook's configuration, and the Prometheus and dashboard addons.
+    Generate(GenerateArgs),
+    /// Write the same objects as a Helm chart (what charts/weft holds).
+    #[command(hide = true)]
+    Chart {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct GenerateArgs {
+    /// The image whose entrypoint is weft, for istiod and the injected sidecars.
+    #[arg(long)]
+    image: Option<String>,
+    /// A plugged-in CA (Istio's cacerts layout, also given to the cluster as the cacerts
+    /// Secret): its root-cert.pem becomes the webhook's caBundle.
+    #[arg(long, value_name = "DIR")]
+    ca_dir: Option<PathBuf>,
+    /// Leave out the Prometheus addon and the dashboard's Service.
+    #[arg(long)]
+    without_addons: bool,
+}
+
+pub fn manifest(command: ManifestCommand) -> anyhow::Result<()> {
+    let args = match command {
+        ManifestCommand::Generate(args) => args,
+        ManifestCommand::Chart { out } => return write_chart(&out),
+    };
+    let defaults = weft_kube::manifest::Options::default();
+    let ca_bundle = match &args.ca_dir {
+        Some(dir) => {
+            let root = dir.join("root-cert.pem");
+            Some(
+                std::fs::read_to_string(&root)
+                    .with_context(|| format!("--ca-dir: cannot read {}", root.display()))?,
+            )
+        }
+        None => None,
+    };
+    let opts = weft_kube::manifest::Options {
+        image: args.image.unwrap_or(defaults.image),
+        ca_bundle,
+        addons: !args.without_addons,
+    };
+    print!(
+        "{}",
+        weft_kube::manifest::to_yaml(&weft_kube::manifest::generate(&opts))
+    );
+    Ok(())
+}
+
+fn write_chart(out: &std::path::Path) -> anyhow::Result<()> {
+    for (path, content) in weft_kube::manifest::helm_chart() {
+        let file = out.join(path);
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(&file, content).with_context(|| format!("writing {}", file.display()))?;
+    }
+    Ok(())
+}
