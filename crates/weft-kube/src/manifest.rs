@@ -200,6 +200,9 @@ fn deployment(opts: &Options) -> Value {
                         "name": "discovery",
                         "image": opts.image,
                         "args": args,
+                        // Where it publishes the admin credential for CLIs beside it; the
+                        // root filesystem is read-only.
+                        "env": [{"name": "WEFT_HOME", "value": "/var/lib/weft/home"}],
                         "ports": [
                             {"name": "https-dns", "containerPort": 15012, "protocol": "TCP"},
                             {"name": "http-monitoring", "containerPort": 15014, "protocol": "TCP"},

@@ -117,3 +117,34 @@ async fn the_helm_chart_renders_the_same_objects() {
         objects(&expected)
     );
 }
+
+#[tokio::test]
+async fn istiods_container_runs_weft_control_with_arguments_it_takes() {
+    let manifest = generate(&[]).await;
+    let deployment: Value = weft_api::split_documents(&manifest)
+        .into_iter()
+        .filter_map(|(_, doc)| serde_norway::from_str::<Value>(doc).ok())
+        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "istiod")
+        .unwrap();
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    // Outside a pod, with no kubeconfig, it gets as far as looking for the cluster.
+    let home = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(WEFT)
+        .args(&args)
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("HOME", home.path())
+        .env("WEFT_HOME", home.path())
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("no Kubernetes configuration"), "{args:?}: {err}");
+}
