@@ -6,5 +6,6 @@
 
 pub mod cluster;
 pub mod inject;
+pub mod install;
 pub mod manifest;
 pub mod webhook;

@@ -1,5 +1,5 @@
-//! `weft manifest generate`: what a cluster needs to run Weft, as istioctl prints it, and
-//! the Helm chart of the same objects.
+//! `weft manifest generate` and `weft install`: what a cluster needs to run Weft, as
+//! istioctl prints and installs it, and the Helm chart of the same objects.
 
 use anyhow::Context;
 use std::path::PathBuf;
@@ -32,11 +32,50 @@ pub struct GenerateArgs {
     without_addons: bool,
 }
 
-pub fn manifest(command: ManifestCommand) -> anyhow::Result<()> {
-    let args = match command {
-        ManifestCommand::Generate(args) => args,
-        ManifestCommand::Chart { out } => return write_chart(&out),
-    };
+#[derive(clap::Args)]
+pub struct InstallArgs {
+    #[command(flatten)]
+    manifest: GenerateArgs,
+    /// The cluster (default: $KUBECONFIG or ~/.kube/config).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// How long to wait for the Deployments to be available, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    timeout: u64,
+}
+
+/// `weft install`: the manifest server-side applied, then the wait for its Deployments.
+pub fn install(args: InstallArgs) -> anyhow::Result<()> {
+    let objects = weft_kube::manifest::generate(&options(&args.manifest)?);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let client = weft_kube::cluster::client(args.kubeconfig.as_deref()).await?;
+        let within = std::time::Duration::from_secs(args.timeout);
+        let total = objects.len();
+        let mut applied = 0;
+        weft_kube::install::install(&client, &objects, within, |p| match p {
+            weft_kube::install::Progress::Applied(what) => {
+                applied += 1;
+                eprintln!("[{applied}/{total}] {what} serverside-applied");
+            }
+            weft_kube::install::Progress::Waiting {
+                what,
+                ready,
+                wanted,
+            } => {
+                eprintln!("waiting for {what}: {ready}/{wanted} available");
+            }
+            weft_kube::install::Progress::Ready(what) => eprintln!("{what} is available"),
+        })
+        .await?;
+        eprintln!("Weft is installed: label a namespace istio-injection=enabled for sidecars");
+        Ok(())
+    })
+}
+
+fn options(args: &GenerateArgs) -> anyhow::Result<weft_kube::manifest::Options> {
     let defaults = weft_kube::manifest::Options::default();
     let ca_bundle = match &args.ca_dir {
         Some(dir) => {
@@ -48,11 +87,19 @@ pub fn manifest(command: ManifestCommand) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let opts = weft_kube::manifest::Options {
-        image: args.image.unwrap_or(defaults.image),
+    Ok(weft_kube::manifest::Options {
+        image: args.image.clone().unwrap_or(defaults.image),
         ca_bundle,
         addons: !args.without_addons,
+    })
+}
+
+pub fn manifest(command: ManifestCommand) -> anyhow::Result<()> {
+    let args = match command {
+        ManifestCommand::Generate(args) => args,
+        ManifestCommand::Chart { out } => return write_chart(&out),
     };
+    let opts = options(&args)?;
     print!(
         "{}",
         weft_kube::manifest::to_yaml(&weft_kube::manifest::generate(&opts))

@@ -83,6 +83,9 @@ enum Command {
     /// Kubernetes manifests for Weft, as istioctl manifest does.
     #[command(subcommand)]
     Manifest(kube::ManifestCommand),
+    /// Install Weft into a Kubernetes cluster, as istioctl install does: the manifest
+    /// applied server-side, then a wait until istiod is available.
+    Install(kube::InstallArgs),
     /// Write istio-init's iptables rules into this network namespace, from istio-iptables'
     /// flags (what the injected init container runs).
     Iptables(weft_platform::iptables::Capture),
@@ -299,6 +302,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Exec(args) => exec::run(args),
         Command::Iptables(capture) => Ok(capture.apply()?),
         Command::Manifest(command) => kube::manifest(command),
+        Command::Install(args) => kube::install(args),
         Command::KubeInject {
             file,
             image,

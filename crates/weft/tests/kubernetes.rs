@@ -385,3 +385,75 @@ async fn weft_control_serves_the_clusters_bookinfo_to_proxies_and_follows_kubect
             .count()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weft_install_applies_the_manifest_server_side_and_waits_for_istiod() {
+    let fake = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
+    let mut install = Weft::spawn(
+        &[
+            "install",
+            "--kubeconfig",
+            &kubeconfig.display().to_string(),
+            "--timeout",
+            "60",
+        ]
+        .map(String::from),
+    );
+    // The fake runs no controllers: the test makes each Deployment available once it is
+    // there, as the Deployment controller and the kubelet would.
+    for name in ["istiod", "prometheus"] {
+        let deployment = poll_until(Duration::from_secs(30), || {
+            std::future::ready(fake.get("apps/v1", "Deployment", "istio-system", name))
+        })
+        .await
+        .unwrap_or_else(|| panic!("no deployment {name}: {}", install.output()));
+        let mut available = deployment;
+        available["status"] = json!({"replicas": 1, "readyReplicas": 1, "availableReplicas": 1});
+        fake.put(available);
+    }
+    let exited = install.wait_exit(Duration::from_secs(30)).await;
+    assert!(exited.is_some_and(|s| s.success()), "{}", install.output());
+    let log = install.stderr();
+    let total = weft_kube::manifest::generate(&Default::default()).len();
+    assert!(log.contains(&format!("[{total}/{total}] ")), "{log}");
+    assert!(log.contains("deployment/istiod is available"), "{log}");
+
+    // Server-side apply, as istioctl install does: field manager weft, taking over fields.
+    let requests = fake.requests.lock().unwrap().clone();
+    let patch = requests
+        .iter()
+        .find(|r| r.starts_with("PATCH /apis/apps/v1/namespaces/istio-system/deployments/istiod?"))
+        .unwrap_or_else(|| panic!("{requests:#?}"));
+    assert!(
+        patch.contains("fieldManager=weft") && patch.contains("force=true"),
+        "{patch}"
+    );
+    assert!(requests.iter().any(|r| r.starts_with(
+        "PATCH /apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/istio-sidecar-injector?"
+    )));
+    // CRDs first, so the kinds exist before anything of theirs.
+    let first = requests
+        .iter()
+        .position(|r| r.starts_with("PATCH "))
+        .unwrap();
+    assert!(
+        requests[first].contains("/customresourcedefinitions/"),
+        "{}",
+        requests[first]
+    );
+
+    let kubectl = Kubectl {
+        kubeconfig,
+        cache: dir.path().join("kube-cache"),
+    };
+    let deployments = kubectl
+        .run(&["-n", "istio-system", "get", "deployments", "-o", "name"])
+        .await;
+    assert_eq!(
+        deployments,
+        "deployment.apps/istiod\ndeployment.apps/prometheus\n"
+    );
+}

@@ -146,5 +146,8 @@ async fn istiods_container_runs_weft_control_with_arguments_it_takes() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("no Kubernetes configuration"), "{args:?}: {err}");
+    assert!(
+        err.contains("no Kubernetes configuration"),
+        "{args:?}: {err}"
+    );
 }

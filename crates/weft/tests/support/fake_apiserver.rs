@@ -96,6 +96,27 @@ fn builtin() -> Vec<Type> {
             "TokenReview",
             false,
         ),
+        Type::new(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "clusterroles",
+            "ClusterRole",
+            false,
+        ),
+        Type::new(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "clusterrolebindings",
+            "ClusterRoleBinding",
+            false,
+        ),
+        Type::new(
+            "admissionregistration.k8s.io",
+            "v1",
+            "mutatingwebhookconfigurations",
+            "MutatingWebhookConfiguration",
+            false,
+        ),
     ]
 }
 
@@ -216,6 +237,18 @@ impl FakeApiServer {
             String::new()
         };
         server.store(&t, &ns, object)
+    }
+
+    /// An object as stored, if there is one.
+    pub fn get(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+        let server = Server {
+            state: self.state.clone(),
+            events: self.events.clone(),
+            cut: self.cut.clone(),
+            requests: self.requests.clone(),
+        };
+        let t = server.type_of(api_version, kind)?;
+        server.get(&t, if t.namespaced { namespace } else { "" }, name)
     }
 
     pub fn delete(&self, api_version: &str, kind: &str, namespace: &str, name: &str) {
