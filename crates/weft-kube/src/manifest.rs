@@ -50,6 +50,9 @@ pub fn generate(opts: &Options) -> Vec<Value> {
             "metadata": {"name": ISTIOD, "labels": labels()},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": ISTIOD},
             "subjects": [{"kind": "ServiceAccount", "name": ISTIOD, "namespace": NAMESPACE}]}),
+    ]);
+    all.extend(lease_role());
+    all.extend([
         mesh_config(),
         deployment(opts),
         service(),
@@ -146,13 +149,31 @@ fn cluster_role() -> Value {
         "metadata": {"name": ISTIOD, "labels": labels()},
         "rules": [
             {"apiGroups": [""], "resources": ["namespaces", "services", "pods"], "verbs": watch},
-            {"apiGroups": [""], "resources": ["configmaps"], "verbs": watch},
+            // The mesh config is read; the root goes into every namespace's
+            // istio-ca-root-cert, by the lease holder.
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "update"]},
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": watch},
             {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": watch},
             {"apiGroups": istio_groups, "resources": ["*"], "verbs": watch},
             {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+            {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
+                "resourceNames": [WEBHOOK_CONFIGURATION], "verbs": ["get", "update"]},
         ],
     })
+}
+
+/// The lease the replicas elect the writer by, in istio-system only.
+fn lease_role() -> [Value; 2] {
+    [
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": ISTIOD, "namespace": NAMESPACE, "labels": labels()},
+            "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                "verbs": ["get", "create", "update"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": ISTIOD, "namespace": NAMESPACE, "labels": labels()},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ISTIOD},
+            "subjects": [{"kind": "ServiceAccount", "name": ISTIOD, "namespace": NAMESPACE}]}),
+    ]
 }
 
 /// Istio's `istio` ConfigMap, with its default profile's mesh settings.
@@ -202,7 +223,9 @@ fn deployment(opts: &Options) -> Value {
                         "args": args,
                         // Where it publishes the admin credential for CLIs beside it; the
                         // root filesystem is read-only.
-                        "env": [{"name": "WEFT_HOME", "value": "/var/lib/weft/home"}],
+                        "env": [{"name": "WEFT_HOME", "value": "/var/lib/weft/home"},
+                            // Who holds the writers' lease.
+                            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
                         "ports": [
                             {"name": "https-dns", "containerPort": 15012, "protocol": "TCP"},
                             {"name": "http-monitoring", "containerPort": 15014, "protocol": "TCP"},
@@ -445,11 +468,11 @@ mod tests {
     }
 
     #[test]
-    fn rbac_grants_what_the_watches_and_the_token_review_use_and_no_more() {
+    fn rbac_grants_what_the_watches_the_token_review_and_the_writer_use_and_no_more() {
         let all = generate(&Options::default());
         let role = find(&all, "ClusterRole", "istiod");
         let rules = role["rules"].as_array().unwrap();
-        let writes: Vec<&Value> = rules
+        let writes: Vec<(&Value, &Value)> = rules
             .iter()
             .filter(|r| {
                 r["verbs"]
@@ -458,10 +481,29 @@ mod tests {
                     .iter()
                     .any(|v| v != "get" && v != "list" && v != "watch")
             })
+            .map(|r| (&r["resources"], &r["verbs"]))
             .collect();
-        assert_eq!(writes.len(), 1, "{writes:?}");
-        assert_eq!(writes[0]["resources"], json!(["tokenreviews"]));
-        assert_eq!(writes[0]["verbs"], json!(["create"]));
+        let (configmaps, tokenreviews, webhooks) = (
+            json!(["configmaps"]),
+            json!(["tokenreviews"]),
+            json!(["mutatingwebhookconfigurations"]),
+        );
+        let (rw, create, update) = (
+            json!(["get", "list", "watch", "create", "update"]),
+            json!(["create"]),
+            json!(["get", "update"]),
+        );
+        assert_eq!(
+            writes,
+            [
+                (&configmaps, &rw),
+                (&tokenreviews, &create),
+                (&webhooks, &update)
+            ]
+        );
+        let lease = find(&all, "Role", "istiod");
+        assert_eq!(lease["metadata"]["namespace"], NAMESPACE);
+        assert_eq!(lease["rules"][0]["resources"], json!(["leases"]));
         let groups: Vec<&Value> = rules
             .iter()
             .flat_map(|r| r["apiGroups"].as_array().unwrap())

@@ -95,6 +95,10 @@ pub struct ControlArgs {
     /// The kubeconfig to reach the cluster with.
     #[arg(long, value_name = "FILE", requires = "kubernetes")]
     kubeconfig: Option<PathBuf>,
+    /// Who this replica is to the others contending for the writers' lease (the pod's
+    /// name; default: the host's name and this process's id).
+    #[arg(long, env = "POD_NAME", requires = "kubernetes")]
+    pod_name: Option<String>,
 }
 
 /// The injection webhook's listener, serving with a certificate from the mesh's CA.
@@ -158,16 +162,28 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
             announced_endpoints: !args.kubernetes,
             ..defaults
         };
+        let mut writer = None;
         let control = if args.kubernetes {
             let client = weft_kube::cluster::client(args.kubeconfig.as_deref()).await?;
             tracing::info!("waiting for the first list of each watched kind from the API server");
             let source = weft_kube::cluster::KubeSource::start(client.clone()).await;
-            let reviewer = weft_kube::cluster::token_review::KubeTokenReview::new(client);
+            let reviewer = weft_kube::cluster::token_review::KubeTokenReview::new(client.clone());
             let opts = ControlOptions {
                 token_authority: Some(std::sync::Arc::new(reviewer)),
                 ..opts
             };
-            ControlPlane::start_with(opts, Box::new(source)).await?
+            let control = ControlPlane::start_with(opts, Box::new(source)).await?;
+            let identity = args.pod_name.clone().unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+                format!("{}-{}", host.trim(), std::process::id())
+            });
+            writer = Some(tokio::spawn(weft_kube::cluster::leader::run(
+                client,
+                identity,
+                control.ca.root_pem().to_string(),
+                Default::default(),
+            )));
+            control
         } else {
             ControlPlane::start(opts).await?
         };
@@ -221,6 +237,9 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
         tracing::info!(join_token = %control.join_token_file.display(),
             "proxies register their workloads with the join token (weft proxy --join-token-file)");
         stop.recv().await;
+        if let Some(writer) = writer {
+            writer.abort();
+        }
         tracing::info!("stopping: the published admin credentials are withdrawn");
         Ok(())
     })

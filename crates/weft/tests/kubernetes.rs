@@ -457,3 +457,146 @@ async fn weft_install_applies_the_manifest_server_side_and_waits_for_istiod() {
         "deployment.apps/istiod\ndeployment.apps/prometheus\n"
     );
 }
+
+/// `weft control --kubernetes` on `state`, as replica `name`, ready.
+async fn control_replica(kubeconfig: &Path, state: &Path, name: &str) -> Weft {
+    let [grpc, grpc_tls, monitoring] = free_addrs::<3>();
+    let args: Vec<String> = [
+        "control",
+        "--kubernetes",
+        "--kubeconfig",
+        &kubeconfig.display().to_string(),
+        "--pod-name",
+        name,
+        "--config-dir",
+        &state.display().to_string(),
+        "--grpc",
+        &grpc.to_string(),
+        "--monitoring",
+        &monitoring.to_string(),
+        "--grpc-tls",
+        &grpc_tls.to_string(),
+        "--no-dashboard",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut control = Weft::spawn(&args);
+    ready(&mut control, monitoring, "/ready").await;
+    control
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_holder_writes_the_mesh_root_where_pods_and_the_api_server_read_it() {
+    use base64::Engine;
+    let fake = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
+    let manifest = weft_kube::manifest::generate(&Default::default());
+    let webhook = manifest
+        .iter()
+        .find(|o| o["kind"] == "MutatingWebhookConfiguration")
+        .unwrap();
+    fake.put(webhook.clone());
+
+    let (state_a, state_b) = (dir.path().join("a"), dir.path().join("b"));
+    let mut a = control_replica(&kubeconfig, &state_a, "istiod-a").await;
+    let root = std::fs::read_to_string(state_a.join(".weft/ca/root-cert.pem")).unwrap();
+    let holder = |fake: &FakeApiServer| {
+        fake.get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            "istio-system",
+            "istio-leader",
+        )
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+    };
+    let root_in = |fake: &FakeApiServer, ns: &str| {
+        fake.get("v1", "ConfigMap", ns, "istio-ca-root-cert")
+            .and_then(|c| c["data"]["root-cert.pem"].as_str().map(str::to_string))
+    };
+    let kubectl = Kubectl {
+        kubeconfig: kubeconfig.clone(),
+        cache: dir.path().join("kube-cache"),
+    };
+    // (kubectl create would send protobuf, which the fake does not read.)
+    let ns = dir.path().join("bookinfo-namespace.yaml");
+    std::fs::write(
+        &ns,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: bookinfo}\n",
+    )
+    .unwrap();
+    kubectl.apply(&ns).await;
+    let written = poll_until(Duration::from_secs(30), || {
+        let done = holder(&fake).as_deref() == Some("istiod-a")
+            && ["default", "kube-system", "istio-system", "bookinfo"]
+                .iter()
+                .all(|ns| root_in(&fake, ns).as_deref() == Some(root.as_str()));
+        std::future::ready(done.then_some(()))
+    })
+    .await;
+    assert!(written.is_some(), "{}", a.output());
+    let bundle = poll_until(Duration::from_secs(20), || {
+        std::future::ready(
+            fake.get(
+                "admissionregistration.k8s.io/v1",
+                "MutatingWebhookConfiguration",
+                "",
+                "istio-sidecar-injector",
+            )
+            .and_then(|w| {
+                w["webhooks"][0]["clientConfig"]["caBundle"]
+                    .as_str()
+                    .map(str::to_string)
+            }),
+        )
+    })
+    .await;
+    assert_eq!(
+        bundle.as_deref(),
+        Some(
+            base64::engine::general_purpose::STANDARD
+                .encode(&root)
+                .as_str()
+        )
+    );
+    // The rest of the webhook is as installed.
+    let now = fake
+        .get(
+            "admissionregistration.k8s.io/v1",
+            "MutatingWebhookConfiguration",
+            "",
+            "istio-sidecar-injector",
+        )
+        .unwrap();
+    assert_eq!(now["webhooks"][0]["failurePolicy"], "Fail");
+
+    // A second replica with the same CA (as replicas share a plugged-in cacerts) serves but
+    // does not write while the first holds the lease; once the first is gone without a
+    // word, its lease lapses and the second takes it.
+    std::fs::create_dir_all(state_b.join(".weft")).unwrap();
+    let copied = std::process::Command::new("cp")
+        .args(["-a"])
+        .arg(state_a.join(".weft/ca"))
+        .arg(state_b.join(".weft/ca"))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let b = control_replica(&kubeconfig, &state_b, "istiod-b").await;
+    assert_eq!(holder(&fake).as_deref(), Some("istiod-a"));
+    a.kill();
+    let took = poll_until(Duration::from_secs(40), || {
+        std::future::ready((holder(&fake).as_deref() == Some("istiod-b")).then_some(()))
+    })
+    .await;
+    assert!(took.is_some(), "{}", b.output());
+    let lease = fake
+        .get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            "istio-system",
+            "istio-leader",
+        )
+        .unwrap();
+    assert_eq!(lease["spec"]["leaseTransitions"], 1, "{lease}");
+}

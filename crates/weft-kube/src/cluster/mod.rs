@@ -2,6 +2,7 @@
 //! Services, EndpointSlices and Pods, and Istio's kinds once their CRDs exist.
 
 pub mod index;
+pub mod leader;
 pub mod source;
 pub mod token_review;
 

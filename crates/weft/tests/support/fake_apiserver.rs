@@ -103,6 +103,15 @@ fn builtin() -> Vec<Type> {
             "ClusterRole",
             false,
         ),
+        Type::new("rbac.authorization.k8s.io", "v1", "roles", "Role", true),
+        Type::new(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "rolebindings",
+            "RoleBinding",
+            true,
+        ),
+        Type::new("coordination.k8s.io", "v1", "leases", "Lease", true),
         Type::new(
             "rbac.authorization.k8s.io",
             "v1",
@@ -133,8 +142,8 @@ struct State {
     /// By type, then (namespace, name).
     objects: BTreeMap<(String, String), BTreeMap<(String, String), Value>>,
     history: Vec<Event>,
-    /// Watches from before this resourceVersion get 410 Gone.
-    oldest: u64,
+    /// Watches from this resourceVersion or before get 410 Gone.
+    compacted: u64,
     rv: u64,
     next_ip: u8,
     /// Service account tokens it has issued, with the user each stands for and its audience.
@@ -286,7 +295,7 @@ impl FakeApiServer {
         let mut s = self.state.lock().unwrap();
         s.history.clear();
         s.rv += 1;
-        s.oldest = s.rv + 1;
+        s.compacted = s.rv;
     }
 
     /// Ends every open watch, as an API server going away does.
@@ -559,8 +568,20 @@ impl Server {
                 let Ok(object) = serde_json::from_slice::<Value>(body) else {
                     return status(StatusCode::BAD_REQUEST, "BadRequest", "not JSON".into());
                 };
-                if self.get(&t, namespace.unwrap_or(""), name).is_none() {
+                let Some(current) = self.get(&t, namespace.unwrap_or(""), name) else {
                     return not_found(&t, name);
+                };
+                // Optimistic concurrency: an update names the version it read.
+                let read = &object["metadata"]["resourceVersion"];
+                if !read.is_null() && *read != current["metadata"]["resourceVersion"] {
+                    return status(
+                        StatusCode::CONFLICT,
+                        "Conflict",
+                        format!(
+                            "Operation cannot be fulfilled on {} \"{name}\": the object has been modified",
+                            t.plural
+                        ),
+                    );
                 }
                 let stored = self.store(&t, namespace.unwrap_or(""), object);
                 full(StatusCode::OK, self.typed(&t, stored))
@@ -788,7 +809,7 @@ impl Server {
         let (backlog, gone, mut last) = {
             let s = self.state.lock().unwrap();
             match from {
-                Some(rv) if rv + 1 < s.oldest => (Vec::new(), true, rv),
+                Some(rv) if rv <= s.compacted => (Vec::new(), true, rv),
                 Some(rv) => (
                     s.history
                         .iter()

@@ -159,6 +159,12 @@ impl Weft {
     }
 
     /// Waits for the process to exit on its own, then for its output to be read to the end.
+    /// SIGKILL: gone without a word, as a crashed process.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let status = poll_until(timeout, || std::future::ready(self.exited())).await?;
         for r in self.readers.drain(..) {

@@ -1,0 +1,179 @@
+//! The control plane's writes to the cluster, by one replica at a time: the holder of a
+//! Lease (`istio-system/istio-leader`) puts the mesh root in every namespace's
+//! `istio-ca-root-cert` ConfigMap (which injected pods mount, as istiod's namespace
+//! controller does) and into the injection webhook's caBundle. Serving discovery and
+//! certificates never waits on this: every replica serves.
+
+use crate::manifest::{NAMESPACE, WEBHOOK_CONFIGURATION};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub const LEASE: &str = "istio-leader";
+/// What injected pods mount the mesh root from.
+pub const ROOT_CONFIG_MAP: &str = "istio-ca-root-cert";
+const ROOT_KEY: &str = "root-cert.pem";
+
+/// How long a lease holds without renewal, and how often it is renewed and the writes
+/// are checked (client-go's defaults are 15 s and 2 s).
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub lease: Duration,
+    pub renew: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        Timing {
+            lease: Duration::from_secs(15),
+            renew: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Contends for the lease as `identity` and, while holding it, keeps the writes done.
+pub async fn run(client: Client, identity: String, root_pem: String, timing: Timing) {
+    let leases = Api::<Lease>::namespaced(client.clone(), NAMESPACE);
+    let mut leading = false;
+    loop {
+        let holds = match contend(&leases, &identity, timing).await {
+            Ok(holds) => holds,
+            Err(e) => {
+                tracing::warn!("leader election: {e}; trying again");
+                false
+            }
+        };
+        if holds != leading {
+            tracing::info!(%identity, "{} the lease {NAMESPACE}/{LEASE}", if holds { "holding" } else { "not holding" });
+            leading = holds;
+        }
+        if holds {
+            if let Err(e) = write(&client, &root_pem).await {
+                tracing::warn!("writing the mesh root to the cluster: {e}");
+            }
+        }
+        tokio::time::sleep(timing.renew).await;
+    }
+}
+
+/// Takes the lease if it is free or lapsed, renews it if held; whether `identity` holds
+/// it now. A racing replica's write fails on the resourceVersion, so only one wins.
+async fn contend(leases: &Api<Lease>, identity: &str, timing: Timing) -> Result<bool, kube::Error> {
+    let now = MicroTime(Timestamp::now());
+    let seconds = i32::try_from(timing.lease.as_secs()).unwrap_or(i32::MAX);
+    let spec = |transitions: i32, acquired: Option<MicroTime>| LeaseSpec {
+        holder_identity: Some(identity.to_string()),
+        lease_duration_seconds: Some(seconds),
+        acquire_time: acquired.or_else(|| Some(now.clone())),
+        renew_time: Some(now.clone()),
+        lease_transitions: Some(transitions),
+        ..LeaseSpec::default()
+    };
+    let current = match leases.get_opt(LEASE).await? {
+        Some(lease) => lease,
+        None => {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(LEASE.into()),
+                    namespace: Some(NAMESPACE.into()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(spec(0, None)),
+            };
+            return match leases.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+                Err(e) => Err(e),
+            };
+        }
+    };
+    let held = current.spec.clone().unwrap_or_default();
+    let mine = held.holder_identity.as_deref() == Some(identity);
+    let lapsed = held.renew_time.as_ref().is_none_or(|renewed| {
+        let lasts = held.lease_duration_seconds.unwrap_or(seconds);
+        renewed.0 + SignedDuration::from_secs(lasts.into()) < now.0
+    });
+    if !mine && !lapsed {
+        return Ok(false);
+    }
+    let transitions = held.lease_transitions.unwrap_or(0) + i32::from(!mine);
+    let acquired = if mine { held.acquire_time } else { None };
+    let renewed = Lease {
+        metadata: current.metadata.clone(),
+        spec: Some(spec(transitions, acquired)),
+    };
+    match leases
+        .replace(LEASE, &PostParams::default(), &renewed)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The root in every namespace's ConfigMap and in the webhook's caBundle, where it is not
+/// already.
+async fn write(client: &Client, root_pem: &str) -> Result<(), kube::Error> {
+    let namespaces = Api::<Namespace>::all(client.clone())
+        .list(&Default::default())
+        .await?;
+    for ns in namespaces.items {
+        let Some(name) = ns.metadata.name else {
+            continue;
+        };
+        if ns.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let maps = Api::<ConfigMap>::namespaced(client.clone(), &name);
+        let wanted = BTreeMap::from([(ROOT_KEY.to_string(), root_pem.to_string())]);
+        match maps.get_opt(ROOT_CONFIG_MAP).await? {
+            Some(map) if map.data.as_ref() == Some(&wanted) => {}
+            Some(mut map) => {
+                map.data = Some(wanted);
+                maps.replace(ROOT_CONFIG_MAP, &PostParams::default(), &map)
+                    .await?;
+            }
+            None => {
+                let map = ConfigMap {
+                    metadata: ObjectMeta {
+                        name: Some(ROOT_CONFIG_MAP.into()),
+                        namespace: Some(name.clone()),
+                        labels: Some(BTreeMap::from([(
+                            "istio.io/config".to_string(),
+                            "true".to_string(),
+                        )])),
+                        ..ObjectMeta::default()
+                    },
+                    data: Some(wanted),
+                    ..ConfigMap::default()
+                };
+                maps.create(&PostParams::default(), &map).await?;
+            }
+        }
+    }
+    let webhooks = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    if let Some(mut config) = webhooks.get_opt(WEBHOOK_CONFIGURATION).await? {
+        let bundle = k8s_openapi::ByteString(root_pem.as_bytes().to_vec());
+        let mut changed = false;
+        for webhook in config.webhooks.iter_mut().flatten() {
+            if webhook.client_config.ca_bundle.as_ref() != Some(&bundle) {
+                webhook.client_config.ca_bundle = Some(bundle.clone());
+                changed = true;
+            }
+        }
+        if changed {
+            webhooks
+                .replace(WEBHOOK_CONFIGURATION, &PostParams::default(), &config)
+                .await?;
+            tracing::info!("the injection webhook's caBundle is now the mesh root");
+        }
+    }
+    Ok(())
+}
