@@ -368,6 +368,9 @@ fn istio_proxy(opts: &Options, args: Vec<String>, owner: Option<&str>) -> Value 
         ],
         "readinessProbe": probe(15, 4),
         "startupProbe": probe(1, 600),
+        // Draining starts when the pod's termination does, not only at the sidecar's
+        // SIGTERM: inbound listeners close and readiness fails while the app finishes.
+        "lifecycle": {"preStop": {"exec": {"command": ["weft", "drain"]}}},
         "resources": resources(),
         "restartPolicy": "Always",
         "securityContext": {

@@ -193,6 +193,15 @@ async fn route(
                 (None, _) => text(StatusCode::NOT_IMPLEMENTED, "log level is fixed in this process"),
             }
         }
+        // Envoy's, which Istio's preStop hook calls: the drain SIGTERM would start, now;
+        // the process goes on until its signal.
+        (&Method::POST, "/drain_listeners", _) => {
+            let started = admin.drain.start();
+            text(
+                StatusCode::OK,
+                if started { "OK: draining" } else { "OK: already draining" },
+            )
+        }
         (&Method::POST, "/quitquitquit", _) => {
             quit_after.store(true, Ordering::Relaxed);
             let mut ok = text(StatusCode::OK, "OK");
@@ -202,7 +211,7 @@ async fn route(
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "admin endpoints: GET /config_dump, GET /ready, GET /stats/prometheus, POST /logging?level=LEVEL, POST /quitquitquit",
+            "admin endpoints: GET /config_dump, GET /ready, GET /stats/prometheus, POST /logging?level=LEVEL, POST /drain_listeners, POST /quitquitquit",
         ),
     }
 }

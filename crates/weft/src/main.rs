@@ -80,6 +80,8 @@ enum Command {
         #[arg(long, default_value = "istiod.istio-system.svc:15012")]
         control_plane_address: String,
     },
+    /// Start a sidecar's drain and wait it out: the injected sidecar's preStop hook.
+    Drain(proxy::DrainArgs),
     /// Kubernetes manifests for Weft, as istioctl manifest does.
     #[command(subcommand)]
     Manifest(kube::ManifestCommand),
@@ -302,6 +304,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Exec(args) => exec::run(args),
         Command::Iptables(capture) => Ok(capture.apply()?),
         Command::Manifest(command) => kube::manifest(command),
+        Command::Drain(args) => proxy::drain(args),
         Command::Install(args) => kube::install(args),
         Command::KubeInject {
             file,

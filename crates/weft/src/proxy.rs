@@ -483,3 +483,37 @@ fn ca_client(
         backoff: Default::default(),
     })
 }
+
+#[derive(clap::Args)]
+pub struct DrainArgs {
+    /// The sidecar's admin port.
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    admin: SocketAddr,
+    /// How long to wait once the drain has started, for requests in flight to finish
+    /// before the container's SIGTERM (Istio's terminationDrainDuration).
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    wait: Duration,
+}
+
+/// `weft drain`, the injected sidecar's preStop hook: starts the drain through the admin
+/// port (Envoy's `POST /drain_listeners?inboundonly&graceful`), then waits it out.
+pub fn drain(args: DrainArgs) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&args.admin, Duration::from_secs(2))
+        .with_context(|| format!("cannot reach the sidecar's admin port {}", args.admin))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(
+        b"POST /drain_listeners?inboundonly&graceful HTTP/1.0\r\nContent-Length: 0\r\n\r\n",
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let status = answer.split_whitespace().nth(1).unwrap_or_default();
+    anyhow::ensure!(
+        status == "200",
+        "the sidecar did not start draining: {}",
+        answer.lines().next().unwrap_or_default()
+    );
+    eprintln!("draining; waiting {:?} for requests in flight", args.wait);
+    std::thread::sleep(args.wait);
+    Ok(())
+}

@@ -269,3 +269,35 @@ async fn a_second_signal_or_quitquitquit_exits_at_once() {
     let status = p.weft.wait_exit(DEADLINE).await;
     assert!(status.is_some_and(|s| s.success()), "{}", p.weft.output());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weft_drain_the_prestop_hook_starts_the_drain_before_the_signal() {
+    let backend = SlowBackend::start().await;
+    let mut p = proxy(backend.addr, "30s").await;
+    let (status, out, err) = run_weft(&[
+        "drain".into(),
+        "--admin".into(),
+        p.admin.to_string(),
+        "--wait".into(),
+        "0s".into(),
+    ])
+    .await;
+    assert!(status.success(), "{out}{err}");
+    assert!(readiness_is(&p, 503).await, "{}", p.weft.output());
+    // Draining, not exiting: the process waits for its signal.
+    assert!(p.weft.exited().is_none());
+    let refused = poll_until(DEADLINE, || async {
+        TcpStream::connect(p.inbound).await.is_err().then_some(())
+    })
+    .await;
+    assert!(refused.is_some(), "the inbound listener closed");
+    let (status, _, _) = run_weft(&[
+        "drain".into(),
+        "--admin".into(),
+        p.admin.to_string(),
+        "--wait".into(),
+        "0s".into(),
+    ])
+    .await;
+    assert!(status.success(), "draining twice is fine");
+}
