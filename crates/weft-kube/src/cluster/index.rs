@@ -175,6 +175,13 @@ impl<K: kube::Resource + Clone> Store<K> {
     }
 }
 
+/// A pod as one EndpointSlice lists it.
+#[derive(Debug, Clone, PartialEq)]
+struct Listed {
+    address: String,
+    ports: BTreeMap<String, u16>,
+}
+
 /// What the watches have delivered so far.
 #[derive(Debug, Default)]
 pub struct Index {
@@ -184,8 +191,9 @@ pub struct Index {
     namespaces: Store<Namespace>,
     config_maps: Store<ConfigMap>,
     istio: BTreeMap<IstioKind, Store<DynamicObject>>,
-    /// Per pod: the slices that list it as ready, with the ports each gives by name.
-    ready_in: BTreeMap<ObjKey, BTreeMap<String, BTreeMap<String, u16>>>,
+    /// Per pod: the slices that list it as ready, each with the address it gives and its
+    /// ports by name.
+    ready_in: BTreeMap<ObjKey, BTreeMap<String, Listed>>,
 }
 
 impl Index {
@@ -213,12 +221,12 @@ impl Index {
                 }
             }
             if let Some(now) = self.slices.objects.get(&(ns.clone(), slice.clone())) {
-                for (pod, ports) in ready_pods(now) {
+                for (pod, listed) in ready_pods(now) {
                     let key = (ns.clone(), pod);
                     self.ready_in
                         .entry(key.clone())
                         .or_default()
-                        .insert(slice.clone(), ports);
+                        .insert(slice.clone(), listed);
                     pods.insert(key);
                 }
             }
@@ -337,8 +345,9 @@ impl Index {
         }
     }
 
-    /// A ready pod as Istio's registry sees it: an endpoint at its IP with its labels and
-    /// service account. Pods that failed or finished are no endpoints, whatever a slice says.
+    /// A ready pod as Istio's registry sees it: an endpoint at the address its slices give
+    /// (the pod's IP), with its labels and service account. Pods that failed or finished
+    /// are no endpoints, whatever a slice says.
     fn workload_entry(&self, key: &ObjKey) -> Option<Value> {
         let slices = self.ready_in.get(key)?;
         let pod = self.pods.objects.get(key)?;
@@ -346,12 +355,17 @@ impl Index {
         if matches!(status.phase.as_deref(), Some("Failed" | "Succeeded")) {
             return None;
         }
-        let address = status.pod_ip.as_deref().filter(|ip| !ip.is_empty())?;
+        let address = slices
+            .values()
+            .map(|l| l.address.as_str())
+            .find(|a| !a.is_empty())
+            .or(status.pod_ip.as_deref())
+            .filter(|ip| !ip.is_empty())?;
         let mut labels = pod.labels().clone();
         labels
             .entry(weft_control::registrations::WORKLOAD_NAME_LABEL.into())
             .or_insert_with(|| workload_name(pod));
-        let ports: BTreeMap<&String, &u16> = slices.values().flatten().collect();
+        let ports: BTreeMap<&String, &u16> = slices.values().flat_map(|l| &l.ports).collect();
         let mut spec = json!({
             "address": address,
             "labels": labels,
@@ -375,7 +389,7 @@ impl Index {
 
 /// The pods a slice lists as ready (a missing condition is ready, as Kubernetes reads
 /// it), with the slice's ports by name.
-fn ready_pods(slice: &EndpointSlice) -> Vec<(String, BTreeMap<String, u16>)> {
+fn ready_pods(slice: &EndpointSlice) -> Vec<(String, Listed)> {
     if slice.labels().get(SERVICE_NAME_LABEL).is_none() {
         return Vec::new();
     }
@@ -398,7 +412,11 @@ fn ready_pods(slice: &EndpointSlice) -> Vec<(String, BTreeMap<String, u16>)> {
             if target.kind.as_deref() != Some("Pod") {
                 return None;
             }
-            Some((target.name.clone()?, ports.clone()))
+            let listed = Listed {
+                address: e.addresses.first().cloned().unwrap_or_default(),
+                ports: ports.clone(),
+            };
+            Some((target.name.clone()?, listed))
         })
         .collect()
 }
@@ -606,6 +624,20 @@ mod tests {
             "Failed",
         )));
         assert!(index.read(Path::new(pod)).is_none());
+
+        // The address is the slice's, as Istio takes endpoints from EndpointSlices.
+        index.pods(Event::Apply(reviews_pod(
+            "reviews-v1-abc",
+            "10.1.0.7",
+            "Running",
+        )));
+        index.endpoint_slices(Event::Apply(slice(
+            "reviews-x1",
+            "23",
+            json!([endpoint("reviews-v1-abc", "10.1.0.9", true)]),
+        )));
+        let doc = index.read(Path::new(pod)).unwrap();
+        assert_eq!(doc["spec"]["address"], "10.1.0.9");
     }
 
     #[test]
