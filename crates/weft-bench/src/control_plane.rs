@@ -2,6 +2,7 @@
 //! the time to push every proxy its first snapshot, the time from an endpoint change to
 //! every affected proxy acknowledging it, and what the control plane spends (CPU, peak RSS).
 
+pub mod kube_mesh;
 pub mod mesh_gen;
 pub(crate) mod proxies;
 mod report;
@@ -48,6 +49,9 @@ pub struct Options {
     /// 10 s. Either way proxies reconnect with `weft proxy`'s backoff until their first
     /// update.
     pub patient: bool,
+    /// The mesh in a (fake) Kubernetes API server that `weft control --kubernetes` watches;
+    /// each change an EndpointSlice update.
+    pub kubernetes: bool,
 }
 
 impl Default for Options {
@@ -60,6 +64,7 @@ impl Default for Options {
             timeout: Duration::from_secs(300),
             change_timeout: Duration::from_secs(30),
             patient: false,
+            kubernetes: false,
         }
     }
 }
@@ -99,6 +104,9 @@ impl Options {
         }
         if self.patient {
             stem.push_str(".patient");
+        }
+        if self.kubernetes {
+            stem.push_str(".kubernetes");
         }
         stem
     }
@@ -227,6 +235,8 @@ pub struct Results {
     pub proxies: usize,
     /// Whether the simulated proxies waited however long it took (`Options::patient`).
     pub patient: bool,
+    /// Whether the mesh came from a (fake) Kubernetes API server (`Options::kubernetes`).
+    pub kubernetes: bool,
     pub snapshot: Snapshot,
     pub changes: Changes,
     /// An istio-system Service every proxy sees, from Apply to the last acknowledgement by
@@ -246,22 +256,47 @@ pub async fn run(opts: &Options, weft_bin: &Path, out: &Path) -> Result<Results,
     opts.validate()?;
     check_open_files(opts.proxies)?;
     std::fs::create_dir_all(out).map_err(|e| BenchError::Write(out.to_path_buf(), e))?;
-    let config =
-        mesh_gen::generate(&opts.mesh).map_err(|e| BenchError::Write(std::env::temp_dir(), e))?;
     let log = out.join(format!("{}.log", opts.stem()));
     // Otherwise another run's control plane would answer for the one started here.
     for addr in [GRPC, MONITORING] {
         drop(std::net::TcpListener::bind(addr).map_err(|e| BenchError::Busy(addr, e))?);
     }
+    // On Kubernetes the config directory holds only the control plane's state.
+    let (config, cluster) = if opts.kubernetes {
+        let fake = crate::fake_apiserver::FakeApiServer::start().await;
+        kube_mesh::seed(&fake, &opts.mesh);
+        let state = mesh_gen::empty().map_err(|e| BenchError::Write(std::env::temp_dir(), e))?;
+        let kubeconfig = state.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, fake.kubeconfig())
+            .map_err(|e| BenchError::Write(kubeconfig.clone(), e))?;
+        (state, Some((fake, kubeconfig)))
+    } else {
+        let config = mesh_gen::generate(&opts.mesh)
+            .map_err(|e| BenchError::Write(std::env::temp_dir(), e))?;
+        (config, None)
+    };
+    let mut args = vec!["--no-dashboard".to_string()];
+    if let Some((_, kubeconfig)) = &cluster {
+        args.extend([
+            "--kubernetes".into(),
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+        ]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let started = Instant::now();
-    let mut control = ControlProcess::spawn(weft_bin, config.path(), &["--no-dashboard"], &log)?;
+    let mut control = ControlProcess::spawn(weft_bin, config.path(), &args, &log)?;
     let grpc: SocketAddr = GRPC.parse().expect("a valid address");
     let token_file = credentials::admin_token_file(config.path());
     let token = control
         .wait_ready(grpc, &token_file, opts.timeout, &log)
         .await?;
     let startup = started.elapsed();
-    let mut results = measure(opts, grpc, &token, Some(control.child.id())).await?;
+    let writer = match &cluster {
+        Some((fake, _)) => Writer::Kubernetes(fake),
+        None => Writer::Admin(admin(grpc, &token, opts.timeout).await?),
+    };
+    let mut results = measure_with(opts, grpc, writer, Some(control.child.id())).await?;
     if let Some(cost) = &mut results.control_plane {
         cost.startup_seconds = Some(startup.as_secs_f64());
     }
@@ -272,12 +307,58 @@ pub async fn run(opts: &Options, weft_bin: &Path, out: &Path) -> Result<Results,
     Ok(results)
 }
 
+/// Where a run's changes are made: through the admin API, or in the cluster.
+pub(crate) enum Writer<'a> {
+    Admin(Admin),
+    Kubernetes(&'a crate::fake_apiserver::FakeApiServer),
+}
+
+impl Writer<'_> {
+    /// Endpoint `e` of service `s` moves to `address`.
+    async fn move_endpoint(
+        &mut self,
+        mesh: &MeshSpec,
+        (s, e): (usize, usize),
+        address: &str,
+    ) -> Result<(), BenchError> {
+        match self {
+            Writer::Admin(admin) => {
+                apply(admin, mesh_gen::workload_entry(mesh, s, e, address)).await
+            }
+            Writer::Kubernetes(fake) => {
+                fake.put(kube_mesh::slice(mesh, s, Some((e, address))));
+                Ok(())
+            }
+        }
+    }
+
+    async fn barrier(&mut self) -> Result<(), BenchError> {
+        match self {
+            Writer::Admin(admin) => apply(admin, mesh_gen::mesh_wide_service(BARRIER)).await,
+            Writer::Kubernetes(fake) => {
+                fake.put(kube_mesh::barrier(BARRIER));
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Measures against a control plane already serving the mesh `opts.mesh` at `grpc`;
 /// `pid` is its process, when it has its own, for CPU and RSS.
 pub async fn measure(
     opts: &Options,
     grpc: SocketAddr,
     admin_token: &Token,
+    pid: Option<u32>,
+) -> Result<Results, BenchError> {
+    let writer = Writer::Admin(admin(grpc, admin_token, opts.timeout).await?);
+    measure_with(opts, grpc, writer, pid).await
+}
+
+pub(crate) async fn measure_with(
+    opts: &Options,
+    grpc: SocketAddr,
+    mut writer: Writer<'_>,
     pid: Option<u32>,
 ) -> Result<Results, BenchError> {
     opts.validate()?;
@@ -308,7 +389,6 @@ pub async fn measure(
     let snapshot = tally.snapshot(opts, started);
     let snapshot_bytes = tally.bytes;
     let cpu_synced = cpu(pid)?;
-    let mut admin = tally.during(admin(grpc, admin_token, opts.timeout)).await?;
     let mut rng = fastrand::Rng::with_seed(opts.seed);
     for c in 0..opts.changes {
         // Namespaces take turns, so each change has as many proxies to reach.
@@ -316,8 +396,7 @@ pub async fn measure(
         let s = ns + opts.mesh.namespaces * rng.usize(..opts.mesh.services_in(ns));
         let e = rng.usize(..opts.mesh.endpoints_per_service);
         let address = mesh_gen::changed_address(c);
-        let documents = mesh_gen::workload_entry(&opts.mesh, s, e, &address);
-        tally.by_address.insert(address, c);
+        tally.by_address.insert(address.clone(), c);
         let affected = opts.affected(ns);
         let started = Instant::now();
         tally.changes.push(ChangeState {
@@ -331,7 +410,9 @@ pub async fn measure(
             apply: Duration::ZERO,
             reached: HashMap::new(),
         });
-        tally.during(apply(&mut admin, documents)).await?;
+        tally
+            .during(writer.move_endpoint(&opts.mesh, (s, e), &address))
+            .await?;
         tally.changes[c].apply = started.elapsed();
         tally
             .until(started + opts.change_timeout, |t| t.settled(c))
@@ -339,9 +420,7 @@ pub async fn measure(
     }
     let connected: Vec<usize> = (0..opts.proxies).filter(|&p| tally.connected(p)).collect();
     let started = Instant::now();
-    tally
-        .during(apply(&mut admin, mesh_gen::mesh_wide_service(BARRIER)))
-        .await?;
+    tally.during(writer.barrier()).await?;
     tally
         .until(started + opts.change_timeout, |t| {
             t.barrier_settled(&connected)
@@ -368,6 +447,7 @@ pub async fn measure(
         objects: opts.mesh.objects(),
         proxies: opts.proxies,
         patient: opts.patient,
+        kubernetes: opts.kubernetes,
         snapshot,
         changes: tally.changes(tally.bytes - snapshot_bytes),
         mesh_wide_change_ms,

@@ -8,6 +8,7 @@
 pub mod compare;
 pub mod control_plane;
 pub mod dashboard;
+pub mod fake_apiserver;
 pub mod load;
 pub mod procfs;
 pub mod report;

@@ -25,6 +25,7 @@ async fn every_proxy_syncs_and_each_change_reaches_exactly_its_namespace() {
         timeout: Duration::from_secs(30),
         change_timeout: Duration::from_secs(30),
         patient: false,
+        kubernetes: false,
     };
     let config = mesh_gen::generate(&opts.mesh).unwrap();
     let cp = ControlPlane::start(ControlOptions {

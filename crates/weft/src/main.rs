@@ -232,6 +232,10 @@ enum BenchCommand {
         /// (and reconnects, as the simulated ones do until their first update).
         #[arg(long)]
         patient: bool,
+        /// The mesh in a fake Kubernetes API server that weft control --kubernetes watches;
+        /// each change an EndpointSlice update.
+        #[arg(long)]
+        kubernetes: bool,
         #[arg(long, default_value = "bench/results")]
         out: PathBuf,
     },
@@ -419,6 +423,7 @@ fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
             changes,
             no_sidecars,
             patient,
+            kubernetes,
             out,
         } => {
             let opts = weft_bench::control_plane::Options {
@@ -431,6 +436,7 @@ fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
                 proxies,
                 changes,
                 patient,
+                kubernetes,
                 ..Default::default()
             };
             let weft = std::env::current_exe()?;

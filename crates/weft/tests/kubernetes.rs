@@ -1,5 +1,5 @@
 //! `weft control --kubernetes` against a fake API server (no real one can run here; see
-//! `support/fake_apiserver.rs`), kept honest by the real `kubectl`, which applies Istio's
+//! `weft-bench/src/fake_apiserver.rs`), kept honest by the real `kubectl`, which applies Istio's
 //! CRDs, Bookinfo and Istio's routing files to it, lists and watches it. Real `weft proxy`
 //! processes follow the control plane: Bookinfo's Services with the pods EndpointSlices
 //! list as ready are what they route to, an EndpointSlice change reaches them, a watch that
@@ -12,8 +12,8 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use support::fake_apiserver::FakeApiServer;
 use support::*;
+use weft_bench::fake_apiserver::FakeApiServer;
 
 fn samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/istio-samples")
@@ -599,4 +599,50 @@ async fn the_lease_holder_writes_the_mesh_root_where_pods_and_the_api_server_rea
         )
         .unwrap();
     assert_eq!(lease["spec"]["leaseTransitions"], 1, "{lease}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_benchmark_measures_endpoint_slice_changes_through_the_watch() {
+    let out = tempfile::tempdir().unwrap();
+    let (status, stdout, err) = run_weft_within(
+        &[
+            "bench",
+            "control-plane",
+            "--kubernetes",
+            "--proxies",
+            "10",
+            "--services",
+            "20",
+            "--namespaces",
+            "5",
+            "--changes",
+            "5",
+            "--out",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .chain([out.path().display().to_string()])
+        .collect::<Vec<_>>(),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(status.success(), "{stdout}{err}");
+    assert!(stdout.contains("EndpointSlice write alone"), "{stdout}");
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("control-plane.kubernetes.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(results["snapshot"]["synced"], 10, "{results:#}");
+    // A namespace's 4 services, their 40 endpoints and its Sidecar, from the cluster.
+    assert_eq!(results["snapshot"]["resources_min"], 45, "{results:#}");
+    assert_eq!(results["snapshot"]["resources_max"], 45, "{results:#}");
+    assert_eq!(results["changes"]["converged"], 5, "{results:#}");
+    for s in results["changes"]["samples"].as_array().unwrap() {
+        assert_eq!(
+            (&s["affected"], &s["updated"], &s["outside"]),
+            (&json!(2), &json!(2), &json!(0)),
+            "{s}"
+        );
+    }
+    assert_eq!(results["unexpected"], json!([]), "{results:#}");
 }

@@ -77,7 +77,7 @@ pub fn workload_entry_name(service: usize, endpoint: usize) -> String {
 }
 
 /// The unique address generated for the `n`th endpoint.
-fn endpoint_address(n: usize) -> String {
+pub fn endpoint_address(n: usize) -> String {
     let n = n + 1;
     format!("10.{}.{}.{}", n >> 16, (n >> 8) & 255, n & 255)
 }
@@ -176,6 +176,16 @@ impl Drop for GeneratedConfig {
 
 /// Writes the mesh into a fresh directory under the system's temporary directory.
 pub fn generate(spec: &MeshSpec) -> std::io::Result<GeneratedConfig> {
+    let config = empty()?;
+    for ns in 0..spec.namespaces {
+        let file = config.dir.join(format!("{}.yaml", namespace(ns)));
+        std::fs::write(file, namespace_file(spec, ns))?;
+    }
+    Ok(config)
+}
+
+/// A fresh, empty directory: the control plane's state when the mesh is elsewhere.
+pub fn empty() -> std::io::Result<GeneratedConfig> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
@@ -185,12 +195,7 @@ pub fn generate(spec: &MeshSpec) -> std::io::Result<GeneratedConfig> {
         std::process::id()
     ));
     std::fs::create_dir_all(&dir)?;
-    let config = GeneratedConfig { dir };
-    for ns in 0..spec.namespaces {
-        let file = config.dir.join(format!("{}.yaml", namespace(ns)));
-        std::fs::write(file, namespace_file(spec, ns))?;
-    }
-    Ok(config)
+    Ok(GeneratedConfig { dir })
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ const LISTED: usize = 10;
 pub fn markdown(r: &Results) -> String {
     let m = &r.mesh;
     let mut md = format!(
-        "# Control plane at scale\n\n{} simulated proxies{}; {} services × {} endpoints (WorkloadEntries) over {} namespaces: {} objects; {}.\n\n",
+        "# Control plane at scale\n\n{} simulated proxies{}; {} services × {} endpoints ({}) over {} namespaces: {} objects; {}.\n\n",
         r.proxies,
         if r.patient {
             " that wait however long the control plane takes (`--patient`)"
@@ -20,6 +20,11 @@ pub fn markdown(r: &Results) -> String {
         },
         m.services,
         m.endpoints_per_service,
+        if r.kubernetes {
+            "Pods listed by an EndpointSlice per Service, watched by `weft control --kubernetes` in a fake API server; each change an EndpointSlice update"
+        } else {
+            "WorkloadEntries"
+        },
         m.namespaces,
         r.objects,
         if m.sidecars {
@@ -72,7 +77,11 @@ pub fn markdown(r: &Results) -> String {
             p(&c.convergence_ms, c.converged),
         ),
         (
-            "Apply RPC alone p50 / p99 / max",
+            if r.kubernetes {
+                "EndpointSlice write alone p50 / p99 / max"
+            } else {
+                "Apply RPC alone p50 / p99 / max"
+            },
             p(&c.apply_ms, c.samples.len()),
         ),
         ("proxies affected per change", range(affected)),

@@ -3,7 +3,6 @@
 // Each test crate uses a different part of this module.
 #![allow(dead_code)]
 
-pub mod fake_apiserver;
 pub mod local_mesh;
 
 use bytes::Bytes;

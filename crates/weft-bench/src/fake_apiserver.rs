@@ -1,5 +1,5 @@
-//! A fake Kubernetes API server, for tests only: no Kubernetes API server can run on these
-//! machines. It keeps objects in memory and speaks enough of the API for kube-rs's watcher
+//! A fake Kubernetes API server, for tests and the control plane's Kubernetes benchmark
+//! only: no Kubernetes API server can run on Weft's development machines. It keeps objects in memory and speaks enough of the API for kube-rs's watcher
 //! and the real `kubectl`: discovery (`/api`, `/apis`, resource lists, Istio's groups from
 //! the CRDs it holds), list with a resourceVersion, watch from a resourceVersion with
 //! bookmarks and a 410 Gone for one older than its history, get, create, update, delete,
