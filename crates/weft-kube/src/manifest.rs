@@ -152,6 +152,8 @@ fn cluster_role() -> Value {
             // The mesh config is read; the root goes into every namespace's
             // istio-ca-root-cert, by the lease holder.
             {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "update"]},
+            // What credentialName names, as istiod reads gateway credentials.
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": watch},
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": watch},
             {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": watch},
             {"apiGroups": istio_groups, "resources": ["*"], "verbs": watch},

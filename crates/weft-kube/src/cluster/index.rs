@@ -2,10 +2,11 @@
 //! partition per object: a Service as itself, an Istio resource as itself, and a pod that
 //! an EndpointSlice lists as ready as the WorkloadEntry Weft's registry selects by labels
 //! (the pod's labels, service account and address; the slices' port numbers by name). The
-//! `istio` ConfigMap of `istio-system` is the MeshConfig, as istiod reads it.
+//! `istio` ConfigMap of `istio-system` is the MeshConfig, as istiod reads it; TLS and
+//! generic Secrets are what `credentialName` names.
 //! Pure: events in, changed partitions out; the source runs the watches.
 
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::DynamicObject;
 use kube::runtime::watcher::Event;
@@ -72,6 +73,10 @@ pub const ISTIO_KINDS: [IstioKind; 10] = [
 const ROOT: &str = "kubernetes";
 const SERVICE: &str = "Service";
 const CONFIG_MAP: &str = "ConfigMap";
+const SECRET: &str = "Secret";
+/// The Secret types a credentialName can name (not service account tokens, not registry
+/// credentials).
+const CREDENTIAL_TYPES: [&str; 3] = ["kubernetes.io/tls", "Opaque", "istio.io/key-and-cert"];
 /// The ConfigMap istiod reads its MeshConfig from, in the root namespace.
 pub const MESH_CONFIG_MAP: &str = "istio";
 /// A pod's partition: the WorkloadEntry it stands for while ready.
@@ -175,6 +180,10 @@ impl<K: kube::Resource + Clone> Store<K> {
     }
 }
 
+fn is_credential(s: &Secret) -> bool {
+    CREDENTIAL_TYPES.contains(&s.type_.as_deref().unwrap_or("Opaque"))
+}
+
 /// A pod as one EndpointSlice lists it.
 #[derive(Debug, Clone, PartialEq)]
 struct Listed {
@@ -190,6 +199,7 @@ pub struct Index {
     pods: Store<Pod>,
     namespaces: Store<Namespace>,
     config_maps: Store<ConfigMap>,
+    secrets: Store<Secret>,
     istio: BTreeMap<IstioKind, Store<DynamicObject>>,
     /// Per pod: the slices that list it as ready, each with the address it gives and its
     /// ports by name.
@@ -260,6 +270,15 @@ impl Index {
             .collect()
     }
 
+    /// Secrets a Gateway's or DestinationRule's `credentialName` may name.
+    pub fn secrets(&mut self, event: Event<Secret>) -> BTreeSet<PathBuf> {
+        self.secrets
+            .apply(event)
+            .into_iter()
+            .map(|((ns, name), _)| partition(SECRET, &ns, &name))
+            .collect()
+    }
+
     pub fn istio(&mut self, kind: IstioKind, event: Event<DynamicObject>) -> BTreeSet<PathBuf> {
         let store = self.istio.entry(kind).or_default();
         store
@@ -277,6 +296,7 @@ impl Index {
             && self.pods.synced
             && self.namespaces.synced
             && self.config_maps.synced
+            && self.secrets.synced
             && self.istio.values().all(|s| s.synced)
     }
 
@@ -306,6 +326,13 @@ impl Index {
                 .filter(|(_, name)| name == MESH_CONFIG_MAP)
                 .map(|(ns, name)| partition(CONFIG_MAP, ns, name)),
         );
+        all.extend(
+            self.secrets
+                .objects
+                .iter()
+                .filter(|(_, s)| is_credential(s))
+                .map(|((ns, name), _)| partition(SECRET, ns, name)),
+        );
         for (kind, store) in &self.istio {
             all.extend(
                 store
@@ -328,6 +355,18 @@ impl Index {
         let key = (ns, name);
         match kind.as_str() {
             SERVICE => self.services.objects.get(&key).map(service_document),
+            SECRET => self
+                .secrets
+                .objects
+                .get(&key)
+                .filter(|s| is_credential(s))
+                .map(|s| {
+                    let mut doc = document("v1", SECRET, &s.metadata, json!({}));
+                    doc.as_object_mut().map(|o| o.remove("spec"));
+                    doc["type"] = json!(s.type_.clone().unwrap_or_else(|| "Opaque".into()));
+                    doc["data"] = serde_json::to_value(&s.data).unwrap_or_default();
+                    doc
+                }),
             CONFIG_MAP if key.1 == MESH_CONFIG_MAP => self.config_maps.objects.get(&key).map(|c| {
                 let mut doc = document("v1", CONFIG_MAP, &c.metadata, json!({}));
                 doc.as_object_mut().map(|o| o.remove("spec"));
@@ -659,6 +698,44 @@ mod tests {
     }
 
     #[test]
+    fn credential_secrets_are_config_and_service_account_tokens_are_not() {
+        let mut index = Index::default();
+        let secret = |name: &str, type_: &str| -> Secret {
+            object(json!({"apiVersion": "v1", "kind": "Secret", "type": type_,
+                "metadata": {"name": name, "namespace": "istio-system"},
+                "data": {"tls.crt": "Y2VydA==", "tls.key": "a2V5"}}))
+        };
+        index.secrets(Event::Apply(secret(
+            "bookinfo-credential",
+            "kubernetes.io/tls",
+        )));
+        index.secrets(Event::Apply(secret(
+            "token",
+            "kubernetes.io/service-account-token",
+        )));
+        assert_eq!(
+            index.partitions(),
+            [PathBuf::from(
+                "kubernetes/Secret/istio-system/bookinfo-credential"
+            )]
+        );
+        let r = load(
+            &index,
+            Path::new("kubernetes/Secret/istio-system/bookinfo-credential"),
+        );
+        let weft_api::Spec::Secret(s) = &r.spec else {
+            panic!("{r:?}")
+        };
+        assert_eq!(
+            s.data.get("tls.crt").map(|d| d.as_slice()),
+            Some(&b"cert"[..])
+        );
+        assert!(index
+            .read(Path::new("kubernetes/Secret/istio-system/token"))
+            .is_none());
+    }
+
+    #[test]
     fn a_relist_drops_what_was_deleted_while_the_watch_was_away() {
         let mut index = Index::default();
         for event in [
@@ -719,8 +796,9 @@ mod tests {
         index.pods(Event::InitDone);
         assert!(!index.synced());
         index.namespaces(Event::InitDone);
-        assert!(!index.synced());
         index.config_maps(Event::InitDone);
+        assert!(!index.synced());
+        index.secrets(Event::InitDone);
         assert!(index.synced());
     }
 }

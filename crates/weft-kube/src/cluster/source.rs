@@ -1,12 +1,12 @@
 //! The watches (Namespaces, Services, EndpointSlices, Pods, the root namespace's
-//! ConfigMaps, CRDs, then Istio's kinds): one kube-rs watcher per kind, each resuming from its resourceVersion and
+//! ConfigMaps, Secrets, CRDs, then Istio's kinds): one kube-rs watcher per kind, each resuming from its resourceVersion and
 //! listing again after a 410 Gone, with backoff while the API server is away (the index
 //! keeps the last state meanwhile). Istio's kinds are watched once their CRDs exist, at
 //! the version the CRD serves. [`KubeSource`] is ready once every first list is in.
 
 use super::index::{self, Index, IstioKind, ISTIO_KINDS};
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ApiResource, DynamicObject};
@@ -126,6 +126,12 @@ impl KubeSource {
                 Api::<ConfigMap>::namespaced(client.clone(), weft_api::scope::ROOT_NAMESPACE),
                 "ConfigMaps",
                 Index::config_maps,
+            ),
+            spawn(
+                shared.clone(),
+                Api::<Secret>::all(client.clone()),
+                "Secrets",
+                Index::secrets,
             ),
             tokio::spawn(watch_crds(shared.clone())),
         ];
