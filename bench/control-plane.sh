@@ -3,7 +3,8 @@
 # proxies against `weft control` serving 5,000 services with 10 endpoints each over 50
 # namespaces, 100 endpoint changes. Runs it twice: with proxies that give up as `weft proxy`
 # does, and with patient ones that wait however long the control plane stalls. Writes
-# bench/results/control-plane.{md,json} and control-plane.patient.{md,json}; extra options
+# bench/results/control-plane.{md,json} and control-plane.patient.{md,json}, then once
+# on Kubernetes (control-plane.kubernetes.{md,json}); extra options
 # go to both runs (e.g. --no-sidecars --services 1000). Then the dashboard's aggregator at
 # the same scale.
 set -euo pipefail
@@ -13,5 +14,8 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cargo build --release -p weft
 target/release/weft bench control-plane --out bench/results "$@"
 target/release/weft bench control-plane --patient --out bench/results "$@"
+# The same mesh in a fake Kubernetes API server, each change an EndpointSlice update
+# through weft control --kubernetes's watch (bench/results/control-plane.kubernetes.md).
+target/release/weft bench control-plane --kubernetes --out bench/results "$@"
 # The dashboard's aggregator scraping 1,000 simulated proxies (bench/results/dashboard.md).
 target/release/weft bench dashboard --out bench/results
