@@ -4,7 +4,9 @@
 //! the CRDs it holds), list with a resourceVersion, watch from a resourceVersion with
 //! bookmarks and a 410 Gone for one older than its history, get, create, update, delete,
 //! merge patches and server-side apply (fields merged into the object: no field managers,
-//! no conflicts). Plain HTTP on 127.0.0.1; a kubeconfig points clients at it.
+//! no conflicts), TokenReviews of the tokens it issued, and a pod's port-forward (the
+//! WebSocket `v4.channel.k8s.io` protocol, to the pod's IP). Plain HTTP on 127.0.0.1; a
+//! kubeconfig points clients at it.
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -196,7 +198,7 @@ impl FakeApiServer {
                         async move { Ok::<_, Infallible>(server.handle(req).await) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .await;
                 });
             }
@@ -388,6 +390,22 @@ impl Server {
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let segments: Vec<String> = req
+            .uri()
+            .path()
+            .trim_matches('/')
+            .split('/')
+            .map(str::to_string)
+            .collect();
+        if let ["api", "v1", "namespaces", ns, "pods", pod, "portforward"] = segments
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            let (ns, pod) = (ns.to_string(), pod.to_string());
+            return self.port_forward(req, &ns, &pod);
+        }
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
         let query: BTreeMap<String, String> = parts
@@ -662,6 +680,98 @@ impl Server {
             None => json!({"authenticated": false, "error": "invalid bearer token"}),
         };
         review
+    }
+
+    /// `kubectl port-forward`'s request: the connection upgraded to a WebSocket whose
+    /// channel 0 carries the bytes to and from the pod's IP and port (channel 1, errors,
+    /// stays quiet); each channel's first frame names the port, as the kubelet's does.
+    fn port_forward(&self, req: Request<Incoming>, namespace: &str, pod: &str) -> Response<Body> {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio_tungstenite::tungstenite::{
+            handshake::derive_accept_key, protocol::Role, Message,
+        };
+        self.requests
+            .lock()
+            .unwrap()
+            .push(format!("GET {}", req.uri()));
+        let port: Option<u16> = req.uri().query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("ports="))
+                .and_then(|p| p.parse().ok())
+        });
+        let pods = Type::new("", "v1", "pods", "Pod", true);
+        let ip = self
+            .get(&pods, namespace, pod)
+            .and_then(|p| p["status"]["podIP"].as_str().map(str::to_string));
+        let key = req.headers().get("sec-websocket-key").cloned();
+        let (Some(port), Some(ip), Some(key)) = (port, ip, key) else {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("port-forward to {namespace}/{pod} needs ?ports=PORT, a pod with an IP and a WebSocket upgrade"),
+            );
+        };
+        let accept = derive_accept_key(key.as_bytes());
+        tokio::spawn(async move {
+            let Ok(upgraded) = hyper::upgrade::on(req).await else {
+                return;
+            };
+            let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                None,
+            )
+            .await;
+            let (mut to_client, mut from_client) = ws.split();
+            let [lo, hi] = port.to_le_bytes();
+            for channel in [0u8, 1] {
+                if to_client
+                    .send(Message::Binary(vec![channel, lo, hi].into()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            let Ok(upstream) = tokio::net::TcpStream::connect((ip.as_str(), port)).await else {
+                return;
+            };
+            let (mut read, mut write) = upstream.into_split();
+            let to_pod = async {
+                while let Some(Ok(message)) = from_client.next().await {
+                    if let Message::Binary(b) = message {
+                        if b.first() == Some(&0) && write.write_all(&b[1..]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                let _ = write.shutdown().await;
+            };
+            let from_pod = async {
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n) = read.read(&mut buf[1..]).await {
+                    if n == 0 {
+                        break;
+                    }
+                    buf[0] = 0;
+                    let frame = bytes::Bytes::copy_from_slice(&buf[..n + 1]);
+                    if to_client.send(Message::Binary(frame)).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = to_client.close().await;
+            };
+            tokio::join!(to_pod, from_pod);
+        });
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header("sec-websocket-accept", accept)
+            .header("sec-websocket-protocol", "v4.channel.k8s.io")
+            .body(Full::new(Bytes::new()).boxed())
+            .unwrap()
     }
 
     fn get(&self, t: &Type, namespace: &str, name: &str) -> Option<Value> {

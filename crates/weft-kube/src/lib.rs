@@ -8,4 +8,5 @@ pub mod cluster;
 pub mod inject;
 pub mod install;
 pub mod manifest;
+pub mod port_forward;
 pub mod webhook;

@@ -1,5 +1,6 @@
 //! `weft dashboard [TOOL]`: Weft's dashboard, or an addon's UI, in the browser, as
-//! `istioctl dashboard` opens them.
+//! `istioctl dashboard` opens them; on Kubernetes (`--kubeconfig`), through a port-forward
+//! to the pod `weft install` runs it in.
 
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -16,6 +17,10 @@ pub struct DashboardArgs {
     /// Open a browser, as istioctl does; `--browser=false` only prints the address.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     browser: bool,
+    /// Reach it in this cluster: port-forward from --address (default 127.0.0.1 on the
+    /// tool's port) to its pod in istio-system, until interrupted.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy)]
@@ -45,15 +50,59 @@ impl Tool {
     }
 }
 
+impl Tool {
+    /// The pod `weft install` runs it in (its labels in istio-system) and its port.
+    fn in_cluster(tool: Option<Tool>) -> anyhow::Result<(&'static str, u16)> {
+        match tool {
+            None | Some(Tool::Kiali) => Ok(("app=istiod", weft_kube::manifest::DASHBOARD_PORT)),
+            Some(Tool::Prometheus) => Ok(("app=prometheus", 9090)),
+            Some(_) => anyhow::bail!(
+                "weft install runs Weft's dashboard (with Kiali's API and the traces) and Prometheus; for another addon use kubectl port-forward"
+            ),
+        }
+    }
+}
+
 pub fn run(args: DashboardArgs) -> anyhow::Result<()> {
+    if let Some(kubeconfig) = &args.kubeconfig {
+        return in_cluster(&args, kubeconfig);
+    }
     let (default, what) = Tool::default_address(args.tool);
     let address = args.address.unwrap_or(default);
     std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)).with_context(|| {
         format!("nothing answers at {address}: is {what} running? hint: --address names another")
     })?;
-    let url = format!("http://{address}");
+    open(&format!("http://{address}"), args.browser);
+    Ok(())
+}
+
+/// Port-forwards to the tool's pod and serves until interrupted.
+fn in_cluster(args: &DashboardArgs, kubeconfig: &std::path::Path) -> anyhow::Result<()> {
+    let (selector, port) = Tool::in_cluster(args.tool)?;
+    let local = args
+        .address
+        .unwrap_or_else(|| ([127, 0, 0, 1], port).into());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = weft_kube::cluster::client(Some(kubeconfig)).await?;
+        let namespace = weft_kube::manifest::NAMESPACE;
+        let pod = weft_kube::port_forward::running_pod(&client, namespace, selector).await?;
+        let (addr, forwarding) =
+            weft_kube::port_forward::forward(client, namespace, pod.clone(), port, local).await?;
+        eprintln!("forwarding {addr} to {namespace}/{pod}:{port} (Ctrl-C to stop)");
+        open(&format!("http://{addr}"), args.browser);
+        tokio::signal::ctrl_c().await?;
+        forwarding.abort();
+        Ok(())
+    })
+}
+
+/// Prints the URL and opens a browser on it, as istioctl does.
+fn open(url: &str, browser: bool) {
     println!("{url}");
-    if args.browser {
+    if browser {
         let opened = std::process::Command::new("xdg-open")
             .arg(&url)
             .stdout(std::process::Stdio::null())
@@ -63,5 +112,4 @@ pub fn run(args: DashboardArgs) -> anyhow::Result<()> {
             eprintln!("no browser could be opened (xdg-open): open {url} yourself");
         }
     }
-    Ok(())
 }

@@ -646,3 +646,83 @@ async fn the_control_plane_benchmark_measures_endpoint_slice_changes_through_the
     }
     assert_eq!(results["unexpected"], json!([]), "{results:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weft_dashboard_port_forwards_to_istiods_pod_as_istioctl_dashboard_does() {
+    let fake = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
+    // istiod's pod, its dashboard port answered by a stand-in at the pod's IP.
+    let pod_ip = "127.0.0.61";
+    let dashboard = tokio::net::TcpListener::bind((pod_ip, weft_kube::manifest::DASHBOARD_PORT))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut s, _)) = dashboard.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut head = [0u8; 1024];
+                let _ = s.read(&mut head).await;
+                let body = "the dashboard in istiod's pod";
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    for (name, phase) in [("istiod-old-1", "Failed"), ("istiod-7d9f-abcde", "Running")] {
+        fake.put(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "istio-system", "labels": {"app": "istiod"}},
+            "spec": {"containers": []},
+            "status": {"phase": phase, "podIP": pod_ip}}));
+    }
+    let [local] = free_addrs::<1>();
+    let mut forward = Weft::spawn(
+        &[
+            "dashboard",
+            "--kubeconfig",
+            &kubeconfig.display().to_string(),
+            "--browser=false",
+            "--address",
+            &local.to_string(),
+        ]
+        .map(String::from),
+    );
+    let url = format!("http://{local}");
+    let printed = poll_until(Duration::from_secs(20), || {
+        std::future::ready(forward.stdout().contains(&url).then_some(()))
+    })
+    .await;
+    assert!(printed.is_some(), "{}", forward.output());
+    for _ in 0..2 {
+        let answer = send(&client(), "GET", local, "localhost", "/", &[])
+            .await
+            .unwrap();
+        assert_eq!(answer.text(), "the dashboard in istiod's pod");
+    }
+    assert!(
+        forward
+            .stderr()
+            .contains("to istio-system/istiod-7d9f-abcde:20001"),
+        "{}",
+        forward.output()
+    );
+    let requests = fake.requests.lock().unwrap().clone();
+    let forwards = requests
+        .iter()
+        .filter(|r| {
+            r.contains("/api/v1/namespaces/istio-system/pods/istiod-7d9f-abcde/portforward?")
+                && r.contains("ports=20001")
+        })
+        .count();
+    assert!(
+        forwards >= 2,
+        "a port-forward per connection: {requests:#?}"
+    );
+}
