@@ -104,7 +104,7 @@ fn open(url: &str, browser: bool) {
     println!("{url}");
     if browser {
         let opened = std::process::Command::new("xdg-open")
-            .arg(&url)
+            .arg(url)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status();

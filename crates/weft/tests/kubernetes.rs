@@ -683,7 +683,7 @@ async fn weft_dashboard_port_forwards_to_istiods_pod_as_istioctl_dashboard_does(
             "status": {"phase": phase, "podIP": pod_ip}}));
     }
     let [local] = free_addrs::<1>();
-    let mut forward = Weft::spawn(
+    let forward = Weft::spawn(
         &[
             "dashboard",
             "--kubeconfig",
