@@ -177,3 +177,122 @@ async fn write(client: &Client, root_pem: &str) -> Result<(), kube::Error> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{Method, Request, Response, StatusCode};
+    use kube::client::Body;
+    use serde_json::{json, Value};
+    use tower_test::mock::{pair, Handle};
+
+    type Mock = Handle<Request<Body>, Response<Body>>;
+
+    fn client() -> (Client, Mock) {
+        let (service, handle) = pair::<Request<Body>, Response<Body>>();
+        (Client::new(service, "default"), handle)
+    }
+
+    /// The next request, with its body as JSON (null when it has none).
+    async fn next(
+        mock: &mut Mock,
+    ) -> (
+        Method,
+        String,
+        Value,
+        tower_test::mock::SendResponse<Response<Body>>,
+    ) {
+        let (request, respond) = mock.next_request().await.expect("a request");
+        let (parts, body) = request.into_parts();
+        let bytes = body.collect_bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let path = parts.uri.path_and_query().unwrap().to_string();
+        (parts.method, path, body, respond)
+    }
+
+    fn answer(code: StatusCode, body: Value) -> Response<Body> {
+        Response::builder()
+            .status(code)
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap()
+    }
+
+    fn not_found() -> Response<Body> {
+        answer(
+            StatusCode::NOT_FOUND,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+        )
+    }
+
+    const LEASE_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/istio-system/leases";
+
+    fn lease(holder: &str, renewed: &str, version: &str) -> Value {
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": LEASE, "namespace": NAMESPACE, "resourceVersion": version},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                "acquireTime": renewed, "renewTime": renewed, "leaseTransitions": 0}})
+    }
+
+    #[tokio::test]
+    async fn a_free_lease_is_created_for_this_replica() {
+        let (client, mut mock) = client();
+        let leases = Api::<Lease>::namespaced(client, NAMESPACE);
+        let contending =
+            tokio::spawn(async move { contend(&leases, "istiod-a", Timing::default()).await });
+        let (method, path, _, respond) = next(&mut mock).await;
+        assert_eq!(
+            (method, path.as_str()),
+            (Method::GET, &*format!("{LEASE_PATH}/{LEASE}"))
+        );
+        respond.send_response(not_found());
+        let (method, path, body, respond) = next(&mut mock).await;
+        assert_eq!(
+            (method, path.as_str()),
+            (Method::POST, &*format!("{LEASE_PATH}?"))
+        );
+        assert_eq!(body["metadata"]["name"], LEASE);
+        assert_eq!(body["spec"]["holderIdentity"], "istiod-a");
+        assert_eq!(body["spec"]["leaseDurationSeconds"], 15);
+        assert_eq!(body["spec"]["leaseTransitions"], 0);
+        respond.send_response(answer(StatusCode::CREATED, body));
+        assert!(contending.await.unwrap().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_held_lease_is_left_alone_and_a_lapsed_one_taken_over_by_its_version() {
+        let now = Timestamp::now();
+        let (client, mut mock) = client();
+        let leases = Api::<Lease>::namespaced(client, NAMESPACE);
+        let held = leases.clone();
+        let contending =
+            tokio::spawn(async move { contend(&held, "istiod-b", Timing::default()).await });
+        let (_, _, _, respond) = next(&mut mock).await;
+        respond.send_response(answer(
+            StatusCode::OK,
+            lease("istiod-a", &now.to_string(), "7"),
+        ));
+        // Another replica holds it and renewed it just now: no write.
+        assert!(!contending.await.unwrap().unwrap());
+
+        let lapsed = (now - SignedDuration::from_secs(60)).to_string();
+        let contending =
+            tokio::spawn(async move { contend(&leases, "istiod-b", Timing::default()).await });
+        let (_, _, _, respond) = next(&mut mock).await;
+        respond.send_response(answer(StatusCode::OK, lease("istiod-a", &lapsed, "8")));
+        let (method, path, body, respond) = next(&mut mock).await;
+        assert_eq!(
+            (method, path.as_str()),
+            (Method::PUT, &*format!("{LEASE_PATH}/{LEASE}?"))
+        );
+        // The update names the version it read, so a racing replica's fails.
+        assert_eq!(body["metadata"]["resourceVersion"], "8");
+        assert_eq!(body["spec"]["holderIdentity"], "istiod-b");
+        assert_eq!(body["spec"]["leaseTransitions"], 1);
+        respond.send_response(answer(
+            StatusCode::CONFLICT,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409, "message": "the object has been modified"}),
+        ));
+        // Another replica won the race: not held, and no error.
+        assert!(!contending.await.unwrap().unwrap());
+    }
+}
