@@ -154,6 +154,7 @@ struct State {
 
 pub struct FakeApiServer {
     pub addr: SocketAddr,
+    away: Arc<std::sync::atomic::AtomicBool>,
     state: Arc<Mutex<State>>,
     events: broadcast::Sender<Event>,
     /// Closing it ends every open watch, as an API server restart does.
@@ -180,7 +181,9 @@ impl FakeApiServer {
         let (events, _) = broadcast::channel(4096);
         let cut = Arc::new(Mutex::new(broadcast::channel(1).0));
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let away = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let server = Server {
+            away: away.clone(),
             state: state.clone(),
             events: events.clone(),
             cut: cut.clone(),
@@ -205,6 +208,7 @@ impl FakeApiServer {
         });
         let fake = FakeApiServer {
             addr,
+            away,
             state,
             events,
             cut,
@@ -217,6 +221,17 @@ impl FakeApiServer {
         fake
     }
 
+    /// The request handler's view of this server, for writes made by the test itself.
+    fn server(&self) -> Server {
+        Server {
+            away: self.away.clone(),
+            state: self.state.clone(),
+            events: self.events.clone(),
+            cut: self.cut.clone(),
+            requests: self.requests.clone(),
+        }
+    }
+
     /// A kubeconfig that points a client at this server.
     pub fn kubeconfig(&self) -> String {
         format!(
@@ -227,12 +242,7 @@ impl FakeApiServer {
 
     /// Creates or replaces an object, as a controller writing through the API would.
     pub fn put(&self, object: Value) -> Value {
-        let server = Server {
-            state: self.state.clone(),
-            events: self.events.clone(),
-            cut: self.cut.clone(),
-            requests: self.requests.clone(),
-        };
+        let server = self.server();
         let t = server
             .type_of(
                 object["apiVersion"].as_str().unwrap(),
@@ -252,23 +262,13 @@ impl FakeApiServer {
 
     /// An object as stored, if there is one.
     pub fn get(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Option<Value> {
-        let server = Server {
-            state: self.state.clone(),
-            events: self.events.clone(),
-            cut: self.cut.clone(),
-            requests: self.requests.clone(),
-        };
+        let server = self.server();
         let t = server.type_of(api_version, kind)?;
         server.get(&t, if t.namespaced { namespace } else { "" }, name)
     }
 
     pub fn delete(&self, api_version: &str, kind: &str, namespace: &str, name: &str) {
-        let server = Server {
-            state: self.state.clone(),
-            events: self.events.clone(),
-            cut: self.cut.clone(),
-            requests: self.requests.clone(),
-        };
+        let server = self.server();
         let t = server.type_of(api_version, kind).unwrap();
         server.remove(&t, namespace, name);
     }
@@ -300,6 +300,14 @@ impl FakeApiServer {
         s.compacted = s.rv;
     }
 
+    /// Goes away (every request answered 503, every watch ended) or comes back.
+    pub fn set_away(&self, away: bool) {
+        self.away.store(away, std::sync::atomic::Ordering::SeqCst);
+        if away {
+            self.cut_watches();
+        }
+    }
+
     /// Ends every open watch, as an API server going away does.
     pub fn cut_watches(&self) {
         let (tx, _) = broadcast::channel(1);
@@ -309,6 +317,8 @@ impl FakeApiServer {
 
 #[derive(Clone)]
 struct Server {
+    /// While set, every request is answered 503, as by an API server that is down.
+    away: Arc<std::sync::atomic::AtomicBool>,
     state: Arc<Mutex<State>>,
     events: broadcast::Sender<Event>,
     cut: Arc<Mutex<broadcast::Sender<()>>>,
@@ -390,6 +400,17 @@ impl Server {
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        if self.away.load(std::sync::atomic::Ordering::SeqCst) {
+            self.requests
+                .lock()
+                .unwrap()
+                .push(format!("503 {} {}", req.method(), req.uri()));
+            return status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "the API server is away".into(),
+            );
+        }
         let segments: Vec<String> = req
             .uri()
             .path()

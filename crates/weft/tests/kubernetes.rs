@@ -726,3 +726,68 @@ async fn weft_dashboard_port_forwards_to_istiods_pod_as_istioctl_dashboard_does(
         "a port-forward per connection: {requests:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_api_server_is_away_the_last_state_serves_and_then_changes_resume() {
+    let fake = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
+    fake.put(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "reviews", "namespace": "default"},
+        "spec": {"selector": {"app": "reviews"}, "ports": [{"name": "http", "port": 9080}]}}));
+    let v1 = Backend::start("127.0.0.34", "reviews-v1").await;
+    let v2 = Backend::start("127.0.0.35", "reviews-v2").await;
+    reviews_pod(&fake, "v1", v1.addr, true);
+
+    let [grpc, grpc_tls, monitoring] = free_addrs::<3>();
+    let state = dir.path().join("state");
+    let args: Vec<String> = [
+        "control",
+        "--kubernetes",
+        "--kubeconfig",
+        &kubeconfig.display().to_string(),
+        "--config-dir",
+        &state.display().to_string(),
+        "--grpc",
+        &grpc.to_string(),
+        "--monitoring",
+        &monitoring.to_string(),
+        "--grpc-tls",
+        &grpc_tls.to_string(),
+        "--no-dashboard",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut control = Weft::spawn(&args);
+    ready(&mut control, monitoring, "/ready").await;
+
+    // Away: every watch ends, and its retries (kube-rs's client backs off on 503) are
+    // refused too.
+    fake.set_away(true);
+    let retrying = poll_until(Duration::from_secs(20), || {
+        let refused = fake.requests.lock().unwrap().iter().any(|r| {
+            r.starts_with("503 GET /apis/discovery.k8s.io/v1/endpointslices")
+                && r.contains("watch=true")
+        });
+        std::future::ready(refused.then_some(()))
+    })
+    .await;
+    assert!(retrying.is_some(), "{}", control.output());
+    // A proxy that connects now still gets the whole registry.
+    let addrs = free_addrs::<4>();
+    let [outbound, _, _, health] = addrs;
+    let mut proxy = Weft::spawn(&proxy_args(grpc, "productpage-v1", addrs));
+    ready(&mut proxy, health, "/healthz/ready").await;
+    until_answering(outbound, &["reviews-v1"], "from the last state").await;
+
+    // Back: the watches list again and a change made meanwhile arrives.
+    reviews_pod(&fake, "v2", v2.addr, true);
+    fake.set_away(false);
+    until_answering(
+        outbound,
+        &["reviews-v1", "reviews-v2"],
+        "after the API server came back",
+    )
+    .await;
+}
