@@ -1494,18 +1494,7 @@ async fn istio_bookinfo_tasks_on_weft_demo() {
     // Istio's task makes them, Secrets made with weft create secret, and curl over HTTPS to
     // the gateway's 8443; then MUTUAL, which wants the client's certificate.
     let certs = tempfile::tempdir().unwrap();
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(certs.path())
-            .output()
-            .expect("openssl (Debian's openssl package) makes the task's certificates");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let openssl = |args: &[&str]| openssl(certs.path(), args);
     openssl(&[
         "req",
         "-x509",

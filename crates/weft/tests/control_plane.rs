@@ -59,24 +59,6 @@ impl Control {
     }
 }
 
-/// Waits until `GET path` on `addr` answers 200; false if the process exits first or 20 s
-/// pass.
-async fn answers_ok(weft: &mut Weft, addr: SocketAddr, path: &str) -> bool {
-    let c = client();
-    let ready = poll_until(Duration::from_secs(20), || {
-        let (c, exited) = (&c, weft.exited());
-        async move {
-            if exited.is_some() {
-                return Some(false);
-            }
-            let r = send(c, "GET", addr, "localhost", path, &[]).await;
-            r.ok().filter(|a| a.status == 200).map(|_| true)
-        }
-    })
-    .await;
-    ready == Some(true)
-}
-
 /// Runs a CLI verb against the control plane. Generous: some tests apply thousands of
 /// objects, each fsynced, on a machine that may be busy.
 async fn cli(control: SocketAddr, args: &[&str]) -> (ExitStatus, String, String) {

@@ -399,18 +399,7 @@ spec:
 /// make them, but each leaf with a subjectAltName: rustls verifies names in the
 /// subjectAltName only (never the CN, as browsers do) and takes X.509 v3 certificates only.
 fn make_certificates(dir: &Path) {
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl (Debian's openssl package) makes the task's certificates");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let openssl = |args: &[&str]| openssl(dir, args);
     openssl(&[
         "req",
         "-x509",

@@ -128,19 +128,48 @@ async fn until_answering(outbound: SocketAddr, wanted: &[&str], what: &str) {
 }
 
 async fn ready(weft: &mut Weft, addr: SocketAddr, path: &str) {
-    let c = client();
-    let up = poll_until(Duration::from_secs(30), || {
-        let (c, exited) = (&c, weft.exited());
-        async move {
-            if exited.is_some() {
-                return Some(false);
-            }
-            let r = send(c, "GET", addr, "localhost", path, &[]).await;
-            r.ok().filter(|a| a.status == 200).map(|_| true)
-        }
-    })
-    .await;
-    assert_eq!(up, Some(true), "{path} on {addr}:\n{}", weft.output());
+    let up = answers_ok(weft, addr, path).await;
+    assert!(up, "{path} on {addr}:\n{}", weft.output());
+}
+
+/// A `weft control --kubernetes` process, ready.
+struct Control {
+    weft: Weft,
+    /// Plaintext discovery and admin (15010).
+    grpc: SocketAddr,
+    /// The CA and discovery over TLS (15012).
+    grpc_tls: SocketAddr,
+}
+
+/// `weft control --kubernetes` on `state`, as replica `name`, once it is ready.
+async fn control_plane(kubeconfig: &Path, state: &Path, name: &str) -> Control {
+    let [grpc, grpc_tls, monitoring] = free_addrs::<3>();
+    let args: Vec<String> = [
+        "control",
+        "--kubernetes",
+        "--kubeconfig",
+        &kubeconfig.display().to_string(),
+        "--pod-name",
+        name,
+        "--config-dir",
+        &state.display().to_string(),
+        "--grpc",
+        &grpc.to_string(),
+        "--monitoring",
+        &monitoring.to_string(),
+        "--grpc-tls",
+        &grpc_tls.to_string(),
+        "--no-dashboard",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut weft = Weft::spawn(&args);
+    ready(&mut weft, monitoring, "/ready").await;
+    Control {
+        weft,
+        grpc,
+        grpc_tls,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,27 +214,12 @@ async fn weft_control_serves_the_clusters_bookinfo_to_proxies_and_follows_kubect
     reviews_pod(&fake, "v1", v1.addr, true);
     reviews_pod(&fake, "v2", v2.addr, false);
 
-    let [grpc, grpc_tls, monitoring] = free_addrs::<3>();
     let state = tempfile::tempdir().unwrap();
-    let args: Vec<String> = [
-        "control",
-        "--kubernetes",
-        "--kubeconfig",
-        &kubeconfig.display().to_string(),
-        "--config-dir",
-        &state.path().display().to_string(),
-        "--grpc",
-        &grpc.to_string(),
-        "--monitoring",
-        &monitoring.to_string(),
-        "--grpc-tls",
-        &grpc_tls.to_string(),
-        "--no-dashboard",
-    ]
-    .map(String::from)
-    .to_vec();
-    let mut control = Weft::spawn(&args);
-    ready(&mut control, monitoring, "/ready").await;
+    let Control {
+        weft: control,
+        grpc,
+        grpc_tls,
+    } = control_plane(&kubeconfig, state.path(), "istiod-0").await;
     assert!(
         control.stderr().contains("Kubernetes watches synced"),
         "{}",
@@ -458,33 +472,6 @@ async fn weft_install_applies_the_manifest_server_side_and_waits_for_istiod() {
     );
 }
 
-/// `weft control --kubernetes` on `state`, as replica `name`, ready.
-async fn control_replica(kubeconfig: &Path, state: &Path, name: &str) -> Weft {
-    let [grpc, grpc_tls, monitoring] = free_addrs::<3>();
-    let args: Vec<String> = [
-        "control",
-        "--kubernetes",
-        "--kubeconfig",
-        &kubeconfig.display().to_string(),
-        "--pod-name",
-        name,
-        "--config-dir",
-        &state.display().to_string(),
-        "--grpc",
-        &grpc.to_string(),
-        "--monitoring",
-        &monitoring.to_string(),
-        "--grpc-tls",
-        &grpc_tls.to_string(),
-        "--no-dashboard",
-    ]
-    .map(String::from)
-    .to_vec();
-    let mut control = Weft::spawn(&args);
-    ready(&mut control, monitoring, "/ready").await;
-    control
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lease_holder_writes_the_mesh_root_where_pods_and_the_api_server_read_it() {
     use base64::Engine;
@@ -500,7 +487,7 @@ async fn the_lease_holder_writes_the_mesh_root_where_pods_and_the_api_server_rea
     fake.put(webhook.clone());
 
     let (state_a, state_b) = (dir.path().join("a"), dir.path().join("b"));
-    let mut a = control_replica(&kubeconfig, &state_a, "istiod-a").await;
+    let mut a = control_plane(&kubeconfig, &state_a, "istiod-a").await.weft;
     let root = std::fs::read_to_string(state_a.join(".weft/ca/root-cert.pem")).unwrap();
     let holder = |fake: &FakeApiServer| {
         fake.get(
@@ -582,7 +569,7 @@ async fn the_lease_holder_writes_the_mesh_root_where_pods_and_the_api_server_rea
         .status()
         .unwrap();
     assert!(copied.success());
-    let b = control_replica(&kubeconfig, &state_b, "istiod-b").await;
+    let b = control_plane(&kubeconfig, &state_b, "istiod-b").await.weft;
     assert_eq!(holder(&fake).as_deref(), Some("istiod-a"));
     a.kill();
     let took = poll_until(Duration::from_secs(40), || {
@@ -740,27 +727,12 @@ async fn while_the_api_server_is_away_the_last_state_serves_and_then_changes_res
     let v2 = Backend::start("127.0.0.35", "reviews-v2").await;
     reviews_pod(&fake, "v1", v1.addr, true);
 
-    let [grpc, grpc_tls, monitoring] = free_addrs::<3>();
     let state = dir.path().join("state");
-    let args: Vec<String> = [
-        "control",
-        "--kubernetes",
-        "--kubeconfig",
-        &kubeconfig.display().to_string(),
-        "--config-dir",
-        &state.display().to_string(),
-        "--grpc",
-        &grpc.to_string(),
-        "--monitoring",
-        &monitoring.to_string(),
-        "--grpc-tls",
-        &grpc_tls.to_string(),
-        "--no-dashboard",
-    ]
-    .map(String::from)
-    .to_vec();
-    let mut control = Weft::spawn(&args);
-    ready(&mut control, monitoring, "/ready").await;
+    let Control {
+        weft: control,
+        grpc,
+        ..
+    } = control_plane(&kubeconfig, &state, "istiod-0").await;
 
     // Away: every watch ends, and its retries (kube-rs's client backs off on 503) are
     // refused too.

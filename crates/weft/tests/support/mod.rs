@@ -540,3 +540,35 @@ spec:
         host: reviews
         subset: v2
 ";
+
+/// Waits until `GET path` on `addr` answers 200; false if the process exits first or 20 s
+/// pass.
+pub async fn answers_ok(weft: &mut Weft, addr: SocketAddr, path: &str) -> bool {
+    let c = client();
+    let ready = poll_until(Duration::from_secs(20), || {
+        let (c, exited) = (&c, weft.exited());
+        async move {
+            if exited.is_some() {
+                return Some(false);
+            }
+            let r = send(c, "GET", addr, "localhost", path, &[]).await;
+            r.ok().filter(|a| a.status == 200).map(|_| true)
+        }
+    })
+    .await;
+    ready == Some(true)
+}
+
+/// Runs openssl in `dir`, as Istio's tasks make their certificates; fails with its stderr.
+pub fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (Debian's openssl package) makes the task's certificates");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
