@@ -1495,22 +1495,7 @@ async fn istio_bookinfo_tasks_on_weft_demo() {
     // the gateway's 8443; then MUTUAL, which wants the client's certificate.
     let certs = tempfile::tempdir().unwrap();
     let openssl = |args: &[&str]| openssl(certs.path(), args);
-    openssl(&[
-        "req",
-        "-x509",
-        "-sha256",
-        "-nodes",
-        "-days",
-        "365",
-        "-newkey",
-        "rsa:2048",
-        "-subj",
-        "/O=example Inc./CN=example.com",
-        "-keyout",
-        "example.com.key",
-        "-out",
-        "example.com.crt",
-    ]);
+    example_ca(certs.path());
     // rustls checks client certificates with webpki, which takes X.509 v3 only; OpenSSL
     // before 3.2 makes v1 from `x509 -req` without extensions, so the client's gets one.
     std::fs::write(

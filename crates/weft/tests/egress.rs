@@ -400,22 +400,7 @@ spec:
 /// subjectAltName only (never the CN, as browsers do) and takes X.509 v3 certificates only.
 fn make_certificates(dir: &Path) {
     let openssl = |args: &[&str]| openssl(dir, args);
-    openssl(&[
-        "req",
-        "-x509",
-        "-sha256",
-        "-nodes",
-        "-days",
-        "365",
-        "-newkey",
-        "rsa:2048",
-        "-subj",
-        "/O=example Inc./CN=example.com",
-        "-keyout",
-        "example.com.key",
-        "-out",
-        "example.com.crt",
-    ]);
+    example_ca(dir);
     for (serial, name) in [
         "my-nginx.mesh-external.svc.cluster.local",
         "client.example.com",

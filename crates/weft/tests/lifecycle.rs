@@ -274,14 +274,14 @@ async fn a_second_signal_or_quitquitquit_exits_at_once() {
 async fn weft_drain_the_prestop_hook_starts_the_drain_before_the_signal() {
     let backend = SlowBackend::start().await;
     let mut p = proxy(backend.addr, "30s").await;
-    let (status, out, err) = run_weft(&[
-        "drain".into(),
+    let drain = [
+        "drain".to_string(),
         "--admin".into(),
         p.admin.to_string(),
         "--wait".into(),
         "0s".into(),
-    ])
-    .await;
+    ];
+    let (status, out, err) = run_weft(&drain).await;
     assert!(status.success(), "{out}{err}");
     assert!(readiness_is(&p, 503).await, "{}", p.weft.output());
     // Draining, not exiting: the process waits for its signal.
@@ -291,13 +291,6 @@ async fn weft_drain_the_prestop_hook_starts_the_drain_before_the_signal() {
     })
     .await;
     assert!(refused.is_some(), "the inbound listener closed");
-    let (status, _, _) = run_weft(&[
-        "drain".into(),
-        "--admin".into(),
-        p.admin.to_string(),
-        "--wait".into(),
-        "0s".into(),
-    ])
-    .await;
+    let (status, _, _) = run_weft(&drain).await;
     assert!(status.success(), "draining twice is fine");
 }

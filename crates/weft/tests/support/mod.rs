@@ -572,3 +572,26 @@ pub fn openssl(dir: &std::path::Path, args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// example.com's CA (`example.com.crt`, `.key`) in `dir`, as Istio's TLS tasks make it.
+pub fn example_ca(dir: &std::path::Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-sha256",
+            "-nodes",
+            "-days",
+            "365",
+            "-newkey",
+            "rsa:2048",
+            "-subj",
+            "/O=example Inc./CN=example.com",
+            "-keyout",
+            "example.com.key",
+            "-out",
+            "example.com.crt",
+        ],
+    );
+}
