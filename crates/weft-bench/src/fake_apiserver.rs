@@ -554,6 +554,8 @@ impl Server {
         let (namespace, plural, name) = match rest {
             ["namespaces", ns, plural] => (Some(*ns), *plural, None),
             ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name)),
+            // The status subresource: a patch of it carries only `status`.
+            ["namespaces", ns, plural, name, "status"] => (Some(*ns), *plural, Some(*name)),
             [plural] => (None, *plural, None),
             [plural, name] => (None, *plural, Some(*name)),
             _ => return status(StatusCode::NOT_FOUND, "NotFound", rest.join("/")),
@@ -982,6 +984,9 @@ impl Server {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
+                    // A cut watch forwards nothing more, whatever else is ready.
+                    biased;
+                    _ = cut.recv() => return,
                     event = live.recv() => match event {
                         Ok(e) if wanted(&e) => {
                             last = e.rv;
@@ -1000,7 +1005,6 @@ impl Server {
                             return;
                         }
                     }
-                    _ = cut.recv() => return,
                 }
             }
         });

@@ -309,7 +309,8 @@ impl ConfigState {
     /// not while a file's objects are missing altogether.
     pub fn problems(&self) -> (bool, Vec<String>) {
         let broken = self.broken_files();
-        let ready = broken.values().all(|b| b.serving_last_good);
+        let ready =
+            !self.source.missing_blocks_readiness() || broken.values().all(|b| b.serving_last_good);
         let problems = broken
             .iter()
             .map(|(file, b)| {

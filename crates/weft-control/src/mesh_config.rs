@@ -69,6 +69,10 @@ impl ConfigSource for WithMeshConfig {
         self.inner.sync()
     }
 
+    fn missing_blocks_readiness(&self) -> bool {
+        self.inner.missing_blocks_readiness()
+    }
+
     fn watch(
         &self,
         changed: tokio::sync::mpsc::UnboundedSender<Option<BTreeSet<PathBuf>>>,

@@ -56,6 +56,12 @@ pub trait ConfigSource: Send + Sync + 'static {
     /// Makes the puts and deletes so far durable; called once per apply, before it is
     /// acknowledged.
     fn sync(&self) -> Result<(), StoreError>;
+    /// Whether a partition that never loaded keeps the control plane from being ready. A
+    /// config directory's file is the operator's own; a cluster's object is any user's,
+    /// and one bad VirtualService must not keep istiod (and so the injection webhook) down.
+    fn missing_blocks_readiness(&self) -> bool {
+        true
+    }
     /// Reports changed partitions (`None`: re-read everything) until the task is dropped.
     fn watch(
         &self,

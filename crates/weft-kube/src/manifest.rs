@@ -157,6 +157,8 @@ fn cluster_role() -> Value {
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": watch},
             {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": watch},
             {"apiGroups": istio_groups, "resources": ["*"], "verbs": watch},
+            // Istio's status writer: validationMessages on the objects Weft rejects.
+            {"apiGroups": istio_groups, "resources": ["*/status"], "verbs": ["patch"]},
             {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
             {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
                 "resourceNames": [WEBHOOK_CONFIGURATION], "verbs": ["get", "update"]},
@@ -485,13 +487,15 @@ mod tests {
             })
             .map(|r| (&r["resources"], &r["verbs"]))
             .collect();
-        let (configmaps, tokenreviews, webhooks) = (
+        let (configmaps, status, tokenreviews, webhooks) = (
             json!(["configmaps"]),
+            json!(["*/status"]),
             json!(["tokenreviews"]),
             json!(["mutatingwebhookconfigurations"]),
         );
-        let (rw, create, update) = (
+        let (rw, patch, create, update) = (
             json!(["get", "list", "watch", "create", "update"]),
+            json!(["patch"]),
             json!(["create"]),
             json!(["get", "update"]),
         );
@@ -499,6 +503,7 @@ mod tests {
             writes,
             [
                 (&configmaps, &rw),
+                (&status, &patch),
                 (&tokenreviews, &create),
                 (&webhooks, &update)
             ]

@@ -177,10 +177,19 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
                 let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
                 format!("{}-{}", host.trim(), std::process::id())
             });
+            let state = control.state.clone();
+            let problems: weft_kube::cluster::leader::Problems = Box::new(move || {
+                state
+                    .broken_files()
+                    .into_iter()
+                    .map(|(partition, broken)| (partition, broken.errors))
+                    .collect()
+            });
             writer = Some(tokio::spawn(weft_kube::cluster::leader::run(
                 client,
                 identity,
                 control.ca.root_pem().to_string(),
+                problems,
                 Default::default(),
             )));
             control

@@ -586,6 +586,57 @@ async fn the_lease_holder_writes_the_mesh_root_where_pods_and_the_api_server_rea
         )
         .unwrap();
     assert_eq!(lease["spec"]["leaseTransitions"], 1, "{lease}");
+
+    // The holder reports on a VirtualService Weft rejects in its status, as istiod's
+    // status writer does, and clears it once it is fixed; a bad object keeps no replica
+    // from being ready.
+    for crd in manifest
+        .iter()
+        .filter(|o| o["kind"] == "CustomResourceDefinition")
+    {
+        fake.put(crd.clone());
+    }
+    let vs = |route: serde_json::Value| {
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "reviews", "namespace": "default"},
+            "spec": {"hosts": ["reviews"], "http": [{"route": route}]}})
+    };
+    fake.put(vs(
+        json!([{"destination": {"host": "reviews", "subset": "v1"}, "weight": "most"}]),
+    ));
+    let messages = || {
+        fake.get(
+            "networking.istio.io/v1",
+            "VirtualService",
+            "default",
+            "reviews",
+        )
+        .map(|v| v["status"]["validationMessages"].clone())
+        .unwrap_or_default()
+    };
+    let reported = poll_until(Duration::from_secs(30), || {
+        let m = messages();
+        std::future::ready(
+            m[0]["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("weight"))
+                .then_some(m),
+        )
+    })
+    .await;
+    let reported = reported.unwrap_or_else(|| panic!("{}", b.output()));
+    assert_eq!(reported[0]["type"]["code"], "IST0106", "{reported}");
+    assert_eq!(reported[0]["level"], "ERROR", "{reported}");
+    // A replica that starts now, with the bad object in the cluster, is ready all the same.
+    let _c = control_plane(&kubeconfig, &dir.path().join("c"), "istiod-c").await;
+    fake.put(vs(
+        json!([{"destination": {"host": "reviews", "subset": "v1"}}]),
+    ));
+    let cleared = poll_until(Duration::from_secs(30), || {
+        std::future::ready(messages().is_null().then_some(()))
+    })
+    .await;
+    assert!(cleared.is_some(), "{}", messages());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

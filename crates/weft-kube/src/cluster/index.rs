@@ -101,6 +101,13 @@ fn parse(partition: &Path) -> Option<(String, String, String)> {
     (!kind.is_empty()).then(|| (kind.join("/"), namespace.to_string(), name.to_string()))
 }
 
+/// The Istio object a partition holds, if it holds one.
+pub fn istio_object(partition: &Path) -> Option<(IstioKind, String, String)> {
+    let (kind, namespace, name) = parse(partition)?;
+    let istio = ISTIO_KINDS.iter().find(|k| k.partition_kind() == kind)?;
+    Some((*istio, namespace, name))
+}
+
 pub fn owns(partition: &Path) -> bool {
     parse(partition).is_some()
 }

@@ -1,8 +1,9 @@
 //! The control plane's writes to the cluster, by one replica at a time: the holder of a
 //! Lease (`istio-system/istio-leader`) puts the mesh root in every namespace's
 //! `istio-ca-root-cert` ConfigMap (which injected pods mount, as istiod's namespace
-//! controller does) and into the injection webhook's caBundle. Serving discovery and
-//! certificates never waits on this: every replica serves.
+//! controller does) and into the injection webhook's caBundle, and reports on each Istio
+//! object Weft rejects in its `status.validationMessages`, as istiod's status writer does.
+//! Serving discovery and certificates never waits on this: every replica serves.
 
 use crate::manifest::{NAMESPACE, WEBHOOK_CONFIGURATION};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
@@ -37,10 +38,20 @@ impl Default for Timing {
     }
 }
 
+/// The control plane's partitions that do not load, with their errors.
+pub type Problems = Box<dyn Fn() -> BTreeMap<std::path::PathBuf, String> + Send + Sync>;
+
 /// Contends for the lease as `identity` and, while holding it, keeps the writes done.
-pub async fn run(client: Client, identity: String, root_pem: String, timing: Timing) {
+pub async fn run(
+    client: Client,
+    identity: String,
+    root_pem: String,
+    problems: Problems,
+    timing: Timing,
+) {
     let leases = Api::<Lease>::namespaced(client.clone(), NAMESPACE);
     let mut leading = false;
+    let mut reported = BTreeMap::new();
     loop {
         let holds = match contend(&leases, &identity, timing).await {
             Ok(holds) => holds,
@@ -57,6 +68,12 @@ pub async fn run(client: Client, identity: String, root_pem: String, timing: Tim
             if let Err(e) = write(&client, &root_pem).await {
                 tracing::warn!("writing the mesh root to the cluster: {e}");
             }
+            if let Err(e) = report(&client, &problems(), &mut reported).await {
+                tracing::warn!("writing Istio objects' status: {e}");
+            }
+        } else {
+            // Whoever holds the lease now reports what it finds.
+            reported.clear();
         }
         tokio::time::sleep(timing.renew).await;
     }
@@ -116,6 +133,60 @@ async fn contend(leases: &Api<Lease>, identity: &str, timing: Timing) -> Result<
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// Each rejected Istio object's `status.validationMessages` (Istio's IST0106, with the
+/// loader's errors), written when they change and cleared once it loads.
+async fn report(
+    client: &Client,
+    broken: &BTreeMap<std::path::PathBuf, String>,
+    reported: &mut BTreeMap<std::path::PathBuf, String>,
+) -> Result<(), kube::Error> {
+    let status = |errors: Option<&String>| {
+        let messages = errors.map(|e| {
+            serde_json::json!([{"level": "ERROR",
+                "type": {"code": "IST0106", "name": "SchemaValidationError"},
+                "description": e}])
+        });
+        serde_json::json!({"status": {"validationMessages": messages}})
+    };
+    let changed: Vec<(std::path::PathBuf, Option<String>)> = broken
+        .iter()
+        .filter(|(p, e)| reported.get(*p) != Some(*e))
+        .map(|(p, e)| (p.clone(), Some(e.clone())))
+        .chain(
+            reported
+                .keys()
+                .filter(|p| !broken.contains_key(*p))
+                .map(|p| (p.clone(), None)),
+        )
+        .collect();
+    for (partition, errors) in changed {
+        let Some((kind, namespace, name)) = crate::cluster::index::istio_object(&partition) else {
+            continue;
+        };
+        let resource = kube::api::ApiResource {
+            group: kind.group.into(),
+            version: kind.version.into(),
+            api_version: format!("{}/{}", kind.group, kind.version),
+            kind: kind.kind.into(),
+            plural: kind.plural.into(),
+        };
+        let api =
+            Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), &namespace, &resource);
+        let patch = kube::api::Patch::Merge(status(errors.as_ref()));
+        match api.patch_status(&name, &Default::default(), &patch).await {
+            // Gone meanwhile: nothing to report on.
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        match errors {
+            Some(e) => reported.insert(partition, e),
+            None => reported.remove(&partition),
+        };
+    }
+    Ok(())
 }
 
 /// The root in every namespace's ConfigMap and in the webhook's caBundle, where it is not

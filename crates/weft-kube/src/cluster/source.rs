@@ -342,6 +342,10 @@ impl ConfigSource for KubeSource {
         Ok(())
     }
 
+    fn missing_blocks_readiness(&self) -> bool {
+        false
+    }
+
     fn watch(&self, changed: mpsc::UnboundedSender<Option<Changed>>) -> JoinHandle<()> {
         let taken = self.changes.lock().take();
         tokio::spawn(async move {
