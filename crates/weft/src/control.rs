@@ -167,6 +167,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
             let client = weft_kube::cluster::client(args.kubeconfig.as_deref()).await?;
             tracing::info!("waiting for the first list of each watched kind from the API server");
             let source = weft_kube::cluster::KubeSource::start(client.clone()).await;
+            let namespaces = Box::new(source.namespaces());
             let reviewer = weft_kube::cluster::token_review::KubeTokenReview::new(client.clone());
             let opts = ControlOptions {
                 token_authority: Some(std::sync::Arc::new(reviewer)),
@@ -189,6 +190,7 @@ pub fn run(args: ControlArgs) -> anyhow::Result<()> {
                 client,
                 identity,
                 control.ca.root_pem().to_string(),
+                namespaces,
                 problems,
                 Default::default(),
             )));

@@ -261,7 +261,7 @@ impl Index {
             .collect()
     }
 
-    /// Namespaces are kept for their labels; no config stands for them.
+    /// Namespaces are kept for the root's ConfigMaps; no config stands for them.
     pub fn namespaces(&mut self, event: Event<Namespace>) -> BTreeSet<PathBuf> {
         self.namespaces.apply(event);
         BTreeSet::new()
@@ -311,11 +311,14 @@ impl Index {
         self.istio.entry(kind).or_default();
     }
 
-    pub fn namespace_labels(&self, namespace: &str) -> Option<&BTreeMap<String, String>> {
+    /// The namespaces the cluster has, but those being deleted.
+    pub fn namespace_names(&self) -> Vec<String> {
         self.namespaces
             .objects
-            .get(&(String::new(), namespace.to_string()))
-            .map(|n| n.labels())
+            .iter()
+            .filter(|(_, n)| n.metadata.deletion_timestamp.is_none())
+            .map(|((_, name), _)| name.clone())
+            .collect()
     }
 
     /// Every partition with config in it.

@@ -8,7 +8,7 @@
 use crate::manifest::{NAMESPACE, WEBHOOK_CONFIGURATION};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{ObjectMeta, PostParams};
@@ -40,12 +40,15 @@ impl Default for Timing {
 
 /// The control plane's partitions that do not load, with their errors.
 pub type Problems = Box<dyn Fn() -> BTreeMap<std::path::PathBuf, String> + Send + Sync>;
+/// The cluster's namespaces, as the watches know them.
+pub type Namespaces = Box<dyn Fn() -> Vec<String> + Send + Sync>;
 
 /// Contends for the lease as `identity` and, while holding it, keeps the writes done.
 pub async fn run(
     client: Client,
     identity: String,
     root_pem: String,
+    namespaces: Namespaces,
     problems: Problems,
     timing: Timing,
 ) {
@@ -65,7 +68,7 @@ pub async fn run(
             leading = holds;
         }
         if holds {
-            if let Err(e) = write(&client, &root_pem).await {
+            if let Err(e) = write(&client, &namespaces(), &root_pem).await {
                 tracing::warn!("writing the mesh root to the cluster: {e}");
             }
             if let Err(e) = report(&client, &problems(), &mut reported).await {
@@ -191,18 +194,9 @@ async fn report(
 
 /// The root in every namespace's ConfigMap and in the webhook's caBundle, where it is not
 /// already.
-async fn write(client: &Client, root_pem: &str) -> Result<(), kube::Error> {
-    let namespaces = Api::<Namespace>::all(client.clone())
-        .list(&Default::default())
-        .await?;
-    for ns in namespaces.items {
-        let Some(name) = ns.metadata.name else {
-            continue;
-        };
-        if ns.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        let maps = Api::<ConfigMap>::namespaced(client.clone(), &name);
+async fn write(client: &Client, namespaces: &[String], root_pem: &str) -> Result<(), kube::Error> {
+    for name in namespaces {
+        let maps = Api::<ConfigMap>::namespaced(client.clone(), name);
         let wanted = BTreeMap::from([(ROOT_KEY.to_string(), root_pem.to_string())]);
         match maps.get_opt(ROOT_CONFIG_MAP).await? {
             Some(map) if map.data.as_ref() == Some(&wanted) => {}

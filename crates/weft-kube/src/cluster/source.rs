@@ -14,7 +14,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -152,13 +152,10 @@ impl KubeSource {
         }
     }
 
-    /// A namespace's labels, as the cluster has them.
-    pub fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
-        self.shared
-            .index
-            .lock()
-            .namespace_labels(namespace)
-            .cloned()
+    /// The namespaces the cluster has, but those being deleted: where the mesh root goes.
+    pub fn namespaces(&self) -> impl Fn() -> Vec<String> + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move || shared.index.lock().namespace_names()
     }
 }
 
@@ -269,16 +266,7 @@ fn start_kind(shared: &Arc<Shared>, crd: &CustomResourceDefinition) {
     let api = Api::<DynamicObject>::all_with(shared.client.clone(), &resource);
     let watching = shared.clone();
     let task = tokio::spawn(async move {
-        let events = watcher::watcher(api, watcher::Config::default())
-            .default_backoff()
-            .filter_map(|event| async move {
-                event
-                    .map_err(|e| {
-                        tracing::warn!("watch of {}: {e}; the last state keeps serving", kind.kind)
-                    })
-                    .ok()
-            });
-        let mut events = std::pin::pin!(events);
+        let mut events = std::pin::pin!(watcher(api, kind.kind));
         while let Some(mut event) = events.next().await {
             // The list's items carry no kind of their own.
             set_types(&mut event, &resource);
