@@ -95,10 +95,13 @@ impl Options {
             .collect()
     }
 
-    /// The output files' name, without extension: `control-plane`, then `.no-sidecars`
-    /// and `.patient` for those variants.
+    /// The output files' name, without extension: `control-plane`, then `.N-proxies` for
+    /// other than the default 1,000, `.no-sidecars` and `.patient` for those variants.
     pub fn stem(&self) -> String {
         let mut stem = String::from("control-plane");
+        if self.proxies != Options::default().proxies {
+            stem.push_str(&format!(".{}-proxies", self.proxies));
+        }
         if !self.mesh.sidecars {
             stem.push_str(".no-sidecars");
         }

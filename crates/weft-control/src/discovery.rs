@@ -1,16 +1,20 @@
 //! The discovery stream's server side: one task per proxy that sends its view's updates in
 //! order and records its acknowledgements.
 
+mod server;
+
 use crate::config::ConfigState;
+use crate::encoded::Encoded;
 use crate::mesh::{ProxyId, Subscription};
 use crate::registrations::withdraw_later;
+use bytes::Bytes;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
-use weft_discovery::discovery::discovery_server::Discovery;
-use weft_discovery::discovery::{proxy_message, Hello, ProxyMessage, Update};
+use tonic::{Request, Status, Streaming};
+use weft_discovery::discovery::{proxy_message, Hello, ProxyMessage};
 use weft_security::cert::CertInfo;
+
+pub use server::DiscoveryServer;
 
 type PeerCerts = Arc<Vec<tonic::transport::CertificateDer<'static>>>;
 
@@ -53,14 +57,13 @@ impl DiscoveryService {
     }
 }
 
-#[tonic::async_trait]
-impl Discovery for DiscoveryService {
-    type StreamStream = ReceiverStream<Result<Update, Status>>;
-
-    async fn stream(
+impl DiscoveryService {
+    /// Checks the proxy's Hello and starts its session; the messages to send come out of
+    /// the receiver, ready-encoded.
+    async fn open(
         &self,
         request: Request<Streaming<ProxyMessage>>,
-    ) -> Result<Response<Self::StreamStream>, Status> {
+    ) -> Result<mpsc::Receiver<Bytes>, Status> {
         let certs = request.peer_certs();
         let mut inbound = request.into_inner();
         let mut hello = match inbound.message().await? {
@@ -91,7 +94,7 @@ impl Discovery for DiscoveryService {
             sent: String::new(),
         };
         tokio::spawn(session.run(hello, inbound));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(rx)
     }
 }
 
@@ -101,7 +104,7 @@ struct Session {
     /// to that identity, without the join token.
     certified: bool,
     id: ProxyId,
-    tx: mpsc::Sender<Result<Update, Status>>,
+    tx: mpsc::Sender<Bytes>,
     /// The version of the last update sent on this stream.
     sent: String,
 }
@@ -119,10 +122,10 @@ impl Session {
             }
             None
         };
-        let mut sub = self.state.mesh().connect(hello, announced.is_some());
+        let (first, mut sub) = self.state.mesh().connect(hello, announced.is_some());
         let stream = sub.stream;
         tracing::info!(proxy = %self.id, "proxy connected");
-        let mut alive = self.send_first(&mut sub).await;
+        let mut alive = self.send_first(first).await;
         while alive {
             tokio::select! {
                 message = inbound.message() => match message {
@@ -130,7 +133,7 @@ impl Session {
                     Ok(None) | Err(_) => alive = false,
                 },
                 update = sub.updates.recv() => alive = match update {
-                    Ok(u) if u.base_version == self.sent => self.send(stream, (*u).clone()).await,
+                    Ok(u) if u.base_version == self.sent => self.send(stream, &u).await,
                     // Fell behind, or an update from before the last full one: start afresh.
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.resync(stream, &mut sub).await,
                     Err(broadcast::error::RecvError::Closed) => self.resync(stream, &mut sub).await,
@@ -162,37 +165,23 @@ impl Session {
         }
     }
 
-    async fn send_first(&mut self, sub: &mut Subscription) -> bool {
-        let first = self.withhold_secrets(std::mem::take(&mut sub.first));
+    async fn send_first(&mut self, first: Arc<Encoded>) -> bool {
         self.sent = first.version.clone();
-        self.tx.send(Ok(first)).await.is_ok()
+        self.tx.send(first.message(self.certified)).await.is_ok()
     }
 
-    async fn send(&mut self, stream: u64, update: Update) -> bool {
+    async fn send(&mut self, stream: u64, update: &Encoded) -> bool {
         self.state.mesh().sent(&self.id, stream, &update.version);
         self.sent = update.version.clone();
-        let update = self.withhold_secrets(update);
-        self.tx.send(Ok(update)).await.is_ok()
-    }
-
-    /// Secrets go only where a workload certificate proved the proxy's namespace, and so
-    /// only over TLS: a proxy on the plaintext port merely claims its namespace.
-    fn withhold_secrets(&self, mut update: Update) -> Update {
-        if !self.certified {
-            let secret = weft_api::Kind::Secret.name();
-            update
-                .resources
-                .retain(|r| r.key.as_ref().is_none_or(|k| k.kind != secret));
-        }
-        update
+        self.tx.send(update.message(self.certified)).await.is_ok()
     }
 
     async fn resync(&mut self, stream: u64, sub: &mut Subscription) -> bool {
         let fresh = self.state.mesh().resubscribe(&self.id, stream, "");
         match fresh {
-            Some(fresh) => {
+            Some((first, fresh)) => {
                 *sub = fresh;
-                self.send_first(sub).await
+                self.send_first(first).await
             }
             // Superseded by a newer stream of the same proxy.
             None => false,

@@ -7,6 +7,7 @@ mod certificates;
 pub mod collector;
 pub mod config;
 mod discovery;
+mod encoded;
 pub mod mesh;
 mod mesh_config;
 pub mod metrics;
@@ -17,6 +18,7 @@ mod views;
 
 pub use certificates::{Review, TokenAuthority};
 use config::ConfigState;
+use discovery::DiscoveryServer;
 use mesh::Mesh;
 use metrics::Metrics;
 use registrations::Registrations;
@@ -25,12 +27,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use store::ConfigSource;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use weft_discovery::admin::admin_server::AdminServer;
 use weft_discovery::ca::istio_certificate_service_server::IstioCertificateServiceServer;
 use weft_discovery::credentials::{self, AdminCredential, CredentialError, Token};
-use weft_discovery::discovery::discovery_server::DiscoveryServer;
 use weft_security::ca::{Ca, CaError, PluggedFiles};
 use weft_security::credential::{self as pod_credential, Issuer, PodClaims};
 
@@ -220,25 +220,28 @@ impl ControlPlane {
         };
         let admin_token = Token::load_or_create(&opts.admin_token_file)?;
         let join_token = Token::load_or_create(&opts.join_token_file)?;
-        let bind = |what: &'static str, addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { what, addr, source })
+        // A burst of proxies (a node's restart) overflows tokio's accept queue of 128.
+        let bind = |what: &'static str, addr: SocketAddr| {
+            weft_discovery::listen::bind(addr).map_err(|source| StartError::Bind {
+                what,
+                addr,
+                source,
+            })
         };
         let ca = Arc::new(opts.load_ca()?);
         let pod_credentials = Arc::new(Issuer::load_or_create(&opts.pod_credential_key_file)?);
         let grpc = match opts.grpc {
-            Some(addr) => Some(bind("plaintext discovery", addr).await?),
+            Some(addr) => Some(bind("plaintext discovery", addr)?),
             None => None,
         };
         let grpc_tls = match opts.grpc_tls {
-            Some(addr) => Some(bind("certificates and discovery over TLS", addr).await?),
+            Some(addr) => Some(bind("certificates and discovery over TLS", addr)?),
             None => None,
         };
         let grpc_tls_addr = grpc_tls.as_ref().map(|l| l.local_addr().expect("bound"));
-        let monitoring = bind("metrics", opts.monitoring).await?;
+        let monitoring = bind("metrics", opts.monitoring)?;
         let zipkin = match opts.zipkin {
-            Some(addr) => Some(bind("the trace collector", addr).await?),
+            Some(addr) => Some(bind("the trace collector", addr)?),
             None => None,
         };
         let zipkin_addr = zipkin.as_ref().map(|l| l.local_addr().expect("bound"));

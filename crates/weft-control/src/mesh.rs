@@ -2,6 +2,7 @@
 //! proxies. Every change goes through [`Mesh::apply`], which works out which views it
 //! touches and broadcasts only their differences.
 
+use crate::encoded::Encoded;
 use crate::metrics::Metrics;
 use crate::objects::{Object, Objects, Source};
 use crate::views::{View, ViewKey};
@@ -11,7 +12,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use weft_api::Kind;
 use weft_discovery::admin::ProxyStatus;
-use weft_discovery::discovery::{Hello, Update};
+use weft_discovery::discovery::Hello;
 use weft_discovery::wire::Key;
 
 /// A proxy is known by namespace and name, as a pod is.
@@ -47,11 +48,10 @@ pub struct ProxyRecord {
     moved: watch::Sender<()>,
 }
 
-/// What a stream needs to serve a proxy: the first update and where the next ones come from.
+/// Where a stream's updates after its first come from.
 pub struct Subscription {
     pub stream: u64,
-    pub first: Update,
-    pub updates: broadcast::Receiver<Arc<Update>>,
+    pub updates: broadcast::Receiver<Arc<Encoded>>,
     pub moved: watch::Receiver<()>,
 }
 
@@ -201,10 +201,6 @@ impl Mesh {
         view
     }
 
-    fn view(&self, key: &ViewKey) -> &View {
-        &self.views[key]
-    }
-
     fn leave(&mut self, key: &ViewKey) {
         if let Some(view) = self.views.get_mut(key) {
             view.members -= 1;
@@ -217,7 +213,7 @@ impl Mesh {
 
     /// Registers a proxy's stream (superseding an older one of the same proxy) and returns
     /// its first update.
-    pub fn connect(&mut self, hello: Hello, registered: bool) -> Subscription {
+    pub fn connect(&mut self, hello: Hello, registered: bool) -> (Arc<Encoded>, Subscription) {
         let id = ProxyId {
             namespace: hello.namespace.clone(),
             name: hello.name.clone(),
@@ -230,7 +226,7 @@ impl Mesh {
         let key = self.view_key(&hello);
         let held = hello.held_version.clone();
         self.join(key.clone());
-        let view = self.view(&key);
+        let view = self.views.get_mut(&key).expect("joined above");
         let first = view.full(&self.objects, &held);
         let updates = view.subscribe();
         self.metrics.views(self.views.len());
@@ -253,28 +249,33 @@ impl Mesh {
             },
         );
         self.connections_changed();
-        Subscription {
+        let sub = Subscription {
             stream,
-            first,
             updates,
             moved: moved_rx,
-        }
+        };
+        (first, sub)
     }
 
     /// A fresh start on the proxy's current view, after falling behind or moving.
-    pub fn resubscribe(&mut self, id: &ProxyId, stream: u64, held: &str) -> Option<Subscription> {
+    pub fn resubscribe(
+        &mut self,
+        id: &ProxyId,
+        stream: u64,
+        held: &str,
+    ) -> Option<(Arc<Encoded>, Subscription)> {
         let record = self.proxies.get(id).filter(|r| r.stream == stream)?;
-        let view = self.views.get(&record.view)?;
+        let view = self.views.get_mut(&record.view)?;
         let first = view.full(&self.objects, held);
         let updates = view.subscribe();
         let moved = record.moved.subscribe();
         self.sent(id, stream, &first.version);
-        Some(Subscription {
+        let sub = Subscription {
             stream,
-            first,
             updates,
             moved,
-        })
+        };
+        Some((first, sub))
     }
 
     pub fn sent(&mut self, id: &ProxyId, stream: u64, version: &str) {
@@ -400,4 +401,55 @@ fn xds_types(changed: &[Key]) -> Vec<&'static str> {
         });
     }
     types.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn change(yaml: &str) -> Change {
+        let loaded = weft_api::load::load_str(yaml, Path::new("test.yaml"));
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        Change {
+            upserts: loaded
+                .resources
+                .into_iter()
+                .map(|r| (Key::of(&r), Object::new(r, Source::Config)))
+                .collect(),
+            removals: vec![],
+        }
+    }
+
+    fn hello(namespace: &str, name: &str) -> Hello {
+        Hello {
+            namespace: namespace.into(),
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    const SERVICE: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: db, namespace: default}\nspec: {hosts: [db.example.com], ports: [{number: 5432, name: tcp, protocol: TCP}], resolution: DNS}\n";
+
+    #[test]
+    fn members_of_a_view_share_one_encoded_snapshot_until_it_changes() {
+        let mut mesh = Mesh::new(Arc::new(Metrics::default()));
+        mesh.apply(change(SERVICE));
+        let (a, _a) = mesh.connect(hello("default", "a"), false);
+        let (b, _b) = mesh.connect(hello("default", "b"), false);
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "one encoding for the view, not one per proxy"
+        );
+        let (other, _other) = mesh.connect(hello("other", "c"), false);
+        assert!(
+            !Arc::ptr_eq(&a, &other),
+            "another namespace is another view"
+        );
+
+        mesh.apply(change(&SERVICE.replace("5432", "5433")));
+        let (c, _c) = mesh.connect(hello("default", "c2"), false);
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_ne!(a.version, c.version);
+    }
 }

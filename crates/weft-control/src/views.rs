@@ -1,7 +1,9 @@
 //! Per-proxy views. What a proxy may see depends only on its namespace and on the Sidecar
 //! that applies to it, so proxies that share both share one [`View`]: its resource set is
-//! computed once and its updates are encoded once and broadcast to every member's stream.
+//! computed once, and its full snapshot and updates are encoded once and shared by every
+//! member's stream.
 
+use crate::encoded::Encoded;
 use crate::objects::{Object, Objects};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -28,7 +30,9 @@ pub struct View {
     /// The Services and ServiceEntries among `entries`: their endpoints are visible too.
     services: HashSet<Key>,
     sum: VersionSum,
-    updates: broadcast::Sender<Arc<Update>>,
+    /// The full snapshot at the current version, once a member has asked for it.
+    full: Option<Arc<Encoded>>,
+    updates: broadcast::Sender<Arc<Encoded>>,
     pub members: usize,
 }
 
@@ -39,6 +43,7 @@ impl View {
             entries: HashMap::new(),
             services: HashSet::new(),
             sum: VersionSum::default(),
+            full: None,
             updates: broadcast::channel(BACKLOG).0,
             members: 0,
         };
@@ -51,31 +56,35 @@ impl View {
         self.sum.version()
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Update>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Encoded>> {
         self.updates.subscribe()
     }
 
     /// Everything the view holds, or `unchanged` if the proxy already holds this version.
-    pub fn full(&self, objects: &Objects, held_version: &str) -> Update {
+    pub fn full(&mut self, objects: &Objects, held_version: &str) -> Arc<Encoded> {
         let version = self.version();
         if held_version == version {
-            return Update {
+            return Arc::new(Encoded::new(Update {
                 version,
                 full: true,
                 unchanged: true,
                 ..Default::default()
-            };
+            }));
         }
-        Update {
-            version,
-            full: true,
-            resources: self
-                .entries
-                .keys()
-                .filter_map(|k| objects.get(k).map(|o| wire::encode(k, o.json.clone())))
-                .collect(),
-            ..Default::default()
-        }
+        let entries = &self.entries;
+        self.full
+            .get_or_insert_with(|| {
+                Arc::new(Encoded::new(Update {
+                    version,
+                    full: true,
+                    resources: entries
+                        .keys()
+                        .filter_map(|k| objects.get(k).map(|o| wire::encode(k, o.json.clone())))
+                        .collect(),
+                    ..Default::default()
+                }))
+            })
+            .clone()
     }
 
     /// The keys of the view's resources, for `weft proxy-config`.
@@ -89,7 +98,7 @@ impl View {
         match self.refresh(objects, changed) {
             Some(update) => {
                 // No receiver is fine: a proxy that connects later gets a full snapshot.
-                let _ = self.updates.send(Arc::new(update));
+                let _ = self.updates.send(Arc::new(Encoded::new(update)));
                 true
             }
             None => false,
@@ -132,6 +141,7 @@ impl View {
         if update.resources.is_empty() && update.removed.is_empty() {
             return None;
         }
+        self.full = None;
         update.version = self.version();
         update.base_version = base_version;
         Some(update)

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod credentials;
+pub mod listen;
 pub mod watch;
 pub mod wire;
 

@@ -85,7 +85,7 @@ async fn reconcile(
     let mut failed = BTreeMap::new();
     for port in new {
         let addr = SocketAddr::new(address, port);
-        match listener::bind(addr) {
+        match weft_discovery::listen::bind(addr) {
             Ok(socket) => {
                 let addr = socket.local_addr().unwrap_or(addr);
                 tracing::info!(%addr, "gateway listener open");

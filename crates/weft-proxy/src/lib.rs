@@ -209,7 +209,11 @@ impl Proxy {
     pub async fn start(opts: ProxyOptions) -> Result<Proxy, StartError> {
         let server = opts.server_header.names()?;
         let bind = |what: &'static str, addr: SocketAddr| {
-            listener::bind(addr).map_err(|source| StartError::Bind { what, addr, source })
+            weft_discovery::listen::bind(addr).map_err(|source| StartError::Bind {
+                what,
+                addr,
+                source,
+            })
         };
         let outbound = bind("outbound capture", opts.outbound)?;
         let inbound = bind("inbound capture", opts.inbound)?;

@@ -1,6 +1,6 @@
 //! Accepting connections on the capture ports and deciding, per connection, how to handle
 //! it: by the destination port's declared protocol, else by sniffing; on a gateway port, by
-//! what its Gateway servers declare. Listeners bind with the system's accept-queue limit.
+//! what its Gateway servers declare.
 
 use crate::http::handle;
 use crate::model::protocol::Protocol;
@@ -19,35 +19,8 @@ use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use weft_api::types::MtlsMode;
-
-/// Binds and listens with the system's `somaxconn` as the accept queue (tokio's
-/// `TcpListener::bind` uses 128, which a burst of connections overflows: the kernel then
-/// drops SYNs and clients wait a retransmission, a second or more).
-pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    // As tokio does: a restarted proxy rebinds while old connections sit in TIME_WAIT.
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(backlog())
-}
-
-/// `net.core.somaxconn` of the proxy's network namespace (the kernel caps any larger
-/// value to it); Linux's default since 5.4 when it cannot be read.
-fn backlog() -> u32 {
-    static BACKLOG: LazyLock<u32> = LazyLock::new(|| {
-        std::fs::read_to_string("/proc/sys/net/core/somaxconn")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(4096)
-    });
-    *BACKLOG
-}
 
 /// One builder for every connection: building one per connection allocated its timers anew.
 static HTTP: LazyLock<auto::Builder<TokioExecutor>> = LazyLock::new(crate::http::server::builder);
