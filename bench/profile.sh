@@ -2,6 +2,8 @@
 # Profiles the client-side Weft proxy of a two-hop pair at saturation (64 connections,
 # HTTP/1.1, 1 KiB) with perf's software clock, and prints the load generator's figures and
 # the hottest symbols and objects. Needs linux-perf (apt-get install linux-perf).
+# LOAD replaces the workload's options: gRPC unary at 1,000 rps is
+# LOAD="--grpc --rate 1000 --authority bench.default.svc.cluster.local:8081".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p weft
@@ -21,7 +23,8 @@ proxy 127.0.0.23 --inbound-target 127.0.0.21:8080
 for addr in 127.0.0.21:8080 127.0.0.22:15021 127.0.0.23:15021; do
   until (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null; do sleep 0.05; done
 done
-"$weft" bench load --target 127.0.0.22:15001 --connections 64 --seconds "${SECONDS_UNDER_LOAD:-14}" > "$dir/load.json" &
+# shellcheck disable=SC2086 # LOAD is a list of options.
+"$weft" bench load --target 127.0.0.22:15001 ${LOAD:---connections 64} --seconds "${SECONDS_UNDER_LOAD:-14}" > "$dir/load.json" &
 load=$!
 sleep 2
 perf record -F 499 -g -o "$dir/perf.data" -p "$client" -- sleep 10 2>/dev/null

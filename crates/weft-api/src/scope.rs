@@ -108,25 +108,44 @@ pub fn egress_admits(
     if sidecar.egress.is_empty() {
         return true;
     }
+    egress_hosts(sidecar).any(|(ns, dns)| {
+        namespace_matches(ns, workload_namespace, resource_namespace)
+            && (dns == "*"
+                || hosts.iter().any(|h| {
+                    host::wildcard_matches(&host::fqdn(dns, resource_namespace), h)
+                        || host::wildcard_matches(h, &host::fqdn(dns, resource_namespace))
+                }))
+    })
+}
+
+/// Whether some egress host of the Sidecar can admit a resource of `resource_namespace`,
+/// whatever its hosts: `false` means [`egress_admits`] is false for every resource there.
+pub fn egress_namespace_admits(
+    sidecar: &Sidecar,
+    workload_namespace: &str,
+    resource_namespace: &str,
+) -> bool {
+    sidecar.egress.is_empty()
+        || egress_hosts(sidecar)
+            .any(|(ns, _)| namespace_matches(ns, workload_namespace, resource_namespace))
+}
+
+/// The egress hosts as (namespace, DNS name).
+fn egress_hosts(sidecar: &Sidecar) -> impl Iterator<Item = (&str, &str)> {
     sidecar
         .egress
         .iter()
         .flat_map(|l| &l.hosts)
         .filter_map(|h| h.split_once('/'))
-        .any(|(ns, dns)| {
-            let namespace_ok = match ns {
-                "*" => true,
-                "~" => false,
-                "." => resource_namespace == workload_namespace,
-                ns => resource_namespace == ns,
-            };
-            namespace_ok
-                && (dns == "*"
-                    || hosts.iter().any(|h| {
-                        host::wildcard_matches(&host::fqdn(dns, resource_namespace), h)
-                            || host::wildcard_matches(h, &host::fqdn(dns, resource_namespace))
-                    }))
-        })
+}
+
+fn namespace_matches(pattern: &str, workload_namespace: &str, resource_namespace: &str) -> bool {
+    match pattern {
+        "*" => true,
+        "~" => false,
+        "." => resource_namespace == workload_namespace,
+        ns => resource_namespace == ns,
+    }
 }
 
 #[cfg(test)]

@@ -241,7 +241,9 @@ impl ConfigState {
         };
         let state = self.clone();
         let (partitions, found, read) = off_the_streams(move || {
-            let mut found: BTreeMap<Key, Resource> = BTreeMap::new();
+            // Objects are made (encoded and digested) here rather than under the mesh's
+            // lock: the watch's first report re-reads everything while proxies connect.
+            let mut found: BTreeMap<Key, Object> = BTreeMap::new();
             let mut read: BTreeSet<PathBuf> = BTreeSet::new();
             for partition in &partitions {
                 let loaded = state.source.read(partition);
@@ -250,7 +252,11 @@ impl ConfigState {
                     Ok(resources) => {
                         broken.remove(partition);
                         read.insert(partition.clone());
-                        found.extend(resources.into_iter().map(|r| (Key::of(&r), r)));
+                        found.extend(
+                            resources
+                                .into_iter()
+                                .map(|r| (Key::of(&r), Object::new(r, Source::Config))),
+                        );
                     }
                     Err(e) => {
                         tracing::error!("{e}");
@@ -282,7 +288,6 @@ impl ConfigState {
             .collect();
         let upserts = found
             .into_iter()
-            .map(|(k, r)| (k, Object::new(r, Source::Config)))
             .filter(|(k, o)| mesh.objects().get(k).is_none_or(|c| c.digest != o.digest))
             .collect();
         let changed = mesh.apply(Change { upserts, removals });

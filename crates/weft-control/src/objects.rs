@@ -70,6 +70,8 @@ pub struct Objects {
     by_selector: HashMap<(String, String, String), BTreeSet<Key>>,
     /// Which Services and ServiceEntries select each WorkloadEntry.
     selected_by: HashMap<Key, Vec<Key>>,
+    /// The WorkloadEntries none selects.
+    unselected: BTreeSet<Key>,
     /// Namespaces whose services changed since the last `settle`.
     unsettled: BTreeSet<String>,
 }
@@ -140,7 +142,7 @@ impl Objects {
         let previous = self.map.insert(key.clone(), object);
         if key.kind == Kind::WorkloadEntry {
             let selected_by = self.find_selecting(&key);
-            self.selected_by.insert(key, selected_by);
+            self.set_selected_by(key, selected_by);
         }
         previous
     }
@@ -148,6 +150,7 @@ impl Objects {
     pub fn remove(&mut self, key: &Key) -> Option<Object> {
         self.unindex_selector(key);
         self.selected_by.remove(key);
+        self.unselected.remove(key);
         if matches!(key.kind, Kind::Service | Kind::ServiceEntry) {
             self.unsettled.insert(key.namespace.clone());
         }
@@ -263,9 +266,23 @@ impl Objects {
             let entries: Vec<Key> = self.workload_entries_in(&ns).cloned().collect();
             for we in entries {
                 let selected_by = self.find_selecting(&we);
-                self.selected_by.insert(we, selected_by);
+                self.set_selected_by(we, selected_by);
             }
         }
+    }
+
+    fn set_selected_by(&mut self, workload_entry: Key, selected_by: Vec<Key>) {
+        if selected_by.is_empty() {
+            self.unselected.insert(workload_entry.clone());
+        } else {
+            self.unselected.remove(&workload_entry);
+        }
+        self.selected_by.insert(workload_entry, selected_by);
+    }
+
+    /// The WorkloadEntries no Service or ServiceEntry selects.
+    pub fn unselected(&self) -> impl Iterator<Item = &Key> {
+        self.unselected.iter()
     }
 
     /// The Services and ServiceEntries whose selectors pick a WorkloadEntry.

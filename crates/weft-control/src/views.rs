@@ -8,6 +8,7 @@ use crate::objects::{Object, Objects};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::broadcast;
+use weft_api::types::Sidecar;
 use weft_api::{scope, Kind, Spec};
 use weft_discovery::discovery::Update;
 use weft_discovery::wire::{self, Key, VersionSum};
@@ -47,8 +48,25 @@ impl View {
             updates: broadcast::channel(BACKLOG).0,
             members: 0,
         };
-        let all: Vec<Key> = objects.keys().cloned().collect();
-        view.refresh(objects, all);
+        // Only what the keys say the view may hold is read, and WorkloadEntries only of
+        // namespaces whose services it sees: a view of a large mesh holds a small part of
+        // it, a thousand proxies connecting at once build every view, and reading every
+        // object for each was memory-bound (a cache miss per object).
+        let sidecar = view.sidecar(objects);
+        for rank in 0..=1 {
+            let keys: Vec<&Key> = objects
+                .keys()
+                .filter(|k| self::rank(k.kind) == rank && view.may_admit(sidecar, k))
+                .collect();
+            view.decide(objects, keys.into_iter(), None);
+        }
+        let namespaces: BTreeSet<String> =
+            view.services.iter().map(|k| k.namespace.clone()).collect();
+        let entries = namespaces
+            .iter()
+            .flat_map(|ns| objects.workload_entries_in(ns))
+            .chain(objects.unselected());
+        view.decide(objects, entries, None);
         view
     }
 
@@ -105,39 +123,13 @@ impl View {
         }
     }
 
-    /// Re-decides whether each of `changed` belongs in the view, Services and ServiceEntries
-    /// first because they decide which WorkloadEntries do.
+    /// Re-decides whether each of `changed` belongs in the view, in `rank` order, and
+    /// returns the difference as an update on top of the version before.
     fn refresh(&mut self, objects: &Objects, mut changed: Vec<Key>) -> Option<Update> {
-        changed.sort_by_key(|k| match k.kind {
-            Kind::Service | Kind::ServiceEntry | Kind::Sidecar => 0,
-            Kind::WorkloadEntry => 2,
-            _ => 1,
-        });
+        changed.sort_by_key(|k| rank(k.kind));
         let base_version = self.version();
         let mut update = Update::default();
-        for key in changed {
-            let wanted = objects.get(&key).filter(|o| self.admits(objects, &key, o));
-            match (wanted, self.entries.get(&key).copied()) {
-                (Some(o), held) if held != Some(o.digest) => {
-                    if let Some(old) = held {
-                        self.sum.remove(old);
-                    }
-                    self.sum.add(o.digest);
-                    self.entries.insert(key.clone(), o.digest);
-                    if matches!(key.kind, Kind::Service | Kind::ServiceEntry) {
-                        self.services.insert(key.clone());
-                    }
-                    update.resources.push(wire::encode(&key, o.json.clone()));
-                }
-                (None, Some(old)) => {
-                    self.sum.remove(old);
-                    self.entries.remove(&key);
-                    self.services.remove(&key);
-                    update.removed.push(key.to_wire());
-                }
-                _ => {}
-            }
-        }
+        self.decide(objects, changed.iter(), Some(&mut update));
         if update.resources.is_empty() && update.removed.is_empty() {
             return None;
         }
@@ -147,16 +139,100 @@ impl View {
         Some(update)
     }
 
+    /// Admits or drops each of `keys`, recording the upserts and removals in `update`.
+    fn decide<'k>(
+        &mut self,
+        objects: &Objects,
+        keys: impl Iterator<Item = &'k Key>,
+        mut update: Option<&mut Update>,
+    ) {
+        let sidecar = self.sidecar(objects);
+        for key in keys {
+            let wanted = objects
+                .get(key)
+                .filter(|o| self.admits(objects, sidecar, key, o));
+            match (wanted, self.entries.get(key).copied()) {
+                (Some(o), held) if held != Some(o.digest) => {
+                    if let Some(old) = held {
+                        self.sum.remove(old);
+                    }
+                    self.sum.add(o.digest);
+                    self.entries.insert(key.clone(), o.digest);
+                    if matches!(key.kind, Kind::Service | Kind::ServiceEntry) {
+                        self.services.insert(key.clone());
+                    }
+                    if let Some(update) = update.as_deref_mut() {
+                        update.resources.push(wire::encode(key, o.json.clone()));
+                    }
+                }
+                (None, Some(old)) => {
+                    self.sum.remove(old);
+                    self.entries.remove(key);
+                    self.services.remove(key);
+                    if let Some(update) = update.as_deref_mut() {
+                        update.removed.push(key.to_wire());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The Sidecar the view is built on.
+    fn sidecar<'o>(&self, objects: &'o Objects) -> Option<&'o Sidecar> {
+        let object = self.key.sidecar.as_ref().and_then(|k| objects.get(k))?;
+        match &object.resource.spec {
+            Spec::Sidecar(sc) => Some(sc),
+            _ => None,
+        }
+    }
+
+    /// What the key alone decides of [`View::admits`]: whether the view may hold an object
+    /// of that kind and namespace.
+    fn may_admit(&self, sidecar: Option<&Sidecar>, key: &Key) -> bool {
+        let (namespace, own) = (key.namespace.as_str(), self.key.namespace.as_str());
+        match key.kind {
+            Kind::Service | Kind::ServiceEntry | Kind::VirtualService | Kind::DestinationRule => {
+                sidecar.is_none_or(|sc| scope::egress_namespace_admits(sc, own, namespace))
+            }
+            // Policies apply to workloads of their own namespace, or mesh-wide from the root.
+            Kind::Sidecar
+            | Kind::Telemetry
+            | Kind::AuthorizationPolicy
+            | Kind::RequestAuthentication => namespace == own || namespace == scope::ROOT_NAMESPACE,
+            // Istio's SDS gives a gateway the secrets of its own namespace only.
+            Kind::Secret => namespace == own,
+            // Every namespace's PeerAuthentications: a client reads the destination's to
+            // know whether it takes mTLS (a DISABLE policy there means plaintext).
+            Kind::WorkloadEntry | Kind::Gateway | Kind::ConfigMap | Kind::PeerAuthentication => {
+                true
+            }
+        }
+    }
+
     /// Whether a proxy of this view needs `object`: Istio's `exportTo`, the Sidecar's egress
-    /// hosts, endpoints of visible services and workloads of none, the Sidecars that may apply to it, Gateways.
-    fn admits(&self, objects: &Objects, key: &Key, object: &Object) -> bool {
+    /// hosts, endpoints of visible services and workloads of none, the Sidecars that may
+    /// apply to it, Gateways.
+    fn admits(
+        &self,
+        objects: &Objects,
+        sidecar: Option<&Sidecar>,
+        key: &Key,
+        object: &Object,
+    ) -> bool {
+        if !self.may_admit(sidecar, key) {
+            return false;
+        }
         let r = &object.resource;
         match &r.spec {
             Spec::Service(_)
             | Spec::ServiceEntry(_)
             | Spec::VirtualService(_)
             | Spec::DestinationRule(_) => {
-                scope::exported_to(r, &self.key.namespace) && self.egress_admits(objects, object)
+                scope::exported_to(r, &self.key.namespace)
+                    && sidecar.is_none_or(|sc| {
+                        scope::egress_admits(sc, &self.key.namespace, r.namespace(), &object.hosts)
+                    })
             }
             // One no service selects goes to every view: a destination names such a caller
             // by its address, as TCP carries no peer metadata.
@@ -164,35 +240,124 @@ impl View {
                 let selecting = objects.selecting(key);
                 selecting.is_empty() || selecting.iter().any(|s| self.services.contains(s))
             }
-            // Policies apply to workloads of their own namespace, or mesh-wide from the root.
-            Spec::Sidecar(_)
-            | Spec::Telemetry(_)
-            | Spec::AuthorizationPolicy(_)
-            | Spec::RequestAuthentication(_) => {
-                r.namespace() == self.key.namespace || r.namespace() == scope::ROOT_NAMESPACE
-            }
-            // Every namespace's: a client reads the destination's to know whether it takes
-            // mTLS (a DISABLE policy there means plaintext).
-            Spec::Gateway(_) | Spec::MeshConfig(_) | Spec::PeerAuthentication(_) => true,
-            // Istio's SDS gives a gateway the secrets of its own namespace only; here only
-            // those its Gateways name, and the discovery stream sends them only to a proxy
-            // whose certificate proves that namespace.
-            Spec::Secret(_) => {
-                r.namespace() == self.key.namespace && self.key.credentials.contains(r.name())
-            }
-        }
-    }
-
-    fn egress_admits(&self, objects: &Objects, object: &Object) -> bool {
-        let sidecar = self.key.sidecar.as_ref().and_then(|k| objects.get(k));
-        match sidecar.map(|o| &o.resource.spec) {
-            Some(Spec::Sidecar(sc)) => scope::egress_admits(
-                sc,
-                &self.key.namespace,
-                object.resource.namespace(),
-                &object.hosts,
-            ),
+            // Only those its Gateways name, and the discovery stream sends them only to a
+            // proxy whose certificate proves that namespace.
+            Spec::Secret(_) => self.key.credentials.contains(r.name()),
             _ => true,
         }
+    }
+}
+
+/// Services, ServiceEntries and Sidecars are decided first, because they decide which
+/// WorkloadEntries are, which come last.
+fn rank(kind: Kind) -> u8 {
+    match kind {
+        Kind::Service | Kind::ServiceEntry | Kind::Sidecar => 0,
+        Kind::WorkloadEntry => 2,
+        _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::Source;
+    use std::path::Path;
+
+    fn objects(yaml: &str) -> Objects {
+        let loaded = weft_api::load::load_str(yaml, Path::new("test.yaml"));
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        let mut objects = Objects::default();
+        for r in loaded.resources {
+            objects.insert(Key::of(&r), Object::new(r, Source::Config));
+        }
+        objects.settle();
+        objects
+    }
+
+    const MESH: &str = "
+apiVersion: v1
+kind: Service
+metadata: {name: a, namespace: one}
+spec: {selector: {app: a}, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: b, namespace: two}
+spec: {selector: {app: b}, ports: [{name: http, port: 80}]}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: a-1, namespace: one}
+spec: {address: 10.0.0.1, labels: {app: a}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: b-1, namespace: two}
+spec: {address: 10.0.0.2, labels: {app: b}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: loner, namespace: two}
+spec: {address: 10.0.0.3, labels: {app: nobody}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: b, namespace: two}
+spec: {hosts: [b], http: [{route: [{destination: {host: b}}]}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: one}
+spec: {egress: [{hosts: [./*, istio-system/*]}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny, namespace: two}
+spec: {}
+";
+
+    #[test]
+    fn building_a_view_admits_what_deciding_every_object_does() {
+        let objects = objects(MESH);
+        let sidecar = Key {
+            kind: Kind::Sidecar,
+            namespace: "one".into(),
+            name: "default".into(),
+        };
+        for (namespace, sidecar) in [("one", Some(sidecar)), ("two", None)] {
+            let key = ViewKey {
+                namespace: namespace.into(),
+                sidecar,
+                credentials: BTreeSet::new(),
+            };
+            let built = View::build(key.clone(), &objects);
+            let mut every = View::build(key, &Objects::default());
+            every.refresh(&objects, objects.keys().cloned().collect());
+            let names = |v: &View| {
+                let mut keys: Vec<String> = v.keys().map(ToString::to_string).collect();
+                keys.sort();
+                keys
+            };
+            assert_eq!(names(&built), names(&every), "namespace {namespace}");
+            assert_eq!(built.version(), every.version());
+        }
+        // The Sidecar scopes namespace one to itself, but a workload no service selects
+        // goes everywhere.
+        let one = View::build(
+            ViewKey {
+                namespace: "one".into(),
+                sidecar: Some(Key {
+                    kind: Kind::Sidecar,
+                    namespace: "one".into(),
+                    name: "default".into(),
+                }),
+                credentials: BTreeSet::new(),
+            },
+            &objects,
+        );
+        let mut held: Vec<String> = one.keys().map(|k| k.name.clone()).collect();
+        held.sort();
+        assert_eq!(held, ["a", "a-1", "default", "loner"]);
     }
 }
