@@ -210,7 +210,7 @@ enum BenchCommand {
         workers: usize,
     },
     /// Simulated proxies against a `weft control` process: full-snapshot time, endpoint
-    /// change convergence, its CPU and peak RSS; writes control-plane.md and .json.
+    /// change convergence, its CPU and peak RSS; writes control-plane[.N-proxies][.no-sidecars][.patient][.kubernetes].md and .json.
     ControlPlane {
         #[arg(long, default_value_t = 1000)]
         proxies: usize,

@@ -667,7 +667,8 @@ async fn the_control_plane_benchmark_measures_endpoint_slice_changes_through_the
     assert!(status.success(), "{stdout}{err}");
     assert!(stdout.contains("EndpointSlice write alone"), "{stdout}");
     let results: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.path().join("control-plane.kubernetes.json")).unwrap(),
+        &std::fs::read_to_string(out.path().join("control-plane.10-proxies.kubernetes.json"))
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(results["snapshot"]["synced"], 10, "{results:#}");
