@@ -25,10 +25,15 @@ pub struct Workload {
     pub protocol: Protocol,
     pub mode: Mode,
     pub connections: usize,
+    /// 2: client-side proxy, server-side proxy, upstream; 1: server-side proxy, upstream.
+    pub hops: usize,
 }
 
+/// How many idle connections a proxy holds when its memory per connection is measured.
+pub const IDLE_CONNECTIONS: usize = 1000;
+
 /// Istio's published set-up (1 KiB at 1,000 rps over 16 connections), saturation over 64
-/// connections, and gRPC unary.
+/// connections, gRPC unary, and one hop at saturation (issue 14's wrk shape).
 pub fn workloads(rate: u32) -> Vec<Workload> {
     vec![
         Workload {
@@ -36,18 +41,28 @@ pub fn workloads(rate: u32) -> Vec<Workload> {
             protocol: Protocol::Http1,
             mode: Mode::OpenLoop { rate },
             connections: 16,
+            hops: 2,
         },
         Workload {
             name: "http1-1kib-saturation",
             protocol: Protocol::Http1,
             mode: Mode::ClosedLoop,
             connections: 64,
+            hops: 2,
         },
         Workload {
             name: "grpc-unary-open-loop",
             protocol: Protocol::GrpcUnary,
             mode: Mode::OpenLoop { rate },
             connections: 16,
+            hops: 2,
+        },
+        Workload {
+            name: "http1-1kib-one-hop",
+            protocol: Protocol::Http1,
+            mode: Mode::ClosedLoop,
+            connections: 64,
+            hops: 1,
         },
     ]
 }
@@ -74,6 +89,9 @@ pub struct Results {
     pub measurements: Vec<Measurement>,
     /// Peak RSS of each proxy process over the whole run, MiB.
     pub peak_rss_mib: Vec<(&'static str, f64)>,
+    /// Growth of the client-side proxy's RSS per idle downstream connection, KiB, by
+    /// plaintext variant; measured after the peak RSS was read.
+    pub idle_connection_kib: Vec<(&'static str, f64)>,
     pub envoy: Option<String>,
 }
 
@@ -89,18 +107,62 @@ pub enum CompareError {
     NotMtls(String),
 }
 
-fn variants(t: &Topology) -> Vec<(&'static str, SocketAddr, Vec<&Process>)> {
+/// What a workload runs against: the upstream directly, then each pair; one hop goes to a
+/// plaintext pair's server side (the load generator holds no workload certificate).
+fn variants(t: &Topology, hops: usize) -> Vec<(&'static str, SocketAddr, Vec<&Process>)> {
     let mut v = vec![(
         "direct",
         topology::UPSTREAM.parse().expect("valid address"),
         Vec::new(),
     )];
-    v.extend(
-        t.pairs
-            .iter()
-            .map(|p| (p.variant, p.entry, p.proxies.iter().collect())),
-    );
+    for p in &t.pairs {
+        if hops == 2 {
+            v.push((p.variant, p.entry, p.proxies.iter().collect()));
+        } else if !p.variant.ends_with("-mtls") {
+            v.push((p.variant, p.server, vec![&p.proxies[1]]));
+        }
+    }
     v
+}
+
+/// RSS once it has stopped moving: two readings 200 ms apart within 64 KiB, or the last
+/// of 25 readings (the allocators return freed pages on their own schedules).
+async fn settled_rss_kib(pid: u32) -> Result<f64, procfs::ProcError> {
+    let mut last = procfs::rss_mib(pid)? * 1024.0;
+    for _ in 0..25 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = procfs::rss_mib(pid)? * 1024.0;
+        if (now - last).abs() <= 64.0 {
+            return Ok(now);
+        }
+        last = now;
+    }
+    Ok(last)
+}
+
+/// RSS growth of `proxy` per connection while it holds [`IDLE_CONNECTIONS`] idle ones, KiB.
+async fn idle_connection_kib(load: &Load, proxy: &Process) -> Result<f64, CompareError> {
+    let before = settled_rss_kib(proxy.pid()).await?;
+    let idle = load::open_idle(&Load {
+        connections: IDLE_CONNECTIONS,
+        ..load.clone()
+    })
+    .await?;
+    let after = settled_rss_kib(proxy.pid()).await?;
+    drop(idle);
+    Ok((after - before) / IDLE_CONNECTIONS as f64)
+}
+
+fn http1_load(target: SocketAddr, mode: Mode, connections: usize) -> Load {
+    Load {
+        target,
+        authority: AUTHORITY.to_string(),
+        path: "/bench/1kib".into(),
+        protocol: Protocol::Http1,
+        mode,
+        connections,
+        duration: Duration::from_secs(1),
+    }
 }
 
 pub async fn run(opts: &Options) -> Result<Results, CompareError> {
@@ -115,21 +177,15 @@ pub async fn run(opts: &Options) -> Result<Results, CompareError> {
     .await?;
     let mut measurements = Vec::new();
     for w in workloads(opts.rate) {
-        for (variant, target, proxies) in variants(&t) {
-            let load = Load {
-                target,
-                authority: match w.protocol {
-                    Protocol::Http1 => AUTHORITY.to_string(),
-                    Protocol::GrpcUnary => AUTHORITY.replace(":8080", ":8081"),
+        for (variant, target, proxies) in variants(&t, w.hops) {
+            let load = match w.protocol {
+                Protocol::Http1 => http1_load(target, w.mode, w.connections),
+                Protocol::GrpcUnary => Load {
+                    authority: AUTHORITY.replace(":8080", ":8081"),
+                    path: "/weft.bench.Bench/Unary".into(),
+                    protocol: w.protocol,
+                    ..http1_load(target, w.mode, w.connections)
                 },
-                path: match w.protocol {
-                    Protocol::Http1 => "/bench/1kib".into(),
-                    Protocol::GrpcUnary => "/weft.bench.Bench/Unary".into(),
-                },
-                protocol: w.protocol,
-                mode: w.mode,
-                connections: w.connections,
-                duration: Duration::from_secs(1),
             };
             // Warm up connection pools and allocators, then measure.
             load::run(&load).await?;
@@ -175,11 +231,22 @@ pub async fn run(opts: &Options) -> Result<Results, CompareError> {
     for p in t.pairs.iter().flat_map(|pair| &pair.proxies) {
         peak_rss_mib.push((p.name, procfs::peak_rss_mib(p.pid())?));
     }
+    let mut idle = Vec::new();
+    for pair in t.pairs.iter().filter(|p| !p.variant.ends_with("-mtls")) {
+        let load = http1_load(pair.entry, Mode::ClosedLoop, 1);
+        let kib = idle_connection_kib(&load, &pair.proxies[0]).await?;
+        eprintln!(
+            "{:<24} {:<7} {kib:>6.1} KiB per idle downstream connection",
+            "idle-connections", pair.variant
+        );
+        idle.push((pair.variant, kib));
+    }
     Ok(Results {
         workers: opts.workers,
         duration_seconds: opts.duration.as_secs_f64(),
         measurements,
         peak_rss_mib,
+        idle_connection_kib: idle,
         envoy: opts.envoy_bin.as_ref().map(|p| p.display().to_string()),
     })
 }

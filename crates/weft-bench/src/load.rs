@@ -136,6 +136,28 @@ impl Sender {
     }
 }
 
+/// `load.connections` kept-alive connections that each carried one request and now sit
+/// idle, held open until dropped.
+pub struct Idle {
+    _senders: Vec<Sender>,
+}
+
+/// Opens the idle connections of [`Idle`], one request on each, one connection at a time.
+pub async fn open_idle(load: &Load) -> Result<Idle, LoadError> {
+    let mut senders = Vec::with_capacity(load.connections);
+    for _ in 0..load.connections {
+        let mut sender = Sender::connect(load).await?;
+        if !sender.call(load).await {
+            return Err(LoadError::Connect(
+                load.target,
+                "the first request on an idle connection failed".into(),
+            ));
+        }
+        senders.push(sender);
+    }
+    Ok(Idle { _senders: senders })
+}
+
 /// Runs `load` and reports its percentiles.
 pub async fn run(load: &Load) -> Result<Outcome, LoadError> {
     let mut senders = Vec::with_capacity(load.connections);

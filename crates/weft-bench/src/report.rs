@@ -1,7 +1,7 @@
 //! Writing results: `results.json` (everything), `results.md` (tables, ratios, goals) and
 //! `latency.svg` (latency by percentile, one panel per workload).
 
-use crate::compare::{workloads, Measurement, Results};
+use crate::compare::{workloads, Measurement, Results, IDLE_CONNECTIONS};
 use std::fmt::Write;
 use std::path::Path;
 
@@ -56,7 +56,7 @@ pub fn markdown(r: &Results, rate: u32) -> String {
     let _ = writeln!(md, "# Weft, Envoy and a direct connection, side by side\n");
     let _ = writeln!(
         md,
-        "Each proxy variant is two hops (client-side and server-side proxy), {} worker threads per proxy, {:.0} s per measurement after a 1 s warm-up; variants interleaved per workload. Latency in µs from the intended send time (open loop) or the send time (closed loop); CPU from /proc, both proxies of a pair summed.\n",
+        "Each proxy variant is two hops (client-side and server-side proxy) except in the one-hop workload (the server side alone), {} worker threads per proxy, {:.0} s per measurement after a 1 s warm-up; variants interleaved per workload. Latency in µs from the intended send time (open loop) or the send time (closed loop); CPU from /proc, both proxies of a pair summed.\n",
         r.workers, r.duration_seconds
     );
     for w in workloads(rate) {
@@ -166,51 +166,171 @@ fn tls_cost(r: &Results, rate: u32) -> String {
     md
 }
 
-/// The issue's goals, each with what this run measured: with mTLS between the hops when
-/// the run has it, as the goals are stated.
+/// One row of the goals table: the figure, its target, what was measured, and whether the
+/// target was met (`None` when the run lacks what the figure needs).
+struct Goal {
+    figure: String,
+    target: String,
+    measured: String,
+    met: Option<bool>,
+}
+
+/// A Weft/Envoy ratio's bound.
+#[derive(Clone, Copy)]
+enum Bound {
+    AtMost(f64),
+    AtLeast(f64),
+}
+
+fn ratio_goal(figure: String, weft: f64, envoy: f64, bound: Bound) -> Goal {
+    let r = weft / envoy;
+    let (target, met) = match bound {
+        Bound::AtMost(m) => (format!("≤ {m}×"), r <= m),
+        Bound::AtLeast(m) => (format!("≥ {m}×"), r >= m),
+    };
+    Goal {
+        figure,
+        target,
+        measured: format!("{} ({weft:.1} / {envoy:.1})", ratio(weft, envoy)),
+        met: (envoy > 0.0).then_some(met),
+    }
+}
+
+/// Issue 14's goals, each with what this run measured: with mTLS between the hops when
+/// the run has it, as the goals are stated; one hop and idle connections in plaintext
+/// (the load generator holds no workload certificate).
 fn goals(r: &Results, rate: u32) -> String {
     let w = workloads(rate);
-    let (open, saturation) = (w[0].name, w[1].name);
+    let (open, saturation, grpc, one_hop) = (w[0].name, w[1].name, w[2].name, w[3].name);
     let (weft_variant, envoy_variant, how) = if find(r, open, "envoy-mtls").is_some() {
         ("weft-mtls", "envoy-mtls", "with mTLS")
     } else {
         ("weft", "envoy", "plaintext")
     };
     let mut md = format!(
-        "## Goals ({how})\n\n| goal | target | measured Weft/Envoy |\n| --- | --- | ---: |\n"
+        "## Goals ({how}; one hop and idle connections plaintext)\n\n| figure | goal | measured, Weft/Envoy (Weft / Envoy) | met |\n| --- | --- | --- | --- |\n"
     );
-    let (Some(d), Some(weft), Some(envoy)) = (
-        find(r, open, "direct"),
-        find(r, open, weft_variant),
-        find(r, open, envoy_variant),
-    ) else {
-        md.push_str("| (Envoy not run) | | |\n");
-        return md;
+    let pair = |workload: &str, weft: &str, envoy: &str| {
+        Some((
+            find(r, workload, "direct")?,
+            find(r, workload, weft)?,
+            find(r, workload, envoy)?,
+        ))
     };
-    let add = |m: &Measurement| (m.outcome.p99_us as f64 - d.outcome.p99_us as f64).max(1.0);
-    let _ = writeln!(
-        md,
-        "| added p99 latency ({open}) | ≤ 0.5× | {} |",
-        ratio(add(weft), add(envoy))
-    );
-    let _ = writeln!(
-        md,
-        "| CPU per request ({open}) | ≤ 0.5× | {} |",
-        ratio(cpu_per_1000(weft), cpu_per_1000(envoy))
-    );
-    let _ = writeln!(
-        md,
-        "| peak RSS per proxy | ≤ 0.25× | {} |",
-        ratio(rss(r, weft_variant), rss(r, envoy_variant))
-    );
-    if let (Some(ws), Some(es)) = (
-        find(r, saturation, weft_variant),
-        find(r, saturation, envoy_variant),
-    ) {
+    let mut rows = Vec::new();
+    if let Some((d, weft, envoy)) = pair(open, weft_variant, envoy_variant) {
+        let added = |m: &Measurement, at: fn(&crate::load::Outcome) -> u64| {
+            (at(&m.outcome) as f64 - at(&d.outcome) as f64).max(1.0)
+        };
+        rows.push(ratio_goal(
+            format!("CPU ms / 1,000 requests, two hops, {open}"),
+            cpu_per_1000(weft),
+            cpu_per_1000(envoy),
+            Bound::AtMost(0.5),
+        ));
+        rows.push(ratio_goal(
+            format!("added p99 µs, {open}"),
+            added(weft, |o| o.p99_us),
+            added(envoy, |o| o.p99_us),
+            Bound::AtMost(0.5),
+        ));
+        rows.push(ratio_goal(
+            format!("added p99.9 µs, {open}"),
+            added(weft, |o| o.p999_us),
+            added(envoy, |o| o.p999_us),
+            Bound::AtMost(0.7),
+        ));
+    }
+    if let Some((_, weft, envoy)) = pair(saturation, weft_variant, envoy_variant) {
+        rows.push(ratio_goal(
+            format!("CPU ms / 1,000 requests, two hops, {saturation}"),
+            cpu_per_1000(weft),
+            cpu_per_1000(envoy),
+            Bound::AtMost(0.5),
+        ));
+        rows.push(ratio_goal(
+            format!("req/s, two hops, {saturation}"),
+            weft.outcome.throughput,
+            envoy.outcome.throughput,
+            Bound::AtLeast(1.5),
+        ));
+    }
+    if let Some((_, weft, envoy)) = pair(grpc, weft_variant, envoy_variant) {
+        rows.push(ratio_goal(
+            format!("CPU ms / 1,000 requests, {grpc}"),
+            cpu_per_1000(weft),
+            cpu_per_1000(envoy),
+            Bound::AtMost(0.5),
+        ));
+    }
+    let (weft_rss, envoy_rss) = (rss(r, weft_variant), rss(r, envoy_variant));
+    if weft_rss > 0.0 {
+        rows.push(Goal {
+            figure: "peak RSS per sidecar, MiB".into(),
+            target: "≤ 15 MiB (≤ 0.25×)".into(),
+            measured: format!(
+                "{weft_rss:.1} MiB, {} of {envoy_rss:.1}",
+                ratio(weft_rss, envoy_rss)
+            ),
+            met: Some(weft_rss <= 15.0),
+        });
+    }
+    if let Some((_, weft, envoy)) = pair(one_hop, "weft", "envoy") {
+        rows.push(ratio_goal(
+            format!("CPU ms / 1,000 requests, {one_hop}"),
+            cpu_per_1000(weft),
+            cpu_per_1000(envoy),
+            Bound::AtMost(0.5),
+        ));
+        rows.push(ratio_goal(
+            format!("req/s, {one_hop}"),
+            weft.outcome.throughput,
+            envoy.outcome.throughput,
+            Bound::AtLeast(1.5),
+        ));
+        let peak = |name: &str| {
+            r.peak_rss_mib
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(0.0, |(_, m)| *m)
+        };
+        rows.push(ratio_goal(
+            format!("peak RSS MiB, {one_hop} (the server side)"),
+            peak("weft-server"),
+            peak("envoy-server"),
+            Bound::AtMost(0.25),
+        ));
+    }
+    let idle = |variant: &str| {
+        r.idle_connection_kib
+            .iter()
+            .find(|(v, _)| *v == variant)
+            .map(|(_, k)| *k)
+    };
+    if let Some(weft) = idle("weft") {
+        rows.push(Goal {
+            figure: format!("KiB per idle downstream connection ({IDLE_CONNECTIONS} held)"),
+            target: "≤ 8 KiB".into(),
+            measured: match idle("envoy") {
+                Some(envoy) => format!("{weft:.1} KiB, {} of {envoy:.1}", ratio(weft, envoy)),
+                None => format!("{weft:.1} KiB"),
+            },
+            met: Some(weft <= 8.0),
+        });
+    }
+    if rows.is_empty() {
+        md.push_str("| (Envoy not run) | | | |\n");
+    }
+    for g in rows {
+        let met = match g.met {
+            Some(true) => "met",
+            Some(false) => "not met",
+            None => "–",
+        };
         let _ = writeln!(
             md,
-            "| max throughput, two hops ({saturation}) | ≥ 1.5× | {} |",
-            ratio(ws.outcome.throughput, es.outcome.throughput)
+            "| {} | {} | {} | {met} |",
+            g.figure, g.target, g.measured
         );
     }
     md
@@ -369,8 +489,10 @@ mod tests {
             measurements.push(measurement(w.name, "direct", 200, 0.0, 100_000.0));
             measurements.push(measurement(w.name, "weft", 400, 10.0, 30_000.0));
             measurements.push(measurement(w.name, "envoy", 600, 40.0, 10_000.0));
-            measurements.push(measurement(w.name, "weft-mtls", 500, 15.0, 25_000.0));
-            measurements.push(measurement(w.name, "envoy-mtls", 800, 50.0, 8_000.0));
+            if w.hops == 2 {
+                measurements.push(measurement(w.name, "weft-mtls", 500, 15.0, 25_000.0));
+                measurements.push(measurement(w.name, "envoy-mtls", 800, 50.0, 8_000.0));
+            }
         }
         let r = Results {
             workers: 2,
@@ -381,7 +503,10 @@ mod tests {
                 ("envoy-client", 64.0),
                 ("weft-mtls-client", 18.0),
                 ("envoy-mtls-client", 72.0),
+                ("weft-server", 14.0),
+                ("envoy-server", 70.0),
             ],
+            idle_connection_kib: vec![("weft", 6.5), ("envoy", 13.0)],
             envoy: Some("envoy".into()),
         };
         let md = markdown(&r, 1000);
@@ -397,11 +522,17 @@ mod tests {
             "{md}"
         );
         // The goals are read with mTLS, as they are stated.
-        assert!(md.contains("## Goals (with mTLS)"), "{md}");
-        assert!(
-            md.contains("| peak RSS per proxy | ≤ 0.25× | 0.25× |"),
-            "{md}"
-        );
+        assert!(md.contains("## Goals (with mTLS;"), "{md}");
+        for row in [
+            "| CPU ms / 1,000 requests, two hops, http1-1kib-open-loop | ≤ 0.5× | 0.30× (30.0 / 100.0) | met |",
+            "| added p99.9 µs, http1-1kib-open-loop | ≤ 0.7× | 0.50× (600.0 / 1200.0) | met |",
+            "| peak RSS per sidecar, MiB | ≤ 15 MiB (≤ 0.25×) | 18.0 MiB, 0.25× of 72.0 | not met |",
+            "| req/s, http1-1kib-one-hop | ≥ 1.5× | 3.00× (30000.0 / 10000.0) | met |",
+            "| peak RSS MiB, http1-1kib-one-hop (the server side) | ≤ 0.25× | 0.20× (14.0 / 70.0) | met |",
+            "| KiB per idle downstream connection (1000 held) | ≤ 8 KiB | 6.5 KiB, 0.50× of 13.0 | met |",
+        ] {
+            assert!(md.contains(row), "{row} in {md}");
+        }
         assert!(
             md.contains(
                 "| http1-1kib-open-loop | weft | +10.0 (20.0 → 30.0) | +100 | 30000 → 25000 |"
@@ -415,6 +546,6 @@ mod tests {
             "{md}"
         );
         let svg = svg(&r, 1000);
-        assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 15);
+        assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 18);
     }
 }

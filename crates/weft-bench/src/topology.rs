@@ -361,6 +361,8 @@ pub struct Pair {
     /// `weft`, `envoy`, `weft-mtls`, `envoy-mtls`.
     pub variant: &'static str,
     pub entry: SocketAddr,
+    /// The server-side proxy's listener, where a one-hop load goes.
+    pub server: SocketAddr,
     pub proxies: [Process; 2],
 }
 
@@ -475,6 +477,7 @@ pub async fn start(
         Pair {
             variant: "weft",
             entry: entry(WEFT_CLIENT, 15001),
+            server: entry(WEFT_SERVER, 15006),
             proxies: [
                 weft("weft-client", WEFT_CLIENT, "weft-config", None, None)?,
                 weft(
@@ -489,6 +492,7 @@ pub async fn start(
         Pair {
             variant: "weft-mtls",
             entry: entry(WEFT_MTLS_CLIENT, 15001),
+            server: entry(WEFT_MTLS_SERVER, 15006),
             proxies: [
                 weft(
                     "weft-mtls-client",
@@ -557,6 +561,7 @@ pub async fn start(
             pairs.push(Pair {
                 variant,
                 entry: entry(client_ip, 10000),
+                server: entry(server_ip, 10001),
                 proxies: [client, server],
             });
         }
@@ -564,19 +569,8 @@ pub async fn start(
     wait_listening("upstream", UPSTREAM, dir).await?;
     wait_listening("collector", &format!("{COLLECTOR}:9411"), dir).await?;
     for pair in &pairs {
-        let server_port = if pair.variant.starts_with("weft") {
-            15006
-        } else {
-            10001
-        };
         wait_listening(pair.proxies[0].name, &pair.entry.to_string(), dir).await?;
-        let server = pair_server(pair.variant);
-        wait_listening(
-            pair.proxies[1].name,
-            &format!("{server}:{server_port}"),
-            dir,
-        )
-        .await?;
+        wait_listening(pair.proxies[1].name, &pair.server.to_string(), dir).await?;
     }
     Ok(Topology {
         upstream,
@@ -590,7 +584,7 @@ pub async fn start(
 pub async fn check_mtls(t: &Topology) -> Result<(), crate::compare::CompareError> {
     use crate::compare::CompareError::NotMtls;
     for pair in &t.pairs {
-        let server = pair_server(pair.variant);
+        let server = pair.server.ip();
         let (addr, path, wanted) = match pair.variant {
             "weft-mtls" => (
                 format!("{server}:15020"),
@@ -625,14 +619,4 @@ pub async fn check_mtls(t: &Topology) -> Result<(), crate::compare::CompareError
 
 fn entry(ip: &str, port: u16) -> SocketAddr {
     format!("{ip}:{port}").parse().expect("valid address")
-}
-
-/// The server side's address of a variant.
-fn pair_server(variant: &str) -> &'static str {
-    match variant {
-        "weft" => WEFT_SERVER,
-        "weft-mtls" => WEFT_MTLS_SERVER,
-        "envoy" => ENVOY_SERVER,
-        _ => ENVOY_MTLS_SERVER,
-    }
 }

@@ -61,3 +61,39 @@ async fn closed_loop_saturates_and_counts_failures() {
         .await
         .is_err());
 }
+
+/// Connections from this process to `addr` that are established, from /proc/net/tcp.
+fn established_to(addr: std::net::SocketAddrV4) -> usize {
+    let ip = u32::from_le_bytes(addr.ip().octets());
+    let remote = format!("{ip:08X}:{:04X}", addr.port());
+    std::fs::read_to_string("/proc/self/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(2) == Some(&remote.as_str()) && f.get(3) == Some(&"01")
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_stay_open_until_dropped() {
+    let target = upstream("127.0.0.34:8080").await;
+    let std::net::SocketAddr::V4(v4) = target else {
+        unreachable!()
+    };
+    let idle = weft_bench::load::open_idle(&Load {
+        connections: 50,
+        ..load(target, Protocol::Http1, Mode::ClosedLoop)
+    })
+    .await
+    .unwrap();
+    assert_eq!(established_to(v4), 50);
+    drop(idle);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while established_to(v4) > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "still open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
