@@ -53,9 +53,10 @@ count() {
   out=$(grep -l "^desc: Trigger: .*dump $name\$" "$dir"/callgrind.out.* | head -1)
   requests=$(sed -n 's/.*"requests": \([0-9]*\).*/\1/p' "$dir/$name.json")
   errors=$(sed -n 's/.*"errors": \([0-9]*\).*/\1/p' "$dir/$name.json")
-  ir=$(callgrind_annotate "$out" | sed -n 's/^ *\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d ,)
+  callgrind_annotate "$out" > "$dir/$name.annotated" 2>/dev/null
+  ir=$(sed -n 's/^ *\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' "$dir/$name.annotated" | tr -d ,)
   echo "$name: $((ir / (requests + errors))) instructions per request ($requests requests, $errors errors, $ir instructions)"
-  callgrind_annotate "$out" 2>/dev/null | sed -n '/^Ir/,$p' | head -24 > "$dir/$name.top"
+  sed -n '/^Ir/,$p' "$dir/$name.annotated" | sed -n 1,24p > "$dir/$name.top"
 }
 count http1 "${http1[@]}"
 count grpc "${grpc[@]}"

@@ -4,6 +4,7 @@
 
 use crate::model::Snapshot;
 use crate::transport::conn::Direction;
+use crate::workers::Workers;
 use crate::{listener, Shared, StartError};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -38,7 +39,7 @@ pub struct GatewayListeners {
 
 /// Follows the config store: after each applied version, closes the ports it no longer has,
 /// opens the ones it has, and reports the result in the store's status.
-pub(crate) async fn manage(shared: Arc<Shared>, options: GatewayOptions) {
+pub(crate) async fn manage(shared: Arc<Shared>, options: GatewayOptions, workers: Workers) {
     let mut status = shared.config.subscribe();
     let mut open: HashMap<u16, PortListener> = HashMap::new();
     let mut handled = None;
@@ -46,7 +47,8 @@ pub(crate) async fn manage(shared: Arc<Shared>, options: GatewayOptions) {
         let snapshot = shared.config.current();
         if handled != Some(snapshot.version) {
             handled = Some(snapshot.version);
-            let listeners = reconcile(&shared, options.address, &snapshot, &mut open).await;
+            let listeners =
+                reconcile(&shared, &workers, options.address, &snapshot, &mut open).await;
             shared.config.report_gateway_listeners(listeners);
         }
         // Also woken by its own report, which changes no version.
@@ -58,6 +60,7 @@ pub(crate) async fn manage(shared: Arc<Shared>, options: GatewayOptions) {
 
 async fn reconcile(
     shared: &Arc<Shared>,
+    workers: &Workers,
     address: IpAddr,
     snapshot: &Snapshot,
     open: &mut HashMap<u16, PortListener>,
@@ -89,8 +92,7 @@ async fn reconcile(
             Ok(socket) => {
                 let addr = socket.local_addr().unwrap_or(addr);
                 tracing::info!(%addr, "gateway listener open");
-                let accept =
-                    tokio::spawn(listener::serve(socket, shared.clone(), Direction::Gateway));
+                let accept = listener::spawn(workers, socket, shared, Direction::Gateway);
                 open.insert(port, PortListener { addr, accept });
             }
             Err(source) => {
@@ -112,10 +114,10 @@ async fn reconcile(
     }
 }
 
-/// One gateway port's accept loop; dropping it stops accepting.
+/// One gateway port's accept loops, one per worker; dropping it stops accepting.
 struct PortListener {
     addr: SocketAddr,
-    accept: JoinHandle<()>,
+    accept: Vec<JoinHandle<()>>,
 }
 
 impl PortListener {
@@ -123,13 +125,17 @@ impl PortListener {
     /// reported new connections to the port are refused. Connections already accepted
     /// finish on their own.
     async fn close(mut self) {
-        self.accept.abort();
-        let _ = (&mut self.accept).await;
+        for accept in &mut self.accept {
+            accept.abort();
+            let _ = accept.await;
+        }
     }
 }
 
 impl Drop for PortListener {
     fn drop(&mut self) {
-        self.accept.abort();
+        for accept in &self.accept {
+            accept.abort();
+        }
     }
 }

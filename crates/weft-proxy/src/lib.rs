@@ -17,6 +17,7 @@ pub mod tcp;
 pub mod telemetry;
 pub mod transport;
 pub mod upstream;
+pub mod workers;
 pub mod workload;
 
 use ::http::HeaderValue;
@@ -120,6 +121,8 @@ pub struct ProxyOptions {
     pub app_metrics: Option<admin::AppMetrics>,
     /// The workload certificate, when the proxy has an identity (`/config_dump` shows it).
     pub certificates: Option<identity::Certificates>,
+    /// The threads that serve connections; none: the runtime `start` runs on.
+    pub workers: workers::Workers,
 }
 
 impl ProxyOptions {
@@ -158,6 +161,7 @@ impl ProxyOptions {
             server_header: ServerHeader::default(),
             app_metrics: None,
             certificates: None,
+            workers: workers::Workers::default(),
         }
     }
 }
@@ -175,6 +179,8 @@ pub struct Proxy {
     pub quit: Arc<Notify>,
     drain: Arc<Drain>,
     tasks: Vec<JoinHandle<()>>,
+    /// Held for as long as the proxy runs: the workers stop when the last clone goes.
+    _workers: workers::Workers,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -278,17 +284,19 @@ impl Proxy {
             metrics,
             drain: drain.clone(),
         });
-        let mut tasks = vec![
-            tokio::spawn(listener::serve(
-                outbound,
-                shared.clone(),
-                transport::conn::Direction::Outbound,
-            )),
-            tokio::spawn(listener::serve(
-                inbound,
-                shared.clone(),
-                transport::conn::Direction::Inbound,
-            )),
+        let mut tasks = listener::spawn(
+            &opts.workers,
+            outbound,
+            &shared,
+            transport::conn::Direction::Outbound,
+        );
+        tasks.extend(listener::spawn(
+            &opts.workers,
+            inbound,
+            &shared,
+            transport::conn::Direction::Inbound,
+        ));
+        tasks.extend([
             tokio::spawn(admin::serve(admin, admin_state.clone(), admin::Port::Admin)),
             tokio::spawn(admin::serve(
                 health,
@@ -302,9 +310,13 @@ impl Proxy {
                 admin::Port::EnvoyStats,
             )),
             tokio::spawn(export),
-        ];
+        ]);
         if let Some(options) = opts.gateway {
-            tasks.push(tokio::spawn(gateway::manage(shared, options)));
+            tasks.push(tokio::spawn(gateway::manage(
+                shared,
+                options,
+                opts.workers.clone(),
+            )));
         }
         Ok(Proxy {
             outbound_addr,
@@ -317,6 +329,7 @@ impl Proxy {
             quit,
             drain,
             tasks,
+            _workers: opts.workers,
         })
     }
 

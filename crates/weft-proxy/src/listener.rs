@@ -11,6 +11,7 @@ use crate::tcp::{self, L4Target};
 use crate::transport::conn::{ConnInfo, Direction};
 use crate::transport::detect::{sniff, Detected, Prefixed};
 use crate::transport::sni;
+use crate::workers::Workers;
 use crate::Shared;
 use bytes::Bytes;
 use hyper::service::service_fn;
@@ -20,10 +21,50 @@ use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 use weft_api::types::MtlsMode;
 
 /// One builder for every connection: building one per connection allocated its timers anew.
 static HTTP: LazyLock<auto::Builder<TokioExecutor>> = LazyLock::new(crate::http::server::builder);
+
+/// Serves `listener` on every worker (each its own accept loop on a copy of the socket, so
+/// a connection stays on the worker that accepted it), or on the caller's runtime when
+/// there are no workers.
+pub fn spawn(
+    workers: &Workers,
+    listener: TcpListener,
+    shared: &Arc<Shared>,
+    direction: Direction,
+) -> Vec<JoinHandle<()>> {
+    let Some(handles) = workers.handles() else {
+        return vec![tokio::spawn(serve(listener, shared.clone(), direction))];
+    };
+    let socket = match listener.into_std() {
+        Ok(socket) => socket,
+        Err(e) => {
+            tracing::error!("cannot hand a listener to the workers: {e}");
+            return Vec::new();
+        }
+    };
+    let mut accepting = Vec::with_capacity(handles.len());
+    for handle in handles {
+        let copy = match socket.try_clone() {
+            Ok(copy) => copy,
+            Err(e) => {
+                tracing::error!("a worker cannot accept: {e}");
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        accepting.push(handle.spawn(async move {
+            match TcpListener::from_std(copy) {
+                Ok(listener) => serve(listener, shared, direction).await,
+                Err(e) => tracing::error!("a worker cannot accept: {e}"),
+            }
+        }));
+    }
+    accepting
+}
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, direction: Direction) {
     let mut drain = shared.drain.watch();

@@ -113,7 +113,7 @@ pub struct ProxyArgs {
     /// `stdout` (Istio's TEXT format), `json` (Istio's JSON format, to stdout) or `off`.
     #[arg(long, default_value = "stdout", value_parser = ["stdout", "text", "json", "off"])]
     access_log: String,
-    /// Data-plane worker threads.
+    /// Data-plane worker threads, each with its own connections (as Envoy's --concurrency).
     #[arg(long, env = "WEFT_WORKERS", default_value_t = 2)]
     workers: usize,
     /// Reject config whose route regexes compile to more than this many bytes (Envoy's
@@ -289,17 +289,24 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         },
         // Started with the runtime, below.
         certificates: None,
+        workers: Default::default(),
     };
     if let Some(mark) = args.upstream_mark {
         weft_proxy::transport::connect::mark_upstream_connections(mark)?;
     }
     let drain_duration = args.drain_duration;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.workers.max(1))
+    // The main thread runs config, certificates, admin and telemetry export; connections
+    // run on the workers.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .on_thread_park(crate::allocator::collect_when_idle)
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    opts.workers = weft_proxy::workers::Workers::start(
+        args.workers.max(1),
+        crate::allocator::collect_when_idle,
+    )
+    .context("starting the workers")?;
     crate::allocator::return_freed_memory();
     let ca = match &args.credential_file {
         Some(file) => Some(ca_client(

@@ -388,7 +388,7 @@ impl Body for ResponseBody {
                     self.sent += len;
                 } else if let Some(trailers) = frame.trailers_ref() {
                     self.grpc_status = trailers
-                        .get("grpc-status")
+                        .get(crate::http::headers::GRPC_STATUS)
                         .and_then(|v| v.to_str().ok()?.parse().ok());
                 }
             }

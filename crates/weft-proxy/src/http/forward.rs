@@ -3,7 +3,7 @@
 //! timeouts, and outlier-detection bookkeeping.
 
 use super::body::{Buffered, RequestBody, ResponseBody};
-use super::headers::strip_hop_by_hop;
+use super::headers::{strip_hop_by_hop, X_ENVOY_UPSTREAM_SERVICE_TIME};
 use super::local_reply::LocalReply;
 use crate::model::route::RetryPolicy;
 use crate::telemetry::access_log::Flags;
@@ -182,11 +182,10 @@ pub async fn forward(
                 response.headers_mut(),
                 status == http::StatusCode::SWITCHING_PROTOCOLS,
             );
-            let ms = started.elapsed().as_millis().to_string();
-            response.headers_mut().insert(
-                "x-envoy-upstream-service-time",
-                HeaderValue::from_str(&ms).expect("digits"),
-            );
+            let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            response
+                .headers_mut()
+                .insert(X_ENVOY_UPSTREAM_SERVICE_TIME, HeaderValue::from(ms));
             response.body_mut().hold((admission, active));
             if let Some(at) = deadline {
                 response.body_mut().deadline(at);

@@ -2,6 +2,23 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+// Names the request path looks up on every request: a `HeaderName` is hashed as it is,
+// where a `&str` is first parsed and lowercased into a new name.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_ENVOY_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
+pub const X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+pub const X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS: HeaderName =
+    HeaderName::from_static("x-envoy-upstream-rq-timeout-ms");
+pub const X_ENVOY_UPSTREAM_RQ_PER_TRY_TIMEOUT_MS: HeaderName =
+    HeaderName::from_static("x-envoy-upstream-rq-per-try-timeout-ms");
+pub const X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
+    HeaderName::from_static("x-envoy-upstream-service-time");
+pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1) never cross a proxy, except the upgrade pair on an
 /// upgrade and `te: trailers`, which gRPC needs end to end.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
@@ -17,11 +34,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.remove(name);
     }
     for name in [
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "proxy-authorization",
-        "proxy-authenticate",
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
     ] {
         headers.remove(name);
     }
@@ -48,23 +65,31 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// Envoy generates `x-request-id` (a UUIDv4) when the caller sent none.
 pub fn ensure_request_id(headers: &mut HeaderMap) {
-    if headers.contains_key("x-request-id") {
+    if headers.contains_key(X_REQUEST_ID) {
         return;
     }
     let r = fastrand::u128(..);
     let r = (r & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-    let s = format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        (r >> 96) as u32,
-        (r >> 80) as u16,
-        (r >> 64) as u16,
-        (r >> 48) as u16,
-        r & 0xffff_ffff_ffff
-    );
+    let mut s = String::with_capacity(36);
+    for (shift, digits) in [(96, 8), (80, 4), (64, 4), (48, 4), (0, 12)] {
+        if shift != 96 {
+            s.push('-');
+        }
+        push_hex(&mut s, r >> shift, digits);
+    }
     headers.insert(
-        "x-request-id",
+        X_REQUEST_ID,
         HeaderValue::from_str(&s).expect("hex is a valid header"),
     );
+}
+
+/// Appends the low `digits` hex digits of `value`, lowercase and zero-padded: what
+/// `{:0N$x}` writes, without the formatting machinery (ids are written on every request).
+pub fn push_hex(buf: &mut String, value: u128, digits: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..digits).rev() {
+        buf.push(char::from(HEX[((value >> (i * 4)) & 0xf) as usize]));
+    }
 }
 
 pub fn is_grpc(headers: &HeaderMap) -> bool {
@@ -106,5 +131,27 @@ mod tests {
         let id = h.get("x-request-id").unwrap().to_str().unwrap();
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");
+        let groups: Vec<usize> = id.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12]);
+        assert!(id.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit()));
+        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
+    }
+
+    #[test]
+    fn hex_is_what_format_writes() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for digits in [4, 8, 12, 16, 32] {
+            for _ in 0..100 {
+                let v = rng.u128(..);
+                let masked = if digits == 32 {
+                    v
+                } else {
+                    v & ((1 << (digits * 4)) - 1)
+                };
+                let mut s = String::new();
+                push_hex(&mut s, v, digits);
+                assert_eq!(s, format!("{masked:0w$x}", w = digits as usize));
+            }
+        }
     }
 }

@@ -6,7 +6,11 @@
 use super::body::{Buffered, End, MessageCount, RequestBody, ResponseBody};
 use super::edge;
 use super::forward::{self, Call, Forwarded};
-use super::headers::{ensure_request_id, is_grpc, is_upgrade, strip_hop_by_hop};
+use super::headers::{
+    ensure_request_id, is_grpc, is_upgrade, strip_hop_by_hop, X_ENVOY_ORIGINAL_PATH,
+    X_ENVOY_UPSTREAM_RQ_PER_TRY_TIMEOUT_MS, X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS, X_FORWARDED_FOR,
+    X_FORWARDED_PROTO, X_REQUEST_ID,
+};
 use super::local_reply::LocalReply;
 use super::tunnel;
 use crate::model::matcher::{query_value, RequestView};
@@ -70,8 +74,8 @@ pub async fn handle(
             .path_and_query()
             .map_or_else(|| "/".into(), |p| p.to_string()),
         protocol: protocol_name(parts.version),
-        forwarded_for: header_string(&parts, "x-forwarded-for"),
-        user_agent: header_string(&parts, "user-agent"),
+        forwarded_for: header_string(&parts, X_FORWARDED_FOR),
+        user_agent: header_string(&parts, header::USER_AGENT),
         authority: Some(authority(&parts).to_string()),
         downstream_local: Some(conn.original_dst.unwrap_or(conn.local)),
         downstream_remote: Some(conn.remote),
@@ -102,7 +106,7 @@ pub async fn handle(
         upgrade: None,
         route: None,
     };
-    x.entry.request_id = header_string(&parts, "x-request-id");
+    x.entry.request_id = header_string(&parts, X_REQUEST_ID);
     let mut close = false;
     // The caller's sidecar names its workload on inbound; outbound, this proxy names its own
     // to the next sidecar (taken off again where the request leaves the mesh).
@@ -574,11 +578,11 @@ async fn by_virtual_host(
     x.upgrade = take_upgrade(&mut parts);
     parts
         .headers
-        .insert("x-forwarded-proto", HeaderValue::from_static(scheme(conn)));
+        .insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme(conn)));
     let (hash, set_cookie) = hash_for(&chosen.cluster.config.lb, &parts, conn);
-    let timeout = header_ms(&parts, "x-envoy-upstream-rq-timeout-ms").or(route.timeout);
+    let timeout = header_ms(&parts, X_ENVOY_UPSTREAM_RQ_TIMEOUT_MS).or(route.timeout);
     let per_try_timeout =
-        header_ms(&parts, "x-envoy-upstream-rq-per-try-timeout-ms").or(route.retry.per_try_timeout);
+        header_ms(&parts, X_ENVOY_UPSTREAM_RQ_PER_TRY_TIMEOUT_MS).or(route.retry.per_try_timeout);
     let downstream_h2 = parts.version == Version::HTTP_2;
     let buffered = read_body(body, &parts, x.request_messages.clone()).await?;
     for m in &route.mirrors {
@@ -758,7 +762,7 @@ fn rewrite(route: &Route, parts: &mut Parts, matched_prefix: Option<&str>) {
         };
         if let Ok(uri) = http::Uri::builder().path_and_query(pq).build() {
             parts.headers.insert(
-                "x-envoy-original-path",
+                X_ENVOY_ORIGINAL_PATH,
                 HeaderValue::from_str(path).unwrap_or(HeaderValue::from_static("/")),
             );
             parts.uri = uri;
@@ -888,12 +892,12 @@ fn cookie_value<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str>
     )
 }
 
-fn header_ms(parts: &Parts, name: &str) -> Option<Duration> {
+fn header_ms(parts: &Parts, name: HeaderName) -> Option<Duration> {
     let ms: u64 = parts.headers.get(name)?.to_str().ok()?.parse().ok()?;
     (ms > 0).then(|| Duration::from_millis(ms))
 }
 
-fn header_string(parts: &Parts, name: &str) -> Option<String> {
+fn header_string(parts: &Parts, name: HeaderName) -> Option<String> {
     parts
         .headers
         .get(name)

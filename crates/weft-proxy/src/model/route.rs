@@ -218,7 +218,7 @@ impl RetryOn {
 
     pub fn grpc_status(&self, headers: &HeaderMap) -> bool {
         headers
-            .get("grpc-status")
+            .get(crate::http::headers::GRPC_STATUS)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u32>().ok())
             .is_some_and(|s| self.grpc.contains(&s))

@@ -303,7 +303,7 @@ impl Hash for Peers {
 }
 
 /// One sample's label set.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Labels {
     peers: Arc<Peers>,
     protocol: &'static str,
@@ -312,6 +312,58 @@ struct Labels {
     flags: Flags,
     /// What Telemetry's tag overrides changed; `None` without overrides.
     custom: Option<Box<Custom>>,
+}
+
+impl Hash for Labels {
+    /// The fields folded into one word first: each `write` into the families' SipHash
+    /// costs a round, and every request looks its labels up in four families.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let mut fold = Fold(0);
+        self.peers.hash(&mut fold);
+        self.protocol.hash(&mut fold);
+        self.response.hash(&mut fold);
+        self.flags.hash(&mut fold);
+        self.custom.hash(&mut fold);
+        state.write_u64(fold.0);
+    }
+}
+
+/// A multiply-and-rotate fold (FxHash's step): cheap, and good enough to key a map whose
+/// hasher mixes the result again.
+struct Fold(u64);
+
+impl Hasher for Fold {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(u64::from(v));
+    }
+
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(u64::from(v));
+    }
+
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// A metric's labels as a Telemetry override changed them for one sample.
@@ -399,10 +451,19 @@ fn histograms<L: Clone + Eq + Hash>() -> Histograms<L> {
 
 /// A `weft_route_*` series: the route and, for the request counter, the response code. The
 /// reporter and source workload are the registry's constant labels.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct RouteLabels {
     id: Arc<RouteId>,
     code: Option<u16>,
+}
+
+impl Hash for RouteLabels {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let mut fold = Fold(0);
+        self.id.hash(&mut fold);
+        self.code.hash(&mut fold);
+        state.write_u64(fold.0);
+    }
 }
 
 impl EncodeLabelSet for RouteLabels {
@@ -425,11 +486,15 @@ impl EncodeLabelSet for RouteLabels {
 #[derive(Default)]
 struct PeerCache {
     version: u64,
-    by_cluster: HashMap<String, HashMap<String, ByPeer>>,
+    by_cluster: FastMap<String, FastMap<String, ByPeer>>,
 }
 
+/// Keyed by names from config and by addresses, looked up three times a request: foldhash,
+/// seeded per process, instead of SipHash.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Label sets of one upstream host by the peer's metadata and what mTLS proved.
-type ByPeer = HashMap<(usize, Principals), Arc<Peers>>;
+type ByPeer = FastMap<(usize, Principals), Arc<Peers>>;
 
 pub struct Metrics {
     registry: Registry,
@@ -578,7 +643,7 @@ impl Metrics {
         peer: Option<&HeaderValue>,
     ) -> HttpSample {
         let grpc_status = headers
-            .get("grpc-status")
+            .get(crate::http::headers::GRPC_STATUS)
             .and_then(|v| v.to_str().ok()?.parse().ok());
         HttpSample {
             metrics: self.clone(),
@@ -722,7 +787,7 @@ impl Metrics {
             // Endpoints and their labels may have changed with the config.
             *cache = PeerCache {
                 version: snapshot.version,
-                by_cluster: HashMap::new(),
+                by_cluster: FastMap::default(),
             };
         }
         cache

@@ -76,8 +76,10 @@ impl Upstream {
         *req.method_mut() = parts.method.clone();
         *req.headers_mut() = parts.headers.clone();
         if let Some(n) = attempt {
-            req.headers_mut()
-                .insert("x-envoy-attempt-count", http::HeaderValue::from(n));
+            req.headers_mut().insert(
+                crate::http::headers::X_ENVOY_ATTEMPT_COUNT,
+                http::HeaderValue::from(n),
+            );
         }
         let authority = req
             .headers()
@@ -147,9 +149,19 @@ fn secured(tls: Option<&Origination>) -> usize {
     usize::from(tls.is_some())
 }
 
-/// Idle HTTP/1.1 keep-alive connections per endpoint, plaintext and mTLS.
+/// The calling worker's entry of a per-worker list: a connection serves requests of the
+/// worker that made it only, so that its task and theirs run on one thread.
+fn for_worker<T: Default>(per_worker: &mut Vec<T>) -> &mut T {
+    let i = crate::workers::current();
+    if per_worker.len() <= i {
+        per_worker.resize_with(i + 1, T::default);
+    }
+    &mut per_worker[i]
+}
+
+/// Idle HTTP/1.1 keep-alive connections per endpoint and worker, plaintext and mTLS.
 struct H1Pool {
-    idle: Mutex<HashMap<String, [Vec<Idle>; 2]>>,
+    idle: Mutex<HashMap<String, Vec<[Vec<Idle>; 2]>>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_requests_per_connection: usize,
@@ -206,7 +218,8 @@ impl H1Pool {
                         since: Instant::now(),
                         peer,
                     };
-                    pools.idle.lock().entry(addr).or_default()[pool].push(idle);
+                    let mut pools = pools.idle.lock();
+                    for_worker(pools.entry(addr).or_default())[pool].push(idle);
                 }
             });
         }
@@ -219,7 +232,7 @@ impl H1Pool {
         pool: usize,
     ) -> Option<(http1::SendRequest<RequestBody>, usize, Option<Arc<str>>)> {
         let mut idle = self.idle.lock();
-        let list = &mut idle.get_mut(addr)?[pool];
+        let list = &mut for_worker(idle.get_mut(addr)?)[pool];
         while let Some(conn) = list.pop() {
             if conn.send.is_ready() && conn.since.elapsed() < self.idle_timeout {
                 return Some((conn.send, conn.used, conn.peer));
@@ -229,9 +242,10 @@ impl H1Pool {
     }
 }
 
-/// One HTTP/2 connection per endpoint (and one for mTLS), shared by every request to it.
+/// One HTTP/2 connection per endpoint and worker (and one for mTLS), shared by every
+/// request to it from that worker.
 struct H2Pool {
-    conns: Mutex<HashMap<String, [Option<Slot>; 2]>>,
+    conns: Mutex<HashMap<String, Vec<[Option<Slot>; 2]>>>,
     connect_timeout: Duration,
     max_requests_per_connection: usize,
     stats: Arc<ClusterStats>,
@@ -269,7 +283,10 @@ impl H2Pool {
         let pool = secured(tls);
         {
             let mut conns = self.conns.lock();
-            if let Some(slot) = conns.get_mut(addr).and_then(|slots| slots[pool].as_mut()) {
+            if let Some(slot) = conns
+                .get_mut(addr)
+                .and_then(|slots| for_worker(slots)[pool].as_mut())
+            {
                 let quota_left = self.max_requests_per_connection == 0
                     || slot.used < self.max_requests_per_connection;
                 if !slot.send.is_closed() && quota_left {
@@ -277,7 +294,7 @@ impl H2Pool {
                     return Ok((slot.send.clone(), slot.peer.clone()));
                 }
                 if let Some(slots) = conns.get_mut(addr) {
-                    slots[pool] = None;
+                    for_worker(slots)[pool] = None;
                 }
             }
         }
@@ -292,7 +309,8 @@ impl H2Pool {
             let _ = conn.await;
             drop(active);
         });
-        self.conns.lock().entry(addr.to_string()).or_default()[pool] = Some(Slot {
+        let mut conns = self.conns.lock();
+        for_worker(conns.entry(addr.to_string()).or_default())[pool] = Some(Slot {
             send: send.clone(),
             used: 1,
             peer: peer.clone(),

@@ -2,8 +2,8 @@
 //! (`x-b3-traceid`, `x-b3-spanid`, `x-b3-parentspanid`, `x-b3-sampled`, `x-b3-flags`) and
 //! single-header `b3`, read from a request and written for the next hop.
 
+use crate::http::headers::push_hex;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use std::fmt::Write;
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
@@ -122,7 +122,6 @@ pub fn inject(
         headers.remove(name);
     }
     let sampled = span.sampled.unwrap_or(false);
-    let trace = trace_hex(span.trace_id);
     let mut buf = String::with_capacity(64);
     let mut put = |headers: &mut HeaderMap, name: HeaderName, build: &dyn Fn(&mut String)| {
         buf.clear();
@@ -132,7 +131,7 @@ pub fn inject(
         }
     };
     if formats.b3_multi {
-        put(headers, B3_TRACE_ID, &|b| b.push_str(&trace));
+        put(headers, B3_TRACE_ID, &|b| push_trace_hex(b, span.trace_id));
         put(headers, B3_SPAN_ID, &|b| push_hex64(b, span.span_id));
         if let Some(p) = parent {
             put(headers, B3_PARENT, &|b| push_hex64(b, p));
@@ -148,7 +147,7 @@ pub fn inject(
     }
     if formats.b3_single {
         put(headers, B3, &|b| {
-            b.push_str(&trace);
+            push_trace_hex(b, span.trace_id);
             b.push('-');
             push_hex64(b, span.span_id);
             b.push_str(match (span.debug, sampled) {
@@ -165,7 +164,7 @@ pub fn inject(
     if formats.w3c {
         put(headers, TRACEPARENT, &|b| {
             b.push_str("00-");
-            let _ = write!(b, "{:032x}", span.trace_id);
+            push_hex(b, span.trace_id, 32);
             b.push('-');
             push_hex64(b, span.span_id);
             b.push_str(if sampled { "-01" } else { "-00" });
@@ -178,15 +177,17 @@ pub fn inject(
 
 /// A trace id as B3 writes it: 16 hex digits when it fits in 64 bits, else 32.
 pub fn trace_hex(id: u128) -> String {
-    if id >> 64 == 0 {
-        format!("{id:016x}")
-    } else {
-        format!("{id:032x}")
-    }
+    let mut s = String::with_capacity(32);
+    push_trace_hex(&mut s, id);
+    s
+}
+
+fn push_trace_hex(b: &mut String, id: u128) {
+    push_hex(b, id, if id >> 64 == 0 { 16 } else { 32 });
 }
 
 fn push_hex64(b: &mut String, id: u64) {
-    let _ = write!(b, "{id:016x}");
+    push_hex(b, u128::from(id), 16);
 }
 
 fn sampled_flag(v: &str) -> Option<bool> {
