@@ -15,7 +15,8 @@ mkdir -p "$dir/config"
 "$weft" bench server --listen 127.0.0.21:8080 &
 proxy() {
   WEFT_LOG=warn "$weft" proxy --config "$dir/config" --no-capture --access-log off --workers 2 \
-    --outbound "$1:15001" --inbound "$1:15006" --admin "$1:15000" --health "$1:15021" "${@:2}" &
+    --outbound "$1:15001" --inbound "$1:15006" --admin "$1:15000" --health "$1:15021" \
+    --stats "$1:15020" --envoy-stats "$1:15090" "${@:2}" &
 }
 proxy 127.0.0.22
 client=$!
