@@ -196,6 +196,23 @@ fn ratio_goal(figure: String, weft: f64, envoy: f64, bound: Bound) -> Goal {
     }
 }
 
+/// CPU per request at most half of Envoy's, on `what`.
+fn cpu_goal(what: String, weft: &Measurement, envoy: &Measurement) -> Goal {
+    let figure = format!("CPU ms / 1,000 requests, {what}");
+    ratio_goal(
+        figure,
+        cpu_per_1000(weft),
+        cpu_per_1000(envoy),
+        Bound::AtMost(0.5),
+    )
+}
+
+/// Throughput at least 1.5 times Envoy's, on `what`.
+fn throughput_goal(what: String, weft: &Measurement, envoy: &Measurement) -> Goal {
+    let (w, e) = (weft.outcome.throughput, envoy.outcome.throughput);
+    ratio_goal(format!("req/s, {what}"), w, e, Bound::AtLeast(1.5))
+}
+
 /// Issue 14's goals, each with what this run measured: with mTLS between the hops when
 /// the run has it, as the goals are stated; one hop and idle connections in plaintext
 /// (the load generator holds no workload certificate).
@@ -222,12 +239,7 @@ fn goals(r: &Results, rate: u32) -> String {
         let added = |m: &Measurement, at: fn(&crate::load::Outcome) -> u64| {
             (at(&m.outcome) as f64 - at(&d.outcome) as f64).max(1.0)
         };
-        rows.push(ratio_goal(
-            format!("CPU ms / 1,000 requests, two hops, {open}"),
-            cpu_per_1000(weft),
-            cpu_per_1000(envoy),
-            Bound::AtMost(0.5),
-        ));
+        rows.push(cpu_goal(format!("two hops, {open}"), weft, envoy));
         rows.push(ratio_goal(
             format!("added p99 µs, {open}"),
             added(weft, |o| o.p99_us),
@@ -242,26 +254,15 @@ fn goals(r: &Results, rate: u32) -> String {
         ));
     }
     if let Some((_, weft, envoy)) = pair(saturation, weft_variant, envoy_variant) {
-        rows.push(ratio_goal(
-            format!("CPU ms / 1,000 requests, two hops, {saturation}"),
-            cpu_per_1000(weft),
-            cpu_per_1000(envoy),
-            Bound::AtMost(0.5),
-        ));
-        rows.push(ratio_goal(
-            format!("req/s, two hops, {saturation}"),
-            weft.outcome.throughput,
-            envoy.outcome.throughput,
-            Bound::AtLeast(1.5),
+        rows.push(cpu_goal(format!("two hops, {saturation}"), weft, envoy));
+        rows.push(throughput_goal(
+            format!("two hops, {saturation}"),
+            weft,
+            envoy,
         ));
     }
     if let Some((_, weft, envoy)) = pair(grpc, weft_variant, envoy_variant) {
-        rows.push(ratio_goal(
-            format!("CPU ms / 1,000 requests, {grpc}"),
-            cpu_per_1000(weft),
-            cpu_per_1000(envoy),
-            Bound::AtMost(0.5),
-        ));
+        rows.push(cpu_goal(grpc.to_string(), weft, envoy));
     }
     let (weft_rss, envoy_rss) = (rss(r, weft_variant), rss(r, envoy_variant));
     if weft_rss > 0.0 {
@@ -276,18 +277,8 @@ fn goals(r: &Results, rate: u32) -> String {
         });
     }
     if let Some((_, weft, envoy)) = pair(one_hop, "weft", "envoy") {
-        rows.push(ratio_goal(
-            format!("CPU ms / 1,000 requests, {one_hop}"),
-            cpu_per_1000(weft),
-            cpu_per_1000(envoy),
-            Bound::AtMost(0.5),
-        ));
-        rows.push(ratio_goal(
-            format!("req/s, {one_hop}"),
-            weft.outcome.throughput,
-            envoy.outcome.throughput,
-            Bound::AtLeast(1.5),
-        ));
+        rows.push(cpu_goal(one_hop.to_string(), weft, envoy));
+        rows.push(throughput_goal(one_hop.to_string(), weft, envoy));
         let peak = |name: &str| {
             r.peak_rss_mib
                 .iter()
