@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use weft_discovery::ca::istio_certificate_service_server::IstioCertificateService;
 use weft_discovery::ca::{IstioCertificateRequest, IstioCertificateResponse};
 use weft_discovery::credentials::{bearer_of, AUTHORIZATION};
-use weft_security::ca::{Ca, WORKLOAD_TTL};
+use weft_security::ca::{Ca, CaError, WORKLOAD_TTL};
 use weft_security::credential::Issuer;
 use weft_security::Identity;
 
@@ -75,7 +75,10 @@ impl IstioCertificateService for CertificateService {
         };
         let chain = self.ca.sign(&asked.csr, &identity, ttl).map_err(|e| {
             tracing::warn!(%identity, "refused a certificate request: {e}");
-            Status::invalid_argument(e.to_string())
+            match e {
+                CaError::ForeignIdentity { .. } => Status::permission_denied(e.to_string()),
+                _ => Status::invalid_argument(e.to_string()),
+            }
         })?;
         tracing::info!(%identity, ttl_s = ttl.as_secs(), "issued a workload certificate");
         Ok(Response::new(IstioCertificateResponse {

@@ -122,10 +122,31 @@ async fn a_pod_credential_buys_a_certificate_for_its_identity_only() {
     assert_eq!(mode & 0o777, 0o600, "the root's key is readable by others");
     let credential = cp.issue_pod_credential(&reviews()).unwrap();
     let key = WorkloadKey::generate().unwrap();
-    // The CSR asks for another service account: the certificate names the credential's.
-    let asked =
+    // A CSR for another service account is refused, and the refusal names both.
+    let foreign =
         weft_security::Identity::parse("spiffe://cluster.local/ns/default/sa/admin").unwrap();
-    let csr = key.csr(&asked).unwrap();
+    let refused = ask(
+        channel(&cp, None).await,
+        Some(&credential),
+        key.csr(&foreign).unwrap(),
+        3600,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("asks for spiffe://cluster.local/ns/default/sa/admin")
+            && refused
+                .message()
+                .contains("proves spiffe://cluster.local/ns/default/sa/bookinfo-reviews"),
+        "{refused:?}"
+    );
+    let own =
+        weft_security::Identity::parse("spiffe://cluster.local/ns/default/sa/bookinfo-reviews")
+            .unwrap();
+    let csr = key.csr(&own).unwrap();
 
     let chain = ask(
         channel(&cp, None).await,
@@ -201,7 +222,7 @@ async fn a_pod_credential_buys_a_certificate_for_its_identity_only() {
     drop(cp);
     let again = start(dir.path()).await;
     assert_eq!(again.ca.root_pem(), root);
-    let csr = WorkloadKey::generate().unwrap().csr(&asked).unwrap();
+    let csr = WorkloadKey::generate().unwrap().csr(&own).unwrap();
     ask(channel(&again, None).await, Some(&credential), csr, 3600)
         .await
         .unwrap();

@@ -159,16 +159,15 @@ async fn gateway(shared: Arc<Shared>, stream: TcpStream, remote: SocketAddr, loc
     // As read_client_hello leaves a TLS port's stream, so every plan gets one type.
     let plain = |s| Prefixed::new(Bytes::new(), Prefixed::new(Bytes::new(), s));
     let snapshot = shared.config.current();
-    let (plan, io, sni) = match snapshot.gateway_ports.get(&local.port()) {
+    let (plan, io) = match snapshot.gateway_ports.get(&local.port()) {
         // hyper tells HTTP/1.1 from h2c by the preface.
-        None | Some(GatewayPort::Http(_)) => (GatewayPlan::Http, plain(stream), None),
+        None | Some(GatewayPort::Http(_)) => (GatewayPlan::Http, plain(stream)),
         Some(GatewayPort::Tcp(route)) => (
             route.as_ref().map_or_else(
                 || GatewayPlan::Refuse("no VirtualService binds a tcp route to the port".into()),
                 |c| GatewayPlan::Tcp(cluster(c)),
             ),
             plain(stream),
-            None,
         ),
         Some(port @ GatewayPort::Tls(_)) => {
             let Some((hello, io)) = read_client_hello(Prefixed::new(Bytes::new(), stream)).await
@@ -215,9 +214,8 @@ async fn gateway(shared: Arc<Shared>, stream: TcpStream, remote: SocketAddr, loc
                     }
                 },
             };
-            let sni = hello.server_name.clone();
-            conn.requested_server_name = sni.as_deref().map(Arc::from);
-            (plan, io, sni)
+            conn.requested_server_name = hello.server_name.as_deref().map(Arc::from);
+            (plan, io)
         }
     };
     drop(snapshot);
@@ -225,7 +223,7 @@ async fn gateway(shared: Arc<Shared>, stream: TcpStream, remote: SocketAddr, loc
         GatewayPlan::Http => serve_http(shared, io, Arc::new(conn)).await,
         GatewayPlan::Tcp(target) => {
             let to = conn.local;
-            if connection_allowed(&shared, &mut conn, to, sni.as_deref()) {
+            if connection_allowed(&shared, &mut conn, to) {
                 tcp::proxy(&shared, io, target, &conn).await
             }
         }
@@ -273,17 +271,12 @@ async fn gateway(shared: Arc<Shared>, stream: TcpStream, remote: SocketAddr, loc
 /// Whether AuthorizationPolicies let a TCP connection to `destination` through (HTTP is
 /// checked per request), noting on it what AUDIT policies made of it; a denied one is to
 /// be closed, as Envoy's network RBAC filter closes it.
-fn connection_allowed(
-    shared: &Shared,
-    conn: &mut ConnInfo,
-    destination: SocketAddr,
-    sni: Option<&str>,
-) -> bool {
+fn connection_allowed(shared: &Shared, conn: &mut ConnInfo, destination: SocketAddr) -> bool {
     let snapshot = shared.config.current();
     if snapshot.authz.is_empty() {
         return true;
     }
-    let subject = Subject::connection(conn, destination, sni);
+    let subject = Subject::connection(conn, destination);
     let audited = snapshot.authz.audited(&subject);
     let verdict = snapshot.authz.check(&subject);
     conn.access_log_hint = audited;
@@ -305,7 +298,7 @@ where
         AfterTls::Http => serve_http(shared, io, Arc::new(conn)).await,
         AfterTls::Tcp(target) => {
             let to = conn.local;
-            if connection_allowed(&shared, &mut conn, to, None) {
+            if connection_allowed(&shared, &mut conn, to) {
                 tcp::proxy(&shared, io, target, &conn).await
             }
         }
@@ -383,7 +376,7 @@ async fn captured(
             let target = tcp::route_tcp(&snapshot, original_dst, None);
             tcp::proxy(&shared, io, target, &conn).await;
         }
-        Detected::Tcp => to_app(&shared, io, conn, None).await,
+        Detected::Tcp => to_app(&shared, io, conn).await,
     }
 }
 
@@ -420,7 +413,7 @@ async fn tls<S>(
             return;
         }
         // The app's own TLS (or, with mTLS disabled, a sidecar's): passed through to it.
-        return to_app(&shared, io, conn, hello.server_name.as_deref()).await;
+        return to_app(&shared, io, conn).await;
     };
     let (io, peer) = match mesh.accept(io).await {
         Ok(accepted) => accepted,
@@ -435,22 +428,17 @@ async fn tls<S>(
         return serve_http(shared, io, Arc::new(conn)).await;
     }
     // `istio`: the caller's sidecar carries TCP, which goes to the app as it came.
-    to_app(&shared, io, conn, None).await;
+    to_app(&shared, io, conn).await;
 }
 
 /// An inbound connection's bytes, spliced to the local workload as they came, once its
 /// AuthorizationPolicies allow the connection (a denied one is closed, as Envoy's network
-/// RBAC filter closes it). `sni` is the app's own TLS's.
-async fn to_app<S: AsyncRead + AsyncWrite + Unpin>(
-    shared: &Shared,
-    io: S,
-    mut conn: ConnInfo,
-    sni: Option<&str>,
-) {
+/// RBAC filter closes it).
+async fn to_app<S: AsyncRead + AsyncWrite + Unpin>(shared: &Shared, io: S, mut conn: ConnInfo) {
     let Some(app) = conn.original_dst.or(shared.inbound_target) else {
         return;
     };
-    if connection_allowed(shared, &mut conn, app, sni) {
+    if connection_allowed(shared, &mut conn, app) {
         tcp::proxy(shared, io, L4Target::Passthrough(app), &conn).await;
     }
 }

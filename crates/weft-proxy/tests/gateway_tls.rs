@@ -252,6 +252,38 @@ async fn https_servers_terminate_with_the_secret_for_each_host() {
     assert!(!dump.contains("PRIVATE KEY") && !dump.contains(&b64(&httpbin_credential.1)[..40]));
 }
 
+/// `connection.sni` reads the ClientHello the gateway terminated, for HTTP requests as for
+/// TCP connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_reads_the_sni_of_the_tls_the_gateway_terminates() {
+    let pki = Pki::new();
+    let httpbin = Backend::start("127.0.0.2", "httpbin", ok()).await;
+    let deny = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: no-helloworld}\nspec:\n  selector: {matchLabels: {istio: ingressgateway}}\n  action: DENY\n  rules:\n  - when:\n    - key: connection.sni\n      values: [helloworld.example.com]\n---\n";
+    let (proxy, addr) = gateway_on_a_free_port(|port| {
+        service_yaml("httpbin", 9080, &[("v1", &httpbin)])
+            + &tls_secret("credential", &pki.issue("*.example.com"))
+            + &gateway(&https_server(
+                port,
+                "https",
+                "\"*.example.com\"",
+                "{mode: SIMPLE, credentialName: credential}",
+            ))
+            + &routes("\"*.example.com\"", "httpbin")
+            + deny
+    })
+    .await;
+    let trusting = client_config(pki.root(), None);
+    assert_eq!(
+        https_get(addr, trusting.clone(), "httpbin.example.com", "/").await,
+        Ok((200, "httpbin".into()))
+    );
+    assert_eq!(
+        https_get(addr, trusting, "helloworld.example.com", "/").await,
+        Ok((403, String::new()))
+    );
+    drop(proxy);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_requires_a_client_certificate_from_the_secrets_ca() {
     let pki = Pki::new();

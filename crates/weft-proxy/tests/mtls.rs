@@ -236,6 +236,21 @@ async fn certificates_from_another_root_are_refused_both_ways() {
     assert_eq!(app.hits(), 0);
 }
 
+/// Waits until a certificate whose notAfter is `not_after` has expired (one-second
+/// resolution).
+async fn until_expired(not_after: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        <= not_after
+    {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_certificate_is_refused() {
     logged();
@@ -252,18 +267,7 @@ async fn an_expired_certificate_is_refused() {
         "",
     )
     .await;
-    // Wait until the server's certificate has expired (its notAfter has one-second
-    // resolution).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        <= not_after
-    {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_expired(not_after).await;
     let answer = HttpClient::new(client.proxy.outbound_addr)
         .get("reviews:9080", "/", &[])
         .await;
@@ -279,6 +283,38 @@ async fn an_expired_certificate_is_refused() {
             .as_deref()
             .is_some_and(|r| r.contains("Expired")),
         "{entry:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_presenting_an_expired_certificate_is_refused() {
+    logged();
+    let (_dir, ca) = ca();
+    let root = ca.root_pem().to_string();
+    let app = Backend::start("127.0.0.1", "reviews-v1", support::ok()).await;
+    let expiring = certificates(&ca, "bookinfo-productpage", Duration::from_secs(1), &root);
+    let not_after = expiring.current().unwrap().leaf.not_after;
+    let (client, _server) = pair(
+        Some(expiring),
+        Some(certificates(&ca, "bookinfo-reviews", day(), &root)),
+        app.addr,
+        |inbound| reviews_yaml(inbound, true, "bookinfo-reviews", "http"),
+        "",
+    )
+    .await;
+    until_expired(not_after).await;
+    let answer = HttpClient::new(client.proxy.outbound_addr)
+        .get("reviews:9080", "/", &[])
+        .await;
+    assert_eq!(answer.status, 503);
+    assert_eq!(app.hits(), 0);
+    // The server's log says why, and since when, at WARN.
+    let needle = "inbound mTLS handshake failed: invalid peer certificate: certificate expired";
+    let text = until_logged(needle).await;
+    let line = text.lines().find(|l| l.contains(needle)).unwrap();
+    assert!(
+        line.contains("WARN") && line.contains(&format!("not valid after {not_after}")),
+        "{line}"
     );
 }
 

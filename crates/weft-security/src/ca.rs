@@ -49,6 +49,10 @@ pub enum CaError {
     Sign(rcgen::Error),
     #[error("a lifetime of {0:?} is out of range")]
     Lifetime(Duration),
+    #[error(
+        "the request asks for {asked}, but its credential proves {proven}: a proxy gets a certificate only for the service account it was given"
+    )]
+    ForeignIdentity { asked: String, proven: String },
 }
 
 /// The files of a plugged-in CA, as Istio's `cacerts` secret holds them.
@@ -105,6 +109,15 @@ fn certificates(path: &Path) -> Result<Vec<String>, CaError> {
         return Err(CaError::NoCertificate(path.to_path_buf()));
     }
     Ok(blocks)
+}
+
+/// A requested subject alternative name as an error message shows it.
+fn san_text(san: &SanType) -> String {
+    match san {
+        SanType::URI(s) | SanType::DnsName(s) | SanType::Rfc822Name(s) => s.as_str().to_string(),
+        SanType::IpAddress(ip) => ip.to_string(),
+        other => format!("{other:?}"),
+    }
 }
 
 fn offset(d: Duration) -> Result<time::Duration, CaError> {
@@ -222,7 +235,16 @@ impl Ca {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(CaError::Csr)?;
         let uri =
             rcgen::string::Ia5String::try_from(identity.to_string()).map_err(CaError::Sign)?;
-        self.issue(&csr.public_key, vec![SanType::URI(uri)], ttl)
+        let own = SanType::URI(uri);
+        // Istio's CA signs the caller's identity whatever the CSR says; asking for another
+        // one is refused here instead, so the attempt is seen rather than rewritten.
+        if let Some(foreign) = csr.params.subject_alt_names.iter().find(|s| **s != own) {
+            return Err(CaError::ForeignIdentity {
+                asked: san_text(foreign),
+                proven: identity.to_string(),
+            });
+        }
+        self.issue(&csr.public_key, vec![own], ttl)
     }
 
     /// The admin identity's client certificate, on a key made here: the `weft` CLI's way

@@ -111,10 +111,15 @@ mod tests {
         let key = WorkloadKey::generate().unwrap();
         let wanted =
             Identity::parse("spiffe://cluster.local/ns/default/sa/bookinfo-reviews").unwrap();
-        // The CSR asks for another identity: the CA signs the one the proxy proved.
+        // A CSR asking for another identity than the one proved is refused.
         let asked = Identity::parse("spiffe://cluster.local/ns/default/sa/admin").unwrap();
+        let foreign = ca.sign(&key.csr(&asked).unwrap(), &wanted, WORKLOAD_TTL);
+        assert!(
+            matches!(foreign, Err(crate::ca::CaError::ForeignIdentity { .. })),
+            "{foreign:?}"
+        );
         let chain = ca
-            .sign(&key.csr(&asked).unwrap(), &wanted, WORKLOAD_TTL)
+            .sign(&key.csr(&wanted).unwrap(), &wanted, WORKLOAD_TTL)
             .unwrap();
         assert_eq!(chain.len(), 2, "leaf and root");
         assert_eq!(chain[1], ca.root_pem());

@@ -369,7 +369,7 @@ fn http_subject<'a>(
     parts: &'a Parts,
     auth: Option<&'a Verified>,
 ) -> Subject<'a> {
-    let mut subject = Subject::connection(conn, destination, None);
+    let mut subject = Subject::connection(conn, destination);
     subject.http = Some(HttpSubject {
         method: parts.method.as_str(),
         host: authority(parts),

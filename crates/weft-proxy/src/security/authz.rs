@@ -65,12 +65,8 @@ pub struct HttpSubject<'a> {
 
 impl<'a> Subject<'a> {
     /// A connection to `destination`, by what its transport proved: the mTLS peer and the
-    /// server name asked for (`sni`, else the mTLS handshake's).
-    pub fn connection(
-        conn: &'a ConnInfo,
-        destination: SocketAddr,
-        sni: Option<&'a str>,
-    ) -> Subject<'a> {
+    /// server name its ClientHello asked for (the mesh's, a gateway's or the app's own TLS).
+    pub fn connection(conn: &'a ConnInfo, destination: SocketAddr) -> Subject<'a> {
         let mtls = conn.mtls.as_ref();
         Subject {
             principal: mtls
@@ -78,7 +74,10 @@ impl<'a> Subject<'a> {
                 .map(|p| p.strip_prefix("spiffe://").unwrap_or(p)),
             source: conn.remote.ip(),
             destination,
-            sni: sni.or_else(|| mtls.and_then(|m| m.sni.as_deref())),
+            sni: conn
+                .requested_server_name
+                .as_deref()
+                .or_else(|| mtls.and_then(|m| m.sni.as_deref())),
             http: None,
         }
     }
@@ -532,4 +531,283 @@ fn principal_namespace(principal: &str) -> Option<&str> {
     parts.next()?;
     (parts.next()? == "ns").then_some(())?;
     parts.next()
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every field of a rule and every `when` key, with its `not` form, against requests
+    //! and connections that differ in that one attribute.
+    use super::*;
+    use std::sync::Arc;
+
+    /// reviews' policies in `default`: one ALLOW policy whose single rule is `rule`.
+    fn allowing(rule: &str) -> Authz {
+        let yaml = format!(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p, namespace: default}}\nspec:\n  rules:\n  - {rule}\n"
+        );
+        let loaded = weft_api::load_str(&yaml, std::path::Path::new("t.yaml"));
+        assert!(!loaded.has_errors(), "{rule}: {:?}", loaded.diagnostics);
+        let labels = [("app".to_string(), "reviews".to_string())].into();
+        Authz::compile(&loaded.resources, "default", &labels)
+    }
+
+    /// A request from productpage's sidecar over mTLS, SNI and a verified token, to
+    /// reviews on 10.0.0.2:9080; `change` alters one attribute.
+    struct Request {
+        principal: Option<&'static str>,
+        source: IpAddr,
+        destination: SocketAddr,
+        sni: Option<&'static str>,
+        method: &'static str,
+        host: &'static str,
+        path: &'static str,
+        headers: HeaderMap,
+        auth: Option<Verified>,
+        tcp: bool,
+    }
+
+    fn request() -> Request {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-user", "alice".parse().unwrap());
+        Request {
+            principal: Some("cluster.local/ns/default/sa/bookinfo-productpage"),
+            source: "10.0.0.1".parse().unwrap(),
+            destination: "10.0.0.2:9080".parse().unwrap(),
+            sni: Some("outbound_.9080_._.reviews.default.svc.cluster.local"),
+            method: "GET",
+            host: "reviews:9080",
+            path: "/reviews/1",
+            headers,
+            auth: Some(Verified {
+                principal: "https://issuer.example/alice".into(),
+                audiences: vec!["bookinfo".into()],
+                presenter: Some("web".into()),
+                claims: serde_json::json!({"groups": ["dev"], "scope": "read write", "n": {"level": 3}}),
+                space_delimited: Arc::from(Vec::new()),
+            }),
+            tcp: false,
+        }
+    }
+
+    fn allowed(authz: &Authz, r: &Request) -> bool {
+        let subject = Subject {
+            principal: r.principal,
+            source: r.source,
+            destination: r.destination,
+            sni: r.sni,
+            http: (!r.tcp).then_some(HttpSubject {
+                method: r.method,
+                host: r.host,
+                path: r.path,
+                headers: &r.headers,
+                auth: r.auth.as_ref(),
+            }),
+        };
+        authz.check(&subject).is_ok()
+    }
+
+    /// `rule` allows the plain request and refuses it once `change` is made; its `not`
+    /// form (`negated`) does the opposite.
+    fn decides(rule: &str, negated: &str, change: impl Fn(&mut Request)) {
+        let mut changed = request();
+        change(&mut changed);
+        let authz = allowing(rule);
+        assert!(allowed(&authz, &request()), "{rule} refused the request");
+        assert!(!allowed(&authz, &changed), "{rule} allowed the changed one");
+        let authz = allowing(negated);
+        assert!(
+            !allowed(&authz, &request()),
+            "{negated} allowed the request"
+        );
+        assert!(
+            allowed(&authz, &changed),
+            "{negated} refused the changed one"
+        );
+    }
+
+    fn source(field: &str, values: &str) -> String {
+        format!("from: [{{source: {{{field}: {values}}}}}]")
+    }
+
+    fn operation(field: &str, values: &str) -> String {
+        format!("to: [{{operation: {{{field}: {values}}}}}]")
+    }
+
+    fn when(key: &str, values: &str) -> (String, String) {
+        (
+            format!("when: [{{key: \"{key}\", values: {values}}}]"),
+            format!("when: [{{key: \"{key}\", notValues: {values}}}]"),
+        )
+    }
+
+    fn other_caller(r: &mut Request) {
+        r.principal = Some("cluster.local/ns/prod/sa/curl");
+    }
+
+    fn other_address(r: &mut Request) {
+        r.source = "192.168.1.9".parse().unwrap();
+    }
+
+    fn other_token(r: &mut Request) {
+        r.auth = Some(Verified {
+            principal: "https://other.example/bob".into(),
+            audiences: vec!["elsewhere".into()],
+            presenter: None,
+            claims: serde_json::json!({"groups": ["ops"], "scope": "admin"}),
+            space_delimited: Arc::from(Vec::new()),
+        });
+    }
+
+    #[test]
+    fn every_source_field_and_its_not_form() {
+        let pp = "[cluster.local/ns/default/sa/bookinfo-productpage]";
+        for (field, not, values, change) in [
+            (
+                "principals",
+                "notPrincipals",
+                pp,
+                other_caller as fn(&mut Request),
+            ),
+            (
+                "principals",
+                "notPrincipals",
+                "[\"*/sa/bookinfo-productpage\"]",
+                other_caller,
+            ),
+            ("namespaces", "notNamespaces", "[default]", other_caller),
+            (
+                "serviceAccounts",
+                "notServiceAccounts",
+                "[bookinfo-productpage]",
+                other_caller,
+            ),
+            ("ipBlocks", "notIpBlocks", "[10.0.0.0/24]", other_address),
+            (
+                "remoteIpBlocks",
+                "notRemoteIpBlocks",
+                "[10.0.0.1]",
+                other_address,
+            ),
+            (
+                "requestPrincipals",
+                "notRequestPrincipals",
+                "[\"https://issuer.example/*\"]",
+                other_token,
+            ),
+        ] {
+            decides(&source(field, values), &source(not, values), change);
+        }
+        // A request without a verified token has no request principal.
+        let authz = allowing(&source("requestPrincipals", "[\"*\"]"));
+        let mut anonymous = request();
+        anonymous.auth = None;
+        assert!(!allowed(&authz, &anonymous));
+    }
+
+    #[test]
+    fn every_operation_field_and_its_not_form() {
+        for (field, not, values, change) in [
+            (
+                "hosts",
+                "notHosts",
+                "[reviews]",
+                (|r| r.host = "ratings:9080") as fn(&mut Request),
+            ),
+            ("ports", "notPorts", "[\"9080\"]", |r| {
+                r.destination.set_port(9090)
+            }),
+            ("methods", "notMethods", "[GET, HEAD]", |r| {
+                r.method = "DELETE"
+            }),
+            ("paths", "notPaths", "[/reviews/*]", |r| {
+                r.path = "/ratings/1"
+            }),
+            ("paths", "notPaths", "[\"*/1\"]", |r| r.path = "/reviews/2"),
+            ("paths", "notPaths", "[\"/reviews*\"]", |r| {
+                r.path = "/ratings"
+            }),
+        ] {
+            decides(&operation(field, values), &operation(not, values), change);
+        }
+    }
+
+    #[test]
+    fn every_when_key_and_its_not_values() {
+        for (key, values, change) in [
+            (
+                "request.headers[x-user]",
+                "[ali*]",
+                (|r| {
+                    r.headers.insert("x-user", "bob".parse().unwrap());
+                }) as fn(&mut Request),
+            ),
+            ("source.ip", "[10.0.0.0/8]", other_address),
+            ("remote.ip", "[10.0.0.1]", other_address),
+            ("source.namespace", "[default]", other_caller),
+            (
+                "source.principal",
+                "[cluster.local/ns/default/sa/bookinfo-productpage]",
+                other_caller,
+            ),
+            (
+                "request.auth.principal",
+                "[https://issuer.example/alice]",
+                other_token,
+            ),
+            ("request.auth.audiences", "[bookinfo]", other_token),
+            ("request.auth.presenter", "[web]", other_token),
+            ("request.auth.claims[groups]", "[dev]", other_token),
+            ("request.auth.claims[scope]", "[write]", other_token),
+            ("request.auth.claims[n][level]", "[\"3\"]", other_token),
+            ("destination.ip", "[10.0.0.2]", |r| {
+                r.destination.set_ip("10.0.0.3".parse().unwrap())
+            }),
+            ("destination.port", "[\"9080\"]", |r| {
+                r.destination.set_port(9090)
+            }),
+            (
+                "connection.sni",
+                "[\"*.reviews.default.svc.cluster.local\"]",
+                |r| r.sni = Some("outbound_.9080_._.ratings.default.svc.cluster.local"),
+            ),
+        ] {
+            let (rule, negated) = when(key, values);
+            decides(&rule, &negated, change);
+        }
+    }
+
+    #[test]
+    fn a_tcp_connection_meets_an_http_only_field_as_its_action_says() {
+        let mut tcp = request();
+        tcp.tcp = true;
+        // ALLOW: a rule that needs HTTP never matches a TCP connection.
+        assert!(!allowed(&allowing(&operation("methods", "[GET]")), &tcp));
+        assert!(allowed(&allowing(&operation("ports", "[\"9080\"]")), &tcp));
+        assert!(allowed(
+            &allowing(
+                &when(
+                    "connection.sni",
+                    "[\"*.reviews.default.svc.cluster.local\"]"
+                )
+                .0
+            ),
+            &tcp
+        ));
+    }
+
+    #[test]
+    fn target_refs_attach_to_no_sidecar() {
+        let yaml = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-gw, namespace: default}\nspec:\n  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: bookinfo-gateway}]\n  action: DENY\n  rules: [{}]\n";
+        let loaded = weft_api::load_str(yaml, std::path::Path::new("t.yaml"));
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        let warning = loaded.warnings().next().expect("a warning").to_string();
+        assert!(
+            warning.contains("applies to no sidecar or Istio gateway"),
+            "{warning}"
+        );
+        let labels = [("app".to_string(), "reviews".to_string())].into();
+        let authz = Authz::compile(&loaded.resources, "default", &labels);
+        assert!(authz.is_empty());
+        assert!(allowed(&authz, &request()));
+    }
 }
