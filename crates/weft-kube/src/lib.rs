@@ -8,5 +8,7 @@ pub mod cluster;
 pub mod inject;
 pub mod install;
 pub mod manifest;
+#[cfg(test)]
+mod mock;
 pub mod port_forward;
 pub mod webhook;

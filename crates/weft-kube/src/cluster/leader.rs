@@ -246,48 +246,9 @@ async fn write(client: &Client, namespaces: &[String], root_pem: &str) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::{Method, Request, Response, StatusCode};
-    use kube::client::Body;
+    use crate::mock::{self, failure, finish, next, not_found};
+    use http::{Method, StatusCode};
     use serde_json::{json, Value};
-    use tower_test::mock::{pair, Handle};
-
-    type Mock = Handle<Request<Body>, Response<Body>>;
-
-    fn client() -> (Client, Mock) {
-        let (service, handle) = pair::<Request<Body>, Response<Body>>();
-        (Client::new(service, "default"), handle)
-    }
-
-    /// The next request, with its body as JSON (null when it has none).
-    async fn next(
-        mock: &mut Mock,
-    ) -> (
-        Method,
-        String,
-        Value,
-        tower_test::mock::SendResponse<Response<Body>>,
-    ) {
-        let (request, respond) = mock.next_request().await.expect("a request");
-        let (parts, body) = request.into_parts();
-        let bytes = body.collect_bytes().await.unwrap();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let path = parts.uri.path_and_query().unwrap().to_string();
-        (parts.method, path, body, respond)
-    }
-
-    fn answer(code: StatusCode, body: Value) -> Response<Body> {
-        Response::builder()
-            .status(code)
-            .body(Body::from(serde_json::to_vec(&body).unwrap()))
-            .unwrap()
-    }
-
-    fn not_found() -> Response<Body> {
-        answer(
-            StatusCode::NOT_FOUND,
-            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
-        )
-    }
 
     const LEASE_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/istio-system/leases";
 
@@ -300,64 +261,217 @@ mod tests {
 
     #[tokio::test]
     async fn a_free_lease_is_created_for_this_replica() {
-        let (client, mut mock) = client();
+        let (client, mut mock) = mock::client();
         let leases = Api::<Lease>::namespaced(client, NAMESPACE);
         let contending =
             tokio::spawn(async move { contend(&leases, "istiod-a", Timing::default()).await });
-        let (method, path, _, respond) = next(&mut mock).await;
+        let sent = next(&mut mock).await;
         assert_eq!(
-            (method, path.as_str()),
-            (Method::GET, &*format!("{LEASE_PATH}/{LEASE}"))
+            (&sent.method, sent.uri.as_str()),
+            (&Method::GET, &*format!("{LEASE_PATH}/{LEASE}"))
         );
-        respond.send_response(not_found());
-        let (method, path, body, respond) = next(&mut mock).await;
+        sent.respond(not_found());
+        let sent = next(&mut mock).await;
         assert_eq!(
-            (method, path.as_str()),
-            (Method::POST, &*format!("{LEASE_PATH}?"))
+            (&sent.method, sent.uri.as_str()),
+            (&Method::POST, &*format!("{LEASE_PATH}?"))
         );
+        let body = sent.body.clone();
         assert_eq!(body["metadata"]["name"], LEASE);
         assert_eq!(body["spec"]["holderIdentity"], "istiod-a");
         assert_eq!(body["spec"]["leaseDurationSeconds"], 15);
         assert_eq!(body["spec"]["leaseTransitions"], 0);
-        respond.send_response(answer(StatusCode::CREATED, body));
-        assert!(contending.await.unwrap().unwrap());
+        sent.respond(mock::answer(StatusCode::CREATED, body));
+        assert!(finish(contending, &mut mock).await.unwrap());
     }
 
     #[tokio::test]
     async fn a_held_lease_is_left_alone_and_a_lapsed_one_taken_over_by_its_version() {
         let now = Timestamp::now();
-        let (client, mut mock) = client();
+        let (client, mut mock) = mock::client();
         let leases = Api::<Lease>::namespaced(client, NAMESPACE);
         let held = leases.clone();
         let contending =
             tokio::spawn(async move { contend(&held, "istiod-b", Timing::default()).await });
-        let (_, _, _, respond) = next(&mut mock).await;
-        respond.send_response(answer(
-            StatusCode::OK,
-            lease("istiod-a", &now.to_string(), "7"),
-        ));
+        next(&mut mock)
+            .await
+            .ok(lease("istiod-a", &now.to_string(), "7"));
         // Another replica holds it and renewed it just now: no write.
-        assert!(!contending.await.unwrap().unwrap());
+        assert!(!finish(contending, &mut mock).await.unwrap());
 
         let lapsed = (now - SignedDuration::from_secs(60)).to_string();
         let contending =
             tokio::spawn(async move { contend(&leases, "istiod-b", Timing::default()).await });
-        let (_, _, _, respond) = next(&mut mock).await;
-        respond.send_response(answer(StatusCode::OK, lease("istiod-a", &lapsed, "8")));
-        let (method, path, body, respond) = next(&mut mock).await;
+        next(&mut mock).await.ok(lease("istiod-a", &lapsed, "8"));
+        let sent = next(&mut mock).await;
         assert_eq!(
-            (method, path.as_str()),
-            (Method::PUT, &*format!("{LEASE_PATH}/{LEASE}?"))
+            (&sent.method, sent.uri.as_str()),
+            (&Method::PUT, &*format!("{LEASE_PATH}/{LEASE}?"))
         );
         // The update names the version it read, so a racing replica's fails.
-        assert_eq!(body["metadata"]["resourceVersion"], "8");
-        assert_eq!(body["spec"]["holderIdentity"], "istiod-b");
-        assert_eq!(body["spec"]["leaseTransitions"], 1);
-        respond.send_response(answer(
-            StatusCode::CONFLICT,
-            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409, "message": "the object has been modified"}),
-        ));
+        assert_eq!(sent.body["metadata"]["resourceVersion"], "8");
+        assert_eq!(sent.body["spec"]["holderIdentity"], "istiod-b");
+        assert_eq!(sent.body["spec"]["leaseTransitions"], 1);
+        sent.respond(failure(StatusCode::CONFLICT, "Conflict"));
         // Another replica won the race: not held, and no error.
-        assert!(!contending.await.unwrap().unwrap());
+        assert!(!finish(contending, &mut mock).await.unwrap());
+    }
+
+    const ROOT: &str = "-----BEGIN CERTIFICATE-----\nmesh root\n-----END CERTIFICATE-----\n";
+
+    fn root_map(namespace: &str, pem: &str, version: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": ROOT_CONFIG_MAP, "namespace": namespace, "resourceVersion": version,
+                "labels": {"istio.io/config": "true"}},
+            "data": {ROOT_KEY: pem}})
+    }
+
+    #[tokio::test]
+    async fn the_mesh_root_is_created_updated_or_left_in_each_namespace_and_put_in_the_ca_bundle() {
+        let (client, mut mock) = mock::client();
+        let namespaces = ["bookinfo", "stale", "current"].map(String::from);
+        let writing = tokio::spawn(async move { write(&client, &namespaces, ROOT).await });
+        let maps = |ns: &str| format!("/api/v1/namespaces/{ns}/configmaps");
+
+        // None yet: created, labelled as istiod labels it.
+        let sent = next(&mut mock).await;
+        assert_eq!(
+            (&sent.method, sent.uri.as_str()),
+            (
+                &Method::GET,
+                &*format!("{}/{ROOT_CONFIG_MAP}", maps("bookinfo"))
+            )
+        );
+        sent.respond(not_found());
+        let sent = next(&mut mock).await;
+        assert_eq!(sent.line(), format!("POST {}?", maps("bookinfo")));
+        assert_eq!(sent.content_type.as_deref(), Some("application/json"));
+        assert_eq!(
+            sent.body,
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": ROOT_CONFIG_MAP, "namespace": "bookinfo",
+                    "labels": {"istio.io/config": "true"}},
+                "data": {ROOT_KEY: ROOT}})
+        );
+        let created = sent.body.clone();
+        sent.respond(mock::answer(StatusCode::CREATED, created));
+
+        // An old root: replaced at the version read, keeping the rest of the map.
+        let sent = next(&mut mock).await;
+        assert_eq!(
+            sent.line(),
+            format!("GET {}/{ROOT_CONFIG_MAP}", maps("stale"))
+        );
+        sent.ok(root_map("stale", "old root", "41"));
+        let sent = next(&mut mock).await;
+        assert_eq!(
+            sent.line(),
+            format!("PUT {}/{ROOT_CONFIG_MAP}?", maps("stale"))
+        );
+        assert_eq!(sent.body, root_map("stale", ROOT, "41"));
+        let replaced = sent.body.clone();
+        sent.ok(replaced);
+
+        // Already the root: no write.
+        let sent = next(&mut mock).await;
+        assert_eq!(
+            sent.line(),
+            format!("GET {}/{ROOT_CONFIG_MAP}", maps("current"))
+        );
+        sent.ok(root_map("current", ROOT, "42"));
+
+        // The webhook's caBundle, in every webhook of the configuration, at its version.
+        let webhooks = format!(
+            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{WEBHOOK_CONFIGURATION}"
+        );
+        let sent = next(&mut mock).await;
+        assert_eq!(sent.line(), format!("GET {webhooks}"));
+        let webhook = |name: &str, bundle: Option<&str>| {
+            let mut w = json!({"name": name, "admissionReviewVersions": ["v1"], "sideEffects": "None",
+                "clientConfig": {"service": {"name": "istiod", "namespace": NAMESPACE, "path": "/inject", "port": 443}}});
+            if let Some(b) = bundle {
+                w["clientConfig"]["caBundle"] = json!(b);
+            }
+            w
+        };
+        let config = |bundles: [Option<&str>; 2]| {
+            json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+                "metadata": {"name": WEBHOOK_CONFIGURATION, "resourceVersion": "9"},
+                "webhooks": [webhook("rev.namespace.sidecar-injector.istio.io", bundles[0]),
+                    webhook("namespace.sidecar-injector.istio.io", bundles[1])]})
+        };
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(ROOT);
+        sent.ok(config([None, Some("b2xk")]));
+        let sent = next(&mut mock).await;
+        assert_eq!(sent.line(), format!("PUT {webhooks}?"));
+        assert_eq!(sent.body, config([Some(&encoded), Some(&encoded)]));
+        let replaced = sent.body.clone();
+        sent.ok(replaced);
+        finish(writing, &mut mock).await.unwrap();
+
+        // Everywhere already: reads only.
+        let (client, mut mock) = mock::client();
+        let writing =
+            tokio::spawn(async move { write(&client, &["current".to_string()], ROOT).await });
+        next(&mut mock).await.ok(root_map("current", ROOT, "42"));
+        let sent = next(&mut mock).await;
+        assert_eq!(sent.line(), format!("GET {webhooks}"));
+        sent.ok(config([Some(&encoded), Some(&encoded)]));
+        finish(writing, &mut mock).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_rejected_istio_objects_status_gets_istios_validation_message_until_it_loads() {
+        type Reports = BTreeMap<std::path::PathBuf, String>;
+        let (client, mut mock) = mock::client();
+        let reporting = |broken: Reports, mut reported: Reports| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                report(&client, &broken, &mut reported)
+                    .await
+                    .map(|()| reported)
+            })
+        };
+        let partition = crate::cluster::index::partition(
+            "networking.istio.io/VirtualService",
+            "bookinfo",
+            "reviews",
+        );
+        let status =
+            "/apis/networking.istio.io/v1/namespaces/bookinfo/virtualservices/reviews/status?";
+        let broken = Reports::from([(partition, "spec.http[0]: no route".to_string())]);
+        let task = reporting(broken.clone(), Reports::new());
+        let sent = next(&mut mock).await;
+        assert_eq!(sent.line(), format!("PATCH {status}"));
+        assert_eq!(
+            sent.content_type.as_deref(),
+            Some("application/merge-patch+json")
+        );
+        assert_eq!(
+            sent.body,
+            json!({"status": {"validationMessages": [{"level": "ERROR",
+                "type": {"code": "IST0106", "name": "SchemaValidationError"},
+                "description": "spec.http[0]: no route"}]}})
+        );
+        sent.ok(
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "reviews", "namespace": "bookinfo"}}),
+        );
+        let reported = finish(task, &mut mock).await.unwrap();
+        assert_eq!(reported, broken);
+
+        // Reported already: nothing written again.
+        let task = reporting(broken.clone(), reported);
+        let reported = finish(task, &mut mock).await.unwrap();
+
+        // It loads now: the message is cleared.
+        let task = reporting(Reports::new(), reported);
+        let sent = next(&mut mock).await;
+        assert_eq!(sent.line(), format!("PATCH {status}"));
+        assert_eq!(sent.body, json!({"status": {"validationMessages": null}}));
+        sent.respond(not_found());
+        // Deleted meanwhile: nothing to report on, and nothing left to clear.
+        assert!(finish(task, &mut mock).await.unwrap().is_empty());
     }
 }

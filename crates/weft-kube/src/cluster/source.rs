@@ -352,3 +352,99 @@ impl ConfigSource for KubeSource {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock::{self, next, query};
+    use http::Method;
+    use serde_json::json;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    /// Each watched kind's collection, as the watches ask for it: cluster-wide but the
+    /// root namespace's ConfigMaps, and an Istio kind once its CRD is listed.
+    const WATCHED: [&str; 8] = [
+        "/api/v1/namespaces",
+        "/api/v1/services",
+        "/apis/discovery.k8s.io/v1/endpointslices",
+        "/api/v1/pods",
+        "/api/v1/namespaces/istio-system/configmaps",
+        "/api/v1/secrets",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        "/apis/networking.istio.io/v1/virtualservices",
+    ];
+
+    fn virtual_service_crd() -> serde_json::Value {
+        json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "virtualservices.networking.istio.io", "resourceVersion": "7"},
+            "spec": {"group": "networking.istio.io", "scope": "Namespaced",
+                "names": {"kind": "VirtualService", "plural": "virtualservices"},
+                "versions": [
+                    {"name": "v1alpha3", "served": true, "storage": false},
+                    {"name": "v1", "served": true, "storage": true}]}})
+    }
+
+    #[tokio::test]
+    async fn each_kind_is_listed_whole_then_watched_from_its_lists_version_with_bookmarks() {
+        let (client, mut mock) = mock::client();
+        let starting = tokio::spawn(KubeSource::start(client));
+        let (mut lists, mut watches) = (BTreeMap::new(), BTreeMap::new());
+        // Watches stay open, unanswered, as a quiet API server keeps them.
+        let mut open = Vec::new();
+        while watches.len() < WATCHED.len() {
+            let sent = tokio::time::timeout(Duration::from_secs(10), next(&mut mock))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("no more requests: lists {lists:?}, watches {watches:?}")
+                });
+            assert_eq!(sent.method, Method::GET, "{}", sent.line());
+            let at = WATCHED
+                .iter()
+                .position(|p| *p == sent.path)
+                .unwrap_or_else(|| panic!("an unexpected request: {}", sent.line()));
+            if sent.query.contains_key("watch") {
+                assert!(
+                    watches.insert(at, sent.query.clone()).is_none(),
+                    "watched twice: {}",
+                    sent.line()
+                );
+                open.push(sent);
+                continue;
+            }
+            assert!(
+                lists.insert(at, sent.query.clone()).is_none(),
+                "listed twice: {}",
+                sent.line()
+            );
+            let items = match sent.path.ends_with("/customresourcedefinitions") {
+                true => vec![virtual_service_crd()],
+                false => Vec::new(),
+            };
+            sent.ok(json!({"apiVersion": "v1", "kind": "List",
+                "metadata": {"resourceVersion": (100 + at).to_string()}, "items": items}));
+        }
+        // Ready once every first list is in, the VirtualServices' too.
+        let source = tokio::time::timeout(Duration::from_secs(10), starting)
+            .await
+            .expect("synced once every kind was listed")
+            .unwrap();
+        for (at, path) in WATCHED.iter().enumerate() {
+            // No label or field selector: failed pods are dropped by the index, as
+            // istiod's informers drop them.
+            assert_eq!(lists[&at], query(&[("limit", "500")]), "{path}'s list");
+            let version = (100 + at).to_string();
+            assert_eq!(
+                watches[&at],
+                query(&[
+                    ("watch", "true"),
+                    ("timeoutSeconds", "290"),
+                    ("allowWatchBookmarks", "true"),
+                    ("resourceVersion", &version),
+                ]),
+                "{path}'s watch"
+            );
+        }
+        drop((source, open));
+    }
+}
