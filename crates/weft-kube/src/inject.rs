@@ -390,5 +390,7 @@ fn istio_proxy(opts: &Options, args: Vec<String>, owner: Option<&str>) -> Value 
     })
 }
 
+#[cfg(any(test, feature = "golden"))]
+pub mod golden;
 #[cfg(test)]
 mod tests;

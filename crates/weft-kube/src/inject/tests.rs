@@ -2,22 +2,8 @@
 //! `../shared/istio-samples/kube/inject`): what Istio adds, Weft adds in the same places,
 //! with Weft's programs in the containers.
 
+use super::golden::{apps, assert_istios_shape, container, first_document, sample, template};
 use super::*;
-
-fn sample(name: &str) -> String {
-    let path = format!(
-        "{}/../../../shared/istio-samples/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("{path}: {e} (istio-samples must be checked out at ../shared beside the repository)")
-    })
-}
-
-fn first_document(text: &str) -> Value {
-    let doc = serde_norway::Deserializer::from_str(text).next().unwrap();
-    <Value as serde::Deserialize>::deserialize(doc).unwrap()
-}
 
 /// Istio's injected pair for `name`: what Weft makes of the input, and Istio's output.
 fn pair(name: &str) -> (Value, Value, Outcome) {
@@ -27,131 +13,11 @@ fn pair(name: &str) -> (Value, Value, Outcome) {
     (ours, istios, outcome)
 }
 
-fn container<'v>(pod: &'v Value, list: &str, name: &str) -> &'v Value {
-    pod["spec"]["template"]["spec"][list]
-        .as_array()
-        .and_then(|l| l.iter().find(|c| c["name"] == name))
-        .unwrap_or_else(|| panic!("no {list} {name} in {pod:#}"))
-}
-
-/// The app's containers as Istio prints them, less the `resources: {}` its Go types add.
-fn apps(pod: &Value) -> Vec<Value> {
-    let mut list = pod["spec"]["template"]["spec"]["containers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    for c in &mut list {
-        if c["resources"] == json!({}) {
-            c.as_object_mut().unwrap().remove("resources");
-        }
-    }
-    list
-}
-
 #[test]
 fn a_deployment_gets_istios_injected_shape() {
     let (ours, istios, outcome) = pair("hello");
     assert_eq!(outcome, Outcome::Injected);
-    let template = |v: &Value| v["spec"]["template"]["metadata"].clone();
-    assert_eq!(template(&ours)["labels"], template(&istios)["labels"]);
-    for key in [
-        "istio.io/rev",
-        "kubectl.kubernetes.io/default-container",
-        "kubectl.kubernetes.io/default-logs-container",
-        "prometheus.io/path",
-        "prometheus.io/port",
-        "prometheus.io/scrape",
-    ] {
-        assert_eq!(
-            template(&ours)["annotations"][key],
-            template(&istios)["annotations"][key],
-            "{key}"
-        );
-    }
-    let status: Value =
-        serde_json::from_str(template(&ours)["annotations"][STATUS].as_str().unwrap()).unwrap();
-    assert_eq!(
-        status["initContainers"],
-        json!(["istio-init", "istio-proxy"])
-    );
-    assert_eq!(apps(&ours), apps(&istios));
-
-    let names = |v: &Value| -> Vec<Value> {
-        v["spec"]["template"]["spec"]["initContainers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["name"].clone())
-            .collect()
-    };
-    assert_eq!(names(&ours), names(&istios));
-    // istio-init: istio-iptables' flags after the program's name, its privileges.
-    let (init, istio_init) = (
-        container(&ours, "initContainers", "istio-init"),
-        container(&istios, "initContainers", "istio-init"),
-    );
-    assert_eq!(init["args"][0], "iptables");
-    assert_eq!(
-        init["args"].as_array().unwrap()[1..],
-        istio_init["args"].as_array().unwrap()[1..]
-    );
-    for key in ["securityContext", "resources"] {
-        assert_eq!(init[key], istio_init[key], "istio-init {key}");
-    }
-    // istio-proxy: a native sidecar as uid 1337, probed on 15021, with the pod's identity.
-    let (proxy, istio_proxy) = (
-        container(&ours, "initContainers", "istio-proxy"),
-        container(&istios, "initContainers", "istio-proxy"),
-    );
-    assert_eq!(proxy["args"][0], "proxy");
-    for key in [
-        "readinessProbe",
-        "startupProbe",
-        "restartPolicy",
-        "securityContext",
-        "resources",
-    ] {
-        assert_eq!(proxy[key], istio_proxy[key], "istio-proxy {key}");
-    }
-    let env = |c: &Value, name: &str| {
-        c["env"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["name"] == name)
-            .cloned()
-            .unwrap_or_else(|| panic!("no env {name}"))
-    };
-    for name in [
-        "POD_NAME",
-        "POD_NAMESPACE",
-        "INSTANCE_IP",
-        "SERVICE_ACCOUNT",
-        "CA_ADDR",
-        "TRUST_DOMAIN",
-        "ISTIO_META_OWNER",
-    ] {
-        assert_eq!(env(proxy, name), env(istio_proxy, name), "env {name}");
-    }
-    let ports: Vec<&Value> = proxy["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| &p["containerPort"])
-        .collect();
-    assert_eq!(ports, [&json!(15090), &json!(15020), &json!(15021)]);
-    // The volumes the proxy reads are Istio's, under Istio's names.
-    let volume = |v: &Value, name: &str| {
-        v["spec"]["template"]["spec"]["volumes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["name"] == name)
-            .cloned()
-    };
-    for name in VOLUMES {
-        assert_eq!(volume(&ours, name), volume(&istios, name), "volume {name}");
-    }
+    assert_istios_shape(&ours["spec"]["template"], &istios["spec"]["template"]);
 }
 
 #[test]
@@ -180,27 +46,22 @@ fn pods_that_opt_out_or_use_the_hosts_network_are_left_alone() {
 fn bookinfo_gets_a_sidecar_in_every_deployment_and_nothing_else_changes() {
     let text = sample("bookinfo/platform/bookinfo.yaml");
     let out = inject_yaml(&text, &Options::default()).unwrap();
-    let docs = |t: &str| -> Vec<Value> {
-        serde_norway::Deserializer::from_str(t)
-            .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
-            .filter(|v| !v.is_null())
-            .collect()
-    };
-    let (before, after) = (docs(&text), docs(&out));
+    let (before, after) = (documents(&text), documents(&out));
     assert_eq!(before.len(), after.len());
     let mut deployments = 0;
     for (b, a) in before.iter().zip(&after) {
         if a["kind"] == "Deployment" {
             deployments += 1;
+            let pod = &a["spec"]["template"];
             assert_eq!(
-                container(a, "initContainers", "istio-init")["name"],
+                container(pod, "initContainers", "istio-init")["name"],
                 "istio-init"
             );
-            let proxy = container(a, "initContainers", "istio-proxy");
+            let proxy = container(pod, "initContainers", "istio-proxy");
             let args = proxy["args"].as_array().unwrap();
             let workload = &args[args.iter().position(|x| x == "--workload-name").unwrap() + 1];
             assert_eq!(workload, &a["metadata"]["name"]);
-            assert_eq!(apps(a), apps(b));
+            assert_eq!(apps(pod), apps(&b["spec"]["template"]));
         } else {
             assert_eq!(a, b, "a {} changed", b["kind"]);
         }
@@ -260,4 +121,114 @@ fn traffic_annotations_reach_istio_inits_flags_and_app_metrics_are_merged() {
         inject_document(&mut service, &Options::default()),
         Outcome::NotAPod
     );
+}
+
+/// Documents of a YAML stream, as values.
+fn documents(text: &str) -> Vec<Value> {
+    serde_norway::Deserializer::from_str(text)
+        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// `weft kube-inject` of one stream.
+fn kube_inject(docs: &[Value]) -> Vec<Value> {
+    let text = docs
+        .iter()
+        .map(|d| serde_norway::to_string(d).unwrap())
+        .collect::<Vec<_>>()
+        .join("---\n");
+    documents(&inject_yaml(&text, &Options::default()).unwrap())
+}
+
+#[test]
+fn statefulsets_daemonsets_jobs_and_cronjobs_get_istios_shape_owned_by_themselves() {
+    // Istio's hello template, in each kind that holds one.
+    let hello = template("hello.yaml");
+    let selector = json!({"matchLabels": hello["metadata"]["labels"]});
+    let mut job_pod = hello.clone();
+    job_pod["spec"]["restartPolicy"] = json!("Never");
+    let workloads = [
+        (
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "hello"},
+                "spec": {"serviceName": "hello", "replicas": 3, "selector": selector, "template": hello}}),
+            "/spec/template",
+            "apps/v1/namespaces/default/statefulsets/hello",
+        ),
+        (
+            json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "hello"},
+                "spec": {"selector": selector, "template": hello}}),
+            "/spec/template",
+            "apps/v1/namespaces/default/daemonsets/hello",
+        ),
+        (
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "hello"},
+                "spec": {"backoffLimit": 2, "template": job_pod}}),
+            "/spec/template",
+            "batch/v1/namespaces/default/jobs/hello",
+        ),
+        (
+            json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "hello"},
+                "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": job_pod}}}}),
+            "/spec/jobTemplate/spec/template",
+            "batch/v1/namespaces/default/cronjobs/hello",
+        ),
+    ];
+    let inputs: Vec<Value> = workloads.iter().map(|(w, _, _)| w.clone()).collect();
+    let outputs = kube_inject(&inputs);
+    assert_eq!(outputs.len(), inputs.len());
+    for ((input, at, owner), output) in workloads.iter().zip(&outputs) {
+        let kind = &input["kind"];
+        // Istio's injection of the same template, as this kind's pods carry it.
+        let mut istios = template("hello.yaml.injected");
+        if input["kind"] == "Job" || input["kind"] == "CronJob" {
+            istios["spec"]["restartPolicy"] = json!("Never");
+        }
+        let proxy = istios["spec"]["initContainers"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|c| c["name"] == "istio-proxy")
+            .unwrap();
+        for env in proxy["env"].as_array_mut().unwrap() {
+            if env["name"] == "ISTIO_META_OWNER" {
+                env["value"] = json!(format!("kubernetes://apis/{owner}"));
+            }
+        }
+        let injected = output
+            .pointer(at)
+            .unwrap_or_else(|| panic!("a {kind} with no {at}"));
+        assert_istios_shape(injected, &istios);
+        // Everything but the template is as it was.
+        let (mut rest, mut was) = (output.clone(), input.clone());
+        *rest.pointer_mut(at).unwrap() = Value::Null;
+        *was.pointer_mut(at).unwrap() = Value::Null;
+        assert_eq!(rest, was, "a {kind} changed outside its template");
+    }
+}
+
+#[test]
+fn services_config_maps_and_pods_labelled_not_to_be_injected_pass_through_unchanged() {
+    let opted_out = json!({"sidecar.istio.io/inject": "false", "app": "hello"});
+    let mut deployment = first_document(&sample("kube/inject/hello.yaml"));
+    deployment["spec"]["template"]["metadata"]["labels"] = opted_out.clone();
+    let docs = [
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "hello"},
+            "spec": {"selector": {"app": "hello"}, "ports": [{"name": "http", "port": 80}]}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "hello"},
+            "data": {"greeting": "hello"}}),
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hello", "labels": opted_out},
+            "spec": template("hello.yaml")["spec"]}),
+        deployment,
+    ];
+    let outcomes: Vec<Outcome> = docs
+        .iter()
+        .map(|d| inject_document(&mut d.clone(), &Options::default()))
+        .collect();
+    let skipped = Outcome::Skipped("sidecar.istio.io/inject is \"false\"");
+    assert_eq!(
+        outcomes,
+        [Outcome::NotAPod, Outcome::NotAPod, skipped.clone(), skipped]
+    );
+    assert_eq!(kube_inject(&docs), docs);
 }

@@ -36,20 +36,10 @@ fn details_pod() -> Value {
     })
 }
 
-/// JSONPatch's `add`, the only operation the webhook sends.
+/// The pod with the answer's patch applied, as the API server applies it.
 fn apply(mut doc: Value, patch: &Value) -> Value {
-    for op in patch.as_array().unwrap() {
-        assert_eq!(op["op"], "add", "{op}");
-        let path = op["path"].as_str().unwrap();
-        let (parent, key) = path.rsplit_once('/').unwrap();
-        let target = doc
-            .pointer_mut(parent)
-            .unwrap_or_else(|| panic!("no {parent}"));
-        target
-            .as_object_mut()
-            .unwrap()
-            .insert(key.to_string(), op["value"].clone());
-    }
+    let patch: json_patch::Patch = serde_json::from_value(patch.clone()).unwrap();
+    json_patch::patch(&mut doc, &patch).unwrap();
     doc
 }
 
