@@ -1147,53 +1147,41 @@ async fn a_deeply_nested_document_is_refused_at_once_and_the_control_plane_keeps
     assert_eq!(ready.map(|a| a.status.as_u16()), Ok(200));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_injection_webhook_answers_the_api_servers_review_over_tls() {
-    let dir = tempfile::tempdir().unwrap();
+/// `weft control --webhook` on free ports, once ready, and the webhook's address.
+async fn injecting_control(dir: &Path, extra: &[&str]) -> (Weft, SocketAddr) {
     let [monitoring, webhook] = free_addrs::<2>();
-    let mut weft = Weft::spawn(
-        &[
-            "control",
-            "--config-dir",
-            &dir.path().display().to_string(),
-            "--monitoring",
-            &monitoring.to_string(),
-            "--grpc-tls",
-            "127.0.0.1:0",
-            "--no-dashboard",
-            "--webhook",
-            &webhook.to_string(),
-            "--inject-image",
-            "registry.example/weft:test",
-        ]
-        .map(String::from),
-    );
+    let mut args: Vec<String> = [
+        "control",
+        "--config-dir",
+        &dir.display().to_string(),
+        "--monitoring",
+        &monitoring.to_string(),
+        "--grpc-tls",
+        "127.0.0.1:0",
+        "--no-dashboard",
+        "--webhook",
+        &webhook.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let mut weft = Weft::spawn(&args);
     assert!(
         answers_ok(&mut weft, monitoring, "/ready").await,
         "{}",
         weft.output()
     );
-    let review = serde_json::json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "u1",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "namespace": "default",
-            "operation": "CREATE",
-            "object": {
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": "web", "labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "web", "image": "web"}]},
-            },
-        },
-    });
-    let body = dir.path().join("review.json");
+    (weft, webhook)
+}
+
+/// The webhook's answer to `review`, posted over TLS as the API server posts it: to the
+/// Service's name, trusting the mesh root (the webhook's caBundle).
+async fn review_over_tls(weft: &Weft, dir: &Path, webhook: SocketAddr, review: &Value) -> Value {
+    let body = dir.join("review.json");
     std::fs::write(&body, review.to_string()).unwrap();
-    // The API server trusts the webhook by the mesh root (the caBundle).
-    let root = dir.path().join(".weft/ca/root-cert.pem");
+    let root = dir.join(".weft/ca/root-cert.pem");
     let port = webhook.port();
-    let answered = poll_until(Duration::from_secs(10), || async {
+    poll_until(Duration::from_secs(10), || async {
         let out = tokio::process::Command::new("curl")
             .args([
                 "-sS",
@@ -1215,23 +1203,95 @@ async fn the_injection_webhook_answers_the_api_servers_review_over_tls() {
             .expect("curl (Debian's curl package) calls the webhook as the API server does");
         out.status
             .success()
-            .then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
+            .then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap())
     })
     .await
-    .unwrap_or_else(|| panic!("the webhook never answered\n{}", weft.output()));
+    .unwrap_or_else(|| panic!("the webhook never answered\n{}", weft.output()))
+}
+
+/// The answer's JSONPatch, if it has one.
+fn patch_of(answered: &Value) -> Option<json_patch::Patch> {
+    let encoded = answered["response"]["patch"].as_str()?;
+    let patch =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded).unwrap();
+    Some(serde_json::from_slice(&patch).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_injection_webhook_answers_the_api_servers_review_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (weft, webhook) = injecting_control(
+        dir.path(),
+        &["--inject-image", "registry.example/weft:test"],
+    )
+    .await;
+    let review = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "u1",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "namespace": "default",
+            "operation": "CREATE",
+            "object": {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "web", "labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "web"}]},
+            },
+        },
+    });
+    let answered = review_over_tls(&weft, dir.path(), webhook, &review).await;
     assert_eq!(answered["response"]["uid"], "u1");
     assert_eq!(answered["response"]["patchType"], "JSONPatch");
-    let patch = base64::Engine::decode(
-        &base64::engine::general_purpose::STANDARD,
-        answered["response"]["patch"].as_str().unwrap(),
-    )
-    .unwrap();
-    let patch: serde_json::Value = serde_json::from_slice(&patch).unwrap();
-    let init = patch
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|op| op["path"] == "/spec/initContainers")
-        .expect("the patch adds the init containers");
-    assert_eq!(init["value"][1]["image"], "registry.example/weft:test");
+    let mut pod = review["request"]["object"].clone();
+    json_patch::patch(&mut pod, &patch_of(&answered).expect("a patch")).unwrap();
+    assert_eq!(
+        pod["spec"]["initContainers"][1]["image"],
+        "registry.example/weft:test"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhooks_patch_makes_istios_golden_pods_of_the_admission_review_fixtures() {
+    use weft_kube::inject::golden;
+    let dir = tempfile::tempdir().unwrap();
+    let (weft, webhook) = injecting_control(dir.path(), &[]).await;
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../weft-kube/testdata/admission");
+    // Each review, Istio's injection of the same pod, and whether it gets a sidecar.
+    for (fixture, golden_file, injected) in [
+        ("hello.json", "hello.yaml.injected", true),
+        ("hello-ignore.json", "hello-ignore.yaml.injected", false),
+    ] {
+        let path = fixtures.join(fixture);
+        let review: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let answered = review_over_tls(&weft, dir.path(), webhook, &review).await;
+        let response = &answered["response"];
+        assert_eq!(answered["kind"], "AdmissionReview", "{fixture}");
+        assert_eq!(response["uid"], review["request"]["uid"], "{fixture}");
+        assert_eq!(response["allowed"], true, "{fixture}");
+        let mut pod = review["request"]["object"].clone();
+        let patch = patch_of(&answered);
+        assert_eq!(patch.is_some(), injected, "{fixture}: {answered}");
+        if let Some(patch) = &patch {
+            assert_eq!(response["patchType"], "JSONPatch", "{fixture}");
+            json_patch::patch(&mut pod, patch).unwrap();
+        }
+        // The ReplicaSet's hash is the one label the Deployment's template does not have.
+        assert!(pod["metadata"]["labels"]
+            .as_object_mut()
+            .unwrap()
+            .remove("pod-template-hash")
+            .is_some());
+        let istios = golden::template(golden_file);
+        if injected {
+            golden::assert_istios_shape(&pod, &istios);
+        } else {
+            for part in ["labels", "annotations"] {
+                assert_eq!(pod["metadata"][part], istios["metadata"][part], "{fixture}");
+            }
+            assert_eq!(golden::apps(&pod), golden::apps(&istios), "{fixture}");
+            assert_eq!(pod["spec"]["initContainers"], Value::Null, "{fixture}");
+        }
+    }
 }
