@@ -1,8 +1,9 @@
 //! A fake Kubernetes API server, for tests and the control plane's Kubernetes benchmark
 //! only: no Kubernetes API server can run on Weft's development machines. It keeps objects in memory and speaks enough of the API for kube-rs's watcher
 //! and the real `kubectl`: discovery (`/api`, `/apis`, resource lists, Istio's groups from
-//! the CRDs it holds), list with a resourceVersion, watch from a resourceVersion with
-//! bookmarks and a 410 Gone for one older than its history, get, create, update, delete,
+//! the CRDs it holds), list with a resourceVersion (held back while a test
+//! holds the kind's lists), watch from a resourceVersion with bookmarks naming the server's
+//! version and a 410 Gone for one older than its history, get, create, update, delete,
 //! merge patches and server-side apply (fields merged into the object: no field managers,
 //! no conflicts), TokenReviews of the tokens it issued, and a pod's port-forward (the
 //! WebSocket `v4.channel.k8s.io` protocol, to the pod's IP). Plain HTTP on 127.0.0.1; a
@@ -15,13 +16,13 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
@@ -161,6 +162,10 @@ pub struct FakeApiServer {
     cut: Arc<Mutex<broadcast::Sender<()>>>,
     /// Requests seen, `METHOD path?query`, for tests that check what clients asked.
     pub requests: Arc<Mutex<Vec<String>>>,
+    /// Bookmarks sent: the resource watched (its plural) and the resourceVersion named.
+    pub bookmarks: Arc<Mutex<Vec<(String, u64)>>>,
+    /// Types (group, plural) whose lists wait until released.
+    held: Arc<watch::Sender<BTreeSet<(String, String)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -181,6 +186,8 @@ impl FakeApiServer {
         let (events, _) = broadcast::channel(4096);
         let cut = Arc::new(Mutex::new(broadcast::channel(1).0));
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let bookmarks = Arc::new(Mutex::new(Vec::new()));
+        let held = Arc::new(watch::channel(BTreeSet::new()).0);
         let away = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let server = Server {
             away: away.clone(),
@@ -188,6 +195,8 @@ impl FakeApiServer {
             events: events.clone(),
             cut: cut.clone(),
             requests: requests.clone(),
+            bookmarks: bookmarks.clone(),
+            held: held.clone(),
         };
         let task = tokio::spawn(async move {
             loop {
@@ -213,6 +222,8 @@ impl FakeApiServer {
             events,
             cut,
             requests,
+            bookmarks,
+            held,
             task,
         };
         for ns in ["default", "kube-system", "istio-system"] {
@@ -229,6 +240,8 @@ impl FakeApiServer {
             events: self.events.clone(),
             cut: self.cut.clone(),
             requests: self.requests.clone(),
+            bookmarks: self.bookmarks.clone(),
+            held: self.held.clone(),
         }
     }
 
@@ -308,6 +321,21 @@ impl FakeApiServer {
         }
     }
 
+    /// Holds every list of `group`'s `plural` (`""` for the core group) until released: the
+    /// request is taken, and answered only then, as by a slow API server.
+    pub fn hold_lists(&self, group: &str, plural: &str) {
+        self.held.send_modify(|h| {
+            h.insert((group.to_string(), plural.to_string()));
+        });
+    }
+
+    /// Answers the lists [`FakeApiServer::hold_lists`] held, and those to come.
+    pub fn release_lists(&self, group: &str, plural: &str) {
+        self.held.send_modify(|h| {
+            h.remove(&(group.to_string(), plural.to_string()));
+        });
+    }
+
     /// Ends every open watch, as an API server going away does.
     pub fn cut_watches(&self) {
         let (tx, _) = broadcast::channel(1);
@@ -323,6 +351,8 @@ struct Server {
     events: broadcast::Sender<Event>,
     cut: Arc<Mutex<broadcast::Sender<()>>>,
     requests: Arc<Mutex<Vec<String>>>,
+    bookmarks: Arc<Mutex<Vec<(String, u64)>>>,
+    held: Arc<watch::Sender<BTreeSet<(String, String)>>>,
 }
 
 fn full(status: StatusCode, body: Value) -> Response<Body> {
@@ -576,7 +606,11 @@ impl Server {
             (&Method::GET, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
                 self.watch(&t, namespace, query)
             }
-            (&Method::GET, None) => self.list(&t, namespace),
+            (&Method::GET, None) => {
+                let mut held = self.held.subscribe();
+                let _ = held.wait_for(|h| !h.contains(&t.key())).await;
+                self.list(&t, namespace)
+            }
             (&Method::GET, Some(name)) => match self.get(&t, namespace.unwrap_or(""), name) {
                 Some(o) => full(StatusCode::OK, self.typed(&t, o)),
                 None => not_found(&t, name),
@@ -874,7 +908,8 @@ impl Server {
             object: object.clone(),
         };
         s.history.push(event.clone());
-        drop(s);
+        // Under the lock, so a bookmark naming the version now comes after every event up
+        // to it.
         let _ = self.events.send(event);
         object
     }
@@ -895,14 +930,14 @@ impl Server {
             object: object.clone(),
         };
         s.history.push(event.clone());
-        drop(s);
         let _ = self.events.send(event);
         Some(object)
     }
 
     /// A watch: the events after the asked resourceVersion (everything, as ADDED, without
-    /// one), then live events and a bookmark each second; 410 Gone for a resourceVersion
-    /// older than the history.
+    /// one), then live events and, if asked for (`allowWatchBookmarks=true`), a bookmark
+    /// each second naming the server's version, as a real one's progress notifications do;
+    /// 410 Gone for a resourceVersion older than the history.
     fn watch(
         &self,
         t: &Type,
@@ -939,10 +974,10 @@ impl Server {
                 o
             }
         };
-        let (backlog, gone, mut last) = {
+        let (backlog, gone) = {
             let s = self.state.lock().unwrap();
             match from {
-                Some(rv) if rv <= s.compacted => (Vec::new(), true, rv),
+                Some(rv) if rv <= s.compacted => (Vec::new(), true),
                 Some(rv) => (
                     s.history
                         .iter()
@@ -950,7 +985,6 @@ impl Server {
                         .map(|e| json!({"type": e.kind, "object": typed(e.object.clone())}))
                         .collect(),
                     false,
-                    s.rv,
                 ),
                 None => (
                     s.objects
@@ -961,13 +995,17 @@ impl Server {
                         .map(|(_, o)| json!({"type": "ADDED", "object": typed(o.clone())}))
                         .collect(),
                     false,
-                    s.rv,
                 ),
             }
         };
         let kind = t.kind.clone();
         let api_version = t.api_version();
+        let plural = t.plural.clone();
+        let (state, sent_bookmarks) = (self.state.clone(), self.bookmarks.clone());
         tokio::spawn(async move {
+            // A live event's line, if it is one this watch wants.
+            let event_line =
+                |e: Event| wanted(&e).then(|| json!({"type": e.kind, "object": typed(e.object)}));
             if gone {
                 let _ = tx
                     .send(line(json!({"type": "ERROR", "object": {"kind": "Status",
@@ -987,23 +1025,37 @@ impl Server {
                     // A cut watch forwards nothing more, whatever else is ready.
                     biased;
                     _ = cut.recv() => return,
-                    event = live.recv() => match event {
-                        Ok(e) if wanted(&e) => {
-                            last = e.rv;
-                            let v = json!({"type": e.kind, "object": typed(e.object)});
+                    event = live.recv() => match event.map(&event_line) {
+                        Ok(Some(v)) => {
                             if tx.send(line(v)).await.is_err() {
                                 return;
                             }
                         }
-                        Ok(_) => {}
+                        Ok(None) => {}
                         Err(_) => return,
                     },
                     _ = tick.tick(), if bookmarks => {
+                        // Every event up to the version now is in `live` (each is sent
+                        // under the lock): forwarded first, the bookmark can name it.
+                        let now = state.lock().unwrap().rv;
+                        loop {
+                            match live.try_recv().map(&event_line) {
+                                Ok(Some(v)) => {
+                                    if tx.send(line(v)).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                Ok(None) => {}
+                                Err(broadcast::error::TryRecvError::Empty) => break,
+                                Err(_) => return,
+                            }
+                        }
                         let v = json!({"type": "BOOKMARK", "object": {"kind": kind,
-                            "apiVersion": api_version, "metadata": {"resourceVersion": last.to_string()}}});
+                            "apiVersion": api_version, "metadata": {"resourceVersion": now.to_string()}}});
                         if tx.send(line(v)).await.is_err() {
                             return;
                         }
+                        sent_bookmarks.lock().unwrap().push((plural.clone(), now));
                     }
                 }
             }

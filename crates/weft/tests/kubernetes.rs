@@ -132,6 +132,16 @@ async fn ready(weft: &mut Weft, addr: SocketAddr, path: &str) {
     assert!(up, "{path} on {addr}:\n{}", weft.output());
 }
 
+/// The requests the fake has seen that start with `prefix`.
+fn requests_to(fake: &FakeApiServer, prefix: &str) -> Vec<String> {
+    let requests = fake.requests.lock().unwrap();
+    requests
+        .iter()
+        .filter(|r| r.starts_with(prefix))
+        .cloned()
+        .collect()
+}
+
 /// A `weft control --kubernetes` process, ready.
 struct Control {
     weft: Weft,
@@ -143,7 +153,20 @@ struct Control {
 
 /// `weft control --kubernetes` on `state`, as replica `name`, once it is ready.
 async fn control_plane(kubeconfig: &Path, state: &Path, name: &str) -> Control {
-    let [grpc, grpc_tls, monitoring] = free_addrs::<3>();
+    let (mut weft, [grpc, grpc_tls, monitoring]) = spawn_control_plane(kubeconfig, state, name);
+    ready(&mut weft, monitoring, "/ready").await;
+    Control {
+        weft,
+        grpc,
+        grpc_tls,
+    }
+}
+
+/// `weft control --kubernetes`, not waiting for anything, and its gRPC, gRPC over TLS and
+/// monitoring addresses.
+fn spawn_control_plane(kubeconfig: &Path, state: &Path, name: &str) -> (Weft, [SocketAddr; 3]) {
+    let addrs = free_addrs::<3>();
+    let [grpc, grpc_tls, monitoring] = addrs;
     let args: Vec<String> = [
         "control",
         "--kubernetes",
@@ -163,13 +186,7 @@ async fn control_plane(kubeconfig: &Path, state: &Path, name: &str) -> Control {
     ]
     .map(String::from)
     .to_vec();
-    let mut weft = Weft::spawn(&args);
-    ready(&mut weft, monitoring, "/ready").await;
-    Control {
-        weft,
-        grpc,
-        grpc_tls,
-    }
+    (Weft::spawn(&args), addrs)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,11 +267,7 @@ async fn weft_control_serves_the_clusters_bookinfo_to_proxies_and_follows_kubect
     );
     reviews_pod(&fake, "v3", v3.addr, true);
     until_answering(outbound, &["reviews-v2", "reviews-v3"], "after the relist").await;
-    let requests = fake.requests.lock().unwrap().clone();
-    let slices: Vec<&String> = requests
-        .iter()
-        .filter(|r| r.starts_with("GET /apis/discovery.k8s.io/v1/endpointslices?"))
-        .collect();
+    let slices = requests_to(&fake, "GET /apis/discovery.k8s.io/v1/endpointslices?");
     let (watches, lists): (Vec<&String>, Vec<&String>) =
         slices.iter().partition(|r| r.contains("watch=true"));
     assert!(
@@ -813,4 +826,190 @@ async fn while_the_api_server_is_away_the_last_state_serves_and_then_changes_res
         "after the API server came back",
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_is_not_ready_until_every_kind_is_listed() {
+    let fake = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
+    // A slow API server: the EndpointSlices' list does not come.
+    fake.hold_lists("discovery.k8s.io", "endpointslices");
+    let (mut control, [_, _, monitoring]) =
+        spawn_control_plane(&kubeconfig, &dir.path().join("state"), "istiod-0");
+    // Every other kind listed, and watched since; the EndpointSlices asked for.
+    let others = [
+        "GET /api/v1/namespaces?",
+        "GET /api/v1/services?",
+        "GET /api/v1/pods?",
+        "GET /api/v1/secrets?",
+        "GET /api/v1/namespaces/istio-system/configmaps?",
+        "GET /apis/apiextensions.k8s.io/v1/customresourcedefinitions?",
+    ];
+    let asked = poll_until(Duration::from_secs(20), || {
+        let watched = others.iter().all(|kind| {
+            requests_to(&fake, kind)
+                .iter()
+                .any(|r| r.contains("watch=true"))
+        });
+        let slices =
+            !requests_to(&fake, "GET /apis/discovery.k8s.io/v1/endpointslices?").is_empty();
+        std::future::ready((watched && slices).then_some(()))
+    })
+    .await;
+    assert!(
+        asked.is_some(),
+        "{:#?}\n{}",
+        fake.requests.lock().unwrap(),
+        control.output()
+    );
+    // Without them the registry would be partial: not ready, a while on.
+    let early = poll_until(Duration::from_secs(3), || async {
+        send(&client(), "GET", monitoring, "localhost", "/ready", &[])
+            .await
+            .ok()
+            .filter(|a| a.status == 200)
+    })
+    .await;
+    assert!(
+        early.is_none(),
+        "ready before the EndpointSlices were listed"
+    );
+    assert!(control.exited().is_none(), "{}", control.output());
+
+    fake.release_lists("discovery.k8s.io", "endpointslices");
+    ready(&mut control, monitoring, "/ready").await;
+    assert!(
+        control.stderr().contains("Kubernetes watches synced"),
+        "{}",
+        control.output()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_take_bookmarks_and_resume_from_the_last_ones_version_without_listing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fake = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
+    let control = control_plane(&kubeconfig, &dir.path().join("state"), "istiod-0").await;
+    const SERVICES: &str = "GET /api/v1/services?";
+    let version = |request: &str| -> u64 {
+        request
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("resourceVersion="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no resourceVersion in {request}"))
+    };
+    let watches = || -> Vec<String> {
+        requests_to(&fake, SERVICES)
+            .into_iter()
+            .filter(|r| r.contains("watch=true"))
+            .collect()
+    };
+    let first = poll_until(Duration::from_secs(10), || {
+        std::future::ready(watches().first().cloned())
+    })
+    .await
+    .unwrap_or_else(|| panic!("no watch of Services: {}", control.weft.output()));
+    assert!(first.contains("allowWatchBookmarks=true"), "{first}");
+    let listed = version(&first);
+
+    // A watch that does not ask for bookmarks gets none: a raw one, as curl would make it.
+    let mut raw = tokio::net::TcpStream::connect(fake.addr).await.unwrap();
+    raw.write_all(
+        b"GET /api/v1/namespaces/default/serviceaccounts?watch=true HTTP/1.1\r\nhost: fake\r\n\r\n",
+    )
+    .await
+    .unwrap();
+
+    // Writes of a kind the control plane does not watch move the server's version on:
+    // the Services' watch hears of it only by bookmarks.
+    let written = fake.put(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "bookinfo-reviews", "namespace": "default"}}));
+    let moved: u64 = written["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(moved > listed);
+    let mut seen = Vec::new();
+    let raw_got_it = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("bookinfo-reviews") {
+            let n = raw.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "the raw watch ended: {}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(raw_got_it.is_ok(), "{}", String::from_utf8_lossy(&seen));
+    let bookmarked = |at_least: u64| {
+        let sent = fake.bookmarks.lock().unwrap().clone();
+        std::future::ready(
+            sent.iter()
+                .filter(|(plural, v)| plural == "services" && *v >= at_least)
+                .count(),
+        )
+    };
+    // Two a second apart, so the raw watch has had its chance of one.
+    let twice = poll_until(Duration::from_secs(10), || async {
+        (bookmarked(moved).await >= 2).then_some(())
+    })
+    .await;
+    assert!(twice.is_some(), "{:?}", fake.bookmarks.lock().unwrap());
+    let sent = fake.bookmarks.lock().unwrap().clone();
+    assert!(
+        !sent.iter().any(|(plural, _)| plural == "serviceaccounts"),
+        "a watch that asked for none got bookmarks: {sent:?}"
+    );
+
+    // The watches cut, the Services' comes back from the last bookmark's version, and
+    // lists nothing again.
+    let before = requests_to(&fake, SERVICES).len();
+    fake.cut_watches();
+    let resumed = poll_until(Duration::from_secs(10), || {
+        std::future::ready(requests_to(&fake, SERVICES).get(before).cloned())
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "the Services' watch never came back: {}",
+            control.weft.output()
+        )
+    });
+    assert!(resumed.contains("watch=true"), "listed again: {resumed}");
+    let from = version(&resumed);
+    let sent = fake.bookmarks.lock().unwrap().clone();
+    assert!(
+        from >= moved && sent.contains(&("services".to_string(), from)),
+        "resumed from {from}, the list's {listed}; bookmarks {sent:?}"
+    );
+    // And it still follows: a Service made now arrives.
+    fake.put(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "ratings", "namespace": "default"},
+        "spec": {"selector": {"app": "ratings"}, "ports": [{"name": "http", "port": 9080}]}}));
+    let followed = poll_until(Duration::from_secs(10), || async {
+        let (status, out, _) = run_weft(&[
+            "--control-plane".into(),
+            format!("http://{}", control.grpc),
+            "get".into(),
+            "services".into(),
+        ])
+        .await;
+        (status.success() && out.contains("ratings")).then_some(())
+    })
+    .await;
+    assert!(followed.is_some(), "{}", control.weft.output());
+    let lists = requests_to(&fake, SERVICES)
+        .into_iter()
+        .filter(|r| !r.contains("watch=true"))
+        .count();
+    assert_eq!(lists, 1, "{:#?}", requests_to(&fake, SERVICES));
 }
