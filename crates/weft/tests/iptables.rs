@@ -1,25 +1,32 @@
 //! `weft iptables`, the init container's program, for real: inside a fresh user and network
 //! namespace it loads istio-init's rules from the injector's flags, and outbound connections
 //! then land on the proxy's 15001, but for the proxy's own user, excluded ranges and
-//! excluded ports. `iptables-save` shows the rules it loaded.
+//! excluded ports; connections from a peer namespace beyond the veth pair land on the
+//! proxy's 15006 with their original destination, but for the excluded inbound ports.
+//! `iptables-save` shows the rules it loaded.
 
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use weft_platform::iptables::INJECTED;
+use weft_proxy::transport::orig_dst::{OriginalDst, SoOriginalDst};
 
 const CHILD: &str = "WEFT_IPTABLES_TEST_CHILD";
 /// An address beyond the namespace's veth pair: nothing answers there, so a connection that
 /// is not captured never completes.
 const REMOTE: &str = "10.1.0.2:80";
+/// The pod's address, on its end of the veth pair.
+const POD: &str = "10.1.0.1";
+/// The other end's, in a network namespace of its own: another pod, or the kubelet.
+const PEER: &str = "10.1.0.3";
 
 /// The namespace's users: this one as root, and the proxy's 1337, whose owner match the
 /// kernel refuses unless the namespace maps it.
 const ID_MAP: &str = "0 0 1\n1337 1337 1\n";
 
 #[test]
-fn istio_inits_rules_capture_outbound_but_for_the_proxy_and_exclusions() {
+fn istio_inits_rules_capture_outbound_and_inbound_but_for_the_proxy_and_exclusions() {
     if std::env::var_os(CHILD).is_some() {
         return inside();
     }
@@ -28,7 +35,7 @@ fn istio_inits_rules_capture_outbound_but_for_the_proxy_and_exclusions() {
         .arg(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "istio_inits_rules_capture_outbound_but_for_the_proxy_and_exclusions",
+            "istio_inits_rules_capture_outbound_and_inbound_but_for_the_proxy_and_exclusions",
             "--nocapture",
             "--test-threads=1",
         ])
@@ -105,6 +112,96 @@ async fn captured(proxy: &TcpListener) -> bool {
     connected
 }
 
+/// A network namespace holding the veth pair's other end, kept by a process that sleeps in
+/// it; commands run there by `nsenter`.
+struct Peer(std::process::Child);
+
+impl Peer {
+    fn start() -> Peer {
+        // It says so once it is in its namespace. (This process may hold no capabilities
+        // in its own, unshare's children all of them: it cannot read theirs in /proc.)
+        let mut holder = Command::new("unshare")
+            .args(["--net", "--", "sh", "-c", "echo ready && exec sleep 600"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("`unshare` (util-linux) makes the peer's namespace");
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+            &mut ready,
+        )
+        .unwrap();
+        let peer = Peer(holder);
+        assert_eq!(ready, "ready\n", "unshare made no network namespace");
+        let pid = peer.pid();
+        run("ip", &["link", "set", "v1", "netns", &pid]);
+        peer.run(&["ip", "addr", "add", &format!("{PEER}/24"), "dev", "v1"]);
+        peer.run(&["ip", "link", "set", "v1", "up"]);
+        peer
+    }
+
+    fn pid(&self) -> String {
+        self.0.id().to_string()
+    }
+
+    fn command(&self, args: &[&str]) -> Vec<String> {
+        let mut all: Vec<String> = ["--target", &self.pid(), "--net", "--"]
+            .map(String::from)
+            .to_vec();
+        all.extend(args.iter().map(|a| a.to_string()));
+        all
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let all = self.command(args);
+        run(
+            "nsenter",
+            &all.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+    }
+
+    /// Connects from the peer to the pod's `port` and sends a line; where it lands: the
+    /// port of the listener that took it, and the destination it was redirected from.
+    async fn connect(&self, port: u16, listeners: [&TcpListener; 2]) -> (u16, Option<SocketAddr>) {
+        let mut client = tokio::process::Command::new("nsenter")
+            .args(self.command(&[
+                "bash",
+                "-c",
+                &format!("echo inbound >/dev/tcp/{POD}/{port}"),
+            ]))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("`nsenter` (util-linux) and bash connect from the peer's namespace");
+        let accepted = tokio::time::timeout(Duration::from_secs(5), async {
+            tokio::select! {
+                a = listeners[0].accept() => a,
+                a = listeners[1].accept() => a,
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("a connection from the peer to {POD}:{port} landed nowhere"));
+        let (mut stream, from) = accepted.unwrap();
+        assert_eq!(from.ip().to_string(), PEER);
+        let mut line = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut line)
+            .await
+            .unwrap();
+        assert_eq!(line, "inbound\n");
+        assert!(client.wait().await.unwrap().success());
+        (
+            stream.local_addr().unwrap().port(),
+            SoOriginalDst.lookup(&stream),
+        )
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn inside() {
     // The parent maps this namespace's users once it exists.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -129,10 +226,33 @@ fn inside() {
         .unwrap()
         .block_on(async {
             let proxy = TcpListener::bind("0.0.0.0:15001").await.unwrap();
+            // The app on 9080 (this process may hold no capabilities in its namespace, so
+            // no port below 1024), the proxy's health on 15021 (an excluded inbound port),
+            // and the proxy's inbound 15006.
+            let app = TcpListener::bind("0.0.0.0:9080").await.unwrap();
+            let health = TcpListener::bind("0.0.0.0:15021").await.unwrap();
+            let inbound = TcpListener::bind("0.0.0.0:15006").await.unwrap();
+            let peer = Peer::start();
             assert!(!captured(&proxy).await, "captured before any rule");
+            assert_eq!(
+                peer.connect(9080, [&app, &inbound]).await,
+                (9080, None),
+                "inbound captured before any rule"
+            );
 
             weft_iptables(&INJECTED);
             assert!(captured(&proxy).await, "outbound did not reach 15001");
+            let pod_app = SocketAddr::from(([10, 1, 0, 1], 9080));
+            assert_eq!(
+                peer.connect(9080, [&app, &inbound]).await,
+                (15006, Some(pod_app)),
+                "inbound to the app did not reach 15006"
+            );
+            assert_eq!(
+                peer.connect(15021, [&health, &inbound]).await,
+                (15021, None),
+                "the excluded health port was captured"
+            );
             let saved = run("iptables-save", &["-t", "nat"]);
             for line in [
                 "-A PREROUTING -p tcp -j ISTIO_INBOUND",
