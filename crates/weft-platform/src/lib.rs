@@ -13,6 +13,7 @@ pub mod plan;
 pub mod pod;
 pub mod public_ca;
 pub mod sandbox;
+pub mod secret_volumes;
 pub mod state;
 pub mod stop;
 pub mod supervise;

@@ -66,6 +66,12 @@ pub struct WorkloadSpec {
     /// and `$TLS_KEY_FILE`.
     #[serde(default)]
     pub public_certificate: bool,
+    /// Secrets of the workload's namespace mounted as optional secret volumes: each key of
+    /// Secret NAME is the file `$(SECRETS_DIR)/NAME/KEY`, written once the Secret exists and
+    /// again whenever it changes, as the kubelet keeps such a volume. The pod starts without
+    /// waiting for them.
+    #[serde(default)]
+    pub secret_volumes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -301,6 +307,16 @@ fn workload(value: serde_json::Value) -> Result<Workload, String> {
     if spec.replicas == 0 {
         return Err(at("replicas", "must be at least 1"));
     }
+    if let Some(bad) = spec
+        .secret_volumes
+        .iter()
+        .find(|n| !weft_api::validate::is_dns1123_subdomain(n))
+    {
+        return Err(at(
+            "secretVolumes",
+            &format!("{bad:?} is not a Secret's name (a lower-case DNS subdomain, say my-certs)"),
+        ));
+    }
     spec.app_metrics().map_err(|e| at("annotations", &e))?;
     Ok(Workload {
         name,
@@ -482,6 +498,30 @@ spec:
             err.contains("spec.publicCertificate: certifies the workload's hostnames"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn secret_volumes_name_secrets() {
+        let with = |names: &str| {
+            EXTERNAL.replace(
+                "  ports: [8080]",
+                &format!("  ports: [8080]\n  secretVolumes: {names}"),
+            )
+        };
+        let mesh = parse(&with("[server-certs, ca.certs]"), Path::new("mesh.yaml")).unwrap();
+        assert_eq!(
+            mesh.workloads[0].spec.secret_volumes,
+            ["server-certs", "ca.certs"]
+        );
+        for bad in ["[../etc]", "[Certs]", "[\"a/b\"]"] {
+            let err = parse(&with(bad), Path::new("mesh.yaml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("spec.secretVolumes: ") && err.contains("is not a Secret's name"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

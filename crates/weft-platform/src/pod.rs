@@ -61,6 +61,12 @@ pub struct PodSpec {
     /// The `weft` binary (also what `command: [weft, …]` runs).
     pub weft: PathBuf,
     pub state_root: PathBuf,
+    /// Secrets the sandbox keeps as files under `secrets_dir` (`secret_volumes.rs`); the
+    /// app finds the directory at `$SECRETS_DIR`.
+    #[serde(default)]
+    pub secret_volumes: Vec<String>,
+    #[serde(default)]
+    pub secrets_dir: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -408,13 +414,43 @@ fn app(spec: &PodSpec) -> Supervised {
         ("SERVICE_ACCOUNT".into(), spec.service_account.clone()),
     ];
     env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let vars: BTreeMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let args = args.iter().map(|a| expand(a, &vars)).collect();
     Supervised {
         name: format!("{}/{} app", spec.namespace, spec.name),
         program,
-        args: args.to_vec(),
+        args,
         env,
         log: spec.state().log_file(&spec.namespace, &spec.name, "app"),
     }
+}
+
+/// A command argument with `$(VAR)` replaced by the container's variable, as Kubernetes
+/// expands a container's command and args: `$$` is a literal `$`, and a reference to a
+/// variable that is not set stays as written.
+fn expand(arg: &str, vars: &BTreeMap<&str, &str>) -> String {
+    let mut out = String::with_capacity(arg.len());
+    let mut rest = arg;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some((name, tail)) = after
+            .strip_prefix('(')
+            .and_then(|inner| inner.split_once(')'))
+            .filter(|(name, _)| vars.contains_key(name))
+        {
+            out.push_str(vars[name]);
+            rest = tail;
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Polls `GET /healthz/ready` until it answers 200 or `within` passes.
@@ -462,4 +498,24 @@ pub async fn is_ready(addr: SocketAddr) -> bool {
         tokio::time::timeout(Duration::from_secs(1), probe).await,
         Ok(Ok(true))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_expand_variables_as_kubernetes_does() {
+        let vars = BTreeMap::from([("SECRETS_DIR", "/s"), ("POD_NAME", "p")]);
+        for (arg, want) in [
+            ("$(SECRETS_DIR)/certs/tls.crt", "/s/certs/tls.crt"),
+            ("$(POD_NAME)-$(POD_NAME)", "p-p"),
+            ("$$(SECRETS_DIR)", "$(SECRETS_DIR)"),
+            ("$(UNSET)/x", "$(UNSET)/x"),
+            ("cost: $5 $(", "cost: $5 $("),
+            ("plain", "plain"),
+        ] {
+            assert_eq!(expand(arg, &vars), want, "{arg}");
+        }
+    }
 }

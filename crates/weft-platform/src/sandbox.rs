@@ -126,7 +126,9 @@ pub async fn run_sandbox(opts: SandboxOptions) -> Result<(), PlatformError> {
     }
     tracing::info!(pods = pods.len(), "mesh up");
     let mut endpoints = OutsideEndpoints::default();
+    let mut secret_volumes = crate::secret_volumes::SecretVolumes::default();
     loop {
+        secret_volumes.follow(&control, pods.iter().map(|(_, spec)| spec));
         let mut ready = Vec::with_capacity(pods.len());
         for (_, spec) in &pods {
             ready.push(pod_ready(spec).await);
@@ -191,6 +193,11 @@ fn pod_spec(
 ) -> Result<PodSpec, PlatformError> {
     let spec = &pod.workload.spec;
     let mut env = spec.env.clone();
+    let secrets_dir =
+        crate::secret_volumes::secrets_dir(&opts.state.pods(), &pod.namespace, &pod.name);
+    if !spec.secret_volumes.is_empty() {
+        env.insert("SECRETS_DIR".into(), secrets_dir.display().to_string());
+    }
     if spec.public_certificate {
         let (cert, key) = public_ca.issue(&pod.namespace, &pod.name, &spec.hostnames)?;
         env.insert("TLS_CERT_FILE".into(), cert.display().to_string());
@@ -232,6 +239,8 @@ fn pod_spec(
         root_cert_file: root_cert_file(&opts.state),
         weft: opts.weft.clone(),
         state_root: opts.state.root.clone(),
+        secret_volumes: spec.secret_volumes.clone(),
+        secrets_dir,
     })
 }
 

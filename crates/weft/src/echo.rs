@@ -52,29 +52,16 @@ pub async fn serve(args: EchoArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
     };
     let name: &'static str = Box::leak(args.name.into_boxed_str());
-    let tls = match (args.tls_listen, &args.cert, &args.key) {
-        (Some(addr), Some(cert), Some(key)) => {
-            let read = |p: &std::path::Path| {
-                std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
-            };
-            let clients = match &args.client_ca {
-                Some(ca) => Clients::Verified {
-                    ca_pem: read(ca)?,
-                    subject_alt_names: Vec::new(),
-                    required: true,
-                },
-                None => Clients::Anonymous,
-            };
-            let config = weft_security::termination::server_config(&Termination {
-                chain_pem: &read(cert)?,
-                key_pem: &read(key)?,
-                clients,
-                min_version: None,
-                max_version: None,
-                alpn: &[b"h2", b"http/1.1"],
-            })?;
-            Some((bind(addr).await?, TlsAcceptor::from(Arc::new(config))))
-        }
+    let tls = match (args.tls_listen, args.cert, args.key) {
+        (Some(addr), Some(cert), Some(key)) => Some((
+            bind(addr).await?,
+            CertFiles {
+                cert,
+                key,
+                client_ca: args.client_ca,
+                loaded: None,
+            },
+        )),
         _ => None,
     };
     let plain = bind(args.listen).await?;
@@ -88,7 +75,8 @@ pub async fn serve(args: EchoArgs) -> anyhow::Result<()> {
             tokio::spawn(answer(TokioIo::new(stream), name, redirect));
         }
     });
-    if let Some((listener, acceptor)) = tls {
+    if let Some((listener, mut files)) = tls {
+        let mut last_refusal = None;
         eprintln!(
             "weft echo {name:?} serving HTTPS on {}",
             listener.local_addr()?
@@ -97,7 +85,18 @@ pub async fn serve(args: EchoArgs) -> anyhow::Result<()> {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let acceptor = acceptor.clone();
+            let acceptor = match files.acceptor() {
+                Ok(acceptor) => acceptor,
+                Err(e) => {
+                    // Once per reason: the kubelet's probes connect every half second.
+                    let why = e.to_string();
+                    if last_refusal.as_ref() != Some(&why) {
+                        eprintln!("weft echo {name:?}: closing HTTPS connections: {why}");
+                        last_refusal = Some(why);
+                    }
+                    continue;
+                }
+            };
             tokio::spawn(async move {
                 if let Ok(stream) = acceptor.accept(stream).await {
                     answer(TokioIo::new(stream), name, false).await;
@@ -106,6 +105,60 @@ pub async fn serve(args: EchoArgs) -> anyhow::Result<()> {
         }
     }
     Ok(plaintext.await?)
+}
+
+/// The HTTPS server's files, read again whenever one changes: on the local platform they
+/// may be a secret volume's, which the platform writes once the Secret exists and rewrites
+/// when it changes. Until they can be read, connections are closed.
+struct CertFiles {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    client_ca: Option<std::path::PathBuf>,
+    loaded: Option<(Vec<std::time::SystemTime>, TlsAcceptor)>,
+}
+
+impl CertFiles {
+    fn acceptor(&mut self) -> anyhow::Result<TlsAcceptor> {
+        let paths: Vec<&std::path::Path> =
+            [Some(&self.cert), Some(&self.key), self.client_ca.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(|p| p.as_path())
+                .collect();
+        let stamps = paths
+            .iter()
+            .map(|p| {
+                std::fs::metadata(p)
+                    .and_then(|m| m.modified())
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if let Some((_, acceptor)) = self.loaded.as_ref().filter(|(at, _)| *at == stamps) {
+            return Ok(acceptor.clone());
+        }
+        let read = |p: &std::path::Path| {
+            std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+        };
+        let clients = match &self.client_ca {
+            Some(ca) => Clients::Verified {
+                ca_pem: read(ca)?,
+                subject_alt_names: Vec::new(),
+                required: true,
+            },
+            None => Clients::Anonymous,
+        };
+        let config = weft_security::termination::server_config(&Termination {
+            chain_pem: &read(&self.cert)?,
+            key_pem: &read(&self.key)?,
+            clients,
+            min_version: None,
+            max_version: None,
+            alpn: &[b"h2", b"http/1.1"],
+        })?;
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        self.loaded = Some((stamps, acceptor.clone()));
+        Ok(acceptor)
+    }
 }
 
 /// Serves one connection: an answer that names this server, or the redirect to https.

@@ -50,10 +50,10 @@ const GRAFANA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../../shared/istio-samples/grafana"
 );
-/// Bookinfo's six pods, the ingress gateway, tcp-echo, sleep, ext-authz, legacy's curl and
-/// edition.cnn.com.
-const PODS: usize = 12;
-/// Every pod but legacy's curl and edition.cnn.com, which run outside the mesh.
+/// Bookinfo's six pods, the ingress gateway, tcp-echo, sleep, ext-authz, legacy's curl,
+/// edition.cnn.com and my-nginx.
+const PODS: usize = 13;
+/// Every pod but legacy's curl, edition.cnn.com and my-nginx, which run outside the mesh.
 const PROXIES: usize = 10;
 const REVIEWS_UNAVAILABLE: &str = "Sorry, product reviews are currently unavailable for this book.";
 const RATINGS_UNAVAILABLE: &str = "Ratings service is currently unavailable";
@@ -1761,6 +1761,78 @@ async fn istio_bookinfo_tasks_on_weft_demo() {
         .await;
     assert!(ok.success(), "{err}");
     eprintln!("Egress TLS Origination: 502 under REGISTRY_ONLY, 301 then HTTP/2 200 once declared, 200 for plain HTTP once the sidecar originates TLS");
+
+    // The task's mutual TLS origination: my-nginx (mesh-external, no sidecar) wants a client
+    // certificate from example.com's CA. Its Secrets, made as the task makes them, reach it
+    // as secret volumes; the client's Secret and the task's DestinationRule, as written,
+    // make sleep's sidecar present that certificate when the app sends plain HTTP.
+    let certs = tempfile::tempdir().unwrap();
+    mutual_origination_certificates(certs.path());
+    let cert = |f: &str| certs.path().join(f).display().to_string();
+    const NGINX: &str = "http://my-nginx.mesh-external.svc.cluster.local:443";
+    let curl_nginx = || async {
+        let (status, out, err) = demo
+            .weft(&["exec", "sleep", "--", "curl", "-sS", "-m", "5", NGINX])
+            .await;
+        (status.success(), format!("{out}{err}"))
+    };
+    // Plain HTTP to a TLS port the sidecar does not originate for: nginx closes it, and
+    // the sidecar answers 503.
+    let (_, out) = curl_nginx().await;
+    assert!(
+        out.contains("upstream connect error or disconnect/reset before headers"),
+        "{out}"
+    );
+    for args in [
+        vec![
+            "create".to_string(),
+            "secret".into(),
+            "tls".into(),
+            "nginx-server-certs".into(),
+            "-n".into(),
+            "mesh-external".into(),
+            "--key".into(),
+            cert("my-nginx.mesh-external.svc.cluster.local.key"),
+            "--cert".into(),
+            cert("my-nginx.mesh-external.svc.cluster.local.crt"),
+        ],
+        vec![
+            "create".to_string(),
+            "secret".into(),
+            "generic".into(),
+            "nginx-ca-certs".into(),
+            "-n".into(),
+            "mesh-external".into(),
+            format!("--from-file={}", cert("example.com.crt")),
+        ],
+        vec![
+            "create".to_string(),
+            "secret".into(),
+            "generic".into(),
+            "client-credential".into(),
+            format!("--from-file=tls.key={}", cert("client.example.com.key")),
+            format!("--from-file=tls.crt={}", cert("client.example.com.crt")),
+            format!("--from-file=ca.crt={}", cert("example.com.crt")),
+        ],
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (status, out, err) = demo.weft(&args).await;
+        assert!(status.success(), "weft {args:?}: {out}{err}");
+    }
+    demo.apply(&egress.join("originate-mtls.yaml")).await;
+    let answered = poll_until(Duration::from_secs(20), || async {
+        let (ok, out) = curl_nginx().await;
+        (ok && out.contains("my-nginx answered GET /")).then_some(out)
+    })
+    .await;
+    assert!(answered.is_some(), "{}", curl_nginx().await.1);
+    let (_, log, _) = demo.weft(&["logs", "sleep", "--proxy"]).await;
+    assert!(
+        log.lines().any(|l| l.contains("\"GET / HTTP/1.1\" 200")
+            && l.contains("outbound|443||my-nginx.mesh-external.svc.cluster.local")),
+        "{log}"
+    );
+    eprintln!("Mutual TLS origination: plain HTTP to nginx's TLS port fails; with its Secrets, the client's and the DestinationRule, sleep's sidecar presents the client certificate and nginx answers");
 
     // External authorization: the ext-authz sample, MeshConfig's sample-ext-authz-http,
     // decides productpage's product API once the CUSTOM policy applies.

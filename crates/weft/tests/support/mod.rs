@@ -573,6 +573,63 @@ pub fn openssl(dir: &std::path::Path, args: &[&str]) {
     );
 }
 
+/// The certificates of Istio's "Mutual TLS origination": example.com's CA, nginx's
+/// (`my-nginx.mesh-external.svc.cluster.local.crt`, `.key`) and the client's
+/// (`client.example.com.crt`, `.key`), made with the task's openssl commands, but each
+/// leaf with a subjectAltName: rustls verifies names in the subjectAltName only (never the
+/// CN, as browsers do) and takes X.509 v3 certificates only.
+pub fn mutual_origination_certificates(dir: &std::path::Path) {
+    let openssl = |args: &[&str]| openssl(dir, args);
+    example_ca(dir);
+    for (serial, name) in [
+        "my-nginx.mesh-external.svc.cluster.local",
+        "client.example.com",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (csr, key, crt, ext) = (
+            format!("{name}.csr"),
+            format!("{name}.key"),
+            format!("{name}.crt"),
+            format!("{name}.ext"),
+        );
+        std::fs::write(dir.join(&ext), format!("subjectAltName = DNS:{name}\n")).unwrap();
+        openssl(&[
+            "req",
+            "-out",
+            &csr,
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-subj",
+            &format!("/CN={name}/O=some organization"),
+        ]);
+        let serial = serial.to_string();
+        openssl(&[
+            "x509",
+            "-req",
+            "-sha256",
+            "-days",
+            "365",
+            "-CA",
+            "example.com.crt",
+            "-CAkey",
+            "example.com.key",
+            "-set_serial",
+            &serial,
+            "-in",
+            &csr,
+            "-out",
+            &crt,
+            "-extfile",
+            &ext,
+        ]);
+    }
+}
+
 /// example.com's CA (`example.com.crt`, `.key`) in `dir`, as Istio's TLS tasks make it.
 pub fn example_ca(dir: &std::path::Path) {
     openssl(
