@@ -498,7 +498,8 @@ pub struct JwtRule {
     pub issuer: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audiences: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Istio's CRD also takes the proto's own name, `jwks_uri`.
+    #[serde(default, alias = "jwks_uri", skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks: Option<String>,
