@@ -16,7 +16,8 @@ pub mod types;
 pub mod validate;
 
 pub use load::{
-    load_mesh_config, load_path, load_str, split_documents, Diagnostic, LoadError, Loaded,
+    load_mesh_config, load_path, load_str, parse_document, split_documents, Diagnostic, LoadError,
+    Loaded,
 };
 pub use resource::{Kind, Origin, Redacted, Resource, Spec};
 pub use validate::Severity;

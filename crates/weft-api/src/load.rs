@@ -175,14 +175,7 @@ pub fn load_str(text: &str, file: &Path) -> Loaded {
             });
             continue;
         }
-        let parsed = serde_norway::from_str::<Value>(doc).or_else(|e| {
-            // Only a document libyaml refuses gets the go-yaml reading; one it accepts is
-            // never reinterpreted.
-            go_yaml_flow_scalars(doc)
-                .and_then(|d| serde_norway::from_str(&d).ok())
-                .ok_or(e)
-        });
-        let value = match parsed {
+        let value = match parse_document(doc) {
             Ok(Value::Null) => continue,
             Ok(v) => v,
             Err(e) => {
@@ -202,6 +195,18 @@ pub fn load_str(text: &str, file: &Path) -> Loaded {
         load_value(value, &origin, &mut loaded);
     }
     loaded
+}
+
+/// One document (of [`split_documents`]) as kubectl reads it, without the size and depth
+/// checks [`load_str`] makes first.
+pub fn parse_document(doc: &str) -> Result<Value, serde_norway::Error> {
+    serde_norway::from_str::<Value>(doc).or_else(|e| {
+        // Only a document libyaml refuses gets the go-yaml reading; one it accepts is
+        // never reinterpreted.
+        go_yaml_flow_scalars(doc)
+            .and_then(|d| serde_norway::from_str(&d).ok())
+            .ok_or(e)
+    })
 }
 
 /// How the warning for a Kubernetes kind that is not mesh config (a Deployment) ends.

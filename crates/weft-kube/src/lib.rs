@@ -11,4 +11,5 @@ pub mod manifest;
 #[cfg(test)]
 mod mock;
 pub mod port_forward;
+mod schema;
 pub mod webhook;

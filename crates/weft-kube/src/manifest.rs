@@ -5,6 +5,7 @@
 //! (Prometheus scraping merged metrics as Istio's addon does, the dashboard's Service).
 
 use crate::cluster::index::{IstioKind, ISTIO_KINDS, MESH_CONFIG_MAP};
+use crate::schema;
 use serde_json::{json, Value};
 
 pub const NAMESPACE: &str = "istio-system";
@@ -104,11 +105,14 @@ fn short_names(kind: &IstioKind) -> &'static [&'static str] {
     }
 }
 
-/// One of Istio's CRDs, under Istio's names. The schema keeps what it is given: Weft
-/// validates each object itself, and the control plane rejects a bad one with the field
-/// named while the last good config keeps serving.
+/// One of Istio's CRDs, under Istio's names, its `spec` typed as Weft's types read it (so
+/// the API server refuses a field of the wrong type, and prunes or, under kubectl's strict
+/// field validation, refuses one Istio does not have); Istio's rules beyond types stay
+/// Weft's to check, the control plane rejecting a bad object with the field named while
+/// the last good config keeps serving. `status` is open, as Istio's.
 fn crd(kind: &IstioKind) -> Value {
     let category = kind.group.replace('.', "-");
+    let spec = schema::spec(kind.kind).expect("every Istio kind Weft watches has its type");
     let open = json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
     let versions: Vec<Value> = versions(kind)
         .iter()
@@ -116,7 +120,7 @@ fn crd(kind: &IstioKind) -> Value {
             json!({"name": v, "served": true, "storage": *v == "v1",
                 "subresources": {"status": {}},
                 "schema": {"openAPIV3Schema": {"type": "object",
-                    "properties": {"spec": open.clone(), "status": open.clone()}}}})
+                    "properties": {"spec": spec.clone(), "status": open.clone()}}}})
         })
         .collect();
     json!({

@@ -1,8 +1,9 @@
 //! `weft manifest generate` as a cluster would take it: every object passes Kubernetes
 //! 1.33's schemas, strictly (PyPI's kubernetes-validate), and the Helm chart in
 //! `charts/weft`, rendered by Helm itself (helm-python-sdk bundles Helm's SDK), is the same
-//! objects, with and without values set. `.ci/run` installs both into `.ci/venv` from
-//! `.ci/requirements.txt`.
+//! objects, with and without values set; Istio's valid samples pass the CRDs' `spec`
+//! schemas and wrongly typed specs do not (jsonschema, `.ci/crd_validate.py`). `.ci/run`
+//! installs all three into `.ci/venv` from `.ci/requirements.txt`.
 
 mod support;
 
@@ -116,6 +117,189 @@ async fn the_helm_chart_renders_the_same_objects() {
         objects(&render(Some(&values.to_string()))),
         objects(&expected)
     );
+}
+
+/// Istio's samples, beside the checkout (never copied into this repository).
+const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/istio-samples");
+
+/// The documents of `files` as kubectl reads them, each named by file and place.
+fn documents(files: &[PathBuf]) -> Vec<(String, Value)> {
+    files
+        .iter()
+        .flat_map(|file| {
+            let text = std::fs::read_to_string(file).unwrap();
+            let docs: Vec<(String, Value)> = weft_api::split_documents(&text)
+                .into_iter()
+                .enumerate()
+                .map(|(i, (_, doc))| {
+                    let at = format!("{}: document {}", file.display(), i + 1);
+                    let value =
+                        weft_api::parse_document(doc).unwrap_or_else(|e| panic!("{at}: {e}"));
+                    (at, value)
+                })
+                .collect();
+            docs
+        })
+        .collect()
+}
+
+/// Each of `objects` of a kind the manifest has a CRD for, with what its `spec` breaks of
+/// the CRD's schema (`.ci/crd_validate.py`).
+fn spec_errors(manifest: &str, objects: &[(String, Value)]) -> Vec<(String, Vec<String>)> {
+    let crds: Vec<Value> = weft_api::split_documents(manifest)
+        .into_iter()
+        .map(|(_, doc)| serde_norway::from_str::<Value>(doc).unwrap())
+        .filter(|o| o["kind"] == "CustomResourceDefinition")
+        .collect();
+    let objects: Vec<Value> = objects
+        .iter()
+        .map(|(at, object)| serde_json::json!({"at": at, "object": object}))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("given.json");
+    std::fs::write(
+        &file,
+        serde_json::json!({"crds": crds, "objects": objects}).to_string(),
+    )
+    .unwrap();
+    let out = std::process::Command::new(venv_bin("python"))
+        .arg(repo().join(".ci/crd_validate.py"))
+        .arg(&file)
+        .output()
+        .expect("jsonschema runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            let report: Value = serde_json::from_str(line).unwrap();
+            let at = format!(
+                "{} {}",
+                report["kind"].as_str().unwrap(),
+                report["at"].as_str().unwrap()
+            );
+            let errors = report["errors"].as_array().unwrap();
+            (
+                at,
+                errors.iter().map(|e| e.as_str().unwrap().into()).collect(),
+            )
+        })
+        .collect()
+}
+
+fn samples(dir: &str, only: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    let dir = Path::new(SAMPLES).join(dir);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (istio-samples belongs at ../shared)",
+                dir.display()
+            )
+        })
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(&only))
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn istios_valid_samples_pass_the_crds_schemas_and_wrong_types_do_not() {
+    let manifest = generate(&[]).await;
+    let mut files = samples("bookinfo/networking", |n| n.ends_with(".yaml"));
+    files.extend(samples("validation", |n| n.ends_with("-valid.yaml")));
+    files.extend(samples("security", |n| n.ends_with(".yaml")));
+    let checked = spec_errors(&manifest, &documents(&files));
+    let failed: Vec<String> = checked
+        .iter()
+        .filter(|(_, errors)| !errors.is_empty())
+        .map(|(at, errors)| format!("{at}: {errors:?}"))
+        .collect();
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    for kind in [
+        "VirtualService",
+        "DestinationRule",
+        "Gateway",
+        "ServiceEntry",
+        "WorkloadEntry",
+        "AuthorizationPolicy",
+        "PeerAuthentication",
+        "RequestAuthentication",
+        "Telemetry",
+    ] {
+        assert!(
+            checked
+                .iter()
+                .any(|(at, _)| at.starts_with(&format!("{kind} "))),
+            "no {kind} among the samples"
+        );
+    }
+    assert!(checked.len() >= 60, "only {} documents", checked.len());
+
+    // What the API server must refuse: a wrong type, an enum value Istio does not have, a
+    // field Istio does not have.
+    let bad = [
+        ("VirtualService", "hosts: 5", "spec/hosts"),
+        (
+            "VirtualService",
+            "http: [{timeout: {}}]",
+            "spec/http/0/timeout",
+        ),
+        ("VirtualService", "htp: []", "'htp' was unexpected"),
+        (
+            "DestinationRule",
+            "{host: r, trafficPolicy: {loadBalancer: {simple: FASTEST}}}",
+            "spec/trafficPolicy/loadBalancer/simple",
+        ),
+        (
+            "Gateway",
+            "servers: [{port: {number: eighty}, hosts: ['*']}]",
+            "spec/servers/0/port/number",
+        ),
+        ("Sidecar", "egress: {hosts: ['./*']}", "spec/egress"),
+        ("PeerAuthentication", "mtls: {mode: 1}", "spec/mtls/mode"),
+        (
+            "AuthorizationPolicy",
+            "rules: [{to: [{operation: {paths: /a}}]}]",
+            "spec/rules/0/to/0/operation/paths",
+        ),
+        (
+            "Telemetry",
+            "tracing: [{randomSamplingPercentage: ten}]",
+            "spec/tracing/0/randomSamplingPercentage",
+        ),
+    ];
+    let group = |kind: &str| match kind {
+        "PeerAuthentication" | "AuthorizationPolicy" => "security.istio.io",
+        "Telemetry" => "telemetry.istio.io",
+        _ => "networking.istio.io",
+    };
+    let docs: Vec<(String, Value)> = bad
+        .iter()
+        .map(|(kind, spec, _)| {
+            let spec = if spec.starts_with('{') {
+                spec.to_string()
+            } else {
+                format!("{{{spec}}}")
+            };
+            let doc = format!(
+                "apiVersion: {}/v1\nkind: {kind}\nmetadata: {{name: bad}}\nspec: {spec}\n",
+                group(kind)
+            );
+            (spec.clone(), weft_api::parse_document(&doc).unwrap())
+        })
+        .collect();
+    let refused = spec_errors(&manifest, &docs);
+    assert_eq!(refused.len(), bad.len(), "{refused:?}");
+    for ((at, errors), (_, spec, expected)) in refused.iter().zip(&bad) {
+        assert!(
+            errors.iter().any(|e| e.contains(expected)),
+            "{at} ({spec}) must be refused at {expected}: {errors:?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -24,3 +24,16 @@ pub use service::*;
 pub use service_entry::*;
 pub use telemetry::Telemetry;
 pub use virtual_service::*;
+
+/// schemars leaves serde's aliases out: `field`'s schema again under `alias`, a name Istio's
+/// schema lists too (the proto's own).
+fn with_alias(schema: &mut schemars::Schema, field: &str, alias: &str) {
+    let properties = schema
+        .get_mut("properties")
+        .and_then(serde_json::Value::as_object_mut);
+    if let Some(properties) = properties {
+        if let Some(field) = properties.get(field).cloned() {
+            properties.insert(alias.into(), field);
+        }
+    }
+}
