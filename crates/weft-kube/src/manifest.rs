@@ -26,6 +26,10 @@ pub struct Options {
     pub ca_bundle: Option<String>,
     /// The Prometheus addon and the dashboard's Service.
     pub addons: bool,
+    /// Istio's plaintext `grpc-xds` port, 15010 (`weft control --grpc`): discovery without
+    /// mTLS (a proxy there registers with the join token and gets no Secrets) and the admin
+    /// API behind the admin token. Off unless asked for, as Weft's control plane has it.
+    pub plaintext_xds: bool,
 }
 
 impl Default for Options {
@@ -34,6 +38,7 @@ impl Default for Options {
             image: crate::inject::Options::default().image,
             ca_bundle: None,
             addons: true,
+            plaintext_xds: false,
         }
     }
 }
@@ -56,7 +61,7 @@ pub fn generate(opts: &Options) -> Vec<Value> {
     all.extend([
         mesh_config(),
         deployment(opts),
-        service(),
+        service(opts),
         webhook_configuration(opts),
     ]);
     if opts.addons {
@@ -184,6 +189,9 @@ fn lease_role() -> [Value; 2] {
     ]
 }
 
+/// The plaintext port's name and number, as Istio's istiod Service has them.
+const PLAINTEXT_XDS: (&str, u16) = ("grpc-xds", 15010);
+
 /// Istio's `istio` ConfigMap, with its default profile's mesh settings.
 fn mesh_config() -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap",
@@ -192,11 +200,14 @@ fn mesh_config() -> Value {
 }
 
 fn deployment(opts: &Options) -> Value {
-    let args = [
-        "control",
-        "--kubernetes",
-        "--config-dir",
-        "/var/lib/weft",
+    let (xds_name, xds_port) = PLAINTEXT_XDS;
+    let plaintext = format!("0.0.0.0:{xds_port}");
+    let dashboard = format!("0.0.0.0:{DASHBOARD_PORT}");
+    let mut args = vec!["control", "--kubernetes", "--config-dir", "/var/lib/weft"];
+    if opts.plaintext_xds {
+        args.extend(["--grpc", &plaintext]);
+    }
+    args.extend([
         "--grpc-tls",
         "0.0.0.0:15012",
         "--monitoring",
@@ -206,11 +217,23 @@ fn deployment(opts: &Options) -> Value {
         "--inject-image",
         &opts.image,
         "--dashboard",
-        &format!("0.0.0.0:{DASHBOARD_PORT}"),
+        &dashboard,
         "--ca-dir",
         "/etc/cacerts",
         "--ca-dir-optional",
+    ]);
+    let mut ports = vec![
+        json!({"name": "https-dns", "containerPort": 15012, "protocol": "TCP"}),
+        json!({"name": "http-monitoring", "containerPort": 15014, "protocol": "TCP"}),
+        json!({"name": "https-webhook", "containerPort": 15017, "protocol": "TCP"}),
+        json!({"name": "http-dashboard", "containerPort": DASHBOARD_PORT, "protocol": "TCP"}),
     ];
+    if opts.plaintext_xds {
+        ports.insert(
+            0,
+            json!({"name": xds_name, "containerPort": xds_port, "protocol": "TCP"}),
+        );
+    }
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -234,12 +257,7 @@ fn deployment(opts: &Options) -> Value {
                         "env": [{"name": "WEFT_HOME", "value": "/var/lib/weft/home"},
                             // Who holds the writers' lease.
                             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-                        "ports": [
-                            {"name": "https-dns", "containerPort": 15012, "protocol": "TCP"},
-                            {"name": "http-monitoring", "containerPort": 15014, "protocol": "TCP"},
-                            {"name": "https-webhook", "containerPort": 15017, "protocol": "TCP"},
-                            {"name": "http-dashboard", "containerPort": DASHBOARD_PORT, "protocol": "TCP"},
-                        ],
+                        "ports": ports,
                         "readinessProbe": {"httpGet": {"path": "/ready", "port": 15014},
                             "initialDelaySeconds": 1, "periodSeconds": 3},
                         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
@@ -262,19 +280,24 @@ fn deployment(opts: &Options) -> Value {
     })
 }
 
-fn service() -> Value {
+fn service(opts: &Options) -> Value {
+    let mut ports = vec![
+        json!({"name": "https-dns", "port": 15012, "targetPort": 15012, "protocol": "TCP"}),
+        json!({"name": "https-webhook", "port": 443, "targetPort": 15017, "protocol": "TCP"}),
+        json!({"name": "http-monitoring", "port": 15014, "targetPort": 15014, "protocol": "TCP"}),
+    ];
+    if opts.plaintext_xds {
+        let (name, port) = PLAINTEXT_XDS;
+        ports.insert(
+            0,
+            json!({"name": name, "port": port, "targetPort": port, "protocol": "TCP"}),
+        );
+    }
     json!({
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": ISTIOD, "namespace": NAMESPACE, "labels": labels()},
-        "spec": {
-            "selector": {"app": ISTIOD, "istio": "pilot"},
-            "ports": [
-                {"name": "https-dns", "port": 15012, "targetPort": 15012, "protocol": "TCP"},
-                {"name": "https-webhook", "port": 443, "targetPort": 15017, "protocol": "TCP"},
-                {"name": "http-monitoring", "port": 15014, "targetPort": 15014, "protocol": "TCP"},
-            ],
-        },
+        "spec": {"selector": {"app": ISTIOD, "istio": "pilot"}, "ports": ports},
     })
 }
 
@@ -348,8 +371,63 @@ fn prometheus() -> Vec<Value> {
     ]
 }
 
+/// The chart value a boolean option is, and the sentinels [`mark_optional`] puts around
+/// what only that option writes.
+const PLAINTEXT_XDS_VALUE: &str = "plaintextXds";
+const IF: &str = "weft-chart-if-";
+const END: &str = "weft-chart-end-";
+
+/// `on` with each array element that `off` lacks put between an `IF` and an `END` sentinel
+/// element, which the chart makes `{{- if .Values.VALUE }}` and `{{- end }}`: both
+/// settings' objects in one template. (Only arrays differ for the options there are; the
+/// chart's render test would catch any other difference.)
+fn mark_optional(on: &Value, off: &Value, value: &str) -> Value {
+    match (on, off) {
+        (Value::Object(on), Value::Object(off)) => Value::Object(
+            on.iter()
+                .map(|(key, v)| {
+                    let marked = off
+                        .get(key)
+                        .map_or_else(|| v.clone(), |o| mark_optional(v, o, value));
+                    (key.clone(), marked)
+                })
+                .collect(),
+        ),
+        (Value::Array(on), Value::Array(off)) if on.len() == off.len() => Value::Array(
+            on.iter()
+                .zip(off)
+                .map(|(v, o)| mark_optional(v, o, value))
+                .collect(),
+        ),
+        (Value::Array(on), Value::Array(off)) => {
+            let (open, close) = (
+                json!(format!("{IF}{value}")),
+                json!(format!("{END}{value}")),
+            );
+            let mut off = off.iter().peekable();
+            let mut out = Vec::new();
+            // Whether the element before was added: a run of them is under one condition.
+            let mut added = false;
+            for item in on {
+                let kept = off.next_if_eq(&item).is_some();
+                if kept == added {
+                    out.push(if kept { close.clone() } else { open.clone() });
+                }
+                added = !kept;
+                out.push(item.clone());
+            }
+            if added {
+                out.push(close);
+            }
+            Value::Array(out)
+        }
+        _ => on.clone(),
+    }
+}
+
 /// `charts/weft`: the same objects as a Helm chart, written from [`generate`] so that the
-/// two cannot drift. Values: `image`, `caBundle` (the plugged-in root's PEM), `addons`.
+/// two cannot drift. Values: `image`, `caBundle` (the plugged-in root's PEM), `addons`,
+/// `plaintextXds`.
 pub fn helm_chart() -> Vec<(&'static str, String)> {
     const IMAGE: &str = "weft-image-from-values";
     const BUNDLE: &str = "weft-ca-bundle-from-values";
@@ -357,8 +435,17 @@ pub fn helm_chart() -> Vec<(&'static str, String)> {
         image: IMAGE.into(),
         ca_bundle: Some(BUNDLE.into()),
         addons: true,
+        plaintext_xds: true,
     };
-    let all = generate(&opts);
+    let without_plaintext = generate(&Options {
+        plaintext_xds: false,
+        ..opts.clone()
+    });
+    let all: Vec<Value> = generate(&opts)
+        .iter()
+        .zip(&without_plaintext)
+        .map(|(on, off)| mark_optional(on, off, PLAINTEXT_XDS_VALUE))
+        .collect();
     let core = generate(&Options {
         addons: false,
         ..opts.clone()
@@ -369,12 +456,18 @@ pub fn helm_chart() -> Vec<(&'static str, String)> {
         let bundle = base64::engine::general_purpose::STANDARD.encode(BUNDLE);
         let yaml = to_yaml(objects).replace(IMAGE, "{{ .Values.image | quote }}");
         yaml.lines()
-            .map(|line| match line.find(&format!("caBundle: {bundle}")) {
-                Some(indent) => {
-                    let pad = " ".repeat(indent);
+            .map(|line| {
+                let item = line.trim_start().strip_prefix("- ").unwrap_or_default();
+                let pad = " ".repeat(line.len() - line.trim_start().len());
+                if let Some(value) = item.strip_prefix(IF) {
+                    format!("{pad}{{{{- if .Values.{value} }}}}")
+                } else if item.starts_with(END) {
+                    format!("{pad}{{{{- end }}}}")
+                } else if line.trim_start() == format!("caBundle: {bundle}") {
                     format!("{pad}{{{{- with .Values.caBundle }}}}\n{pad}caBundle: {{{{ . | b64enc }}}}\n{pad}{{{{- end }}}}")
+                } else {
+                    line.to_string()
                 }
-                None => line.to_string(),
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -388,7 +481,7 @@ pub fn helm_chart() -> Vec<(&'static str, String)> {
         ),
         (
             "values.yaml",
-            format!("# The image whose entrypoint is weft, for istiod and the injected sidecars.\nimage: {}\n# The mesh root (PEM) of a plugged-in CA, also given to the cluster as the cacerts\n# Secret: the injection webhook's caBundle.\ncaBundle: \"\"\n# The Prometheus addon and the dashboard's Service.\naddons: true\n", Options::default().image),
+            format!("# The image whose entrypoint is weft, for istiod and the injected sidecars.\nimage: {}\n# The mesh root (PEM) of a plugged-in CA, also given to the cluster as the cacerts\n# Secret: the injection webhook's caBundle.\ncaBundle: \"\"\n# The Prometheus addon and the dashboard's Service.\naddons: true\n# istiod's plaintext discovery and admin port, Istio's grpc-xds 15010 (weft control --grpc):\n# no mTLS there, so off unless asked for (tests).\nplaintextXds: false\n", Options::default().image),
         ),
         (
             "README.md",
@@ -448,6 +541,21 @@ mod tests {
             })
             .collect();
         assert_eq!(ports, [(15012, 15012), (443, 15017), (15014, 15014)]);
+        assert!(!to_yaml(&all).contains("15010"), "plaintext is opt-in");
+        let plaintext = generate(&Options {
+            plaintext_xds: true,
+            ..Options::default()
+        });
+        let service = find(&plaintext, "Service", "istiod");
+        assert_eq!(service["spec"]["ports"][0]["name"], "grpc-xds");
+        assert_eq!(service["spec"]["ports"][0]["targetPort"], 15010);
+        let container =
+            &find(&plaintext, "Deployment", "istiod")["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["ports"][0]["containerPort"], 15010);
+        let args = container["args"].as_array().unwrap();
+        assert!(args
+            .windows(2)
+            .any(|w| w == [json!("--grpc"), json!("0.0.0.0:15010")]));
         // Injected pods reach the CA where injection says it is.
         let injected = crate::inject::Options::default().control_plane;
         assert_eq!(injected, "istiod.istio-system.svc:15012");
@@ -542,6 +650,17 @@ mod tests {
                 "charts/weft/{path} is not what the generator writes: run weft manifest chart --out charts/weft"
             );
         }
+    }
+
+    #[test]
+    fn what_only_an_option_adds_is_marked_in_runs() {
+        let on = json!({"a": [1, 2, 3, 4], "b": [{"c": [5, 6]}], "d": "e"});
+        let off = json!({"a": [1, 4], "b": [{"c": [5]}], "d": "e"});
+        let (open, close) = (json!(format!("{IF}v")), json!(format!("{END}v")));
+        assert_eq!(
+            mark_optional(&on, &off, "v"),
+            json!({"a": [1, open, 2, 3, close, 4], "b": [{"c": [5, open, 6, close]}], "d": "e"})
+        );
     }
 
     #[test]

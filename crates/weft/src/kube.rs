@@ -30,6 +30,10 @@ pub struct GenerateArgs {
     /// Leave out the Prometheus addon and the dashboard's Service.
     #[arg(long)]
     without_addons: bool,
+    /// Also serve Istio's plaintext grpc-xds port, 15010 (weft control --grpc): discovery
+    /// without mTLS and the admin API behind the admin token. Off by default; for tests.
+    #[arg(long)]
+    plaintext_xds: bool,
 }
 
 #[derive(clap::Args)]
@@ -91,6 +95,7 @@ fn options(args: &GenerateArgs) -> anyhow::Result<weft_kube::manifest::Options> 
         image: args.image.clone().unwrap_or(defaults.image),
         ca_bundle,
         addons: !args.without_addons,
+        plaintext_xds: args.plaintext_xds,
     })
 }
 

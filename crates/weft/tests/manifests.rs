@@ -303,35 +303,70 @@ async fn istios_valid_samples_pass_the_crds_schemas_and_wrong_types_do_not() {
 }
 
 #[tokio::test]
-async fn istiods_container_runs_weft_control_with_arguments_it_takes() {
-    let manifest = generate(&[]).await;
-    let deployment: Value = weft_api::split_documents(&manifest)
-        .into_iter()
-        .filter_map(|(_, doc)| serde_norway::from_str::<Value>(doc).ok())
-        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "istiod")
-        .unwrap();
-    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
-    let args: Vec<String> = container["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .collect();
-    // Outside a pod, with no kubeconfig, it gets as far as looking for the cluster.
-    let home = tempfile::tempdir().unwrap();
-    let out = tokio::process::Command::new(WEFT)
-        .args(&args)
-        .env_remove("KUBECONFIG")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env("HOME", home.path())
-        .env("WEFT_HOME", home.path())
-        .output()
-        .await
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("no Kubernetes configuration"),
-        "{args:?}: {err}"
+async fn plaintext_xds_is_served_only_when_asked_for() {
+    let find = |manifest: &str, kind: &str| -> Value {
+        weft_api::split_documents(manifest)
+            .into_iter()
+            .filter_map(|(_, doc)| serde_norway::from_str::<Value>(doc).ok())
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == "istiod")
+            .unwrap()
+    };
+    let default = generate(&[]).await;
+    assert!(!default.contains("15010"), "{default}");
+    let plaintext = generate(&["--plaintext-xds"]).await;
+    let service = find(&plaintext, "Service");
+    assert_eq!(
+        service["spec"]["ports"][0],
+        serde_json::json!({"name": "grpc-xds", "port": 15010, "targetPort": 15010, "protocol": "TCP"})
     );
+    let container = &find(&plaintext, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["ports"][0],
+        serde_json::json!({"name": "grpc-xds", "containerPort": 15010, "protocol": "TCP"})
+    );
+    let args = container["args"].as_array().unwrap();
+    let at = args.iter().position(|a| a == "--grpc").expect("--grpc");
+    assert_eq!(args[at + 1], "0.0.0.0:15010");
+    // The chart's value does the same.
+    let values = serde_json::json!({"plaintextXds": true});
+    assert_eq!(
+        objects(&render(Some(&values.to_string()))),
+        objects(&plaintext)
+    );
+}
+
+#[tokio::test]
+async fn istiods_container_runs_weft_control_with_arguments_it_takes() {
+    for options in [&[][..], &["--plaintext-xds"]] {
+        let manifest = generate(options).await;
+        let deployment: Value = weft_api::split_documents(&manifest)
+            .into_iter()
+            .filter_map(|(_, doc)| serde_norway::from_str::<Value>(doc).ok())
+            .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "istiod")
+            .unwrap();
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        let args: Vec<String> = container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        // Outside a pod, with no kubeconfig, it gets as far as looking for the cluster.
+        let home = tempfile::tempdir().unwrap();
+        let out = tokio::process::Command::new(WEFT)
+            .args(&args)
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env("HOME", home.path())
+            .env("WEFT_HOME", home.path())
+            .output()
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            err.contains("no Kubernetes configuration"),
+            "{args:?}: {err}"
+        );
+    }
 }
