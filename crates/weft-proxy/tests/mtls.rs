@@ -236,9 +236,45 @@ async fn certificates_from_another_root_are_refused_both_ways() {
     assert_eq!(app.hits(), 0);
 }
 
-/// Waits until a certificate whose notAfter is `not_after` has expired (one-second
-/// resolution).
-async fn until_expired(not_after: i64) {
+/// productpage → reviews over mTLS, one side's certificate (the client's if
+/// `client_expires`, else the server's) lasting a second; returned once that has expired,
+/// with its notAfter and the answer to a request made then.
+async fn once_one_expired(
+    client_expires: bool,
+) -> (
+    Backend,
+    Sidecar,
+    Sidecar,
+    i64,
+    support::Answer,
+    tempfile::TempDir,
+) {
+    logged();
+    let (dir, ca) = ca();
+    let root = ca.root_pem().to_string();
+    let app = Backend::start("127.0.0.1", "reviews-v1", support::ok()).await;
+    let (client_life, server_life) = if client_expires {
+        (Duration::from_secs(1), day())
+    } else {
+        (day(), Duration::from_secs(1))
+    };
+    let client_certs = certificates(&ca, "bookinfo-productpage", client_life, &root);
+    let server_certs = certificates(&ca, "bookinfo-reviews", server_life, &root);
+    let expiring = if client_expires {
+        &client_certs
+    } else {
+        &server_certs
+    };
+    let not_after = expiring.current().unwrap().leaf.not_after;
+    let (client, server) = pair(
+        Some(client_certs),
+        Some(server_certs),
+        app.addr,
+        |inbound| reviews_yaml(inbound, true, "bookinfo-reviews", "http"),
+        "",
+    )
+    .await;
+    // notAfter has one-second resolution.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -249,31 +285,18 @@ async fn until_expired(not_after: i64) {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_certificate_is_refused() {
-    logged();
-    let (_dir, ca) = ca();
-    let root = ca.root_pem().to_string();
-    let app = Backend::start("127.0.0.1", "reviews-v1", support::ok()).await;
-    let expiring = certificates(&ca, "bookinfo-reviews", Duration::from_secs(1), &root);
-    let not_after = expiring.current().unwrap().leaf.not_after;
-    let (mut client, _server) = pair(
-        Some(certificates(&ca, "bookinfo-productpage", day(), &root)),
-        Some(expiring),
-        app.addr,
-        |inbound| reviews_yaml(inbound, true, "bookinfo-reviews", "http"),
-        "",
-    )
-    .await;
-    until_expired(not_after).await;
     let answer = HttpClient::new(client.proxy.outbound_addr)
         .get("reviews:9080", "/", &[])
         .await;
     assert_eq!(answer.status, 503);
-    assert!(answer.hint().contains("Expired"), "{}", answer.hint());
     assert_eq!(app.hits(), 0);
+    (app, client, server, not_after, answer, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_certificate_is_refused() {
+    let (_app, mut client, _server, _, answer, _dir) = once_one_expired(false).await;
+    assert!(answer.hint().contains("Expired"), "{}", answer.hint());
     // The server learns why from the client's alert.
     until_logged("inbound mTLS handshake failed: received fatal alert: CertificateExpired").await;
     let entry = client.next_log().await;
@@ -288,26 +311,7 @@ async fn an_expired_certificate_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_presenting_an_expired_certificate_is_refused() {
-    logged();
-    let (_dir, ca) = ca();
-    let root = ca.root_pem().to_string();
-    let app = Backend::start("127.0.0.1", "reviews-v1", support::ok()).await;
-    let expiring = certificates(&ca, "bookinfo-productpage", Duration::from_secs(1), &root);
-    let not_after = expiring.current().unwrap().leaf.not_after;
-    let (client, _server) = pair(
-        Some(expiring),
-        Some(certificates(&ca, "bookinfo-reviews", day(), &root)),
-        app.addr,
-        |inbound| reviews_yaml(inbound, true, "bookinfo-reviews", "http"),
-        "",
-    )
-    .await;
-    until_expired(not_after).await;
-    let answer = HttpClient::new(client.proxy.outbound_addr)
-        .get("reviews:9080", "/", &[])
-        .await;
-    assert_eq!(answer.status, 503);
-    assert_eq!(app.hits(), 0);
+    let (_app, _client, _server, not_after, _, _dir) = once_one_expired(true).await;
     // The server's log says why, and since when, at WARN.
     let needle = "inbound mTLS handshake failed: invalid peer certificate: certificate expired";
     let text = until_logged(needle).await;

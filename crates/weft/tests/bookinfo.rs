@@ -1494,53 +1494,26 @@ async fn istio_bookinfo_tasks_on_weft_demo() {
     // Istio's task makes them, Secrets made with weft create secret, and curl over HTTPS to
     // the gateway's 8443; then MUTUAL, which wants the client's certificate.
     let certs = tempfile::tempdir().unwrap();
-    let openssl = |args: &[&str]| openssl(certs.path(), args);
     example_ca(certs.path());
     // rustls checks client certificates with webpki, which takes X.509 v3 only; OpenSSL
     // before 3.2 makes v1 from `x509 -req` without extensions, so the client's gets one.
-    std::fs::write(
-        certs.path().join("client.ext"),
-        "extendedKeyUsage = clientAuth\n",
-    )
-    .unwrap();
-    for (serial, name) in ["bookinfo.example.com", "client.example.com"]
-        .iter()
-        .enumerate()
+    for (serial, (name, extensions)) in [
+        ("bookinfo.example.com", None),
+        (
+            "client.example.com",
+            Some("extendedKeyUsage = clientAuth\n"),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
     {
-        let (csr, key, crt) = (
-            format!("{name}.csr"),
-            format!("{name}.key"),
-            format!("{name}.crt"),
+        example_leaf(
+            certs.path(),
+            serial,
+            name,
+            &format!("{name} organization"),
+            extensions,
         );
-        openssl(&[
-            "req",
-            "-out",
-            &csr,
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-subj",
-            &format!("/CN={name}/O={name} organization"),
-        ]);
-        let mut sign = vec![
-            "x509",
-            "-req",
-            "-sha256",
-            "-days",
-            "365",
-            "-CA",
-            "example.com.crt",
-            "-CAkey",
-            "example.com.key",
-        ];
-        let serial = serial.to_string();
-        sign.extend(["-set_serial", &serial, "-in", &csr, "-out", &crt]);
-        if name.starts_with("client") {
-            sign.extend(["-extfile", "client.ext"]);
-        }
-        openssl(&sign);
     }
     let cert = |f: &str| certs.path().join(f).display().to_string();
     let curl = |client: bool| {

@@ -246,6 +246,7 @@ async fn weft_control_serves_the_clusters_bookinfo_to_proxies_and_follows_kubect
     // A real proxy, productpage's sidecar, following the control plane.
     let addrs = free_addrs::<4>();
     let [outbound, _, _, health] = addrs;
+    let first_outbound = outbound;
     let mut proxy = Weft::spawn(&proxy_args(grpc, "productpage-v1", addrs));
     ready(&mut proxy, health, "/healthz/ready").await;
     until_answering(outbound, &["reviews-v1"], "only the ready pod serves").await;
@@ -361,6 +362,21 @@ async fn weft_control_serves_the_clusters_bookinfo_to_proxies_and_follows_kubect
         "over 15012 with a reviewed token",
     )
     .await;
+    // An EndpointSlice change reaches both proxies: v3 not ready leaves the route with no
+    // endpoint, ready again restores it.
+    reviews_pod(&fake, "v3", v3.addr, false);
+    for at in [first_outbound, outbound] {
+        until_answering(
+            at,
+            &["503 Service Unavailable no healthy upstream"],
+            "v3 not ready",
+        )
+        .await;
+    }
+    reviews_pod(&fake, "v3", v3.addr, true);
+    for at in [first_outbound, outbound] {
+        until_answering(at, &["reviews-v3"], "v3 ready again").await;
+    }
     assert!(
         injected
             .stderr()

@@ -579,7 +579,6 @@ pub fn openssl(dir: &std::path::Path, args: &[&str]) {
 /// leaf with a subjectAltName: rustls verifies names in the subjectAltName only (never the
 /// CN, as browsers do) and takes X.509 v3 certificates only.
 pub fn mutual_origination_certificates(dir: &std::path::Path) {
-    let openssl = |args: &[&str]| openssl(dir, args);
     example_ca(dir);
     for (serial, name) in [
         "my-nginx.mesh-external.svc.cluster.local",
@@ -588,14 +587,30 @@ pub fn mutual_origination_certificates(dir: &std::path::Path) {
     .iter()
     .enumerate()
     {
-        let (csr, key, crt, ext) = (
-            format!("{name}.csr"),
-            format!("{name}.key"),
-            format!("{name}.crt"),
-            format!("{name}.ext"),
-        );
-        std::fs::write(dir.join(&ext), format!("subjectAltName = DNS:{name}\n")).unwrap();
-        openssl(&[
+        let san = format!("subjectAltName = DNS:{name}\n");
+        example_leaf(dir, serial, name, "some organization", Some(&san));
+    }
+}
+
+/// A certificate for `name` from example.com's CA in `dir` (`NAME.key`, `NAME.crt`), as
+/// Istio's TLS tasks make one with openssl; `extensions`, when given, go in with
+/// `-extfile`.
+pub fn example_leaf(
+    dir: &std::path::Path,
+    serial: usize,
+    name: &str,
+    organization: &str,
+    extensions: Option<&str>,
+) {
+    let (csr, key, crt, ext) = (
+        format!("{name}.csr"),
+        format!("{name}.key"),
+        format!("{name}.crt"),
+        format!("{name}.ext"),
+    );
+    openssl(
+        dir,
+        &[
             "req",
             "-out",
             &csr,
@@ -605,29 +620,32 @@ pub fn mutual_origination_certificates(dir: &std::path::Path) {
             "-keyout",
             &key,
             "-subj",
-            &format!("/CN={name}/O=some organization"),
-        ]);
-        let serial = serial.to_string();
-        openssl(&[
-            "x509",
-            "-req",
-            "-sha256",
-            "-days",
-            "365",
-            "-CA",
-            "example.com.crt",
-            "-CAkey",
-            "example.com.key",
-            "-set_serial",
-            &serial,
-            "-in",
-            &csr,
-            "-out",
-            &crt,
-            "-extfile",
-            &ext,
-        ]);
+            &format!("/CN={name}/O={organization}"),
+        ],
+    );
+    let serial = serial.to_string();
+    let mut sign = vec![
+        "x509",
+        "-req",
+        "-sha256",
+        "-days",
+        "365",
+        "-CA",
+        "example.com.crt",
+        "-CAkey",
+        "example.com.key",
+        "-set_serial",
+        &serial,
+        "-in",
+        &csr,
+        "-out",
+        &crt,
+    ];
+    if let Some(extensions) = extensions {
+        std::fs::write(dir.join(&ext), extensions).unwrap();
+        sign.extend(["-extfile", &ext]);
     }
+    openssl(dir, &sign);
 }
 
 /// example.com's CA (`example.com.crt`, `.key`) in `dir`, as Istio's TLS tasks make it.
