@@ -384,6 +384,13 @@ async fn weft_control_serves_the_clusters_bookinfo_to_proxies_and_follows_kubect
         "{}",
         injected.output()
     );
+    // Certificates and keys stay out of both logs; identities and expiry are what they say.
+    for log in [injected.output(), control.output()] {
+        assert!(
+            !log.contains("PRIVATE KEY") && !log.contains("BEGIN CERTIFICATE"),
+            "{log}"
+        );
+    }
     for (token, account) in [
         // Another account's token, for this account's identity.
         (
