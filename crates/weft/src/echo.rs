@@ -56,6 +56,7 @@ pub async fn serve(args: EchoArgs) -> anyhow::Result<()> {
         (Some(addr), Some(cert), Some(key)) => Some((
             bind(addr).await?,
             CertFiles {
+                name,
                 cert,
                 key,
                 client_ca: args.client_ca,
@@ -111,6 +112,7 @@ pub async fn serve(args: EchoArgs) -> anyhow::Result<()> {
 /// may be a secret volume's, which the platform writes once the Secret exists and rewrites
 /// when it changes. Until they can be read, connections are closed.
 struct CertFiles {
+    name: &'static str,
     cert: std::path::PathBuf,
     key: std::path::PathBuf,
     client_ca: Option<std::path::PathBuf>,
@@ -156,6 +158,11 @@ impl CertFiles {
             alpn: &[b"h2", b"http/1.1"],
         })?;
         let acceptor = TlsAcceptor::from(Arc::new(config));
+        eprintln!(
+            "weft echo {:?}: serving HTTPS with the certificate in {}",
+            self.name,
+            self.cert.display()
+        );
         self.loaded = Some((stamps, acceptor.clone()));
         Ok(acceptor)
     }
