@@ -12,7 +12,7 @@ use weft_api::analyze::{self, Input, Level};
 use weft_api::types::timestamp::{rfc3339, Fraction};
 use weft_api::{Kind, Origin, Resource};
 use weft_discovery::credentials::Token;
-use weft_discovery::wire::Key;
+use weft_discovery::wire::{self, Key};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -37,6 +37,11 @@ pub struct BrokenFile {
     pub serving_last_good: bool,
 }
 
+struct Parsed {
+    content: u64,
+    objects: Vec<(Key, Object)>,
+}
+
 /// What happened to one applied object, as kubectl reports it.
 pub struct Applied {
     pub key: Key,
@@ -51,6 +56,10 @@ pub struct ConfigState {
     write: tokio::sync::Mutex<()>,
     /// Files of the directory that do not load, with why.
     broken: Mutex<BTreeMap<PathBuf, BrokenFile>>,
+    /// Each partition's last good parse, by a digest of its content: a re-read of content
+    /// that has not changed (the watch's first report, a file beside the one edited) takes
+    /// these instead of parsing it again.
+    parsed: Mutex<BTreeMap<PathBuf, Parsed>>,
     pub registrations: Registrations,
     /// What a proxy's Hello must carry for its workload to be registered.
     pub join_token: Token,
@@ -68,6 +77,7 @@ impl ConfigState {
             source,
             write: tokio::sync::Mutex::new(()),
             broken: Mutex::default(),
+            parsed: Mutex::default(),
             registrations,
             join_token,
         }
@@ -246,17 +256,13 @@ impl ConfigState {
             let mut found: BTreeMap<Key, Object> = BTreeMap::new();
             let mut read: BTreeSet<PathBuf> = BTreeSet::new();
             for partition in &partitions {
-                let loaded = state.source.read(partition);
+                let loaded = state.objects_of(partition);
                 let mut broken = state.broken.lock().unwrap_or_else(|p| p.into_inner());
                 match loaded {
-                    Ok(resources) => {
+                    Ok(objects) => {
                         broken.remove(partition);
                         read.insert(partition.clone());
-                        found.extend(
-                            resources
-                                .into_iter()
-                                .map(|r| (Key::of(&r), Object::new(r, Source::Config))),
-                        );
+                        found.extend(objects);
                     }
                     Err(e) => {
                         tracing::error!("{e}");
@@ -299,6 +305,37 @@ impl ConfigState {
         }
         mesh.metrics.broken_files(broken.len());
         Ok(changed)
+    }
+
+    /// The objects a partition defines now, parsed only if its content changed since its
+    /// last good parse.
+    fn objects_of(&self, partition: &Path) -> Result<Vec<(Key, Object)>, StoreError> {
+        let Some(content) = self.source.content(partition)? else {
+            self.parsed().remove(partition);
+            return Ok(Vec::new());
+        };
+        let digest = wire::content_hash(content.as_bytes());
+        if let Some(last) = self.parsed().get(partition).filter(|p| p.content == digest) {
+            return Ok(last.objects.clone());
+        }
+        let objects: Vec<(Key, Object)> = self
+            .source
+            .parse(partition, &content)?
+            .into_iter()
+            .map(|r| (Key::of(&r), Object::new(r, Source::Config)))
+            .collect();
+        self.parsed().insert(
+            partition.to_path_buf(),
+            Parsed {
+                content: digest,
+                objects: objects.clone(),
+            },
+        );
+        Ok(objects)
+    }
+
+    fn parsed(&self) -> MutexGuard<'_, BTreeMap<PathBuf, Parsed>> {
+        self.parsed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Files of the source that do not load.
@@ -438,4 +475,153 @@ fn analysis_of(
         });
     let text = |ms: Vec<analyze::Message>| ms.iter().map(ToString::to_string).collect();
     (text(blocking), text(other))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::store::ConfigDir;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// The config directory, counting how many times it parses a file.
+    struct Counting {
+        dir: ConfigDir,
+        parses: Arc<AtomicUsize>,
+    }
+
+    impl ConfigSource for Counting {
+        fn partitions(&self) -> Result<Vec<PathBuf>, StoreError> {
+            self.dir.partitions()
+        }
+        fn owns(&self, partition: &Path) -> bool {
+            self.dir.owns(partition)
+        }
+        fn content(&self, partition: &Path) -> Result<Option<String>, StoreError> {
+            self.dir.content(partition)
+        }
+        fn parse(&self, partition: &Path, content: &str) -> Result<Vec<Resource>, StoreError> {
+            self.parses.fetch_add(1, Ordering::Relaxed);
+            self.dir.parse(partition, content)
+        }
+        fn partition_for(&self, key: &Key) -> PathBuf {
+            self.dir.partition_for(key)
+        }
+        fn put(
+            &self,
+            key: &Key,
+            r: &Resource,
+            previous: Option<&Resource>,
+        ) -> Result<(), StoreError> {
+            self.dir.put(key, r, previous)
+        }
+        fn delete(&self, key: &Key, current: &Resource) -> Result<(), StoreError> {
+            self.dir.delete(key, current)
+        }
+        fn sync(&self) -> Result<(), StoreError> {
+            self.dir.sync()
+        }
+        fn watch(
+            &self,
+            changed: tokio::sync::mpsc::UnboundedSender<Option<BTreeSet<PathBuf>>>,
+        ) -> tokio::task::JoinHandle<()> {
+            self.dir.watch(changed)
+        }
+    }
+
+    fn service(name: &str, label: &str) -> String {
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, labels: {{from: {label}}}}}\nspec: {{ports: [{{port: 80, name: http}}]}}\n")
+    }
+
+    fn label_of(state: &ConfigState, name: &str) -> Option<String> {
+        let key = Key {
+            kind: Kind::Service,
+            namespace: "default".into(),
+            name: name.into(),
+        };
+        let mesh = state.mesh();
+        let labels = &mesh.objects().get(&key)?.resource.metadata.labels;
+        labels.get("from").cloned()
+    }
+
+    #[tokio::test]
+    async fn content_read_before_is_not_parsed_again_and_means_the_same() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a.yaml"), tmp.path().join("b.yaml"));
+        // `shared` is defined in both files; the later file wins.
+        std::fs::write(
+            &a,
+            format!("{}---\n{}", service("one", "a"), service("shared", "a")),
+        )
+        .unwrap();
+        std::fs::write(
+            &b,
+            format!("{}---\n{}", service("two", "b"), service("shared", "b")),
+        )
+        .unwrap();
+        let parses = Arc::new(AtomicUsize::new(0));
+        let source = Counting {
+            dir: ConfigDir::open(tmp.path()).unwrap(),
+            parses: parses.clone(),
+        };
+        let state = Arc::new(ConfigState::new(
+            Mesh::new(Arc::new(Metrics::default())),
+            Box::new(source),
+            Registrations::new(None, Duration::from_secs(30)),
+            Token::generate().unwrap(),
+        ));
+        let parsed = || parses.load(Ordering::Relaxed);
+
+        state.reload(None).await.unwrap();
+        assert_eq!(
+            (parsed(), label_of(&state, "shared").as_deref()),
+            (2, Some("b"))
+        );
+
+        // The watch's first report: everything again, nothing parsed, nothing changed.
+        assert_eq!(state.reload(None).await.unwrap(), 0);
+        assert_eq!(parsed(), 2);
+        assert_eq!(state.mesh().config_objects().count(), 3);
+
+        // An edit is parsed; the file beside it, re-read in full, is not, and still defines
+        // what it did: `shared` falls back to a's definition.
+        std::fs::write(&b, service("two", "b2")).unwrap();
+        state.reload(None).await.unwrap();
+        assert_eq!(parsed(), 3);
+        assert_eq!(label_of(&state, "two").as_deref(), Some("b2"));
+        assert_eq!(label_of(&state, "shared").as_deref(), Some("a"));
+
+        // A broken edit keeps the last good objects; putting the last good content back
+        // serves it again without a parse.
+        std::fs::write(&b, "kind: [").unwrap();
+        state
+            .reload(Some(&BTreeSet::from([b.clone()])))
+            .await
+            .unwrap();
+        assert_eq!(parsed(), 4);
+        assert!(state.broken_files().contains_key(&b));
+        std::fs::write(&b, service("two", "b2")).unwrap();
+        state
+            .reload(Some(&BTreeSet::from([b.clone()])))
+            .await
+            .unwrap();
+        assert_eq!(parsed(), 4);
+        assert!(state.broken_files().is_empty());
+
+        // A removed file's objects go, and so does its parse.
+        std::fs::remove_file(&a).unwrap();
+        state
+            .reload(Some(&BTreeSet::from([a.clone()])))
+            .await
+            .unwrap();
+        assert_eq!(label_of(&state, "one"), None);
+        assert_eq!(label_of(&state, "shared"), None);
+        std::fs::write(&a, service("one", "a")).unwrap();
+        state.reload(Some(&BTreeSet::from([a]))).await.unwrap();
+        assert_eq!(
+            (parsed(), label_of(&state, "one").as_deref()),
+            (5, Some("a"))
+        );
+    }
 }

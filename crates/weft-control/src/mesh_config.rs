@@ -36,16 +36,24 @@ impl ConfigSource for WithMeshConfig {
         partition == self.file || self.inner.owns(partition)
     }
 
-    fn read(&self, partition: &Path) -> Result<Vec<Resource>, StoreError> {
+    fn content(&self, partition: &Path) -> Result<Option<String>, StoreError> {
         if partition != self.file {
-            return self.inner.read(partition);
+            return self.inner.content(partition);
         }
-        let text = std::fs::read_to_string(&self.file).map_err(|source| StoreError::Io {
-            action: "read the mesh config",
-            path: self.file.clone(),
-            source,
-        })?;
-        crate::store::checked(weft_api::load_mesh_config(&text, &self.file), &self.file)
+        std::fs::read_to_string(&self.file)
+            .map(Some)
+            .map_err(|source| StoreError::Io {
+                action: "read the mesh config",
+                path: self.file.clone(),
+                source,
+            })
+    }
+
+    fn parse(&self, partition: &Path, content: &str) -> Result<Vec<Resource>, StoreError> {
+        if partition != self.file {
+            return self.inner.parse(partition, content);
+        }
+        crate::store::checked(weft_api::load_mesh_config(content, &self.file), &self.file)
     }
 
     fn partition_for(&self, key: &Key) -> PathBuf {

@@ -40,8 +40,11 @@ pub trait ConfigSource: Send + Sync + 'static {
     fn partitions(&self) -> Result<Vec<PathBuf>, StoreError>;
     /// Whether a changed path reported by the watch is a partition of this source.
     fn owns(&self, partition: &Path) -> bool;
-    /// The objects of one partition; one that no longer exists has none.
-    fn read(&self, partition: &Path) -> Result<Vec<Resource>, StoreError>;
+    /// What one partition holds now, as text; `None` once it no longer exists.
+    fn content(&self, partition: &Path) -> Result<Option<String>, StoreError>;
+    /// The objects a partition's `content` defines; content with any error defines none.
+    /// Apart from the two, so that content read before is not parsed again.
+    fn parse(&self, partition: &Path, content: &str) -> Result<Vec<Resource>, StoreError>;
     /// The partition an applied object is stored in.
     fn partition_for(&self, key: &Key) -> PathBuf;
     /// Stores an object durably; `previous` is its current definition, if any.
@@ -138,16 +141,21 @@ impl ConfigSource for ConfigDir {
             && (weft_api::load::is_config_file(file) || !file.exists())
     }
 
-    /// The objects one file defines; a file with any error yields none.
-    fn read(&self, file: &Path) -> Result<Vec<Resource>, StoreError> {
-        if !file.exists() {
-            return Ok(Vec::new());
+    fn content(&self, file: &Path) -> Result<Option<String>, StoreError> {
+        match fs::read_to_string(file) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Io {
+                action: "read",
+                path: file.to_path_buf(),
+                source,
+            }),
         }
-        let loaded = weft_api::load_path(file).map_err(|e| StoreError::Invalid {
-            file: file.to_path_buf(),
-            errors: e.to_string(),
-        })?;
-        checked(loaded, file)
+    }
+
+    /// The objects one file defines; a file with any error defines none.
+    fn parse(&self, file: &Path, text: &str) -> Result<Vec<Resource>, StoreError> {
+        checked(weft_api::load_str(text, file), file)
     }
 
     /// Where the API keeps an object.
@@ -336,7 +344,11 @@ mod tests {
 
     fn load_all(dir: &ConfigDir) -> Vec<Resource> {
         let files = dir.partitions().unwrap();
-        files.iter().flat_map(|f| dir.read(f).unwrap()).collect()
+        let read = |f: &PathBuf| match dir.content(f).unwrap() {
+            Some(text) => dir.parse(f, &text).unwrap(),
+            None => Vec::new(),
+        };
+        files.iter().flat_map(read).collect()
     }
 
     const TWO: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80, name: http}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec: {ports: [{port: 80, name: http}]}\n";

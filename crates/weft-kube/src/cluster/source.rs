@@ -300,12 +300,17 @@ impl ConfigSource for KubeSource {
         index::owns(partition)
     }
 
-    fn read(&self, partition: &Path) -> Result<Vec<Resource>, StoreError> {
-        let Some(doc) = self.shared.index.lock().read(partition) else {
-            return Ok(Vec::new());
-        };
-        let loaded = weft_api::load_str(&doc.to_string(), partition);
-        weft_control::store::checked(loaded, partition)
+    fn content(&self, partition: &Path) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .shared
+            .index
+            .lock()
+            .read(partition)
+            .map(|doc| doc.to_string()))
+    }
+
+    fn parse(&self, partition: &Path, content: &str) -> Result<Vec<Resource>, StoreError> {
+        weft_control::store::checked(weft_api::load_str(content, partition), partition)
     }
 
     fn partition_for(&self, _key: &Key) -> PathBuf {
