@@ -89,6 +89,9 @@ pub struct Results {
     pub measurements: Vec<Measurement>,
     /// Peak RSS of each proxy process over the whole run, MiB.
     pub peak_rss_mib: Vec<(&'static str, f64)>,
+    /// The largest anonymous and file-backed resident sizes of each proxy process, sampled
+    /// every 100 ms while the measured loads ran.
+    pub resident_peaks: Vec<(&'static str, procfs::Resident)>,
     /// Growth of the client-side proxy's RSS per idle downstream connection, KiB, by
     /// plaintext variant; measured after the peak RSS was read.
     pub idle_connection_kib: Vec<(&'static str, f64)>,
@@ -140,6 +143,28 @@ async fn settled_rss_kib(pid: u32) -> Result<f64, procfs::ProcError> {
     Ok(last)
 }
 
+/// Runs `work`, raising `peaks` to each process's resident memory every 100 ms meanwhile.
+async fn sampling_resident<T>(
+    processes: &[&Process],
+    peaks: &mut [procfs::Resident],
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tick.tick() => {
+                for (peak, p) in peaks.iter_mut().zip(processes) {
+                    if let Ok(now) = procfs::resident(p.pid()) {
+                        peak.raise(now);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// RSS growth of `proxy` per connection while it holds [`IDLE_CONNECTIONS`] idle ones, KiB.
 async fn idle_connection_kib(load: &Load, proxy: &Process) -> Result<f64, CompareError> {
     let before = settled_rss_kib(proxy.pid()).await?;
@@ -176,6 +201,8 @@ pub async fn run(opts: &Options) -> Result<Results, CompareError> {
     )
     .await?;
     let mut measurements = Vec::new();
+    let all: Vec<&Process> = t.pairs.iter().flat_map(|pair| &pair.proxies).collect();
+    let mut resident = vec![procfs::Resident::default(); all.len()];
     for w in workloads(opts.rate) {
         for (variant, target, proxies) in variants(&t, w.hops) {
             let load = match w.protocol {
@@ -193,10 +220,14 @@ pub async fn run(opts: &Options) -> Result<Results, CompareError> {
                 .iter()
                 .map(|p| procfs::cpu_seconds(p.pid()))
                 .collect::<Result<_, _>>()?;
-            let outcome = load::run(&Load {
-                duration: opts.duration,
-                ..load
-            })
+            let outcome = sampling_resident(
+                &all,
+                &mut resident,
+                load::run(&Load {
+                    duration: opts.duration,
+                    ..load
+                }),
+            )
             .await?;
             let mut costs = Vec::new();
             for (p, start) in proxies.iter().zip(before) {
@@ -231,6 +262,7 @@ pub async fn run(opts: &Options) -> Result<Results, CompareError> {
     for p in t.pairs.iter().flat_map(|pair| &pair.proxies) {
         peak_rss_mib.push((p.name, procfs::peak_rss_mib(p.pid())?));
     }
+    let resident_peaks = all.iter().map(|p| p.name).zip(resident).collect();
     let mut idle = Vec::new();
     for pair in t.pairs.iter().filter(|p| !p.variant.ends_with("-mtls")) {
         let load = http1_load(pair.entry, Mode::ClosedLoop, 1);
@@ -246,6 +278,7 @@ pub async fn run(opts: &Options) -> Result<Results, CompareError> {
         duration_seconds: opts.duration.as_secs_f64(),
         measurements,
         peak_rss_mib,
+        resident_peaks,
         idle_connection_kib: idle,
         envoy: opts.envoy_bin.as_ref().map(|p| p.display().to_string()),
     })

@@ -1,4 +1,5 @@
-//! What a process has cost, read from /proc: CPU seconds (user + system) and peak RSS.
+//! What a process has cost, read from /proc: CPU seconds (user + system), peak RSS, and
+//! resident memory split into anonymous and file-backed pages.
 
 use std::path::PathBuf;
 
@@ -44,15 +45,43 @@ pub fn rss_mib(pid: u32) -> Result<f64, ProcError> {
     status_mib(pid, "VmRSS:")
 }
 
-fn status_mib(pid: u32, field: &str) -> Result<f64, ProcError> {
+/// Resident memory by kind, MiB: anonymous pages (heaps, stacks) and file-backed ones (the
+/// binary's code and data, which every process mapping the same file shares).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Resident {
+    pub anon_mib: f64,
+    pub file_mib: f64,
+}
+
+impl Resident {
+    /// Keeps the larger of each kind.
+    pub fn raise(&mut self, other: Resident) {
+        self.anon_mib = self.anon_mib.max(other.anon_mib);
+        self.file_mib = self.file_mib.max(other.file_mib);
+    }
+}
+
+/// Resident memory now (`RssAnon`, `RssFile`).
+pub fn resident(pid: u32) -> Result<Resident, ProcError> {
     let status = read(pid, "status")?;
+    Ok(Resident {
+        anon_mib: field_mib(&status, "RssAnon:"),
+        file_mib: field_mib(&status, "RssFile:"),
+    })
+}
+
+fn status_mib(pid: u32, field: &str) -> Result<f64, ProcError> {
+    Ok(field_mib(&read(pid, "status")?, field))
+}
+
+fn field_mib(status: &str, field: &str) -> f64 {
     let kib = status
         .lines()
         .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
-    Ok(kib / 1024.0)
+    kib / 1024.0
 }
 
 #[cfg(test)]
@@ -67,6 +96,8 @@ mod tests {
         assert!(cpu_seconds(pid).unwrap() >= 0.0);
         assert!(peak_rss_mib(pid).unwrap() > 1.0);
         assert!(rss_mib(pid).unwrap() > 1.0);
+        let r = resident(pid).unwrap();
+        assert!(r.anon_mib > 0.0 && r.file_mib > 0.0, "{r:?}");
         assert!(cpu_seconds(u32::MAX).is_err());
     }
 }

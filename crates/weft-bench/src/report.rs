@@ -118,9 +118,19 @@ pub fn markdown(r: &Results, rate: u32) -> String {
         }
     }
     md.push_str(&tls_cost(r, rate));
-    let _ = writeln!(md, "## Peak RSS\n\n| process | MiB |\n| --- | ---: |");
+    let _ = writeln!(
+        md,
+        "## Peak RSS\n\nPeak RSS (`VmHWM`) over the run; beside it, the largest anonymous and file-backed resident sizes sampled every 100 ms under the measured loads. File-backed pages are the binary's code and data, held once in the page cache however many sidecars on a node run the same binary.\n\n| process | peak RSS MiB | anonymous MiB | file-backed MiB |\n| --- | ---: | ---: | ---: |"
+    );
     for (name, mib) in &r.peak_rss_mib {
-        let _ = writeln!(md, "| {name} | {mib:.1} |");
+        let (anon, file) = r
+            .resident_peaks
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(("–".into(), "–".into()), |(_, m)| {
+                (format!("{:.1}", m.anon_mib), format!("{:.1}", m.file_mib))
+            });
+        let _ = writeln!(md, "| {name} | {mib:.1} | {anon} | {file} |");
     }
     md.push('\n');
     md.push_str(&goals(r, rate));
@@ -497,10 +507,19 @@ mod tests {
                 ("weft-server", 14.0),
                 ("envoy-server", 70.0),
             ],
+            resident_peaks: vec![(
+                "weft-client",
+                crate::procfs::Resident {
+                    anon_mib: 6.0,
+                    file_mib: 9.5,
+                },
+            )],
             idle_connection_kib: vec![("weft", 6.5), ("envoy", 13.0)],
             envoy: Some("envoy".into()),
         };
         let md = markdown(&r, 1000);
+        assert!(md.contains("| weft-client | 16.0 | 6.0 | 9.5 |"), "{md}");
+        assert!(md.contains("| envoy-client | 64.0 | – | – |"), "{md}");
         assert!(md.contains("| weft | 30000 | 100 | 150 | 400 | 800 | 0 | 0 | 200 | 400 | 10.0 + 10.0 = 20.0 | 0 |"), "{md}");
         assert!(
             md.contains("Weft/Envoy: added p99 0.50×, CPU per request 0.25×, throughput 3.00×."),
