@@ -37,6 +37,7 @@ pub struct BrokenFile {
     pub serving_last_good: bool,
 }
 
+/// A partition's objects as its content parsed, with that content's digest.
 struct Parsed {
     content: u64,
     objects: Vec<(Key, Object)>,
@@ -250,7 +251,13 @@ impl ConfigState {
             None => self.source.partitions()?,
         };
         let state = self.clone();
+        let everything_listed = changed.is_none();
         let (partitions, found, read) = off_the_streams(move || {
+            if everything_listed {
+                // A partition gone unreported keeps no parse.
+                let listed: BTreeSet<&PathBuf> = partitions.iter().collect();
+                state.parsed().retain(|p, _| listed.contains(p));
+            }
             // Objects are made (encoded and digested) here rather than under the mesh's
             // lock: the watch's first report re-reads everything while proxies connect.
             let mut found: BTreeMap<Key, Object> = BTreeMap::new();
@@ -609,6 +616,16 @@ mod tests {
         assert_eq!(parsed(), 4);
         assert!(state.broken_files().is_empty());
 
+        // A file removed behind the watch's back leaves no parse after a full re-read.
+        let c = tmp.path().join("c.yaml");
+        std::fs::write(&c, service("three", "c")).unwrap();
+        state.reload(None).await.unwrap();
+        std::fs::remove_file(&c).unwrap();
+        state.reload(None).await.unwrap();
+        assert!(!state.parsed().contains_key(&c));
+        assert_eq!(label_of(&state, "three"), None);
+        let parses_so_far = parsed();
+
         // A removed file's objects go, and so does its parse.
         std::fs::remove_file(&a).unwrap();
         state
@@ -621,7 +638,7 @@ mod tests {
         state.reload(Some(&BTreeSet::from([a]))).await.unwrap();
         assert_eq!(
             (parsed(), label_of(&state, "one").as_deref()),
-            (5, Some("a"))
+            (parses_so_far + 1, Some("a"))
         );
     }
 }
